@@ -1,0 +1,258 @@
+/**
+ * The server's state machine: uninitialised → sealed ⇄ unsealed. While sealed
+ * no key is in memory and every data endpoint answers 503. Unsealing rebuilds
+ * the keyring from the root key; sealing zeroes it.
+ */
+import type { Kysely } from 'kysely';
+import { CofferError, conflict, sealedError } from './errors.js';
+import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
+import { aad } from './keyring/context.js';
+import { Keyring } from './keyring/keyring.js';
+import { InMemoryRootKey } from './seal/root-key.js';
+import { ShareCollector, decodeShare, encodeShare, splitRootKey, validateShareConfig } from './seal/shamir.js';
+import { NamespaceService } from './secrets/namespace-service.js';
+import { SecretService } from './secrets/secret-service.js';
+import type { Database } from './storage/schema.js';
+import { isUniqueViolation } from './storage/errors.js';
+import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken } from './auth/tokens.js';
+
+const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
+
+export interface CoreOptions {
+  kekCacheTtlMs: number;
+  kekCacheMaxEntries: number;
+  defaultMaxVersions: number;
+}
+
+export interface SealStatus {
+  initialized: boolean;
+  sealed: boolean;
+  seal_type: string | null;
+  shares: number | null;
+  threshold: number | null;
+  /** Shares accepted so far towards the threshold. */
+  progress: number;
+}
+
+export interface InitResult {
+  shares: string[];
+  threshold: number;
+  root_token: string;
+}
+
+interface SealConfig {
+  sealType: string;
+  shares: number;
+  threshold: number;
+  rootVersion: number;
+  rootCheck: Uint8Array;
+}
+
+/** What exists only while unsealed. */
+export interface Services {
+  keyring: Keyring;
+  tokens: TokenService;
+  namespaces: NamespaceService;
+  secrets: SecretService;
+}
+
+export class CofferCore {
+  private sealConfig: SealConfig | null = null;
+  private collector: ShareCollector | null = null;
+  private unsealed: Services | null = null;
+  /** Serialises init/unseal/seal so two operators cannot interleave them. */
+  private transition: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly db: Kysely<Database>,
+    private readonly options: CoreOptions,
+  ) {}
+
+  /** Reads the seal configuration; the server starts sealed. */
+  async load(): Promise<void> {
+    const row = await this.db.selectFrom('seal_config').selectAll().where('id', '=', 1).executeTakeFirst();
+    this.sealConfig = row
+      ? {
+          sealType: row.seal_type,
+          shares: row.shares,
+          threshold: row.threshold,
+          rootVersion: row.root_version,
+          rootCheck: row.root_check,
+        }
+      : null;
+  }
+
+  get isSealed(): boolean {
+    return this.unsealed === null;
+  }
+
+  status(): SealStatus {
+    const c = this.sealConfig;
+    return {
+      initialized: c !== null,
+      sealed: this.unsealed === null,
+      seal_type: c?.sealType ?? null,
+      shares: c?.shares ?? null,
+      threshold: c?.threshold ?? null,
+      progress: this.collector?.progress ?? 0,
+    };
+  }
+
+  /** The unsealed services, or 503 sealed. */
+  services(): Services {
+    if (!this.unsealed) throw sealedError();
+    return this.unsealed;
+  }
+
+  /**
+   * Generates the root key, splits it into shares, creates the system keys and
+   * the initial root token. Returns the shares and the token once; they are
+   * stored nowhere. The server stays sealed afterwards, as Vault does.
+   */
+  init(shares: number, threshold: number): Promise<InitResult> {
+    return this.exclusive(async () => {
+      const problem = validateShareConfig(shares, threshold);
+      if (problem) throw new CofferError(400, 'invalid_request', problem);
+      await this.load();
+      if (this.sealConfig) throw conflict('already_initialized', 'Coffer is already initialised');
+
+      const rootVersion = 1;
+      const rootKeyBytes = generateKeyMaterial();
+      const root = new InMemoryRootKey(Uint8Array.from(rootKeyBytes), rootVersion);
+      const signingKey = generateKeyMaterial();
+      try {
+        // Shares are computed before anything is stored: a failure here leaves the server uninitialised.
+        const shareBytes = await splitRootKey(rootKeyBytes, shares, threshold);
+        const rootCheck = sealWithKey(rootKeyBytes, ROOT_CHECK_PLAINTEXT, aad.rootCheck(rootVersion));
+        const wrappedSigningKey = await root.wrapKey(signingKey, aad.systemKey(TOKEN_SIGNING_KEY, 1, rootVersion));
+        const accessor = newAccessor();
+        const rootToken = signToken(signingKey, rootTokenClaims(accessor));
+        try {
+          await this.db.transaction().execute(async (trx) => {
+            await trx
+              .insertInto('seal_config')
+              .values({ id: 1, seal_type: 'shamir', shares, threshold, root_version: rootVersion, root_check: rootCheck })
+              .execute();
+            await trx
+              .insertInto('system_keys')
+              .values({ name: TOKEN_SIGNING_KEY, version: 1, wrapped_key: wrappedSigningKey, root_version: rootVersion })
+              .execute();
+            await trx
+              .insertInto('tokens')
+              .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify(['root']) })
+              .execute();
+          });
+        } catch (err) {
+          zeroize(...shareBytes);
+          if (isUniqueViolation(err)) throw conflict('already_initialized', 'Coffer is already initialised');
+          throw err;
+        }
+        await this.load();
+        const encoded = shareBytes.map(encodeShare);
+        zeroize(...shareBytes);
+        return { shares: encoded, threshold, root_token: rootToken };
+      } finally {
+        zeroize(rootKeyBytes, signingKey);
+        root.destroy();
+      }
+    });
+  }
+
+  /**
+   * Accepts one share. When the threshold is met the root key is rebuilt and
+   * checked against the stored check value; a wrong share is detected there,
+   * progress resets, and nothing is unsealed.
+   */
+  unseal(shareText: string): Promise<SealStatus> {
+    return this.exclusive(async () => {
+      if (!this.sealConfig) await this.load();
+      const config = this.sealConfig;
+      if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
+      if (this.unsealed) return this.status();
+      const share = decodeShare(shareText, config.threshold);
+      this.collector ??= new ShareCollector(config.threshold);
+      let candidate: KeyMaterial | null;
+      try {
+        candidate = await this.collector.add(share);
+      } catch (err) {
+        this.collector = null;
+        throw err;
+      }
+      if (!candidate) return this.status();
+      this.collector = null;
+      try {
+        openWithKey(candidate, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check');
+      } catch {
+        zeroize(candidate);
+        throw new CofferError(
+          400,
+          'invalid_shares',
+          'the shares do not reconstruct this server\'s root key (a share is wrong or belongs to another Coffer); unseal progress was reset',
+        );
+      }
+      await this.openServices(new InMemoryRootKey(candidate, config.rootVersion));
+      return this.status();
+    });
+  }
+
+  /** Zeroes every key in memory; data endpoints answer 503 until the next unseal. */
+  seal(): Promise<SealStatus> {
+    return this.exclusive(async () => {
+      this.dropKeys();
+      return this.status();
+    });
+  }
+
+  /** Abandons a partial unseal. */
+  resetUnseal(): Promise<SealStatus> {
+    return this.exclusive(async () => {
+      this.collector?.reset();
+      this.collector = null;
+      return this.status();
+    });
+  }
+
+  close(): void {
+    this.dropKeys();
+  }
+
+  private dropKeys(): void {
+    this.collector?.reset();
+    this.collector = null;
+    if (this.unsealed) {
+      this.unsealed.keyring.destroy();
+      this.unsealed.tokens.destroy();
+      this.unsealed = null;
+    }
+  }
+
+  private async openServices(root: InMemoryRootKey): Promise<void> {
+    const keyring = new Keyring(this.db, root, {
+      ttlMs: this.options.kekCacheTtlMs,
+      maxEntries: this.options.kekCacheMaxEntries,
+    });
+    try {
+      const row = await this.db
+        .selectFrom('system_keys')
+        .selectAll()
+        .where('name', '=', TOKEN_SIGNING_KEY)
+        .orderBy('version', 'desc')
+        .executeTakeFirstOrThrow();
+      const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
+      const tokens = new TokenService(this.db, signingKey);
+      await tokens.load();
+      const namespaces = new NamespaceService(this.db, keyring);
+      const secrets = new SecretService(this.db, keyring, namespaces, this.options.defaultMaxVersions);
+      this.unsealed = { keyring, tokens, namespaces, secrets };
+    } catch (err) {
+      keyring.destroy();
+      throw err;
+    }
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.transition.then(fn, fn);
+    this.transition = run.catch(() => undefined);
+    return run;
+  }
+}

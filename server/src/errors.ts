@@ -1,0 +1,56 @@
+/**
+ * Errors that cross the service boundary carry their HTTP status and a stable
+ * machine-readable code. Messages are written for humans and never contain a
+ * secret value, token or key.
+ */
+export type ErrorCode =
+  | 'invalid_request'
+  | 'invalid_json'
+  | 'invalid_shares'
+  | 'unauthenticated'
+  | 'permission_denied'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'conflict'
+  | 'already_exists'
+  | 'cas_mismatch'
+  | 'already_initialized'
+  | 'not_initialized'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'sealed'
+  | 'unavailable'
+  | 'integrity_error'
+  | 'internal';
+
+export class CofferError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'CofferError';
+  }
+}
+
+export const badRequest = (message: string, details?: unknown) =>
+  new CofferError(400, 'invalid_request', message, details);
+export const notFound = (message: string) => new CofferError(404, 'not_found', message);
+export const conflict = (code: 'conflict' | 'already_exists' | 'cas_mismatch' | 'already_initialized', message: string) =>
+  new CofferError(409, code, message);
+export const sealedError = () =>
+  new CofferError(503, 'sealed', 'Coffer is sealed: unseal it with the operators\' shares (POST /v1/sys/unseal)');
+
+/**
+ * Raised when an authenticated decryption fails: a ciphertext, wrapped key or
+ * its context (AAD) was altered in storage. It is never the caller's fault, so
+ * it is the one deliberate 500 besides bugs; the message names no key material.
+ */
+export class IntegrityError extends CofferError {
+  constructor(what: string) {
+    super(500, 'integrity_error', `integrity check failed for ${what}: stored data was altered or moved`);
+    this.name = 'IntegrityError';
+  }
+}

@@ -1,0 +1,69 @@
+/** Error mapping: every failure becomes `{"error": {code, message, requestId}}` with the right status. */
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { Logger } from 'pino';
+import { ZodError } from 'zod';
+import { CofferError } from '../errors.js';
+
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  statusCode?: number;
+}
+
+function fromBodyParser(err: BodyParserError, limit: number): CofferError | null {
+  switch (err.type) {
+    case 'entity.too.large':
+      return new CofferError(413, 'payload_too_large', `request body is larger than ${limit} bytes`);
+    case 'entity.parse.failed':
+      return new CofferError(400, 'invalid_json', 'request body is not valid JSON');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new CofferError(415, 'unsupported_media_type', 'request body must be UTF-8 JSON');
+    case 'request.aborted':
+    case 'request.size.invalid':
+    case 'stream.encoding.set':
+      return new CofferError(400, 'invalid_request', 'request body could not be read');
+  }
+  const status = err.status ?? err.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new CofferError(status, 'invalid_request', 'malformed request');
+  }
+  return null;
+}
+
+export function toCofferError(err: unknown, bodyLimit: number): CofferError | null {
+  if (err instanceof CofferError) return err;
+  if (err instanceof ZodError) {
+    return new CofferError(
+      400,
+      'invalid_request',
+      err.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; '),
+    );
+  }
+  if (err instanceof URIError) return new CofferError(400, 'invalid_request', 'malformed URL encoding');
+  if (err && typeof err === 'object') return fromBodyParser(err as BodyParserError, bodyLimit);
+  return null;
+}
+
+export function errorHandler(logger: Logger, bodyLimit: number): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    const requestId = res.locals.requestId as string;
+    let mapped = toCofferError(err, bodyLimit);
+    if (!mapped) {
+      // A bug. Log what we know (never request bodies: they may hold secrets) and say little.
+      logger.error({ err, requestId, method: req.method, route: req.baseUrl }, 'unhandled error');
+      mapped = new CofferError(500, 'internal', 'internal error; the server log has details under this request id');
+    } else if (mapped.status >= 500) {
+      logger.error({ requestId, method: req.method, route: req.baseUrl, code: mapped.code }, mapped.message);
+    }
+    if (res.headersSent) return;
+    res.status(mapped.status).json({ error: { code: mapped.code, message: mapped.message, requestId } });
+  };
+}
+
+export const notFoundHandler: RequestHandler = (_req, _res, next) => {
+  next(new CofferError(404, 'not_found', 'no such endpoint'));
+};
+
+export const methodNotAllowed = (allowed: string[]) =>
+  new CofferError(405, 'method_not_allowed', `method not allowed here; use ${allowed.join(', ')}`);

@@ -1,0 +1,44 @@
+/** /v1/namespaces: create, list, get, delete. Administration needs admin rights. */
+import { Router } from 'express';
+import type { CofferCore } from '../../core.js';
+import { CofferError } from '../../errors.js';
+import { isAdmin, isAllowed } from '../../policy/policy.js';
+import { decodeCursor } from '../../secrets/pagination.js';
+import { checkNamespaceName } from '../../secrets/names.js';
+import { principalOf } from '../auth.js';
+import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery } from '../schemas.js';
+
+const denied = () => new CofferError(403, 'permission_denied', 'permission denied');
+
+export function namespacesRouter(core: CofferCore, maxPageSize: number): Router {
+  const router = Router();
+  const listQuery = pageQuery(maxPageSize);
+
+  router.post('/', async (req, res) => {
+    if (!isAdmin(principalOf(res))) throw denied();
+    const body = createNamespaceBody.parse(req.body);
+    res.status(201).json(await core.services().namespaces.create(body.name, body.description));
+  });
+
+  router.get('/', async (req, res) => {
+    if (!isAdmin(principalOf(res))) throw denied();
+    const q = listQuery.omit({ recursive: true }).parse(req.query);
+    res.json(await core.services().namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }));
+  });
+
+  router.get('/:name', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    if (!isAllowed(principalOf(res), 'list', name, '')) throw denied();
+    emptyQuery.parse(req.query);
+    res.json(await core.services().namespaces.get(name));
+  });
+
+  router.delete('/:name', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    if (!isAdmin(principalOf(res))) throw denied();
+    const q = deleteNamespaceQuery.parse(req.query);
+    res.json(await core.services().namespaces.delete(name, q.force === 'true'));
+  });
+
+  return router;
+}

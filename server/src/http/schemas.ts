@@ -1,0 +1,69 @@
+/** Request schemas, declared once and used to validate every body and query at the edge. */
+import { z } from 'zod';
+import { SECRET_TYPES } from '../secrets/types.js';
+
+const stringMap = (what: string, maxEntries: number, maxKey: number) =>
+  z
+    .record(
+      z.string().min(1, `${what} keys are non-empty`).max(maxKey, `${what} keys are at most ${maxKey} characters`),
+      z.string({ error: `${what} values are strings` }),
+    )
+    .refine((m) => Object.keys(m).length <= maxEntries, `${what} has at most ${maxEntries} entries`);
+
+export const initBody = z
+  .object({
+    shares: z.number().int().min(1).max(255).default(5),
+    threshold: z.number().int().min(1).max(255).default(3),
+  })
+  .strict();
+
+export const unsealBody = z.union([
+  z.object({ share: z.string().min(1).max(1024) }).strict(),
+  z.object({ reset: z.literal(true) }).strict(),
+]);
+
+export const createNamespaceBody = z
+  .object({
+    name: z.string().min(1).max(63),
+    description: z.string().max(1024).default(''),
+  })
+  .strict();
+
+export const writeSecretBody = z
+  .object({
+    data: stringMap('data', 1000, 256).refine((m) => Object.keys(m).length > 0, 'data needs at least one field'),
+    type: z.enum(SECRET_TYPES).default('generic'),
+    metadata: stringMap('metadata', 64, 128)
+      .refine((m) => Object.values(m).every((v) => v.length <= 1024), 'metadata values are at most 1024 characters')
+      .default({}),
+    cas: z.number().int().min(0).optional(),
+    max_versions: z.number().int().min(1).max(1000).optional(),
+  })
+  .strict();
+
+export const versionsBody = z
+  .object({ versions: z.array(z.number().int().min(1)).max(1000).optional() })
+  .strict();
+
+export const rollbackBody = z
+  .object({ version: z.number().int().min(1), cas: z.number().int().min(0).optional() })
+  .strict();
+
+const positiveInt = z
+  .string()
+  .regex(/^[1-9][0-9]{0,9}$/, 'must be a positive integer')
+  .transform(Number);
+
+export const readQuery = z.object({ version: positiveInt.optional() }).strict();
+
+export const pageQuery = (maxPageSize: number) =>
+  z
+    .object({
+      limit: positiveInt.refine((n) => n <= maxPageSize, `limit is at most ${maxPageSize}`).optional(),
+      cursor: z.string().max(2048).optional(),
+      recursive: z.enum(['true', 'false']).optional(),
+    })
+    .strict();
+
+export const deleteNamespaceQuery = z.object({ force: z.enum(['true', 'false']).optional() }).strict();
+export const emptyQuery = z.object({}).strict();

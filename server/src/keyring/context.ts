@@ -1,0 +1,25 @@
+/**
+ * Associated data (AAD) for every wrap and encryption. Each names what the
+ * ciphertext is and where it belongs, so a ciphertext copied to another row,
+ * namespace, secret or version fails to decrypt instead of yielding the wrong
+ * plaintext. Encoded as a JSON array: unambiguous, whatever the names contain.
+ */
+const encoder = new TextEncoder();
+const encode = (parts: Array<string | number>) => encoder.encode(JSON.stringify(['coffer/v1', ...parts]));
+
+export const aad = {
+  /** The fixed check value proving that a reconstructed root key is the right one. */
+  rootCheck: (rootVersion: number) => encode(['root-check', rootVersion]),
+  /** A namespace KEK version wrapped by a root key version. */
+  kek: (namespaceId: string, kekVersion: number, rootVersion: number) =>
+    encode(['kek', namespaceId, kekVersion, rootVersion]),
+  /** A server-internal key (e.g. token signing) wrapped by a root key version. */
+  systemKey: (name: string, version: number, rootVersion: number) =>
+    encode(['system-key', name, version, rootVersion]),
+  /** The DEK of one secret version, wrapped by a KEK version. */
+  dek: (namespaceId: string, secretId: string, version: number, kekVersion: number) =>
+    encode(['dek', namespaceId, secretId, version, kekVersion]),
+  /** The value of one secret version, encrypted by its DEK. */
+  secretValue: (namespaceId: string, secretId: string, version: number) =>
+    encode(['secret-value', namespaceId, secretId, version]),
+};

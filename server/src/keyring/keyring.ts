@@ -1,0 +1,166 @@
+/**
+ * Envelope encryption over the key hierarchy:
+ *   root key → namespace KEK (versioned) → per-version DEK → secret value.
+ * The keyring is the only code that sees KEKs and DEKs in plaintext; it hands
+ * back ciphertexts and plaintext values, never keys.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import type { RootKey } from '../seal/root-key.js';
+import type { Database } from '../storage/schema.js';
+import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './aead.js';
+import { aad } from './context.js';
+import { KekCache } from './kek-cache.js';
+import { CofferError } from '../errors.js';
+
+/** The database, or the transaction a caller is in. */
+export type Executor = Kysely<Database> | Transaction<Database>;
+
+export interface SecretVersionRef {
+  namespaceId: string;
+  secretId: string;
+  version: number;
+}
+
+export interface EncryptedValue {
+  kekVersion: number;
+  wrappedDek: Uint8Array;
+  ciphertext: Uint8Array;
+}
+
+export class Keyring {
+  private readonly cache: KekCache;
+  private readonly loading = new Map<string, Promise<KeyMaterial>>();
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly root: RootKey,
+    cache: { ttlMs: number; maxEntries: number },
+  ) {
+    this.cache = new KekCache(cache.ttlMs, cache.maxEntries);
+  }
+
+  get rootVersion(): number {
+    return this.root.version;
+  }
+
+  /** Generates a KEK and returns it wrapped by the root key, ready to store. */
+  async generateWrappedKek(namespaceId: string, kekVersion: number): Promise<Uint8Array> {
+    const kek = generateKeyMaterial();
+    try {
+      return await this.root.wrapKey(kek, aad.kek(namespaceId, kekVersion, this.root.version));
+    } finally {
+      zeroize(kek);
+    }
+  }
+
+  /** Encrypts one secret version's value under a fresh DEK, wrapped by the given KEK version. */
+  async encryptValue(
+    ref: SecretVersionRef,
+    kekVersion: number,
+    plaintext: Uint8Array,
+    executor?: Executor,
+  ): Promise<EncryptedValue> {
+    return this.withKek(ref.namespaceId, kekVersion, executor, (kek) => {
+      const dek = generateKeyMaterial();
+      try {
+        return {
+          kekVersion,
+          ciphertext: sealWithKey(dek, plaintext, aad.secretValue(ref.namespaceId, ref.secretId, ref.version)),
+          wrappedDek: sealWithKey(kek, dek, aad.dek(ref.namespaceId, ref.secretId, ref.version, kekVersion)),
+        };
+      } finally {
+        zeroize(dek);
+      }
+    });
+  }
+
+  /** Decrypts one secret version's value; IntegrityError if anything was altered or moved. */
+  async decryptValue(ref: SecretVersionRef, stored: EncryptedValue): Promise<Uint8Array> {
+    return this.withKek(ref.namespaceId, stored.kekVersion, undefined, (kek) => {
+      const what = 'a secret version';
+      const dek = openWithKey(kek, stored.wrappedDek, aad.dek(ref.namespaceId, ref.secretId, ref.version, stored.kekVersion), what);
+      try {
+        return openWithKey(dek, stored.ciphertext, aad.secretValue(ref.namespaceId, ref.secretId, ref.version), what);
+      } finally {
+        zeroize(dek);
+      }
+    });
+  }
+
+  /** Unwraps a system key (e.g. the token signing key). The caller owns and zeroes the result. */
+  async unwrapSystemKey(name: string, version: number, wrapped: Uint8Array, rootVersion: number): Promise<KeyMaterial> {
+    return this.root.unwrapKey(wrapped, aad.systemKey(name, version, rootVersion), `system key ${name}`);
+  }
+
+  async wrapSystemKey(name: string, version: number, key: KeyMaterial): Promise<Uint8Array> {
+    return this.root.wrapKey(key, aad.systemKey(name, version, this.root.version));
+  }
+
+  /** Forgets every cached KEK of a namespace (it was deleted). */
+  evictNamespace(namespaceId: string): void {
+    this.cache.evictPrefix(`${namespaceId}:`);
+  }
+
+  cacheStats() {
+    return this.cache.stats();
+  }
+
+  /** Zeroes every cached key and the root key held in memory. */
+  destroy(): void {
+    this.cache.close();
+    this.root.destroy();
+  }
+
+  /**
+   * Runs `fn` with the plaintext KEK. `fn` is synchronous on purpose: the key
+   * cannot be evicted and zeroed while it is in use, and it cannot escape.
+   *
+   * Inside a transaction the KEK is loaded through that transaction: another
+   * connection may not be free (PGlite has exactly one, and the transaction
+   * holds it), so neither a fresh query nor joining a load queued behind the
+   * transaction could ever finish.
+   */
+  private async withKek<T>(
+    namespaceId: string,
+    kekVersion: number,
+    executor: Executor | undefined,
+    fn: (kek: KeyMaterial) => T,
+  ): Promise<T> {
+    const id = `${namespaceId}:${kekVersion}`;
+    const cached = this.cache.get(id);
+    if (cached) return fn(cached);
+    if (executor) {
+      await this.loadKek(executor, namespaceId, kekVersion);
+    } else {
+      let pending = this.loading.get(id);
+      if (!pending) {
+        pending = this.loadKek(this.db, namespaceId, kekVersion).finally(() => this.loading.delete(id));
+        this.loading.set(id, pending);
+      }
+      await pending;
+    }
+    // Re-read from the cache: a concurrent seal or eviction may have dropped it.
+    const key = this.cache.get(id);
+    if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
+    return fn(key);
+  }
+
+  private async loadKek(executor: Executor, namespaceId: string, kekVersion: number): Promise<KeyMaterial> {
+    const row = await executor
+      .selectFrom('namespace_keys')
+      .select(['wrapped_key', 'root_version'])
+      .where('namespace_id', '=', namespaceId)
+      .where('version', '=', kekVersion)
+      .executeTakeFirst();
+    if (!row || !row.wrapped_key) {
+      throw new CofferError(404, 'not_found', 'the key version for this data was destroyed');
+    }
+    const kek = await this.root.unwrapKey(
+      row.wrapped_key,
+      aad.kek(namespaceId, kekVersion, row.root_version),
+      'a namespace key',
+    );
+    this.cache.set(`${namespaceId}:${kekVersion}`, kek);
+    return kek;
+  }
+}

@@ -1,0 +1,27 @@
+/** Structured JSON logs. Anything secret-shaped is redacted even if a caller slips. */
+import { pino, type Logger } from 'pino';
+
+export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'coffer' },
+      redact: {
+        paths: [
+          'req.headers.authorization',
+          'req.headers["x-coffer-token"]',
+          '*.token',
+          '*.root_token',
+          '*.share',
+          '*.shares',
+          '*.data',
+          '*.password',
+          '*.key',
+          '*.secret',
+        ],
+        censor: '[redacted]',
+      },
+    },
+    destination as pino.DestinationStream | undefined,
+  );
+}

@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+/**
+ * coffer-server [--dev] [--host H] [--port P] [--data-dir DIR] [migrate]
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createLogger } from './log.js';
+import { startServer } from './server.js';
+import { openStorage, migrate } from './storage/db.js';
+import { DataDirLockedError } from './storage/datadir-lock.js';
+
+const USAGE = `usage: coffer-server [options]            run the server
+       coffer-server migrate [options]    bring the database schema up to date and exit
+
+options:
+  --dev               try-it-out mode: in-memory store, initialised and unsealed, root token printed
+  --host HOST         address to listen on (COFFER_HOST, default 127.0.0.1)
+  --port PORT         port to listen on (COFFER_PORT, default 8200)
+  --data-dir DIR      embedded store directory (COFFER_DATA_DIR, default ./data)
+  -h, --help          show this help
+
+PostgreSQL is used when COFFER_DATABASE_URL is set; otherwise the embedded PGlite store.
+All settings: see README.md, "Configuration".`;
+
+async function main(): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      allowPositionals: true,
+      options: {
+        dev: { type: 'boolean' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'data-dir': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const command = positionals[0] ?? 'serve';
+  if (!['serve', 'migrate'].includes(command) || positionals.length > 1) {
+    process.stderr.write(`unknown command: ${positionals.join(' ')}\n${USAGE}\n`);
+    return 2;
+  }
+
+  let config: Config;
+  try {
+    config = loadConfig(process.env, {
+      dev: values.dev,
+      host: values.host,
+      port: values.port,
+      dataDir: values['data-dir'],
+    });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`coffer-server: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+
+  try {
+    if (command === 'migrate') {
+      const storage = await openStorage({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+      const applied = await migrate(storage.db);
+      logger.info({ storage: storage.kind, location: storage.location, applied }, 'schema is up to date');
+      await storage.close();
+      return 0;
+    }
+    return await serve(config, logger);
+  } catch (err) {
+    if (err instanceof DataDirLockedError) {
+      logger.fatal(err.message);
+      return 1;
+    }
+    logger.fatal({ err }, 'coffer-server failed to start');
+    return 1;
+  }
+}
+
+async function serve(config: Config, logger: ReturnType<typeof createLogger>): Promise<number> {
+  const running = await startServer(config, logger);
+  logger.info({ url: running.url, storage: running.storage.kind, location: running.storage.location }, 'coffer listening');
+  if (!isLoopback(config.host)) {
+    logger.warn('listening on a non-loopback address over plain HTTP: put TLS in front of Coffer (a TLS terminator or reverse proxy)');
+  }
+  const status = running.core.status();
+  if (config.dev) {
+    const init = await running.core.init(1, 1);
+    await running.core.unseal(init.shares[0]!);
+    process.stdout.write(
+      [
+        '',
+        'Coffer is running in DEV mode: in-memory storage, already initialised and unsealed.',
+        'Everything is lost when it stops. Never use dev mode for real secrets.',
+        '',
+        `    export COFFER_ADDR=${running.url}`,
+        `    export COFFER_TOKEN=${init.root_token}`,
+        '',
+        `Unseal share (to try seal/unseal): ${init.shares[0]}`,
+        '',
+      ].join('\n'),
+    );
+  } else if (!status.initialized) {
+    logger.info('not initialised yet: POST /v1/sys/init (or `coffer operator init`)');
+  } else {
+    logger.info({ threshold: status.threshold }, 'sealed: unseal with the operators\' shares (POST /v1/sys/unseal)');
+  }
+
+  return new Promise<number>((resolve) => {
+    const shutdown = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      running.stop().then(
+        () => resolve(0),
+        (err) => {
+          logger.error({ err }, 'error during shutdown');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+    process.once('SIGINT', () => shutdown('SIGINT'));
+  });
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`coffer-server: ${(err as Error).stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

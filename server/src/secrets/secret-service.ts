@@ -1,0 +1,406 @@
+/**
+ * Secrets and their versions. Every write creates a new version with its own
+ * DEK under the namespace's current KEK version; reads decrypt one version.
+ * Plaintext exists only in the request that asked for it.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql, type Kysely, type Transaction } from 'kysely';
+import { CofferError, badRequest, conflict, notFound } from '../errors.js';
+import type { Keyring } from '../keyring/keyring.js';
+import type { Database } from '../storage/schema.js';
+import { checkFolder, checkSecretPath } from './names.js';
+import type { NamespaceService } from './namespace-service.js';
+import { takePage, type PageRequest } from './pagination.js';
+import { validateSecretData, type SecretType } from './types.js';
+
+export type SecretData = Record<string, string>;
+export type Metadata = Record<string, string>;
+
+export interface WriteRequest {
+  data: SecretData;
+  type: SecretType;
+  metadata: Metadata;
+  /** Check-and-set: the version the caller believes is current (0 = must not exist yet). */
+  cas?: number | undefined;
+  max_versions?: number | undefined;
+}
+
+export interface WriteResult {
+  namespace: string;
+  path: string;
+  version: number;
+  created_at: string;
+}
+
+export interface SecretVersionView {
+  namespace: string;
+  path: string;
+  version: number;
+  type: string;
+  data: SecretData;
+  metadata: Metadata;
+  created_at: string;
+}
+
+export interface VersionInfo {
+  version: number;
+  type: string;
+  metadata: Metadata;
+  created_at: string;
+  deleted_at: string | null;
+  destroyed_at: string | null;
+}
+
+export interface History {
+  namespace: string;
+  path: string;
+  current_version: number;
+  max_versions: number;
+  created_at: string;
+  updated_at: string;
+  versions: VersionInfo[];
+}
+
+export type VersionAction = 'delete' | 'undelete' | 'destroy';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export class SecretService {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly keyring: Keyring,
+    private readonly namespaces: NamespaceService,
+    private readonly defaultMaxVersions: number,
+  ) {}
+
+  async write(namespace: string, path: string, req: WriteRequest): Promise<WriteResult> {
+    checkSecretPath(path);
+    validateSecretData(req.type, req.data);
+    const plaintext = encoder.encode(JSON.stringify(req.data));
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        // Lock the namespace row against a concurrent delete for the length of the write.
+        const ns = await trx
+          .selectFrom('namespaces')
+          .select(['id', 'current_kek_version'])
+          .where('name', '=', namespace)
+          .forShare()
+          .executeTakeFirst();
+        if (!ns) throw notFound(`namespace "${namespace}" not found`);
+        // One statement creates the secret or takes the next version number, and row-locks it,
+        // so concurrent writers each get their own version and none is lost.
+        const { rows } = await sql<{ id: string; current_version: number; max_versions: number }>`
+          insert into secrets (id, namespace_id, path, current_version, max_versions)
+          values (${randomUUID()}, ${ns.id}, ${path}, 1, ${req.max_versions ?? this.defaultMaxVersions})
+          on conflict (namespace_id, path) do update
+            set current_version = secrets.current_version + 1,
+                max_versions = coalesce(${req.max_versions ?? null}::int, secrets.max_versions),
+                updated_at = now()
+          returning id, current_version, max_versions`.execute(trx);
+        const secret = rows[0]!;
+        const version = secret.current_version;
+        if (req.cas !== undefined && req.cas !== version - 1) {
+          throw conflict(
+            'cas_mismatch',
+            req.cas === 0
+              ? `secret "${path}" already exists (cas=0 writes only new secrets)`
+              : `check-and-set failed: current version is ${version - 1}, not ${req.cas}`,
+          );
+        }
+        const encrypted = await this.keyring.encryptValue(
+          { namespaceId: ns.id, secretId: secret.id, version },
+          ns.current_kek_version,
+          plaintext,
+          trx,
+        );
+        const inserted = await trx
+          .insertInto('secret_versions')
+          .values({
+            secret_id: secret.id,
+            version,
+            type: req.type,
+            metadata: JSON.stringify(req.metadata),
+            kek_version: encrypted.kekVersion,
+            wrapped_dek: encrypted.wrappedDek,
+            ciphertext: encrypted.ciphertext,
+          })
+          .returning('created_at')
+          .executeTakeFirstOrThrow();
+        // Retention: versions beyond max_versions are removed with their DEKs.
+        await trx
+          .deleteFrom('secret_versions')
+          .where('secret_id', '=', secret.id)
+          .where('version', '<=', version - secret.max_versions)
+          .execute();
+        return { namespace, path, version, created_at: inserted.created_at.toISOString() };
+      });
+    } finally {
+      plaintext.fill(0);
+    }
+  }
+
+  async read(namespace: string, path: string, version?: number): Promise<SecretVersionView> {
+    checkSecretPath(path);
+    const row = await this.db
+      .selectFrom('secrets as s')
+      .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+      .innerJoin('secret_versions as v', (join) =>
+        version === undefined
+          ? join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version')
+          : join.onRef('v.secret_id', '=', 's.id').on('v.version', '=', version),
+      )
+      .select([
+        'n.id as namespace_id',
+        's.id as secret_id',
+        'v.version',
+        'v.type',
+        'v.metadata',
+        'v.kek_version',
+        'v.wrapped_dek',
+        'v.ciphertext',
+        'v.created_at',
+        'v.deleted_at',
+        'v.destroyed_at',
+      ])
+      .where('n.name', '=', namespace)
+      .where('s.path', '=', path)
+      .executeTakeFirst();
+    if (!row) {
+      await this.namespaces.resolve(namespace);
+      throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
+    }
+    if (row.destroyed_at || !row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+    }
+    if (row.deleted_at) {
+      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
+    }
+    const data = await this.decrypt(row.namespace_id, row.secret_id, row.version, row.kek_version, row.wrapped_dek, row.ciphertext);
+    return {
+      namespace,
+      path,
+      version: row.version,
+      type: row.type,
+      data,
+      metadata: row.metadata,
+      created_at: row.created_at.toISOString(),
+    };
+  }
+
+  /**
+   * Lists a folder: its secrets and sub-folders (ending in "/"), sorted, one
+   * page at a time. With `recursive`, every secret path under the folder.
+   */
+  async list(
+    namespace: string,
+    folder: string,
+    page: PageRequest,
+    recursive: boolean,
+  ): Promise<{ namespace: string; folder: string; keys: string[]; next_cursor: string | null }> {
+    checkFolder(folder);
+    const ns = await this.namespaces.resolve(namespace);
+    const rest = sql<string>`substr(path, ${folder.length + 1})`;
+    const key = recursive
+      ? rest
+      : sql<string>`case when strpos(${rest}, '/') > 0 then split_part(${rest}, '/', 1) || '/' else ${rest} end`;
+    const { rows } = await sql<{ key: string }>`
+      select distinct ${key} collate "C" as key
+      from secrets
+      where namespace_id = ${ns.id} and starts_with(path, ${folder})
+        and ${key} collate "C" > ${page.after}
+      order by 1
+      limit ${page.limit + 1}`.execute(this.db);
+    const { items, next_cursor } = takePage(rows, page.limit, (r) => r.key);
+    return { namespace, folder, keys: items.map((r) => r.key), next_cursor };
+  }
+
+  /**
+   * The latest readable version of every secret under a folder, decrypted, in
+   * path order — what a pipeline injects. `mayRead` filters out what the
+   * caller may not see; deleted and destroyed latest versions are skipped.
+   */
+  async bulkRead(
+    namespace: string,
+    folder: string,
+    page: PageRequest,
+    mayRead: (path: string) => boolean,
+  ): Promise<{ namespace: string; folder: string; secrets: SecretVersionView[]; next_cursor: string | null }> {
+    checkFolder(folder);
+    const ns = await this.namespaces.resolve(namespace);
+    const rows = await this.db
+      .selectFrom('secrets as s')
+      .innerJoin('secret_versions as v', (join) =>
+        join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'),
+      )
+      .select([
+        's.id as secret_id',
+        's.path',
+        'v.version',
+        'v.type',
+        'v.metadata',
+        'v.kek_version',
+        'v.wrapped_dek',
+        'v.ciphertext',
+        'v.created_at',
+      ])
+      .where('s.namespace_id', '=', ns.id)
+      .where(sql<boolean>`starts_with(s.path, ${folder})`)
+      .where('s.path', '>', page.after)
+      .where('v.deleted_at', 'is', null)
+      .where('v.destroyed_at', 'is', null)
+      .orderBy('s.path')
+      .limit(page.limit + 1)
+      .execute();
+    const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
+    const secrets: SecretVersionView[] = [];
+    for (const row of items) {
+      if (!mayRead(row.path) || !row.wrapped_dek || !row.ciphertext || row.kek_version === null) continue;
+      secrets.push({
+        namespace,
+        path: row.path,
+        version: row.version,
+        type: row.type,
+        data: await this.decrypt(ns.id, row.secret_id, row.version, row.kek_version, row.wrapped_dek, row.ciphertext),
+        metadata: row.metadata,
+        created_at: row.created_at.toISOString(),
+      });
+    }
+    return { namespace, folder, secrets, next_cursor };
+  }
+
+  async history(namespace: string, path: string): Promise<History> {
+    checkSecretPath(path);
+    const secret = await this.findSecret(this.db, namespace, path);
+    const versions = await this.db
+      .selectFrom('secret_versions')
+      .select(['version', 'type', 'metadata', 'created_at', 'deleted_at', 'destroyed_at'])
+      .where('secret_id', '=', secret.id)
+      .orderBy('version', 'desc')
+      .execute();
+    return {
+      namespace,
+      path,
+      current_version: secret.current_version,
+      max_versions: secret.max_versions,
+      created_at: secret.created_at.toISOString(),
+      updated_at: secret.updated_at.toISOString(),
+      versions: versions.map((v) => ({
+        version: v.version,
+        type: v.type,
+        metadata: v.metadata,
+        created_at: v.created_at.toISOString(),
+        deleted_at: iso(v.deleted_at),
+        destroyed_at: iso(v.destroyed_at),
+      })),
+    };
+  }
+
+  /**
+   * Soft-deletes, undeletes or destroys versions (default: the latest). All
+   * named versions must exist, or nothing changes. Destroy erases the wrapped
+   * DEK and ciphertext: that version can never be read again.
+   */
+  async changeVersions(
+    namespace: string,
+    path: string,
+    action: VersionAction,
+    versions?: number[],
+  ): Promise<{ namespace: string; path: string; versions: number[] }> {
+    checkSecretPath(path);
+    return this.db.transaction().execute(async (trx) => {
+      const secret = await this.findSecret(trx, namespace, path, true);
+      const wanted = [...new Set(versions && versions.length > 0 ? versions : [secret.current_version])].sort((a, b) => a - b);
+      const existing = await trx
+        .selectFrom('secret_versions')
+        .select(['version', 'destroyed_at'])
+        .where('secret_id', '=', secret.id)
+        .where('version', 'in', wanted)
+        .execute();
+      const found = new Set(existing.map((v) => v.version));
+      const missing = wanted.filter((v) => !found.has(v));
+      if (missing.length > 0) throw notFound(`secret "${path}" has no version ${missing.join(', ')}`);
+      if (action === 'undelete') {
+        const destroyed = existing.filter((v) => v.destroyed_at).map((v) => v.version);
+        if (destroyed.length > 0) {
+          throw conflict('conflict', `version ${destroyed.join(', ')} of "${path}" was destroyed and cannot be undeleted`);
+        }
+      }
+      const update = trx.updateTable('secret_versions').where('secret_id', '=', secret.id).where('version', 'in', wanted);
+      if (action === 'delete') {
+        await update.set({ deleted_at: new Date() }).where('deleted_at', 'is', null).execute();
+      } else if (action === 'undelete') {
+        await update.set({ deleted_at: null }).execute();
+      } else {
+        await update
+          .set({ wrapped_dek: null, ciphertext: null, destroyed_at: new Date() })
+          .where('destroyed_at', 'is', null)
+          .execute();
+      }
+      return { namespace, path, versions: wanted };
+    });
+  }
+
+  /** Writes an earlier version's content as the new latest version. */
+  async rollback(namespace: string, path: string, version: number, cas?: number): Promise<WriteResult> {
+    const old = await this.read(namespace, path, version);
+    return this.write(namespace, path, {
+      data: old.data,
+      type: old.type as SecretType,
+      metadata: old.metadata,
+      cas,
+    });
+  }
+
+  /** Removes a secret with all its versions and their DEKs. */
+  async purge(namespace: string, path: string): Promise<{ namespace: string; path: string; versions_removed: number }> {
+    checkSecretPath(path);
+    return this.db.transaction().execute(async (trx) => {
+      const secret = await this.findSecret(trx, namespace, path, true);
+      const removed = await trx.deleteFrom('secret_versions').where('secret_id', '=', secret.id).executeTakeFirst();
+      await trx.deleteFrom('secrets').where('id', '=', secret.id).execute();
+      return { namespace, path, versions_removed: Number(removed.numDeletedRows) };
+    });
+  }
+
+  private async findSecret(db: Kysely<Database> | Transaction<Database>, namespace: string, path: string, lock = false) {
+    let query = db
+      .selectFrom('secrets as s')
+      .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+      .select(['s.id', 's.current_version', 's.max_versions', 's.created_at', 's.updated_at'])
+      .where('n.name', '=', namespace)
+      .where('s.path', '=', path);
+    if (lock) query = query.forUpdate('s');
+    const secret = await query.executeTakeFirst();
+    if (!secret) {
+      await this.namespaces.resolve(namespace);
+      throw notFound(`secret "${path}" not found`);
+    }
+    return secret;
+  }
+
+  private async decrypt(
+    namespaceId: string,
+    secretId: string,
+    version: number,
+    kekVersion: number,
+    wrappedDek: Uint8Array,
+    ciphertext: Uint8Array,
+  ): Promise<SecretData> {
+    const plaintext = await this.keyring.decryptValue(
+      { namespaceId, secretId, version },
+      { kekVersion, wrappedDek, ciphertext },
+    );
+    try {
+      return JSON.parse(decoder.decode(plaintext)) as SecretData;
+    } finally {
+      plaintext.fill(0);
+    }
+  }
+}
+
+export function checkVersionNumber(v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw badRequest('versions are positive integers');
+  return v;
+}

@@ -1,0 +1,91 @@
+/**
+ * The one migration set, run on PostgreSQL and PGlite alike. Migrations are
+ * append-only: never edit one that has shipped, add the next.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { Migration, MigrationProvider } from 'kysely/migration';
+
+const migrations: Record<string, Migration> = {
+  '0001_foundation': {
+    async up(db: Kysely<unknown>) {
+      // One statement per call: PGlite's extended protocol takes one at a time.
+      for (const statement of [
+        `create table seal_config (
+          id int primary key check (id = 1),
+          seal_type text not null,
+          shares int not null,
+          threshold int not null,
+          root_version int not null,
+          root_check bytea not null,
+          created_at timestamptz not null default now()
+        )`,
+        `create table system_keys (
+          name text not null,
+          version int not null,
+          wrapped_key bytea not null,
+          root_version int not null,
+          created_at timestamptz not null default now(),
+          primary key (name, version)
+        )`,
+        `create table namespaces (
+          id uuid primary key,
+          name text collate "C" not null unique,
+          description text not null default '',
+          current_kek_version int not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
+        `create table namespace_keys (
+          namespace_id uuid not null references namespaces (id) on delete cascade,
+          version int not null,
+          wrapped_key bytea,
+          root_version int not null,
+          origin text not null check (origin in ('generated', 'external')),
+          state text not null check (state in ('active', 'retired', 'destroyed')),
+          created_at timestamptz not null default now(),
+          primary key (namespace_id, version)
+        )`,
+        `create table secrets (
+          id uuid primary key,
+          namespace_id uuid not null references namespaces (id) on delete cascade,
+          path text collate "C" not null,
+          current_version int not null,
+          max_versions int not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now(),
+          unique (namespace_id, path)
+        )`,
+        `create table secret_versions (
+          secret_id uuid not null references secrets (id) on delete cascade,
+          version int not null,
+          type text not null,
+          metadata jsonb not null default '{}',
+          kek_version int,
+          wrapped_dek bytea,
+          ciphertext bytea,
+          created_at timestamptz not null default now(),
+          deleted_at timestamptz,
+          destroyed_at timestamptz,
+          primary key (secret_id, version)
+        )`,
+        `create table tokens (
+          accessor text primary key,
+          identity text not null,
+          display_name text not null,
+          policies jsonb not null,
+          created_at timestamptz not null default now(),
+          expires_at timestamptz,
+          revoked_at timestamptz
+        )`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
+};
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return migrations;
+  },
+};

@@ -1,0 +1,92 @@
+/** Table types for Kysely. Both dialects return bytea as Uint8Array (pg: Buffer). */
+import type { ColumnType, Generated, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Bytes = ColumnType<Uint8Array, Uint8Array, Uint8Array>;
+type Json<T> = ColumnType<T, string, string>;
+
+export interface SealConfigTable {
+  id: number;
+  seal_type: string;
+  shares: number;
+  threshold: number;
+  root_version: number;
+  /** AEAD of a fixed plaintext under the root key: proves a reconstructed key is the right one. */
+  root_check: Bytes;
+  created_at: Generated<Date>;
+}
+
+export interface SystemKeyTable {
+  name: string;
+  version: number;
+  wrapped_key: Bytes;
+  root_version: number;
+  created_at: Generated<Date>;
+}
+
+export interface NamespaceTable {
+  id: string;
+  name: string;
+  description: string;
+  current_kek_version: number;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface NamespaceKeyTable {
+  namespace_id: string;
+  version: number;
+  /** KEK wrapped by the root key; null once destroyed. */
+  wrapped_key: Bytes | null;
+  root_version: number;
+  origin: 'generated' | 'external';
+  state: 'active' | 'retired' | 'destroyed';
+  created_at: Generated<Date>;
+}
+
+export interface SecretTable {
+  id: string;
+  namespace_id: string;
+  path: string;
+  current_version: number;
+  max_versions: number;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface SecretVersionTable {
+  secret_id: string;
+  version: number;
+  type: string;
+  metadata: Json<Record<string, string>>;
+  kek_version: number | null;
+  /** DEK wrapped by a KEK version; null once the version is destroyed. */
+  wrapped_dek: Bytes | null;
+  ciphertext: Bytes | null;
+  created_at: Generated<Date>;
+  deleted_at: Date | null;
+  destroyed_at: Date | null;
+}
+
+export interface TokenTable {
+  accessor: string;
+  identity: string;
+  display_name: string;
+  policies: Json<string[]>;
+  created_at: Generated<Date>;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+}
+
+export interface Database {
+  seal_config: SealConfigTable;
+  system_keys: SystemKeyTable;
+  namespaces: NamespaceTable;
+  namespace_keys: NamespaceKeyTable;
+  secrets: SecretTable;
+  secret_versions: SecretVersionTable;
+  tokens: TokenTable;
+}
+
+export type NamespaceRow = Selectable<NamespaceTable>;
+export type SecretVersionRow = Selectable<SecretVersionTable>;
