@@ -3,7 +3,7 @@
  * created with it (v1) and destroyed with it.
  */
 import { randomUUID } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { conflict, notFound } from '../errors.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { Database } from '../storage/schema.js';
@@ -137,9 +137,9 @@ export class NamespaceService {
   }
 
   /** Looks a namespace up by name; 404 when it does not exist. */
-  async resolve(name: string): Promise<NamespaceRef> {
+  async resolve(name: string, executor: Kysely<Database> | Transaction<Database> = this.db): Promise<NamespaceRef> {
     checkNamespaceName(name);
-    const row = await this.db
+    const row = await executor
       .selectFrom('namespaces')
       .select(['id', 'current_kek_version'])
       .where('name', '=', name)

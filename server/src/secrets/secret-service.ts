@@ -374,7 +374,8 @@ export class SecretService {
     if (lock) query = query.forUpdate('s');
     const secret = await query.executeTakeFirst();
     if (!secret) {
-      await this.namespaces.resolve(namespace);
+      // Same executor: inside a transaction on PGlite, any other query would wait forever.
+      await this.namespaces.resolve(namespace, db);
       throw notFound(`secret "${path}" not found`);
     }
     return secret;

@@ -1,0 +1,128 @@
+// Starts the real Coffer app (same start-up code as `coffer-server`) in-process on
+// 127.0.0.1 with an ephemeral port, over PGlite or a fresh real PostgreSQL database.
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, type Config } from '@coffer/server/config';
+import { createLogger } from '@coffer/server/log';
+import { startServer, type RunningServer } from '@coffer/server/server';
+import { createTestDatabase, describeIfPostgres, postgresUrl, type TestDatabase } from './env.js';
+
+export type StorageKind = 'pglite' | 'postgres';
+
+/** The storages this machine can test: PGlite always, PostgreSQL when configured. */
+export function storageKinds(): StorageKind[] {
+  return postgresUrl() ? ['pglite', 'postgres'] : ['pglite'];
+}
+
+/** A place for data that outlives one server process (a PGlite dir or a PostgreSQL database). */
+export interface TestStore {
+  kind: StorageKind;
+  config: Partial<Config>;
+  cleanup(): Promise<void>;
+}
+
+export async function createStore(kind: StorageKind): Promise<TestStore> {
+  if (kind === 'postgres') {
+    const db: TestDatabase = await createTestDatabase();
+    return { kind, config: { databaseUrl: db.url }, cleanup: () => db.drop() };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'coffer-test-'));
+  return {
+    kind,
+    config: { dataDir: dir },
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+export async function startTestServer(store: TestStore, overrides: Partial<Config> = {}): Promise<RunningServer> {
+  const config = loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'silent', ...store.config, ...overrides });
+  return startServer(config, createLogger('silent'));
+}
+
+export interface ApiResponse<T = any> {
+  status: number;
+  body: T;
+  headers: Headers;
+  text: string;
+}
+
+export interface ApiOptions {
+  token?: string;
+  body?: unknown;
+  /** Sent as is, instead of JSON-encoding `body`. */
+  rawBody?: string | Uint8Array;
+  headers?: Record<string, string>;
+}
+
+/**
+ * Sends `path` exactly as given (fetch would normalise `.`/`..` segments and
+ * `%2e%2e` away before the server could refuse them).
+ */
+export function rawRequest(base: string, method: string, path: string, token?: string): Promise<{ status: number; body: any }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: url.hostname, port: url.port, method, path, headers: token ? { authorization: `Bearer ${token}` } : {} },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export async function api<T = any>(base: string, method: string, path: string, opts: ApiOptions = {}): Promise<ApiResponse<T>> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let body: string | Uint8Array | undefined;
+  if (opts.rawBody !== undefined) body = opts.rawBody;
+  else if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await fetch(base + path, { method, headers, body });
+  const text = await res.text();
+  let parsed: unknown = undefined;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = text;
+    }
+  }
+  return { status: res.status, body: parsed as T, headers: res.headers, text };
+}
+
+/** Initialises with `shares`/`threshold` and unseals with the first `threshold` shares. */
+export async function initAndUnseal(base: string, shares = 3, threshold = 2): Promise<{ token: string; shares: string[] }> {
+  const init = await api(base, 'POST', '/v1/sys/init', { body: { shares, threshold } });
+  if (init.status !== 200) throw new Error(`init failed: ${init.status} ${init.text}`);
+  await unsealWith(base, init.body.shares.slice(0, threshold));
+  return { token: init.body.root_token, shares: init.body.shares };
+}
+
+export async function unsealWith(base: string, shares: string[]): Promise<void> {
+  for (const share of shares) {
+    const res = await api(base, 'POST', '/v1/sys/unseal', { body: { share } });
+    if (res.status !== 200) throw new Error(`unseal failed: ${res.status} ${res.text}`);
+  }
+}
+
+/** Asserts the error envelope of DESIGN.md and returns the code. */
+export function expectError(res: ApiResponse, status: number, code?: string): void {
+  expect({ status: res.status, code: res.body?.error?.code }).toEqual({ status, code: code ?? res.body?.error?.code });
+  expect(typeof res.body.error.message).toBe('string');
+  expect(res.body.error.requestId).toBe(res.headers.get('x-request-id'));
+}
+
+/** Runs a suite once on PGlite and once on real PostgreSQL (skipped loudly, or failed in CI, without it). */
+export function describeEachStorage(name: string, fn: (kind: StorageKind) => void): void {
+  describe(`${name} [pglite]`, () => fn('pglite'));
+  describeIfPostgres(`${name} [postgres]`, () => fn('postgres'));
+}

@@ -1,0 +1,220 @@
+// CofferClient over a scripted fetch: the requests it builds, how it reports errors,
+// and when it retries. (The e2e CLI suite covers it against the real server.)
+
+import { CofferClient, CofferError, type FetchFn } from '@coffer/sdk';
+
+const TOKEN = 'tok.en-12345';
+
+interface Call {
+  url: URL;
+  method: string;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+type Answer = Response | Error | ((signal: AbortSignal) => Promise<Response>);
+
+/** A fetch that records each call and gives the next scripted answer (the last one repeats). */
+function scripted(...answers: Answer[]): { fetch: FetchFn; calls: Call[] } {
+  const calls: Call[] = [];
+  const fetch: FetchFn = async (input, init) => {
+    calls.push({
+      url: new URL(String(input)),
+      method: init?.method ?? 'GET',
+      headers: { ...(init?.headers as Record<string, string>) },
+      body: typeof init?.body === 'string' ? JSON.parse(init.body) : undefined,
+    });
+    const answer = answers[Math.min(calls.length, answers.length) - 1]!;
+    if (answer instanceof Error) throw answer;
+    if (typeof answer === 'function') return answer(init!.signal!);
+    return answer.clone();
+  };
+  return { fetch, calls };
+}
+
+const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
+  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', 'x-request-id': 'req-1', ...headers } });
+const coffer503 = (headers: Record<string, string> = {}) =>
+  json(503, { error: { code: 'sealed', message: 'Coffer is sealed', requestId: 'req-503' } }, headers);
+const networkDown = () => new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
+
+function client(fetch: FetchFn, retries = 2): CofferClient {
+  return new CofferClient({ address: 'http://127.0.0.1:8200/', token: TOKEN, fetch, retries, retryBaseDelayMs: 0 });
+}
+
+async function failure(p: Promise<unknown>): Promise<CofferError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(CofferError);
+  return err as CofferError;
+}
+
+describe('CofferClient requests', () => {
+  it('sends the token as a bearer token and data as JSON', async () => {
+    const { fetch, calls } = scripted(json(200, { namespace: 'app', path: 'db/pw', version: 2, created_at: 'now' }));
+    const result = await client(fetch).secrets.put('app', 'db/pw', { password: 'v' }, { type: 'password', cas: 1, maxVersions: 5 });
+    expect(result.version).toBe(2);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.method).toBe('PUT');
+    expect(calls[0]!.url.href).toBe('http://127.0.0.1:8200/v1/secrets/app/db/pw');
+    expect(calls[0]!.headers.Authorization).toBe(`Bearer ${TOKEN}`);
+    expect(calls[0]!.body).toEqual({ data: { password: 'v' }, type: 'password', cas: 1, max_versions: 5 });
+  });
+
+  it('builds action, folder and query URLs', async () => {
+    const { fetch, calls } = scripted(json(200, { keys: [], next_cursor: null }));
+    const c = client(fetch);
+    await c.secrets.history('app', 'db/pw');
+    await c.secrets.get('app', 'db/pw', { version: 3 });
+    await c.secrets.list('app', 'db', { recursive: true, limit: 10 });
+    await c.secrets.list('app');
+    await c.secrets.destroy('app', 'db/pw', [1, 2]);
+    await c.namespaces.delete('app', { force: true });
+    expect(calls.map((x) => `${x.method} ${x.url.pathname}${x.url.search}`)).toEqual([
+      'GET /v1/secrets/app/db/pw:versions',
+      'GET /v1/secrets/app/db/pw?version=3',
+      'GET /v1/secrets/app/db/?limit=10&recursive=true',
+      'GET /v1/secrets/app/',
+      'POST /v1/secrets/app/db/pw:destroy',
+      'DELETE /v1/namespaces/app?force=true',
+    ]);
+    expect(calls[4]!.body).toEqual({ versions: [1, 2] });
+  });
+
+  it('keeps a path prefix of the address (a reverse proxy mount)', async () => {
+    const { fetch, calls } = scripted(json(200, { initialized: true }));
+    await new CofferClient({ address: 'https://vault.example/coffer/', fetch }).sys.status();
+    expect(calls[0]!.url.href).toBe('https://vault.example/coffer/v1/sys/seal-status');
+    expect(calls[0]!.headers.Authorization).toBeUndefined();
+  });
+
+  it('refuses an invalid path before sending anything', async () => {
+    const { fetch, calls } = scripted(json(200, {}));
+    const err = await failure(client(fetch).secrets.get('app', 'db/../admin'));
+    expect(err.code).toBe('invalid_argument');
+    expect(calls).toHaveLength(0);
+  });
+
+  it('follows next_cursor for bulk reads and listAll', async () => {
+    const secret = (path: string) => ({ namespace: 'app', path, version: 1, type: 'generic', data: { v: path }, metadata: {}, created_at: 'now' });
+    const { fetch, calls } = scripted(
+      json(200, { secrets: [secret('a'), secret('b')], next_cursor: 'Yg' }),
+      json(200, { secrets: [secret('c')], next_cursor: null }),
+      json(200, { namespaces: [{ name: 'x' }], next_cursor: 'eA' }),
+      json(200, { namespaces: [{ name: 'y' }], next_cursor: null }),
+    );
+    const c = client(fetch);
+    expect((await c.secrets.bulk('app', 'db/')).map((s) => s.path)).toEqual(['a', 'b', 'c']);
+    expect(calls[1]!.url.search).toBe('?cursor=Yg');
+    const names: string[] = [];
+    for await (const ns of c.namespaces.listAll({ pageSize: 1 })) names.push(ns.name);
+    expect(names).toEqual(['x', 'y']);
+    expect(calls[3]!.url.search).toBe('?limit=1&cursor=eA');
+  });
+
+  it('answers health for sealed and uninitialised servers instead of failing', async () => {
+    const { fetch } = scripted(json(503, { initialized: true, sealed: true, server_time_utc: 1 }));
+    expect(await client(fetch).sys.health()).toEqual({ initialized: true, sealed: true, server_time_utc: 1 });
+  });
+});
+
+describe('CofferClient errors', () => {
+  it('carries the server status, code, message and request id', async () => {
+    const { fetch } = scripted(json(404, { error: { code: 'not_found', message: 'secret "x" not found', requestId: 'req-404' } }));
+    const err = await failure(client(fetch).secrets.get('app', 'x'));
+    expect({ status: err.status, code: err.code, message: err.message, requestId: err.requestId }).toEqual({
+      status: 404,
+      code: 'not_found',
+      message: 'secret "x" not found',
+      requestId: 'req-404',
+    });
+  });
+
+  it('does not echo a body that is not a Coffer error (an HTML page from a proxy)', async () => {
+    const page = '<html>502 upstream said: password=hunter2</html>';
+    const { fetch } = scripted(new Response(page, { status: 502, statusText: 'Bad Gateway', headers: { 'x-request-id': 'lb-1' } }));
+    const err = await failure(client(fetch).secrets.get('app', 'x'));
+    expect(err).toMatchObject({ status: 502, code: 'http_error', message: 'HTTP 502 Bad Gateway', requestId: 'lb-1' });
+  });
+
+  it('reports network failures as status 0 "unavailable" and timeouts as "timeout"', async () => {
+    const down = await failure(client(scripted(networkDown()).fetch, 0).sys.status());
+    expect(down).toMatchObject({ status: 0, code: 'unavailable' });
+    expect(down.message).toContain('ECONNREFUSED');
+
+    const hang = (signal: AbortSignal) => new Promise<Response>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+    const slow = new CofferClient({ address: 'http://127.0.0.1:8200', fetch: scripted(hang).fetch, timeoutMs: 20, retries: 0 });
+    expect(await failure(slow.sys.status())).toMatchObject({ status: 0, code: 'timeout' });
+  });
+
+  it('refuses a token that cannot be a header value, without quoting it', () => {
+    const token = 'secret-token\nX-Injected: 1';
+    let err: unknown;
+    try {
+      new CofferClient({ address: 'http://127.0.0.1:8200', token });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CofferError);
+    expect((err as CofferError).code).toBe('invalid_argument');
+    expect((err as CofferError).message).not.toContain('secret-token');
+  });
+
+  it('never puts the token or the sent data in an error message', async () => {
+    const { fetch } = scripted(json(409, { error: { code: 'cas_mismatch', message: 'check-and-set failed', requestId: 'r' } }));
+    const err = await failure(client(fetch).secrets.put('app', 'x', { password: 'hunter2' }, { cas: 1 }));
+    expect(err.message).not.toContain(TOKEN);
+    expect(err.message).not.toContain('hunter2');
+    expect(err.stack ?? '').not.toContain('hunter2');
+  });
+});
+
+describe('CofferClient retries', () => {
+  it('retries reads on 503 and on network errors, then succeeds', async () => {
+    const { fetch, calls } = scripted(coffer503(), networkDown(), json(200, { initialized: true, sealed: false }));
+    expect(await client(fetch).sys.status()).toEqual({ initialized: true, sealed: false });
+    expect(calls).toHaveLength(3);
+  });
+
+  it('retries 429 too, and gives up after `retries` extra attempts with the last error', async () => {
+    const { fetch, calls } = scripted(json(429, { error: { code: 'rate_limited', message: 'slow down', requestId: 'r' } }));
+    const err = await failure(client(fetch, 2).secrets.get('app', 'x'));
+    expect(err.code).toBe('rate_limited');
+    expect(calls).toHaveLength(3);
+  });
+
+  it('does not retry other errors', async () => {
+    const { fetch, calls } = scripted(json(500, { error: { code: 'internal', message: 'bug', requestId: 'r' } }));
+    await failure(client(fetch).secrets.get('app', 'x'));
+    expect(calls).toHaveLength(1);
+  });
+
+  it('never retries writes: a repeat could add a version the first attempt already wrote', async () => {
+    for (const answer of [coffer503(), networkDown()]) {
+      const { fetch, calls } = scripted(answer);
+      const c = client(fetch);
+      await failure(c.secrets.put('app', 'x', { v: '1' }));
+      await failure(c.secrets.rollback('app', 'x', 1));
+      await failure(c.secrets.delete('app', 'x'));
+      expect(calls).toHaveLength(3);
+    }
+  });
+
+  it('retries version changes that name their versions (a repeat is a no-op)', async () => {
+    const { fetch, calls } = scripted(coffer503(), json(200, { namespace: 'app', path: 'x', versions: [1] }));
+    await client(fetch).secrets.delete('app', 'x', [1]);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('honours Retry-After, and gives up at once when it asks for longer than it would wait', async () => {
+    const soon = scripted(coffer503({ 'retry-after': '0' }), json(200, { sealed: false }));
+    await client(soon.fetch).sys.status();
+    expect(soon.calls).toHaveLength(2);
+
+    const later = scripted(coffer503({ 'retry-after': '3600' }), json(200, { sealed: false }));
+    expect((await failure(client(later.fetch).sys.status())).code).toBe('sealed');
+    expect(later.calls).toHaveLength(1);
+  });
+});
