@@ -172,7 +172,7 @@ describe('coffer CLI against a real server', () => {
       expect(none.stderr).toContain('no token');
     });
 
-    it('2 for usage errors: missing arguments, unknown options, bad paths, no namespace', async () => {
+    it('2 for usage errors: missing arguments, unknown options, bad paths, no data, no namespace', async () => {
       for (const args of [
         ['secret', 'get'],
         ['secret', 'get', 'x', '-n', NS, '--bogus'],
@@ -181,6 +181,8 @@ describe('coffer CLI against a real server', () => {
         ['-n', NS, 'secret', 'get', 'x', '--version', 'latest'],
         ['-n', NS, 'secret', 'put', 'x'],
         ['-n', NS, 'secret', 'put', 'x', 'no-equals-sign'],
+        ['-n', NS, 'secret', 'put', 'x', 'k=-'], // stdin is empty
+        ['-n', NS, 'secret', 'put', 'x', 'a=-', 'b=-'],
         ['secret', 'get', 'x'],
         ['no-such-command'],
       ]) {
