@@ -1,1 +1,18 @@
-export {};
+#!/usr/bin/env node
+/** `coffer`: parse, run one command, map the outcome to an exit code (see errors.ts). */
+import { EXIT, reportError } from './errors.js';
+import { buildProgram } from './program.js';
+
+// `coffer secret list | head -1` closes our stdout early: that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(EXIT.ok);
+  throw err;
+});
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (err) {
+  const code = reportError(err, (text) => process.stderr.write(text));
+  // Set, not process.exit(): stdout may still be flushing.
+  process.exitCode = code;
+}

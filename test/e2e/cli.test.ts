@@ -6,7 +6,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { runCli, startDevServer, type CliResult, type DevServer } from '../helpers/processes.js';
+import { runCli, startDevServer, type CliResult, type DevServer } from '../helpers/process.js';
 
 const NS = 'e2e';
 /** Distinct, recognisable values, so a leak into any output can be searched for. */

@@ -1,0 +1,40 @@
+/** The `coffer` command tree and its global options. */
+import { Command, Option } from 'commander';
+import { registerNamespaces } from './commands/ns.js';
+import { registerSecrets } from './commands/secret.js';
+import { registerSys } from './commands/sys.js';
+import { examples } from './commands/common.js';
+import { CLI_VERSION } from './context.js';
+
+export function buildProgram(): Command {
+  const program = new Command('coffer')
+    .description('Command-line client for the Coffer secrets vault')
+    // Settings first: subcommands copy them when created.
+    .exitOverride() // errors come back to run() for our exit codes instead of process.exit(1)
+    .showHelpAfterError('(add --help for usage)')
+    .configureHelp({ showGlobalOptions: true })
+    .addOption(new Option('--addr <url>', 'server address').env('COFFER_ADDR').default('http://127.0.0.1:8200'))
+    .addOption(
+      new Option('--token <token>', `token (default: the token file, ~/.config/coffer/token); prefer the env var, arguments show in ps`).env(
+        'COFFER_TOKEN',
+      ),
+    )
+    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands').env('COFFER_NAMESPACE'))
+    // -V only: `--version` is `secret get`'s option, and commander would give it to the program.
+    .version(CLI_VERSION, '-V', 'print the CLI version');
+
+  examples(
+    program,
+    'export COFFER_ADDR=http://127.0.0.1:8200 COFFER_TOKEN=...',
+    'coffer status',
+    'coffer ns create app',
+    'echo -n "$VALUE" | coffer -n app secret put db/password password=-',
+    'coffer -n app secret get db/password --format json',
+  );
+
+  registerSys(program);
+  registerNamespaces(program);
+  registerSecrets(program);
+  return program;
+}

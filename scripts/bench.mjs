@@ -1,0 +1,686 @@
+#!/usr/bin/env node
+// Load benchmark behind `npm run bench` (after `tsc -b`).
+//
+//   npm run bench                      full run: 10 s per scenario, 32 connections
+//   npm run bench -- --quick           CI smoke: 2 s per scenario, 8 connections
+//   npm run bench -- --duration 20 --connections 64 --json /tmp/bench.json
+//
+// Scenarios (each server is a separate child process on 127.0.0.1, on a random free port,
+// so autocannon in this process never shares the server's event loop):
+//   (a)  bare express 5 hello-world JSON server (scripts/bench-hello.mjs): the ceiling
+//   (b1) authenticated GET of one secret's latest version, Coffer on PostgreSQL
+//   (b2) the same on the embedded PGlite store
+//   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
+//   (c2) the same on PGlite
+// PostgreSQL is a throwaway cluster (scripts/pg-cluster.mjs) holding a `coffer_bench` database;
+// PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
+// error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
+// under CI=true, where that is an error.
+//
+// Exit status: 1 if any scenario saw a connection error, timeout or non-2xx response (something
+// is broken), if the write scenario lost writes, or if setting up failed. The performance aim
+// from the issue is printed, never enforced.
+//
+// Other options:
+//   --warmup S          warm-up before each measurement (default 1; autocannon rounds up to 1 s)
+//   --only LIST         run only these scenarios, e.g. --only a,b1
+//   --cpu-prof DIR      run the Coffer servers under `node --cpu-prof`, profiles written to DIR
+//   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
+
+import autocannon from 'autocannon';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { findPostgresBinaries, startPostgresCluster } from './pg-cluster.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const requireFromServer = createRequire(path.join(root, 'server', 'package.json'));
+const requireFromRoot = createRequire(path.join(root, 'package.json'));
+const DEFAULT_SERVER_MAIN = path.join(root, 'server', 'dist', 'main.js');
+const HELLO_MAIN = path.join(root, 'scripts', 'bench-hello.mjs');
+const truthy = (v) => /^(1|true|yes)$/i.test(String(v ?? '').trim());
+const CI = truthy(process.env.CI);
+
+const AIM_TEXT = '(b) on PostgreSQL ≥ 0.5 × (a), p99 ≤ 20 ms at 32 connections';
+const AIM = { ratio: 0.5, p99Ms: 20, connections: 32 };
+
+const SCENARIOS = [
+  { id: 'a', label: '(a)  express hello-world', backend: 'hello', kind: 'hello' },
+  { id: 'b1', label: '(b1) read secret, PostgreSQL', backend: 'postgres', kind: 'read' },
+  { id: 'b2', label: '(b2) read secret, PGlite', backend: 'pglite', kind: 'read' },
+  { id: 'c1', label: '(c1) write secret, PostgreSQL', backend: 'postgres', kind: 'write' },
+  { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
+];
+
+const READ_PATH = '/v1/secrets/bench/db/password';
+const WRITE_PATH = '/v1/secrets/bench/db/rotating';
+const WRITE_MAX_VERSIONS = 5;
+
+const out = (s = '') => process.stdout.write(`${s}\n`);
+const info = (s) => out(`[bench] ${s}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function banner(lines) {
+  const width = Math.max(...lines.map((l) => l.length));
+  const bar = '!'.repeat(width + 8);
+  return ['', bar, ...lines.map((l) => `!!  ${l.padEnd(width)}  !!`), bar, ''].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------
+
+const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
+                           [--json FILE] [--only a,b1,b2,c1,c2] [--cpu-prof DIR] [--server FILE]`;
+
+function parseOptions(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      duration: { type: 'string' },
+      connections: { type: 'string' },
+      warmup: { type: 'string' },
+      json: { type: 'string' },
+      only: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      server: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    out(USAGE);
+    process.exit(0);
+  }
+  const num = (name, raw, fallback, { integer = false, min = 0 } = {}) => {
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n <= min || (integer && !Number.isInteger(n))) {
+      throw new UsageError(`--${name} must be a ${integer ? 'positive integer' : 'positive number'}, got "${raw}"`);
+    }
+    return n;
+  };
+  const quick = values.quick;
+  const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
+  for (const id of only ?? []) {
+    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2)`);
+  }
+  return {
+    quick,
+    duration: num('duration', values.duration, quick ? 2 : 10),
+    connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
+    warmup: num('warmup', values.warmup, 1),
+    json: values.json ? path.resolve(values.json) : null,
+    only,
+    cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,
+    serverMain: values.server ? path.resolve(values.server) : DEFAULT_SERVER_MAIN,
+  };
+}
+
+class UsageError extends Error {}
+
+// ---------------------------------------------------------------------------------------
+// Child processes and cleanup
+// ---------------------------------------------------------------------------------------
+
+const children = new Set();
+const tempDirs = new Set();
+let cluster = null;
+let currentLoad = null;
+let shuttingDown = false;
+
+/** Spawns `node args…`, keeping the last 64 KiB of its output for error messages. */
+function startChild(name, args, env) {
+  if (shuttingDown) throw new Error('shutting down');
+  const child = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const keep = (d) => {
+    output += d;
+    if (output.length > 65536) output = output.slice(-65536);
+  };
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  child.benchName = name;
+  child.output = () => output.trimEnd();
+  child.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', (err) => {
+      keep(`spawn error: ${err.message}\n`);
+      resolve({ code: null, signal: null, error: err });
+    });
+  });
+  child.exited.then(() => children.delete(child));
+  children.add(child);
+  return child;
+}
+
+const hasExited = (child) => child.exitCode !== null || child.signalCode !== null;
+
+/** SIGTERM (servers shut down cleanly, PGlite closes its files), SIGKILL after `graceMs`. */
+async function stopChild(child, graceMs = 10_000) {
+  if (hasExited(child)) return child.exited;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    if (!hasExited(child)) {
+      info(`${child.benchName} did not stop within ${graceMs / 1000} s; killing it`);
+      child.kill('SIGKILL');
+    }
+  }, graceMs);
+  const result = await child.exited;
+  clearTimeout(timer);
+  return result;
+}
+
+function removeTempDir(dir) {
+  try {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  } catch {
+    /* best effort */
+  }
+  tempDirs.delete(dir);
+}
+
+async function cleanup() {
+  currentLoad?.stop?.();
+  await Promise.all([...children].map((c) => stopChild(c, 5000)));
+  if (cluster) {
+    await cluster.stop().catch(() => {});
+    cluster = null;
+  }
+  for (const dir of [...tempDirs]) removeTempDir(dir);
+}
+
+// Last line of defence (uncaught error, process.exit from a second Ctrl-C): synchronous.
+process.on('exit', () => {
+  for (const child of children) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  cluster?.stopSync();
+  for (const dir of [...tempDirs]) removeTempDir(dir);
+});
+
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    const code = 128 + (os.constants.signals[sig] ?? 1);
+    if (shuttingDown) process.exit(code); // second signal: the exit handler kills everything
+    shuttingDown = true;
+    process.stderr.write(`\n[bench] ${sig}: stopping servers and removing temporary data...\n`);
+    cleanup().finally(() => process.exit(code));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------
+
+/** A free TCP port on 127.0.0.1 (the kernel picks it; we release it for the child). */
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `url` until the server answers at all (any HTTP status); returns that status. */
+async function waitForHttp(child, url, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (hasExited(child)) {
+      const { code, signal } = await child.exited;
+      throw new Error(`${child.benchName} exited (code ${code}, signal ${signal}) before it was ready:\n${child.output() || '(no output)'}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      return res.status;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`${child.benchName} did not answer ${url} within ${timeoutMs / 1000} s:\n${child.output() || '(no output)'}`);
+    }
+    await sleep(100);
+  }
+}
+
+async function api(base, method, urlPath, { token, body, expect = [200] } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(base + urlPath, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await res.text();
+  if (!expect.includes(res.status)) throw new Error(`${method} ${urlPath} -> HTTP ${res.status}: ${text.slice(0, 500)}`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+async function startHello() {
+  const port = await freePort();
+  const child = startChild('hello server', [HELLO_MAIN, String(port)], { ...process.env });
+  const base = `http://127.0.0.1:${port}`;
+  const status = await waitForHttp(child, `${base}/hello`);
+  if (status !== 200) throw new Error(`hello server answered ${status} on /hello`);
+  return { child, base };
+}
+
+/** Environment for a Coffer child: ours minus any COFFER_* the caller may have set, plus `extra`. */
+function cofferEnv(extra) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('COFFER_')));
+  return { ...env, COFFER_HOST: '127.0.0.1', COFFER_LOG_LEVEL: 'warn', ...extra };
+}
+
+/**
+ * Starts Coffer on the given storage, initialises (1 share) and unseals it, creates namespace
+ * `bench` and the secret the read scenario fetches, and checks that it reads back.
+ */
+async function startCoffer(name, storageEnv, opts) {
+  const port = await freePort();
+  const nodeArgs = [];
+  if (opts.cpuProfDir) {
+    mkdirSync(opts.cpuProfDir, { recursive: true });
+    nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, `--cpu-prof-name=coffer-${name}-${Date.now()}.cpuprofile`);
+  }
+  const child = startChild(`coffer (${name})`, [...nodeArgs, opts.serverMain], cofferEnv({ COFFER_PORT: String(port), ...storageEnv }));
+  const base = `http://127.0.0.1:${port}`;
+  const health = await waitForHttp(child, `${base}/v1/sys/health`);
+  if (health !== 501) throw new Error(`coffer (${name}): expected a fresh, uninitialised server (health 501), got ${health}`);
+
+  const init = await api(base, 'POST', '/v1/sys/init', { body: { shares: 1, threshold: 1 } });
+  const unsealed = await api(base, 'POST', '/v1/sys/unseal', { body: { share: init.shares[0] } });
+  if (unsealed.sealed !== false) throw new Error(`coffer (${name}) is still sealed after unseal: ${JSON.stringify(unsealed)}`);
+  const token = init.root_token;
+  await api(base, 'POST', '/v1/namespaces', { token, body: { name: 'bench' }, expect: [200, 201] });
+  const value = randomBytes(24).toString('base64url');
+  await api(base, 'PUT', READ_PATH, { token, body: { data: { password: value } } });
+  const back = await api(base, 'GET', READ_PATH, { token });
+  if (back?.data?.password !== value) throw new Error(`coffer (${name}): the secret did not read back: ${JSON.stringify(back).slice(0, 300)}`);
+  return { child, base, token };
+}
+
+async function startPostgres() {
+  const binaries = findPostgresBinaries();
+  if (!binaries) return null;
+  info(`starting a throwaway PostgreSQL cluster (${binaries.binDir})`);
+  let startingDir = null;
+  cluster = await startPostgresCluster({ onDataDir: (d) => tempDirs.add((startingDir = d)) });
+  // The cluster object removes its own directory; do not double-book it.
+  if (startingDir) tempDirs.delete(startingDir);
+  const pg = requireFromServer('pg');
+  const admin = new pg.Client({ connectionString: cluster.url });
+  await admin.connect();
+  let version;
+  try {
+    await admin.query('create database coffer_bench');
+    version = (await admin.query('show server_version')).rows[0].server_version;
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(cluster.url);
+  url.pathname = '/coffer_bench';
+  return { url: url.toString(), version };
+}
+
+// ---------------------------------------------------------------------------------------
+// Load
+// ---------------------------------------------------------------------------------------
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/**
+ * One autocannon run. Latencies are collected from every response as float milliseconds
+ * (autocannon's own histogram truncates to whole milliseconds, too coarse for sub-ms p50s).
+ */
+async function runLoad(request, seconds, connections, onResponse) {
+  const latencies = [];
+  const instance = autocannon({
+    url: request.url,
+    method: request.method,
+    headers: request.headers,
+    body: request.body,
+    connections,
+    duration: seconds,
+    pipelining: 1,
+    timeout: 10,
+  });
+  currentLoad = instance;
+  instance.on('response', (_client, status, _bytes, ms) => {
+    latencies.push(ms);
+    onResponse?.(status);
+  });
+  try {
+    const result = await instance;
+    latencies.sort((x, y) => x - y);
+    const completed = result.requests.total;
+    return {
+      seconds: result.duration,
+      requests: completed,
+      rps: completed / result.duration,
+      p50: percentile(latencies, 50),
+      p90: percentile(latencies, 90),
+      p99: percentile(latencies, 99),
+      max: latencies.length ? latencies[latencies.length - 1] : null,
+      errors: result.errors, // connection errors and timeouts
+      timeouts: result.timeouts,
+      non2xx: result.non2xx,
+      statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, s]) => [code, s.count])),
+    };
+  } finally {
+    currentLoad = null;
+  }
+}
+
+/** Warm-up, then the measured run. Returns the measured stats plus what the warm-up saw. */
+async function measure(scenario, request, opts, onResponse) {
+  info(`${scenario.label}: warm-up ${opts.warmup} s, then ${opts.duration} s at ${opts.connections} connections`);
+  const warm = await runLoad(request, opts.warmup, opts.connections, onResponse);
+  if (shuttingDown) throw new Error('interrupted');
+  const stats = await runLoad(request, opts.duration, opts.connections, onResponse);
+  if (shuttingDown) throw new Error('interrupted');
+  stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
+  info(`  ${fmtInt(stats.rps)} req/s, p50 ${fmtMs(stats.p50)} ms, p99 ${fmtMs(stats.p99)} ms, errors ${stats.errors}, non-2xx ${stats.non2xx}`);
+  return stats;
+}
+
+function readRequest(server) {
+  return { url: server.base + READ_PATH, method: 'GET', headers: { authorization: `Bearer ${server.token}` } };
+}
+
+function writeRequest(server) {
+  return {
+    url: server.base + WRITE_PATH,
+    method: 'PUT',
+    headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ data: { password: randomBytes(24).toString('base64url') }, max_versions: WRITE_MAX_VERSIONS }),
+  };
+}
+
+/**
+ * The write scenario, then a consistency check: every PUT that got a 2xx made a version, so
+ * current_version must be at least that count (more is fine: autocannon drops requests that
+ * are still in flight when it stops, and the server may yet commit them), and retention must
+ * have kept at most max_versions versions.
+ */
+async function measureWrites(scenario, server, opts) {
+  let ok = 0;
+  const stats = await measure(scenario, writeRequest(server), opts, (status) => {
+    if (status >= 200 && status < 300) ok++;
+  });
+  await sleep(200); // let writes whose client went away finish
+  const history = await api(server.base, 'GET', `${WRITE_PATH}:versions`, { token: server.token });
+  stats.writeCheck = {
+    acknowledged: ok,
+    currentVersion: history.current_version,
+    versionsKept: history.versions.length,
+    maxVersions: history.max_versions,
+  };
+  const problems = [];
+  if (history.current_version < ok) problems.push(`lost writes: ${ok} PUTs acknowledged but current_version is ${history.current_version}`);
+  if (history.versions.length > WRITE_MAX_VERSIONS) {
+    problems.push(`retention: ${history.versions.length} versions kept, max_versions is ${WRITE_MAX_VERSIONS}`);
+  }
+  if (history.current_version > ok + 2 * opts.connections) {
+    problems.push(`${history.current_version - ok} more versions than acknowledged PUTs (expected at most ${2 * opts.connections} unacknowledged)`);
+  }
+  stats.problems = problems;
+  return stats;
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------
+
+const fmtInt = (n) => (n === null || n === undefined ? '-' : Math.round(n).toLocaleString('en-US'));
+const fmtMs = (n) => (n === null || n === undefined ? '-' : n < 10 ? n.toFixed(2) : n.toFixed(1));
+const fmtRatio = (n) => (n === null ? 'n/a' : n.toFixed(2));
+
+function table(rows, headers, alignRight) {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) =>
+    cells.map((c, i) => (alignRight[i] ? String(c).padStart(widths[i]) : String(c).padEnd(widths[i]))).join('  ');
+  return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function machineInfo(pgVersion) {
+  const cpus = os.cpus();
+  return {
+    cpus: cpus.length,
+    availableParallelism: os.availableParallelism?.() ?? cpus.length,
+    cpuModel: cpus[0]?.model?.trim() ?? 'unknown',
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    autocannon: requireFromRoot('autocannon/package.json').version,
+    express: requireFromServer('express/package.json').version,
+    postgres: pgVersion ?? null,
+    loadavg: os.loadavg().map((l) => Math.round(l * 100) / 100),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------
+
+async function main() {
+  let opts;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`${err.message}\n${USAGE}\n`);
+    return 2;
+  }
+  const wanted = (id) => !opts.only || opts.only.includes(id);
+  const started = Date.now();
+  if (SCENARIOS.some((s) => s.backend !== 'hello' && wanted(s.id)) && !existsSync(opts.serverMain)) {
+    process.stderr.write(`[bench] ${opts.serverMain} does not exist: build first (npx tsc -b), or use npm run bench\n`);
+    return 1;
+  }
+
+  let machine = machineInfo(null);
+  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up, ${opts.connections} connections`);
+  out(`machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, ${machine.platform}, load ${machine.loadavg.join(' ')}`);
+  out(`node ${machine.node}, autocannon ${machine.autocannon}, express ${machine.express}`);
+  out(`note: the load generator, the server and PostgreSQL all share these ${machine.cpus} CPUs.`);
+  if (opts.serverMain !== DEFAULT_SERVER_MAIN) out(`server under test: ${opts.serverMain}`);
+  if (machine.loadavg[0] > machine.cpus * 0.5) {
+    out(`WARNING: the machine is already busy (1-min load average ${machine.loadavg[0]} on ${machine.cpus} CPUs): numbers will be low and noisy`);
+  }
+  out();
+
+  const results = new Map(); // id -> stats | { skipped: reason }
+  const failures = [];
+
+  // (a) hello world
+  if (wanted('a')) {
+    const hello = await startHello();
+    try {
+      results.set('a', await measure(SCENARIOS[0], { url: `${hello.base}/hello`, method: 'GET', headers: {} }, opts));
+    } finally {
+      await stopChild(hello.child);
+    }
+  }
+
+  // (b1)/(c1) PostgreSQL
+  let pgVersion = null;
+  if (wanted('b1') || wanted('c1')) {
+    const pgWanted = ['b1', 'c1'].filter(wanted);
+    if (!findPostgresBinaries()) {
+      const lines = [
+        `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
+        `Scenarios ${pgWanted.join(', ')} (Coffer on PostgreSQL) ${CI ? 'cannot run, and CI=true forbids skipping them.' : 'are SKIPPED.'}`,
+        '',
+        'Install it:  Debian/Ubuntu:  sudo apt-get install postgresql',
+        '             macOS:          brew install postgresql@15',
+        'or set PG_BINDIR to the directory holding initdb and pg_ctl.',
+      ];
+      process.stderr.write(`${banner(lines)}\n`);
+      if (CI) throw new Error('PostgreSQL binaries are required under CI=true');
+      for (const id of pgWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
+    } else {
+      const pg = await startPostgres();
+      pgVersion = pg.version;
+      info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
+      const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
+      try {
+        if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], readRequest(server), opts));
+        if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+      } finally {
+        await stopChild(server.child);
+        await cluster.stop();
+        cluster = null;
+      }
+    }
+  }
+
+  // (b2)/(c2) PGlite
+  if (wanted('b2') || wanted('c2')) {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-pglite-'));
+    tempDirs.add(dataDir);
+    try {
+      const server = await startCoffer('pglite', { COFFER_DATA_DIR: dataDir }, opts);
+      try {
+        if (wanted('b2')) results.set('b2', await measure(SCENARIOS[2], readRequest(server), opts));
+        if (wanted('c2')) results.set('c2', await measureWrites(SCENARIOS[4], server, opts));
+      } finally {
+        await stopChild(server.child);
+      }
+    } finally {
+      removeTempDir(dataDir);
+    }
+  }
+
+  // ----- report -----
+  machine = machineInfo(pgVersion);
+  const rows = [];
+  for (const s of SCENARIOS) {
+    const r = results.get(s.id);
+    if (!r) continue;
+    if (r.skipped) {
+      rows.push([s.label, 'SKIPPED', '-', '-', '-', '-', r.skipped]);
+      continue;
+    }
+    const errs = r.errors + r.warmup.errors;
+    const non2xx = r.non2xx + r.warmup.non2xx;
+    rows.push([s.label, fmtInt(r.rps), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max), fmtInt(r.requests), `${errs} / ${non2xx}`]);
+    if (errs > 0 || non2xx > 0) {
+      const codes = { ...r.warmup.statusCodes };
+      for (const [c, n] of Object.entries(r.statusCodes)) codes[c] = (codes[c] ?? 0) + n;
+      failures.push(`${s.label}: ${errs} errors (${r.timeouts} timeouts), ${non2xx} non-2xx; status codes ${JSON.stringify(codes)}`);
+    }
+    for (const p of r.problems ?? []) failures.push(`${s.label}: ${p}`);
+  }
+  out();
+  out(table(rows, ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'requests', 'errors / non-2xx'], [false, true, true, true, true, true, true]));
+  out('(errors / non-2xx include the warm-up; latencies are per request, measured by the client)');
+
+  const a = results.get('a');
+  const ratio = (id) => {
+    const r = results.get(id);
+    return a && !a.skipped && r && !r.skipped ? r.rps / a.rps : null;
+  };
+  const ratios = { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
+  out();
+  out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}`);
+  for (const s of SCENARIOS.slice(3)) {
+    const w = results.get(s.id)?.writeCheck;
+    if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
+  }
+
+  // The aim from the issue (informational only).
+  const b1 = results.get('b1');
+  let aim = { text: AIM_TEXT, evaluated: false, met: null };
+  out();
+  out(`aim (from the issue): ${AIM_TEXT}`);
+  if (b1 && !b1.skipped && a && !a.skipped) {
+    const throughputOk = ratios.b1_over_a >= AIM.ratio;
+    const latencyOk = b1.p99 <= AIM.p99Ms;
+    const atAimConnections = opts.connections === AIM.connections;
+    aim = {
+      text: AIM_TEXT,
+      evaluated: true,
+      connections: opts.connections,
+      atAimConnections,
+      ratio: ratios.b1_over_a,
+      p99Ms: b1.p99,
+      throughputOk,
+      latencyOk,
+      met: throughputOk && latencyOk,
+    };
+    out(`  throughput: (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}  (need ≥ ${AIM.ratio})   ${throughputOk ? 'ok' : 'NOT MET'}`);
+    out(`  latency:    p99 (b1) = ${fmtMs(b1.p99)} ms  (need ≤ ${AIM.p99Ms} ms)   ${latencyOk ? 'ok' : 'NOT MET'}`);
+    out(
+      `  => ${aim.met ? 'MET' : 'NOT MET'}${atAimConnections ? '' : ` (measured at ${opts.connections} connections, not ${AIM.connections}: indicative only)`}` +
+        ' — informational, does not fail the run',
+    );
+  } else {
+    out('  not evaluated: needs both (a) and (b1)');
+  }
+
+  if (opts.json) {
+    const report = {
+      date: new Date(started).toISOString(),
+      mode: opts.quick ? 'quick' : 'full',
+      options: { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, only: opts.only, server: opts.serverMain },
+      machine,
+      scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
+      ratios,
+      aim,
+      failures,
+      ok: failures.length === 0,
+    };
+    mkdirSync(path.dirname(opts.json), { recursive: true });
+    writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);
+    out();
+    info(`results written to ${opts.json}`);
+  }
+  if (opts.cpuProfDir) info(`CPU profiles of the Coffer servers are in ${opts.cpuProfDir}`);
+
+  out();
+  if (failures.length > 0) {
+    process.stderr.write(`${banner(['FAILED: the benchmark saw errors, so something is broken:', ...failures])}\n`);
+    out(`bench: FAILED in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    return 1;
+  }
+  out(`bench: ok in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return 0;
+}
+
+main()
+  .then(
+    (code) => code,
+    (err) => {
+      if (!shuttingDown) process.stderr.write(`[bench] error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      return 1;
+    },
+  )
+  .then(async (code) => {
+    if (shuttingDown) return; // the signal handler cleans up and exits
+    await cleanup();
+    process.exit(code);
+  });

@@ -1,0 +1,241 @@
+/**
+ * CofferClient: typed methods over the `/v1` API, grouped as the API is
+ * (`sys`, `token`, `namespaces`, `secrets`). Every name is validated before a
+ * request is built, so a typo fails fast with a clear message instead of
+ * reaching a different URL. Methods are `async` so that such a refusal is a
+ * rejected promise, like every other failure, never a synchronous throw.
+ */
+import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
+import { Transport, type FetchFn } from './transport.js';
+import type {
+  BulkPage,
+  HealthStatus,
+  InitResult,
+  NamespaceDeleteResult,
+  NamespaceDetail,
+  NamespacePage,
+  NamespaceSummary,
+  PageOptions,
+  PurgeResult,
+  PutOptions,
+  SealStatus,
+  SecretData,
+  SecretHistory,
+  SecretListPage,
+  SecretVersion,
+  TokenInfo,
+  VersionsResult,
+  WriteResult,
+} from './types.js';
+
+export const SDK_VERSION = '0.1.0';
+
+export interface CofferClientOptions {
+  /** Base URL of the server, e.g. http://127.0.0.1:8200 (a path prefix is kept). */
+  address: string;
+  token?: string;
+  /** Per attempt, including reading the body. Default 30 s. */
+  timeoutMs?: number;
+  /** Extra attempts for idempotent calls on network errors, 429 and 503. Default 2. */
+  retries?: number;
+  /** Base delay of the exponential backoff. Default 250 ms. */
+  retryBaseDelayMs?: number;
+  fetch?: FetchFn;
+  /** Prepended to the User-Agent, e.g. "coffer-cli/0.1.0". */
+  userAgent?: string;
+}
+
+const ns = (name: string) => `/v1/namespaces/${checkNamespace(name)}`;
+const secretUrl = (namespace: string, path: string, action = '') =>
+  `/v1/secrets/${checkNamespace(namespace)}/${checkSecretPath(path)}${action}`;
+
+export class CofferClient {
+  readonly sys: SysApi;
+  readonly token: TokenApi;
+  readonly namespaces: NamespacesApi;
+  readonly secrets: SecretsApi;
+  private readonly http: Transport;
+
+  constructor(options: CofferClientOptions) {
+    this.http = new Transport({
+      address: options.address,
+      token: options.token,
+      timeoutMs: options.timeoutMs ?? 30_000,
+      retries: options.retries ?? 2,
+      retryBaseDelayMs: options.retryBaseDelayMs ?? 250,
+      retryMaxDelayMs: 30_000,
+      fetch: options.fetch ?? globalThis.fetch,
+      userAgent: [options.userAgent, `coffer-sdk/${SDK_VERSION}`].filter(Boolean).join(' '),
+    });
+    this.sys = new SysApi(this.http);
+    this.token = new TokenApi(this.http);
+    this.namespaces = new NamespacesApi(this.http);
+    this.secrets = new SecretsApi(this.http);
+  }
+
+  /** Replaces the token used by later calls (login methods will return one). */
+  setToken(token: string | undefined): void {
+    this.http.setToken(token);
+  }
+}
+
+export class SysApi {
+  constructor(private readonly http: Transport) {}
+
+  async status(): Promise<SealStatus> {
+    return this.http.request({ method: 'GET', path: '/v1/sys/seal-status' });
+  }
+
+  /** Resolves for sealed (503) and uninitialised (501) servers too: those are answers, not failures. */
+  async health(): Promise<HealthStatus> {
+    // Accepting 503 also means a sealed server is not retried: its answer is the state asked for.
+    return this.http.request({ method: 'GET', path: '/v1/sys/health', acceptStatus: [501, 503] });
+  }
+
+  async init(options: { shares?: number; threshold?: number } = {}): Promise<InitResult> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/init', body: options });
+  }
+
+  /** Submits one unseal share; the status tells how many more are needed. */
+  async unseal(share: string): Promise<SealStatus> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/unseal', body: { share } });
+  }
+
+  /** Abandons a partial unseal (repeating it is harmless). */
+  async resetUnseal(): Promise<SealStatus> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/unseal', body: { reset: true }, idempotent: true });
+  }
+
+  async seal(): Promise<SealStatus> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/seal', body: {} });
+  }
+}
+
+export class TokenApi {
+  constructor(private readonly http: Transport) {}
+
+  async lookupSelf(): Promise<TokenInfo> {
+    return this.http.request({ method: 'GET', path: '/v1/auth/token/lookup-self' });
+  }
+
+  async revokeSelf(): Promise<void> {
+    await this.http.request<undefined>({ method: 'POST', path: '/v1/auth/token/revoke-self', body: {} });
+  }
+}
+
+export class NamespacesApi {
+  constructor(private readonly http: Transport) {}
+
+  async create(name: string, options: { description?: string } = {}): Promise<NamespaceDetail> {
+    return this.http.request({ method: 'POST', path: '/v1/namespaces', body: { name: checkNamespace(name), ...options } });
+  }
+
+  /** One page; pass `next_cursor` back as `cursor` for the next. */
+  async list(options: PageOptions = {}): Promise<NamespacePage> {
+    return this.http.request({ method: 'GET', path: '/v1/namespaces', query: { ...options } });
+  }
+
+  /** Every namespace, fetching pages as the iteration reaches them. */
+  async *listAll(options: { pageSize?: number } = {}): AsyncGenerator<NamespaceSummary> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.list({ limit: options.pageSize, cursor });
+      yield* page.namespaces;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  async get(name: string): Promise<NamespaceDetail> {
+    return this.http.request({ method: 'GET', path: ns(name) });
+  }
+
+  /** Deleting a namespace destroys its keys: without `force`, refused (409) while it holds secrets. */
+  async delete(name: string, options: { force?: boolean } = {}): Promise<NamespaceDeleteResult> {
+    return this.http.request({ method: 'DELETE', path: ns(name), query: { force: options.force ? 'true' : undefined } });
+  }
+}
+
+export class SecretsApi {
+  constructor(private readonly http: Transport) {}
+
+  async get(namespace: string, path: string, options: { version?: number } = {}): Promise<SecretVersion> {
+    return this.http.request({ method: 'GET', path: secretUrl(namespace, path), query: { version: options.version } });
+  }
+
+  /** Writes a new version. Not retried: a repeat would add another version. */
+  async put(namespace: string, path: string, data: SecretData, options: PutOptions = {}): Promise<WriteResult> {
+    const body = { data, type: options.type, metadata: options.metadata, cas: options.cas, max_versions: options.maxVersions };
+    return this.http.request({ method: 'PUT', path: secretUrl(namespace, path), body, idempotent: false });
+  }
+
+  /** One page of a folder ('' or '/' is the namespace root). */
+  async list(namespace: string, folder = '', options: PageOptions & { recursive?: boolean } = {}): Promise<SecretListPage> {
+    return this.http.request({
+      method: 'GET',
+      path: `/v1/secrets/${checkNamespace(namespace)}/${normalizeFolder(folder)}`,
+      query: { limit: options.limit, cursor: options.cursor, recursive: options.recursive ? 'true' : undefined },
+    });
+  }
+
+  /** Every key of a folder, fetching pages as the iteration reaches them. */
+  async *listAll(namespace: string, folder = '', options: { recursive?: boolean; pageSize?: number } = {}): AsyncGenerator<string> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.list(namespace, folder, { recursive: options.recursive, limit: options.pageSize, cursor });
+      yield* page.keys;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+  }
+
+  async history(namespace: string, path: string): Promise<SecretHistory> {
+    return this.http.request({ method: 'GET', path: secretUrl(namespace, path, ':versions') });
+  }
+
+  /** Writes an earlier version's content as the new latest version. */
+  async rollback(namespace: string, path: string, version: number, options: { cas?: number } = {}): Promise<WriteResult> {
+    return this.http.request({ method: 'POST', path: secretUrl(namespace, path, ':rollback'), body: { version, cas: options.cas } });
+  }
+
+  /** Soft-deletes versions (default: the latest); undelete brings them back. */
+  async delete(namespace: string, path: string, versions?: number[]): Promise<VersionsResult> {
+    return this.changeVersions(namespace, path, ':delete', versions);
+  }
+
+  async undelete(namespace: string, path: string, versions?: number[]): Promise<VersionsResult> {
+    return this.changeVersions(namespace, path, ':undelete', versions);
+  }
+
+  /** Erases versions for good (default: the latest). */
+  async destroy(namespace: string, path: string, versions?: number[]): Promise<VersionsResult> {
+    return this.changeVersions(namespace, path, ':destroy', versions);
+  }
+
+  /** Removes the secret with every version. */
+  async purge(namespace: string, path: string): Promise<PurgeResult> {
+    return this.http.request({ method: 'POST', path: secretUrl(namespace, path, ':purge'), body: {} });
+  }
+
+  /** The latest readable version of every secret under a folder (recursively), all pages. */
+  async bulk(namespace: string, folder = '', options: { pageSize?: number } = {}): Promise<SecretVersion[]> {
+    const path = `/v1/bulk/${checkNamespace(namespace)}/${normalizeFolder(folder)}`;
+    const secrets: SecretVersion[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.http.request<BulkPage>({ method: 'GET', path, query: { limit: options.pageSize, cursor } });
+      secrets.push(...page.secrets);
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor);
+    return secrets;
+  }
+
+  private async changeVersions(namespace: string, path: string, action: string, versions?: number[]): Promise<VersionsResult> {
+    const explicit = versions !== undefined && versions.length > 0;
+    return this.http.request({
+      method: 'POST',
+      path: secretUrl(namespace, path, action),
+      body: explicit ? { versions } : {},
+      // Naming the versions makes a repeat a no-op; "the latest" could mean another version by then.
+      idempotent: explicit,
+    });
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * One error type for everything a call can fail with, so callers need one `catch`:
+ * server errors keep the server's status, code and request id; failures before a
+ * response exists use status 0. Messages never contain a token or a secret value.
+ */
+
+/** Codes the server sends, plus the client-side ones (status 0). Open-ended: servers may add codes. */
+export type CofferErrorCode =
+  | 'invalid_request'
+  | 'invalid_json'
+  | 'invalid_shares'
+  | 'unauthenticated'
+  | 'permission_denied'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'conflict'
+  | 'already_exists'
+  | 'cas_mismatch'
+  | 'already_initialized'
+  | 'not_initialized'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'rate_limited'
+  | 'sealed'
+  | 'internal'
+  | 'integrity_error'
+  // client side (status 0), or a response that is not Coffer's
+  | 'invalid_argument'
+  | 'unavailable'
+  | 'timeout'
+  | 'invalid_response'
+  | 'http_error'
+  | (string & {});
+
+export class CofferError extends Error {
+  /** HTTP status, or 0 when no response was received (or the call was refused client-side). */
+  readonly status: number;
+  readonly code: CofferErrorCode;
+  /** The server's X-Request-Id, to find the request in its log and audit trail. */
+  readonly requestId: string | undefined;
+
+  constructor(status: number, code: CofferErrorCode, message: string, requestId?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CofferError';
+    this.status = status;
+    this.code = code;
+    this.requestId = requestId;
+  }
+}
+
+/** A bad argument caught before any request is sent. */
+export const invalidArgument = (message: string): CofferError => new CofferError(0, 'invalid_argument', message);

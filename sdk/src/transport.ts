@@ -1,0 +1,194 @@
+/**
+ * HTTP transport: one JSON request with a per-attempt timeout, retried with
+ * exponential backoff and full jitter when that is safe.
+ *
+ * Only idempotent requests are retried, because a network error or a 503 does not
+ * say whether a write took effect: repeating a PUT could add a second version,
+ * repeating a cas write would fail with a misleading cas_mismatch.
+ */
+import { CofferError, invalidArgument } from './errors.js';
+
+export type FetchFn = typeof globalThis.fetch;
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+export type Query = Record<string, string | number | boolean | undefined>;
+
+export interface TransportOptions {
+  address: string;
+  token?: string | undefined;
+  timeoutMs: number;
+  retries: number;
+  /** Base of the exponential backoff. */
+  retryBaseDelayMs: number;
+  /** Upper bound of one backoff delay; a longer Retry-After is not waited for. */
+  retryMaxDelayMs: number;
+  fetch: FetchFn;
+  userAgent: string;
+}
+
+export interface ApiRequest {
+  method: Method;
+  /** Path below the address, starting with '/'; built from validated names only. */
+  path: string;
+  query?: Query;
+  body?: unknown;
+  /** Safe to repeat: defaults to true for GET only. */
+  idempotent?: boolean;
+  /** Non-2xx statuses whose body is a normal answer (health's 503/501). */
+  acceptStatus?: readonly number[];
+}
+
+/** Characters a header value may hold; checked so fetch never builds an error message from the token. */
+const HEADER_SAFE = /^[\x21-\x7e]+$/;
+
+/** A fallback code for a response that is not in Coffer's error format (a proxy, a load balancer). */
+const FALLBACK_CODES: Record<number, string> = {
+  400: 'invalid_request',
+  401: 'unauthenticated',
+  403: 'permission_denied',
+  404: 'not_found',
+  409: 'conflict',
+  413: 'payload_too_large',
+  429: 'rate_limited',
+  503: 'unavailable',
+};
+
+export class Transport {
+  private readonly base: string;
+  private readonly origin: string;
+  private token: string | undefined;
+
+  constructor(private readonly options: TransportOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.address);
+    } catch {
+      throw invalidArgument('the Coffer address must be an http:// or https:// URL');
+    }
+    // The address is not echoed: it could carry credentials, which fetch refuses anyway.
+    if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.username || url.password || url.search || url.hash) {
+      throw invalidArgument('the Coffer address must be an http:// or https:// URL without credentials, query or fragment');
+    }
+    // A NaN or fractional retry count would otherwise never stop retrying.
+    if (!Number.isInteger(options.retries) || options.retries < 0) throw invalidArgument('retries must be an integer >= 0');
+    if (!(options.timeoutMs > 0) || !Number.isFinite(options.timeoutMs)) throw invalidArgument('timeoutMs must be a positive number');
+    this.origin = url.origin;
+    this.base = `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+    this.setToken(options.token);
+  }
+
+  setToken(token: string | undefined): void {
+    if (token !== undefined && !HEADER_SAFE.test(token)) {
+      throw invalidArgument('the token holds characters that cannot be sent in an HTTP header (whitespace or control characters?)');
+    }
+    this.token = token === '' ? undefined : token;
+  }
+
+  async request<T>(req: ApiRequest): Promise<T> {
+    const idempotent = req.idempotent ?? req.method === 'GET';
+    const attempts = idempotent ? 1 + this.options.retries : 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.once<T>(req);
+      } catch (err) {
+        if (!(err instanceof CofferError) || attempt >= attempts || !isRetryable(err)) throw err;
+        const delay = this.backoff(attempt, err instanceof RetryableHttpError ? err.retryAfterMs : undefined);
+        if (delay === undefined) throw err;
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  private async once<T>(req: ApiRequest): Promise<T> {
+    const url = new URL(this.base + req.path);
+    for (const [key, value] of Object.entries(req.query ?? {})) {
+      if (value !== undefined) url.searchParams.set(key, String(value));
+    }
+    const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.options.userAgent };
+    if (this.token !== undefined) headers.Authorization = `Bearer ${this.token}`;
+    if (req.body !== undefined) headers['Content-Type'] = 'application/json';
+
+    let response: Response;
+    let text: string;
+    try {
+      response = await this.options.fetch(url, {
+        method: req.method,
+        headers,
+        body: req.body === undefined ? undefined : JSON.stringify(req.body),
+        redirect: 'error', // a redirect could carry the token to another host
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+      // Read inside the try: the timeout and network failures also cover the body.
+      text = await response.text();
+    } catch (err) {
+      throw this.networkError(err);
+    }
+
+    const requestId = response.headers.get('x-request-id') ?? undefined;
+    if (response.ok || req.acceptStatus?.includes(response.status)) {
+      if (response.status === 204 || text === '') return undefined as T;
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        throw new CofferError(response.status, 'invalid_response', `the server at ${this.origin} answered with something other than JSON`, requestId);
+      }
+    }
+    throw errorFromResponse(response, text, requestId);
+  }
+
+  private networkError(err: unknown): CofferError {
+    // Duck-typed, not instanceof: the DOMException of a timeout may come from another realm.
+    const { name, cause } = (typeof err === 'object' && err !== null ? err : {}) as { name?: unknown; cause?: { code?: unknown; message?: unknown } };
+    if (name === 'TimeoutError' || name === 'AbortError') {
+      return new CofferError(0, 'timeout', `no answer from Coffer at ${this.origin} within ${this.options.timeoutMs} ms`, undefined, { cause: err });
+    }
+    // undici puts the reason in the cause: a code (ECONNREFUSED, ENOTFOUND, ...) or a short message.
+    const detail = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' ? cause.message : '';
+    const reason = detail ? `: ${detail}` : '';
+    return new CofferError(0, 'unavailable', `cannot reach Coffer at ${this.origin}${reason}`, undefined, { cause: err });
+  }
+
+  /** Full jitter (a random delay up to the exponential bound) spreads out clients that failed together. */
+  private backoff(attempt: number, retryAfterMs: number | undefined): number | undefined {
+    const { retryBaseDelayMs, retryMaxDelayMs } = this.options;
+    if (retryAfterMs !== undefined) return retryAfterMs <= retryMaxDelayMs ? retryAfterMs : undefined;
+    return Math.random() * Math.min(retryMaxDelayMs, retryBaseDelayMs * 2 ** (attempt - 1));
+  }
+}
+
+/** A 429/503 answer, with the server's Retry-After when it sent one. */
+class RetryableHttpError extends CofferError {
+  retryAfterMs: number | undefined;
+}
+
+function isRetryable(err: CofferError): boolean {
+  return err.code === 'unavailable' || err.code === 'timeout' || err.status === 429 || err.status === 503;
+}
+
+function errorFromResponse(response: Response, text: string, headerRequestId: string | undefined): CofferError {
+  let code = FALLBACK_CODES[response.status] ?? 'http_error';
+  let message = `HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''}`;
+  let requestId = headerRequestId;
+  try {
+    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; requestId?: unknown } };
+    const e = body.error;
+    if (e && typeof e.code === 'string' && typeof e.message === 'string') {
+      code = e.code;
+      message = e.message;
+      if (typeof e.requestId === 'string') requestId = e.requestId;
+    }
+  } catch {
+    // Not Coffer's error format (an HTML page from a proxy?): keep the status line, never echo the body.
+  }
+  if (response.status !== 429 && response.status !== 503) return new CofferError(response.status, code, message, requestId);
+  const err = new RetryableHttpError(response.status, code, message, requestId);
+  err.retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+  return err;
+}
+
+/** Retry-After is either delay-seconds or an HTTP date. */
+function parseRetryAfter(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
