@@ -37,7 +37,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { findPostgresBinaries, startPostgresCluster } from './pg-cluster.mjs';
+import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './pg-cluster.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromServer = createRequire(path.join(root, 'server', 'package.json'));
@@ -124,6 +124,8 @@ function parseOptions(argv) {
 }
 
 class UsageError extends Error {}
+/** An expected failure (a server would not start, a check failed): reported without a stack. */
+class BenchError extends Error {}
 
 // ---------------------------------------------------------------------------------------
 // Child processes and cleanup
@@ -131,14 +133,82 @@ class UsageError extends Error {}
 
 const children = new Set();
 const tempDirs = new Set();
+/** Data directories of PostgreSQL clusters we started, until they are stopped and removed. */
+const clusterDirs = new Set();
 let cluster = null;
 let currentLoad = null;
 let shuttingDown = false;
 
+// If this process is killed outright (SIGKILL, OOM killer: no handler runs), nothing above
+// would be cleaned up. Two guards cover that:
+//  * every server child is started with CHILD_GUARD preloaded: it terminates the child
+//    (SIGTERM, a clean shutdown) as soon as its parent, this process, is gone;
+//  * a detached reaper process holds the list of cluster and temporary directories on a pipe
+//    from us; when the pipe closes (we exited, however) it removes whatever is still listed.
+const CHILD_GUARD = `data:text/javascript,${encodeURIComponent(
+  'const parent = process.ppid; setInterval(() => { if (process.ppid !== parent) process.kill(process.pid, "SIGTERM"); }, 500).unref();',
+)}`;
+const REAPER = `
+  import { rmSync } from 'node:fs';
+  const { stopPostgresClusterSync } = await import(process.argv[1]);
+  const clusters = new Set(), dirs = new Set();
+  let buf = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf('\\n')) !== -1; buf = buf.slice(i + 1)) {
+      const line = buf.slice(0, i), op = line.slice(0, 1), kind = line.slice(1, line.indexOf(' ')), dir = line.slice(line.indexOf(' ') + 1);
+      const set = kind === 'cluster' ? clusters : dirs;
+      if (op === '+') set.add(dir); else set.delete(dir);
+    }
+  });
+  process.stdin.on('end', () => {
+    if (clusters.size + dirs.size === 0) process.exit(0);
+    // Give the server children a moment to notice and shut down first.
+    setTimeout(() => {
+      for (const dir of clusters) stopPostgresClusterSync(dir);
+      for (const dir of dirs) try { rmSync(dir, { recursive: true, force: true, maxRetries: 3 }); } catch {}
+      process.exit(0);
+    }, 2000);
+  });
+`;
+let reaper = null;
+
+function tellReaper(line) {
+  if (!reaper) {
+    const pgCluster = new URL('./pg-cluster.mjs', import.meta.url).href;
+    reaper = spawn(process.execPath, ['--input-type=module', '-e', REAPER, pgCluster], {
+      cwd: root,
+      detached: true, // its own process group: a Ctrl-C meant for us does not reach it
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
+    reaper.on('error', () => {}); // best effort
+    reaper.stdin.on('error', () => {});
+    reaper.unref();
+    reaper.stdin.unref?.();
+  }
+  reaper.stdin.write(`${line}\n`);
+}
+
+function trackTempDir(dir) {
+  tempDirs.add(dir);
+  tellReaper(`+dir ${dir}`);
+}
+
+function trackClusterDir(dir) {
+  clusterDirs.add(dir);
+  tellReaper(`+cluster ${dir}`);
+}
+
+function untrackClusterDir(dir) {
+  clusterDirs.delete(dir);
+  tellReaper(`-cluster ${dir}`);
+}
+
 /** Spawns `node args…`, keeping the last 64 KiB of its output for error messages. */
 function startChild(name, args, env) {
   if (shuttingDown) throw new Error('shutting down');
-  const child = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', CHILD_GUARD, ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const keep = (d) => {
     output += d;
@@ -184,14 +254,26 @@ function removeTempDir(dir) {
     /* best effort */
   }
   tempDirs.delete(dir);
+  tellReaper(`-dir ${dir}`);
 }
 
-async function cleanup() {
+/**
+ * Stops everything still running and removes temporary data. On the normal path the servers go
+ * first, then PostgreSQL; when interrupted (`fast`), all at once with a short grace period, so
+ * that a supervisor's follow-up SIGKILL is less likely to catch us half-way.
+ */
+async function cleanup({ fast = false } = {}) {
   currentLoad?.stop?.();
-  await Promise.all([...children].map((c) => stopChild(c, 5000)));
-  if (cluster) {
-    await cluster.stop().catch(() => {});
+  const stopCluster = async () => {
+    const c = cluster;
     cluster = null;
+    if (c) await stopPostgres(c);
+  };
+  const stopChildren = Promise.all([...children].map((c) => stopChild(c, fast ? 2000 : 5000)));
+  if (fast) await Promise.all([stopChildren, stopCluster()]);
+  else {
+    await stopChildren;
+    await stopCluster();
   }
   for (const dir of [...tempDirs]) removeTempDir(dir);
 }
@@ -205,7 +287,7 @@ process.on('exit', () => {
       /* already gone */
     }
   }
-  cluster?.stopSync();
+  for (const dir of clusterDirs) stopPostgresClusterSync(dir); // idempotent; never throws
   for (const dir of [...tempDirs]) removeTempDir(dir);
 });
 
@@ -215,7 +297,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     if (shuttingDown) process.exit(code); // second signal: the exit handler kills everything
     shuttingDown = true;
     process.stderr.write(`\n[bench] ${sig}: stopping servers and removing temporary data...\n`);
-    cleanup().finally(() => process.exit(code));
+    cleanup({ fast: true }).finally(() => process.exit(code));
   });
 }
 
@@ -242,7 +324,7 @@ async function waitForHttp(child, url, timeoutMs = 60_000) {
   for (;;) {
     if (hasExited(child)) {
       const { code, signal } = await child.exited;
-      throw new Error(`${child.benchName} exited (code ${code}, signal ${signal}) before it was ready:\n${child.output() || '(no output)'}`);
+      throw new BenchError(`${child.benchName} exited (code ${code}, signal ${signal}) before it was ready:\n${child.output() || '(no output)'}`);
     }
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
@@ -252,7 +334,7 @@ async function waitForHttp(child, url, timeoutMs = 60_000) {
       /* not listening yet */
     }
     if (Date.now() > deadline) {
-      throw new Error(`${child.benchName} did not answer ${url} within ${timeoutMs / 1000} s:\n${child.output() || '(no output)'}`);
+      throw new BenchError(`${child.benchName} did not answer ${url} within ${timeoutMs / 1000} s:\n${child.output() || '(no output)'}`);
     }
     await sleep(100);
   }
@@ -269,7 +351,7 @@ async function api(base, method, urlPath, { token, body, expect = [200] } = {}) 
     signal: AbortSignal.timeout(30_000),
   });
   const text = await res.text();
-  if (!expect.includes(res.status)) throw new Error(`${method} ${urlPath} -> HTTP ${res.status}: ${text.slice(0, 500)}`);
+  if (!expect.includes(res.status)) throw new BenchError(`${method} ${urlPath} -> HTTP ${res.status}: ${text.slice(0, 500)}`);
   try {
     return JSON.parse(text);
   } catch {
@@ -282,7 +364,7 @@ async function startHello() {
   const child = startChild('hello server', [HELLO_MAIN, String(port)], { ...process.env });
   const base = `http://127.0.0.1:${port}`;
   const status = await waitForHttp(child, `${base}/hello`);
-  if (status !== 200) throw new Error(`hello server answered ${status} on /hello`);
+  if (status !== 200) throw new BenchError(`hello server answered ${status} on /hello`);
   return { child, base };
 }
 
@@ -306,17 +388,17 @@ async function startCoffer(name, storageEnv, opts) {
   const child = startChild(`coffer (${name})`, [...nodeArgs, opts.serverMain], cofferEnv({ COFFER_PORT: String(port), ...storageEnv }));
   const base = `http://127.0.0.1:${port}`;
   const health = await waitForHttp(child, `${base}/v1/sys/health`);
-  if (health !== 501) throw new Error(`coffer (${name}): expected a fresh, uninitialised server (health 501), got ${health}`);
+  if (health !== 501) throw new BenchError(`coffer (${name}): expected a fresh, uninitialised server (health 501), got ${health}`);
 
   const init = await api(base, 'POST', '/v1/sys/init', { body: { shares: 1, threshold: 1 } });
   const unsealed = await api(base, 'POST', '/v1/sys/unseal', { body: { share: init.shares[0] } });
-  if (unsealed.sealed !== false) throw new Error(`coffer (${name}) is still sealed after unseal: ${JSON.stringify(unsealed)}`);
+  if (unsealed.sealed !== false) throw new BenchError(`coffer (${name}) is still sealed after unseal: ${JSON.stringify(unsealed)}`);
   const token = init.root_token;
   await api(base, 'POST', '/v1/namespaces', { token, body: { name: 'bench' }, expect: [200, 201] });
   const value = randomBytes(24).toString('base64url');
   await api(base, 'PUT', READ_PATH, { token, body: { data: { password: value } } });
   const back = await api(base, 'GET', READ_PATH, { token });
-  if (back?.data?.password !== value) throw new Error(`coffer (${name}): the secret did not read back: ${JSON.stringify(back).slice(0, 300)}`);
+  if (back?.data?.password !== value) throw new BenchError(`coffer (${name}): the secret did not read back: ${JSON.stringify(back).slice(0, 300)}`);
   return { child, base, token };
 }
 
@@ -324,10 +406,7 @@ async function startPostgres() {
   const binaries = findPostgresBinaries();
   if (!binaries) return null;
   info(`starting a throwaway PostgreSQL cluster (${binaries.binDir})`);
-  let startingDir = null;
-  cluster = await startPostgresCluster({ onDataDir: (d) => tempDirs.add((startingDir = d)) });
-  // The cluster object removes its own directory; do not double-book it.
-  if (startingDir) tempDirs.delete(startingDir);
+  cluster = await startPostgresCluster({ onDataDir: trackClusterDir });
   const pg = requireFromServer('pg');
   const admin = new pg.Client({ connectionString: cluster.url });
   await admin.connect();
@@ -341,6 +420,15 @@ async function startPostgres() {
   const url = new URL(cluster.url);
   url.pathname = '/coffer_bench';
   return { url: url.toString(), version };
+}
+
+async function stopPostgres(c) {
+  try {
+    await c.stop();
+  } finally {
+    if (existsSync(c.dataDir)) stopPostgresClusterSync(c.dataDir);
+    untrackClusterDir(c.dataDir);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -397,13 +485,22 @@ async function runLoad(request, seconds, connections, onResponse) {
 }
 
 /** Warm-up, then the measured run. Returns the measured stats plus what the warm-up saw. */
-async function measure(scenario, request, opts, onResponse) {
+async function measure(scenario, server, request, opts, onResponse) {
   info(`${scenario.label}: warm-up ${opts.warmup} s, then ${opts.duration} s at ${opts.connections} connections`);
   const warm = await runLoad(request, opts.warmup, opts.connections, onResponse);
   if (shuttingDown) throw new Error('interrupted');
   const stats = await runLoad(request, opts.duration, opts.connections, onResponse);
   if (shuttingDown) throw new Error('interrupted');
   stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
+  if (stats.errors + stats.non2xx + warm.errors + warm.non2xx > 0) {
+    // Keep what the server said (it logs 5xx causes at warn level and above) for the failure report.
+    stats.serverLogTail = server.child
+      .output()
+      .split('\n')
+      .slice(-10)
+      .map((l) => (l.length > 600 ? `${l.slice(0, 600)}…` : l))
+      .join('\n');
+  }
   info(`  ${fmtInt(stats.rps)} req/s, p50 ${fmtMs(stats.p50)} ms, p99 ${fmtMs(stats.p99)} ms, errors ${stats.errors}, non-2xx ${stats.non2xx}`);
   return stats;
 }
@@ -429,7 +526,7 @@ function writeRequest(server) {
  */
 async function measureWrites(scenario, server, opts) {
   let ok = 0;
-  const stats = await measure(scenario, writeRequest(server), opts, (status) => {
+  const stats = await measure(scenario, server, writeRequest(server), opts, (status) => {
     if (status >= 200 && status < 300) ok++;
   });
   await sleep(200); // let writes whose client went away finish
@@ -509,7 +606,7 @@ async function main() {
   out(`note: the load generator, the server and PostgreSQL all share these ${machine.cpus} CPUs.`);
   if (opts.serverMain !== DEFAULT_SERVER_MAIN) out(`server under test: ${opts.serverMain}`);
   if (machine.loadavg[0] > machine.cpus * 0.5) {
-    out(`WARNING: the machine is already busy (1-min load average ${machine.loadavg[0]} on ${machine.cpus} CPUs): numbers will be low and noisy`);
+    out(`WARNING: the machine is already busy (1-min load average ${machine.loadavg[0]} on ${machine.cpus} CPUs): numbers may be low and noisy`);
   }
   out();
 
@@ -520,7 +617,7 @@ async function main() {
   if (wanted('a')) {
     const hello = await startHello();
     try {
-      results.set('a', await measure(SCENARIOS[0], { url: `${hello.base}/hello`, method: 'GET', headers: {} }, opts));
+      results.set('a', await measure(SCENARIOS[0], hello, { url: `${hello.base}/hello`, method: 'GET', headers: {} }, opts));
     } finally {
       await stopChild(hello.child);
     }
@@ -540,7 +637,7 @@ async function main() {
         'or set PG_BINDIR to the directory holding initdb and pg_ctl.',
       ];
       process.stderr.write(`${banner(lines)}\n`);
-      if (CI) throw new Error('PostgreSQL binaries are required under CI=true');
+      if (CI) throw new BenchError('PostgreSQL binaries are required under CI=true');
       for (const id of pgWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
     } else {
       const pg = await startPostgres();
@@ -548,12 +645,13 @@ async function main() {
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
       try {
-        if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], readRequest(server), opts));
+        if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
         if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
       } finally {
         await stopChild(server.child);
-        await cluster.stop();
+        const c = cluster;
         cluster = null;
+        if (c) await stopPostgres(c);
       }
     }
   }
@@ -561,11 +659,11 @@ async function main() {
   // (b2)/(c2) PGlite
   if (wanted('b2') || wanted('c2')) {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-pglite-'));
-    tempDirs.add(dataDir);
+    trackTempDir(dataDir);
     try {
       const server = await startCoffer('pglite', { COFFER_DATA_DIR: dataDir }, opts);
       try {
-        if (wanted('b2')) results.set('b2', await measure(SCENARIOS[2], readRequest(server), opts));
+        if (wanted('b2')) results.set('b2', await measure(SCENARIOS[2], server, readRequest(server), opts));
         if (wanted('c2')) results.set('c2', await measureWrites(SCENARIOS[4], server, opts));
       } finally {
         await stopChild(server.child);
@@ -598,6 +696,10 @@ async function main() {
   out();
   out(table(rows, ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'requests', 'errors / non-2xx'], [false, true, true, true, true, true, true]));
   out('(errors / non-2xx include the warm-up; latencies are per request, measured by the client)');
+  for (const s of SCENARIOS) {
+    const r = results.get(s.id);
+    if (r?.skipped) out(`WARNING: ${s.label.replace(/\s+/g, ' ')} was SKIPPED: ${r.skipped}`);
+  }
 
   const a = results.get('a');
   const ratio = (id) => {
@@ -663,6 +765,10 @@ async function main() {
 
   out();
   if (failures.length > 0) {
+    for (const s of SCENARIOS) {
+      const log = results.get(s.id)?.serverLogTail;
+      if (log) process.stderr.write(`\n--- ${s.label.replace(/\s+/g, ' ')}: last lines of the server's output ---\n${log}\n`);
+    }
     process.stderr.write(`${banner(['FAILED: the benchmark saw errors, so something is broken:', ...failures])}\n`);
     out(`bench: FAILED in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     return 1;
@@ -675,7 +781,10 @@ main()
   .then(
     (code) => code,
     (err) => {
-      if (!shuttingDown) process.stderr.write(`[bench] error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      if (!shuttingDown) {
+        const text = err instanceof BenchError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+        process.stderr.write(`[bench] error: ${text}\n`);
+      }
       return 1;
     },
   )
