@@ -27,6 +27,10 @@ export const configSchema = z.object({
   /** How long an unwrapped KEK stays in memory after its last use. */
   kekCacheTtlSeconds: int(1, 86_400).default(300),
   kekCacheMaxEntries: int(1, 1_000_000).default(1024),
+  /** Latest encrypted versions kept in memory for reads without a database round trip (0 = off). */
+  secretCacheMaxEntries: int(0, 10_000_000).default(10_000),
+  /** Upper bound on how long a change made directly in the database (not through Coffer) can go unseen. */
+  secretCacheTtlSeconds: int(1, 86_400).default(60),
   /** Versions kept per secret unless the secret says otherwise. */
   defaultMaxVersions: int(1, 1000).default(10),
   /** Largest page a list or bulk call returns. */
@@ -46,6 +50,8 @@ const ENV: Record<string, keyof Config> = {
   COFFER_MAX_REQUEST_BYTES: 'maxRequestBytes',
   COFFER_KEK_CACHE_TTL_SECONDS: 'kekCacheTtlSeconds',
   COFFER_KEK_CACHE_MAX_ENTRIES: 'kekCacheMaxEntries',
+  COFFER_SECRET_CACHE_MAX_ENTRIES: 'secretCacheMaxEntries',
+  COFFER_SECRET_CACHE_TTL_SECONDS: 'secretCacheTtlSeconds',
   COFFER_DEFAULT_MAX_VERSIONS: 'defaultMaxVersions',
   COFFER_MAX_PAGE_SIZE: 'maxPageSize',
 };

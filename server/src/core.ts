@@ -13,6 +13,8 @@ import { ShareCollector, decodeShare, encodeShare, splitRootKey, validateShareCo
 import { NamespaceService } from './secrets/namespace-service.js';
 import { SecretService } from './secrets/secret-service.js';
 import type { Database } from './storage/schema.js';
+import type { ChangeFeed } from './storage/change-feed.js';
+import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
 import { isUniqueViolation } from './storage/errors.js';
 import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken } from './auth/tokens.js';
 
@@ -21,6 +23,8 @@ const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1'
 export interface CoreOptions {
   kekCacheTtlMs: number;
   kekCacheMaxEntries: number;
+  secretCacheMaxEntries: number;
+  secretCacheTtlMs: number;
   defaultMaxVersions: number;
 }
 
@@ -63,10 +67,23 @@ export class CofferCore {
   /** Serialises init/unseal/seal so two operators cannot interleave them. */
   private transition: Promise<unknown> = Promise.resolve();
 
+  /** Lives across seal/unseal; emptied on both, and kept in step with other servers by the change feed. */
+  readonly readCache: SecretReadCache;
+
   constructor(
     readonly db: Kysely<Database>,
+    private readonly changes: ChangeFeed,
     private readonly options: CoreOptions,
-  ) {}
+  ) {
+    this.readCache = new SecretReadCache(options.secretCacheMaxEntries, options.secretCacheTtlMs);
+    this.readCache.reset(changes.up);
+    changes.events.on('change', (payload: string) => {
+      const event = parseChange(payload);
+      if (event) applyChange(this.readCache, event);
+    });
+    changes.events.on('up', () => this.readCache.reset(true));
+    changes.events.on('down', () => this.readCache.reset(false));
+  }
 
   /** Reads the seal configuration; the server starts sealed. */
   async load(): Promise<void> {
@@ -217,6 +234,7 @@ export class CofferCore {
   }
 
   private dropKeys(): void {
+    this.readCache.reset(this.changes.up);
     this.collector?.reset();
     this.collector = null;
     if (this.unsealed) {
@@ -241,8 +259,9 @@ export class CofferCore {
       const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
       const tokens = new TokenService(this.db, signingKey);
       await tokens.load();
-      const namespaces = new NamespaceService(this.db, keyring);
-      const secrets = new SecretService(this.db, keyring, namespaces, this.options.defaultMaxVersions);
+      const changes = { cache: this.readCache, feed: this.changes };
+      const namespaces = new NamespaceService(this.db, keyring, changes);
+      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions);
       this.unsealed = { keyring, tokens, namespaces, secrets };
     } catch (err) {
       keyring.destroy();

@@ -25,9 +25,11 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     dataDir: config.dev && !config.databaseUrl ? 'memory://' : config.dataDir,
     poolSize: config.dbPoolSize,
   });
-  const core = new CofferCore(storage.db, {
+  const core = new CofferCore(storage.db, storage.changes, {
     kekCacheTtlMs: config.kekCacheTtlSeconds * 1000,
     kekCacheMaxEntries: config.kekCacheMaxEntries,
+    secretCacheMaxEntries: config.secretCacheMaxEntries,
+    secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
     defaultMaxVersions: config.defaultMaxVersions,
   });
   let server: http.Server | undefined;

@@ -4,12 +4,13 @@
  * token check is one HMAC plus an in-memory revocation lookup: no database
  * round trip and no slow hash on the request path.
  */
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import jwt from 'jsonwebtoken';
 import type { Database } from '../storage/schema.js';
 import { zeroize, type KeyMaterial } from '../keyring/aead.js';
 import { ROOT_POLICY, type Principal } from '../policy/policy.js';
+import { VerifiedTokenCache } from './verified-tokens.js';
 
 export const TOKEN_ISSUER = 'coffer';
 export const TOKEN_AUDIENCE = 'coffer';
@@ -18,6 +19,7 @@ export const TOKEN_SIGNING_KEY = 'token-signing';
 
 /** Claims Coffer puts in its tokens besides the registered ones. */
 export interface TokenClaims {
+  exp?: number;
   sub: string;
   jti: string;
   name: string;
@@ -53,14 +55,22 @@ export function rootTokenClaims(accessor: string): TokenClaims {
 
 export class TokenService {
   private readonly revoked = new Set<string>();
-  /** The signing key as a Buffer view over the same memory, for jsonwebtoken. */
-  readonly verificationKey: Buffer;
+  /**
+   * The signing key as a secret KeyObject. Handed a raw Buffer, jsonwebtoken
+   * first tries to parse it as a public key on every verification and fails
+   * (~300 µs); a KeyObject verifies in ~6 µs. Node keeps the bytes in native
+   * memory and clears them (OPENSSL_clear_free) when the object is collected,
+   * so the raw copy is zeroed at once and the KeyObject dropped on seal.
+   */
+  verificationKey: KeyObject | null;
+  readonly verified = new VerifiedTokenCache(10_000, (accessor) => this.revoked.has(accessor));
 
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly signingKey: KeyMaterial,
+    signingKey: KeyMaterial,
   ) {
-    this.verificationKey = Buffer.from(signingKey.buffer, signingKey.byteOffset, signingKey.byteLength);
+    this.verificationKey = createSecretKey(signingKey);
+    zeroize(signingKey);
   }
 
   /** Loads the revocation list; called at unseal. */
@@ -83,7 +93,12 @@ export class TokenService {
       identity: claims.sub,
       displayName: typeof claims.name === 'string' ? claims.name : claims.sub,
       policies: claims.pol.filter((p): p is string => typeof p === 'string'),
+      expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : undefined,
     };
+  }
+
+  isRevoked(accessor: string): boolean {
+    return this.revoked.has(accessor);
   }
 
   async lookup(accessor: string): Promise<TokenInfo | null> {
@@ -111,7 +126,8 @@ export class TokenService {
   }
 
   destroy(): void {
-    zeroize(this.signingKey);
+    this.verificationKey = null;
+    this.verified.clear();
     this.revoked.clear();
   }
 }

@@ -3,11 +3,12 @@
  * and issuer/audience are checked, so `alg: none` and algorithm-confusion
  * tokens are refused. The key comes from the unsealed keyring at request time.
  */
+import { createHash } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import passport from 'passport';
 import { ExtractJwt, Strategy as JwtStrategy } from 'passport-jwt';
 import type { CofferCore } from '../core.js';
-import { CofferError } from '../errors.js';
+import { CofferError, sealedError } from '../errors.js';
 import { TOKEN_ALGORITHM, TOKEN_AUDIENCE, TOKEN_ISSUER, type TokenClaims } from '../auth/tokens.js';
 import type { Principal } from '../policy/policy.js';
 
@@ -28,7 +29,10 @@ export function tokenAuth(core: CofferCore): RequestHandler {
         jwtFromRequest: ExtractJwt.fromExtractors([ExtractJwt.fromAuthHeaderAsBearerToken(), fromCofferHeader]),
         secretOrKeyProvider: (_req, _raw, done) => {
           try {
-            done(null, core.services().tokens.verificationKey);
+            const key = core.services().tokens.verificationKey;
+            if (!key) throw sealedError();
+            // passport-jwt's types say string | Buffer; jsonwebtoken takes a KeyObject too.
+            done(null, key as unknown as Buffer);
           } catch (err) {
             done(err as Error);
           }
@@ -47,13 +51,35 @@ export function tokenAuth(core: CofferCore): RequestHandler {
     ),
   );
   return (req, res, next) => {
+    // A token passport-jwt already verified is recognised by its hash: the signature check
+    // and claim parsing are most of a read's CPU. Revocation is still checked on every hit.
+    const raw = bearerToken(req);
+    const cacheKey = raw ? createHash('sha256').update(raw).digest('base64') : undefined;
+    if (cacheKey) {
+      const hit = core.services().tokens.verified.get(cacheKey);
+      if (hit) {
+        res.locals.principal = hit;
+        return next();
+      }
+    }
     authenticator.authenticate(STRATEGY, { session: false }, (err: unknown, user: Principal | false, info: unknown) => {
       if (err) return next(err);
       if (!user) return next(unauthenticated(info));
+      if (cacheKey) core.services().tokens.verified.set(cacheKey, user);
       res.locals.principal = user;
       next();
     })(req, res, next);
   };
+}
+
+/** The token as passport-jwt extracts it: `Authorization: Bearer …` first, then X-Coffer-Token. */
+function bearerToken(req: Request): string | null {
+  const header = req.headers.authorization;
+  if (header) {
+    const match = /^bearer\s+(\S+)$/i.exec(header);
+    if (match) return match[1]!;
+  }
+  return fromCofferHeader(req);
 }
 
 function unauthenticated(info: unknown): CofferError {

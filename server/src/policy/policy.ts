@@ -14,6 +14,8 @@ export interface Principal {
   identity: string;
   displayName: string;
   policies: readonly string[];
+  /** When the token expires (ms since the epoch); undefined for tokens that do not expire. */
+  expiresAt?: number | undefined;
 }
 
 export const ROOT_POLICY = 'root';

@@ -10,6 +10,7 @@ import type { Database } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import { checkNamespaceName } from './names.js';
 import { takePage, type PageRequest } from './pagination.js';
+import { applyLocally, publishChange, type Changes } from './changes.js';
 
 export interface NamespaceSummary {
   name: string;
@@ -38,6 +39,7 @@ export class NamespaceService {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly keyring: Keyring,
+    private readonly changes: Changes,
   ) {}
 
   async create(name: string, description = ''): Promise<NamespaceDetail> {
@@ -110,6 +112,7 @@ export class NamespaceService {
    */
   async delete(name: string, force: boolean): Promise<{ secrets_deleted: number }> {
     checkNamespaceName(name);
+    const event = { kind: 'namespace', namespace: name } as const;
     const result = await this.db.transaction().execute(async (trx) => {
       const ns = await trx
         .selectFrom('namespaces')
@@ -130,8 +133,10 @@ export class NamespaceService {
       // Keys first, explicitly: the cascade would do it, but the order states the intent.
       await trx.deleteFrom('namespace_keys').where('namespace_id', '=', ns.id).execute();
       await trx.deleteFrom('namespaces').where('id', '=', ns.id).execute();
+      await publishChange(this.changes, trx, event);
       return { id: ns.id, secrets };
     });
+    applyLocally(this.changes, event);
     this.keyring.evictNamespace(result.id);
     return { secrets_deleted: result.secrets };
   }

@@ -12,6 +12,8 @@ import { checkFolder, checkSecretPath } from './names.js';
 import type { NamespaceService } from './namespace-service.js';
 import { takePage, type PageRequest } from './pagination.js';
 import { validateSecretData, type SecretType } from './types.js';
+import { applyLocally, publishChange, type Changes } from './changes.js';
+import type { CachedVersion } from './read-cache.js';
 
 export type SecretData = Record<string, string>;
 export type Metadata = Record<string, string>;
@@ -72,15 +74,30 @@ export class SecretService {
     private readonly db: Kysely<Database>,
     private readonly keyring: Keyring,
     private readonly namespaces: NamespaceService,
+    private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
   ) {}
+
+  /** Runs a change in one transaction, announcing it to other servers and to the read cache. */
+  private async change<T>(namespace: string, path: string, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+    const event = { kind: 'secret', namespace, path } as const;
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        const result = await fn(trx);
+        await publishChange(this.changes, trx, event);
+        return result;
+      });
+    } finally {
+      applyLocally(this.changes, event);
+    }
+  }
 
   async write(namespace: string, path: string, req: WriteRequest): Promise<WriteResult> {
     checkSecretPath(path);
     validateSecretData(req.type, req.data);
     const plaintext = encoder.encode(JSON.stringify(req.data));
     try {
-      return await this.db.transaction().execute(async (trx) => {
+      return await this.change(namespace, path, async (trx) => {
         // Lock the namespace row against a concurrent delete for the length of the write.
         const ns = await trx
           .selectFrom('namespaces')
@@ -143,7 +160,42 @@ export class SecretService {
 
   async read(namespace: string, path: string, version?: number): Promise<SecretVersionView> {
     checkSecretPath(path);
-    const row = await this.db
+    const row = version === undefined ? await this.readLatestRow(namespace, path) : await this.readRow(namespace, path, version);
+    if (!row) {
+      await this.namespaces.resolve(namespace);
+      throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
+    }
+    if (row.destroyed_at || !row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+    }
+    if (row.deleted_at) {
+      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
+    }
+    const data = await this.decrypt(row.namespace_id, row.secret_id, row.version, row.kek_version, row.wrapped_dek, row.ciphertext);
+    return {
+      namespace,
+      path,
+      version: row.version,
+      type: row.type,
+      data,
+      metadata: row.metadata,
+      created_at: row.created_at.toISOString(),
+    };
+  }
+
+  /** The latest version's stored row: from the read cache, or the database (then cached). */
+  private async readLatestRow(namespace: string, path: string): Promise<CachedVersion | undefined> {
+    const cache = this.changes.cache;
+    const cached = cache.get(namespace, path);
+    if (cached) return cached;
+    const generation = cache.generation;
+    const row = await this.readRow(namespace, path);
+    if (row) cache.set(namespace, path, row, generation);
+    return row;
+  }
+
+  private readRow(namespace: string, path: string, version?: number): Promise<CachedVersion | undefined> {
+    return this.db
       .selectFrom('secrets as s')
       .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
       .innerJoin('secret_versions as v', (join) =>
@@ -167,26 +219,6 @@ export class SecretService {
       .where('n.name', '=', namespace)
       .where('s.path', '=', path)
       .executeTakeFirst();
-    if (!row) {
-      await this.namespaces.resolve(namespace);
-      throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
-    }
-    if (row.destroyed_at || !row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
-    }
-    if (row.deleted_at) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
-    }
-    const data = await this.decrypt(row.namespace_id, row.secret_id, row.version, row.kek_version, row.wrapped_dek, row.ciphertext);
-    return {
-      namespace,
-      path,
-      version: row.version,
-      type: row.type,
-      data,
-      metadata: row.metadata,
-      created_at: row.created_at.toISOString(),
-    };
   }
 
   /**
@@ -309,7 +341,7 @@ export class SecretService {
     versions?: number[],
   ): Promise<{ namespace: string; path: string; versions: number[] }> {
     checkSecretPath(path);
-    return this.db.transaction().execute(async (trx) => {
+    return this.change(namespace, path, async (trx) => {
       const secret = await this.findSecret(trx, namespace, path, true);
       const wanted = [...new Set(versions && versions.length > 0 ? versions : [secret.current_version])].sort((a, b) => a - b);
       const existing = await trx
@@ -356,7 +388,7 @@ export class SecretService {
   /** Removes a secret with all its versions and their DEKs. */
   async purge(namespace: string, path: string): Promise<{ namespace: string; path: string; versions_removed: number }> {
     checkSecretPath(path);
-    return this.db.transaction().execute(async (trx) => {
+    return this.change(namespace, path, async (trx) => {
       const secret = await this.findSecret(trx, namespace, path, true);
       const removed = await trx.deleteFrom('secret_versions').where('secret_id', '=', secret.id).executeTakeFirst();
       await trx.deleteFrom('secrets').where('id', '=', secret.id).execute();

@@ -10,12 +10,15 @@ import pg from 'pg';
 import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
 import { lockDataDir, type DataDirLock } from './datadir-lock.js';
+import { LocalChangeFeed, PostgresChangeFeed, type ChangeFeed } from './change-feed.js';
 
 export type StorageKind = 'postgres' | 'pglite';
 
 export interface Storage {
   db: Kysely<Database>;
   kind: StorageKind;
+  /** Changes made by other servers sharing the database. */
+  changes: ChangeFeed;
   /** Where the data lives, for the log (credentials stripped). */
   location: string;
   close(): Promise<void>;
@@ -37,6 +40,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
   let kind: StorageKind;
   let location: string;
   let lock: DataDirLock | undefined;
+  let changes: ChangeFeed;
   if (options.databaseUrl) {
     kind = 'postgres';
     location = redactUrl(options.databaseUrl);
@@ -44,6 +48,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     // An idle client losing its connection must not crash the server; the pool replaces it.
     pool.on('error', () => {});
     dialect = new PostgresDialect({ pool });
+    changes = new PostgresChangeFeed(options.databaseUrl);
   } else {
     kind = 'pglite';
     const { PGlite } = await import('@electric-sql/pglite');
@@ -63,11 +68,14 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
       }
     }
     dialect = new PGliteDialect(client);
+    changes = new LocalChangeFeed();
   }
   const db = new Kysely<Database>({ dialect });
   try {
     await migrate(db);
+    if (changes instanceof PostgresChangeFeed) await changes.start();
   } catch (err) {
+    await changes.close();
     await db.destroy();
     lock?.release();
     throw err;
@@ -76,7 +84,9 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     db,
     kind,
     location,
+    changes,
     async close() {
+      await changes.close();
       await db.destroy();
       lock?.release();
     },

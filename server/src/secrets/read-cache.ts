@@ -1,0 +1,119 @@
+/**
+ * A bounded cache of the latest encrypted version of recently read secrets,
+ * so that a hot read needs no database round trip. It holds exactly what the
+ * database holds (wrapped DEK and ciphertext, never plaintext); decryption
+ * still happens per request.
+ *
+ * Correctness rests on invalidation, not on the TTL:
+ * - every change through this server invalidates after its commit;
+ * - changes through other servers sharing PostgreSQL arrive by NOTIFY;
+ * - a reader records the generation before it queries and fills the cache
+ *   only if no invalidation happened meanwhile, so a slow read can never
+ *   re-insert what a concurrent write just invalidated;
+ * - if the change feed is interrupted, the cache is emptied and stays off
+ *   until the feed is back.
+ * The TTL only bounds how long a change made behind Coffer's back (directly
+ * in the database) can go unseen.
+ */
+export interface CachedVersion {
+  namespace_id: string;
+  secret_id: string;
+  version: number;
+  type: string;
+  metadata: Record<string, string>;
+  kek_version: number | null;
+  wrapped_dek: Uint8Array | null;
+  ciphertext: Uint8Array | null;
+  created_at: Date;
+  deleted_at: Date | null;
+  destroyed_at: Date | null;
+}
+
+interface Entry {
+  value: CachedVersion;
+  expiresAt: number;
+}
+
+const SEP = '\u0000';
+
+export class SecretReadCache {
+  private readonly entries = new Map<string, Entry>();
+  private gen = 0;
+  private enabled: boolean;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly ttlMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.enabled = maxEntries > 0;
+  }
+
+  /** Read before querying the database; pass to `set`. */
+  get generation(): number {
+    return this.gen;
+  }
+
+  get(namespace: string, path: string): CachedVersion | undefined {
+    if (!this.enabled) return undefined;
+    const key = namespace + SEP + path;
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= this.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return entry.value;
+  }
+
+  set(namespace: string, path: string, value: CachedVersion, generation: number): void {
+    if (!this.enabled || generation !== this.gen) return;
+    const key = namespace + SEP + path;
+    this.entries.delete(key);
+    this.entries.set(key, { value, expiresAt: this.now() + this.ttlMs });
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+  }
+
+  invalidate(namespace: string, path: string): void {
+    this.gen++;
+    this.entries.delete(namespace + SEP + path);
+  }
+
+  invalidateNamespace(namespace: string): void {
+    this.gen++;
+    const prefix = namespace + SEP;
+    for (const key of this.entries.keys()) if (key.startsWith(prefix)) this.entries.delete(key);
+  }
+
+  /** Empties the cache and turns it on or off (off while the change feed is down). */
+  reset(enabled: boolean): void {
+    this.gen++;
+    this.entries.clear();
+    this.enabled = enabled && this.maxEntries > 0;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
+/** Change notifications exchanged between servers (PostgreSQL NOTIFY payloads). */
+export type ChangeEvent = { kind: 'secret'; namespace: string; path: string } | { kind: 'namespace'; namespace: string };
+
+export function applyChange(cache: SecretReadCache, event: ChangeEvent): void {
+  if (event.kind === 'secret') cache.invalidate(event.namespace, event.path);
+  else cache.invalidateNamespace(event.namespace);
+}
+
+export function parseChange(payload: string): ChangeEvent | null {
+  try {
+    const e = JSON.parse(payload) as Partial<ChangeEvent> & { path?: unknown };
+    if (e.kind === 'secret' && typeof e.namespace === 'string' && typeof e.path === 'string') {
+      return { kind: 'secret', namespace: e.namespace, path: e.path };
+    }
+    if (e.kind === 'namespace' && typeof e.namespace === 'string') return { kind: 'namespace', namespace: e.namespace };
+  } catch {
+    // not ours: ignore
+  }
+  return null;
+}

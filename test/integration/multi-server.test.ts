@@ -1,0 +1,87 @@
+// Several Coffer servers sharing one PostgreSQL: each server's read cache follows the
+// others' writes through LISTEN/NOTIFY, and falls back to the database while the feed is down.
+import { sql } from 'kysely';
+import type { RunningServer } from '@coffer/server/server';
+import { describeIfPostgres } from '../helpers/env.js';
+import { api, createStore, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
+
+async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, ms = 5_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describeIfPostgres('two servers on one PostgreSQL', () => {
+  let store: TestStore;
+  let a: RunningServer;
+  let b: RunningServer;
+  let token: string;
+
+  const read = (s: RunningServer, path: string) => api(s.url, 'GET', `/v1/secrets/shared/${path}`, { token });
+  const write = (s: RunningServer, path: string, value: string) =>
+    api(s.url, 'PUT', `/v1/secrets/shared/${path}`, { token, body: { data: { value } } });
+
+  beforeAll(async () => {
+    store = await createStore('postgres');
+    a = await startTestServer(store);
+    b = await startTestServer(store);
+    let shares: string[];
+    ({ token, shares } = await initAndUnseal(a.url, 3, 2));
+    await unsealWith(b.url, shares.slice(1, 3));
+    expect((await api(a.url, 'POST', '/v1/namespaces', { token, body: { name: 'shared' } })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await store?.cleanup();
+  });
+
+  it('a write on one server reaches the other\'s cached read', async () => {
+    expect((await write(a, 'k', 'one')).status).toBe(200);
+    expect((await read(b, 'k')).body.data.value).toBe('one'); // now cached on b
+    expect((await write(a, 'k', 'two')).status).toBe(200);
+    const seen = await eventually(() => read(b, 'k'), (r) => r.body?.data?.value === 'two');
+    expect(seen.body.data.value).toBe('two');
+  });
+
+  it('a destroy on one server is honoured by the other', async () => {
+    expect((await read(b, 'k')).status).toBe(200);
+    expect((await api(a.url, 'POST', '/v1/secrets/shared/k:destroy', { token, body: {} })).status).toBe(200);
+    const seen = await eventually(() => read(b, 'k'), (r) => r.status === 404);
+    expect(seen.status).toBe(404);
+  });
+
+  it('a server reads its own writes at once', async () => {
+    for (let i = 0; i < 5; i++) {
+      expect((await write(b, 'own', `v${i}`)).status).toBe(200);
+      expect((await read(b, 'own')).body.data.value).toBe(`v${i}`);
+    }
+  });
+
+  it('keeps serving correct data while its change feed is cut, and recovers', async () => {
+    await write(a, 'feed', 'before');
+    expect((await read(b, 'feed')).body.data.value).toBe('before');
+    // Cut every LISTEN connection (both servers' feeds) from the database side.
+    await sql`select pg_terminate_backend(pid) from pg_stat_activity
+              where datname = current_database() and query ilike 'listen %' and pid <> pg_backend_pid()`.execute(a.storage.db);
+    await eventually(async () => b.storage.changes.up, (up) => up === false, 2_000);
+    await write(a, 'feed', 'during');
+    // Without a feed, b must not serve its cached 'before'.
+    expect((await read(b, 'feed')).body.data.value).toBe('during');
+    await eventually(async () => b.storage.changes.up, (up) => up, 15_000);
+    expect(b.storage.changes.up).toBe(true);
+    await write(a, 'feed', 'after');
+    const seen = await eventually(() => read(b, 'feed'), (r) => r.body?.data?.value === 'after');
+    expect(seen.body.data.value).toBe('after');
+  });
+
+  it('a namespace deleted on one server is gone on the other', async () => {
+    expect((await read(b, 'own')).status).toBe(200);
+    expect((await api(a.url, 'DELETE', '/v1/namespaces/shared?force=true', { token })).status).toBe(200);
+    const seen = await eventually(() => read(b, 'own'), (r) => r.status === 404);
+    expect(seen.status).toBe(404);
+  });
+});

@@ -1,0 +1,134 @@
+// The secret read cache: bounded, invalidated by changes, and never re-filled with
+// data a concurrent change has already invalidated.
+import { SecretReadCache, applyChange, parseChange, type CachedVersion } from '@coffer/server/secrets/read-cache';
+import { VerifiedTokenCache } from '@coffer/server/auth/verified-tokens';
+
+const row = (version: number): CachedVersion => ({
+  namespace_id: 'n',
+  secret_id: 's',
+  version,
+  type: 'generic',
+  metadata: {},
+  kek_version: 1,
+  wrapped_dek: new Uint8Array(1),
+  ciphertext: new Uint8Array(1),
+  created_at: new Date(0),
+  deleted_at: null,
+  destroyed_at: null,
+});
+
+describe('SecretReadCache', () => {
+  let now = 0;
+  const make = (max = 10, ttl = 1000) => new SecretReadCache(max, ttl, () => now);
+
+  it('returns what was stored until invalidated', () => {
+    const c = make();
+    c.set('ns', 'a', row(1), c.generation);
+    expect(c.get('ns', 'a')?.version).toBe(1);
+    c.invalidate('ns', 'a');
+    expect(c.get('ns', 'a')).toBeUndefined();
+  });
+
+  it('does not store a row read before a concurrent invalidation', () => {
+    const c = make();
+    const generation = c.generation; // a reader starts its query…
+    c.invalidate('ns', 'a'); // …a write commits meanwhile…
+    c.set('ns', 'a', row(1), generation); // …the stale row must not be cached
+    expect(c.get('ns', 'a')).toBeUndefined();
+  });
+
+  it('expires entries after the TTL', () => {
+    const c = make(10, 100);
+    c.set('ns', 'a', row(1), c.generation);
+    now += 101;
+    expect(c.get('ns', 'a')).toBeUndefined();
+  });
+
+  it('is bounded, evicting the oldest entry', () => {
+    const c = make(2);
+    c.set('ns', 'a', row(1), c.generation);
+    c.set('ns', 'b', row(1), c.generation);
+    c.set('ns', 'c', row(1), c.generation);
+    expect(c.size).toBe(2);
+    expect(c.get('ns', 'a')).toBeUndefined();
+  });
+
+  it('invalidates a whole namespace, not its neighbours', () => {
+    const c = make();
+    c.set('ns', 'a', row(1), c.generation);
+    c.set('ns', 'b/c', row(1), c.generation);
+    c.set('ns2', 'a', row(1), c.generation);
+    c.invalidateNamespace('ns');
+    expect(c.get('ns', 'a')).toBeUndefined();
+    expect(c.get('ns', 'b/c')).toBeUndefined();
+    expect(c.get('ns2', 'a')).toBeDefined();
+  });
+
+  it('stays off while the change feed is down, and when sized 0', () => {
+    const c = make();
+    c.set('ns', 'a', row(1), c.generation);
+    c.reset(false);
+    expect(c.get('ns', 'a')).toBeUndefined();
+    c.set('ns', 'a', row(1), c.generation);
+    expect(c.get('ns', 'a')).toBeUndefined();
+    c.reset(true);
+    c.set('ns', 'a', row(1), c.generation);
+    expect(c.get('ns', 'a')).toBeDefined();
+    const off = make(0);
+    off.reset(true);
+    off.set('ns', 'a', row(1), off.generation);
+    expect(off.get('ns', 'a')).toBeUndefined();
+  });
+
+  it('applies change events from other servers and ignores foreign payloads', () => {
+    const c = make();
+    c.set('ns', 'a', row(1), c.generation);
+    expect(parseChange('not json')).toBeNull();
+    expect(parseChange('{"kind":"secret","namespace":1}')).toBeNull();
+    applyChange(c, parseChange(JSON.stringify({ kind: 'secret', namespace: 'ns', path: 'a' }))!);
+    expect(c.get('ns', 'a')).toBeUndefined();
+  });
+});
+
+describe('VerifiedTokenCache', () => {
+  let now = 0;
+  const revoked = new Set<string>();
+  const principal = (accessor: string, expiresAt?: number) => ({ accessor, identity: 'root', displayName: 'root', policies: ['root'], expiresAt });
+
+  it('remembers a verified token until its expiry', () => {
+    const c = new VerifiedTokenCache(10, (a) => revoked.has(a), () => now);
+    c.set('h1', principal('a1', 500));
+    expect(c.get('h1')?.accessor).toBe('a1');
+    now = 500;
+    expect(c.get('h1')).toBeUndefined();
+  });
+
+  it('holds a non-expiring token for at most a minute', () => {
+    now = 0;
+    const c = new VerifiedTokenCache(10, (a) => revoked.has(a), () => now);
+    c.set('h', principal('a'));
+    now = 59_999;
+    expect(c.get('h')).toBeDefined();
+    now = 60_001;
+    expect(c.get('h')).toBeUndefined();
+  });
+
+  it('refuses a hit once the accessor is revoked', () => {
+    now = 0;
+    const c = new VerifiedTokenCache(10, (a) => revoked.has(a), () => now);
+    c.set('h', principal('gone'));
+    revoked.add('gone');
+    expect(c.get('h')).toBeUndefined();
+  });
+
+  it('is bounded and can be cleared', () => {
+    now = 0;
+    const c = new VerifiedTokenCache(1, () => false, () => now);
+    c.set('x', principal('x'));
+    c.set('y', principal('y'));
+    expect(c.get('x')).toBeUndefined();
+    expect(c.get('y')).toBeDefined();
+    c.clear();
+    expect(c.get('y')).toBeUndefined();
+  });
+});
