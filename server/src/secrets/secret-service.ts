@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { CofferError, badRequest, conflict, notFound } from '../errors.js';
+import { CofferError, conflict, notFound } from '../errors.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
@@ -64,6 +64,9 @@ export interface History {
 }
 
 export type VersionAction = 'delete' | 'undelete' | 'destroy';
+
+/** The stored columns of a version that reading it needs. */
+const VERSION_COLUMNS = ['v.version', 'v.type', 'v.metadata', 'v.kek_version', 'v.wrapped_dek', 'v.ciphertext', 'v.created_at'] as const;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -165,22 +168,35 @@ export class SecretService {
       await this.namespaces.resolve(namespace);
       throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
     }
-    if (row.destroyed_at || !row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+    if (row.destroyed_at) {
       throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
     if (row.deleted_at) {
       throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
     }
-    const data = await this.decrypt(row.namespace_id, row.secret_id, row.version, row.kek_version, row.wrapped_dek, row.ciphertext);
-    return {
-      namespace,
-      path,
-      version: row.version,
-      type: row.type,
-      data,
-      metadata: row.metadata,
-      created_at: row.created_at.toISOString(),
-    };
+    return this.view(namespace, path, row);
+  }
+
+  /** Decrypts a stored version into what the API returns. */
+  private async view(
+    namespace: string,
+    path: string,
+    row: Omit<CachedVersion, 'deleted_at' | 'destroyed_at'>,
+  ): Promise<SecretVersionView> {
+    if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+    }
+    const plaintext = await this.keyring.decryptValue(
+      { namespaceId: row.namespace_id, secretId: row.secret_id, version: row.version },
+      { kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext },
+    );
+    let data: SecretData;
+    try {
+      data = JSON.parse(decoder.decode(plaintext)) as SecretData;
+    } finally {
+      plaintext.fill(0);
+    }
+    return { namespace, path, version: row.version, type: row.type, data, metadata: row.metadata, created_at: row.created_at.toISOString() };
   }
 
   /** The latest version's stored row: from the read cache, or the database (then cached). */
@@ -203,19 +219,7 @@ export class SecretService {
           ? join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version')
           : join.onRef('v.secret_id', '=', 's.id').on('v.version', '=', version),
       )
-      .select([
-        'n.id as namespace_id',
-        's.id as secret_id',
-        'v.version',
-        'v.type',
-        'v.metadata',
-        'v.kek_version',
-        'v.wrapped_dek',
-        'v.ciphertext',
-        'v.created_at',
-        'v.deleted_at',
-        'v.destroyed_at',
-      ])
+      .select(['n.id as namespace_id', 's.id as secret_id', ...VERSION_COLUMNS, 'v.deleted_at', 'v.destroyed_at'])
       .where('n.name', '=', namespace)
       .where('s.path', '=', path)
       .executeTakeFirst();
@@ -266,17 +270,7 @@ export class SecretService {
       .innerJoin('secret_versions as v', (join) =>
         join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'),
       )
-      .select([
-        's.id as secret_id',
-        's.path',
-        'v.version',
-        'v.type',
-        'v.metadata',
-        'v.kek_version',
-        'v.wrapped_dek',
-        'v.ciphertext',
-        'v.created_at',
-      ])
+      .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
       .where('s.namespace_id', '=', ns.id)
       .where(sql<boolean>`starts_with(s.path, ${folder})`)
       .where('s.path', '>', page.after)
@@ -288,16 +282,7 @@ export class SecretService {
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
     const secrets: SecretVersionView[] = [];
     for (const row of items) {
-      if (!mayRead(row.path) || !row.wrapped_dek || !row.ciphertext || row.kek_version === null) continue;
-      secrets.push({
-        namespace,
-        path: row.path,
-        version: row.version,
-        type: row.type,
-        data: await this.decrypt(ns.id, row.secret_id, row.version, row.kek_version, row.wrapped_dek, row.ciphertext),
-        metadata: row.metadata,
-        created_at: row.created_at.toISOString(),
-      });
+      if (mayRead(row.path)) secrets.push(await this.view(namespace, row.path, { ...row, namespace_id: ns.id }));
     }
     return { namespace, folder, secrets, next_cursor };
   }
@@ -412,28 +397,4 @@ export class SecretService {
     }
     return secret;
   }
-
-  private async decrypt(
-    namespaceId: string,
-    secretId: string,
-    version: number,
-    kekVersion: number,
-    wrappedDek: Uint8Array,
-    ciphertext: Uint8Array,
-  ): Promise<SecretData> {
-    const plaintext = await this.keyring.decryptValue(
-      { namespaceId, secretId, version },
-      { kekVersion, wrappedDek, ciphertext },
-    );
-    try {
-      return JSON.parse(decoder.decode(plaintext)) as SecretData;
-    } finally {
-      plaintext.fill(0);
-    }
-  }
-}
-
-export function checkVersionNumber(v: number): number {
-  if (!Number.isInteger(v) || v < 1) throw badRequest('versions are positive integers');
-  return v;
 }
