@@ -56,6 +56,8 @@ const SCENARIOS = [
   { id: 'b2', label: '(b2) read secret, PGlite', backend: 'pglite', kind: 'read' },
   { id: 'c1', label: '(c1) write secret, PostgreSQL', backend: 'postgres', kind: 'write' },
   { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
+  // The audit log's cost: (b1) again with auditing off (issue: at most 25% of read throughput).
+  { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
 ];
 
 const READ_PATH = '/v1/secrets/bench/db/password';
@@ -77,7 +79,7 @@ function banner(lines) {
 // ---------------------------------------------------------------------------------------
 
 const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2] [--cpu-prof DIR] [--server FILE]`;
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0] [--cpu-prof DIR] [--server FILE]`;
 
 function parseOptions(argv) {
   const { values } = parseArgs({
@@ -109,7 +111,7 @@ function parseOptions(argv) {
   const quick = values.quick;
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2)`);
+    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0)`);
   }
   return {
     quick,
@@ -422,6 +424,21 @@ async function startPostgres() {
   return { url: url.toString(), version };
 }
 
+/** Another empty database on the running cluster. */
+async function createBenchDatabase(name) {
+  const pg = requireFromServer('pg');
+  const admin = new pg.Client({ connectionString: cluster.url });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(cluster.url);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
 async function stopPostgres(c) {
   try {
     await c.stop();
@@ -625,8 +642,8 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  if (wanted('b1') || wanted('c1')) {
-    const pgWanted = ['b1', 'c1'].filter(wanted);
+  if (wanted('b1') || wanted('c1') || wanted('b0')) {
+    const pgWanted = ['b1', 'c1', 'b0'].filter(wanted);
     if (!findPostgresBinaries()) {
       const lines = [
         `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
@@ -643,12 +660,26 @@ async function main() {
       const pg = await startPostgres();
       pgVersion = pg.version;
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
-      const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
       try {
-        if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
-        if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+        if (wanted('b1') || wanted('c1')) {
+          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
+          try {
+            if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
+            if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+          } finally {
+            await stopChild(server.child);
+          }
+        }
+        if (wanted('b0')) {
+          const url = await createBenchDatabase('coffer_bench_noaudit');
+          const server = await startCoffer('postgres-noaudit', { COFFER_DATABASE_URL: url, COFFER_AUDIT_SINKS: 'none' }, opts);
+          try {
+            results.set('b0', await measure(SCENARIOS[5], server, readRequest(server), opts));
+          } finally {
+            await stopChild(server.child);
+          }
+        }
       } finally {
-        await stopChild(server.child);
         const c = cluster;
         cluster = null;
         if (c) await stopPostgres(c);
@@ -709,6 +740,13 @@ async function main() {
   const ratios = { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
   out();
   out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}`);
+  const b0 = results.get('b0');
+  const b1r = results.get('b1');
+  if (b0 && !b0.skipped && b1r && !b1r.skipped) {
+    const cost = 1 - b1r.rps / b0.rps;
+    ratios.audit_cost = cost;
+    out(`audit cost on reads: (b1) with audit ${Math.round(b1r.rps)} req/s vs (b0) without ${Math.round(b0.rps)} req/s = ${(cost * 100).toFixed(1)}% (aim ≤ 25%)`);
+  }
   for (const s of SCENARIOS.slice(3)) {
     const w = results.get(s.id)?.writeCheck;
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);

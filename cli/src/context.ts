@@ -6,7 +6,7 @@
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CofferClient, checkNamespace } from '@coffer/sdk';
+import { CofferClient, checkNamespace, type FetchFn } from '@coffer/sdk';
 import type { Command } from 'commander';
 import { CliError, EXIT, usageError } from './errors.js';
 import { json } from './output.js';
@@ -30,10 +30,10 @@ export class Context {
     return new Context(cmd.optsWithGlobals<GlobalOptions>());
   }
 
-  /** A client; with `auth`, one that carries the token, which is then required. */
-  client(options: { auth: boolean }): CofferClient {
+  /** A client; with `auth`, one that carries the token, which is then required. `fetch` lets a command watch its responses. */
+  client(options: { auth: boolean; fetch?: FetchFn }): CofferClient {
     const token = options.auth ? this.token() : undefined;
-    return new CofferClient({ address: this.globals.addr, token, userAgent: `coffer-cli/${CLI_VERSION}` });
+    return new CofferClient({ address: this.globals.addr, token, userAgent: `coffer-cli/${CLI_VERSION}`, fetch: options.fetch });
   }
 
   /** The namespace for secret commands (--namespace / COFFER_NAMESPACE). */

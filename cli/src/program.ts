@@ -1,5 +1,6 @@
 /** The `coffer` command tree and its global options. */
 import { Command, Option } from 'commander';
+import { registerAudit } from './commands/audit.js';
 import { registerNamespaces } from './commands/ns.js';
 import { registerSecrets } from './commands/secret.js';
 import { registerSys } from './commands/sys.js';
@@ -20,7 +21,8 @@ export function buildProgram(): Command {
       ),
     )
     .addOption(new Option('--format <format>', 'output format').choices(['table', 'json']).default('table'))
-    .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands').env('COFFER_NAMESPACE'))
+    // Wherever it appears, except after `audit tail`, whose -n is its line count (see commands/audit.ts).
+    .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands (a filter for audit commands)').env('COFFER_NAMESPACE'))
     // -V only: `--version` is `secret get`'s option, and commander would give it to the program.
     .version(CLI_VERSION, '-V', 'print the CLI version');
 
@@ -36,5 +38,6 @@ export function buildProgram(): Command {
   registerSys(program);
   registerNamespaces(program);
   registerSecrets(program);
+  registerAudit(program);
   return program;
 }

@@ -1,13 +1,18 @@
 /**
  * CofferClient: typed methods over the `/v1` API, grouped as the API is
- * (`sys`, `token`, `namespaces`, `secrets`). Every name is validated before a
+ * (`sys`, `token`, `namespaces`, `secrets`, `audit`). Every name is validated before a
  * request is built, so a typo fails fast with a clear message instead of
  * reaching a different URL. Methods are `async` so that such a refusal is a
  * rejected promise, like every other failure, never a synchronous throw.
  */
+import { invalidArgument } from './errors.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
-import { Transport, type FetchFn } from './transport.js';
+import { Transport, type FetchFn, type Query } from './transport.js';
 import type {
+  AuditEntry,
+  AuditPage,
+  AuditQuery,
+  AuditVerifyResult,
   BulkPage,
   HealthStatus,
   InitResult,
@@ -54,6 +59,7 @@ export class CofferClient {
   readonly token: TokenApi;
   readonly namespaces: NamespacesApi;
   readonly secrets: SecretsApi;
+  readonly audit: AuditApi;
   private readonly http: Transport;
 
   constructor(options: CofferClientOptions) {
@@ -71,6 +77,7 @@ export class CofferClient {
     this.token = new TokenApi(this.http);
     this.namespaces = new NamespacesApi(this.http);
     this.secrets = new SecretsApi(this.http);
+    this.audit = new AuditApi(this.http);
   }
 
   /** Replaces the token used by later calls (login methods will return one). */
@@ -237,5 +244,74 @@ export class SecretsApi {
       // Naming the versions makes a repeat a no-op; "the latest" could mean another version by then.
       idempotent: explicit,
     });
+  }
+}
+
+/** The largest page of an audit search. */
+export const MAX_AUDIT_PAGE = 1000;
+
+/** An audit query as URL parameters; refuses what the server would, without sending it. */
+function auditParams(q: AuditQuery): Query {
+  const integer = (name: string, value: number | undefined, min: number, max?: number) => {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < min || (max !== undefined && value > max))) {
+      throw invalidArgument(`${name} must be an integer ${max === undefined ? `>= ${min}` : `from ${min} to ${max}`}`);
+    }
+    return value;
+  };
+  const time = (name: string, value: Date | string | undefined) => {
+    if (!(value instanceof Date)) return value; // a string goes as given: the server checks it is ISO 8601
+    if (Number.isNaN(value.getTime())) throw invalidArgument(`${name} is an invalid Date`);
+    return value.toISOString();
+  };
+  return {
+    identity: q.identity,
+    namespace: q.namespace,
+    path: q.path,
+    action: q.action,
+    outcome: q.outcome,
+    since: time('since', q.since),
+    until: time('until', q.until),
+    cursor: integer('cursor', q.cursor, 0),
+    order: q.order,
+    limit: integer('limit', q.limit, 1, MAX_AUDIT_PAGE),
+  };
+}
+
+/** The audit log: every request the server answered. Needs an admin token; 503 while sealed. */
+export class AuditApi {
+  constructor(private readonly http: Transport) {}
+
+  /** One page, newest first unless `order: 'asc'`; pass `next_cursor` back as `cursor` (same order) for the next. */
+  async search(query: AuditQuery = {}): Promise<AuditPage> {
+    return this.http.request({ method: 'GET', path: '/v1/sys/audit', query: auditParams(query) });
+  }
+
+  /**
+   * Every matching entry, fetching pages as the iteration reaches them. `cursor`
+   * is where to start: with `order: 'asc'`, the seq of the last entry already seen.
+   */
+  async *searchAll(query: Omit<AuditQuery, 'limit'> & { pageSize?: number } = {}): AsyncGenerator<AuditEntry> {
+    const { pageSize, cursor: start, ...filter } = query;
+    let cursor = start;
+    do {
+      const page = await this.search({ ...filter, cursor, limit: pageSize });
+      yield* page.entries;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor !== undefined);
+  }
+
+  /** Walks the hash chain and the signed checkpoints; `ok: false` names the first broken entry. */
+  async verify(): Promise<AuditVerifyResult> {
+    return this.http.request({ method: 'GET', path: '/v1/sys/audit/verify' });
+  }
+
+  /**
+   * The HMAC under which the log records `input` (a secret value, a token accessor):
+   * compare it with entries' `hashed` fields and `identity.accessor_hmac`.
+   */
+  async hash(input: string): Promise<string> {
+    // A POST only to keep the value out of URLs and access logs: the same input always gives the same HMAC.
+    const result = await this.http.request<{ hash: string }>({ method: 'POST', path: '/v1/sys/audit/hash', body: { input }, idempotent: true });
+    return result.hash;
   }
 }

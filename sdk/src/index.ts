@@ -1,5 +1,15 @@
 /** @coffer/sdk: a typed, dependency-free client for the Coffer secrets vault. */
-export { CofferClient, SDK_VERSION, NamespacesApi, SecretsApi, SysApi, TokenApi, type CofferClientOptions } from './client.js';
+export {
+  AuditApi,
+  CofferClient,
+  MAX_AUDIT_PAGE,
+  NamespacesApi,
+  SDK_VERSION,
+  SecretsApi,
+  SysApi,
+  TokenApi,
+  type CofferClientOptions,
+} from './client.js';
 export { CofferError, type CofferErrorCode } from './errors.js';
 export {
   MAX_PATH_DEPTH,

@@ -31,11 +31,62 @@ export const configSchema = z.object({
   secretCacheMaxEntries: int(0, 10_000_000).default(10_000),
   /** Upper bound on how long a change made directly in the database (not through Coffer) can go unseen. */
   secretCacheTtlSeconds: int(1, 86_400).default(60),
+  /**
+   * Audit sinks, comma-separated: `db` (hash-chained, in the database), `stdout`,
+   * `file:/path/audit.log` (JSON lines, fsynced). `none` turns auditing off.
+   */
+  auditSinks: z
+    .string()
+    .default('db')
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .refine(
+      (list) => list.length > 0 && list.every((s) => s === 'db' || s === 'stdout' || s === 'none' || /^file:.+/.test(s)),
+      'audit sinks are db, stdout, file:/path or none',
+    )
+    .refine((list) => !list.includes('none') || list.length === 1, '"none" cannot be combined with other audit sinks'),
+  /** A sink slower than this fails the request (503) instead of hanging it. */
+  auditTimeoutMs: int(100, 120_000).default(5000),
+  /** Sign a checkpoint of the chain every this many entries (and at shutdown and seal). */
+  auditCheckpointEvery: int(1, 1_000_000).default(1000),
+  auditMaxBatch: int(1, 10_000).default(500),
   /** Versions kept per secret unless the secret says otherwise. */
   defaultMaxVersions: int(1, 1000).default(10),
   /** Largest page a list or bulk call returns. */
   maxPageSize: int(1, 10_000).default(1000),
+  // --- operations ---
+  /** TLS certificate chain (PEM) and its key; both or neither. Reloaded on SIGHUP. */
+  tlsCertFile: z.string().min(1).optional(),
+  tlsKeyFile: z.string().min(1).optional(),
+  /** CA bundle (PEM) for client certificates: requested, verified, exposed to the app (not yet used to log in). */
+  tlsClientCaFile: z.string().min(1).optional(),
+  /** Serve plain HTTP on a non-loopback address (a TLS-terminating proxy in front). */
+  allowInsecureHttp: bool.default(false),
+  /** `host:port` of a separate, unauthenticated listener serving only GET /v1/sys/metrics. */
+  metricsListen: z
+    .string()
+    .refine((v) => parseHostPort(v) !== null, 'metrics listen address must be host:port (e.g. 127.0.0.1:9102 or [::1]:9102)')
+    .optional(),
+  /** Log every request at info (request id, method, route template, status, duration). */
+  requestLog: bool.default(false),
+  /** How long SIGTERM waits for in-flight requests before cutting their connections. */
+  shutdownTimeoutSeconds: int(0, 3600).default(10),
 });
+
+/** `127.0.0.1:9102`, `[::1]:9102`, `localhost:9102` → host and port; null if malformed. */
+export function parseHostPort(value: string): { host: string; port: number } | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(value);
+  if (!m) return null;
+  const port = Number(m[3]);
+  return port <= 65535 ? { host: (m[1] ?? m[2])!, port } : null;
+}
+
+/** Rules across settings, checked after each setting is valid on its own. */
+function crossFieldProblems(c: z.infer<typeof configSchema>): string[] {
+  const problems: string[] = [];
+  if (Boolean(c.tlsCertFile) !== Boolean(c.tlsKeyFile)) problems.push('tlsCertFile and tlsKeyFile go together (COFFER_TLS_CERT_FILE, COFFER_TLS_KEY_FILE)');
+  if (c.tlsClientCaFile && !c.tlsCertFile) problems.push('tlsClientCaFile needs TLS (COFFER_TLS_CERT_FILE, COFFER_TLS_KEY_FILE)');
+  return problems;
+}
 
 export type Config = z.infer<typeof configSchema>;
 
@@ -53,7 +104,18 @@ const ENV: Record<string, keyof Config> = {
   COFFER_SECRET_CACHE_MAX_ENTRIES: 'secretCacheMaxEntries',
   COFFER_SECRET_CACHE_TTL_SECONDS: 'secretCacheTtlSeconds',
   COFFER_DEFAULT_MAX_VERSIONS: 'defaultMaxVersions',
+  COFFER_AUDIT_SINKS: 'auditSinks',
+  COFFER_AUDIT_TIMEOUT_MS: 'auditTimeoutMs',
+  COFFER_AUDIT_CHECKPOINT_EVERY: 'auditCheckpointEvery',
+  COFFER_AUDIT_MAX_BATCH: 'auditMaxBatch',
   COFFER_MAX_PAGE_SIZE: 'maxPageSize',
+  COFFER_TLS_CERT_FILE: 'tlsCertFile',
+  COFFER_TLS_KEY_FILE: 'tlsKeyFile',
+  COFFER_TLS_CLIENT_CA_FILE: 'tlsClientCaFile',
+  COFFER_ALLOW_INSECURE_HTTP: 'allowInsecureHttp',
+  COFFER_METRICS_LISTEN: 'metricsListen',
+  COFFER_REQUEST_LOG: 'requestLog',
+  COFFER_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
 };
 
 export class ConfigError extends Error {}
@@ -86,6 +148,8 @@ export function loadConfig(
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
+  const crossField = crossFieldProblems(parsed.data);
+  if (crossField.length > 0) throw new ConfigError(`invalid configuration: ${crossField.join('; ')}`);
   return parsed.data;
 }
 

@@ -15,6 +15,9 @@ import { SecretService } from './secrets/secret-service.js';
 import type { Database } from './storage/schema.js';
 import type { ChangeFeed } from './storage/change-feed.js';
 import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
+import type { AuditLog } from './audit/audit-log.js';
+
+const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
 import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken } from './auth/tokens.js';
 
@@ -73,6 +76,7 @@ export class CofferCore {
   constructor(
     readonly db: Kysely<Database>,
     private readonly changes: ChangeFeed,
+    readonly audit: AuditLog,
     private readonly options: CoreOptions,
   ) {
     this.readCache = new SecretReadCache(options.secretCacheMaxEntries, options.secretCacheTtlMs);
@@ -215,6 +219,8 @@ export class CofferCore {
   /** Zeroes every key in memory; data endpoints answer 503 until the next unseal. */
   seal(): Promise<SealStatus> {
     return this.exclusive(async () => {
+      // Sign the chain's head while the key is still here.
+      await this.audit.checkpointNow().catch(() => undefined);
       this.dropKeys();
       return this.status();
     });
@@ -229,11 +235,14 @@ export class CofferCore {
     });
   }
 
-  close(): void {
+  /** Flushes and checkpoints the audit log, then zeroes every key. */
+  async close(): Promise<void> {
+    await this.audit.close();
     this.dropKeys();
   }
 
   private dropKeys(): void {
+    this.audit.setKey(null);
     this.readCache.reset(this.changes.up);
     this.collector?.reset();
     this.collector = null;
@@ -258,6 +267,7 @@ export class CofferCore {
         .executeTakeFirstOrThrow();
       const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
       const tokens = new TokenService(this.db, signingKey);
+      this.audit.setKey(await this.systemKey(keyring, AUDIT_KEY));
       await tokens.load();
       const changes = { cache: this.readCache, feed: this.changes };
       const namespaces = new NamespaceService(this.db, keyring, changes);
@@ -267,6 +277,33 @@ export class CofferCore {
       keyring.destroy();
       throw err;
     }
+  }
+
+  /**
+   * Unwraps a system key, creating it on first use (servers initialised before
+   * the key existed get it at their next unseal; concurrent servers converge on
+   * whichever row was inserted first).
+   */
+  private async systemKey(keyring: Keyring, name: string): Promise<KeyMaterial> {
+    const load = () =>
+      this.db.selectFrom('system_keys').selectAll().where('name', '=', name).orderBy('version', 'desc').executeTakeFirst();
+    let row = await load();
+    if (!row) {
+      const fresh = generateKeyMaterial();
+      try {
+        const wrapped = await keyring.wrapSystemKey(name, 1, fresh);
+        await this.db
+          .insertInto('system_keys')
+          .values({ name, version: 1, wrapped_key: wrapped, root_version: keyring.rootVersion })
+          .onConflict((oc) => oc.columns(['name', 'version']).doNothing())
+          .execute();
+      } finally {
+        zeroize(fresh);
+      }
+      row = await load();
+      if (!row) throw new Error(`system key ${name} could not be created`);
+    }
+    return keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

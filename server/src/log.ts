@@ -10,6 +10,13 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
         paths: [
           'req.headers.authorization',
           'req.headers["x-coffer-token"]',
+          'req.headers.cookie',
+          'headers.authorization',
+          'headers["x-coffer-token"]',
+          '*.headers.authorization',
+          '*.headers["x-coffer-token"]',
+          '*.private_key',
+          '*.client_token',
           '*.token',
           '*.root_token',
           '*.share',

@@ -8,6 +8,7 @@ import { createLogger } from './log.js';
 import { startServer } from './server.js';
 import { openStorage, migrate } from './storage/db.js';
 import { DataDirLockedError } from './storage/datadir-lock.js';
+import { insecureListenProblem, isLoopbackHost } from './ops/tls.js';
 
 const USAGE = `usage: coffer-server [options]            run the server
        coffer-server migrate [options]    bring the database schema up to date and exit
@@ -75,8 +76,18 @@ async function main(): Promise<number> {
       await storage.close();
       return 0;
     }
+    const insecure = insecureListenProblem(config);
+    if (insecure) {
+      process.stderr.write(`coffer-server: ${insecure}\n`);
+      return 2;
+    }
     return await serve(config, logger);
   } catch (err) {
+    if (err instanceof ConfigError) {
+      // Found at start-up rather than by loadConfig, e.g. an unreadable TLS certificate.
+      process.stderr.write(`coffer-server: ${err.message}\n`);
+      return 2;
+    }
     if (err instanceof DataDirLockedError) {
       logger.fatal(err.message);
       return 1;
@@ -89,9 +100,19 @@ async function main(): Promise<number> {
 async function serve(config: Config, logger: ReturnType<typeof createLogger>): Promise<number> {
   const running = await startServer(config, logger);
   logger.info({ url: running.url, storage: running.storage.kind, location: running.storage.location }, 'coffer listening');
-  if (!isLoopback(config.host)) {
-    logger.warn('listening on a non-loopback address over plain HTTP: put TLS in front of Coffer (a TLS terminator or reverse proxy)');
+  if (running.metricsUrl) logger.info({ url: `${running.metricsUrl}/v1/sys/metrics` }, 'metrics listener (no authentication)');
+  if (!isLoopbackHost(config.host) && running.url.startsWith('http:')) {
+    logger.warn('serving plain HTTP on a non-loopback address (COFFER_ALLOW_INSECURE_HTTP=true): TLS must be terminated in front of Coffer');
   }
+  // SIGHUP reloads the TLS certificate and key (renewed certificates need no restart).
+  const reload = () => {
+    try {
+      logger.info(running.reloadTls() ? 'TLS certificate and key reloaded' : 'SIGHUP: nothing to reload (TLS is not configured)');
+    } catch (err) {
+      logger.error({ problem: (err as Error).message }, 'TLS reload failed; still using the previous certificate');
+    }
+  };
+  process.on('SIGHUP', reload);
   const status = running.core.status();
   if (config.dev) {
     const init = await running.core.init(1, 1);
@@ -129,10 +150,6 @@ async function serve(config: Config, logger: ReturnType<typeof createLogger>): P
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
   });
-}
-
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 main().then(

@@ -10,12 +10,33 @@ import type { Config } from './config.js';
 import { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
+import { parseHostPort } from './config.js';
+import { CofferMetrics } from './ops/metrics.js';
+import { closeGracefully, createApiListener, listen, metricsRequestListener, urlOf } from './ops/listeners.js';
+import { tlsFilesOf } from './ops/tls.js';
+import { AuditLog, type AuditOptions } from './audit/audit-log.js';
+import { FileSink, StdoutSink, type LineSink } from './audit/sinks.js';
+
+function auditOptions(config: Config): AuditOptions {
+  const sinks = config.auditSinks.filter((s) => s !== 'none');
+  return {
+    database: sinks.includes('db'),
+    lines: sinks.flatMap((s): LineSink[] => (s === 'stdout' ? [new StdoutSink()] : s.startsWith('file:') ? [new FileSink(s.slice(5))] : [])),
+    timeoutMs: config.auditTimeoutMs,
+    checkpointEvery: config.auditCheckpointEvery,
+    maxBatch: config.auditMaxBatch,
+  };
+}
 
 export interface RunningServer {
   url: string;
   core: CofferCore;
   storage: Storage;
   server: http.Server;
+  /** The unauthenticated metrics listener's URL (COFFER_METRICS_LISTEN), if any. */
+  metricsUrl?: string | undefined;
+  /** Re-reads the TLS certificate, key and client CA (SIGHUP); false without TLS; throws, keeping the old ones, if unusable. */
+  reloadTls(): boolean;
   stop(): Promise<void>;
 }
 
@@ -25,52 +46,64 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     dataDir: config.dev && !config.databaseUrl ? 'memory://' : config.dataDir,
     poolSize: config.dbPoolSize,
   });
-  const core = new CofferCore(storage.db, storage.changes, {
+  const audit = new AuditLog(storage.db, auditOptions(config), logger);
+  const core = new CofferCore(storage.db, storage.changes, audit, {
     kekCacheTtlMs: config.kekCacheTtlSeconds * 1000,
     kekCacheMaxEntries: config.kekCacheMaxEntries,
     secretCacheMaxEntries: config.secretCacheMaxEntries,
     secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
     defaultMaxVersions: config.defaultMaxVersions,
   });
-  let server: http.Server | undefined;
+  const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
+  const tls = tlsFilesOf(config);
+  let api: ReturnType<typeof createApiListener> | undefined;
+  let metricsServer: http.Server | undefined;
+  let metricsUrl: string | undefined;
+  let address: AddressInfo;
   try {
     await core.load();
-    const app = buildApp(core, logger, { maxRequestBytes: config.maxRequestBytes, maxPageSize: config.maxPageSize });
-    server = http.createServer(app);
-    server.keepAliveTimeout = 65_000;
-    server.headersTimeout = 66_000;
-    server.requestTimeout = 30_000;
-    await new Promise<void>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.listen(config.port, config.host, () => {
-        server!.off('error', reject);
-        resolve();
-      });
+    const app = buildApp(core, logger, {
+      maxRequestBytes: config.maxRequestBytes,
+      maxPageSize: config.maxPageSize,
+      metrics,
+      requestLog: config.requestLog,
+      clientCertificates: Boolean(tls?.clientCaFile),
     });
+    api = createApiListener(app, tls);
+    api.server.keepAliveTimeout = 65_000;
+    api.server.headersTimeout = 66_000;
+    api.server.requestTimeout = 30_000;
+    address = await listen(api.server, config.port, config.host);
+    if (config.metricsListen) {
+      const at = parseHostPort(config.metricsListen)!;
+      metricsServer = http.createServer(metricsRequestListener(metrics));
+      metricsUrl = urlOf('http', await listen(metricsServer, at.port, at.host));
+    }
   } catch (err) {
-    core.close();
+    api?.server.close();
+    metricsServer?.close();
+    await core.close();
     await storage.close();
     throw err;
   }
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
+  const url = urlOf(api.scheme, address);
   let stopping: Promise<void> | undefined;
-  const srv = server;
+  const srv = api.server;
+  const shutdownDeadlineMs = config.shutdownTimeoutSeconds * 1000;
   return {
     url,
     core,
     storage,
     server: srv,
+    metricsUrl,
+    reloadTls: api.reloadTls,
     stop() {
       stopping ??= (async () => {
-        await new Promise<void>((resolve) => {
-          srv.close(() => resolve());
-          srv.closeIdleConnections();
-          // In-flight requests get a deadline, then their connections are cut.
-          setTimeout(() => srv.closeAllConnections(), 10_000).unref();
-        });
-        core.close();
+        // In-flight requests get a deadline (COFFER_SHUTDOWN_TIMEOUT_SECONDS), then their connections are cut.
+        await closeGracefully(srv, shutdownDeadlineMs);
+        if (metricsServer) await closeGracefully(metricsServer, 0);
+        // Flushes the audit log (entries of the requests just finished), then zeroes the keys.
+        await core.close();
         await storage.close();
       })();
       return stopping;

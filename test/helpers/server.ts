@@ -36,9 +36,16 @@ export async function createStore(kind: StorageKind): Promise<TestStore> {
   };
 }
 
-export async function startTestServer(store: TestStore, overrides: Partial<Config> = {}): Promise<RunningServer> {
-  const config = loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'silent', ...store.config, ...overrides });
-  return startServer(config, createLogger('silent'));
+/** Starts the app; with `logTo`, its JSON log lines (debug level) go to that stream. */
+export async function startTestServer(
+  store: TestStore,
+  /** Config before validation: strings as the environment would give them are fine. */
+  overrides: Partial<Record<keyof Config, unknown>> = {},
+  logTo?: NodeJS.WritableStream,
+): Promise<RunningServer> {
+  const level = logTo ? 'debug' : 'silent';
+  const config = loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: level, ...store.config, ...overrides });
+  return startServer(config, createLogger(level, logTo));
 }
 
 export interface ApiResponse<T = any> {

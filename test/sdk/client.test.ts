@@ -2,53 +2,16 @@
 // and when it retries. (The e2e CLI suite covers it against the real server.)
 
 import { CofferClient, CofferError, type FetchFn } from '@coffer/sdk';
+import { failure, json, scripted } from '../helpers/fetch.js';
 
 const TOKEN = 'tok.en-12345';
 
-interface Call {
-  url: URL;
-  method: string;
-  headers: Record<string, string>;
-  body: unknown;
-}
-
-type Answer = Response | Error | ((signal: AbortSignal) => Promise<Response>);
-
-/** A fetch that records each call and gives the next scripted answer (the last one repeats). */
-function scripted(...answers: Answer[]): { fetch: FetchFn; calls: Call[] } {
-  const calls: Call[] = [];
-  const fetch: FetchFn = async (input, init) => {
-    calls.push({
-      url: new URL(String(input)),
-      method: init?.method ?? 'GET',
-      headers: { ...(init?.headers as Record<string, string>) },
-      body: typeof init?.body === 'string' ? JSON.parse(init.body) : undefined,
-    });
-    const answer = answers[Math.min(calls.length, answers.length) - 1]!;
-    if (answer instanceof Error) throw answer;
-    if (typeof answer === 'function') return answer(init!.signal!);
-    return answer.clone();
-  };
-  return { fetch, calls };
-}
-
-const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
-  new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', 'x-request-id': 'req-1', ...headers } });
 const coffer503 = (headers: Record<string, string> = {}) =>
   json(503, { error: { code: 'sealed', message: 'Coffer is sealed', requestId: 'req-503' } }, headers);
 const networkDown = () => new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
 
 function client(fetch: FetchFn, retries = 2): CofferClient {
   return new CofferClient({ address: 'http://127.0.0.1:8200/', token: TOKEN, fetch, retries, retryBaseDelayMs: 0 });
-}
-
-async function failure(p: Promise<unknown>): Promise<CofferError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CofferError);
-  return err as CofferError;
 }
 
 describe('CofferClient requests', () => {

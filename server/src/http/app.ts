@@ -14,10 +14,21 @@ import { authRouter } from './routes/auth.js';
 import { namespacesRouter } from './routes/namespaces.js';
 import { bulkRouter, secretsRouter } from './routes/secrets.js';
 import { sysRouter } from './routes/sys.js';
+import { clientCertificate } from './client-cert.js';
+import { requestObserver } from './observe.js';
+import type { CofferMetrics } from '../ops/metrics.js';
+import { auditRouter } from './routes/audit.js';
+import { auditRequests } from './audit.js';
 
 export interface AppOptions {
   maxRequestBytes: number;
   maxPageSize: number;
+  /** Request metrics, and GET /v1/sys/metrics. */
+  metrics?: CofferMetrics | undefined;
+  /** Log every request at info (COFFER_REQUEST_LOG); otherwise only at debug. */
+  requestLog?: boolean | undefined;
+  /** The listener asks for client certificates (mTLS): expose verified ones as res.locals.clientCertificate. */
+  clientCertificates?: boolean | undefined;
 }
 
 export function buildApp(core: CofferCore, logger: Logger, options: AppOptions): Express {
@@ -26,21 +37,18 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.disable('etag');
   app.set('query parser', 'simple');
 
+  const observe = requestObserver(logger, { metrics: options.metrics, requestLog: options.requestLog });
   app.use((req, res, next) => {
     const requestId = randomUUID();
     res.locals.requestId = requestId;
     res.setHeader('X-Request-Id', requestId);
     res.setHeader('Cache-Control', 'no-store');
-    if (logger.isLevelEnabled('debug')) {
-      const start = process.hrtime.bigint();
-      res.on('finish', () => {
-        const ms = Number(process.hrtime.bigint() - start) / 1e6;
-        // Method, route prefix and status only: paths may be sensitive in some orgs, values always are.
-        logger.debug({ requestId, method: req.method, route: req.baseUrl || req.path.split('/').slice(0, 3).join('/'), status: res.statusCode, ms }, 'request');
-      });
-    }
+    // Metrics and request log: method, route template and status only (paths may be sensitive, values always are).
+    observe(req, res);
     next();
   });
+  if (options.clientCertificates) app.use(clientCertificate);
+  app.use(auditRequests(core));
   // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
   app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: () => true }));
 
@@ -48,7 +56,8 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   const requireToken = tokenAuth(core);
   const guarded = [requireUnsealed, requireToken];
 
-  app.use('/v1/sys', sysRouter(core, [requireUnsealed, requireToken]));
+  app.use('/v1/sys/audit', guarded, auditRouter(core));
+  app.use('/v1/sys', sysRouter(core, [requireUnsealed, requireToken], { metrics: options.metrics }));
   app.use('/v1/auth', guarded, authRouter(core));
   app.use('/v1/namespaces', guarded, namespacesRouter(core, options.maxPageSize));
   app.use('/v1/secrets', guarded, secretsRouter(core, options.maxPageSize));

@@ -57,6 +57,7 @@ export function errorHandler(logger: Logger, bodyLimit: number): ErrorRequestHan
       logger.error({ requestId, method: req.method, route: req.baseUrl, code: mapped.code }, mapped.message);
     }
     if (res.headersSent) return;
+    res.locals.errorCode = mapped.code;
     res.status(mapped.status).json({ error: { code: mapped.code, message: mapped.message, requestId } });
   };
 }

@@ -67,3 +67,24 @@ export const pageQuery = (maxPageSize: number) =>
 
 export const deleteNamespaceQuery = z.object({ force: z.enum(['true', 'false']).optional() }).strict();
 export const emptyQuery = z.object({}).strict();
+
+/** A status code a load balancer wants instead of the default (1xx would leave clients waiting for a final response). */
+const statusCodeParam = z
+  .string()
+  .regex(/^[0-9]{3}$/, 'must be an HTTP status code (200-599)')
+  .transform(Number)
+  .refine((n) => n >= 200 && n <= 599, 'must be an HTTP status code (200-599)');
+/** Vault-style flag: `?standbyok`, `?standbyok=true` or `=1` mean yes. */
+const flagParam = z.enum(['', 'true', 'false', '1', '0']).transform((v) => v === '' || v === 'true' || v === '1');
+
+/** GET /v1/sys/health overrides, as Vault names them. */
+export const healthQuery = z
+  .object({
+    activecode: statusCodeParam.optional(),
+    standbycode: statusCodeParam.optional(),
+    sealedcode: statusCodeParam.optional(),
+    uninitcode: statusCodeParam.optional(),
+    standbyok: flagParam.optional(),
+    perfstandbyok: flagParam.optional(),
+  })
+  .strict();

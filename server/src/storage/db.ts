@@ -4,7 +4,7 @@
  * Migrations run here, so every start-up brings the schema up to date.
  */
 import { join } from 'node:path';
-import { Kysely, PostgresDialect, type Dialect } from 'kysely';
+import { Kysely, PostgresDialect, sql, type Dialect } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Database } from './schema.js';
@@ -21,7 +21,19 @@ export interface Storage {
   changes: ChangeFeed;
   /** Where the data lives, for the log (credentials stripped). */
   location: string;
+  /** Connection pool use; only PostgreSQL has a pool (PGlite is one in-process connection). */
+  poolStats?(): PoolStats;
   close(): Promise<void>;
+}
+
+export interface PoolStats {
+  /** Connections open, idle or in use. */
+  total: number;
+  idle: number;
+  /** Queries waiting for a connection. */
+  waiting: number;
+  /** The configured pool size. */
+  max: number;
 }
 
 export interface StorageOptions {
@@ -41,10 +53,13 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
   let location: string;
   let lock: DataDirLock | undefined;
   let changes: ChangeFeed;
+  let poolStats: (() => PoolStats) | undefined;
   if (options.databaseUrl) {
     kind = 'postgres';
     location = redactUrl(options.databaseUrl);
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10 });
+    const max = options.poolSize ?? 10;
+    const pool = new pg.Pool({ connectionString: options.databaseUrl, max });
+    poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max });
     // An idle client losing its connection must not crash the server; the pool replaces it.
     pool.on('error', () => {});
     dialect = new PostgresDialect({ pool });
@@ -85,6 +100,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     kind,
     location,
     changes,
+    ...(poolStats ? { poolStats } : {}),
     async close() {
       await changes.close();
       await db.destroy();
@@ -98,6 +114,29 @@ export async function migrate(db: Kysely<Database>): Promise<string[]> {
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+export type DatabaseCheck = 'ok' | 'timeout' | 'error';
+
+/**
+ * Does the database answer `select 1` within `timeoutMs`? A query still queued
+ * at the deadline (pool exhausted, PGlite busy in a long transaction) counts as
+ * a timeout; it is left to finish on its own.
+ */
+export async function pingDatabase(db: Kysely<Database>, timeoutMs: number): Promise<DatabaseCheck> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<DatabaseCheck>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const query = sql`select 1`.execute(db).then(
+    (): DatabaseCheck => 'ok',
+    (): DatabaseCheck => 'error',
+  );
+  try {
+    return await Promise.race([query, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function redactUrl(url: string): string {

@@ -82,6 +82,40 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0002_audit': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // One row per audited request. `body` is the exact JSON that was hashed (jsonb would
+        // reorder keys); the other columns are copies of its fields for searching.
+        `create table audit_log (
+          seq bigint primary key,
+          time timestamptz not null,
+          request_id text not null,
+          identity text,
+          action text not null,
+          namespace text,
+          path text,
+          outcome text not null,
+          status int not null,
+          body text not null,
+          prev_hash bytea not null,
+          hash bytea not null
+        )`,
+        `create index audit_log_time on audit_log (time)`,
+        `create index audit_log_identity on audit_log (identity, seq)`,
+        `create index audit_log_namespace on audit_log (namespace, seq)`,
+        // Signed statements "the chain up to seq has hash H", so truncation is detectable.
+        `create table audit_checkpoints (
+          seq bigint primary key,
+          hash bytea not null,
+          time timestamptz not null,
+          signature bytea not null
+        )`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -78,7 +78,31 @@ export interface TokenTable {
   revoked_at: Date | null;
 }
 
+export interface AuditLogTable {
+  seq: number;
+  time: Timestamp;
+  request_id: string;
+  identity: string | null;
+  action: string;
+  namespace: string | null;
+  path: string | null;
+  outcome: string;
+  status: number;
+  body: string;
+  prev_hash: Bytes;
+  hash: Bytes;
+}
+
+export interface AuditCheckpointTable {
+  seq: number;
+  hash: Bytes;
+  time: Date;
+  signature: Bytes;
+}
+
 export interface Database {
+  audit_log: AuditLogTable;
+  audit_checkpoints: AuditCheckpointTable;
   seal_config: SealConfigTable;
   system_keys: SystemKeyTable;
   namespaces: NamespaceTable;

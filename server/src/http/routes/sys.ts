@@ -1,12 +1,23 @@
-/** /v1/sys: initialise, unseal, seal, status, health. Only `seal` needs a token. */
+/** /v1/sys: initialise, unseal, seal, status, health, readiness, metrics. `seal` and `metrics` need a token. */
 import { Router, type RequestHandler } from 'express';
 import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
+import { auditHealthy } from '../../ops/audit-hooks.js';
+import type { CofferMetrics } from '../../ops/metrics.js';
 import { isAdmin } from '../../policy/policy.js';
+import { pingDatabase } from '../../storage/db.js';
 import { principalOf } from '../auth.js';
-import { emptyQuery, initBody, unsealBody } from '../schemas.js';
+import { emptyQuery, healthQuery, initBody, unsealBody } from '../schemas.js';
 
-export function sysRouter(core: CofferCore, requireToken: RequestHandler[]): Router {
+export interface SysOptions {
+  /** Serves GET /v1/sys/metrics (admin token) when present. */
+  metrics?: CofferMetrics | undefined;
+}
+
+/** How long readiness waits for the database to answer `select 1`. */
+const READY_DB_TIMEOUT_MS = 1000;
+
+export function sysRouter(core: CofferCore, requireToken: RequestHandler[], options: SysOptions = {}): Router {
   const router = Router();
 
   router.get('/seal-status', (req, res) => {
@@ -14,13 +25,56 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[]): Rou
     res.json(core.status());
   });
 
-  // Load-balancer friendly: 200 ready, 503 sealed, 501 not initialised (Vault's codes).
+  // Load-balancer friendly: 200 active, 503 sealed, 501 not initialised (Vault's codes), each
+  // overridable (?sealedcode=200 turns it into a liveness probe). No HA yet: never a standby.
   router.get('/health', (req, res) => {
-    emptyQuery.parse(req.query);
+    const q = healthQuery.parse(req.query);
     const s = core.status();
-    const status = !s.initialized ? 501 : s.sealed ? 503 : 200;
-    res.status(status).json({ initialized: s.initialized, sealed: s.sealed, server_time_utc: Math.floor(Date.now() / 1000) });
+    const standby = false;
+    const status = !s.initialized
+      ? (q.uninitcode ?? 501)
+      : s.sealed
+        ? (q.sealedcode ?? 503)
+        : standby && !q.standbyok
+          ? (q.standbycode ?? 429)
+          : (q.activecode ?? 200);
+    res.status(status).json({
+      initialized: s.initialized,
+      sealed: s.sealed,
+      standby,
+      server_time_utc: Math.floor(Date.now() / 1000),
+    });
   });
+
+  // Readiness: may this server take traffic now? Initialised, unsealed, and the database answers.
+  router.get('/ready', async (req, res) => {
+    emptyQuery.parse(req.query);
+    const database = await pingDatabase(core.db, READY_DB_TIMEOUT_MS);
+    const s = core.status();
+    const audit = auditHealthy(core);
+    const ready = s.initialized && !s.sealed && database === 'ok' && audit !== false;
+    res.status(ready ? 200 : 503).json({
+      ready,
+      checks: {
+        database,
+        initialized: s.initialized,
+        sealed: s.sealed,
+        // A stuck audit sink makes every request fail closed (503): not ready either.
+        ...(audit === undefined ? {} : { audit: audit ? 'ok' : 'stalled' }),
+      },
+    });
+  });
+
+  const metrics = options.metrics;
+  if (metrics) {
+    router.get('/metrics', ...requireToken, async (req, res) => {
+      if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'metrics need admin rights');
+      emptyQuery.parse(req.query);
+      const { contentType, body } = await metrics.render();
+      res.setHeader('Content-Type', contentType);
+      res.send(body);
+    });
+  }
 
   router.post('/init', async (req, res) => {
     const body = initBody.parse(req.body ?? {});

@@ -1,0 +1,31 @@
+/**
+ * The audit hash chain: entry n commits to entry n-1 by including its hash,
+ * hash_n = SHA-256(hash_{n-1} ‖ body_n), starting from 32 zero bytes. Editing,
+ * deleting or reordering rows breaks a link; dropping the newest rows is
+ * caught by signed checkpoints ("the chain up to seq s has hash h").
+ */
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+
+export const GENESIS_HASH = new Uint8Array(32);
+
+export function chainHash(prevHash: Uint8Array, body: string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(prevHash).update(body, 'utf8').digest());
+}
+
+/** The bytes a checkpoint signature covers. */
+function checkpointMessage(seq: number, hash: Uint8Array): Buffer {
+  return Buffer.concat([Buffer.from(`coffer-audit-checkpoint/v1:${seq}:`), hash]);
+}
+
+export function signCheckpoint(key: Uint8Array, seq: number, hash: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac('sha256', key).update(checkpointMessage(seq, hash)).digest());
+}
+
+export function checkpointValid(key: Uint8Array, seq: number, hash: Uint8Array, signature: Uint8Array): boolean {
+  const expected = signCheckpoint(key, seq, hash);
+  return expected.length === signature.length && timingSafeEqual(expected, signature);
+}
+
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

@@ -1,0 +1,147 @@
+/**
+ * What one audit entry says about one request. Built from the request after
+ * the response is decided; it names who did what to which path with what
+ * outcome, and carries HMACs (never values) of sensitive fields.
+ */
+import type { Request } from 'express';
+import type { Principal } from '../policy/policy.js';
+
+export interface AuditIdentity {
+  id: string;
+  method: 'token' | 'none';
+  display_name: string;
+  /** HMAC of the token accessor: search with /v1/sys/audit/hash, never the accessor itself. */
+  accessor_hmac?: string;
+}
+
+export interface AuditEntry {
+  seq: number;
+  time: string;
+  request_id: string;
+  identity: AuditIdentity | null;
+  action: string;
+  namespace: string | null;
+  path: string | null;
+  version: number | null;
+  outcome: 'success' | 'denied' | 'error';
+  status: number;
+  error_code: string | null;
+  client: string | null;
+  /** HMACs of sensitive request fields, e.g. {"data.password": "hmac-sha256:…"}. */
+  hashed: Record<string, string>;
+}
+
+export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>;
+
+interface Described {
+  action: string;
+  namespace: string | null;
+  path: string | null;
+}
+
+const SYS_ACTIONS = new Set([
+  'init',
+  'unseal',
+  'seal',
+  'seal-status',
+  'health',
+  'ready',
+  'metrics',
+  'audit',
+  'audit/verify',
+  'audit/hash',
+]);
+
+/** Maps method + URL to a stable action name and the namespace/path it touched. */
+export function describeRequest(method: string, url: string): Described {
+  const q = url.indexOf('?');
+  const pathname = q === -1 ? url : url.slice(0, q);
+  const parts = pathname.split('/');
+  // ['', 'v1', area, ...rest]
+  const area = parts[2];
+  const rest = parts.slice(3);
+  if (parts[1] === 'v1' && (area === 'secrets' || area === 'bulk') && rest.length > 0) {
+    const namespace = rest[0]!.slice(0, 64);
+    let path = rest.slice(1).join('/').slice(0, 600);
+    let suffix: string | null = null;
+    const colon = path.lastIndexOf(':');
+    if (colon !== -1) {
+      suffix = path.slice(colon + 1);
+      path = path.slice(0, colon);
+    }
+    if (area === 'bulk') return { action: 'secret.bulk_read', namespace, path };
+    if (suffix !== null) return { action: `secret.${suffix === 'versions' ? 'history' : suffix}`, namespace, path };
+    if (path === '' || path.endsWith('/')) return { action: 'secret.list', namespace, path };
+    const verb = method === 'GET' ? 'read' : method === 'DELETE' ? 'delete' : method === 'PUT' || method === 'POST' ? 'write' : method.toLowerCase();
+    return { action: `secret.${verb}`, namespace, path };
+  }
+  if (parts[1] === 'v1' && area === 'namespaces') {
+    const name = rest[0] || null;
+    const verb = method === 'POST' ? 'create' : method === 'DELETE' ? 'delete' : name ? 'read' : 'list';
+    return { action: `namespace.${verb}`, namespace: name, path: null };
+  }
+  if (parts[1] === 'v1' && area === 'sys') {
+    const name = rest.join('/');
+    return { action: SYS_ACTIONS.has(name) ? `sys.${name.replace('/', '.')}` : 'sys.unknown', namespace: null, path: null };
+  }
+  if (parts[1] === 'v1' && area === 'auth') return { action: `auth.${rest.join('.').slice(0, 64)}`, namespace: null, path: null };
+  return { action: 'unknown', namespace: null, path: pathname.slice(0, 256) };
+}
+
+export function outcomeOf(status: number): AuditEntry['outcome'] {
+  if (status < 400) return 'success';
+  if (status === 401 || status === 403) return 'denied';
+  return 'error';
+}
+
+/**
+ * Builds the draft for a finished request. `hmac` is null while sealed (the
+ * audit key is not in memory); sensitive fields are then left out entirely.
+ */
+export function draftFor(
+  req: Request,
+  status: number,
+  requestId: string,
+  principal: Principal | undefined,
+  errorCode: string | null,
+  hmac: (value: string) => string | null,
+): AuditDraft {
+  const described = describeRequest(req.method, req.originalUrl);
+  const hashed: Record<string, string> = {};
+  let identity: AuditIdentity | null = null;
+  if (principal) {
+    identity = { id: principal.identity, method: 'token', display_name: principal.displayName };
+    const accessor = hmac(principal.accessor);
+    if (accessor) identity.accessor_hmac = accessor;
+  }
+  // Sensitive fields are recorded as HMACs only; while sealed (no audit key) they are left out.
+  const put = (field: string, value: unknown) => {
+    const digest = typeof value === 'string' ? hmac(value) : null;
+    if (digest) hashed[field] = digest;
+  };
+  const body = req.body as Record<string, unknown> | undefined;
+  if (body && typeof body === 'object') {
+    const data = body.data;
+    if (data && typeof data === 'object' && described.action === 'secret.write') {
+      for (const [key, value] of Object.entries(data as Record<string, unknown>)) put(`data.${key}`, value);
+    }
+    if (described.action === 'sys.audit.hash') put('input', body.input);
+    if (described.action === 'sys.unseal') put('share', body.share);
+  }
+  let namespace = described.namespace;
+  if (described.action === 'namespace.create' && body && typeof body.name === 'string') namespace = body.name.slice(0, 64);
+  const versionParam = typeof req.query?.version === 'string' ? Number.parseInt(req.query.version, 10) : NaN;
+  return {
+    request_id: requestId,
+    identity,
+    action: described.action,
+    namespace,
+    path: described.path,
+    version: Number.isInteger(versionParam) && versionParam > 0 ? versionParam : null,
+    outcome: outcomeOf(status),
+    status,
+    error_code: errorCode,
+    client: req.socket.remoteAddress ?? null,
+    hashed,
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * Client certificates (mutual TLS). When COFFER_TLS_CLIENT_CA_FILE is set the
+ * TLS listener asks every client for a certificate but lets the handshake
+ * succeed without one (`rejectUnauthorized: false`), because token-based
+ * callers must keep working. Whether the certificate chains to the configured
+ * CA is decided here, per connection: only a verified certificate is exposed,
+ * as `res.locals.clientCertificate`, for a future machine-identity login.
+ * Nothing authenticates with it yet.
+ */
+import type { RequestHandler, Response } from 'express';
+import type { TLSSocket } from 'node:tls';
+
+/** A client certificate that chains to the configured client CA. */
+export interface ClientCertificate {
+  /** Subject fields, e.g. `{ CN: 'ci-runner', O: 'Acme' }` (repeated fields are arrays). */
+  subject: Record<string, string | string[]>;
+  issuer: Record<string, string | string[]>;
+  serialNumber: string;
+  /** SHA-256 fingerprint, colon-separated hex (as node prints it). */
+  fingerprint256: string;
+  validFrom: string;
+  validTo: string;
+}
+
+/** Verified certificate per connection: a keep-alive connection is checked once. */
+const byConnection = new WeakMap<TLSSocket, ClientCertificate | null>();
+
+type CertFields = Record<string, string | string[] | undefined>;
+
+/** A plain copy of a subject or issuer, without absent fields. */
+function fields(f: CertFields): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(f)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function verifiedCertificate(socket: TLSSocket): ClientCertificate | null {
+  const cached = byConnection.get(socket);
+  if (cached !== undefined) return cached;
+  let known: ClientCertificate | null = null;
+  // `authorized` is true only when the peer sent a certificate that chains to the CA.
+  if (socket.authorized) {
+    const cert = socket.getPeerCertificate();
+    if (cert && Object.keys(cert).length > 0) {
+      known = {
+        subject: fields(cert.subject),
+        issuer: fields(cert.issuer),
+        serialNumber: cert.serialNumber,
+        fingerprint256: cert.fingerprint256,
+        validFrom: cert.valid_from,
+        validTo: cert.valid_to,
+      };
+    }
+  }
+  byConnection.set(socket, known);
+  return known;
+}
+
+/** Sets `res.locals.clientCertificate` when the connection presented a verified client certificate. */
+export const clientCertificate: RequestHandler = (req, res, next) => {
+  const socket = req.socket as Partial<TLSSocket>;
+  if (socket.encrypted) {
+    const cert = verifiedCertificate(req.socket as TLSSocket);
+    if (cert) res.locals.clientCertificate = cert;
+  }
+  next();
+};
+
+export function clientCertificateOf(res: Response): ClientCertificate | undefined {
+  return res.locals.clientCertificate as ClientCertificate | undefined;
+}

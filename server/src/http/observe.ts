@@ -1,0 +1,35 @@
+/**
+ * Per-request observation: Prometheus request metrics and the request log.
+ * Both name the route template (see route-template.ts), never the raw path,
+ * query string or body. The work is done once, when the response finishes.
+ */
+import type { Request, Response } from 'express';
+import type { Logger } from 'pino';
+import type { CofferMetrics } from '../ops/metrics.js';
+import { routeTemplate } from './route-template.js';
+
+export interface ObserveOptions {
+  metrics?: CofferMetrics | undefined;
+  /** Log every request at info; otherwise requests are logged only at debug. */
+  requestLog?: boolean | undefined;
+}
+
+export function requestObserver(logger: Logger, options: ObserveOptions): (req: Request, res: Response) => void {
+  const { metrics, requestLog = false } = options;
+  return (req, res) => {
+    const level = requestLog ? 'info' : logger.isLevelEnabled('debug') ? 'debug' : null;
+    if (!metrics && !level) return;
+    const start = process.hrtime.bigint();
+    res.once('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const route = routeTemplate(req.originalUrl);
+      metrics?.observeRequest(req.method, route, res.statusCode, seconds);
+      if (level) {
+        logger[level](
+          { requestId: res.locals.requestId as string, method: req.method, route, status: res.statusCode, ms: Math.round(seconds * 1e6) / 1e3 },
+          'request',
+        );
+      }
+    });
+  };
+}

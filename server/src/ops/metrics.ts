@@ -1,0 +1,193 @@
+/**
+ * Prometheus metrics (prom-client), served on GET /v1/sys/metrics and, when
+ * configured, on a separate unauthenticated listener.
+ *
+ * Per-request work is one counter increment and one histogram observation on
+ * a child looked up by (method, status, route template); everything else is
+ * read from its source when scraped. Labels are route templates, never raw
+ * paths or namespace names.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CofferCore } from '../core.js';
+import type { Keyring } from '../keyring/keyring.js';
+import type { PoolStats } from '../storage/db.js';
+import { auditQueueDepth } from './audit-hooks.js';
+
+export interface MetricsSources {
+  core: CofferCore;
+  /** Connection pool use (PostgreSQL only). */
+  poolStats?: (() => PoolStats) | undefined;
+}
+
+/** Node.js process metrics are per process, so they live in one registry shared by every server in it. */
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+interface RequestSeries {
+  count: Counter.Internal;
+  duration: Histogram.Internal<'method' | 'route' | 'status'>;
+}
+
+export class CofferMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'method' | 'route' | 'status'>;
+  private readonly durations: Histogram<'method' | 'route' | 'status'>;
+  /** Children by `method status route`: a Map lookup is cheaper than prom-client's label hashing. */
+  private readonly series = new Map<string, RequestSeries>();
+
+  constructor(sources: MetricsSources) {
+    const { core } = sources;
+    const registers = [this.registry];
+    this.requests = new Counter({
+      name: 'coffer_http_requests_total',
+      help: 'HTTP requests answered, by method, route template and status',
+      labelNames: ['method', 'route', 'status'],
+      registers,
+    });
+    this.durations = new Histogram({
+      name: 'coffer_http_request_duration_seconds',
+      help: 'Time from receiving a request to finishing its response, by method, route template and status',
+      labelNames: ['method', 'route', 'status'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+
+    new Gauge({
+      name: 'coffer_initialized',
+      help: '1 when the server is initialised (a root key exists), else 0',
+      registers,
+      collect() {
+        this.set(core.status().initialized ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'coffer_sealed',
+      help: '1 while the server is sealed (no key in memory), else 0',
+      registers,
+      collect() {
+        this.set(core.isSealed ? 1 : 0);
+      },
+    });
+
+    const kek = new KekCacheTotals(core);
+    new Gauge({
+      name: 'coffer_kek_cache_entries',
+      help: 'Unwrapped namespace keys (KEK versions) held in memory',
+      registers,
+      collect() {
+        this.set(kek.current()?.size ?? 0);
+      },
+    });
+    new Counter({
+      name: 'coffer_kek_cache_hits_total',
+      help: 'KEK lookups answered from memory',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kek.totals().hits);
+      },
+    });
+    new Counter({
+      name: 'coffer_kek_cache_misses_total',
+      help: 'KEK lookups that had to unwrap the key with the root key',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(kek.totals().misses);
+      },
+    });
+    new Gauge({
+      name: 'coffer_secret_read_cache_entries',
+      help: 'Latest encrypted secret versions held in memory for reads',
+      registers,
+      collect() {
+        this.set(core.readCache.size);
+      },
+    });
+    new Gauge({
+      name: 'coffer_audit_queue_depth',
+      help: 'Audit entries accepted but not yet written (0 without an audit log)',
+      registers,
+      collect() {
+        this.set(auditQueueDepth(core) ?? 0);
+      },
+    });
+
+    const poolStats = sources.poolStats;
+    if (poolStats) {
+      const pool = (name: string, help: string, pick: (s: PoolStats) => number) =>
+        new Gauge({
+          name,
+          help,
+          registers,
+          collect() {
+            this.set(pick(poolStats()));
+          },
+        });
+      pool('coffer_db_pool_connections', 'PostgreSQL connections open (idle or in use)', (s) => s.total);
+      pool('coffer_db_pool_idle_connections', 'PostgreSQL connections open and idle', (s) => s.idle);
+      pool('coffer_db_pool_waiting_requests', 'Queries waiting for a PostgreSQL connection', (s) => s.waiting);
+      pool('coffer_db_pool_max_connections', 'Configured PostgreSQL pool size (COFFER_DB_POOL_SIZE)', (s) => s.max);
+    }
+  }
+
+  /** Called once per finished request. */
+  observeRequest(method: string, route: string, status: number, seconds: number): void {
+    const key = `${method} ${status} ${route}`;
+    let s = this.series.get(key);
+    if (!s) {
+      const labels = { method, route, status: String(status) };
+      s = { count: this.requests.labels(labels), duration: this.durations.labels(labels) };
+      this.series.set(key, s);
+    }
+    s.count.inc();
+    s.duration.observe(seconds);
+  }
+
+  /** The text exposition of Coffer's and the process's metrics. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    const merged = Registry.merge([processMetrics(), this.registry]);
+    return { contentType: merged.contentType, body: await merged.metrics() };
+  }
+}
+
+/**
+ * KEK cache hit/miss totals that keep counting across seal/unseal: each unseal
+ * builds a new Keyring whose counters start at zero, so the last keyring's
+ * final counts are carried over when it is replaced.
+ */
+class KekCacheTotals {
+  private last: Keyring | undefined;
+  private carriedHits = 0;
+  private carriedMisses = 0;
+
+  constructor(private readonly core: CofferCore) {}
+
+  /** The live keyring's cache stats; undefined while sealed. */
+  current(): { size: number; hits: number; misses: number } | undefined {
+    const keyring = this.core.isSealed ? undefined : this.core.services().keyring;
+    if (keyring !== this.last) {
+      if (this.last) {
+        // A replaced keyring's counters stay readable after destroy().
+        const final = this.last.cacheStats();
+        this.carriedHits += final.hits;
+        this.carriedMisses += final.misses;
+      }
+      this.last = keyring;
+    }
+    return keyring?.cacheStats();
+  }
+
+  totals(): { hits: number; misses: number } {
+    const now = this.current();
+    return { hits: this.carriedHits + (now?.hits ?? 0), misses: this.carriedMisses + (now?.misses ?? 0) };
+  }
+}
