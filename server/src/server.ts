@@ -6,11 +6,10 @@
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
+import { parseHostPort, type Config } from './config.js';
 import { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
-import { parseHostPort } from './config.js';
 import { CofferMetrics } from './ops/metrics.js';
 import { closeGracefully, createApiListener, listen, metricsRequestListener, urlOf } from './ops/listeners.js';
 import { tlsFilesOf } from './ops/tls.js';

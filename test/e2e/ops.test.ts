@@ -67,6 +67,7 @@ function shutdownUnderLoad(storageEnv: () => Record<string, string>) {
     const total = () => acked.reduce((n, a) => n + a.length, 0);
     await sleep(750);
     await eventually('some acknowledged writes', () => (total() >= LOOPS ? true : undefined));
+    const ackedBeforeSignal = total();
     first.child.kill('SIGTERM');
     const fallback = setTimeout(() => (stop = true), 30_000);
     await Promise.all(loops);
@@ -75,7 +76,8 @@ function shutdownUnderLoad(storageEnv: () => Record<string, string>) {
     expect(first.output()).toContain('shutting down');
     // Nothing was answered with an error while draining: requests either completed or never got in.
     expect(unexpected).toEqual([]);
-    expect(total()).toBeGreaterThanOrEqual(LOOPS);
+    // Requests in flight when the signal came were finished, not dropped.
+    expect(total()).toBeGreaterThan(ackedBeforeSignal);
 
     const second = await start(storageEnv());
     await unsealWith(second.url, shares.slice(1, 3));

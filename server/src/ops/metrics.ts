@@ -32,13 +32,14 @@ function processMetrics(): Registry {
 const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 interface RequestSeries {
-  count: Counter.Internal;
+  labels: { method: string; route: string; status: string };
+  /** Requests answered; published to the counter when scraped (cheaper than prom-client's inc per request). */
+  count: number;
   duration: Histogram.Internal<'method' | 'route' | 'status'>;
 }
 
 export class CofferMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'method' | 'route' | 'status'>;
   private readonly durations: Histogram<'method' | 'route' | 'status'>;
   /** Children by `method status route`: a Map lookup is cheaper than prom-client's label hashing. */
   private readonly series = new Map<string, RequestSeries>();
@@ -46,11 +47,16 @@ export class CofferMetrics {
   constructor(sources: MetricsSources) {
     const { core } = sources;
     const registers = [this.registry];
-    this.requests = new Counter({
+    const series = this.series;
+    new Counter({
       name: 'coffer_http_requests_total',
       help: 'HTTP requests answered, by method, route template and status',
       labelNames: ['method', 'route', 'status'],
       registers,
+      collect() {
+        this.reset();
+        for (const s of series.values()) this.inc(s.labels, s.count);
+      },
     });
     this.durations = new Histogram({
       name: 'coffer_http_request_duration_seconds',
@@ -145,10 +151,10 @@ export class CofferMetrics {
     let s = this.series.get(key);
     if (!s) {
       const labels = { method, route, status: String(status) };
-      s = { count: this.requests.labels(labels), duration: this.durations.labels(labels) };
+      s = { labels, count: 0, duration: this.durations.labels(labels) };
       this.series.set(key, s);
     }
-    s.count.inc();
+    s.count++;
     s.duration.observe(seconds);
   }
 
