@@ -162,6 +162,16 @@ export class AuditLog {
     });
   }
 
+  /**
+   * Lets every request whose I/O is already pending reach the queue before a
+   * batch is cut. This matters on PGlite, whose queries run synchronously on
+   * this thread: without the pause, each batch would hold one entry.
+   */
+  private gather(): Promise<void> {
+    return new Promise((resolve) => setImmediate(resolve));
+  }
+
+
   /** Waits for queued entries, writes a final checkpoint, closes the sinks. */
   async close(): Promise<void> {
     while (this.flushing) await this.flushing;
@@ -191,6 +201,7 @@ export class AuditLog {
 
   private async drain(): Promise<void> {
     while (this.queue.length > 0) {
+      await this.gather();
       const batch = this.queue.splice(0, this.options.maxBatch);
       try {
         await this.withTimeout(this.write(batch));
