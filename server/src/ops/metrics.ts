@@ -11,7 +11,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { CofferCore } from '../core.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { PoolStats } from '../storage/db.js';
-import { auditQueueDepth } from './audit-hooks.js';
 
 export interface MetricsSources {
   core: CofferCore;
@@ -120,10 +119,10 @@ export class CofferMetrics {
     });
     new Gauge({
       name: 'coffer_audit_queue_depth',
-      help: 'Audit entries accepted but not yet written (0 without an audit log)',
+      help: 'Audit entries accepted but not yet written',
       registers,
       collect() {
-        this.set(auditQueueDepth(core) ?? 0);
+        this.set(core.audit.queueDepth);
       },
     });
 

@@ -2,7 +2,6 @@
 import { Router, type RequestHandler } from 'express';
 import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
-import { auditHealthy } from '../../ops/audit-hooks.js';
 import type { CofferMetrics } from '../../ops/metrics.js';
 import { isAdmin } from '../../policy/policy.js';
 import { pingDatabase } from '../../storage/db.js';
@@ -51,7 +50,7 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     emptyQuery.parse(req.query);
     const database = await pingDatabase(core.db, READY_DB_TIMEOUT_MS);
     const s = core.status();
-    const audit = auditHealthy(core);
+    const audit = core.audit.enabled ? core.audit.healthy : undefined;
     const ready = s.initialized && !s.sealed && database === 'ok' && audit !== false;
     res.status(ready ? 200 : 503).json({
       ready,
