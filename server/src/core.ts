@@ -3,7 +3,7 @@
  * no key is in memory and every data endpoint answers 503. Unsealing rebuilds
  * the keyring from the root key; sealing zeroes it.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { CofferError, conflict, sealedError } from './errors.js';
 import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
 import { aad } from './keyring/context.js';
@@ -130,7 +130,12 @@ export class CofferCore {
    * the initial root token. Returns the shares and the token once; they are
    * stored nowhere. The server stays sealed afterwards, as Vault does.
    */
-  init(shares: number, threshold: number): Promise<InitResult> {
+  init(
+    shares: number,
+    threshold: number,
+    /** Runs inside the init transaction just before commit (the audit entry): if it throws, nothing is initialised. */
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<InitResult> {
     return this.exclusive(async () => {
       const problem = validateShareConfig(shares, threshold);
       if (problem) throw new CofferError(400, 'invalid_request', problem);
@@ -162,6 +167,7 @@ export class CofferCore {
               .insertInto('tokens')
               .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify(['root']) })
               .execute();
+            await beforeCommit?.(trx);
           });
         } catch (err) {
           zeroize(...shareBytes);

@@ -299,6 +299,42 @@ describe('audit sinks', () => {
     }
   });
 
+  it('initialises only together with its audit entry: a failing sink leaves the server uninitialised', async () => {
+    const store = await createStore('pglite');
+    // A directory as the file sink: every write fails.
+    const server = await startTestServer(store, { auditSinks: `db,file:${dir}` });
+    try {
+      expectError(await api(server.url, 'POST', '/v1/sys/init', { body: { shares: 1, threshold: 1 } }), 503, 'unavailable');
+      expect((await api(server.url, 'GET', '/v1/sys/health')).status).toBe(501);
+      // The database has the refused attempt (503), never a successful init.
+      const rows = await server.storage.db.selectFrom('audit_log').select(['action', 'status']).where('action', '=', 'sys.init').execute();
+      expect(rows.map((r) => r.status)).not.toContain(200);
+      const seal = await server.storage.db.selectFrom('seal_config').selectAll().execute();
+      expect(seal).toEqual([]);
+    } finally {
+      await server.stop();
+      await store.cleanup();
+    }
+  });
+
+  it('records exactly one entry for a successful init and for a refused second one', async () => {
+    const store = await createStore('pglite');
+    const server = await startTestServer(store);
+    try {
+      await initAndUnseal(server.url, 1, 1);
+      expectError(await api(server.url, 'POST', '/v1/sys/init', { body: { shares: 1, threshold: 1 } }), 409, 'already_initialized');
+      const rows = await server.storage.db.selectFrom('audit_log').select(['action', 'status']).orderBy('seq').execute();
+      expect(rows.filter((r) => r.action === 'sys.init')).toEqual([
+        { action: 'sys.init', status: 200 },
+        { action: 'sys.init', status: 409 },
+      ]);
+      expect((await server.core.audit.verify()).ok).toBe(true);
+    } finally {
+      await server.stop();
+      await store.cleanup();
+    }
+  });
+
   it('can be turned off', async () => {
     const store = await createStore('pglite');
     const server = await startTestServer(store, { auditSinks: 'none' });

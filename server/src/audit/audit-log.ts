@@ -7,7 +7,7 @@
  * primary key on the sequence number settling who appends next.
  */
 import { createHmac } from 'node:crypto';
-import { CompiledQuery, sql, type Kysely } from 'kysely';
+import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../keyring/aead.js';
@@ -172,6 +172,27 @@ export class AuditLog {
   }
 
 
+  /**
+   * Writes one entry inside the caller's transaction, so that the change and
+   * its audit entry commit together or not at all (used for init, whose
+   * response carries the only copy of the shares). Line sinks get it before
+   * the caller commits; a failure anywhere aborts the caller's change.
+   */
+  async appendWithin(trx: Transaction<Database>, draft: AuditDraft): Promise<void> {
+    if (!this.enabled) return;
+    if (this.stalled) throw auditUnavailable();
+    const pending: Pending = { draft, time: new Date(), resolve: () => {}, reject: () => {} };
+    try {
+      await this.withTimeout(this.write([pending], trx));
+    } catch (err) {
+      this.logger.error({ err: err instanceof CofferError ? err.message : err }, 'audit write failed; the request was refused');
+      throw auditUnavailable();
+    } finally {
+      // The transaction may still roll back: read the head afresh next time.
+      this.head = null;
+    }
+  }
+
   /** Waits for queued entries, writes a final checkpoint, closes the sinks. */
   async close(): Promise<void> {
     while (this.flushing) await this.flushing;
@@ -244,9 +265,10 @@ export class AuditLog {
    * fails as a whole on the primary key, and we reload the head and retry. No
    * lock, no read, no explicit transaction on the common path.
    */
-  private async appendToChain(batch: Pending[]): Promise<ChainedEntry[]> {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      this.head ??= await this.loadHead();
+  private async appendToChain(batch: Pending[], trx?: Transaction<Database>): Promise<ChainedEntry[]> {
+    const db = trx ?? this.db;
+    for (let attempt = 0; attempt < (trx ? 1 : 20); attempt++) {
+      this.head ??= await this.loadHead(db);
       let { seq, hash: prev } = this.head;
       const out = batch.map((p): ChainedEntry => {
         seq += 1;
@@ -260,10 +282,11 @@ export class AuditLog {
       try {
         // Raw SQL: this runs once per batch on the hottest path, and building a multi-row
         // INSERT through the query builder costs more CPU than the insert itself.
-        await this.db.executeQuery(CompiledQuery.raw(insertSql(out.length), out.flatMap(rowParams)));
+        await db.executeQuery(CompiledQuery.raw(insertSql(out.length), out.flatMap(rowParams)));
       } catch (err) {
         this.head = null;
-        if (isUniqueViolation(err)) continue;
+        // Inside a caller's transaction a failed statement aborts it: no retry there.
+        if (isUniqueViolation(err) && !trx) continue;
         throw err;
       }
       const last = out[out.length - 1]!;
@@ -272,7 +295,7 @@ export class AuditLog {
       if (this.checkpointKey && Math.floor(last.entry.seq / every) > Math.floor((out[0]!.entry.seq - 1) / every)) {
         // On conflict keep the old checkpoint: after a truncation, new entries reuse old
         // sequence numbers, and the surviving checkpoint is what lets verify catch it.
-        await this.db
+        await db
           .insertInto('audit_checkpoints')
           .values({ seq: last.entry.seq, hash: last.hash, time: new Date(), signature: signCheckpoint(this.checkpointKey, last.entry.seq, last.hash) })
           .onConflict((oc) => oc.column('seq').doNothing())
@@ -284,14 +307,14 @@ export class AuditLog {
     throw new Error('audit chain: too much contention appending (20 attempts)');
   }
 
-  private async loadHead(): Promise<{ seq: number; hash: Uint8Array }> {
-    const head = await this.db.selectFrom('audit_log').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+  private async loadHead(db: Kysely<Database> | Transaction<Database>): Promise<{ seq: number; hash: Uint8Array }> {
+    const head = await db.selectFrom('audit_log').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
     return head ? { seq: Number(head.seq), hash: head.hash } : { seq: 0, hash: GENESIS_HASH };
   }
 
-  private async write(batch: Pending[]): Promise<void> {
+  private async write(batch: Pending[], trx?: Transaction<Database>): Promise<void> {
     const entries: Array<Omit<ChainedEntry, 'hash' | 'prevHash'> & Partial<ChainedEntry>> = this.options.database
-      ? await this.appendToChain(batch)
+      ? await this.appendToChain(batch, trx)
       : batch.map((p) => {
           const entry = { seq: 0, time: p.time.toISOString(), ...p.draft };
           return { entry, body: JSON.stringify(entry) };

@@ -8,7 +8,7 @@
  * Load-balancer probes (health, readiness, metrics) are not audited: they
  * would be most of the log and say nothing about who touched what.
  */
-import type { RequestHandler, Response } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 import type { CofferCore } from '../core.js';
 import { auditUnavailable } from '../audit/audit-log.js';
 import { draftFor } from '../audit/entry.js';
@@ -17,6 +17,11 @@ import type { Principal } from '../policy/policy.js';
 const UNAUDITED = new Set(['/v1/sys/health', '/v1/sys/ready', '/v1/sys/metrics']);
 
 type End = Response['end'];
+
+/** The entry this request would get with `status`; for handlers that audit inside their own transaction. */
+export function auditDraft(core: CofferCore, req: Request, res: Response, status: number) {
+  return draftFor(req, status, res.locals.requestId as string, res.locals.principal as Principal | undefined, null, (v) => core.audit.hmac(v));
+}
 
 export function auditRequests(core: CofferCore): RequestHandler {
   const audit = core.audit;
@@ -27,7 +32,7 @@ export function auditRequests(core: CofferCore): RequestHandler {
     const end = res.end as (...args: unknown[]) => Response;
     let held = false;
     res.end = function auditedEnd(this: Response, ...args: unknown[]) {
-      if (held) return end.apply(res, args);
+      if (held || res.locals.audited === true) return end.apply(res, args);
       held = true;
       const draft = draftFor(
         req,

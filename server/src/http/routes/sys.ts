@@ -6,6 +6,7 @@ import type { CofferMetrics } from '../../ops/metrics.js';
 import { isAdmin } from '../../policy/policy.js';
 import { pingDatabase } from '../../storage/db.js';
 import { principalOf } from '../auth.js';
+import { auditDraft } from '../audit.js';
 import { emptyQuery, healthQuery, initBody, unsealBody } from '../schemas.js';
 
 export interface SysOptions {
@@ -77,7 +78,13 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
 
   router.post('/init', async (req, res) => {
     const body = initBody.parse(req.body ?? {});
-    const result = await core.init(body.shares, body.threshold);
+    // The shares exist only in this response: init commits together with its audit entry, or
+    // not at all, so a broken audit sink cannot leave a server initialised with its shares lost.
+    const result = await core.init(body.shares, body.threshold, (trx) =>
+      core.audit.appendWithin(trx, auditDraft(core, req, res, 200)),
+    );
+    // Committed with its entry; a failure before this point is audited as usual instead.
+    res.locals.audited = true;
     res.status(200).json(result);
   });
 
