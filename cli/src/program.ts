@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { registerAudit } from './commands/audit.js';
 import { registerNamespaces } from './commands/ns.js';
+import { registerRun } from './commands/run.js';
 import { registerSecrets } from './commands/secret.js';
 import { registerSys } from './commands/sys.js';
 import { examples } from './commands/common.js';
@@ -39,5 +40,6 @@ export function buildProgram(): Command {
   registerNamespaces(program);
   registerSecrets(program);
   registerAudit(program);
+  registerRun(program);
   return program;
 }
