@@ -17,9 +17,6 @@ import { GENESIS_HASH, chainHash, checkpointValid, sameBytes, signCheckpoint } f
 import type { AuditDraft, AuditEntry } from './entry.js';
 import type { LineSink } from './sinks.js';
 
-/** Arbitrary constant naming the audit chain's advisory lock. */
-const CHAIN_LOCK = 0x636f6666; // 'coff'
-
 export interface AuditOptions {
   /** Append to the hash chain in the database. */
   database: boolean;
@@ -206,18 +203,15 @@ export class AuditLog {
     if (!this.options.database || !this.checkpointKey) return;
     while (this.flushing) await this.flushing;
     const key = this.checkpointKey;
-    await this.db.transaction().execute(async (trx) => {
-      await sql`select pg_advisory_xact_lock(${CHAIN_LOCK})`.execute(trx);
-      const head = await trx.selectFrom('audit_log').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-      if (!head || Number(head.seq) <= this.lastCheckpointSeq) return;
-      const seq = Number(head.seq);
-      await trx
-        .insertInto('audit_checkpoints')
-        .values({ seq, hash: head.hash, time: new Date(), signature: signCheckpoint(key, seq, head.hash) })
-        .onConflict((oc) => oc.column('seq').doNothing())
-        .execute();
-      this.lastCheckpointSeq = seq;
-    });
+    // Entries are immutable once committed: signing the committed head needs no lock.
+    const head = await this.loadHead(this.db);
+    if (head.seq <= this.lastCheckpointSeq) return;
+    await this.db
+      .insertInto('audit_checkpoints')
+      .values({ seq: head.seq, hash: head.hash, time: new Date(), signature: signCheckpoint(key, head.seq, head.hash) })
+      .onConflict((oc) => oc.column('seq').doNothing())
+      .execute();
+    this.lastCheckpointSeq = head.seq;
   }
 
   private async drain(): Promise<void> {

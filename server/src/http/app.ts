@@ -57,7 +57,7 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   const guarded = [requireUnsealed, requireToken];
 
   app.use('/v1/sys/audit', guarded, auditRouter(core));
-  app.use('/v1/sys', sysRouter(core, [requireUnsealed, requireToken], { metrics: options.metrics }));
+  app.use('/v1/sys', sysRouter(core, guarded, { metrics: options.metrics }));
   app.use('/v1/auth', guarded, authRouter(core));
   app.use('/v1/namespaces', guarded, namespacesRouter(core, options.maxPageSize));
   app.use('/v1/secrets', guarded, secretsRouter(core, options.maxPageSize));

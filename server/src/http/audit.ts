@@ -18,14 +18,20 @@ const UNAUDITED = new Set(['/v1/sys/health', '/v1/sys/ready', '/v1/sys/metrics']
 
 type End = Response['end'];
 
-/** The entry this request would get with `status`; for handlers that audit inside their own transaction. */
+/** The entry this request gets with `status` (also for handlers that audit inside their own transaction). */
 export function auditDraft(core: CofferCore, req: Request, res: Response, status: number) {
-  return draftFor(req, status, res.locals.requestId as string, res.locals.principal as Principal | undefined, null, (v) => core.audit.hmac(v));
+  return draftFor(
+    req,
+    status,
+    res.locals.requestId as string,
+    res.locals.principal as Principal | undefined,
+    (res.locals.errorCode as string | undefined) ?? null,
+    (v) => core.audit.hmac(v),
+  );
 }
 
 export function auditRequests(core: CofferCore): RequestHandler {
   const audit = core.audit;
-  const hmac = (value: string) => audit.hmac(value);
   return (req, res, next) => {
     if (!audit.enabled || UNAUDITED.has(req.path)) return next();
     if (!audit.healthy) return next(auditUnavailable());
@@ -34,15 +40,7 @@ export function auditRequests(core: CofferCore): RequestHandler {
     res.end = function auditedEnd(this: Response, ...args: unknown[]) {
       if (held || res.locals.audited === true) return end.apply(res, args);
       held = true;
-      const draft = draftFor(
-        req,
-        res.statusCode,
-        res.locals.requestId as string,
-        res.locals.principal as Principal | undefined,
-        (res.locals.errorCode as string | undefined) ?? null,
-        hmac,
-      );
-      audit.append(draft).then(
+      audit.append(auditDraft(core, req, res, res.statusCode)).then(
         () => end.apply(res, args),
         () => {
           if (res.headersSent) return end.call(res);
