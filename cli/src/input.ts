@@ -125,3 +125,14 @@ function parseDataJson(text: string): SecretData {
   }
   return data;
 }
+
+/** Reads one echoed line from the terminal (a username, not a secret). */
+export async function promptLine(question: string): Promise<string> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  try {
+    return await rl.question(question);
+  } finally {
+    rl.close();
+  }
+}

@@ -1,6 +1,7 @@
 /** The `coffer` command tree and its global options. */
 import { Command, Option } from 'commander';
 import { registerAudit } from './commands/audit.js';
+import { registerLogin } from './commands/login.js';
 import { registerNamespaces } from './commands/ns.js';
 import { registerRun } from './commands/run.js';
 import { registerSecrets } from './commands/secret.js';
@@ -15,12 +16,13 @@ export function buildProgram(): Command {
     .exitOverride() // errors come back to run() for our exit codes instead of process.exit(1)
     .showHelpAfterError('(add --help for usage)')
     .configureHelp({ showGlobalOptions: true })
-    .addOption(new Option('--addr <url>', 'server address').env('COFFER_ADDR').default('http://127.0.0.1:8200'))
+    .addOption(new Option('--addr <url>', 'server address (default: the profile\'s, else http://127.0.0.1:8200)').env('COFFER_ADDR'))
     .addOption(
-      new Option('--token <token>', `token (default: the token file, ~/.config/coffer/token); prefer the env var, arguments show in ps`).env(
+      new Option('--token <token>', `token (default: the profile's token file, written by coffer login); prefer the env var, arguments show in ps`).env(
         'COFFER_TOKEN',
       ),
     )
+    .addOption(new Option('--profile <name>', 'config profile (default: default_profile of the config file, else "default")').env('COFFER_PROFILE'))
     .addOption(new Option('--format <format>', 'output format').choices(['table', 'json']).default('table'))
     // Wherever it appears, except after `audit tail`, whose -n is its line count (see commands/audit.ts).
     .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands (a filter for audit commands)').env('COFFER_NAMESPACE'))
@@ -37,6 +39,7 @@ export function buildProgram(): Command {
   );
 
   registerSys(program);
+  registerLogin(program);
   registerNamespaces(program);
   registerSecrets(program);
   registerAudit(program);

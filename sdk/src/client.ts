@@ -5,6 +5,8 @@
  * reaching a different URL. Methods are `async` so that such a refusal is a
  * rejected promise, like every other failure, never a synchronous throw.
  */
+import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
+import { AdminApi } from './admin.js';
 import { invalidArgument } from './errors.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
 import { Transport, type FetchFn, type Query } from './transport.js';
@@ -28,7 +30,6 @@ import type {
   SecretHistory,
   SecretListPage,
   SecretVersion,
-  TokenInfo,
   VersionsResult,
   WriteResult,
 } from './types.js';
@@ -56,7 +57,11 @@ const secretUrl = (namespace: string, path: string, action = '') =>
 
 export class CofferClient {
   readonly sys: SysApi;
+  /** Logins: each switches this client to the token it returns. */
+  readonly auth: AuthApi;
   readonly token: TokenApi;
+  /** Policies, users, approles, JWT issuers and roles (admin token). */
+  readonly admin: AdminApi;
   readonly namespaces: NamespacesApi;
   readonly secrets: SecretsApi;
   readonly audit: AuditApi;
@@ -74,15 +79,31 @@ export class CofferClient {
       userAgent: [options.userAgent, `coffer-sdk/${SDK_VERSION}`].filter(Boolean).join(' '),
     });
     this.sys = new SysApi(this.http);
+    this.auth = new AuthApi(this.http, options.fetch ?? globalThis.fetch);
     this.token = new TokenApi(this.http);
+    this.admin = new AdminApi(this.http);
     this.namespaces = new NamespacesApi(this.http);
     this.secrets = new SecretsApi(this.http);
     this.audit = new AuditApi(this.http);
   }
 
-  /** Replaces the token used by later calls (login methods will return one). */
+  /** Replaces the token used by later calls (logins and renewals do this themselves). */
   setToken(token: string | undefined): void {
     this.http.setToken(token);
+  }
+
+  /** The token later calls send (it changes on login and renewal). */
+  getToken(): string | undefined {
+    return this.http.currentToken();
+  }
+
+  /**
+   * Renews this client's token before it expires, until `stop()`, max_expires_at
+   * or revocation (see TokenRenewer). `auth` is the login's answer, or
+   * lookupSelf()'s for a token given as is.
+   */
+  startRenewal(auth: Pick<AuthInfo, 'expires_at' | 'renewable' | 'max_expires_at'>, options: RenewerOptions = {}): TokenRenewer {
+    return new TokenRenewer(this.token, auth, options);
   }
 }
 
@@ -115,18 +136,6 @@ export class SysApi {
 
   async seal(): Promise<SealStatus> {
     return this.http.request({ method: 'POST', path: '/v1/sys/seal', body: {} });
-  }
-}
-
-export class TokenApi {
-  constructor(private readonly http: Transport) {}
-
-  async lookupSelf(): Promise<TokenInfo> {
-    return this.http.request({ method: 'GET', path: '/v1/auth/token/lookup-self' });
-  }
-
-  async revokeSelf(): Promise<void> {
-    await this.http.request<undefined>({ method: 'POST', path: '/v1/auth/token/revoke-self', body: {} });
   }
 }
 

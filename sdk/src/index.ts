@@ -7,7 +7,6 @@ export {
   SDK_VERSION,
   SecretsApi,
   SysApi,
-  TokenApi,
   type CofferClientOptions,
 } from './client.js';
 export { CofferError, type CofferErrorCode } from './errors.js';
@@ -23,3 +22,23 @@ export {
 export { formatSecretRef, isSecretRef, parseSecretRef, type SecretRef } from './refs.js';
 export type { FetchFn } from './transport.js';
 export type * from './types.js';
+export {
+  AuthApi,
+  DEFAULT_AUDIENCE,
+  DEFAULT_ID_TOKEN_ENV,
+  TokenApi,
+  TokenRenewer,
+  detectCiIdToken,
+  systemClock,
+  type AuthInfo,
+  type AuthResponse,
+  type Capability,
+  type CiIdToken,
+  type CiIdTokenOptions,
+  type CiProvider,
+  type Clock,
+  type RenewalStop,
+  type RenewerOptions,
+  type TokenCreateOptions,
+} from './auth.js';
+export { AdminApi, type ApproleOptions, type JwtIssuer, type JwtRole, type Policy, type PolicyRule, type SecretIdResult, type UserOptions } from './admin.js';

@@ -35,6 +35,8 @@ export interface ApiRequest {
   idempotent?: boolean;
   /** Non-2xx statuses whose body is a normal answer (health's 503/501). */
   acceptStatus?: readonly number[];
+  /** Send no token (logins: a stale token must not decide how a login is audited). */
+  anonymous?: boolean;
 }
 
 /** Characters a header value may hold; checked so fetch never builds an error message from the token. */
@@ -83,6 +85,10 @@ export class Transport {
     this.token = token === '' ? undefined : token;
   }
 
+  currentToken(): string | undefined {
+    return this.token;
+  }
+
   async request<T>(req: ApiRequest): Promise<T> {
     const idempotent = req.idempotent ?? req.method === 'GET';
     const attempts = idempotent ? 1 + this.options.retries : 1;
@@ -104,7 +110,7 @@ export class Transport {
       if (value !== undefined) url.searchParams.set(key, String(value));
     }
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.options.userAgent };
-    if (this.token !== undefined) headers.Authorization = `Bearer ${this.token}`;
+    if (this.token !== undefined && !req.anonymous) headers.Authorization = `Bearer ${this.token}`;
     if (req.body !== undefined) headers['Content-Type'] = 'application/json';
 
     let response: Response;

@@ -35,6 +35,10 @@ export interface TokenInfo {
   policies: string[];
   created_at: string;
   expires_at: string | null;
+  /** Renewals never extend the token past this (absent from servers before identities). */
+  max_expires_at?: string | null;
+  renewable?: boolean;
+  metadata?: Record<string, string>;
 }
 
 export interface NamespaceSummary {

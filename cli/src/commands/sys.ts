@@ -27,7 +27,7 @@ export function registerSys(program: Command): void {
       .action(async (_opts: object, cmd: Command) => {
         const ctx = Context.of(cmd);
         const status = await ctx.client({ auth: false }).sys.status();
-        ctx.print(status, () => renderStatus(status, ctx.globals.addr));
+        ctx.print(status, () => renderStatus(status, ctx.address()));
         // Like `vault status`: scripts can wait for an unsealed server on the exit code alone.
         if (status.sealed) process.exitCode = EXIT.unavailable;
       }),
@@ -80,7 +80,7 @@ export function registerSys(program: Command): void {
           if (!share) throw usageError('no unseal share given');
           status = await client.sys.unseal(share);
         }
-        ctx.print(status, () => renderStatus(status, ctx.globals.addr));
+        ctx.print(status, () => renderStatus(status, ctx.address()));
       }),
     'coffer operator unseal            # prompts for the share',
     'coffer operator unseal - < share-1.txt',
@@ -94,7 +94,7 @@ export function registerSys(program: Command): void {
       .action(async (_opts: object, cmd: Command) => {
         const ctx = Context.of(cmd);
         const status = await ctx.client({ auth: true }).sys.seal();
-        ctx.print(status, () => renderStatus(status, ctx.globals.addr));
+        ctx.print(status, () => renderStatus(status, ctx.address()));
       }),
     'coffer operator seal',
   );
