@@ -140,7 +140,8 @@ export async function readEnvFile(file: string): Promise<Map<string, string>> {
  * value it names. Each distinct (namespace, path, version) is read once; the
  * reads run in parallel. A failed read fails the whole resolution.
  */
-export async function resolveRefs(client: CofferClient, env: Map<string, string>, names: Iterable<string>): Promise<void> {
+export async function resolveRefs(client: CofferClient, env: Map<string, string>, names: Iterable<string>): Promise<Map<string, string>> {
+  const resolved = new Map<string, string>();
   const refs = new Map<string, { ref: SecretRef; raw: string }>();
   for (const name of names) {
     const value = env.get(name);
@@ -153,7 +154,7 @@ export async function resolveRefs(client: CofferClient, env: Map<string, string>
     }
     refs.set(name, { ref, raw: value });
   }
-  if (refs.size === 0) return;
+  if (refs.size === 0) return resolved;
 
   const key = (r: SecretRef) => `${r.namespace}\u0000${r.path}\u0000${r.version ?? ''}`;
   const reads = new Map<string, Promise<SecretVersion>>();
@@ -172,7 +173,7 @@ export async function resolveRefs(client: CofferClient, env: Map<string, string>
       secret = await reads.get(key(ref))!;
     } catch (err) {
       if (err instanceof CofferError) {
-        throw new CliError(`${name}: cannot read ${raw}: ${err.message}`, exitCodeFor(err), err.code);
+        throw new CliError(`${name}: cannot read ${raw}: ${err.message}`, exitCodeFor(err), err.code, { cause: err });
       }
       throw err;
     }
@@ -193,5 +194,18 @@ export async function resolveRefs(client: CofferClient, env: Map<string, string>
       );
     }
     env.set(name, value);
+    resolved.set(raw, value);
+  }
+  return resolved;
+}
+
+/** resolveRefs from a saved map of reference → value (the fallback copy), without a server. */
+export function resolveRefsOffline(env: Map<string, string>, names: Iterable<string>, saved: Record<string, string>): void {
+  for (const name of names) {
+    const value = env.get(name);
+    if (value === undefined || !isSecretRef(value)) continue;
+    const resolvedValue = Object.hasOwn(saved, value) ? saved[value] : undefined;
+    if (resolvedValue === undefined) throw new CliError(`${name}: ${value} is not in the fallback copy (it was not used by the last good fetch)`, EXIT.unavailable);
+    env.set(name, resolvedValue);
   }
 }

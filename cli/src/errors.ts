@@ -22,8 +22,9 @@ export class CliError extends Error {
     message: string,
     readonly exitCode: number = EXIT.error,
     readonly code?: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'CliError';
   }
 }

@@ -10,7 +10,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 });
 
 try {
-  await buildProgram().parseAsync(process.argv);
+  await (await buildProgram(process.argv.slice(2))).parseAsync(process.argv);
 } catch (err) {
   const code = reportError(err, (text) => process.stderr.write(text));
   // Set, not process.exit(): stdout may still be flushing.

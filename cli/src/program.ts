@@ -1,15 +1,54 @@
 /** The `coffer` command tree and its global options. */
 import { Command, Option } from 'commander';
-import { registerAudit } from './commands/audit.js';
-import { registerLogin } from './commands/login.js';
-import { registerNamespaces } from './commands/ns.js';
-import { registerRun } from './commands/run.js';
-import { registerSecrets } from './commands/secret.js';
-import { registerSys } from './commands/sys.js';
 import { examples } from './commands/common.js';
 import { CLI_VERSION } from './context.js';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * Command modules, loaded on demand: `coffer run` should not pay for parsing
+ * the audit or admin modules (startup time is most of a `coffer run -- true`).
+ * Keys are the top-level command names each module registers, in help order.
+ */
+const MODULES: Array<[string[], () => Promise<Register>]> = [
+  [['status', 'operator'], async () => (await import('./commands/sys.js')).registerSys],
+  [['login', 'logout', 'token'], async () => (await import('./commands/login.js')).registerLogin],
+  [['config'], async () => (await import('./commands/config.js')).registerConfig],
+  [['ns'], async () => (await import('./commands/ns.js')).registerNamespaces],
+  [['secret'], async () => (await import('./commands/secret.js')).registerSecrets],
+  [['run', 'export'], async () => (await import('./commands/run.js')).registerRun],
+  [['audit'], async () => (await import('./commands/audit.js')).registerAudit],
+  [['policy', 'user', 'approle', 'jwt'], async () => (await import('./commands/admin.js')).registerAdmin],
+  [['completion'], async () => (await import('./commands/completion.js')).registerCompletion],
+];
+
+/** Global options that take a value, to find the command name in argv. */
+const VALUED_GLOBALS = new Set(['--addr', '--token', '--format', '-n', '--namespace', '--profile']);
+
+/** The first word of argv that is not a global option or its value (the command name), if any. */
+export function commandName(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') return undefined;
+    if (arg.startsWith('-')) {
+      if (VALUED_GLOBALS.has(arg)) i++;
+      continue;
+    }
+    return arg;
+  }
+  return undefined;
+}
+
+/** The program with the module of the command in `args` only; with every module for help, completion and typos. */
+export async function buildProgram(args: readonly string[] = []): Promise<Command> {
+  const program = baseProgram();
+  const name = commandName(args);
+  const wanted = MODULES.filter(([names]) => name !== undefined && names.includes(name) && name !== 'completion');
+  for (const [, load] of wanted.length ? wanted : MODULES) (await load())(program);
+  return program;
+}
+
+function baseProgram(): Command {
   const program = new Command('coffer')
     .description('Command-line client for the Coffer secrets vault')
     // Settings first: subcommands copy them when created.
@@ -38,11 +77,13 @@ export function buildProgram(): Command {
     'coffer -n app secret get db/password --format json',
   );
 
-  registerSys(program);
-  registerLogin(program);
-  registerNamespaces(program);
-  registerSecrets(program);
-  registerAudit(program);
-  registerRun(program);
+  program.addHelpText(
+    'after',
+    `
+Exit codes: 0 ok, 1 error, 2 usage, 3 denied (no/bad token, 401/403), 4 not found,
+5 sealed or unavailable (503, no answer); \`coffer run\` exits with its command's code.
+Settings: flags > COFFER_ADDR / COFFER_TOKEN / COFFER_NAMESPACE > profile (coffer config) > defaults.
+`,
+  );
   return program;
 }

@@ -32,7 +32,7 @@ function renderAuth(auth: Omit<AuthInfo, 'client_token'>, tokenFile?: string): s
   ]);
 }
 
-function renderTokenInfo(info: TokenInfo): string {
+function renderTokenInfo(info: TokenInfo, tokenFile?: string): string {
   return fields([
     ['Identity', info.identity],
     ['Display name', info.display_name],
@@ -42,6 +42,7 @@ function renderTokenInfo(info: TokenInfo): string {
     ['Expires', info.expires_at ?? 'never'],
     ['Renewable', info.renewable],
     ['Max expiry', info.max_expires_at],
+    ...(tokenFile ? ([['Token file', tokenFile]] as Array<[string, string]>) : []),
   ]);
 }
 
@@ -116,7 +117,7 @@ export function registerLogin(program: Command): void {
       if (opts.tokenOnly) return void process.stdout.write(`${token}\n`);
       const file = ctx.profile().tokenFile;
       writeTokenFile(file, token);
-      ctx.print({ ...info, token_file: file }, () => renderTokenInfo(info) + fields([['Token file', file]]));
+      ctx.print({ ...info, token_file: file }, () => renderTokenInfo(info, file));
     }),
     'coffer login token < root-token.txt',
     'coffer login token            # prompts',

@@ -2,12 +2,13 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { checkNamespace, normalizeFolder } from '@coffer/sdk';
 import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, usageError } from '../errors.js';
-import { MAPPING_HELP, fetchFolderEnv, readEnvFile, resolveRefs } from '../env.js';
+import { MAPPING_HELP, fetchFolderEnv, readEnvFile, resolveRefs, resolveRefsOffline } from '../env.js';
 import { json } from '../output.js';
 import { examples } from './common.js';
 
@@ -16,7 +17,38 @@ interface FolderOptions {
   prefix?: string;
 }
 
-const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/** Forwarded to the command. USR1 too: Node reserves it for its inspector, which coffer does not need. */
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGQUIT', 'SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+/** What a terminal sends to its whole foreground process group (^C, ^\\). */
+const TERMINAL_SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGQUIT']);
+
+interface RunOptions extends FolderOptions {
+  envFile?: string;
+  inherit: boolean;
+  fallback?: string;
+  forwardSignals?: boolean;
+}
+
+const RUN_HELP = `
+Signals:
+  TERM, HUP, USR1 and USR2 sent to coffer are passed on to the command. INT and
+  QUIT too, except when coffer runs on a terminal: there Ctrl-C / Ctrl-\\ already
+  reach the command (same process group), and a second copy would make many
+  programs skip their graceful shutdown. A second INT within the run, a command
+  that moved to its own process group, or --forward-signals still get it
+  forwarded (e.g. \`docker run -t\` without -i, where Docker sends INT to PID 1 only).
+  As PID 1 (container ENTRYPOINT) coffer handles and forwards signals, but Node
+  cannot reap orphaned grandchildren: use \`docker run --init\` or tini when the
+  command leaves daemons behind (see README).
+
+Fallback (--fallback FILE):
+  After each good fetch, the secrets are written to FILE encrypted (AES-256-GCM,
+  0600, atomic rename) with a key kept apart: COFFER_FALLBACK_KEY (32 bytes,
+  base64) or the 0600 file fallback.key in the config dir. When the server
+  cannot be reached (network error, timeout, 502/503/504), the copy is used and
+  a warning is printed on stderr. Denied (401/403), not found and other errors
+  fail as without --fallback.
+`;
 const EXPORT_FORMATS = ['dotenv', 'json', 'shell', 'github', 'gitlab'] as const;
 type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
@@ -49,36 +81,73 @@ export function registerRun(program: Command): void {
     )
       .option('--env-file <file>', 'dotenv file of extra variables (KEY=VALUE, quotes, # comments, export prefix); may hold coffer:// references')
       .option('--no-inherit', 'start from an empty environment (PATH only) instead of coffer\'s own')
-      .addHelpText('after', MAPPING_HELP)
-      .action(async (argv: string[], opts: FolderOptions & { envFile?: string; inherit: boolean }, cmd: Command) => {
+      .option(
+        '--fallback <file>',
+        'keep an encrypted copy (0600) of every good fetch in FILE and use it, with a warning, when the server cannot be reached (never when access is denied)',
+      )
+      .option('--forward-signals', 'forward SIGINT/SIGQUIT to the command even on a terminal (see below)')
+      .addHelpText('after', MAPPING_HELP + RUN_HELP)
+      .action(async (argv: string[], opts: RunOptions, cmd: Command) => {
         const ctx = Context.of(cmd);
         const namespace = namespaceOf(ctx, opts);
         const folder = normalizeFolder(opts.prefix ?? '');
-        const client = ctx.client({ auth: true });
+        if (argv.length === 0) throw usageError('no command given: coffer run [options] -- COMMAND [ARGS...]');
         const fileEnv = opts.envFile !== undefined ? await readEnvFile(opts.envFile) : new Map<string, string>();
 
-        const env = new Map<string, string>();
-        const refCandidates = new Set<string>();
-        if (opts.inherit) {
-          for (const [key, value] of Object.entries(process.env)) {
-            if (value === undefined) continue;
+        /** The command's environment with `folderEnv` merged in, and the names whose values may be references. */
+        const build = (folderEnv: Map<string, string>) => {
+          const env = new Map<string, string>();
+          const refCandidates = new Set<string>();
+          if (opts.inherit) {
+            for (const [key, value] of Object.entries(process.env)) {
+              if (value === undefined) continue;
+              env.set(key, value);
+              refCandidates.add(key);
+            }
+          } else if (process.env.PATH !== undefined) {
+            env.set('PATH', process.env.PATH);
+          }
+          for (const [key, value] of folderEnv) {
+            env.set(key, value);
+            refCandidates.delete(key); // a secret's value is never read as a reference
+          }
+          for (const [key, value] of fileEnv) {
             env.set(key, value);
             refCandidates.add(key);
           }
-        } else if (process.env.PATH !== undefined) {
-          env.set('PATH', process.env.PATH);
-        }
-        for (const [key, value] of await fetchFolderEnv(client, namespace, folder)) {
-          env.set(key, value);
-          refCandidates.delete(key); // a secret's value is never read as a reference
-        }
-        for (const [key, value] of fileEnv) {
-          env.set(key, value);
-          refCandidates.add(key);
-        }
-        await resolveRefs(client, env, refCandidates);
+          return { env, refCandidates };
+        };
 
-        process.exitCode = await runChild(argv, Object.fromEntries(env));
+        let env: Map<string, string>;
+        try {
+          const client = ctx.client({ auth: true });
+          const folderEnv = await fetchFolderEnv(client, namespace, folder);
+          const built = build(folderEnv);
+          env = built.env;
+          const refs = await resolveRefs(client, env, built.refCandidates);
+          if (opts.fallback !== undefined) {
+            const { saveFallback } = await import('../fallback.js');
+            try {
+              saveFallback(opts.fallback, { address: ctx.address(), namespace, folder }, { env: Object.fromEntries(folderEnv), refs: Object.fromEntries(refs) });
+            } catch (err) {
+              // The fetch worked: the command runs; only the next outage will lack a fresh copy.
+              process.stderr.write(`Warning: cannot update the fallback file: ${err instanceof Error ? err.message : String(err)}\n`);
+            }
+          }
+        } catch (err) {
+          if (opts.fallback === undefined) throw err;
+          const { isUnreachable, loadFallback } = await import('../fallback.js');
+          if (!isUnreachable(err)) throw err;
+          const { data, createdAt } = loadFallback(opts.fallback, { address: ctx.address(), namespace, folder });
+          process.stderr.write(
+            `Warning: ${err instanceof Error ? err.message : String(err)}; using the fallback copy from ${createdAt} (${opts.fallback})\n`,
+          );
+          const built = build(new Map(Object.entries(data.env)));
+          env = built.env;
+          resolveRefsOffline(env, built.refCandidates, data.refs);
+        }
+
+        process.exitCode = await runChild(argv, Object.fromEntries(env), { forwardTerminalSignals: opts.forwardSignals === true });
       }),
     'coffer -n app run -- ./server --port 8080',
     'coffer run --ns app --prefix prod/ --env-file .env -- node index.js',
@@ -167,19 +236,43 @@ function escapeCommandData(value: string): string {
   return value.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
 }
 
+/** The process group of `pid` (Linux /proc), or undefined where that cannot be read. */
+function processGroup(pid: number | 'self'): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may hold spaces: state ppid pgrp ...
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[2]);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Runs the command with inherited stdio and no shell; resolves with its exit code,
- * or 128+N when signal N ended it. INT, TERM and HUP sent to coffer are passed on,
- * and coffer stays up until the command has exited (as PID 1 too: with handlers
- * installed, signals reach us and are not ignored).
+ * or 128+N when signal N ended it. Signals sent to coffer are passed on (see
+ * RUN_HELP for INT/QUIT on a terminal), and coffer stays up until the command
+ * has exited (as PID 1 too: with handlers installed, signals reach us and are not ignored).
  */
-function runChild(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+function runChild(argv: string[], env: NodeJS.ProcessEnv, options: { forwardTerminalSignals: boolean }): Promise<number> {
   const [file, ...args] = argv;
   if (!file) throw usageError('no command given: coffer run [options] -- COMMAND [ARGS...]');
+  // On a terminal, ^C goes to the foreground process group, which the command shares with us.
+  const onTerminal = !options.forwardTerminalSignals && (process.stdin.isTTY === true || process.stdout.isTTY === true || process.stderr.isTTY === true);
+  const received = new Map<NodeJS.Signals, number>();
   return new Promise((resolve) => {
     const child = spawn(file, args, { env, stdio: 'inherit' });
     const forward = (signal: NodeJS.Signals) => {
-      if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) child.kill(signal);
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+      const count = (received.get(signal) ?? 0) + 1;
+      received.set(signal, count);
+      if (onTerminal && TERMINAL_SIGNALS.has(signal) && count === 1) {
+        const own = processGroup('self');
+        const childGroup = processGroup(child.pid);
+        // Same group (or unknown): the terminal delivered it to the command already.
+        if (own === undefined || childGroup === undefined || own === childGroup) return;
+      }
+      child.kill(signal);
     };
     for (const signal of FORWARDED_SIGNALS) process.on(signal, forward);
     const done = (code: number) => {
