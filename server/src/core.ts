@@ -20,6 +20,12 @@ import type { AuditLog } from './audit/audit-log.js';
 const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
 import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken } from './auth/tokens.js';
+import type { AuthOptions } from './config.js';
+import { PolicyStore } from './auth/policy-store.js';
+import { LoginGuard } from './auth/login-guard.js';
+import { UserpassService } from './auth/userpass.js';
+import { AppRoleService } from './auth/approle.js';
+import { JwtAuthService } from './auth/jwt.js';
 
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
@@ -29,6 +35,7 @@ export interface CoreOptions {
   secretCacheMaxEntries: number;
   secretCacheTtlMs: number;
   defaultMaxVersions: number;
+  auth: AuthOptions;
 }
 
 export interface SealStatus {
@@ -61,6 +68,10 @@ export interface Services {
   tokens: TokenService;
   namespaces: NamespaceService;
   secrets: SecretService;
+  policies: PolicyStore;
+  userpass: UserpassService;
+  approle: AppRoleService;
+  jwt: JwtAuthService;
 }
 
 export class CofferCore {
@@ -84,8 +95,14 @@ export class CofferCore {
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
       if (event) applyChange(this.readCache, event);
+      else this.applyAuthChange(payload);
     });
-    changes.events.on('up', () => this.readCache.reset(true));
+    changes.events.on('up', () => {
+      this.readCache.reset(true);
+      // Changes may have been missed while the feed was down.
+      void this.unsealed?.policies.loadAll().catch(() => undefined);
+      void this.unsealed?.tokens.load().catch(() => undefined);
+    });
     changes.events.on('down', () => this.readCache.reset(false));
   }
 
@@ -247,6 +264,20 @@ export class CofferCore {
     this.dropKeys();
   }
 
+  /** Policy and token changes made by any server (this one included). */
+  private applyAuthChange(payload: string): void {
+    const services = this.unsealed;
+    if (!services) return;
+    let event: { kind?: unknown; name?: unknown };
+    try {
+      event = JSON.parse(payload) as typeof event;
+    } catch {
+      return;
+    }
+    if (event.kind === 'policy' && typeof event.name === 'string') void services.policies.reload(event.name).catch(() => undefined);
+    else if (event.kind === 'tokens') void services.tokens.load().catch(() => undefined);
+  }
+
   private dropKeys(): void {
     this.audit.setKey(null);
     this.readCache.reset(this.changes.up);
@@ -255,6 +286,7 @@ export class CofferCore {
     if (this.unsealed) {
       this.unsealed.keyring.destroy();
       this.unsealed.tokens.destroy();
+      this.unsealed.policies.clear();
       this.unsealed = null;
     }
   }
@@ -272,13 +304,26 @@ export class CofferCore {
         .orderBy('version', 'desc')
         .executeTakeFirstOrThrow();
       const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
-      const tokens = new TokenService(this.db, signingKey);
+      const policies = new PolicyStore(this.db, this.changes);
+      await policies.loadAll();
+      const auth = this.options.auth;
+      const tokens = new TokenService(this.db, signingKey, this.changes, policies, auth.tokens);
       this.audit.setKey(await this.systemKey(keyring, AUDIT_KEY));
       await tokens.load();
       const changes = { cache: this.readCache, feed: this.changes };
       const namespaces = new NamespaceService(this.db, keyring, changes);
       const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions);
-      this.unsealed = { keyring, tokens, namespaces, secrets };
+      const guard = new LoginGuard(auth.guard);
+      this.unsealed = {
+        keyring,
+        tokens,
+        namespaces,
+        secrets,
+        policies,
+        userpass: new UserpassService(this.db, tokens, guard, auth.argon2),
+        approle: new AppRoleService(this.db, tokens, guard),
+        jwt: new JwtAuthService(this.db, tokens, guard, auth.jwt),
+      };
     } catch (err) {
       keyring.destroy();
       throw err;
