@@ -101,11 +101,11 @@ export interface ResolvedProfile {
 }
 
 /** --profile, then COFFER_PROFILE (commander folds both), then default_profile, then "default". */
-export function resolveProfile(config: ConfigFile, requested: string | undefined): ResolvedProfile {
+export function resolveProfile(config: ConfigFile, requested: string | undefined, allowMissing = false): ResolvedProfile {
   const name = checkProfileName(requested ?? config.default_profile ?? DEFAULT_PROFILE);
   const settings = config.profiles?.[name];
   const explicit = requested !== undefined || config.default_profile !== undefined;
-  if (!settings && explicit && name !== DEFAULT_PROFILE) {
+  if (!settings && explicit && name !== DEFAULT_PROFILE && !allowMissing) {
     throw usageError(`no profile "${name}" in ${configFilePath()} (create it: coffer config set --profile ${name} address URL)`);
   }
   const s = settings ?? {};

@@ -9,7 +9,7 @@
  */
 import { CofferClient, checkNamespace, type FetchFn } from '@coffer/sdk';
 import type { Command } from 'commander';
-import { DEFAULT_ADDRESS, readConfig, readTokenFile, resolveProfile, type ConfigFile, type ResolvedProfile } from './config.js';
+import { DEFAULT_ADDRESS, DEFAULT_PROFILE, configFilePath, readConfig, readTokenFile, resolveProfile, writeConfig, type ConfigFile, type Profile, type ResolvedProfile } from './config.js';
 import { CliError, EXIT, usageError } from './errors.js';
 import { json } from './output.js';
 
@@ -40,8 +40,31 @@ export class Context {
     return (this.configCache ??= readConfig());
   }
 
+  /** Set by `coffer login`, which creates a missing profile (ensureProfile) instead of refusing it. */
+  allowMissingProfile = false;
+
   profile(): ResolvedProfile {
-    return (this.profileCache ??= resolveProfile(this.config(), this.globals.profile));
+    return (this.profileCache ??= resolveProfile(this.config(), this.globals.profile, this.allowMissingProfile));
+  }
+
+  /**
+   * For `coffer login`: a profile named by --profile that does not exist yet is
+   * created with the address (and namespace) in effect, so
+   * `coffer --profile prod --addr URL login ...` sets a profile up in one step.
+   */
+  ensureProfile(): ResolvedProfile {
+    const config = this.config();
+    const profile = resolveProfile(config, this.globals.profile, true);
+    if (profile.name !== DEFAULT_PROFILE && !config.profiles?.[profile.name]) {
+      const settings: Profile = { address: this.globals.addr || DEFAULT_ADDRESS };
+      if (this.globals.namespace) settings.namespace = this.globals.namespace;
+      config.profiles = { ...config.profiles, [profile.name]: settings };
+      writeConfig(config);
+      process.stderr.write(`Created profile ${profile.name} (${settings.address}) in ${configFilePath()}\n`);
+      profile.settings = settings;
+    }
+    this.profileCache = profile;
+    return profile;
   }
 
   /** --addr / COFFER_ADDR, then the profile's address, then http://127.0.0.1:8200. */

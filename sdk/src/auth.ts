@@ -36,8 +36,11 @@ export interface TokenCreateOptions {
   policies: string[];
   /** Seconds. */
   ttl?: number;
+  /** Seconds; renewals never extend the token past creation + max_ttl. */
+  max_ttl?: number;
   display_name?: string;
   renewable?: boolean;
+  metadata?: Record<string, string>;
 }
 
 export type Capability = 'read' | 'list' | 'create' | 'update' | 'delete' | 'destroy' | 'admin' | (string & {});

@@ -56,7 +56,7 @@ function finishLogin(ctx: Context, auth: AuthInfo, opts: StoreOptions): void {
     process.stdout.write(`${auth.client_token}\n`);
     return;
   }
-  const file = ctx.profile().tokenFile;
+  const file = ctx.ensureProfile().tokenFile;
   writeTokenFile(file, auth.client_token);
   ctx.print({ ...publicAuth(auth), token_file: file }, () => renderAuth(auth, file));
   if (ctx.globals.token) {
@@ -80,6 +80,12 @@ async function secretInput(what: string, file: string | undefined, envVar: strin
   value = value.replace(/\r?\n$/, '');
   if (!value) throw usageError(`no ${what} given`);
   return value;
+}
+
+function loginContext(cmd: Command): Context {
+  const ctx = Context.of(cmd);
+  ctx.allowMissingProfile = true;
+  return ctx;
 }
 
 function storeOption(cmd: Command): Command {
@@ -109,13 +115,13 @@ export function registerLogin(program: Command): void {
         .command('token')
         .description('store an existing token (read from stdin; prompted for, unechoed, on a terminal) after checking it with the server'),
     ).action(async (opts: StoreOptions, cmd: Command) => {
-      const ctx = Context.of(cmd);
+      const ctx = loginContext(cmd);
       const token = (process.stdin.isTTY ? await promptHidden('Token: ') : await readStdin()).trim();
       if (!token) throw usageError('no token given on stdin');
       const client = ctx.client({ auth: false });
       const info = await client.auth.token(token);
       if (opts.tokenOnly) return void process.stdout.write(`${token}\n`);
-      const file = ctx.profile().tokenFile;
+      const file = ctx.ensureProfile().tokenFile;
       writeTokenFile(file, token);
       ctx.print({ ...info, token_file: file }, () => renderTokenInfo(info, file));
     }),
@@ -134,7 +140,7 @@ export function registerLogin(program: Command): void {
         .option('-u, --username <name>', 'username (default: COFFER_USERNAME, else prompted for)')
         .option('--password-stdin', 'read the password from stdin even on a terminal'),
     ).action(async (opts: StoreOptions & { username?: string; passwordStdin?: boolean }, cmd: Command) => {
-      const ctx = Context.of(cmd);
+      const ctx = loginContext(cmd);
       let username = opts.username ?? process.env.COFFER_USERNAME;
       if (!username) {
         if (!process.stdin.isTTY) throw usageError('no username: pass -u/--username or set COFFER_USERNAME');
@@ -163,7 +169,7 @@ export function registerLogin(program: Command): void {
         .option('--role-id <id>', 'role id (default: COFFER_ROLE_ID)')
         .option('--secret-id-file <file>', 'file holding the secret id ("-" for stdin)'),
     ).action(async (opts: StoreOptions & { roleId?: string; secretIdFile?: string }, cmd: Command) => {
-      const ctx = Context.of(cmd);
+      const ctx = loginContext(cmd);
       const roleId = opts.roleId ?? process.env.COFFER_ROLE_ID;
       if (!roleId) throw usageError('no role id: pass --role-id or set COFFER_ROLE_ID');
       const secretId = await secretInput('secret id', opts.secretIdFile, 'COFFER_SECRET_ID');
@@ -189,7 +195,7 @@ export function registerLogin(program: Command): void {
         .option('--token-env <var>', 'variable holding a ready ID token', DEFAULT_ID_TOKEN_ENV)
         .option('--jwt-file <file>', 'file holding the ID token ("-" for stdin)'),
     ).action(async (opts: StoreOptions & { role: string; audience: string; tokenEnv: string; jwtFile?: string }, cmd: Command) => {
-      const ctx = Context.of(cmd);
+      const ctx = loginContext(cmd);
       const client = ctx.client({ auth: false });
       let auth: AuthInfo;
       if (opts.jwtFile !== undefined) {
