@@ -35,7 +35,7 @@ export function exitCodeFor(err: CofferError): number {
   if (err.code === 'invalid_argument') return EXIT.usage; // refused by the SDK before sending
   if (err.status === 401 || err.status === 403) return EXIT.denied;
   if (err.status === 404) return EXIT.notFound;
-  if (err.status === 503 || err.status === 0) return EXIT.unavailable;
+  if (err.status === 503 || err.code === 'unavailable' || err.code === 'timeout') return EXIT.unavailable;
   return EXIT.error;
 }
 
