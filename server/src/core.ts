@@ -77,6 +77,7 @@ export interface Services {
 export class CofferCore {
   private sealConfig: SealConfig | null = null;
   private collector: ShareCollector | null = null;
+  private rootCollector: ShareCollector | null = null;
   private unsealed: Services | null = null;
   /** Serialises init/unseal/seal so two operators cannot interleave them. */
   private transition: Promise<unknown> = Promise.resolve();
@@ -249,6 +250,45 @@ export class CofferCore {
     });
   }
 
+  /**
+   * Regenerates a root token from the operators' shares (the old one may have
+   * been revoked or lost). Shares are collected like an unseal; when the
+   * threshold is met and they rebuild this server's root key, a new root token
+   * is issued to the request that supplied the last share.
+   */
+  generateRoot(shareText: string | null): Promise<{ progress: number; threshold: number; complete: boolean; root_token?: string }> {
+    return this.exclusive(async () => {
+      const services = this.services();
+      const config = this.sealConfig;
+      if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
+      if (shareText === null) {
+        this.rootCollector?.reset();
+        this.rootCollector = null;
+        return { progress: 0, threshold: config.threshold, complete: false };
+      }
+      const share = decodeShare(shareText, config.threshold);
+      this.rootCollector ??= new ShareCollector(config.threshold);
+      let candidate: KeyMaterial | null;
+      try {
+        candidate = await this.rootCollector.add(share);
+      } catch (err) {
+        this.rootCollector = null;
+        throw err;
+      }
+      if (!candidate) return { progress: this.rootCollector.progress, threshold: config.threshold, complete: false };
+      this.rootCollector = null;
+      try {
+        openWithKey(candidate, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check');
+      } catch {
+        throw new CofferError(400, 'invalid_shares', 'the shares do not reconstruct this server\'s root key; progress was reset');
+      } finally {
+        zeroize(candidate);
+      }
+      const issued = await services.tokens.issueRoot();
+      return { progress: config.threshold, threshold: config.threshold, complete: true, root_token: issued };
+    });
+  }
+
   /** Abandons a partial unseal. */
   resetUnseal(): Promise<SealStatus> {
     return this.exclusive(async () => {
@@ -283,6 +323,8 @@ export class CofferCore {
     this.readCache.reset(this.changes.up);
     this.collector?.reset();
     this.collector = null;
+    this.rootCollector?.reset();
+    this.rootCollector = null;
     if (this.unsealed) {
       this.unsealed.keyring.destroy();
       this.unsealed.tokens.destroy();

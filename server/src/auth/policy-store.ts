@@ -55,7 +55,7 @@ export class PolicyStore implements PolicyLookup {
     const rows = await this.db.selectFrom('policies').select(['name', 'rules']).execute();
     const next = new Map<string, CompiledPolicy>();
     for (const row of rows) {
-      const doc = policyDocumentSchema.safeParse(row.rules);
+      const doc = policyDocumentSchema.safeParse({ rules: row.rules });
       // A row that no longer parses grants nothing (deny by default) rather than failing every request.
       if (doc.success) next.set(row.name, compilePolicy(row.name, doc.data));
     }
@@ -64,7 +64,7 @@ export class PolicyStore implements PolicyLookup {
 
   async reload(name: string): Promise<void> {
     const row = await this.db.selectFrom('policies').select(['name', 'rules']).where('name', '=', name).executeTakeFirst();
-    const doc = row ? policyDocumentSchema.safeParse(row.rules) : null;
+    const doc = row ? policyDocumentSchema.safeParse({ rules: row.rules }) : null;
     if (doc?.success) this.compiled.set(name, compilePolicy(name, doc.data));
     else this.compiled.delete(name);
   }

@@ -188,6 +188,18 @@ export class TokenService {
     );
   }
 
+  /** A new root token (no expiry, root policy): only after the operators' shares were checked. */
+  async issueRoot(): Promise<string> {
+    const key = this.verificationKey;
+    if (!key) throw new Error('token service is closed');
+    const accessor = newAccessor();
+    await this.db
+      .insertInto('tokens')
+      .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify([ROOT_POLICY]) })
+      .execute();
+    return signToken(key, rootTokenClaims(accessor));
+  }
+
   /** A new JWT for the same accessor with a later expiry, never past the token's max TTL. */
   async renew(accessor: string, incrementSeconds?: number): Promise<AuthResponse> {
     const row = await this.db.selectFrom('tokens').selectAll().where('accessor', '=', accessor).executeTakeFirst();
