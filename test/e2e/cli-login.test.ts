@@ -119,6 +119,12 @@ describe('userpass and approle logins (issue 4 endpoints)', () => {
 
       const lookup = JSON.parse((await runCli(['token', 'lookup', '--format', 'json'], { env })).stdout) as { identity: string; accessor: string };
       expect(lookup.identity).toBe('user:alice');
+      // Her policy allows reading app/*: a single read and a bulk `coffer run` work with the stored token.
+      const read = await runCli(['-n', NS, 'secret', 'get', 'app/db', '--field', 'password'], { env });
+      expect(read.stdout.trim()).toBe(V.db);
+      const ran = await runCli(['-n', NS, 'run', '--prefix', 'app/', '--', ...printEnv('DB', 'API')], { env });
+      expect(ran.code).toBe(0);
+      expect(JSON.parse(ran.stdout)).toEqual({ DB: V.db, API: V.api });
       // Not in alice's policy: denied, exit 3.
       const denied = await runCli(['-n', NS, 'secret', 'get', 'refs/one'], { env });
       expect(denied.code).toBe(3);
