@@ -1,0 +1,107 @@
+// End to end: `coffer run` signal handling where it is delicate — on a real terminal (a pty made by
+// script(1), where Ctrl-C reaches the whole foreground process group) and as PID 1 of a fresh PID
+// namespace (unshare(1), as in a container), where signals without a handler are dropped by the kernel.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { CLI_MAIN, runCli, startDevServer, type DevServer } from '../helpers/process.js';
+
+const NS = 'e2esignals';
+const has = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
+const HAVE_SCRIPT = has('script', ['-qec', 'true', '/dev/null']);
+const HAVE_PIDNS = process.platform === 'linux' && has('unshare', ['-pf', '--mount-proc', '--kill-child', 'true']);
+
+let server: DevServer;
+let home: string;
+
+beforeAll(async () => {
+  home = await mkdtemp(path.join(os.tmpdir(), 'coffer-e2e-signals-'));
+  server = await startDevServer();
+  const env = { HOME: home, COFFER_ADDR: server.address, COFFER_TOKEN: server.rootToken };
+  await runCli(['ns', 'create', NS], { env });
+  await runCli(['-n', NS, 'secret', 'put', 'app/token', 'v=signal-test'], { env });
+});
+
+/** Kills what a failed test left running (jest would otherwise wait for it). */
+let cleanup: (() => void) | undefined;
+afterEach(() => {
+  cleanup?.();
+  cleanup = undefined;
+});
+
+afterAll(async () => {
+  await server?.stop();
+  if (home) await rm(home, { recursive: true, force: true });
+});
+
+/** A child that counts SIGINTs: prints READY, then COUNT=n 800 ms after the first one and exits 0. */
+const COUNTER = `let n=0;process.on('SIGINT',()=>{if(n++===0)setTimeout(()=>{console.log('COUNT='+n);process.exit(0)},800)});console.log('READY',process.env.TOKEN);setInterval(()=>{},1000)`;
+
+const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function collect(child: ChildProcess): { text: () => string; exited: Promise<number | null> } {
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  return { text: () => out, exited: new Promise((resolve) => child.on('close', (code) => resolve(code))) };
+}
+
+async function waitFor(text: () => string, needle: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!text().includes(needle)) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${needle}; output so far:\n${text()}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+const env = () => ({ PATH: process.env.PATH ?? '', HOME: home, COFFER_ADDR: server.address, COFFER_TOKEN: server.rootToken });
+
+(HAVE_SCRIPT ? describe : describe.skip)('on a terminal', () => {
+  /** Runs coffer under a pty and presses Ctrl-C once the command is ready; returns how many SIGINTs the command saw. */
+  async function ctrlC(extra: string[]): Promise<{ count: number; code: number | null }> {
+    // exec: no shell in between (dash, as /bin/sh, would itself die of the SIGINT after the command exits).
+    const cmd = 'exec ' + [process.execPath, CLI_MAIN, '-n', NS, 'run', '--prefix', 'app/', ...extra, '--', process.execPath, '-e', COUNTER].map(quote).join(' ');
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { env: env(), stdio: ['pipe', 'pipe', 'pipe'] });
+    cleanup = () => child.kill('SIGKILL');
+    const out = collect(child);
+    await waitFor(out.text, 'READY signal-test');
+    child.stdin!.write('\x03'); // the terminal's INTR character: the line discipline signals the foreground group
+    await waitFor(out.text, 'COUNT=');
+    const code = await out.exited;
+    return { count: Number(/COUNT=(\d+)/.exec(out.text())![1]), code };
+  }
+
+  it('Ctrl-C reaches the command once (coffer does not forward the terminal\'s SIGINT again)', async () => {
+    const { count, code } = await ctrlC([]);
+    expect(count).toBe(1);
+    expect(code).toBe(0);
+  });
+
+  it('--forward-signals forwards it anyway (twice: terminal and coffer)', async () => {
+    const { count } = await ctrlC(['--forward-signals']);
+    expect(count).toBe(2);
+  });
+});
+
+(HAVE_PIDNS ? describe : describe.skip)('as PID 1 (container ENTRYPOINT)', () => {
+  it('SIGTERM sent to coffer as PID 1 reaches the command, and coffer exits with its code', async () => {
+    const script = `console.log('READY', process.ppid, process.env.TOKEN); process.on('SIGTERM', () => { console.log('TERM'); process.exit(7); }); setInterval(() => {}, 1000)`;
+    const child = spawn('unshare', ['-pf', '--mount-proc', '--kill-child', process.execPath, CLI_MAIN, '-n', NS, 'run', '--prefix', 'app/', '--', process.execPath, '-e', script], {
+      env: env(),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const out = collect(child);
+    cleanup = () => child.kill('SIGKILL');
+    await waitFor(out.text, 'READY');
+    expect(out.text()).toContain('READY 1 signal-test'); // the command's parent, coffer, is PID 1
+    // coffer's host PID: the only child of unshare.
+    const children = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/);
+    expect(children).toHaveLength(1);
+    process.kill(Number(children[0]), 'SIGTERM');
+    expect(await out.exited).toBe(7);
+    expect(out.text()).toContain('TERM');
+  });
+});
