@@ -12,6 +12,9 @@
 //   (b2) the same on the embedded PGlite store
 //   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
 //   (c2) the same on PGlite
+//   (d1) CLI: wall time of `coffer run -- true` with 50 secrets in the folder (process start to exit,
+//        sequential runs; `node -e 0` is measured alongside as the floor), Coffer on PGlite
+//   (d2) SDK: latency of one bulk fetch of those 50 secrets (client.secrets.bulk), sequential
 // PostgreSQL is a throwaway cluster (scripts/pg-cluster.mjs) holding a `coffer_bench` database;
 // PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
 // error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
@@ -35,7 +38,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './pg-cluster.mjs';
 
@@ -60,6 +63,11 @@ const SCENARIOS = [
   { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
 ];
 
+/** CLI and SDK scenarios (d1, d2): timed per run, reported in their own table. */
+const CLI_SCENARIOS = ['d1', 'd2'];
+const CLI_SECRETS = 50;
+const CLI_AIM_MS = 300;
+
 const READ_PATH = '/v1/secrets/bench/db/password';
 const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 const WRITE_MAX_VERSIONS = 5;
@@ -79,7 +87,7 @@ function banner(lines) {
 // ---------------------------------------------------------------------------------------
 
 const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0] [--cpu-prof DIR] [--server FILE]`;
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,d1,d2] [--cpu-prof DIR] [--server FILE]`;
 
 function parseOptions(argv) {
   const { values } = parseArgs({
@@ -111,7 +119,7 @@ function parseOptions(argv) {
   const quick = values.quick;
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0)`);
+    if (!SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0, d1, d2)`);
   }
   return {
     quick,
@@ -598,6 +606,90 @@ function machineInfo(pgVersion) {
 }
 
 // ---------------------------------------------------------------------------------------
+// (d1)/(d2): the CLI's `coffer run` and the SDK's bulk fetch
+// ---------------------------------------------------------------------------------------
+
+function timeProcess(cmd, args, env) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (code !== 0) reject(new BenchError(`${path.basename(args[0] ?? cmd)} exited ${code}: ${err.slice(0, 500)}`));
+      else resolve(ms);
+    });
+  });
+}
+
+function summary(samples) {
+  const sorted = [...samples].sort((x, y) => x - y);
+  return { runs: sorted.length, p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), min: sorted[0], max: sorted[sorted.length - 1] };
+}
+
+async function benchCli(opts, wanted) {
+  const results = {};
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-cli-'));
+  const home = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-cli-home-'));
+  trackTempDir(dataDir);
+  trackTempDir(home);
+  try {
+    const server = await startCoffer('pglite-cli', { COFFER_DATA_DIR: dataDir }, opts);
+    try {
+      for (let i = 0; i < CLI_SECRETS; i++) {
+        await api(server.base, 'PUT', `/v1/secrets/bench/run/service-${String(i).padStart(2, '0')}/key`, {
+          token: server.token,
+          body: { data: { value: randomBytes(24).toString('base64url') } },
+        });
+      }
+      const runs = opts.quick ? 8 : 30;
+      if (wanted('d1')) {
+        const cliMain = path.join(root, 'cli', 'bin', 'coffer.js');
+        const env = { PATH: process.env.PATH ?? '', HOME: home, COFFER_ADDR: server.base, COFFER_TOKEN: server.token };
+        const args = [cliMain, '-n', 'bench', 'run', '--prefix', 'run/', '--', 'true'];
+        // Check once that the secrets really arrive (and warm the page cache).
+        const check = await new Promise((resolve) => {
+          const c = spawn(process.execPath, [cliMain, '-n', 'bench', 'run', '--prefix', 'run/', '--', 'sh', '-c', 'env | grep -c "^SERVICE_"'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+          let o = '';
+          c.stdout.on('data', (d) => (o += d));
+          c.on('close', () => resolve(o.trim()));
+        });
+        if (check !== String(CLI_SECRETS)) throw new BenchError(`coffer run saw ${check} SERVICE_* variables, expected ${CLI_SECRETS}`);
+        const cli = [];
+        const floor = [];
+        for (let i = 0; i < runs; i++) {
+          cli.push(await timeProcess(process.execPath, args, env));
+          floor.push(await timeProcess(process.execPath, ['-e', '0'], env));
+        }
+        results.d1 = { ...summary(cli), node_floor: summary(floor), secrets: CLI_SECRETS, aimMs: CLI_AIM_MS };
+      }
+      if (wanted('d2')) {
+        const { CofferClient } = await import(pathToFileURL(path.join(root, 'sdk', 'dist', 'index.js')).href);
+        const client = new CofferClient({ address: server.base, token: server.token });
+        for (let i = 0; i < 20; i++) await client.secrets.bulk('bench', 'run/');
+        const n = opts.quick ? 100 : 500;
+        const samples = [];
+        for (let i = 0; i < n; i++) {
+          const t0 = process.hrtime.bigint();
+          const secrets = await client.secrets.bulk('bench', 'run/');
+          samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+          if (secrets.length !== CLI_SECRETS) throw new BenchError(`bulk fetch returned ${secrets.length} secrets, expected ${CLI_SECRETS}`);
+        }
+        results.d2 = { ...summary(samples), secrets: CLI_SECRETS };
+      }
+    } finally {
+      await stopChild(server.child);
+    }
+  } finally {
+    removeTempDir(dataDir);
+    removeTempDir(home);
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------
 
@@ -704,6 +796,10 @@ async function main() {
     }
   }
 
+  // (d1)/(d2) CLI and SDK
+  let cliResults = {};
+  if (CLI_SCENARIOS.some(wanted)) cliResults = await benchCli(opts, wanted);
+
   // ----- report -----
   machine = machineInfo(pgVersion);
   const rows = [];
@@ -752,6 +848,20 @@ async function main() {
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
   }
 
+  if (cliResults.d1 || cliResults.d2) {
+    out();
+    const cliRows = [];
+    const d1 = cliResults.d1;
+    if (d1) {
+      cliRows.push([`(d1) coffer run -- true, ${d1.secrets} secrets`, fmtMs(d1.p50), fmtMs(d1.p90), fmtMs(d1.max), String(d1.runs)]);
+      cliRows.push(['     node -e 0 (floor)', fmtMs(d1.node_floor.p50), fmtMs(d1.node_floor.p90), fmtMs(d1.node_floor.max), String(d1.node_floor.runs)]);
+    }
+    const d2 = cliResults.d2;
+    if (d2) cliRows.push([`(d2) SDK bulk fetch, ${d2.secrets} secrets`, fmtMs(d2.p50), fmtMs(d2.p90), fmtMs(d2.max), String(d2.runs)]);
+    out(table(cliRows, ['CLI / SDK (wall time, sequential)', 'p50 ms', 'p90 ms', 'max ms', 'runs'], [false, true, true, true, true]));
+    if (d1) out(`aim: coffer run -- true with ${d1.secrets} secrets ≤ ${CLI_AIM_MS} ms: p50 ${fmtMs(d1.p50)} ms => ${d1.p50 <= CLI_AIM_MS ? 'MET' : 'NOT MET'} (informational)`);
+  }
+
   // The aim from the issue (informational only).
   const b1 = results.get('b1');
   let aim = { text: AIM_TEXT, evaluated: false, met: null };
@@ -791,6 +901,7 @@ async function main() {
       scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
       ratios,
       aim,
+      cli: cliResults,
       failures,
       ok: failures.length === 0,
     };

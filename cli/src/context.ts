@@ -11,6 +11,7 @@ import { CofferClient, checkNamespace, type FetchFn } from '@coffer/sdk';
 import type { Command } from 'commander';
 import { DEFAULT_ADDRESS, DEFAULT_PROFILE, configFilePath, readConfig, readTokenFile, resolveProfile, writeConfig, type ConfigFile, type Profile, type ResolvedProfile } from './config.js';
 import { CliError, EXIT, usageError } from './errors.js';
+import { nodeFetch } from './http-fetch.js';
 import { json } from './output.js';
 
 export const CLI_VERSION = '0.1.0';
@@ -75,7 +76,7 @@ export class Context {
   /** A client; with `auth`, one that carries the token, which is then required. `fetch` lets a command watch its responses. */
   client(options: { auth: boolean; fetch?: FetchFn; token?: string }): CofferClient {
     const token = options.token ?? (options.auth ? this.token() : undefined);
-    return new CofferClient({ address: this.address(), token, userAgent: `coffer-cli/${CLI_VERSION}`, fetch: options.fetch });
+    return new CofferClient({ address: this.address(), token, userAgent: `coffer-cli/${CLI_VERSION}`, fetch: options.fetch ?? nodeFetch });
   }
 
   /** The namespace: -n/--namespace, COFFER_NAMESPACE, then the profile's namespace. */

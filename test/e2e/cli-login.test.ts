@@ -130,6 +130,8 @@ describe('userpass and approle logins (issue 4 endpoints)', () => {
       expect(denied.code).toBe(3);
 
       // renew swaps the token in the file; the old one stays valid until its expiry (same accessor).
+      // JWT times are whole seconds: a renewal within the login's second would sign the same token.
+      await new Promise((r) => setTimeout(r, 1100));
       const before = await readFile(tokenFile(h), 'utf8');
       const renewed = JSON.parse((await runCli(['token', 'renew', '--format', 'json'], { env })).stdout) as { accessor: string; client_token?: string };
       expect(renewed.client_token).toBeUndefined();

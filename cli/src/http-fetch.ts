@@ -1,0 +1,73 @@
+/**
+ * The subset of fetch the SDK uses, over node:http/https.
+ *
+ * Why: in Node 20 the first use of the global fetch loads undici (~1 MB of
+ * JavaScript), which measured ~70-90 ms of a `coffer run -- true` that takes
+ * ~190 ms in total; node:http is already in the binary's snapshot. The CLI is a
+ * short-lived process making a handful of requests, so it gains nothing from
+ * undici's pooling. The SDK itself keeps the global fetch (library users
+ * already have undici loaded, and the option stays open for them too).
+ *
+ * Only what Transport needs is implemented: method, headers, a string body, an
+ * AbortSignal, and a response with status, statusText, ok, headers.get() and
+ * text(). Redirects are never followed (the SDK asks for redirect: 'error'; a
+ * 3xx is returned as a non-ok response, which the SDK reports as an error).
+ * Network failures are thrown as TypeError('fetch failed', { cause }) like
+ * fetch does, so the SDK's error messages stay the same.
+ */
+import type { IncomingMessage, RequestOptions } from 'node:http';
+import type { FetchFn } from '@coffer/sdk';
+
+interface MiniResponse {
+  status: number;
+  statusText: string;
+  ok: boolean;
+  headers: { get(name: string): string | null };
+  text(): Promise<string>;
+}
+
+export const nodeFetch: FetchFn = (async (input: string | URL | Request, init: RequestInit = {}): Promise<MiniResponse> => {
+  const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+  const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const body = typeof init.body === 'string' ? Buffer.from(init.body, 'utf8') : undefined;
+  const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
+  if (body) headers['Content-Length'] = String(body.length);
+  const signal = init.signal ?? undefined;
+  if (signal?.aborted) throw signal.reason;
+
+  const options: RequestOptions = { method: init.method ?? 'GET', headers, signal: signal as AbortSignal | undefined };
+  return new Promise<MiniResponse>((resolve, reject) => {
+    const req = request(url, options, (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      // The body is read eagerly: the SDK always reads it, and the timeout must cover it.
+      const text = new Promise<string>((resolveText, rejectText) => {
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolveText(Buffer.concat(chunks).toString('utf8')));
+        res.on('error', (err) => rejectText(failed(err, signal)));
+        res.on('aborted', () => rejectText(failed(new Error('aborted'), signal)));
+      });
+      text.catch(() => {}); // surfaced when text() is awaited
+      const status = res.statusCode ?? 0;
+      resolve({
+        status,
+        statusText: res.statusMessage ?? '',
+        ok: status >= 200 && status < 300,
+        headers: {
+          get(name: string) {
+            const v = res.headers[name.toLowerCase()];
+            return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+          },
+        },
+        text: () => text,
+      });
+    });
+    req.on('error', (err) => reject(failed(err, signal)));
+    req.end(body);
+  });
+}) as unknown as FetchFn;
+
+/** fetch's error shapes: the signal's reason when aborted (TimeoutError), else TypeError with the cause. */
+function failed(err: Error, signal: AbortSignal | undefined): unknown {
+  if (signal?.aborted) return signal.reason;
+  return new TypeError('fetch failed', { cause: err });
+}
