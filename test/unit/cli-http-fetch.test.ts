@@ -1,0 +1,61 @@
+// The CLI's node:http fetch stand-in, through the SDK's transport: answers, error bodies, refused
+// connections and timeouts must look to the SDK exactly as the global fetch's do.
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CofferClient, CofferError } from '@coffer/sdk';
+import { nodeFetch } from '@coffer/cli/http-fetch';
+import { freePort } from '../helpers/process.js';
+
+let server: Server;
+let base: string;
+const seen: Array<{ method?: string; url?: string; auth?: string; body: string }> = [];
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      seen.push({ method: req.method, url: req.url, auth: req.headers.authorization, body });
+      if (req.url?.startsWith('/v1/sys/seal-status')) {
+        res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'r1' });
+        res.end(JSON.stringify({ initialized: true, sealed: false }));
+      } else if (req.url?.startsWith('/v1/namespaces')) {
+        res.writeHead(409, { 'content-type': 'application/json', 'x-request-id': 'r2' });
+        res.end(JSON.stringify({ error: { code: 'already_exists', message: 'namespace exists', requestId: 'r2' } }));
+      }
+      // anything else: never answered (timeout)
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const client = (address = base, timeoutMs = 5000) => new CofferClient({ address, token: 'tok', fetch: nodeFetch, retries: 0, timeoutMs });
+
+it('sends method, headers and JSON body; parses the answer', async () => {
+  expect(await client().sys.status()).toMatchObject({ sealed: false });
+  await client().namespaces.create('app').catch(() => {});
+  const post = seen.find((s) => s.method === 'POST')!;
+  expect(post.auth).toBe('Bearer tok');
+  expect(JSON.parse(post.body)).toEqual({ name: 'app' });
+});
+
+it('an error answer keeps status, code and request id', async () => {
+  const err = (await client().namespaces.create('app').catch((e: unknown) => e)) as CofferError;
+  expect(err).toBeInstanceOf(CofferError);
+  expect([err.status, err.code, err.requestId]).toEqual([409, 'already_exists', 'r2']);
+});
+
+it('a refused connection is "unavailable" naming ECONNREFUSED; a silent server is a timeout', async () => {
+  const refused = (await client(`http://127.0.0.1:${await freePort()}`).sys.status().catch((e: unknown) => e)) as CofferError;
+  expect([refused.status, refused.code]).toEqual([0, 'unavailable']);
+  expect(refused.message).toContain('ECONNREFUSED');
+  const slow = (await client(base, 200).secrets.get('app', 'x').catch((e: unknown) => e)) as CofferError;
+  expect([slow.status, slow.code]).toEqual([0, 'timeout']);
+});
