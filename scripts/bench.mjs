@@ -12,6 +12,9 @@
 //   (b2) the same on the embedded PGlite store
 //   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
 //   (c2) the same on PGlite
+//   (b0) (b1) with the audit log off: the audit log's cost
+//   (b3) (b1) with a user's token whose policy is evaluated on each read: the policy's cost
+//   (l1) (l2) (l3) logins per second: userpass (argon2id), AppRole, JWT from a local OIDC issuer
 //   (d1) CLI: wall time of `coffer run -- true` with 50 secrets in the folder (process start to exit,
 //        sequential runs; `node -e 0` is measured alongside as the floor), Coffer on PGlite
 //   (d2) SDK: latency of one bulk fetch of those 50 secrets (client.secrets.bulk), sequential
@@ -41,6 +44,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './pg-cluster.mjs';
+import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench-identity.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromServer = createRequire(path.join(root, 'server', 'package.json'));
@@ -61,7 +65,14 @@ const SCENARIOS = [
   { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
   // The audit log's cost: (b1) again with auditing off (issue: at most 25% of read throughput).
   { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
+  // Identity (issue 4): a read with a policy-checked user token (aim: within 15% of root's (b1)),
+  // and logins per method (on the (b1) server, login rate limit off).
+  { id: 'b3', label: '(b3) read, PostgreSQL, user token + policy', backend: 'postgres', kind: 'read' },
+  { id: 'l1', label: '(l1) login userpass (argon2id)', backend: 'postgres', kind: 'login' },
+  { id: 'l2', label: '(l2) login AppRole', backend: 'postgres', kind: 'login' },
+  { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
 ];
+const scenario = (id) => SCENARIOS.find((s) => s.id === id);
 
 /** CLI and SDK scenarios (d1, d2): timed per run, reported in their own table. */
 const CLI_SCENARIOS = ['d1', 'd2'];
@@ -87,7 +98,7 @@ function banner(lines) {
 // ---------------------------------------------------------------------------------------
 
 const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,d1,d2] [--cpu-prof DIR] [--server FILE]`;
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,d1,d2] [--cpu-prof DIR] [--server FILE]`;
 
 function parseOptions(argv) {
   const { values } = parseArgs({
@@ -119,7 +130,9 @@ function parseOptions(argv) {
   const quick = values.quick;
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0, d1, d2)`);
+    if (!SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) {
+      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS.map((s) => s.id), ...CLI_SCENARIOS].join(', ')})`);
+    }
   }
   return {
     quick,
@@ -734,8 +747,9 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  if (wanted('b1') || wanted('c1') || wanted('b0')) {
-    const pgWanted = ['b1', 'c1', 'b0'].filter(wanted);
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3'];
+  if (pgIds.some(wanted)) {
+    const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
       const lines = [
         `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
@@ -753,11 +767,25 @@ async function main() {
       pgVersion = pg.version;
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       try {
-        if (wanted('b1') || wanted('c1')) {
-          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
+        if (['b1', 'c1', 'b3', 'l1', 'l2', 'l3'].some(wanted)) {
+          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
           try {
             if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
             if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+            if (['b3', 'l1', 'l2', 'l3'].some(wanted)) {
+              const policyRead = await policyReadRequest(server, READ_PATH);
+              if (wanted('b3')) results.set('b3', await measure(scenario('b3'), server, policyRead, opts));
+              if (wanted('l1')) results.set('l1', await measure(scenario('l1'), server, await userpassLoginRequest(server), opts));
+              if (wanted('l2')) results.set('l2', await measure(scenario('l2'), server, await approleLoginRequest(server), opts));
+              if (wanted('l3')) {
+                const jwtLogin = await jwtLoginRequest(server);
+                try {
+                  results.set('l3', await measure(scenario('l3'), server, jwtLogin.request, opts));
+                } finally {
+                  await jwtLogin.stop();
+                }
+              }
+            }
           } finally {
             await stopChild(server.child);
           }
@@ -836,14 +864,24 @@ async function main() {
   const ratios = { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
   out();
   out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}`);
-  const b0 = results.get('b0');
   const b1r = results.get('b1');
+  const b3 = results.get('b3');
+  if (b3 && !b3.skipped && b1r && !b1r.skipped) {
+    ratios.policy_cost = 1 - b3.rps / b1r.rps;
+    const drop = 1 - b3.rps / b1r.rps;
+    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - drop)} (aim ≥ 0.85)`);
+  }
+  for (const id of ['l1', 'l2', 'l3']) {
+    const l = results.get(id);
+    if (l && !l.skipped) out(`${scenario(id).label}: ${Math.round(l.rps)} logins/s, p99 ${fmtMs(l.p99)} ms`);
+  }
+  const b0 = results.get('b0');
   if (b0 && !b0.skipped && b1r && !b1r.skipped) {
     const cost = 1 - b1r.rps / b0.rps;
     ratios.audit_cost = cost;
     out(`audit cost on reads: (b1) with audit ${Math.round(b1r.rps)} req/s vs (b0) without ${Math.round(b0.rps)} req/s = ${(cost * 100).toFixed(1)}% (aim ≤ 25%)`);
   }
-  for (const s of SCENARIOS.slice(3)) {
+  for (const s of SCENARIOS) {
     const w = results.get(s.id)?.writeCheck;
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
   }
