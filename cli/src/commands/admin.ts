@@ -61,68 +61,84 @@ export function registerAdmin(program: Command): void {
       }),
     `echo '{"rules":[{"namespace":"app-*","path":"db/*","capabilities":["read","list"]}]}' | coffer policy write dev -`,
   );
-  policy
-    .command('read')
-    .description('print a policy')
-    .argument('<name>')
-    .action(async (name: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      process.stdout.write(json(await ctx.client({ auth: true }).admin.getPolicy(name)));
-    });
-  policy
-    .command('list')
-    .description('list policies')
-    .action(async (_o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      process.stdout.write(json(await ctx.client({ auth: true }).admin.listPolicies()));
-    });
-  policy
-    .command('delete')
-    .description('delete a policy')
-    .argument('<name>')
-    .action(async (name: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      await ctx.client({ auth: true }).admin.deletePolicy(name);
-      show(ctx, { deleted: name }, `Policy ${name} deleted\n`);
-    });
-
+  examples(
+    policy
+      .command('read')
+      .description('print a policy')
+      .argument('<name>')
+      .action(async (name: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        process.stdout.write(json(await ctx.client({ auth: true }).admin.getPolicy(name)));
+      }),
+    'coffer policy read app-prod-read --format json',
+  );
+  examples(
+    policy
+      .command('list')
+      .description('list policies')
+      .action(async (_o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        process.stdout.write(json(await ctx.client({ auth: true }).admin.listPolicies()));
+      }),
+    'coffer policy list',
+  );
+  examples(
+    policy
+      .command('delete')
+      .description('delete a policy')
+      .argument('<name>')
+      .action(async (name: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        await ctx.client({ auth: true }).admin.deletePolicy(name);
+        show(ctx, { deleted: name }, `Policy ${name} deleted\n`);
+      }),
+    'coffer policy delete old-policy',
+  );
   // userpass users
   const user = examples(
     program.command('user').description('manage userpass users (admin)'),
     'coffer user put alice --policy dev        # prompts for the password',
     'printf %s "$PW" | coffer user put ci-bot --policy ci',
   );
-  user
-    .command('put')
-    .description('create or update a user; the password is read from stdin (prompted for, unechoed, on a terminal) unless --keep-password')
-    .argument('<username>')
-    .option('--policy <names>', 'comma-separated policies (repeatable)', list)
-    .option('--group <names>', 'comma-separated groups (repeatable)', list)
-    .option('--keep-password', 'update policies/groups only')
-    .action(async (username: string, opts: { policy?: string[]; group?: string[]; keepPassword?: boolean }, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      const client = ctx.client({ auth: true });
-      const password = opts.keepPassword ? undefined : await readSecretFromStdin(`Password for ${username}: `);
-      if (password === '') throw usageError('empty password');
-      const result = await client.admin.putUser(username, { password, policies: opts.policy, groups: opts.group });
-      show(ctx, result ?? { username }, `User ${username} written\n`);
-    });
-  user
-    .command('list')
-    .description('list users')
-    .action(async (_o: object, cmd: Command) => {
-      process.stdout.write(json(await Context.of(cmd).client({ auth: true }).admin.listUsers()));
-    });
-  user
-    .command('delete')
-    .description('delete a user')
-    .argument('<username>')
-    .action(async (username: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      await ctx.client({ auth: true }).admin.deleteUser(username);
-      show(ctx, { deleted: username }, `User ${username} deleted\n`);
-    });
-
+  examples(
+    user
+      .command('put')
+      .description('create or update a user; the password is read from stdin (prompted for, unechoed, on a terminal) unless --keep-password')
+      .argument('<username>')
+      .option('--policy <names>', 'comma-separated policies (repeatable)', list)
+      .option('--group <names>', 'comma-separated groups (repeatable)', list)
+      .option('--keep-password', 'update policies/groups only')
+      .action(async (username: string, opts: { policy?: string[]; group?: string[]; keepPassword?: boolean }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const client = ctx.client({ auth: true });
+        const password = opts.keepPassword ? undefined : await readSecretFromStdin(`Password for ${username}: `);
+        if (password === '') throw usageError('empty password');
+        const result = await client.admin.putUser(username, { password, policies: opts.policy, groups: opts.group });
+        show(ctx, result ?? { username }, `User ${username} written\n`);
+      }),
+    'coffer user put alice --policy dev,readers', 'printf %s "$PW" | coffer user put ci-bot --policy ci', 'coffer user put alice --policy admins --keep-password',
+  );
+  examples(
+    user
+      .command('list')
+      .description('list users')
+      .action(async (_o: object, cmd: Command) => {
+        process.stdout.write(json(await Context.of(cmd).client({ auth: true }).admin.listUsers()));
+      }),
+    'coffer user list',
+  );
+  examples(
+    user
+      .command('delete')
+      .description('delete a user')
+      .argument('<username>')
+      .action(async (username: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        await ctx.client({ auth: true }).admin.deleteUser(username);
+        show(ctx, { deleted: username }, `User ${username} deleted\n`);
+      }),
+    'coffer user delete alice',
+  );
   // AppRole
   const approle = examples(
     program.command('approle').description('manage AppRole roles (admin): machines log in with a role id and a secret id'),
@@ -130,103 +146,124 @@ export function registerAdmin(program: Command): void {
     'coffer approle role-id deployer',
     'coffer approle secret-id deployer > secret-id.txt',
   );
-  approle
-    .command('write')
-    .description('create or replace a role')
-    .argument('<role>')
-    .requiredOption('--policy <names>', 'comma-separated policies (repeatable)', list)
-    .option('--token-ttl <s>', 'token lifetime', integer(1))
-    .option('--token-max-ttl <s>', 'cap for renewals', integer(1))
-    .option('--secret-id-ttl <s>', 'secret id lifetime', integer(1))
-    .option('--secret-id-num-uses <n>', 'logins per secret id (0 = unlimited)', integer(0))
-    .option('--bound-cidrs <cidrs>', 'comma-separated CIDRs logins must come from', list)
-    .action(async (role: string, o: { policy: string[]; tokenTtl?: number; tokenMaxTtl?: number; secretIdTtl?: number; secretIdNumUses?: number; boundCidrs?: string[] }, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      const body: ApproleOptions = {
-        policies: o.policy,
-        token_ttl: o.tokenTtl,
-        token_max_ttl: o.tokenMaxTtl,
-        secret_id_ttl: o.secretIdTtl,
-        secret_id_num_uses: o.secretIdNumUses,
-        bound_cidrs: o.boundCidrs,
-      };
-      const result = await ctx.client({ auth: true }).admin.putApprole(role, body);
-      show(ctx, result ?? { role }, `Role ${role} written\n`);
-    });
-  approle
-    .command('role-id')
-    .description('print the role id of a role')
-    .argument('<role>')
-    .action(async (role: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      const id = await ctx.client({ auth: true }).admin.roleId(role);
-      ctx.print({ role_id: id }, () => `${id}\n`);
-    });
-  approle
-    .command('secret-id')
-    .description('create a secret id for a role and print it (stdout only: redirect it to where it is needed)')
-    .argument('<role>')
-    .option('--cidrs <cidrs>', 'comma-separated CIDRs this secret id may log in from', list)
-    .action(async (role: string, o: { cidrs?: string[] }, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      const result = await ctx.client({ auth: true }).admin.createSecretId(role, { cidrs: o.cidrs });
-      ctx.print(result, () => `${result.secret_id}\n`);
-    });
-  approle
-    .command('delete')
-    .description('delete a role')
-    .argument('<role>')
-    .action(async (role: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      await ctx.client({ auth: true }).admin.deleteApprole(role);
-      show(ctx, { deleted: role }, `Role ${role} deleted\n`);
-    });
-
+  examples(
+    approle
+      .command('write')
+      .description('create or replace a role')
+      .argument('<role>')
+      .requiredOption('--policy <names>', 'comma-separated policies (repeatable)', list)
+      .option('--token-ttl <s>', 'token lifetime', integer(1))
+      .option('--token-max-ttl <s>', 'cap for renewals', integer(1))
+      .option('--secret-id-ttl <s>', 'secret id lifetime', integer(1))
+      .option('--secret-id-num-uses <n>', 'logins per secret id (0 = unlimited)', integer(0))
+      .option('--bound-cidrs <cidrs>', 'comma-separated CIDRs logins must come from', list)
+      .action(async (role: string, o: { policy: string[]; tokenTtl?: number; tokenMaxTtl?: number; secretIdTtl?: number; secretIdNumUses?: number; boundCidrs?: string[] }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const body: ApproleOptions = {
+          policies: o.policy,
+          token_ttl: o.tokenTtl,
+          token_max_ttl: o.tokenMaxTtl,
+          secret_id_ttl: o.secretIdTtl,
+          secret_id_num_uses: o.secretIdNumUses,
+          bound_cidrs: o.boundCidrs,
+        };
+        const result = await ctx.client({ auth: true }).admin.putApprole(role, body);
+        show(ctx, result ?? { role }, `Role ${role} written\n`);
+      }),
+    'coffer approle write deployer --policy deploy --token-ttl 900 --token-max-ttl 3600 --secret-id-num-uses 1',
+  );
+  examples(
+    approle
+      .command('role-id')
+      .description('print the role id of a role')
+      .argument('<role>')
+      .action(async (role: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const id = await ctx.client({ auth: true }).admin.roleId(role);
+        ctx.print({ role_id: id }, () => `${id}\n`);
+      }),
+    'coffer approle role-id deployer',
+  );
+  examples(
+    approle
+      .command('secret-id')
+      .description('create a secret id for a role and print it (stdout only: redirect it to where it is needed)')
+      .argument('<role>')
+      .option('--cidrs <cidrs>', 'comma-separated CIDRs this secret id may log in from', list)
+      .action(async (role: string, o: { cidrs?: string[] }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const result = await ctx.client({ auth: true }).admin.createSecretId(role, { cidrs: o.cidrs });
+        ctx.print(result, () => `${result.secret_id}\n`);
+      }),
+    'coffer approle secret-id deployer > secret-id.txt', 'coffer approle secret-id deployer --cidrs 10.0.0.0/8 --format json',
+  );
+  examples(
+    approle
+      .command('delete')
+      .description('delete a role')
+      .argument('<role>')
+      .action(async (role: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        await ctx.client({ auth: true }).admin.deleteApprole(role);
+        show(ctx, { deleted: role }, `Role ${role} deleted\n`);
+      }),
+    'coffer approle delete deployer',
+  );
   // JWT / OIDC
   const jwt = examples(
     program.command('jwt').description('manage OIDC/JWT issuers and roles (admin): CI jobs log in with their ID tokens'),
     'coffer jwt issuer github --issuer https://token.actions.githubusercontent.com --discovery-url https://token.actions.githubusercontent.com',
     'coffer jwt role write deploy-prod role.json',
   );
-  jwt
-    .command('issuer')
-    .description('create or replace an issuer (keys from discovery, a JWKS URL or PEM public keys)')
-    .argument('<name>')
-    .requiredOption('--issuer <url>', 'the iss claim tokens must carry')
-    .option('--discovery-url <url>', 'OIDC discovery base URL')
-    .option('--jwks-url <url>', 'JWKS URL')
-    .option('--public-key-file <file...>', 'PEM public key file(s)')
-    .action(async (name: string, o: { issuer: string; discoveryUrl?: string; jwksUrl?: string; publicKeyFile?: string[] }, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      const body: JwtIssuer = { issuer: o.issuer, discovery_url: o.discoveryUrl, jwks_url: o.jwksUrl };
-      if (o.publicKeyFile) body.public_keys = await Promise.all(o.publicKeyFile.map((f) => readFile(f, 'utf8')));
-      const result = await ctx.client({ auth: true }).admin.putJwtIssuer(name, body);
-      show(ctx, result ?? { name }, `Issuer ${name} written\n`);
-    });
-  const role = jwt.command('role').description('JWT roles');
-  role
-    .command('write')
-    .description('create or replace a role from JSON {"issuer", "bound_audiences", "bound_claims", "user_claim", "policies", ...} ("-" for stdin)')
-    .argument('<role>')
-    .argument('<file>', 'JSON file, or - for stdin')
-    .action(async (name: string, file: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      const body = await jsonInput<JwtRole>(file, 'the role');
-      const result = await ctx.client({ auth: true }).admin.putJwtRole(name, body);
-      show(ctx, result ?? { role: name }, `Role ${name} written\n`);
-    });
-  role
-    .command('read')
-    .argument('<role>')
-    .action(async (name: string, _o: object, cmd: Command) => {
-      process.stdout.write(json(await Context.of(cmd).client({ auth: true }).admin.getJwtRole(name)));
-    });
-  role
-    .command('delete')
-    .argument('<role>')
-    .action(async (name: string, _o: object, cmd: Command) => {
-      const ctx = Context.of(cmd);
-      await ctx.client({ auth: true }).admin.deleteJwtRole(name);
-      show(ctx, { deleted: name }, `Role ${name} deleted\n`);
-    });
-}
+  examples(
+    jwt
+      .command('issuer')
+      .description('create or replace an issuer (keys from discovery, a JWKS URL or PEM public keys)')
+      .argument('<name>')
+      .requiredOption('--issuer <url>', 'the iss claim tokens must carry')
+      .option('--discovery-url <url>', 'OIDC discovery base URL')
+      .option('--jwks-url <url>', 'JWKS URL')
+      .option('--public-key-file <file...>', 'PEM public key file(s)')
+      .action(async (name: string, o: { issuer: string; discoveryUrl?: string; jwksUrl?: string; publicKeyFile?: string[] }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const body: JwtIssuer = { issuer: o.issuer, discovery_url: o.discoveryUrl, jwks_url: o.jwksUrl };
+        if (o.publicKeyFile) body.public_keys = await Promise.all(o.publicKeyFile.map((f) => readFile(f, 'utf8')));
+        const result = await ctx.client({ auth: true }).admin.putJwtIssuer(name, body);
+        show(ctx, result ?? { name }, `Issuer ${name} written\n`);
+      }),
+    'coffer jwt issuer github --issuer https://token.actions.githubusercontent.com --discovery-url https://token.actions.githubusercontent.com', 'coffer jwt issuer k8s --issuer https://kubernetes.default.svc --public-key-file sa.pub',
+  );  const role = examples(jwt.command('role').description('JWT roles (bound audiences and claims → policies)'), 'coffer jwt role write deploy-prod role.json');
+  examples(
+    role
+      .command('write')
+      .description('create or replace a role from JSON {"issuer", "bound_audiences", "bound_claims", "user_claim", "policies", ...} ("-" for stdin)')
+      .argument('<role>')
+      .argument('<file>', 'JSON file, or - for stdin')
+      .action(async (name: string, file: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const body = await jsonInput<JwtRole>(file, 'the role');
+        const result = await ctx.client({ auth: true }).admin.putJwtRole(name, body);
+        show(ctx, result ?? { role: name }, `Role ${name} written\n`);
+      }),
+    'coffer jwt role write deploy-prod role.json', 'cat role.json | coffer jwt role write deploy-prod -',
+  );
+  examples(
+    role
+      .command('read')
+      .argument('<role>')
+      .action(async (name: string, _o: object, cmd: Command) => {
+        process.stdout.write(json(await Context.of(cmd).client({ auth: true }).admin.getJwtRole(name)));
+      }),
+    'coffer jwt role read deploy-prod',
+  );
+  examples(
+    role
+      .command('delete')
+      .argument('<role>')
+      .action(async (name: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        await ctx.client({ auth: true }).admin.deleteJwtRole(name);
+        show(ctx, { deleted: name }, `Role ${name} deleted\n`);
+      }),
+    'coffer jwt role delete deploy-prod',
+  );}
