@@ -21,8 +21,9 @@ export async function readStdin(): Promise<string> {
 /** Reads a line from the terminal without echoing it. */
 export function promptHidden(question: string): Promise<string> {
   const stdin = process.stdin;
-  process.stderr.write(question);
+  // Echo off before the prompt shows: a reply typed the moment it appears must not be echoed.
   stdin.setRawMode(true);
+  process.stderr.write(question);
   stdin.setEncoding('utf8');
   stdin.resume();
   return new Promise((resolve, reject) => {

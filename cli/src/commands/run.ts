@@ -37,6 +37,7 @@ Signals:
   programs skip their graceful shutdown. A second INT within the run, a command
   that moved to its own process group, or --forward-signals still get it
   forwarded (e.g. \`docker run -t\` without -i, where Docker sends INT to PID 1 only).
+  COFFER_DEBUG=signals prints each forwarded signal on stderr.
   As PID 1 (container ENTRYPOINT) coffer handles and forwards signals, but Node
   cannot reap orphaned grandchildren: use \`docker run --init\` or tini when the
   command leaves daemons behind (see README).
@@ -260,6 +261,8 @@ function runChild(argv: string[], env: NodeJS.ProcessEnv, options: { forwardTerm
   // On a terminal, ^C goes to the foreground process group, which the command shares with us.
   const onTerminal = !options.forwardTerminalSignals && (process.stdin.isTTY === true || process.stdout.isTTY === true || process.stderr.isTTY === true);
   const received = new Map<NodeJS.Signals, number>();
+  // COFFER_DEBUG=signals: say on stderr what is forwarded (to see what a container runtime or terminal sends).
+  const debugSignals = /(^|,)signals(,|$)/.test(process.env.COFFER_DEBUG ?? '');
   return new Promise((resolve) => {
     const child = spawn(file, args, { env, stdio: 'inherit' });
     const forward = (signal: NodeJS.Signals) => {
@@ -272,6 +275,7 @@ function runChild(argv: string[], env: NodeJS.ProcessEnv, options: { forwardTerm
         // Same group (or unknown): the terminal delivered it to the command already.
         if (own === undefined || childGroup === undefined || own === childGroup) return;
       }
+      if (debugSignals) process.stderr.write(`coffer: forwarding ${signal} to ${child.pid}\n`);
       child.kill(signal);
     };
     for (const signal of FORWARDED_SIGNALS) process.on(signal, forward);
