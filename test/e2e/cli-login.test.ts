@@ -139,9 +139,10 @@ describe('userpass and approle logins (issue 4 endpoints)', () => {
       expect(after).not.toBe(before);
       expect(renewed.accessor).toBe(lookup.accessor);
 
-      // logout revokes on the server and removes the file; the token is then refused.
+      // logout revokes the stored token (not a COFFER_TOKEN of the environment) and removes the file.
       const token = after.trim();
-      expect((await runCli(['logout'], { env })).code).toBe(0);
+      expect((await runCli(['logout'], { env: { ...env, COFFER_TOKEN: server.rootToken } })).code).toBe(0);
+      expect((await runCli(['token', 'lookup'], { env: { ...env, COFFER_TOKEN: server.rootToken } })).code).toBe(0);
       expect(existsSync(tokenFile(h))).toBe(false);
       const revoked = await runCli(['token', 'lookup'], { env: { ...env, COFFER_TOKEN: token } });
       expect(revoked.code).toBe(3);

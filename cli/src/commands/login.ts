@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_AUDIENCE, DEFAULT_ID_TOKEN_ENV, type AuthInfo, type CofferClient, type TokenInfo } from '@coffer/sdk';
 import type { Command } from 'commander';
-import { removeFile, writeTokenFile } from '../config.js';
+import { readTokenFile, removeFile, writeTokenFile } from '../config.js';
 import { Context } from '../context.js';
 import { CliError, usageError } from '../errors.js';
 import { promptHidden, promptLine, readStdin } from '../input.js';
@@ -214,18 +214,19 @@ export function registerLogin(program: Command): void {
   examples(
     program
       .command('logout')
-      .description('revoke the stored token on the server and delete the token file (the file is deleted even when the server cannot be reached)')
+      .description('revoke the token stored in the profile\'s token file and delete the file (deleted even when the server cannot be reached; COFFER_TOKEN is left alone)')
       .option('--keep-token', 'only delete the file; do not revoke the token')
       .action(async (opts: { keepToken?: boolean }, cmd: Command) => {
         const ctx = Context.of(cmd);
         const file = ctx.profile().tokenFile;
         let revokeError: unknown;
         if (!opts.keepToken) {
+          // The stored token only: a COFFER_TOKEN in the environment belongs to someone else's session.
           let token: string | undefined;
           try {
-            token = ctx.token();
+            token = readTokenFile(file);
           } catch {
-            token = undefined;
+            token = undefined; // a file with wrong permissions is still removed below
           }
           if (token) {
             try {
