@@ -87,6 +87,14 @@ export class CofferClient {
     this.audit = new AuditApi(this.http);
   }
 
+  /**
+   * A client configured like the CLI from the environment: COFFER_ADDR (default
+   * http://127.0.0.1:8200) and COFFER_TOKEN; `options` override both.
+   */
+  static fromEnv(options: Partial<CofferClientOptions> = {}, env: Record<string, string | undefined> = process.env): CofferClient {
+    return new CofferClient({ address: env.COFFER_ADDR || 'http://127.0.0.1:8200', token: env.COFFER_TOKEN || undefined, ...options });
+  }
+
   /** Replaces the token used by later calls (logins and renewals do this themselves). */
   setToken(token: string | undefined): void {
     this.http.setToken(token);

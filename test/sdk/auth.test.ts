@@ -288,3 +288,15 @@ describe('TokenRenewer', () => {
     expect(clock.pending).toEqual([]);
   });
 });
+
+describe('CofferClient.fromEnv', () => {
+  it('reads COFFER_ADDR and COFFER_TOKEN; options win', async () => {
+    const { fetch, calls } = scripted(json(200, {}));
+    await CofferClient.fromEnv({ fetch }, { COFFER_ADDR: 'http://10.1.2.3:8300', COFFER_TOKEN: 'env.token' }).token.lookupSelf();
+    expect(calls[0]!.url.origin).toBe('http://10.1.2.3:8300');
+    expect(calls[0]!.headers.Authorization).toBe('Bearer env.token');
+    await CofferClient.fromEnv({ fetch, token: 'explicit' }, {}).token.lookupSelf();
+    expect(calls[1]!.url.origin).toBe('http://127.0.0.1:8200');
+    expect(calls[1]!.headers.Authorization).toBe('Bearer explicit');
+  });
+});
