@@ -15,6 +15,7 @@
  * Network failures are thrown as TypeError('fetch failed', { cause }) like
  * fetch does, so the SDK's error messages stay the same.
  */
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, RequestOptions } from 'node:http';
 import type { FetchFn } from '@coffer/sdk';
 
@@ -35,7 +36,11 @@ export const nodeFetch: FetchFn = (async (input: string | URL | Request, init: R
   const signal = init.signal ?? undefined;
   if (signal?.aborted) throw signal.reason;
 
-  const options: RequestOptions = { method: init.method ?? 'GET', headers, signal: signal as AbortSignal | undefined };
+  const options: RequestOptions & { ca?: string } = { method: init.method ?? 'GET', headers, signal: signal as AbortSignal | undefined };
+  if (url.protocol === 'https:') {
+    const ca = customCa();
+    if (ca !== undefined) options.ca = ca;
+  }
   return new Promise<MiniResponse>((resolve, reject) => {
     const req = request(url, options, (res: IncomingMessage) => {
       const chunks: Buffer[] = [];
@@ -70,4 +75,26 @@ export const nodeFetch: FetchFn = (async (input: string | URL | Request, init: R
 function failed(err: Error, signal: AbortSignal | undefined): unknown {
   if (signal?.aborted) return signal.reason;
   return new TypeError('fetch failed', { cause: err });
+}
+
+let caCache: { file: string; pem: string } | undefined;
+
+/**
+ * COFFER_CACERT: a PEM bundle to trust instead of the system roots, for a
+ * server whose certificate comes from a private CA (as VAULT_CACERT).
+ * NODE_EXTRA_CA_CERTS (added to the roots) works as well.
+ */
+function customCa(): string | undefined {
+  const file = process.env.COFFER_CACERT;
+  if (!file) return undefined;
+  if (caCache?.file !== file) {
+    let pem: string;
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new TypeError('fetch failed', { cause: Object.assign(new Error(`cannot read COFFER_CACERT ${file}`), { code: (err as NodeJS.ErrnoException).code }) });
+    }
+    caCache = { file, pem };
+  }
+  return caCache.pem;
 }

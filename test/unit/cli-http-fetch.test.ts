@@ -1,11 +1,14 @@
 // The CLI's node:http fetch stand-in, through the SDK's transport: answers, error bodies, refused
 // connections and timeouts must look to the SDK exactly as the global fetch's do.
 
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { CofferClient, CofferError } from '@coffer/sdk';
 import { nodeFetch } from '@coffer/cli/http-fetch';
 import { freePort } from '../helpers/process.js';
+import { CertDir } from '../helpers/tls.js';
 
 let server: Server;
 let base: string;
@@ -58,4 +61,27 @@ it('a refused connection is "unavailable" naming ECONNREFUSED; a silent server i
   expect(refused.message).toContain('ECONNREFUSED');
   const slow = (await client(base, 200).secrets.get('app', 'x').catch((e: unknown) => e)) as CofferError;
   expect([slow.status, slow.code]).toEqual([0, 'timeout']);
+});
+
+it('https: a private CA is refused by default and trusted with COFFER_CACERT', async () => {
+  const certs = new CertDir();
+  const cert = certs.server('coffer');
+  const tls = createHttpsServer({ cert: cert.cert, key: readFileSync(cert.keyFile) }, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ initialized: true, sealed: false }));
+  });
+  await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+  const address = `https://127.0.0.1:${(tls.address() as AddressInfo).port}`;
+  try {
+    const refused = (await client(address).sys.status().catch((e: unknown) => e)) as CofferError;
+    expect([refused.status, refused.code]).toEqual([0, 'unavailable']);
+    expect(refused.message).toMatch(/SELF_SIGNED|self.signed/i);
+    process.env.COFFER_CACERT = cert.certFile;
+    expect(await client(address).sys.status()).toMatchObject({ sealed: false });
+  } finally {
+    delete process.env.COFFER_CACERT;
+    tls.closeAllConnections();
+    await new Promise((resolve) => tls.close(resolve));
+    certs.cleanup();
+  }
 });
