@@ -91,16 +91,6 @@ export class Context {
     process.stdout.write(this.globals.format === 'json' ? json(value) : render());
   }
 
-  get json(): boolean {
-    return this.globals.format === 'json';
-  }
-
-  /** Where the token came from, for `coffer token lookup` and errors. */
-  tokenSource(): 'flag or COFFER_TOKEN' | 'token file' | 'none' {
-    if (this.globals.token) return 'flag or COFFER_TOKEN';
-    return readTokenFile(this.profile().tokenFile) ? 'token file' : 'none';
-  }
-
   /** --token, then COFFER_TOKEN, then the profile's token file. */
   token(): string {
     const token = this.globals.token || readTokenFile(this.profile().tokenFile);

@@ -116,7 +116,9 @@ export function registerAdmin(program: Command): void {
         const result = await client.admin.putUser(username, { password, policies: opts.policy, groups: opts.group });
         show(ctx, result ?? { username }, `User ${username} written\n`);
       }),
-    'coffer user put alice --policy dev,readers', 'printf %s "$PW" | coffer user put ci-bot --policy ci', 'coffer user put alice --policy admins --keep-password',
+    'coffer user put alice --policy dev,readers',
+    'printf %s "$PW" | coffer user put ci-bot --policy ci',
+    'coffer user put alice --policy admins --keep-password',
   );
   examples(
     user
@@ -195,7 +197,8 @@ export function registerAdmin(program: Command): void {
         const result = await ctx.client({ auth: true }).admin.createSecretId(role, { cidrs: o.cidrs });
         ctx.print(result, () => `${result.secret_id}\n`);
       }),
-    'coffer approle secret-id deployer > secret-id.txt', 'coffer approle secret-id deployer --cidrs 10.0.0.0/8 --format json',
+    'coffer approle secret-id deployer > secret-id.txt',
+    'coffer approle secret-id deployer --cidrs 10.0.0.0/8 --format json',
   );
   examples(
     approle
@@ -231,8 +234,10 @@ export function registerAdmin(program: Command): void {
         const result = await ctx.client({ auth: true }).admin.putJwtIssuer(name, body);
         show(ctx, result ?? { name }, `Issuer ${name} written\n`);
       }),
-    'coffer jwt issuer github --issuer https://token.actions.githubusercontent.com --discovery-url https://token.actions.githubusercontent.com', 'coffer jwt issuer k8s --issuer https://kubernetes.default.svc --public-key-file sa.pub',
-  );  const role = examples(jwt.command('role').description('JWT roles (bound audiences and claims → policies)'), 'coffer jwt role write deploy-prod role.json');
+    'coffer jwt issuer github --issuer https://token.actions.githubusercontent.com --discovery-url https://token.actions.githubusercontent.com',
+    'coffer jwt issuer k8s --issuer https://kubernetes.default.svc --public-key-file sa.pub',
+  );
+  const role = examples(jwt.command('role').description('JWT roles (bound audiences and claims → policies)'), 'coffer jwt role write deploy-prod role.json');
   examples(
     role
       .command('write')
@@ -245,7 +250,8 @@ export function registerAdmin(program: Command): void {
         const result = await ctx.client({ auth: true }).admin.putJwtRole(name, body);
         show(ctx, result ?? { role: name }, `Role ${name} written\n`);
       }),
-    'coffer jwt role write deploy-prod role.json', 'cat role.json | coffer jwt role write deploy-prod -',
+    'coffer jwt role write deploy-prod role.json',
+    'cat role.json | coffer jwt role write deploy-prod -',
   );
   examples(
     role
