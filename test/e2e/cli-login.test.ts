@@ -306,6 +306,19 @@ describe('coffer run --fallback', () => {
     expect(r.stderr).not.toContain(V.db);
   });
 
+  it('--fallback-max-age refuses a copy older than that (exit 5), accepts a younger one', async () => {
+    await new Promise((r) => setTimeout(r, 1100));
+    const tooOld = await runCli(['-n', NS, 'run', '--prefix', 'app/', '--fallback', fallbackFile, '--fallback-max-age', '1s', '--', 'true'], {
+      env: { HOME: h, COFFER_ADDR: fb.address, COFFER_TOKEN: fb.rootToken, REF: `coffer://${NS}/refs/one` },
+    });
+    expect(tooOld.code).toBe(5);
+    expect(tooOld.stderr).toContain('older than --fallback-max-age');
+    const young = await runCli(['-n', NS, 'run', '--prefix', 'app/', '--fallback', fallbackFile, '--fallback-max-age', '1h', '--', 'true'], {
+      env: { HOME: h, COFFER_ADDR: fb.address, COFFER_TOKEN: fb.rootToken, REF: `coffer://${NS}/refs/one` },
+    });
+    expect(young.code).toBe(0);
+  });
+
   it('an altered copy, another key or another folder is refused, not half-used', async () => {
     const original = await readFile(fallbackFile, 'utf8');
     const body = JSON.parse(original) as { ciphertext: string };
@@ -348,7 +361,7 @@ describe('completion, help, exit codes, JSON', () => {
     expect(complete(['coffer', 'lo'])).toEqual(['login', 'logout']);
     expect(complete(['coffer', '-n', 'app', 'secret', 'hi'])).toEqual(['history']);
     expect(complete(['coffer', 'login', ''])).toEqual(expect.arrayContaining(['userpass', 'approle', 'oidc', 'token']));
-    expect(complete(['coffer', 'run', '--fa'])).toEqual(['--fallback']);
+    expect(complete(['coffer', 'run', '--fa'])).toEqual(['--fallback', '--fallback-max-age']);
     expect(complete(['coffer', 'token', 'lookup', '--format', ''])).toEqual(['table', 'json']);
   });
 

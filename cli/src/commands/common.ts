@@ -22,3 +22,12 @@ export function versionList(value: string): number[] {
 }
 
 export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
+
+/** commander argument parser for durations like 30s, 15m, 2h, 7d, 2w → milliseconds. */
+export function duration(value: string): number {
+  const m = /^(\d{1,6})([smhdw])$/.exec(value);
+  if (!m || Number(m[1]) === 0) throw new InvalidArgumentError('expected a duration like 30s, 15m, 2h, 7d or 2w');
+  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+}

@@ -7,10 +7,10 @@ import os from 'node:os';
 import { checkNamespace, normalizeFolder } from '@coffer/sdk';
 import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
-import { CliError, usageError } from '../errors.js';
+import { CliError, EXIT, usageError } from '../errors.js';
 import { MAPPING_HELP, fetchFolderEnv, readEnvFile, resolveRefs, resolveRefsOffline } from '../env.js';
 import { json } from '../output.js';
-import { examples } from './common.js';
+import { duration, examples } from './common.js';
 
 interface FolderOptions {
   ns?: string;
@@ -26,6 +26,7 @@ interface RunOptions extends FolderOptions {
   envFile?: string;
   inherit: boolean;
   fallback?: string;
+  fallbackMaxAge?: number;
   forwardSignals?: boolean;
 }
 
@@ -47,8 +48,8 @@ Fallback (--fallback FILE):
   0600, atomic rename) with a key kept apart: COFFER_FALLBACK_KEY (32 bytes,
   base64) or the 0600 file fallback.key in the config dir. When the server
   cannot be reached (network error, timeout, 502/503/504), the copy is used and
-  a warning is printed on stderr. Denied (401/403), not found and other errors
-  fail as without --fallback.
+  a warning is printed on stderr; --fallback-max-age refuses a copy older than
+  that. Denied (401/403), not found and other errors fail as without --fallback.
 `;
 const EXPORT_FORMATS = ['dotenv', 'json', 'shell', 'github', 'gitlab'] as const;
 type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -86,6 +87,7 @@ export function registerRun(program: Command): void {
         '--fallback <file>',
         'keep an encrypted copy (0600) of every good fetch in FILE and use it, with a warning, when the server cannot be reached (never when access is denied)',
       )
+      .option('--fallback-max-age <duration>', 'refuse a fallback copy older than this (30m, 12h, 7d; default: any age)', duration)
       .option('--forward-signals', 'forward SIGINT/SIGQUIT to the command even on a terminal (see below)')
       .addHelpText('after', MAPPING_HELP + RUN_HELP)
       .action(async (argv: string[], opts: RunOptions, cmd: Command) => {
@@ -140,6 +142,13 @@ export function registerRun(program: Command): void {
           const { isUnreachable, loadFallback } = await import('../fallback.js');
           if (!isUnreachable(err)) throw err;
           const { data, createdAt } = loadFallback(opts.fallback, { address: ctx.address(), namespace, folder });
+          const age = Date.now() - Date.parse(createdAt);
+          if (opts.fallbackMaxAge !== undefined && !(age <= opts.fallbackMaxAge)) {
+            throw new CliError(
+              `${err instanceof Error ? err.message : String(err)}; the fallback copy from ${createdAt} is older than --fallback-max-age`,
+              EXIT.unavailable,
+            );
+          }
           process.stderr.write(
             `Warning: ${err instanceof Error ? err.message : String(err)}; using the fallback copy from ${createdAt} (${opts.fallback})\n`,
           );
