@@ -189,6 +189,25 @@ describe('userpass and approle logins (issue 4 endpoints)', () => {
     }
   });
 
+  it('token create / capabilities / lookup and revoke by accessor', async () => {
+    const created = JSON.parse(await ok(['token', 'create', '--policy', 'e2e-reader', '--ttl', '300', '--display-name', 'ci-bot', '--format', 'json'], { env: asRoot() })) as {
+      client_token: string;
+      accessor: string;
+      policies: string[];
+    };
+    expect(created.policies).toEqual(['e2e-reader']);
+    const child = { COFFER_TOKEN: created.client_token };
+    const caps = JSON.parse(await ok(['-n', NS, 'token', 'capabilities', 'app/db', '--format', 'json'], { env: child })) as { capabilities: string[] };
+    expect(caps.capabilities.sort()).toEqual(['list', 'read']);
+    expect((await ok(['-n', NS, 'token', 'capabilities', 'refs/one'], { env: child })).trim()).toBe('deny');
+    const info = JSON.parse(await ok(['token', 'lookup', '--accessor', created.accessor, '--format', 'json'], { env: asRoot() })) as { display_name: string };
+    expect(info.display_name).toBe('ci-bot');
+    // A non-admin cannot create tokens (exit 3); root revokes the child by accessor.
+    expect((await coffer(['token', 'create', '--policy', 'e2e-reader'], { env: child })).code).toBe(3);
+    await ok(['token', 'revoke', '--accessor', created.accessor], { env: asRoot() });
+    expect((await coffer(['token', 'lookup'], { env: child })).code).toBe(3);
+  });
+
   it('oidc outside CI: a clear usage-level error naming what is missing', async () => {
     const r = await coffer(['login', 'oidc', '--role', 'deploy']);
     expect(r.code).toBe(1);
