@@ -76,8 +76,8 @@ export function registerRun(program: Command): void {
             'The command is not started if anything cannot be read. Values in the environment or in --env-file ' +
             'that are exactly a coffer://namespace/path[#field][?version=N] reference are replaced by the value ' +
             'they name. Precedence, lowest first: the inherited environment, the folder\'s secrets, --env-file; ' +
-            'references are resolved last. Signals (INT, TERM, HUP) are forwarded to the command; coffer exits ' +
-            'with its exit code, or 128+N when signal N killed it. Nothing is written to disk.',
+            'references are resolved last. Signals are forwarded to the command (see Signals below); coffer exits ' +
+            'with its exit code, or 128+N when signal N killed it. Nothing is written to disk unless --fallback is given.',
         )
         .argument('<command...>', 'the command and its arguments, after --'),
     )
