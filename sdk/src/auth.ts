@@ -350,8 +350,11 @@ export class TokenRenewer {
     try {
       const auth = await this.tokens.renewSelf();
       if (this.stopped) return;
+      const before = this.auth.expires_at;
       this.auth = auth;
       this.options.onRenew?.(auth);
+      // A renewal that did not move the expiry (a cap the server applies) would repeat ever faster.
+      if (before !== null && auth.expires_at !== null && Date.parse(auth.expires_at) <= Date.parse(before)) return this.finish('max_ttl');
       this.schedule(0);
     } catch (err) {
       if (this.stopped) return;

@@ -277,6 +277,21 @@ describe('TokenRenewer', () => {
     expect(i).toBe(3);
   });
 
+  it('stops when a renewal no longer moves the expiry (a server-side cap without max_expires_at)', async () => {
+    const clock = new FakeClock();
+    const fixed = clock.iso(30_000);
+    let calls = 0;
+    const fetch: FetchFn = async () => {
+      calls++;
+      return json(200, { auth: auth({ client_token: `c${calls}`, expires_at: fixed, max_expires_at: null }) });
+    };
+    const stops: RenewalStop[] = [];
+    client(fetch, 't').startRenewal({ expires_at: fixed, renewable: true, max_expires_at: null }, { clock, onStop: (r) => stops.push(r) });
+    await clock.advance(29_000);
+    expect(calls).toBe(1);
+    expect(stops).toEqual(['max_ttl']);
+  });
+
   it('does nothing for tokens that never expire or cannot be renewed', () => {
     const clock = new FakeClock();
     const stops: RenewalStop[] = [];
