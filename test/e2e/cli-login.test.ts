@@ -359,6 +359,14 @@ describe('coffer run --fallback', () => {
     expect(otherFolder.code).toBe(1);
     expect(otherFolder.stderr).toContain('holds');
 
+    // A key file others can read is refused, as the token file is.
+    const keyFile = path.join(h, '.config', 'coffer', 'fallback.key');
+    await chmod(keyFile, 0o644);
+    const wideKey = await run({});
+    expect(wideKey.code).toBe(1);
+    expect(wideKey.stderr).toContain('chmod 600');
+    await chmod(keyFile, 0o600);
+
     // Without --fallback the outage is exit 5, as before.
     const plain = await runCli(['-n', NS, 'run', '--', 'true'], { env: { HOME: h, COFFER_ADDR: fb.address, COFFER_TOKEN: fb.rootToken } });
     expect(plain.code).toBe(5);
