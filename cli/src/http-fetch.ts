@@ -27,7 +27,16 @@ interface MiniResponse {
   text(): Promise<string>;
 }
 
-export const nodeFetch: FetchFn = (async (input: string | URL | Request, init: RequestInit = {}): Promise<MiniResponse> => {
+/** A client certificate to present on HTTPS connections (`coffer login cert`). */
+export interface ClientCertificate {
+  cert: string;
+  key: string;
+}
+
+export const nodeFetch: FetchFn = createNodeFetch();
+
+export function createNodeFetch(clientCert?: ClientCertificate): FetchFn {
+  return (async (input: string | URL | Request, init: RequestInit = {}): Promise<MiniResponse> => {
   const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
   const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
   const body = typeof init.body === 'string' ? Buffer.from(init.body, 'utf8') : undefined;
@@ -36,10 +45,11 @@ export const nodeFetch: FetchFn = (async (input: string | URL | Request, init: R
   const signal = init.signal ?? undefined;
   if (signal?.aborted) throw signal.reason;
 
-  const options: RequestOptions & { ca?: string } = { method: init.method ?? 'GET', headers, signal: signal as AbortSignal | undefined };
+  const options: RequestOptions & { ca?: string; cert?: string; key?: string } = { method: init.method ?? 'GET', headers, signal: signal as AbortSignal | undefined };
   if (url.protocol === 'https:') {
     const ca = customCa();
     if (ca !== undefined) options.ca = ca;
+    if (clientCert) Object.assign(options, clientCert);
   }
   return new Promise<MiniResponse>((resolve, reject) => {
     const req = request(url, options, (res: IncomingMessage) => {
@@ -69,7 +79,8 @@ export const nodeFetch: FetchFn = (async (input: string | URL | Request, init: R
     req.on('error', (err) => reject(failed(err, signal)));
     req.end(body);
   });
-}) as unknown as FetchFn;
+  }) as unknown as FetchFn;
+}
 
 /** fetch's error shapes: the signal's reason when aborted (TimeoutError), else TypeError with the cause. */
 function failed(err: Error, signal: AbortSignal | undefined): unknown {

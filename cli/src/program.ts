@@ -18,7 +18,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
   [['secret'], async () => (await import('./commands/secret.js')).registerSecrets],
   [['run', 'export'], async () => (await import('./commands/run.js')).registerRun],
   [['audit'], async () => (await import('./commands/audit.js')).registerAudit],
-  [['policy', 'user', 'approle', 'jwt'], async () => (await import('./commands/admin.js')).registerAdmin],
+  [['policy', 'user', 'approle', 'jwt', 'cert'], async () => (await import('./commands/admin.js')).registerAdmin],
   [['completion'], async () => (await import('./commands/completion.js')).registerCompletion],
 ];
 

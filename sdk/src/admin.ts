@@ -120,6 +120,17 @@ export class AdminApi {
     await this.http.request({ method: 'POST', path: `/v1/auth/approle/roles/${seg('role', role)}/secret-id/revoke`, body: { accessor }, idempotent: true });
   }
 
+  // Client certificates (mutual TLS)
+  async putCertRole(role: string, options: Record<string, unknown>): Promise<unknown> {
+    return this.http.request({ method: 'PUT', path: `/v1/auth/cert/roles/${seg('role', role)}`, body: options, idempotent: true });
+  }
+  async getCertRole(role: string): Promise<unknown> {
+    return this.http.request({ method: 'GET', path: `/v1/auth/cert/roles/${seg('role', role)}` });
+  }
+  async deleteCertRole(role: string): Promise<void> {
+    await this.http.request({ method: 'DELETE', path: `/v1/auth/cert/roles/${seg('role', role)}`, idempotent: true });
+  }
+
   // JWT / OIDC
   async putJwtIssuer(name: string, issuer: JwtIssuer): Promise<unknown> {
     return this.http.request({ method: 'PUT', path: `/v1/auth/jwt/issuers/${seg('issuer', name)}`, body: issuer, idempotent: true });

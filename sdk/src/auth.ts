@@ -185,6 +185,16 @@ export class AuthApi {
     return this.login('/v1/auth/jwt/login', { role, jwt });
   }
 
+  /**
+   * Logs in with the TLS client certificate of the connection (mutual TLS) under a
+   * certificate role. The certificate is presented by the fetch the client was
+   * given (the CLI's `coffer login cert` does this with node:https).
+   */
+  async cert(role: string): Promise<AuthInfo> {
+    if (!role) throw invalidArgument('role is empty');
+    return this.login('/v1/auth/cert/login', { role });
+  }
+
   /** detectCiIdToken() + jwt(): the one call a CI job needs. */
   async oidc(role: string, options: CiIdTokenOptions = {}): Promise<AuthInfo & { provider: CiProvider }> {
     const found = await detectCiIdToken({ fetch: this.fetchFn, ...options });

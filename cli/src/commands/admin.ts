@@ -212,6 +212,48 @@ export function registerAdmin(program: Command): void {
       }),
     'coffer approle delete deployer',
   );
+  // Client certificates (mutual TLS)
+  const cert = examples(
+    program.command('cert').description('manage certificate roles (admin): machines log in with a TLS client certificate'),
+    'coffer cert role write runners runners.json',
+  );
+  const certRole = examples(cert.command('role').description('certificate roles (allowed CNs, SANs, organisations → policies)'), 'coffer cert role write runners runners.json');
+  examples(
+    certRole
+      .command('write')
+      .description('create or replace a role from JSON {"allowed_common_names"?, "allowed_dns_sans"?, "allowed_uri_sans"?, "allowed_organizations"?, "policies", "token_ttl"?} ("-" for stdin)')
+      .argument('<role>')
+      .argument('<file>', 'JSON file, or - for stdin')
+      .action(async (name: string, file: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const body = await jsonInput<Record<string, unknown>>(file, 'the role');
+        const result = await ctx.client({ auth: true }).admin.putCertRole(name, body);
+        show(ctx, result ?? { role: name }, `Role ${name} written\n`);
+      }),
+    `echo '{"allowed_common_names":["ci-runner-*"],"policies":["ci"]}' | coffer cert role write runners -`,
+  );
+  examples(
+    certRole
+      .command('read')
+      .argument('<role>')
+      .action(async (name: string, _o: object, cmd: Command) => {
+        process.stdout.write(json(await Context.of(cmd).client({ auth: true }).admin.getCertRole(name)));
+      }),
+    'coffer cert role read runners',
+  );
+  examples(
+    certRole
+      .command('delete')
+      .description('delete a role (revokes the tokens it issued)')
+      .argument('<role>')
+      .action(async (name: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        await ctx.client({ auth: true }).admin.deleteCertRole(name);
+        show(ctx, { deleted: name }, `Role ${name} deleted\n`);
+      }),
+    'coffer cert role delete runners',
+  );
+
   // JWT / OIDC
   const jwt = examples(
     program.command('jwt').description('manage OIDC/JWT issuers and roles (admin): CI jobs log in with their ID tokens'),

@@ -212,6 +212,40 @@ export function registerLogin(program: Command): void {
   );
 
   examples(
+    storeOption(
+      login
+        .command('cert')
+        .description(
+          'log in with a TLS client certificate (mutual TLS) under a certificate role. The server must use TLS with ' +
+            'COFFER_TLS_CLIENT_CA_FILE; the certificate and key are PEM files (default COFFER_CLIENT_CERT / COFFER_CLIENT_KEY). ' +
+            'Only the login presents the certificate; later commands use the token.',
+        )
+        .requiredOption('--role <role>', 'certificate role on the server')
+        .option('--cert <file>', 'PEM client certificate (default: COFFER_CLIENT_CERT)')
+        .option('--key <file>', 'PEM private key of that certificate (default: COFFER_CLIENT_KEY)'),
+    ).action(async (opts: StoreOptions & { role: string; cert?: string; key?: string }, cmd: Command) => {
+      const ctx = loginContext(cmd);
+      const certFile = opts.cert ?? process.env.COFFER_CLIENT_CERT;
+      const keyFile = opts.key ?? process.env.COFFER_CLIENT_KEY;
+      if (!certFile || !keyFile) throw usageError('a client certificate needs --cert and --key (or COFFER_CLIENT_CERT and COFFER_CLIENT_KEY)');
+      if (!ctx.address().startsWith('https://')) throw usageError('certificate login needs an https:// address');
+      const read = async (file: string, what: string) => {
+        try {
+          return await readFile(file, 'utf8');
+        } catch (err) {
+          throw new CliError(`cannot read the ${what} ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`);
+        }
+      };
+      const { createNodeFetch } = await import('../http-fetch.js');
+      const fetch = createNodeFetch({ cert: await read(certFile, 'client certificate'), key: await read(keyFile, 'client key') });
+      const client = ctx.client({ auth: false, fetch });
+      finishLogin(ctx, await client.auth.cert(opts.role), opts);
+    }),
+    'coffer login cert --role runners --cert runner.pem --key runner-key.pem',
+    'COFFER_CLIENT_CERT=/etc/coffer/tls.crt COFFER_CLIENT_KEY=/etc/coffer/tls.key coffer login cert --role payments-api',
+  );
+
+  examples(
     program
       .command('logout')
       .description('revoke the token stored in the profile\'s token file and delete the file (deleted even when the server cannot be reached; COFFER_TOKEN is left alone)')
