@@ -61,6 +61,20 @@ async function waitFor(text: () => string, needle: string, ms = 20_000): Promise
 
 const env = () => ({ PATH: process.env.PATH ?? '', HOME: home, COFFER_ADDR: server.address, COFFER_TOKEN: server.rootToken });
 
+describe('a signal the moment the command starts', () => {
+  it('is forwarded, not met by the default action (which would kill coffer and orphan the command)', async () => {
+    // The command's first act is to signal coffer; coffer must already be handling TERM.
+    const script = 'trap "echo got-term; exit 4" TERM; kill -TERM $PPID; sleep 5 & wait';
+    for (let i = 0; i < 5; i++) {
+      const child = spawn(process.execPath, [CLI_MAIN, '-n', NS, 'run', '--', 'sh', '-c', script], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+      cleanup = () => child.kill('SIGKILL');
+      const out = collect(child);
+      expect(await out.exited).toBe(4);
+      expect(out.text()).toContain('got-term');
+    }
+  });
+});
+
 (HAVE_SCRIPT ? describe : describe.skip)('on a terminal', () => {
   /** Runs coffer under a pty and presses Ctrl-C once the command is ready; returns how many SIGINTs the command saw. */
   async function ctrlC(extra: string[]): Promise<{ count: number; code: number | null; forwarded: boolean }> {

@@ -1,5 +1,5 @@
 /** `coffer run` and `coffer export`: a folder of secrets as environment variables. */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -272,10 +272,10 @@ function runChild(argv: string[], env: NodeJS.ProcessEnv, options: { forwardTerm
   const received = new Map<NodeJS.Signals, number>();
   // COFFER_DEBUG=signals: say on stderr what is forwarded (to see what a container runtime or terminal sends).
   const debugSignals = /(^|,)signals(,|$)/.test(process.env.COFFER_DEBUG ?? '');
-  return new Promise((resolve) => {
-    const child = spawn(file, args, { env, stdio: 'inherit' });
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess | undefined;
     const forward = (signal: NodeJS.Signals) => {
-      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+      if (!child || child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
       const count = (received.get(signal) ?? 0) + 1;
       received.set(signal, count);
       if (onTerminal && TERMINAL_SIGNALS.has(signal) && count === 1) {
@@ -287,11 +287,22 @@ function runChild(argv: string[], env: NodeJS.ProcessEnv, options: { forwardTerm
       if (debugSignals) process.stderr.write(`coffer: forwarding ${signal} to ${child.pid}\n`);
       child.kill(signal);
     };
+    // Handlers before the spawn: installed after it, a signal arriving while coffer is preempted
+    // between the two (a loaded machine) met the default action, which killed coffer and left the
+    // command running, holding the caller's pipes (seen as a rare hang in the e2e tests). Handlers
+    // run from the event loop, so by the time one runs, `child` is set.
     for (const signal of FORWARDED_SIGNALS) process.on(signal, forward);
     const done = (code: number) => {
       for (const signal of FORWARDED_SIGNALS) process.off(signal, forward);
       resolve(code);
     };
+    try {
+      child = spawn(file, args, { env, stdio: 'inherit' });
+    } catch (err) {
+      for (const signal of FORWARDED_SIGNALS) process.off(signal, forward);
+      reject(err);
+      return;
+    }
     child.once('error', (err: NodeJS.ErrnoException) => {
       // spawn failed (the command was never started): exit as a shell would.
       process.stderr.write(`Error: cannot run ${JSON.stringify(file)} (${err.code ?? err.message})\n`);
