@@ -16,6 +16,8 @@ import type { Database } from './storage/schema.js';
 import type { ChangeFeed } from './storage/change-feed.js';
 import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
 import type { AuditLog } from './audit/audit-log.js';
+import { KekLifecycle } from './secrets/kek-lifecycle.js';
+import { KekUsage } from './keyring/usage.js';
 
 const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
@@ -24,6 +26,21 @@ import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToke
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
 export interface CoreOptions {
+  /** KEK lifecycle: usage counting, rewrap batches, the background runner. */
+  kek: {
+    rotateAfterEncryptions: number;
+    usageReserveBlock: number;
+    rewrapBatchSize: number;
+    rewrapBatchDelayMs: number;
+    jobIntervalMs: number;
+    /** False: no background runner (tests drive `services().kek` by hand). */
+    runJobs: boolean;
+  };
+  /** Background failures and events (the KEK lifecycle runner); never given key material. */
+  log?: {
+    error(what: string, err: unknown): void;
+    event(what: string, fields: Record<string, unknown>): void;
+  };
   kekCacheTtlMs: number;
   kekCacheMaxEntries: number;
   secretCacheMaxEntries: number;
@@ -61,6 +78,7 @@ export interface Services {
   tokens: TokenService;
   namespaces: NamespaceService;
   secrets: SecretService;
+  kek: KekLifecycle;
 }
 
 export class CofferCore {
@@ -83,7 +101,9 @@ export class CofferCore {
     this.readCache.reset(changes.up);
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
-      if (event) applyChange(this.readCache, event);
+      if (!event) return;
+      if (event.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
+      else applyChange(this.readCache, event);
     });
     changes.events.on('up', () => this.readCache.reset(true));
     changes.events.on('down', () => this.readCache.reset(false));
@@ -227,6 +247,7 @@ export class CofferCore {
     return this.exclusive(async () => {
       // Sign the chain's head while the key is still here.
       await this.audit.checkpointNow().catch(() => undefined);
+      await this.unsealed?.kek.stop();
       this.dropKeys();
       return this.status();
     });
@@ -243,6 +264,7 @@ export class CofferCore {
 
   /** Flushes and checkpoints the audit log, then zeroes every key. */
   async close(): Promise<void> {
+    await this.unsealed?.kek.stop();
     await this.audit.close();
     this.dropKeys();
   }
@@ -253,6 +275,7 @@ export class CofferCore {
     this.collector?.reset();
     this.collector = null;
     if (this.unsealed) {
+      void this.unsealed.kek.stop();
       this.unsealed.keyring.destroy();
       this.unsealed.tokens.destroy();
       this.unsealed = null;
@@ -277,8 +300,23 @@ export class CofferCore {
       await tokens.load();
       const changes = { cache: this.readCache, feed: this.changes };
       const namespaces = new NamespaceService(this.db, keyring, changes);
-      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions);
-      this.unsealed = { keyring, tokens, namespaces, secrets };
+      const k = this.options.kek;
+      const usage = new KekUsage(k.usageReserveBlock, k.rotateAfterEncryptions);
+      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions, usage);
+      const log = this.options.log;
+      const kek = new KekLifecycle(this.db, keyring, namespaces, changes, usage, {
+        rewrapBatchSize: k.rewrapBatchSize,
+        rewrapBatchDelayMs: k.rewrapBatchDelayMs,
+        jobIntervalMs: k.jobIntervalMs,
+        onError: (what, err) => log?.error(what, err),
+        onEvent: (what, fields) => log?.event(what, fields),
+      });
+      if (k.runJobs) {
+        namespaces.onKekRotated = () => kek.kick();
+        secrets.onUsageLimit = () => kek.kick();
+      }
+      this.unsealed = { keyring, tokens, namespaces, secrets, kek };
+      if (k.runJobs) kek.start();
     } catch (err) {
       keyring.destroy();
       throw err;

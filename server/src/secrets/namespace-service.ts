@@ -21,6 +21,10 @@ export interface NamespaceSummary {
 }
 
 export interface NamespaceDetail extends NamespaceSummary {
+  /** Seconds between scheduled KEK rotations, or null. */
+  rotation_period: number | null;
+  /** Set while the namespace is scheduled for crypto-shredding (and disabled). */
+  deletion_date: string | null;
   secret_count: number;
   kek: {
     current_version: number;
@@ -137,13 +141,16 @@ export class NamespaceService {
     return { namespace: name, version: done.version, origin, created_at: iso(done.created_at), deks_to_rewrap: done.total };
   }
 
-  async create(name: string, description = ''): Promise<NamespaceDetail> {
+  async create(name: string, description = '', rotationPeriodSeconds: number | null = null): Promise<NamespaceDetail> {
     checkNamespaceName(name);
     const id = randomUUID();
     const wrappedKek = await this.keyring.generateWrappedKek(id, 1);
     try {
       await this.db.transaction().execute(async (trx) => {
-        await trx.insertInto('namespaces').values({ id, name, description, current_kek_version: 1 }).execute();
+        await trx
+          .insertInto('namespaces')
+          .values({ id, name, description, current_kek_version: 1, rotation_period_seconds: rotationPeriodSeconds })
+          .execute();
         await trx
           .insertInto('namespace_keys')
           .values({
@@ -175,8 +182,18 @@ export class NamespaceService {
     return { namespaces: items.map(summary), next_cursor };
   }
 
-  async get(name: string): Promise<NamespaceDetail> {
+  /** Changes a namespace's description and/or KEK rotation period (null = manual rotation only). */
+  async update(name: string, changes: { description?: string; rotationPeriodSeconds?: number | null }): Promise<NamespaceDetail> {
     const ns = await this.resolve(name);
+    const set: { updated_at: Date; description?: string; rotation_period_seconds?: number | null } = { updated_at: new Date() };
+    if (changes.description !== undefined) set.description = changes.description;
+    if (changes.rotationPeriodSeconds !== undefined) set.rotation_period_seconds = changes.rotationPeriodSeconds;
+    await this.db.updateTable('namespaces').set(set).where('id', '=', ns.id).execute();
+    return this.get(name);
+  }
+
+  async get(name: string): Promise<NamespaceDetail> {
+    const ns = await this.resolve(name, this.db, { allowDisabled: true });
     const [row, keys, count] = await Promise.all([
       this.db.selectFrom('namespaces').selectAll().where('id', '=', ns.id).executeTakeFirstOrThrow(),
       this.db
@@ -193,6 +210,8 @@ export class NamespaceService {
     ]);
     return {
       ...summary(row),
+      rotation_period: row.rotation_period_seconds,
+      deletion_date: row.deletion_date ? iso(row.deletion_date) : null,
       secret_count: Number(count.n),
       kek: {
         current_version: row.current_kek_version,
@@ -236,15 +255,23 @@ export class NamespaceService {
     return { secrets_deleted: result.secrets };
   }
 
-  /** Looks a namespace up by name; 404 when it does not exist. */
-  async resolve(name: string, executor: Kysely<Database> | Transaction<Database> = this.db): Promise<NamespaceRef> {
+  /**
+   * Looks a namespace up by name; 404 when it does not exist, 409
+   * namespace_disabled while it is scheduled for shredding (unless allowed).
+   */
+  async resolve(
+    name: string,
+    executor: Kysely<Database> | Transaction<Database> = this.db,
+    options: { allowDisabled?: boolean } = {},
+  ): Promise<NamespaceRef> {
     checkNamespaceName(name);
     const row = await executor
       .selectFrom('namespaces')
-      .select(['id', 'current_kek_version'])
+      .select(['id', 'current_kek_version', 'deletion_date'])
       .where('name', '=', name)
       .executeTakeFirst();
     if (!row) throw notFound(`namespace "${name}" not found`);
+    if (row.deletion_date && !options.allowDisabled) throw namespaceDisabled(name, row.deletion_date);
     return { id: row.id, name, currentKekVersion: row.current_kek_version };
   }
 }
