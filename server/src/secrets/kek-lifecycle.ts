@@ -106,15 +106,20 @@ export class KekLifecycle {
   // --- status -------------------------------------------------------------
 
   async status(name: string): Promise<KekStatus> {
-    const ns = await this.namespaces.resolve(name, this.db, { allowDisabled: true });
-    const [row, keys, job] = await Promise.all([
-      this.db.selectFrom('namespaces').selectAll().where('id', '=', ns.id).executeTakeFirstOrThrow(),
-      this.db.selectFrom('namespace_keys').selectAll().where('namespace_id', '=', ns.id).orderBy('version').execute(),
-      this.db.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', ns.id).executeTakeFirst(),
-    ]);
+    // One snapshot: separate reads could show a completed job next to versions not yet retired.
+    const { row, keys, job, remaining } = await this.db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .execute(async (trx) => {
+        const ns = await this.namespaces.resolve(name, trx, { allowDisabled: true });
+        const row = await trx.selectFrom('namespaces').selectAll().where('id', '=', ns.id).executeTakeFirstOrThrow();
+        const keys = await trx.selectFrom('namespace_keys').selectAll().where('namespace_id', '=', ns.id).orderBy('version').execute();
+        const job = await trx.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', ns.id).executeTakeFirst();
+        const remaining = job && job.state === 'running' ? await countDeksToRewrap(trx, ns.id, job.target_version) : 0;
+        return { row, keys, job, remaining };
+      });
     const current = keys.find((k) => k.version === row.current_kek_version);
     const period = row.rotation_period_seconds;
-    const remaining = job && job.state === 'running' ? await countDeksToRewrap(this.db, ns.id, job.target_version) : 0;
     return {
       namespace: name,
       current_version: row.current_kek_version,
