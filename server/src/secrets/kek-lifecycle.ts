@@ -178,6 +178,15 @@ export class KekLifecycle {
       // A namespace waiting to be shredded keeps its DEKs where they are.
       if (!ns || !job || job.state !== 'running' || ns.deletion_date) return 'idle';
       const target = job.target_version;
+      // Lock the target version's row before any DEK row: a write that reserves usage counts
+      // takes it before touching secret_versions too, so the two never wait on each other in a cycle.
+      await trx
+        .selectFrom('namespace_keys')
+        .select('version')
+        .where('namespace_id', '=', namespaceId)
+        .where('version', '=', target)
+        .forUpdate()
+        .execute();
       // The batch's last path: the batchSize-th secret after the cursor (none: this is the last batch).
       let bound = trx
         .selectFrom('secrets')
