@@ -12,6 +12,9 @@
 //   (b2) the same on the embedded PGlite store
 //   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
 //   (c2) the same on PGlite
+//   (b0) (b1) with the audit log off: the audit log's cost
+//   (b3) (b1) with a user's token whose policy is evaluated on each read: the policy's cost
+//   (l1) (l2) (l3) logins per second: userpass (argon2id), AppRole, JWT from a local OIDC issuer
 //   (r1) KEK rewrap job: DEKs/s moving 100k secrets (10k with --quick) to a new KEK version,
 //        PostgreSQL; (r2) the same on PGlite. Seeded in bulk straight into the database with the
 //        server's own keyring (HTTP would take minutes), then the real job code runs in-process.
@@ -41,6 +44,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './pg-cluster.mjs';
+import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench-identity.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromServer = createRequire(path.join(root, 'server', 'package.json'));
@@ -61,7 +65,14 @@ const SCENARIOS = [
   { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
   // The audit log's cost: (b1) again with auditing off (issue: at most 25% of read throughput).
   { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
+  // Identity (issue 4): a read with a policy-checked user token (aim: within 15% of root's (b1)),
+  // and logins per method (on the (b1) server, login rate limit off).
+  { id: 'b3', label: '(b3) read, PostgreSQL, user token + policy', backend: 'postgres', kind: 'read' },
+  { id: 'l1', label: '(l1) login userpass (argon2id)', backend: 'postgres', kind: 'login' },
+  { id: 'l2', label: '(l2) login AppRole', backend: 'postgres', kind: 'login' },
+  { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
 ];
+const scenario = (id) => SCENARIOS.find((s) => s.id === id);
 
 /** Rewrap scenarios: not HTTP load, so reported in their own table. */
 const REWRAP_SCENARIOS = [
@@ -89,7 +100,7 @@ function banner(lines) {
 // ---------------------------------------------------------------------------------------
 
 const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,r1,r2] [--rewrap-secrets N]
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,r1,r2] [--rewrap-secrets N]
                            [--cpu-prof DIR] [--server FILE]`;
 
 function parseOptions(argv) {
@@ -124,7 +135,7 @@ function parseOptions(argv) {
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
     if (!SCENARIOS.some((s) => s.id === id) && !REWRAP_SCENARIOS.some((s) => s.id === id)) {
-      throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0, r1, r2)`);
+      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS, ...REWRAP_SCENARIOS].map((s) => s.id).join(', ')})`);
     }
   }
   return {
@@ -731,8 +742,9 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  if (wanted('b1') || wanted('c1') || wanted('b0') || wanted('r1')) {
-    const pgWanted = ['b1', 'c1', 'b0', 'r1'].filter(wanted);
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1'];
+  if (pgIds.some(wanted)) {
+    const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
       const lines = [
         `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
@@ -750,11 +762,25 @@ async function main() {
       pgVersion = pg.version;
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       try {
-        if (wanted('b1') || wanted('c1')) {
-          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
+        if (['b1', 'c1', 'b3', 'l1', 'l2', 'l3'].some(wanted)) {
+          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
           try {
             if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
             if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+            if (['b3', 'l1', 'l2', 'l3'].some(wanted)) {
+              const policyRead = await policyReadRequest(server, READ_PATH);
+              if (wanted('b3')) results.set('b3', await measure(scenario('b3'), server, policyRead, opts));
+              if (wanted('l1')) results.set('l1', await measure(scenario('l1'), server, await userpassLoginRequest(server), opts));
+              if (wanted('l2')) results.set('l2', await measure(scenario('l2'), server, await approleLoginRequest(server), opts));
+              if (wanted('l3')) {
+                const jwtLogin = await jwtLoginRequest(server);
+                try {
+                  results.set('l3', await measure(scenario('l3'), server, jwtLogin.request, opts));
+                } finally {
+                  await jwtLogin.stop();
+                }
+              }
+            }
           } finally {
             await stopChild(server.child);
           }
@@ -843,8 +869,18 @@ async function main() {
   const ratios = { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
   out();
   out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}`);
-  const b0 = results.get('b0');
   const b1r = results.get('b1');
+  const b3 = results.get('b3');
+  if (b3 && !b3.skipped && b1r && !b1r.skipped) {
+    ratios.policy_cost = 1 - b3.rps / b1r.rps;
+    const drop = 1 - b3.rps / b1r.rps;
+    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - drop)} (aim ≥ 0.85)`);
+  }
+  for (const id of ['l1', 'l2', 'l3']) {
+    const l = results.get(id);
+    if (l && !l.skipped) out(`${scenario(id).label}: ${Math.round(l.rps)} logins/s, p99 ${fmtMs(l.p99)} ms`);
+  }
+  const b0 = results.get('b0');
   if (b0 && !b0.skipped && b1r && !b1r.skipped) {
     const cost = 1 - b1r.rps / b0.rps;
     ratios.audit_cost = cost;
@@ -866,7 +902,7 @@ async function main() {
     out(table(rewrapRows, ['rewrap scenario', 'DEKs/s', 'DEKs', 'seconds', 'check'], [false, true, true, true, false]));
     out(`rewrap aim (from the issue): ≥ ${fmtInt(REWRAP_AIM)} DEKs/s for 100k secrets — informational, does not fail the run`);
   }
-  for (const s of SCENARIOS.slice(3)) {
+  for (const s of SCENARIOS) {
     const w = results.get(s.id)?.writeCheck;
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
   }

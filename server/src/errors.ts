@@ -22,6 +22,10 @@ export type ErrorCode =
   | 'sealed'
   | 'unavailable'
   | 'integrity_error'
+  | 'login_failed'
+  | 'rate_limited'
+  | 'not_renewable'
+  | 'namespace_disabled'
   | 'internal';
 
 export class CofferError extends Error {
@@ -30,6 +34,8 @@ export class CofferError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details?: unknown,
+    /** Sent as Retry-After (429 and 503). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'CofferError';

@@ -6,7 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { parseHostPort, type Config } from './config.js';
+import { authOptionsOf, parseHostPort, type Config } from './config.js';
 import { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
@@ -64,6 +64,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     secretCacheMaxEntries: config.secretCacheMaxEntries,
     secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
     defaultMaxVersions: config.defaultMaxVersions,
+    auth: authOptionsOf(config),
   });
   const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
   const tls = tlsFilesOf(config);
