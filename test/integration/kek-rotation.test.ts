@@ -252,6 +252,15 @@ describeEachStorage('KEK lifecycle', (kind) => {
       await kek().runOnce();
       expect((await h.kek('sched')).body.rewrap.state).toBe('completed');
       expect((await h.get('sched', 'x')).body.data).toEqual({ value: 'y' });
+      // No request asked for these changes: the job records them itself.
+      const audit = await api(ctx.base, 'GET', '/v1/sys/audit?namespace=sched', h.auth());
+      const system = audit.body.entries.filter((e: any) => e.identity?.id === 'system:kek-lifecycle');
+      expect(system.map((e: any) => [e.action, e.version])).toEqual(
+        expect.arrayContaining([
+          ['namespace.kek.rotate', 2],
+          ['namespace.kek.retire', 2],
+        ]),
+      );
     });
 
     it('a null period turns the schedule off', async () => {
@@ -322,11 +331,14 @@ describeEachStorage('KEK lifecycle', (kind) => {
       expectError(await h.get('shred', 'db/password'), 404, 'not_found');
     });
 
-    it('audits schedule and cancel', async () => {
+    it('audits schedule, cancel and the destruction', async () => {
       const res = await api(ctx.base, 'GET', '/v1/sys/audit?namespace=shred', h.auth());
       const actions = new Set((res.body.entries ?? []).map((e: any) => e.action));
       expect(actions.has('namespace.shred.schedule')).toBe(true);
       expect(actions.has('namespace.shred.cancel')).toBe(true);
+      const destroyed = res.body.entries.filter((e: any) => e.action === 'namespace.shred.destroy');
+      expect(destroyed).toHaveLength(1);
+      expect(destroyed[0].identity).toMatchObject({ id: 'system:kek-lifecycle', method: 'none' });
     });
   });
 

@@ -43,6 +43,19 @@ export interface KekLifecycleOptions {
   onError: (what: string, err: unknown) => void;
   /** Reports background events worth an operator's attention (rotation, shredding). */
   onEvent: (what: string, fields: Record<string, unknown>) => void;
+  /**
+   * Records a background change in the audit log inside its transaction: if the entry cannot
+   * be written, the change rolls back (fail-closed, as for requests) and is retried next run.
+   */
+  auditWithin?: (trx: Transaction<Database>, event: BackgroundAuditEvent) => Promise<void>;
+}
+
+/** A change no request asked for: scheduled or usage-limit rotation, retirement, destruction. */
+export interface BackgroundAuditEvent {
+  action: 'namespace.kek.rotate' | 'namespace.kek.retire' | 'namespace.shred.destroy';
+  namespace: string;
+  /** The KEK version concerned (the new one for a rotation, the target of the rewrap for a retirement). */
+  kekVersion: number | null;
 }
 
 export interface KekVersionStatus {
@@ -245,6 +258,7 @@ export class KekLifecycle {
         .where('namespace_id', '=', namespaceId)
         .execute();
       await retireUnreferenced(trx, namespaceId, target);
+      await this.options.auditWithin?.(trx, { action: 'namespace.kek.retire', namespace: ns.name, kekVersion: target });
       // Cached rows still name the old version (still readable): drop them so no cache refers to retired keys.
       await publishChange(this.changes, trx, { kind: 'namespace', namespace: ns.name });
       completedNamespace = ns.name;
@@ -312,6 +326,7 @@ export class KekLifecycle {
         const worn = Number(ns.encryptions) >= this.usage.limit && ns.job_state !== 'running';
         if (!scheduled && !worn) return null;
         const rotation = await this.namespaces.rotateKek(candidate.name, {}, trx);
+        await this.options.auditWithin?.(trx, { action: 'namespace.kek.rotate', namespace: candidate.name, kekVersion: rotation.version });
         return { ...rotation, reason: scheduled ? 'schedule' : 'usage_limit' };
       });
       if (result) {
@@ -413,6 +428,7 @@ export class KekLifecycle {
         await trx.deleteFrom('namespaces').where('id', '=', ns.id).execute();
         await publishChange(this.changes, trx, { kind: 'namespace', namespace: candidate.name });
         await publishChange(this.changes, trx, { kind: 'namespace-keys', namespaceId: ns.id });
+        await this.options.auditWithin?.(trx, { action: 'namespace.shred.destroy', namespace: candidate.name, kekVersion: null });
         return true;
       });
       if (done) {
