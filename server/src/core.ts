@@ -387,8 +387,8 @@ export class CofferCore {
         jobIntervalMs: k.jobIntervalMs,
         onError: (what, err) => log?.error(what, err),
         onEvent: (what, fields) => log?.event(what, fields),
-        auditWithin: (trx, event) =>
-          this.audit.appendWithin(trx, {
+        audit: (event) =>
+          this.audit.append({
             request_id: randomUUID(),
             identity: { id: 'system:kek-lifecycle', method: 'none', display_name: 'KEK lifecycle job' },
             action: event.action,

@@ -312,6 +312,22 @@ describeEachStorage('KEK lifecycle', (kind) => {
       expect((await h.get('shred', 'db/password')).body.data).toEqual({ value: 'hunter2' });
     });
 
+    it('pauses a running rewrap while the namespace waits for shredding; cancelling resumes it', async () => {
+      await h.mkns('paused');
+      for (let i = 0; i < 5; i++) expect((await h.put('paused', `k${i}`, `v${i}`)).status).toBe(200);
+      expect((await h.rotate('paused')).status).toBe(200);
+      const id = (await nsId('paused'))!;
+      expect(await kek().rewrapBatch(id)).toBe('more');
+      expect((await api(ctx.base, 'POST', '/v1/namespaces/paused/shred', { ...h.auth(), body: { pending_window_days: 7 } })).status).toBe(202);
+      const before = (await h.kek('paused')).body.rewrap;
+      expect(await kek().rewrapBatch(id)).toBe('idle');
+      expect((await h.kek('paused')).body.rewrap).toEqual(before);
+      expect((await api(ctx.base, 'DELETE', '/v1/namespaces/paused/shred', h.auth())).status).toBe(200);
+      await kek().runRewrapJobs();
+      expect((await h.kek('paused')).body.rewrap).toMatchObject({ state: 'completed', rewrapped: 5, remaining: 0 });
+      for (let i = 0; i < 5; i++) expect((await h.get('paused', `k${i}`)).body.data).toEqual({ value: `v${i}` });
+    });
+
     it('destroys keys and purges secrets only once the window has passed', async () => {
       const id = (await nsId('shred'))!;
       const res = await api(ctx.base, 'POST', '/v1/namespaces/shred/shred', { ...h.auth(), body: { pending_window_days: 7 } });

@@ -179,9 +179,6 @@ export class AuditLog {
     if (!this.enabled) return;
     if (this.stalled) throw auditUnavailable();
     const pending: Pending = { draft, time: new Date(), resolve: () => {}, reject: () => {} };
-    // No retry is possible inside the caller's transaction: read the chain's head afresh rather
-    // than trust the cached one, which another server sharing the database may have moved on.
-    this.head = null;
     try {
       await this.withTimeout(this.write([pending], trx));
     } catch (err) {
