@@ -29,6 +29,7 @@ import { LoginGuard } from './auth/login-guard.js';
 import { UserpassService } from './auth/userpass.js';
 import { AppRoleService } from './auth/approle.js';
 import { JwtAuthService } from './auth/jwt.js';
+import { CertAuthService } from './auth/cert.js';
 
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
@@ -90,6 +91,7 @@ export interface Services {
   userpass: UserpassService;
   approle: AppRoleService;
   jwt: JwtAuthService;
+  cert: CertAuthService;
   kek: KekLifecycle;
 }
 
@@ -416,6 +418,7 @@ export class CofferCore {
         userpass: new UserpassService(this.db, tokens, guard, auth.argon2),
         approle: new AppRoleService(this.db, tokens, guard),
         jwt: new JwtAuthService(this.db, tokens, guard, auth.jwt),
+        cert: new CertAuthService(this.db, tokens, guard),
         kek,
       };
       if (k.runJobs) kek.start();
