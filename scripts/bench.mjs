@@ -15,6 +15,9 @@
 //   (b0) (b1) with the audit log off: the audit log's cost
 //   (b3) (b1) with a user's token whose policy is evaluated on each read: the policy's cost
 //   (l1) (l2) (l3) logins per second: userpass (argon2id), AppRole, JWT from a local OIDC issuer
+//   (r1) KEK rewrap job: DEKs/s moving 100k secrets (10k with --quick) to a new KEK version,
+//        PostgreSQL; (r2) the same on PGlite. Seeded in bulk straight into the database with the
+//        server's own keyring (HTTP would take minutes), then the real job code runs in-process.
 //   (d1) CLI: wall time of `coffer run -- true` with 50 secrets in the folder (process start to exit,
 //        sequential runs; `node -e 0` is measured alongside as the floor), Coffer on PGlite
 //   (d2) SDK: latency of one bulk fetch of those 50 secrets (client.secrets.bulk), sequential
@@ -35,7 +38,7 @@
 
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -79,6 +82,13 @@ const CLI_SCENARIOS = ['d1', 'd2'];
 const CLI_SECRETS = 50;
 const CLI_AIM_MS = 300;
 
+/** Rewrap scenarios: not HTTP load, so reported in their own table. */
+const REWRAP_SCENARIOS = [
+  { id: 'r1', label: '(r1) KEK rewrap, PostgreSQL', backend: 'postgres' },
+  { id: 'r2', label: '(r2) KEK rewrap, PGlite', backend: 'pglite' },
+];
+const REWRAP_AIM = 20_000;
+
 const READ_PATH = '/v1/secrets/bench/db/password';
 const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 const WRITE_MAX_VERSIONS = 5;
@@ -98,7 +108,8 @@ function banner(lines) {
 // ---------------------------------------------------------------------------------------
 
 const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,d1,d2] [--cpu-prof DIR] [--server FILE]`;
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,r1,r2,d1,d2] [--rewrap-secrets N]
+                           [--cpu-prof DIR] [--server FILE]`;
 
 function parseOptions(argv) {
   const { values } = parseArgs({
@@ -112,6 +123,7 @@ function parseOptions(argv) {
       only: { type: 'string' },
       'cpu-prof': { type: 'string' },
       server: { type: 'string' },
+      'rewrap-secrets': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -130,8 +142,8 @@ function parseOptions(argv) {
   const quick = values.quick;
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) {
-      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS.map((s) => s.id), ...CLI_SCENARIOS].join(', ')})`);
+    if (!SCENARIOS.some((s) => s.id === id) && !REWRAP_SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) {
+      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS, ...REWRAP_SCENARIOS].map((s) => s.id).concat(CLI_SCENARIOS).join(', ')})`);
     }
   }
   return {
@@ -139,6 +151,7 @@ function parseOptions(argv) {
     duration: num('duration', values.duration, quick ? 2 : 10),
     connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
     warmup: num('warmup', values.warmup, 1),
+    rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
     json: values.json ? path.resolve(values.json) : null,
     only,
     cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,
@@ -703,6 +716,79 @@ async function benchCli(opts, wanted) {
 }
 
 // ---------------------------------------------------------------------------------------
+// KEK rewrap
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Runs Coffer in this process over `storage` (jobs off), seeds `count` secrets in bulk with the
+ * server's keyring (real DEKs wrapped under KEK v1), rotates the namespace's KEK and times the
+ * real rewrap job (KekLifecycle.runRewrapJobs) moving every DEK to v2; then checks that every
+ * DEK moved and that a sample decrypts to what was written.
+ */
+async function measureRewrap(scenario, storage, count, opts) {
+  const dist = (file) => pathToFileURL(path.join(path.dirname(opts.serverMain), file)).href;
+  const { loadConfig } = await import(dist('config.js'));
+  const { createLogger } = await import(dist('log.js'));
+  const { startServer } = await import(dist('server.js'));
+  info(`${scenario.label}: seeding ${fmtInt(count)} secrets`);
+  const config = loadConfig({}, { host: '127.0.0.1', port: 0, logLevel: 'warn', kekRunJobs: false, ...storage });
+  const server = await startServer(config, createLogger('warn'));
+  try {
+    const core = server.core;
+    const init = await core.init(1, 1);
+    await core.unseal(init.shares[0]);
+    const services = core.services();
+    await services.namespaces.create('rewrap');
+    const ns = await services.namespaces.resolve('rewrap');
+    const encoder = new TextEncoder();
+    const pathOf = (i) => `app/${String(i).padStart(7, '0')}`;
+    const seedStarted = performance.now();
+    const CHUNK = 2000;
+    for (let start = 0; start < count; start += CHUNK) {
+      const secrets = [];
+      const versions = [];
+      for (let i = start; i < Math.min(count, start + CHUNK); i++) {
+        const id = randomUUID();
+        secrets.push({ id, namespace_id: ns.id, path: pathOf(i), current_version: 1, max_versions: 10 });
+        const enc = await services.keyring.encryptValue({ namespaceId: ns.id, secretId: id, version: 1 }, 1, encoder.encode(JSON.stringify({ value: `v${i}` })));
+        versions.push({ secret_id: id, version: 1, type: 'generic', metadata: '{}', kek_version: 1, wrapped_dek: enc.wrappedDek, ciphertext: enc.ciphertext });
+      }
+      await core.db.transaction().execute(async (trx) => {
+        await trx.insertInto('secrets').values(secrets).execute();
+        await trx.insertInto('secret_versions').values(versions).execute();
+      });
+    }
+    info(`  seeded in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s; rotating and rewrapping (batch ${config.kekRewrapBatchSize} secrets)`);
+    const rotation = await services.namespaces.rotateKek('rewrap');
+    if (rotation.deks_to_rewrap !== count) throw new BenchError(`${scenario.label}: expected ${count} DEKs to rewrap, rotation reports ${rotation.deks_to_rewrap}`);
+    const t0 = performance.now();
+    await services.kek.runRewrapJobs();
+    const seconds = (performance.now() - t0) / 1000;
+    const status = await services.kek.status('rewrap');
+    const problems = [];
+    if (status.rewrap?.state !== 'completed' || status.rewrap.rewrapped !== count) {
+      problems.push(`job did not complete: ${JSON.stringify(status.rewrap)}`);
+    }
+    const { n } = await core.db
+      .selectFrom('secret_versions')
+      .select((eb) => eb.fn.countAll().as('n'))
+      .where('kek_version', '<>', 2)
+      .executeTakeFirstOrThrow();
+    if (Number(n) !== 0) problems.push(`${n} DEKs are still under the old KEK version`);
+    for (let k = 0; k < 200; k++) {
+      const i = Math.floor(Math.random() * count);
+      const read = await services.secrets.read('rewrap', pathOf(i));
+      if (read.data.value !== `v${i}`) problems.push(`${pathOf(i)} read back wrong after the rewrap`);
+    }
+    const rate = count / seconds;
+    info(`  ${fmtInt(count)} DEKs in ${seconds.toFixed(2)} s = ${fmtInt(rate)} DEKs/s${problems.length ? `; PROBLEMS: ${problems.join('; ')}` : ''}`);
+    return { deks: count, seconds, deksPerSecond: rate, batchSize: config.kekRewrapBatchSize, problems };
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------
 
@@ -716,7 +802,7 @@ async function main() {
   }
   const wanted = (id) => !opts.only || opts.only.includes(id);
   const started = Date.now();
-  if (SCENARIOS.some((s) => s.backend !== 'hello' && wanted(s.id)) && !existsSync(opts.serverMain)) {
+  if ([...SCENARIOS, ...REWRAP_SCENARIOS].some((s) => s.backend !== 'hello' && wanted(s.id)) && !existsSync(opts.serverMain)) {
     process.stderr.write(`[bench] ${opts.serverMain} does not exist: build first (npx tsc -b), or use npm run bench\n`);
     return 1;
   }
@@ -733,6 +819,7 @@ async function main() {
   out();
 
   const results = new Map(); // id -> stats | { skipped: reason }
+  const rewrapResults = new Map(); // id -> rewrap stats | { skipped: reason }
   const failures = [];
 
   // (a) hello world
@@ -747,7 +834,7 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3'];
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1'];
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
@@ -761,7 +848,7 @@ async function main() {
       ];
       process.stderr.write(`${banner(lines)}\n`);
       if (CI) throw new BenchError('PostgreSQL binaries are required under CI=true');
-      for (const id of pgWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
+      for (const id of pgWanted) (id === 'r1' ? rewrapResults : results).set(id, { skipped: 'PostgreSQL binaries not found' });
     } else {
       const pg = await startPostgres();
       pgVersion = pg.version;
@@ -799,6 +886,10 @@ async function main() {
             await stopChild(server.child);
           }
         }
+        if (wanted('r1')) {
+          const url = await createBenchDatabase('coffer_bench_rewrap');
+          rewrapResults.set('r1', await measureRewrap(REWRAP_SCENARIOS[0], { databaseUrl: url }, opts.rewrapSecrets, opts));
+        }
       } finally {
         const c = cluster;
         cluster = null;
@@ -819,6 +910,16 @@ async function main() {
       } finally {
         await stopChild(server.child);
       }
+    } finally {
+      removeTempDir(dataDir);
+    }
+  }
+
+  if (wanted('r2')) {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-rewrap-'));
+    trackTempDir(dataDir);
+    try {
+      rewrapResults.set('r2', await measureRewrap(REWRAP_SCENARIOS[1], { dataDir }, opts.rewrapSecrets, opts));
     } finally {
       removeTempDir(dataDir);
     }
@@ -881,6 +982,22 @@ async function main() {
     ratios.audit_cost = cost;
     out(`audit cost on reads: (b1) with audit ${Math.round(b1r.rps)} req/s vs (b0) without ${Math.round(b0.rps)} req/s = ${(cost * 100).toFixed(1)}% (aim ≤ 25%)`);
   }
+  if (rewrapResults.size > 0) {
+    const rewrapRows = [];
+    for (const s of REWRAP_SCENARIOS) {
+      const r = rewrapResults.get(s.id);
+      if (!r) continue;
+      if (r.skipped) {
+        rewrapRows.push([s.label, 'SKIPPED', '-', '-', r.skipped]);
+        continue;
+      }
+      rewrapRows.push([s.label, fmtInt(r.deksPerSecond), fmtInt(r.deks), r.seconds.toFixed(2), r.problems.length ? 'PROBLEMS' : 'ok']);
+      for (const p of r.problems) failures.push(`${s.label}: ${p}`);
+    }
+    out();
+    out(table(rewrapRows, ['rewrap scenario', 'DEKs/s', 'DEKs', 'seconds', 'check'], [false, true, true, true, false]));
+    out(`rewrap aim (from the issue): ≥ ${fmtInt(REWRAP_AIM)} DEKs/s for 100k secrets — informational, does not fail the run`);
+  }
   for (const s of SCENARIOS) {
     const w = results.get(s.id)?.writeCheck;
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
@@ -937,6 +1054,7 @@ async function main() {
       options: { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, only: opts.only, server: opts.serverMain },
       machine,
       scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
+      rewrap: REWRAP_SCENARIOS.filter((s) => rewrapResults.has(s.id)).map((s) => ({ id: s.id, label: s.label, aimDeksPerSecond: REWRAP_AIM, ...rewrapResults.get(s.id) })),
       ratios,
       aim,
       cli: cliResults,

@@ -3,6 +3,7 @@
  * no key is in memory and every data endpoint answers 503. Unsealing rebuilds
  * the keyring from the root key; sealing zeroes it.
  */
+import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { CofferError, conflict, sealedError } from './errors.js';
 import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
@@ -16,6 +17,8 @@ import type { Database } from './storage/schema.js';
 import type { ChangeFeed } from './storage/change-feed.js';
 import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
 import type { AuditLog } from './audit/audit-log.js';
+import { KekLifecycle } from './secrets/kek-lifecycle.js';
+import { KekUsage } from './keyring/usage.js';
 
 const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
@@ -31,6 +34,21 @@ import { CertAuthService } from './auth/cert.js';
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
 export interface CoreOptions {
+  /** KEK lifecycle: usage counting, rewrap batches, the background runner. */
+  kek: {
+    rotateAfterEncryptions: number;
+    usageReserveBlock: number;
+    rewrapBatchSize: number;
+    rewrapBatchDelayMs: number;
+    jobIntervalMs: number;
+    /** False: no background runner (tests drive `services().kek` by hand). */
+    runJobs: boolean;
+  };
+  /** Background failures and events (the KEK lifecycle runner); never given key material. */
+  log?: {
+    error(what: string, err: unknown): void;
+    event(what: string, fields: Record<string, unknown>): void;
+  };
   kekCacheTtlMs: number;
   kekCacheMaxEntries: number;
   secretCacheMaxEntries: number;
@@ -74,6 +92,7 @@ export interface Services {
   approle: AppRoleService;
   jwt: JwtAuthService;
   cert: CertAuthService;
+  kek: KekLifecycle;
 }
 
 export class CofferCore {
@@ -97,7 +116,8 @@ export class CofferCore {
     this.readCache.reset(changes.up);
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
-      if (event) applyChange(this.readCache, event);
+      if (event?.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
+      else if (event) applyChange(this.readCache, event);
       else this.applyAuthChange(payload);
     });
     changes.events.on('up', () => {
@@ -247,6 +267,7 @@ export class CofferCore {
     return this.exclusive(async () => {
       // Sign the chain's head while the key is still here.
       await this.audit.checkpointNow().catch(() => undefined);
+      await this.unsealed?.kek.stop();
       this.dropKeys();
       return this.status();
     });
@@ -302,6 +323,7 @@ export class CofferCore {
 
   /** Flushes and checkpoints the audit log, then zeroes every key. */
   async close(): Promise<void> {
+    await this.unsealed?.kek.stop();
     await this.audit.close();
     this.dropKeys();
   }
@@ -328,6 +350,7 @@ export class CofferCore {
     this.rootCollector?.reset();
     this.rootCollector = null;
     if (this.unsealed) {
+      void this.unsealed.kek.stop();
       this.unsealed.keyring.destroy();
       this.unsealed.tokens.destroy();
       this.unsealed.policies.clear();
@@ -356,7 +379,35 @@ export class CofferCore {
       await tokens.load();
       const changes = { cache: this.readCache, feed: this.changes };
       const namespaces = new NamespaceService(this.db, keyring, changes);
-      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions);
+      const k = this.options.kek;
+      const usage = new KekUsage(k.usageReserveBlock, k.rotateAfterEncryptions);
+      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions, usage);
+      const log = this.options.log;
+      const kek = new KekLifecycle(this.db, keyring, namespaces, changes, usage, {
+        rewrapBatchSize: k.rewrapBatchSize,
+        rewrapBatchDelayMs: k.rewrapBatchDelayMs,
+        jobIntervalMs: k.jobIntervalMs,
+        onError: (what, err) => log?.error(what, err),
+        onEvent: (what, fields) => log?.event(what, fields),
+        audit: (event) =>
+          this.audit.append({
+            request_id: randomUUID(),
+            identity: { id: 'system:kek-lifecycle', method: 'none', display_name: 'KEK lifecycle job' },
+            action: event.action,
+            namespace: event.namespace,
+            path: null,
+            version: event.kekVersion,
+            outcome: 'success',
+            status: 200,
+            error_code: null,
+            client: null,
+            hashed: {},
+          }),
+      });
+      if (k.runJobs) {
+        namespaces.onKekRotated = () => kek.kick();
+        secrets.onUsageLimit = () => kek.kick();
+      }
       const guard = new LoginGuard(auth.guard);
       this.unsealed = {
         keyring,
@@ -368,7 +419,9 @@ export class CofferCore {
         approle: new AppRoleService(this.db, tokens, guard),
         jwt: new JwtAuthService(this.db, tokens, guard, auth.jwt),
         cert: new CertAuthService(this.db, tokens, guard),
+        kek,
       };
+      if (k.runJobs) kek.start();
     } catch (err) {
       keyring.destroy();
       throw err;

@@ -89,6 +89,18 @@ describeIfPostgres('authorization matrix [postgres]', () => {
     add({ method: 'DELETE', path: `/v1/namespaces/${ns}?force=true`, scope: { ns, cap: 'admin' }, ok: 200 });
   }
   add({ method: 'POST', path: '/v1/namespaces', body: { name: 'mx-created' }, scope: { ns: 'mx-created', cap: 'admin' }, ok: 201 });
+  // KEK lifecycle and crypto-shredding (issue 3): the admin capability on the namespace.
+  for (const [method, suffix, body, ok] of [
+    ['GET', '/kek', undefined, 200],
+    ['POST', '/kek/rotate', {}, 200],
+    ['PATCH', '', { rotation_period: 86_400 }, 200],
+    ['POST', '/shred', { pending_window_days: 7 }, 202],
+    ['DELETE', '/shred', undefined, 200],
+  ] as const) {
+    const ns = nsFor(i++);
+    if (method === 'DELETE') state.unshred = ns; // scheduled in beforeAll, so there is something to cancel
+    add({ method, path: `/v1/namespaces/${ns}${suffix}`, body, scope: { ns, cap: 'admin' }, ok });
+  }
   const secretNamespaces = i;
 
   add({ method: 'GET', path: '/v1/namespaces', scope: 'any-token', ok: 200 });
@@ -153,6 +165,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
       await api(base, 'PUT', `/v1/secrets/${nsFor(n)}/app/key`, asRoot({ data: { v: '1' } }));
       await api(base, 'PUT', `/v1/secrets/${nsFor(n)}/app/key`, asRoot({ data: { v: '2' } }));
     }
+    expect((await api(base, 'POST', `/v1/namespaces/${state.unshred}/shred`, asRoot({}))).status).toBe(202);
     await api(base, 'PUT', '/v1/sys/policies/mx-admin', asRoot({ rules: [{ namespace: '*', path: '*', capabilities: ['admin'] }] }));
     await api(base, 'PUT', '/v1/sys/policies/mx-doomed', asRoot({ rules: [] }));
     // Every matrix token also holds this empty policy, so an admin may hand it on (token/create).
@@ -179,6 +192,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
       ...AUTH_TEMPLATES.map((t) => `/v1/auth/${t}`),
       '/v1/sys/policies', '/v1/sys/policies/:name', '/v1/sys/capabilities-self', '/v1/sys/seal', '/v1/sys/metrics',
       '/v1/sys/audit', '/v1/sys/audit/verify', '/v1/sys/audit/hash', '/v1/namespaces', '/v1/namespaces/:name',
+      '/v1/namespaces/:name/kek', '/v1/namespaces/:name/kek/rotate', '/v1/namespaces/:name/shred',
       '/v1/secrets/:ns/:path', '/v1/secrets/:ns/:folder/', '/v1/bulk/:ns/:folder',
       ...['versions', 'rollback', 'delete', 'undelete', 'destroy', 'purge'].map((a) => `/v1/secrets/:ns/:path:${a}`),
     ].filter((t) => !PUBLIC.includes(t));
