@@ -8,7 +8,11 @@ import { CofferError, conflict, sealedError } from './errors.js';
 import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
 import { aad } from './keyring/context.js';
 import { Keyring } from './keyring/keyring.js';
-import { InMemoryRootKey } from './seal/root-key.js';
+import { InMemoryRootKey, type RootKey } from './seal/root-key.js';
+import { HsmUnavailableError, Pkcs11Token, type Pkcs11Settings } from './seal/pkcs11.js';
+import { Pkcs11RootKey } from './seal/pkcs11-root-key.js';
+import { RECOVERY_CHECK_PLAINTEXT, sealAad } from './seal/seal-context.js';
+import { rewrapStragglers, rewrapUnderNewRoot, type RewrapCounts } from './seal/rewrap.js';
 import { ShareCollector, decodeShare, encodeShare, splitRootKey, validateShareConfig } from './seal/shamir.js';
 import { NamespaceService } from './secrets/namespace-service.js';
 import { SecretService } from './secrets/secret-service.js';
@@ -29,6 +33,10 @@ export interface CoreOptions {
   secretCacheMaxEntries: number;
   secretCacheTtlMs: number;
   defaultMaxVersions: number;
+  /** What init creates: Shamir shares, or a root key in a PKCS#11 token. */
+  seal?: 'shamir' | 'pkcs11' | undefined;
+  /** The PKCS#11 token, when one is configured (also needed to migrate into it). */
+  pkcs11?: (Pkcs11Settings & { keyLabel: string }) | null | undefined;
 }
 
 export interface SealStatus {
@@ -39,12 +47,32 @@ export interface SealStatus {
   threshold: number | null;
   /** Shares accepted so far towards the threshold. */
   progress: number;
+  /** PKCS#11 seal: shares/threshold are recovery shares; the HSM unseals. */
+  recovery_seal?: boolean;
+  /** PKCS#11 seal: why the last automatic unseal failed (no secrets in it). */
+  seal_error?: string;
 }
 
-export interface InitResult {
-  shares: string[];
-  threshold: number;
-  root_token: string;
+export type InitResult =
+  | { shares: string[]; threshold: number; root_token: string }
+  | { seal_type: 'pkcs11'; recovery_shares: string[]; recovery_threshold: number; root_token: string };
+
+export interface RotateRootResult {
+  seal_type: string;
+  root_version: number;
+  rewrapped: RewrapCounts;
+  /** Shamir: the new shares, shown once. */
+  shares?: string[];
+  threshold?: number;
+  /** PKCS#11: the label of the new root key object. */
+  key_label?: string;
+}
+
+export interface SealMigrateResult {
+  seal_type: string;
+  root_version: number;
+  rewrapped: RewrapCounts;
+  message: string;
 }
 
 interface SealConfig {
@@ -53,6 +81,8 @@ interface SealConfig {
   threshold: number;
   rootVersion: number;
   rootCheck: Uint8Array;
+  hsmKeyLabel: string | null;
+  recoveryCheck: Uint8Array | null;
 }
 
 /** What exists only while unsealed. */
@@ -69,6 +99,9 @@ export class CofferCore {
   private unsealed: Services | null = null;
   /** Serialises init/unseal/seal so two operators cannot interleave them. */
   private transition: Promise<unknown> = Promise.resolve();
+  /** The PKCS#11 token connection, kept open while it is in use. */
+  private token: Pkcs11Token | null = null;
+  private sealError: string | null = null;
 
   /** Lives across seal/unseal; emptied on both, and kept in step with other servers by the change feed. */
   readonly readCache: SecretReadCache;
@@ -99,6 +132,8 @@ export class CofferCore {
           threshold: row.threshold,
           rootVersion: row.root_version,
           rootCheck: row.root_check,
+          hsmKeyLabel: row.hsm_key_label ?? null,
+          recoveryCheck: row.recovery_check ?? null,
         }
       : null;
   }
@@ -116,6 +151,8 @@ export class CofferCore {
       shares: c?.shares ?? null,
       threshold: c?.threshold ?? null,
       progress: this.collector?.progress ?? 0,
+      ...(c?.sealType === 'pkcs11' ? { recovery_seal: true } : {}),
+      ...(this.sealError && this.unsealed === null ? { seal_error: this.sealError } : {}),
     };
   }
 
@@ -141,6 +178,7 @@ export class CofferCore {
       if (problem) throw new CofferError(400, 'invalid_request', problem);
       await this.load();
       if (this.sealConfig) throw conflict('already_initialized', 'Coffer is already initialised');
+      if (this.options.seal === 'pkcs11') return this.initPkcs11(shares, threshold, beforeCommit);
 
       const rootVersion = 1;
       const rootKeyBytes = generateKeyMaterial();
@@ -196,6 +234,9 @@ export class CofferCore {
       const config = this.sealConfig;
       if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
       if (this.unsealed) return this.status();
+      if (config.sealType === 'pkcs11') {
+        throw new CofferError(400, 'invalid_request', 'this server is sealed by its HSM: shares do not unseal it; POST /v1/sys/unseal {} retries the HSM');
+      }
       const share = decodeShare(shareText, config.threshold);
       this.collector ??= new ShareCollector(config.threshold);
       let candidate: KeyMaterial | null;
@@ -245,6 +286,8 @@ export class CofferCore {
   async close(): Promise<void> {
     await this.audit.close();
     this.dropKeys();
+    this.token?.close();
+    this.token = null;
   }
 
   private dropKeys(): void {
@@ -259,7 +302,7 @@ export class CofferCore {
     }
   }
 
-  private async openServices(root: InMemoryRootKey): Promise<void> {
+  private async openServices(root: RootKey): Promise<void> {
     const keyring = new Keyring(this.db, root, {
       ttlMs: this.options.kekCacheTtlMs,
       maxEntries: this.options.kekCacheMaxEntries,
@@ -310,6 +353,387 @@ export class CofferCore {
       if (!row) throw new Error(`system key ${name} could not be created`);
     }
     return keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
+  }
+
+  // ---------------------------------------------------------------------------
+  // PKCS#11 seal, root rotation, seal migration
+  // ---------------------------------------------------------------------------
+
+  /** The PKCS#11 token, opened on first use; 503 when none is configured or it cannot be reached. */
+  private hsm(): Pkcs11Token {
+    const settings = this.options.pkcs11;
+    if (!settings) {
+      throw new CofferError(503, 'unavailable', 'no PKCS#11 token is configured (COFFER_PKCS11_MODULE, COFFER_PKCS11_TOKEN_LABEL, COFFER_PKCS11_PIN_FILE)');
+    }
+    this.token ??= Pkcs11Token.open(settings);
+    return this.token;
+  }
+
+  /** The open token for BYOK (null with the Shamir seal). */
+  hsmForImports(): Pkcs11Token | null {
+    return this.sealConfig?.sealType === 'pkcs11' ? this.hsm() : null;
+  }
+
+  get hsmKeyLabelPrefix(): string {
+    return this.options.pkcs11?.keyLabel ?? 'coffer-root';
+  }
+
+  private rootLabel(version: number): string {
+    return `${this.hsmKeyLabelPrefix}-v${version}`;
+  }
+
+  /**
+   * Init with the PKCS#11 seal: the root key is generated inside the token,
+   * and the operators get recovery shares (of a separate recovery key) that
+   * authorise seal migration; the HSM unseals. The token is reached before
+   * anything is written: unreachable → 503 and the server stays uninitialised.
+   */
+  private async initPkcs11(
+    shares: number,
+    threshold: number,
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<InitResult> {
+    const token = this.hsm();
+    const rootVersion = 1;
+    const label = this.rootLabel(rootVersion);
+    if (await token.findAesKey(label)) {
+      throw conflict(
+        'conflict',
+        `the token already holds a key labelled "${label}" (another Coffer, or an interrupted init): set another COFFER_PKCS11_KEY_LABEL or delete that object`,
+      );
+    }
+    const handle = await token.generateRootKey(label);
+    const root = new Pkcs11RootKey(token, handle, rootVersion, label);
+    const recoveryKey = generateKeyMaterial();
+    const signingKey = generateKeyMaterial();
+    let shareBytes: Uint8Array[] = [];
+    try {
+      shareBytes = await splitRootKey(recoveryKey, shares, threshold);
+      const recoveryCheck = sealWithKey(recoveryKey, RECOVERY_CHECK_PLAINTEXT, sealAad.recoveryCheck());
+      const rootCheck = await root.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(rootVersion));
+      const wrappedSigningKey = await root.wrapKey(signingKey, aad.systemKey(TOKEN_SIGNING_KEY, 1, rootVersion));
+      const accessor = newAccessor();
+      const rootToken = signToken(signingKey, rootTokenClaims(accessor));
+      await this.db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('seal_config')
+          .values({
+            id: 1,
+            seal_type: 'pkcs11',
+            shares,
+            threshold,
+            root_version: rootVersion,
+            root_check: rootCheck,
+            hsm_key_label: label,
+            recovery_check: recoveryCheck,
+          })
+          .execute();
+        await trx
+          .insertInto('system_keys')
+          .values({ name: TOKEN_SIGNING_KEY, version: 1, wrapped_key: wrappedSigningKey, root_version: rootVersion })
+          .execute();
+        await trx
+          .insertInto('tokens')
+          .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify(['root']) })
+          .execute();
+        await beforeCommit?.(trx);
+      });
+      await this.load();
+      // Auto-unseal right away: the HSM is here, nobody needs to type a share.
+      await this.openServices(root);
+      this.sealError = null;
+      const encoded = shareBytes.map(encodeShare);
+      return { seal_type: 'pkcs11', recovery_shares: encoded, recovery_threshold: threshold, root_token: rootToken };
+    } catch (err) {
+      // Nothing was committed (or unsealing failed after commit, which load() shows): drop the
+      // generated key only if the database does not name it.
+      await this.load().catch(() => undefined);
+      if (this.sealConfig?.hsmKeyLabel !== label) await token.destroyObject(handle).catch(() => undefined);
+      if (isUniqueViolation(err)) throw conflict('already_initialized', 'Coffer is already initialised');
+      throw err;
+    } finally {
+      zeroize(recoveryKey, signingKey, ...shareBytes);
+    }
+  }
+
+  /**
+   * PKCS#11 seal: unseal with the root key in the token, checked against the
+   * stored check value. Called at start-up and by POST /v1/sys/unseal. On any
+   * failure the server stays sealed, nothing is written, and the reason is in
+   * the seal status and the thrown error.
+   */
+  autoUnseal(): Promise<SealStatus> {
+    return this.exclusive(async () => {
+      await this.load();
+      const config = this.sealConfig;
+      if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
+      if (config.sealType !== 'pkcs11') throw new CofferError(400, 'invalid_request', 'this server uses the Shamir seal: unseal it with shares');
+      if (this.unsealed) return this.status();
+      try {
+        const token = this.hsm();
+        const label = config.hsmKeyLabel ?? this.rootLabel(config.rootVersion);
+        const handle = await token.findAesKey(label);
+        if (!handle) throw new HsmUnavailableError(`the root key "${label}" is not on the token (wrong token, or the key was deleted)`);
+        const root = new Pkcs11RootKey(token, handle, config.rootVersion, label);
+        try {
+          zeroize(await root.unwrapKey(config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check'));
+        } catch (err) {
+          if (err instanceof HsmUnavailableError) throw err;
+          throw new HsmUnavailableError(`the key "${label}" on the token is not this server's root key`);
+        }
+        await this.openServices(root);
+        this.sealError = null;
+        await this.retireOldHsmKeys(token, config.rootVersion);
+        return this.status();
+      } catch (err) {
+        this.sealError = err instanceof Error ? err.message : String(err);
+        // Reconnect next time: the token may come back (or be reconfigured).
+        this.token?.close();
+        this.token = null;
+        throw err;
+      }
+    });
+  }
+
+  /** Destroys root key objects of versions before the one in effect (left by a crash after a rotation committed). */
+  private async retireOldHsmKeys(token: Pkcs11Token, current: number): Promise<void> {
+    const prefix = `${this.hsmKeyLabelPrefix}-v`;
+    for (const label of await token.listSecretKeyLabels(prefix)) {
+      const version = Number(label.slice(prefix.length));
+      if (Number.isInteger(version) && version < current) await token.destroyByLabel(label);
+    }
+  }
+
+  /** Rebuilds a key from operator shares and checks it against `check`; 400 invalid_shares otherwise. */
+  private async keyFromShares(shareTexts: string[], threshold: number, check: Uint8Array, checkAad: Uint8Array, plaintext: Uint8Array, what: string): Promise<KeyMaterial> {
+    const collector = new ShareCollector(threshold);
+    let key: KeyMaterial | null = null;
+    try {
+      for (const text of shareTexts) {
+        key = await collector.add(decodeShare(text, threshold));
+        if (key) break;
+      }
+    } finally {
+      collector.reset();
+    }
+    if (!key) throw new CofferError(400, 'invalid_shares', `${threshold} distinct ${what} shares are needed`);
+    let opened: Uint8Array;
+    try {
+      opened = openWithKey(key, check, checkAad, `the ${what} key check`);
+    } catch {
+      zeroize(key);
+      throw new CofferError(400, 'invalid_shares', `the shares do not reconstruct this server's ${what} key`);
+    }
+    if (Buffer.compare(Buffer.from(opened), Buffer.from(plaintext)) !== 0) {
+      zeroize(key);
+      throw new CofferError(400, 'invalid_shares', `the shares do not reconstruct this server's ${what} key`);
+    }
+    return key;
+  }
+
+  /**
+   * Puts `next` in effect: every wrapped key is rewrapped and seal_config
+   * updated in one transaction (a crash leaves the old root or the new one,
+   * fully). Then the running keyring switches, stragglers are caught up, and
+   * the caller retires the old root.
+   */
+  private async switchRoot(
+    next: RootKey,
+    configUpdate: { seal_type?: string; shares?: number; threshold?: number; root_check: Uint8Array; hsm_key_label: string | null; recovery_check?: Uint8Array | null },
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<{ previous: RootKey; rewrapped: RewrapCounts }> {
+    const services = this.services();
+    const current = services.keyring.rootKey;
+    let rewrapped: RewrapCounts | undefined;
+    await this.db.transaction().execute(async (trx) => {
+      const row = await trx.selectFrom('seal_config').select('root_version').where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
+      if (row.root_version !== current.version) throw conflict('conflict', 'the root key changed meanwhile (another server rotated it): retry');
+      rewrapped = await rewrapUnderNewRoot(trx, current, next);
+      await trx.updateTable('seal_config').set({ ...configUpdate, root_version: next.version }).where('id', '=', 1).execute();
+      await beforeCommit?.(trx);
+    });
+    const previous = services.keyring.replaceRoot(next);
+    const late = await rewrapStragglers(this.db, previous, next);
+    rewrapped!.keks += late.keks;
+    rewrapped!.system_keys += late.system_keys;
+    await this.load();
+    return { previous, rewrapped: rewrapped! };
+  }
+
+  /**
+   * POST /v1/sys/rotate-root. Shamir: a rekey; the threshold of current shares
+   * proves the operators agree, a new root key and new shares (returned once)
+   * replace the old. PKCS#11: a new key object in the token; the old one is
+   * destroyed after the switch committed.
+   */
+  rotateRoot(
+    input: { shares?: string[] | undefined; newShares?: number | undefined; newThreshold?: number | undefined },
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<RotateRootResult> {
+    return this.exclusive(async () => {
+      this.services();
+      const config = this.sealConfig!;
+      const version = config.rootVersion + 1;
+      if (config.sealType === 'pkcs11') {
+        const token = this.hsm();
+        const label = this.rootLabel(version);
+        // A key under this label can only be left over from an interrupted rotation: not in effect.
+        await token.destroyByLabel(label);
+        const handle = await token.generateRootKey(label);
+        const next = new Pkcs11RootKey(token, handle, version, label);
+        let switched;
+        try {
+          switched = await this.switchRoot(next, { root_check: await next.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)), hsm_key_label: label }, beforeCommit);
+        } catch (err) {
+          await token.destroyObject(handle).catch(() => undefined);
+          throw err;
+        }
+        await this.retireHsmRoot(switched.previous);
+        return { seal_type: 'pkcs11', root_version: version, rewrapped: switched.rewrapped, key_label: label };
+      }
+      const shares = input.newShares ?? config.shares;
+      const threshold = input.newThreshold ?? (input.newShares === undefined ? config.threshold : Math.min(config.threshold, shares));
+      const problem = validateShareConfig(shares, threshold);
+      if (problem) throw new CofferError(400, 'invalid_request', problem);
+      if (!input.shares || input.shares.length === 0) {
+        throw new CofferError(400, 'invalid_shares', `rotating a Shamir root key needs ${config.threshold} of the current shares ("shares": [...])`);
+      }
+      zeroize(await this.keyFromShares(input.shares, config.threshold, config.rootCheck, aad.rootCheck(config.rootVersion), ROOT_CHECK_PLAINTEXT, 'root'));
+      const keyBytes = generateKeyMaterial();
+      const next = new InMemoryRootKey(Uint8Array.from(keyBytes), version);
+      let shareBytes: Uint8Array[] = [];
+      try {
+        shareBytes = await splitRootKey(keyBytes, shares, threshold);
+        const rootCheck = sealWithKey(keyBytes, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version));
+        const switched = await this.switchRoot(next, { shares, threshold, root_check: rootCheck, hsm_key_label: null }, beforeCommit).catch((err: unknown) => {
+          next.destroy();
+          throw err;
+        });
+        switched.previous.destroy();
+        return { seal_type: 'shamir', root_version: version, rewrapped: switched.rewrapped, shares: shareBytes.map(encodeShare), threshold };
+      } finally {
+        zeroize(keyBytes, ...shareBytes);
+      }
+    });
+  }
+
+  private async retireHsmRoot(previous: RootKey): Promise<void> {
+    if (previous instanceof Pkcs11RootKey) {
+      // After the commit: a crash before this line leaves an unused object that the next unseal removes.
+      await this.hsm().destroyByLabel(previous.label).catch(() => undefined);
+    } else {
+      previous.destroy();
+    }
+  }
+
+  /**
+   * POST /v1/sys/seal-migrate. Shamir → PKCS#11 with the threshold of unseal
+   * shares: a root key is generated in the token, everything is rewrapped, and
+   * the old root key becomes the recovery key (the same shares, now recovery
+   * shares, as in Vault). PKCS#11 → Shamir with the recovery shares: the
+   * recovery key becomes the root key (the same shares unseal), and the token
+   * object is destroyed.
+   */
+  migrateSeal(to: 'shamir' | 'pkcs11', shareTexts: string[], beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<SealMigrateResult> {
+    return this.exclusive(async () => {
+      this.services();
+      const config = this.sealConfig!;
+      if (config.sealType === to) throw conflict('conflict', `the server already uses the ${to} seal`);
+      const version = config.rootVersion + 1;
+      if (to === 'pkcs11') {
+        const oldKey = await this.keyFromShares(shareTexts, config.threshold, config.rootCheck, aad.rootCheck(config.rootVersion), ROOT_CHECK_PLAINTEXT, 'root');
+        try {
+          const token = this.hsm();
+          const label = this.rootLabel(version);
+          await token.destroyByLabel(label);
+          const handle = await token.generateRootKey(label);
+          const next = new Pkcs11RootKey(token, handle, version, label);
+          let switched;
+          try {
+            switched = await this.switchRoot(
+              next,
+              {
+                seal_type: 'pkcs11',
+                root_check: await next.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)),
+                hsm_key_label: label,
+                recovery_check: sealWithKey(oldKey, RECOVERY_CHECK_PLAINTEXT, sealAad.recoveryCheck()),
+              },
+              beforeCommit,
+            );
+          } catch (err) {
+            await token.destroyObject(handle).catch(() => undefined);
+            throw err;
+          }
+          switched.previous.destroy();
+          return {
+            seal_type: 'pkcs11',
+            root_version: version,
+            rewrapped: switched.rewrapped,
+            message: `the HSM now seals this server and unseals it at start; the ${config.shares} unseal shares are now recovery shares (threshold ${config.threshold})`,
+          };
+        } finally {
+          zeroize(oldKey);
+        }
+      }
+      if (!config.recoveryCheck) throw new CofferError(409, 'conflict', 'this server has no recovery key');
+      const recoveryKey = await this.keyFromShares(shareTexts, config.threshold, config.recoveryCheck, sealAad.recoveryCheck(), RECOVERY_CHECK_PLAINTEXT, 'recovery');
+      const next = new InMemoryRootKey(Uint8Array.from(recoveryKey), version);
+      try {
+        const switched = await this.switchRoot(
+          next,
+          {
+            seal_type: 'shamir',
+            root_check: sealWithKey(recoveryKey, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)),
+            hsm_key_label: null,
+            recovery_check: null,
+          },
+          beforeCommit,
+        ).catch((err: unknown) => {
+          next.destroy();
+          throw err;
+        });
+        await this.retireHsmRoot(switched.previous);
+        return {
+          seal_type: 'shamir',
+          root_version: version,
+          rewrapped: switched.rewrapped,
+          message: `the ${config.shares} recovery shares are now unseal shares (threshold ${config.threshold}); remove the PKCS#11 settings (COFFER_SEAL) before the next start`,
+        };
+      } finally {
+        zeroize(recoveryKey);
+      }
+    });
+  }
+
+  /**
+   * BYOK root import (PKCS#11 seal): `unwrapInto(label)` unwraps the customer's
+   * key inside the token as the next root key version; everything is
+   * rewrapped under it as in a rotation.
+   */
+  importRoot(
+    unwrapInto: (token: Pkcs11Token, label: string) => Promise<Buffer>,
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<RotateRootResult> {
+    return this.exclusive(async () => {
+      this.services();
+      const config = this.sealConfig!;
+      if (config.sealType !== 'pkcs11') throw new CofferError(400, 'invalid_request', 'importing the root key needs the PKCS#11 seal (with Shamir, rotate-root makes a new one)');
+      const token = this.hsm();
+      const version = config.rootVersion + 1;
+      const label = this.rootLabel(version);
+      await token.destroyByLabel(label);
+      const handle = await unwrapInto(token, label);
+      const next = new Pkcs11RootKey(token, handle, version, label);
+      let switched;
+      try {
+        switched = await this.switchRoot(next, { root_check: await next.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)), hsm_key_label: label }, beforeCommit);
+      } catch (err) {
+        await token.destroyObject(handle).catch(() => undefined);
+        throw err;
+      }
+      await this.retireHsmRoot(switched.previous);
+      return { seal_type: 'pkcs11', root_version: version, rewrapped: switched.rewrapped, key_label: label };
+    });
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

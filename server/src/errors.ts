@@ -21,6 +21,11 @@ export type ErrorCode =
   | 'sealed'
   | 'unavailable'
   | 'integrity_error'
+  // seal, BYOK and escrow (issue 3, HSM half)
+  | 'unsupported_algorithm'
+  | 'invalid_key_material'
+  | 'expired'
+  | 'gone'
   | 'internal';
 
 export class CofferError extends Error {

@@ -50,6 +50,8 @@ const SYS_ACTIONS = new Set([
   'audit',
   'audit/verify',
   'audit/hash',
+  'rotate-root',
+  'seal-migrate',
 ]);
 
 /** Maps method + URL to a stable action name and the namespace/path it touched. */

@@ -6,7 +6,7 @@
  * sensitive. Anything unrecognised is `unmatched`.
  */
 
-const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash']);
+const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash', 'rotate-root', 'seal-migrate']);
 const AUTH = new Set(['token/lookup-self', 'token/revoke-self']);
 const SECRET_ACTIONS = new Set(['versions', 'rollback', 'delete', 'undelete', 'destroy', 'purge']);
 

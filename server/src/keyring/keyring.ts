@@ -33,7 +33,7 @@ export class Keyring {
 
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly root: RootKey,
+    private root: RootKey,
     cache: { ttlMs: number; maxEntries: number },
   ) {
     this.cache = new KekCache(cache.ttlMs, cache.maxEntries);
@@ -94,6 +94,31 @@ export class Keyring {
 
   async wrapSystemKey(name: string, version: number, key: KeyMaterial): Promise<Uint8Array> {
     return this.root.wrapKey(key, aad.systemKey(name, version, this.root.version));
+  }
+
+  /**
+   * Puts a new root key version in effect (root rotation, seal migration) and
+   * returns the previous one for the caller to retire once nothing needs it.
+   * Cached KEKs stay: their value did not change, only their wrapping.
+   */
+  replaceRoot(next: RootKey): RootKey {
+    const previous = this.root;
+    this.root = next;
+    return previous;
+  }
+
+  /** The root key in effect (for rewrapping under a new version). */
+  get rootKey(): RootKey {
+    return this.root;
+  }
+
+  /**
+   * Runs `fn` with a namespace KEK version in plaintext: for an escrow export,
+   * which wraps it under the requester's public key. `fn` is synchronous, so
+   * the key cannot escape or be zeroed while in use.
+   */
+  async withKekMaterial<T>(namespaceId: string, kekVersion: number, fn: (kek: KeyMaterial) => T): Promise<T> {
+    return this.withKek(namespaceId, kekVersion, undefined, fn);
   }
 
   /** Forgets every cached KEK of a namespace (it was deleted). */

@@ -116,6 +116,49 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0005_seal_hsm': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // PKCS#11 seal: the label of the root key object in effect, and the check value of the
+        // recovery key (whose Shamir shares authorise seal migration while the HSM seals).
+        `alter table seal_config add column hsm_key_label text`,
+        `alter table seal_config add column recovery_check bytea`,
+        // BYOK: an RSA-3072 wrapping key per import, usable once, until expires_at.
+        // The private key is in the HSM (hsm_label) or wrapped by the root key (wrapped_private_key).
+        `create table import_keys (
+          id uuid primary key,
+          target text not null check (target in ('namespace', 'root')),
+          namespace_id uuid references namespaces (id) on delete cascade,
+          algorithm text not null,
+          public_key text not null,
+          hsm_label text,
+          wrapped_private_key bytea,
+          root_version int,
+          created_by text not null,
+          created_at timestamptz not null default now(),
+          expires_at timestamptz not null,
+          used_at timestamptz
+        )`,
+        // Escrow export: requested by one admin, approved by another, downloaded once.
+        `create table escrow_requests (
+          id uuid primary key,
+          namespace_id uuid not null references namespaces (id) on delete cascade,
+          kek_version int not null,
+          algorithm text not null,
+          public_key text not null,
+          requested_by text not null,
+          approved_by text,
+          state text not null check (state in ('pending', 'approved', 'downloaded')),
+          created_at timestamptz not null default now(),
+          expires_at timestamptz not null,
+          approved_at timestamptz,
+          downloaded_at timestamptz
+        )`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {
