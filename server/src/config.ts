@@ -5,6 +5,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import type { TokenLimits } from './auth/tokens.js';
+import type { LoginGuardOptions } from './auth/login-guard.js';
+import type { Argon2Params } from './auth/userpass.js';
+import type { JwtOptions } from './auth/jwt.js';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.union([z.boolean(), z.enum(['1', 'true', 'yes', 'on', '0', 'false', 'no', 'off', ''])]).transform(
@@ -53,6 +57,25 @@ export const configSchema = z.object({
   defaultMaxVersions: int(1, 1000).default(10),
   /** Largest page a list or bulk call returns. */
   maxPageSize: int(1, 10_000).default(1000),
+  // --- identity and tokens ---
+  /** Lifetime of a token from a login unless the role says otherwise. */
+  tokenDefaultTtlSeconds: int(60, 10 * 365 * 86_400).default(3600),
+  /** No token (except root) lives longer than this, renewals included. */
+  tokenMaxTtlSeconds: int(60, 10 * 365 * 86_400).default(86_400),
+  /** Login requests per second per client address (burst 2×); 0 = unlimited. */
+  loginRatePerSecond: int(0, 1_000_000).default(10),
+  /** Consecutive failed logins of one user/role before it is locked out (doubling each further failure). */
+  loginMaxFailures: int(1, 1000).default(5),
+  loginLockoutSeconds: int(1, 86_400).default(1),
+  loginLockoutMaxSeconds: int(1, 86_400).default(900),
+  /** argon2id parameters for new password hashes; never below OWASP's m=19 MiB, t=2, p=1. */
+  argon2MemoryKib: int(19_456, 4 * 1024 * 1024).default(19_456),
+  argon2Iterations: int(2, 100).default(2),
+  argon2Parallelism: int(1, 64).default(1),
+  /** Least time between JWKS refetches caused by a token with an unknown key id. */
+  jwksCooldownSeconds: z.coerce.number().min(0).max(3600).default(10),
+  /** How long a fetched JWKS is trusted before it is fetched again. */
+  jwksCacheMaxAgeSeconds: int(1, 86_400).default(600),
   // --- operations ---
   /** TLS certificate chain (PEM) and its key; both or neither. Reloaded on SIGHUP. */
   tlsCertFile: z.string().min(1).optional(),
@@ -106,6 +129,8 @@ function crossFieldProblems(c: z.infer<typeof configSchema>): string[] {
     if ((c.pkcs11TokenLabel === undefined) === (c.pkcs11Slot === undefined)) problems.push('PKCS#11: set exactly one of COFFER_PKCS11_TOKEN_LABEL and COFFER_PKCS11_SLOT');
     if ((c.pkcs11Pin === undefined) === (c.pkcs11PinFile === undefined)) problems.push('PKCS#11: set exactly one of COFFER_PKCS11_PIN and COFFER_PKCS11_PIN_FILE');
   }
+  if (c.tokenDefaultTtlSeconds > c.tokenMaxTtlSeconds) problems.push('tokenDefaultTtlSeconds cannot exceed tokenMaxTtlSeconds');
+  if (c.loginLockoutSeconds > c.loginLockoutMaxSeconds) problems.push('loginLockoutSeconds cannot exceed loginLockoutMaxSeconds');
   return problems;
 }
 
@@ -145,6 +170,17 @@ const ENV: Record<string, keyof Config> = {
   COFFER_PKCS11_PIN_FILE: 'pkcs11PinFile',
   COFFER_PKCS11_KEY_LABEL: 'pkcs11KeyLabel',
   COFFER_PKCS11_SESSIONS: 'pkcs11Sessions',
+  COFFER_TOKEN_DEFAULT_TTL_SECONDS: 'tokenDefaultTtlSeconds',
+  COFFER_TOKEN_MAX_TTL_SECONDS: 'tokenMaxTtlSeconds',
+  COFFER_LOGIN_RATE_PER_SECOND: 'loginRatePerSecond',
+  COFFER_LOGIN_MAX_FAILURES: 'loginMaxFailures',
+  COFFER_LOGIN_LOCKOUT_SECONDS: 'loginLockoutSeconds',
+  COFFER_LOGIN_LOCKOUT_MAX_SECONDS: 'loginLockoutMaxSeconds',
+  COFFER_ARGON2_MEMORY_KIB: 'argon2MemoryKib',
+  COFFER_ARGON2_ITERATIONS: 'argon2Iterations',
+  COFFER_ARGON2_PARALLELISM: 'argon2Parallelism',
+  COFFER_JWKS_COOLDOWN_SECONDS: 'jwksCooldownSeconds',
+  COFFER_JWKS_CACHE_MAX_AGE_SECONDS: 'jwksCacheMaxAgeSeconds',
 };
 
 export class ConfigError extends Error {}
@@ -216,4 +252,25 @@ export function pkcs11SettingsOf(c: Config): {
     sessions: c.pkcs11Sessions,
     keyLabel: c.pkcs11KeyLabel,
   };
+}
+/** The identity options the core needs, from the config. */
+export function authOptionsOf(c: Config): AuthOptions {
+  return {
+    tokens: { defaultTtlSeconds: c.tokenDefaultTtlSeconds, maxTtlSeconds: c.tokenMaxTtlSeconds },
+    guard: {
+      ratePerSecond: c.loginRatePerSecond,
+      maxFailures: c.loginMaxFailures,
+      lockoutBaseMs: c.loginLockoutSeconds * 1000,
+      lockoutMaxMs: c.loginLockoutMaxSeconds * 1000,
+    },
+    argon2: { memoryCost: c.argon2MemoryKib, timeCost: c.argon2Iterations, parallelism: c.argon2Parallelism },
+    jwt: { jwksCooldownMs: c.jwksCooldownSeconds * 1000, jwksCacheMaxAgeMs: c.jwksCacheMaxAgeSeconds * 1000, httpTimeoutMs: 5000 },
+  };
+}
+
+export interface AuthOptions {
+  tokens: TokenLimits;
+  guard: LoginGuardOptions;
+  argon2: Argon2Params;
+  jwt: JwtOptions;
 }

@@ -24,6 +24,12 @@ import type { AuditLog } from './audit/audit-log.js';
 const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
 import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken } from './auth/tokens.js';
+import type { AuthOptions } from './config.js';
+import { PolicyStore } from './auth/policy-store.js';
+import { LoginGuard } from './auth/login-guard.js';
+import { UserpassService } from './auth/userpass.js';
+import { AppRoleService } from './auth/approle.js';
+import { JwtAuthService } from './auth/jwt.js';
 
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
@@ -37,6 +43,7 @@ export interface CoreOptions {
   seal?: 'shamir' | 'pkcs11' | undefined;
   /** The PKCS#11 token, when one is configured (also needed to migrate into it). */
   pkcs11?: (Pkcs11Settings & { keyLabel: string }) | null | undefined;
+  auth: AuthOptions;
 }
 
 export interface SealStatus {
@@ -91,11 +98,16 @@ export interface Services {
   tokens: TokenService;
   namespaces: NamespaceService;
   secrets: SecretService;
+  policies: PolicyStore;
+  userpass: UserpassService;
+  approle: AppRoleService;
+  jwt: JwtAuthService;
 }
 
 export class CofferCore {
   private sealConfig: SealConfig | null = null;
   private collector: ShareCollector | null = null;
+  private rootCollector: ShareCollector | null = null;
   private unsealed: Services | null = null;
   /** Serialises init/unseal/seal so two operators cannot interleave them. */
   private transition: Promise<unknown> = Promise.resolve();
@@ -117,8 +129,14 @@ export class CofferCore {
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
       if (event) applyChange(this.readCache, event);
+      else this.applyAuthChange(payload);
     });
-    changes.events.on('up', () => this.readCache.reset(true));
+    changes.events.on('up', () => {
+      this.readCache.reset(true);
+      // Changes may have been missed while the feed was down.
+      void this.unsealed?.policies.loadAll().catch(() => undefined);
+      void this.unsealed?.tokens.load().catch(() => undefined);
+    });
     changes.events.on('down', () => this.readCache.reset(false));
   }
 
@@ -273,6 +291,47 @@ export class CofferCore {
     });
   }
 
+  /**
+   * Regenerates a root token from the operators' shares (the old one may have
+   * been revoked or lost). Shares are collected like an unseal; when the
+   * threshold is met and they rebuild this server's root key, a new root token
+   * is issued to the request that supplied the last share.
+   */
+  generateRoot(shareText: string | null): Promise<{ progress: number; threshold: number; complete: boolean; root_token?: string }> {
+    return this.exclusive(async () => {
+      const services = this.services();
+      const config = this.sealConfig;
+      if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
+      if (shareText === null) {
+        this.rootCollector?.reset();
+        this.rootCollector = null;
+        return { progress: 0, threshold: config.threshold, complete: false };
+      }
+      const share = decodeShare(shareText, config.threshold);
+      this.rootCollector ??= new ShareCollector(config.threshold);
+      let candidate: KeyMaterial | null;
+      try {
+        candidate = await this.rootCollector.add(share);
+      } catch (err) {
+        this.rootCollector = null;
+        throw err;
+      }
+      if (!candidate) return { progress: this.rootCollector.progress, threshold: config.threshold, complete: false };
+      this.rootCollector = null;
+      try {
+        // PKCS#11 seal: the operators hold recovery shares (the root key never leaves the HSM).
+        if (config.sealType === 'pkcs11' && config.recoveryCheck) openWithKey(candidate, config.recoveryCheck, sealAad.recoveryCheck(), 'the recovery key check');
+        else openWithKey(candidate, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check');
+      } catch {
+        throw new CofferError(400, 'invalid_shares', 'the shares do not reconstruct this server\'s root key; progress was reset');
+      } finally {
+        zeroize(candidate);
+      }
+      const issued = await services.tokens.issueRoot();
+      return { progress: config.threshold, threshold: config.threshold, complete: true, root_token: issued };
+    });
+  }
+
   /** Abandons a partial unseal. */
   resetUnseal(): Promise<SealStatus> {
     return this.exclusive(async () => {
@@ -290,14 +349,31 @@ export class CofferCore {
     this.token = null;
   }
 
+  /** Policy and token changes made by any server (this one included). */
+  private applyAuthChange(payload: string): void {
+    const services = this.unsealed;
+    if (!services) return;
+    let event: { kind?: unknown; name?: unknown };
+    try {
+      event = JSON.parse(payload) as typeof event;
+    } catch {
+      return;
+    }
+    if (event.kind === 'policy' && typeof event.name === 'string') void services.policies.reload(event.name).catch(() => undefined);
+    else if (event.kind === 'tokens') void services.tokens.load().catch(() => undefined);
+  }
+
   private dropKeys(): void {
     this.audit.setKey(null);
     this.readCache.reset(this.changes.up);
     this.collector?.reset();
     this.collector = null;
+    this.rootCollector?.reset();
+    this.rootCollector = null;
     if (this.unsealed) {
       this.unsealed.keyring.destroy();
       this.unsealed.tokens.destroy();
+      this.unsealed.policies.clear();
       this.unsealed = null;
     }
   }
@@ -315,13 +391,26 @@ export class CofferCore {
         .orderBy('version', 'desc')
         .executeTakeFirstOrThrow();
       const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
-      const tokens = new TokenService(this.db, signingKey);
+      const policies = new PolicyStore(this.db, this.changes);
+      await policies.loadAll();
+      const auth = this.options.auth;
+      const tokens = new TokenService(this.db, signingKey, this.changes, policies, auth.tokens);
       this.audit.setKey(await this.systemKey(keyring, AUDIT_KEY));
       await tokens.load();
       const changes = { cache: this.readCache, feed: this.changes };
       const namespaces = new NamespaceService(this.db, keyring, changes);
       const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions);
-      this.unsealed = { keyring, tokens, namespaces, secrets };
+      const guard = new LoginGuard(auth.guard);
+      this.unsealed = {
+        keyring,
+        tokens,
+        namespaces,
+        secrets,
+        policies,
+        userpass: new UserpassService(this.db, tokens, guard, auth.argon2),
+        approle: new AppRoleService(this.db, tokens, guard),
+        jwt: new JwtAuthService(this.db, tokens, guard, auth.jwt),
+      };
     } catch (err) {
       keyring.destroy();
       throw err;

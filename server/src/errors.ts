@@ -26,6 +26,10 @@ export type ErrorCode =
   | 'invalid_key_material'
   | 'expired'
   | 'gone'
+  | 'login_failed'
+  | 'rate_limited'
+  | 'not_renewable'
+  | 'namespace_disabled'
   | 'internal';
 
 export class CofferError extends Error {
@@ -34,6 +38,8 @@ export class CofferError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details?: unknown,
+    /** Sent as Retry-After (429 and 503). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = 'CofferError';

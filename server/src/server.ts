@@ -6,7 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { parseHostPort, pkcs11SettingsOf, type Config } from './config.js';
+import { authOptionsOf, parseHostPort, pkcs11SettingsOf, type Config } from './config.js';
 import { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
@@ -55,6 +55,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     // Dev mode is a throwaway Shamir server whatever else is configured.
     seal: config.dev ? 'shamir' : config.seal,
     pkcs11: config.dev ? null : pkcs11SettingsOf(config),
+    auth: authOptionsOf(config),
   });
   const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
   const tls = tlsFilesOf(config);

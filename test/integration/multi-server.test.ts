@@ -47,6 +47,33 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
     expect(seen.body.data.value).toBe('two');
   });
 
+  it('a token revoked on one server is refused by the other within a second', async () => {
+    await api(a.url, 'PUT', '/v1/sys/policies/reader', { token, body: { rules: [{ namespace: 'shared', path: '*', capabilities: ['read'] }] } });
+    expect((await write(a, 'rev', 'v')).status).toBe(200);
+    const child = (await api(a.url, 'POST', '/v1/auth/token/create', { token, body: { policies: ['reader'] } })).body.auth;
+    // b has verified (and cached) the token before the revocation.
+    expect((await api(b.url, 'GET', '/v1/secrets/shared/rev', { token: child.client_token })).status).toBe(200);
+    const revokedAt = Date.now();
+    expect((await api(a.url, 'POST', '/v1/auth/token/revoke-accessor', { token, body: { accessor: child.accessor } })).status).toBe(204);
+    const seen = await eventually(
+      () => api(b.url, 'GET', '/v1/secrets/shared/rev', { token: child.client_token }),
+      (r) => r.status === 401,
+      1000,
+    );
+    expect(seen.status).toBe(401);
+    expect(Date.now() - revokedAt).toBeLessThan(1000);
+  });
+
+  it('a policy change on one server applies on the other at once', async () => {
+    await api(a.url, 'PUT', '/v1/sys/policies/flip', { token, body: { rules: [{ namespace: 'shared', path: '*', capabilities: ['read'] }] } });
+    expect((await write(a, 'flip', 'v')).status).toBe(200);
+    const child = (await api(a.url, 'POST', '/v1/auth/token/create', { token, body: { policies: ['flip'] } })).body.auth.client_token;
+    expect((await api(b.url, 'GET', '/v1/secrets/shared/flip', { token: child })).status).toBe(200);
+    await api(a.url, 'PUT', '/v1/sys/policies/flip', { token, body: { rules: [{ namespace: 'shared', path: '*', capabilities: ['read'], effect: 'deny' }] } });
+    const seen = await eventually(() => api(b.url, 'GET', '/v1/secrets/shared/flip', { token: child }), (r) => r.status === 403, 1000);
+    expect(seen.status).toBe(403);
+  });
+
   it('a destroy on one server is honoured by the other', async () => {
     expect((await read(b, 'k')).status).toBe(200);
     expect((await api(a.url, 'POST', '/v1/secrets/shared/k:destroy', { token, body: {} })).status).toBe(200);

@@ -5,6 +5,7 @@
  */
 import type { Request } from 'express';
 import type { Principal } from '../policy/policy.js';
+import { AUTH_TEMPLATES, matchTemplate } from '../http/route-template.js';
 
 export interface AuditIdentity {
   id: string;
@@ -84,10 +85,31 @@ export function describeRequest(method: string, url: string): Described {
   }
   if (parts[1] === 'v1' && area === 'sys') {
     const name = rest.join('/');
-    return { action: SYS_ACTIONS.has(name) ? `sys.${name.replace('/', '.')}` : 'sys.unknown', namespace: null, path: null };
+    if (SYS_ACTIONS.has(name)) return { action: `sys.${name.replace('/', '.')}`, namespace: null, path: null };
+    const m = matchTemplate(name, ['policies', 'policies/:name', 'capabilities-self', 'generate-root']);
+    return m ? { action: templateAction('sys', m.template, method), namespace: null, path: m.name?.slice(0, 128) ?? null } : { action: 'sys.unknown', namespace: null, path: null };
   }
-  if (parts[1] === 'v1' && area === 'auth') return { action: `auth.${rest.join('.').slice(0, 64)}`, namespace: null, path: null };
+  if (parts[1] === 'v1' && area === 'auth') {
+    const m = matchTemplate(rest.join('/'), AUTH_TEMPLATES);
+    return m
+      ? { action: templateAction('auth', m.template, method), namespace: null, path: m.name?.slice(0, 128) ?? null }
+      : { action: 'auth.unknown', namespace: null, path: null };
+  }
   return { action: 'unknown', namespace: null, path: pathname.slice(0, 256) };
+}
+
+/**
+ * `userpass/users/:name` + PUT → `auth.userpass.users.write`; collections
+ * (`groups`) + GET → `.list`; action endpoints (`token/create`) keep their name.
+ */
+function templateAction(area: string, template: string, method: string): string {
+  const segments = template.split('/');
+  const resource = segments[segments.length - 1] === ':name';
+  const base = `${area}.${segments.filter((s) => s !== ':name').join('.')}`;
+  const collection = !resource && method === 'GET' && !/-self$|role-id|secret-ids$/.test(template);
+  if (resource) return `${base}.${method === 'GET' ? 'read' : method === 'DELETE' ? 'delete' : 'write'}`;
+  if (collection && /^(userpass\/users|groups|approle\/roles|jwt\/issuers|jwt\/roles|policies)$/.test(template)) return `${base}.list`;
+  return base;
 }
 
 export function outcomeOf(status: number): AuditEntry['outcome'] {
@@ -128,7 +150,12 @@ export function draftFor(
       for (const [key, value] of Object.entries(data as Record<string, unknown>)) put(`data.${key}`, value);
     }
     if (described.action === 'sys.audit.hash') put('input', body.input);
-    if (described.action === 'sys.unseal') put('share', body.share);
+    if (described.action === 'sys.unseal' || described.action === 'sys.generate-root') put('share', body.share);
+    // Who tried to log in, never with what: passwords, secret_ids and JWTs are not recorded at all.
+    if (described.action === 'auth.userpass.login' && typeof body.username === 'string') described.path = body.username.slice(0, 128);
+    if (described.action === 'auth.jwt.login' && typeof body.role === 'string') described.path = body.role.slice(0, 64);
+    if (described.action === 'auth.approle.login') put('role_id', body.role_id);
+    if (typeof body.accessor === 'string') put('accessor', body.accessor);
   }
   let namespace = described.namespace;
   if (described.action === 'namespace.create' && body && typeof body.name === 'string') namespace = body.name.slice(0, 64);

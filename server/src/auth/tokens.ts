@@ -3,13 +3,21 @@
  * token key, which lives in the system keyring wrapped by the root key. A
  * token check is one HMAC plus an in-memory revocation lookup: no database
  * round trip and no slow hash on the request path.
+ *
+ * Every token has a row (by accessor = the JWT's `jti`) holding its identity,
+ * policies, expiry, renewability and revocation. Renewing signs a new JWT for
+ * the same accessor with a later expiry (a JWT cannot be extended in place);
+ * revoking the accessor ends every JWT issued for it. Revocations reach other
+ * servers through the change feed within the NOTIFY delay.
  */
 import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import jwt from 'jsonwebtoken';
 import type { Database } from '../storage/schema.js';
+import type { ChangeFeed } from '../storage/change-feed.js';
 import { zeroize, type KeyMaterial } from '../keyring/aead.js';
-import { ROOT_POLICY, type Principal } from '../policy/policy.js';
+import { ROOT_POLICY, type PolicyLookup, type Principal } from '../policy/policy.js';
+import { CofferError } from '../errors.js';
 import { VerifiedTokenCache } from './verified-tokens.js';
 
 export const TOKEN_ISSUER = 'coffer';
@@ -31,8 +39,44 @@ export interface TokenInfo {
   identity: string;
   display_name: string;
   policies: string[];
+  metadata: Record<string, string>;
   created_at: string;
   expires_at: string | null;
+  max_expires_at: string | null;
+  renewable: boolean;
+}
+
+/** What a login (or token create/renew) answers, Vault-shaped. */
+export interface AuthResponse {
+  auth: {
+    client_token: string;
+    accessor: string;
+    identity: string;
+    display_name: string;
+    policies: string[];
+    metadata: Record<string, string>;
+    lease_duration: number;
+    expires_at: string | null;
+    max_expires_at: string | null;
+    renewable: boolean;
+  };
+}
+
+export interface TokenSpec {
+  identity: string;
+  displayName: string;
+  policies: string[];
+  metadata?: Record<string, string>;
+  /** Lifetime of the first JWT. */
+  ttlSeconds: number;
+  /** Renewals never go past created + maxTtlSeconds. */
+  maxTtlSeconds: number;
+  renewable: boolean;
+}
+
+export interface TokenLimits {
+  defaultTtlSeconds: number;
+  maxTtlSeconds: number;
 }
 
 export function newAccessor(): string {
@@ -40,11 +84,13 @@ export function newAccessor(): string {
 }
 
 /** Signs a token with `key`; usable before a TokenService exists (at init). */
-export function signToken(key: KeyMaterial, claims: TokenClaims, ttlSeconds?: number): string {
-  return jwt.sign(claims, Buffer.from(key.buffer, key.byteOffset, key.byteLength), {
+export function signToken(key: KeyMaterial | KeyObject, claims: TokenClaims, ttlSeconds?: number): string {
+  const secret = 'byteLength' in key ? Buffer.from(key.buffer, key.byteOffset, key.byteLength) : key;
+  return jwt.sign(claims, secret, {
     algorithm: TOKEN_ALGORITHM,
     issuer: TOKEN_ISSUER,
     audience: TOKEN_AUDIENCE,
+    notBefore: 0,
     ...(ttlSeconds ? { expiresIn: ttlSeconds } : {}),
   });
 }
@@ -53,8 +99,12 @@ export function rootTokenClaims(accessor: string): TokenClaims {
   return { sub: 'root', jti: accessor, name: 'root', pol: [ROOT_POLICY] };
 }
 
+export function tokensChange(): string {
+  return JSON.stringify({ kind: 'tokens' });
+}
+
 export class TokenService {
-  private readonly revoked = new Set<string>();
+  private revoked = new Set<string>();
   /**
    * The signing key as a secret KeyObject. Handed a raw Buffer, jsonwebtoken
    * first tries to parse it as a public key on every verification and fails
@@ -68,12 +118,15 @@ export class TokenService {
   constructor(
     private readonly db: Kysely<Database>,
     signingKey: KeyMaterial,
+    private readonly feed: ChangeFeed,
+    private readonly grants: PolicyLookup,
+    readonly limits: TokenLimits,
   ) {
     this.verificationKey = createSecretKey(signingKey);
     zeroize(signingKey);
   }
 
-  /** Loads the revocation list; called at unseal. */
+  /** Loads the revocation list: at unseal, on every token change notification and when the feed reconnects. */
   async load(): Promise<void> {
     const rows = await this.db
       .selectFrom('tokens')
@@ -81,7 +134,10 @@ export class TokenService {
       .where('revoked_at', 'is not', null)
       .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date())]))
       .execute();
-    for (const row of rows) this.revoked.add(row.accessor);
+    const next = new Set(rows.map((r) => r.accessor));
+    // Keep local revocations a concurrent reload could have missed (the row is committed before we add it).
+    for (const accessor of this.revoked) next.add(accessor);
+    this.revoked = next;
   }
 
   /** Maps verified claims to a principal, or null when the token was revoked or is malformed. */
@@ -94,6 +150,7 @@ export class TokenService {
       displayName: typeof claims.name === 'string' ? claims.name : claims.sub,
       policies: claims.pol.filter((p): p is string => typeof p === 'string'),
       expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : undefined,
+      grants: this.grants,
     };
   }
 
@@ -101,33 +158,160 @@ export class TokenService {
     return this.revoked.has(accessor);
   }
 
+  /** Creates a token row and signs its first JWT. */
+  async issue(spec: TokenSpec): Promise<AuthResponse> {
+    const maxTtl = Math.min(spec.maxTtlSeconds, this.limits.maxTtlSeconds);
+    const ttl = Math.max(1, Math.min(spec.ttlSeconds, maxTtl));
+    const accessor = newAccessor();
+    const now = Date.now();
+    const expiresAt = new Date(now + ttl * 1000);
+    const maxExpiresAt = new Date(now + maxTtl * 1000);
+    const metadata = spec.metadata ?? {};
+    await this.db
+      .insertInto('tokens')
+      .values({
+        accessor,
+        identity: spec.identity,
+        display_name: spec.displayName,
+        policies: JSON.stringify(spec.policies),
+        metadata: JSON.stringify(metadata),
+        renewable: spec.renewable,
+        expires_at: expiresAt,
+        max_expires_at: maxExpiresAt,
+        ttl_seconds: ttl,
+      })
+      .execute();
+    return this.respond(
+      { accessor, identity: spec.identity, displayName: spec.displayName, policies: spec.policies, metadata, renewable: spec.renewable },
+      expiresAt,
+      maxExpiresAt,
+    );
+  }
+
+  /** A new root token (no expiry, root policy): only after the operators' shares were checked. */
+  async issueRoot(): Promise<string> {
+    const key = this.verificationKey;
+    if (!key) throw new Error('token service is closed');
+    const accessor = newAccessor();
+    await this.db
+      .insertInto('tokens')
+      .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify([ROOT_POLICY]) })
+      .execute();
+    return signToken(key, rootTokenClaims(accessor));
+  }
+
+  /** A new JWT for the same accessor with a later expiry, never past the token's max TTL. */
+  async renew(accessor: string, incrementSeconds?: number): Promise<AuthResponse> {
+    const row = await this.db.selectFrom('tokens').selectAll().where('accessor', '=', accessor).executeTakeFirst();
+    if (!row || row.revoked_at || this.revoked.has(accessor)) throw new CofferError(401, 'unauthenticated', 'token is invalid or revoked');
+    if (!row.renewable || !row.expires_at || !row.max_expires_at) {
+      throw new CofferError(400, 'not_renewable', 'this token cannot be renewed; log in again');
+    }
+    const now = Date.now();
+    if (row.expires_at.getTime() <= now) throw new CofferError(401, 'unauthenticated', 'token expired; log in again');
+    const increment = incrementSeconds ?? row.ttl_seconds ?? this.limits.defaultTtlSeconds;
+    const expiresAt = new Date(Math.min(now + increment * 1000, row.max_expires_at.getTime()));
+    if (expiresAt.getTime() - now < 1000) {
+      throw new CofferError(400, 'not_renewable', 'this token has reached its maximum lifetime; log in again');
+    }
+    await this.db
+      .updateTable('tokens')
+      .set({ expires_at: expiresAt })
+      .where('accessor', '=', accessor)
+      .where('revoked_at', 'is', null)
+      .execute();
+    return this.respond(
+      {
+        accessor,
+        identity: row.identity,
+        displayName: row.display_name,
+        policies: row.policies,
+        metadata: row.metadata,
+        renewable: true,
+      },
+      expiresAt,
+      row.max_expires_at,
+    );
+  }
+
   async lookup(accessor: string): Promise<TokenInfo | null> {
     const row = await this.db.selectFrom('tokens').selectAll().where('accessor', '=', accessor).executeTakeFirst();
-    if (!row || row.revoked_at) return null;
+    if (!row || row.revoked_at || this.revoked.has(accessor)) return null;
+    if (row.expires_at && row.expires_at.getTime() <= Date.now()) return null;
     return {
       accessor: row.accessor,
       identity: row.identity,
       display_name: row.display_name,
       policies: row.policies,
+      metadata: row.metadata,
       created_at: row.created_at.toISOString(),
       expires_at: row.expires_at ? row.expires_at.toISOString() : null,
+      max_expires_at: row.max_expires_at ? row.max_expires_at.toISOString() : null,
+      renewable: row.renewable,
     };
   }
 
+  /** Revokes one accessor (every JWT issued for it); true if it was live. */
   async revoke(accessor: string): Promise<boolean> {
-    const result = await this.db
-      .updateTable('tokens')
-      .set({ revoked_at: new Date() })
-      .where('accessor', '=', accessor)
-      .where('revoked_at', 'is', null)
-      .executeTakeFirst();
+    const updated = await this.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable('tokens')
+        .set({ revoked_at: sql<Date>`now()` })
+        .where('accessor', '=', accessor)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      await this.feed.publish(trx, tokensChange());
+      return Number(result.numUpdatedRows) > 0;
+    });
     this.revoked.add(accessor);
-    return Number(result.numUpdatedRows) > 0;
+    return updated;
+  }
+
+  /** Revokes every live token of an identity (a user removed, a role deleted, an incident). */
+  async revokeIdentity(identity: string): Promise<number> {
+    const accessors = await this.db.transaction().execute(async (trx) => {
+      const rows = await trx
+        .updateTable('tokens')
+        .set({ revoked_at: sql<Date>`now()` })
+        .where('identity', '=', identity)
+        .where('revoked_at', 'is', null)
+        .returning('accessor')
+        .execute();
+      if (rows.length > 0) await this.feed.publish(trx, tokensChange());
+      return rows.map((r) => r.accessor);
+    });
+    for (const accessor of accessors) this.revoked.add(accessor);
+    return accessors.length;
   }
 
   destroy(): void {
     this.verificationKey = null;
     this.verified.clear();
     this.revoked.clear();
+  }
+
+  private respond(
+    t: { accessor: string; identity: string; displayName: string; policies: string[]; metadata: Record<string, string>; renewable: boolean },
+    expiresAt: Date,
+    maxExpiresAt: Date,
+  ): AuthResponse {
+    const key = this.verificationKey;
+    if (!key) throw new Error('token service is closed');
+    const lease = Math.max(1, Math.round((expiresAt.getTime() - Date.now()) / 1000));
+    const claims: TokenClaims = { sub: t.identity, jti: t.accessor, name: t.displayName, pol: t.policies };
+    return {
+      auth: {
+        client_token: signToken(key, claims, lease),
+        accessor: t.accessor,
+        identity: t.identity,
+        display_name: t.displayName,
+        policies: t.policies,
+        metadata: t.metadata,
+        lease_duration: lease,
+        expires_at: expiresAt.toISOString(),
+        max_expires_at: maxExpiresAt.toISOString(),
+        renewable: t.renewable,
+      },
+    };
   }
 }

@@ -18,6 +18,7 @@ import { clientCertificate } from './client-cert.js';
 import { requestObserver } from './observe.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import { auditRouter } from './routes/audit.js';
+import { capabilitiesRouter, policiesRouter } from './routes/policies.js';
 import { auditRequests } from './audit.js';
 
 export interface AppOptions {
@@ -57,8 +58,10 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   const guarded = [requireUnsealed, requireToken];
 
   app.use('/v1/sys/audit', guarded, auditRouter(core));
+  app.use('/v1/sys/policies', guarded, policiesRouter(core));
+  app.use('/v1/sys/capabilities-self', guarded, capabilitiesRouter());
   app.use('/v1/sys', sysRouter(core, guarded, { metrics: options.metrics }));
-  app.use('/v1/auth', guarded, authRouter(core));
+  app.use('/v1/auth', authRouter(core, requireUnsealed, guarded));
   app.use('/v1/namespaces', guarded, namespacesRouter(core, options.maxPageSize));
   app.use('/v1/secrets', guarded, secretsRouter(core, options.maxPageSize));
   app.use('/v1/bulk', guarded, bulkRouter(core, options.maxPageSize));

@@ -58,6 +58,7 @@ export function errorHandler(logger: Logger, bodyLimit: number): ErrorRequestHan
     }
     if (res.headersSent) return;
     res.locals.errorCode = mapped.code;
+    if (mapped.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(Math.max(1, Math.ceil(mapped.retryAfterSeconds))));
     res.status(mapped.status).json({ error: { code: mapped.code, message: mapped.message, requestId } });
   };
 }

@@ -7,7 +7,57 @@
  */
 
 const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash', 'rotate-root', 'seal-migrate']);
-const AUTH = new Set(['token/lookup-self', 'token/revoke-self']);
+/**
+ * Auth and policy routes, `:name` standing for a user, group, role, issuer or
+ * policy name. Shared with the audit log, which derives its action names from them.
+ */
+export const AUTH_TEMPLATES = [
+  'userpass/login',
+  'approle/login',
+  'jwt/login',
+  'token/lookup-self',
+  'token/renew-self',
+  'token/revoke-self',
+  'token/create',
+  'token/lookup-accessor',
+  'token/revoke-accessor',
+  'token/revoke-identity',
+  'userpass/users',
+  'userpass/users/:name',
+  'groups',
+  'groups/:name',
+  'approle/roles',
+  'approle/roles/:name',
+  'approle/roles/:name/role-id',
+  'approle/roles/:name/secret-id',
+  'approle/roles/:name/secret-ids',
+  'approle/roles/:name/secret-id/revoke',
+  'jwt/issuers',
+  'jwt/issuers/:name',
+  'jwt/roles',
+  'jwt/roles/:name',
+] as const;
+
+const SYS_TEMPLATES = ['policies', 'policies/:name', 'capabilities-self', 'generate-root'] as const;
+
+/** Matches `rest` (no leading slash) against `templates`; returns the template and the `:name` it bound. */
+export function matchTemplate(rest: string, templates: readonly string[]): { template: string; name: string | null } | null {
+  const parts = trimSlash(rest).split('/');
+  for (const template of templates) {
+    const t = template.split('/');
+    if (t.length !== parts.length) continue;
+    let name: string | null = null;
+    let ok = true;
+    for (let i = 0; i < t.length && ok; i++) {
+      if (t[i] === ':name') {
+        name = parts[i]!;
+        ok = name.length > 0;
+      } else ok = t[i] === parts[i];
+    }
+    if (ok) return { template, name };
+  }
+  return null;
+}
 const SECRET_ACTIONS = new Set(['versions', 'rollback', 'delete', 'undelete', 'destroy', 'purge']);
 
 export const UNMATCHED = 'unmatched';
@@ -32,11 +82,13 @@ export function routeTemplate(url: string): string {
     }
     case 'sys': {
       const what = trimSlash(rest);
-      return SYS.has(what) ? `/v1/sys/${what}` : UNMATCHED;
+      if (SYS.has(what)) return `/v1/sys/${what}`;
+      const m = matchTemplate(rest, SYS_TEMPLATES);
+      return m ? `/v1/sys/${m.template}` : UNMATCHED;
     }
     case 'auth': {
-      const what = trimSlash(rest);
-      return AUTH.has(what) ? `/v1/auth/${what}` : UNMATCHED;
+      const m = matchTemplate(rest, AUTH_TEMPLATES);
+      return m ? `/v1/auth/${m.template}` : UNMATCHED;
     }
     default:
       return UNMATCHED;

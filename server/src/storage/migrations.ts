@@ -116,6 +116,75 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0003_identity': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        `alter table tokens add column metadata jsonb not null default '{}'`,
+        `alter table tokens add column renewable boolean not null default false`,
+        `alter table tokens add column max_expires_at timestamptz`,
+        `alter table tokens add column ttl_seconds int`,
+        `create index tokens_identity on tokens (identity)`,
+        `create index tokens_revoked_at on tokens (revoked_at) where revoked_at is not null`,
+        `create table policies (
+          name text collate "C" primary key,
+          rules jsonb not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
+        // Password hashes are PHC strings ($argon2id$v=19$m=…,t=…,p=…$salt$hash): the parameters travel with the hash.
+        `create table users (
+          username text collate "C" primary key,
+          password_hash text not null,
+          policies jsonb not null default '[]',
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
+        `create table groups (
+          name text collate "C" primary key,
+          policies jsonb not null default '[]',
+          created_at timestamptz not null default now()
+        )`,
+        `create table group_members (
+          group_name text collate "C" not null references groups (name) on delete cascade,
+          username text collate "C" not null references users (username) on delete cascade,
+          primary key (group_name, username)
+        )`,
+        `create index group_members_user on group_members (username)`,
+        `create table approle_roles (
+          name text collate "C" primary key,
+          role_id text not null unique,
+          config jsonb not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
+        // secret_ids are 256 random bits, so a SHA-256 is enough to store them (no slow hash needed).
+        `create table approle_secret_ids (
+          accessor text primary key,
+          role_name text collate "C" not null references approle_roles (name) on delete cascade,
+          secret_hash bytea not null unique,
+          cidrs jsonb not null default '[]',
+          uses_remaining int,
+          expires_at timestamptz,
+          created_at timestamptz not null default now()
+        )`,
+        `create table jwt_issuers (
+          name text collate "C" primary key,
+          config jsonb not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
+        `create table jwt_roles (
+          name text collate "C" primary key,
+          issuer text collate "C" not null references jwt_issuers (name),
+          config jsonb not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
   '0005_seal_hsm': {
     async up(db: Kysely<unknown>) {
       for (const statement of [

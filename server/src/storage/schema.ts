@@ -80,6 +80,69 @@ export interface TokenTable {
   created_at: Generated<Date>;
   expires_at: Date | null;
   revoked_at: Date | null;
+  metadata: ColumnType<Record<string, string>, string | undefined, string>;
+  renewable: ColumnType<boolean, boolean | undefined, boolean>;
+  max_expires_at: Date | null;
+  ttl_seconds: number | null;
+}
+
+export interface PolicyTable {
+  name: string;
+  rules: Json<unknown>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface UserTable {
+  username: string;
+  password_hash: string;
+  policies: Json<string[]>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface GroupTable {
+  name: string;
+  policies: Json<string[]>;
+  created_at: Generated<Date>;
+}
+
+export interface GroupMemberTable {
+  group_name: string;
+  username: string;
+}
+
+export interface AppRoleTable {
+  name: string;
+  role_id: string;
+  config: Json<unknown>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface AppRoleSecretIdTable {
+  accessor: string;
+  role_name: string;
+  secret_hash: Bytes;
+  cidrs: Json<string[]>;
+  uses_remaining: number | null;
+  expires_at: Date | null;
+  created_at: Generated<Date>;
+}
+
+export interface JwtIssuerTable {
+  name: string;
+  config: Json<unknown>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface JwtRoleTable {
+  name: string;
+  issuer: string;
+  config: Json<unknown>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
 }
 
 export interface AuditLogTable {
@@ -147,6 +210,14 @@ export interface Database {
   secrets: SecretTable;
   secret_versions: SecretVersionTable;
   tokens: TokenTable;
+  policies: PolicyTable;
+  users: UserTable;
+  groups: GroupTable;
+  group_members: GroupMemberTable;
+  approle_roles: AppRoleTable;
+  approle_secret_ids: AppRoleSecretIdTable;
+  jwt_issuers: JwtIssuerTable;
+  jwt_roles: JwtRoleTable;
 }
 
 export type NamespaceRow = Selectable<NamespaceTable>;

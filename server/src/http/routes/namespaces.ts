@@ -14,16 +14,20 @@ export function namespacesRouter(core: CofferCore, maxPageSize: number): Router 
   const router = Router();
   const listQuery = pageQuery(maxPageSize);
 
+  // A namespace admin (`admin` on a namespace glob) may create, read and delete the namespaces it matches.
   router.post('/', async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw denied();
     const body = createNamespaceBody.parse(req.body);
+    if (!isAllowed(principalOf(res), 'admin', body.name, '')) throw denied();
     res.status(201).json(await core.services().namespaces.create(body.name, body.description));
   });
 
+  // Everyone may list; a non-admin sees only the namespaces it can list (a page may then hold fewer entries).
   router.get('/', async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw denied();
+    const principal = principalOf(res);
     const q = listQuery.omit({ recursive: true }).parse(req.query);
-    res.json(await core.services().namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }));
+    const page = await core.services().namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) });
+    if (!isAdmin(principal)) page.namespaces = page.namespaces.filter((n) => isAllowed(principal, 'list', n.name, ''));
+    res.json(page);
   });
 
   router.get('/:name', async (req, res) => {
@@ -35,7 +39,7 @@ export function namespacesRouter(core: CofferCore, maxPageSize: number): Router 
 
   router.delete('/:name', async (req, res) => {
     const name = checkNamespaceName(req.params.name);
-    if (!isAdmin(principalOf(res))) throw denied();
+    if (!isAllowed(principalOf(res), 'admin', name, '')) throw denied();
     const q = deleteNamespaceQuery.parse(req.query);
     res.json(await core.services().namespaces.delete(name, q.force === 'true'));
   });

@@ -117,6 +117,12 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     res.json(result);
   });
 
+  // Shares are the authority here, not a token (the root token may be the thing that was lost).
+  router.post('/generate-root', async (req, res) => {
+    const body = unsealBody.parse(req.body);
+    res.json(await core.generateRoot('reset' in body ? null : body.share));
+  });
+
   router.post('/seal', ...requireToken, async (_req, res) => {
     if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'sealing needs admin rights');
     res.json(await core.seal());
