@@ -76,6 +76,24 @@ export const configSchema = z.object({
   jwksCooldownSeconds: z.coerce.number().min(0).max(3600).default(10),
   /** How long a fetched JWKS is trusted before it is fetched again. */
   jwksCacheMaxAgeSeconds: int(1, 86_400).default(600),
+  // --- KEK lifecycle ---
+  /**
+   * Rotate a namespace's KEK automatically once this many DEKs were wrapped under its
+   * current version. NIST SP 800-38D bounds AES-GCM with random 96-bit nonces at 2^32
+   * encryptions per key; Coffer's XChaCha20-Poly1305 (192-bit nonces) has no such bound
+   * in practice, so this is a conservative limit. Default 2^31, at most 2^32.
+   */
+  kekRotateAfterEncryptions: int(10, 2 ** 32).default(2 ** 31),
+  /** Encryptions a server reserves per database round trip when counting KEK usage. */
+  kekUsageReserveBlock: int(1, 1_000_000).default(1000),
+  /** Secrets per rewrap batch (one transaction each). */
+  kekRewrapBatchSize: int(1, 100_000).default(1000),
+  /** Pause between rewrap batches, to spread the job's database load (and to let tests kill it mid-way). */
+  kekRewrapBatchDelayMs: int(0, 60_000).default(0),
+  /** How often a server looks for due work: scheduled/usage rotations, rewrap jobs, due shreds. */
+  kekJobIntervalSeconds: int(1, 86_400).default(30),
+  /** Run the background KEK jobs on this server (off: tests drive them; another server does). */
+  kekRunJobs: bool.default(true),
   // --- operations ---
   /** TLS certificate chain (PEM) and its key; both or neither. Reloaded on SIGHUP. */
   tlsCertFile: z.string().min(1).optional(),
@@ -123,6 +141,9 @@ export function parseHostPort(value: string): { host: string; port: number } | n
 function crossFieldProblems(c: z.infer<typeof configSchema>): string[] {
   const problems: string[] = [];
   if (Boolean(c.tlsCertFile) !== Boolean(c.tlsKeyFile)) problems.push('tlsCertFile and tlsKeyFile go together (COFFER_TLS_CERT_FILE, COFFER_TLS_KEY_FILE)');
+  if (c.kekUsageReserveBlock >= c.kekRotateAfterEncryptions) {
+    problems.push('kekUsageReserveBlock must be smaller than kekRotateAfterEncryptions (COFFER_KEK_USAGE_RESERVE_BLOCK, COFFER_KEK_ROTATE_AFTER_ENCRYPTIONS)');
+  }
   if (c.tlsClientCaFile && !c.tlsCertFile) problems.push('tlsClientCaFile needs TLS (COFFER_TLS_CERT_FILE, COFFER_TLS_KEY_FILE)');
   if (c.seal === 'pkcs11' || c.pkcs11Module) {
     if (!c.pkcs11Module) problems.push('the pkcs11 seal needs COFFER_PKCS11_MODULE');
@@ -155,6 +176,12 @@ const ENV: Record<string, keyof Config> = {
   COFFER_AUDIT_CHECKPOINT_EVERY: 'auditCheckpointEvery',
   COFFER_AUDIT_MAX_BATCH: 'auditMaxBatch',
   COFFER_MAX_PAGE_SIZE: 'maxPageSize',
+  COFFER_KEK_ROTATE_AFTER_ENCRYPTIONS: 'kekRotateAfterEncryptions',
+  COFFER_KEK_USAGE_RESERVE_BLOCK: 'kekUsageReserveBlock',
+  COFFER_KEK_REWRAP_BATCH_SIZE: 'kekRewrapBatchSize',
+  COFFER_KEK_REWRAP_BATCH_DELAY_MS: 'kekRewrapBatchDelayMs',
+  COFFER_KEK_JOB_INTERVAL_SECONDS: 'kekJobIntervalSeconds',
+  COFFER_KEK_RUN_JOBS: 'kekRunJobs',
   COFFER_TLS_CERT_FILE: 'tlsCertFile',
   COFFER_TLS_KEY_FILE: 'tlsKeyFile',
   COFFER_TLS_CLIENT_CA_FILE: 'tlsClientCaFile',

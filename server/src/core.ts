@@ -20,6 +20,8 @@ import type { Database } from './storage/schema.js';
 import type { ChangeFeed } from './storage/change-feed.js';
 import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
 import type { AuditLog } from './audit/audit-log.js';
+import { KekLifecycle } from './secrets/kek-lifecycle.js';
+import { KekUsage } from './keyring/usage.js';
 
 const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
@@ -34,6 +36,21 @@ import { JwtAuthService } from './auth/jwt.js';
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
 export interface CoreOptions {
+  /** KEK lifecycle: usage counting, rewrap batches, the background runner. */
+  kek: {
+    rotateAfterEncryptions: number;
+    usageReserveBlock: number;
+    rewrapBatchSize: number;
+    rewrapBatchDelayMs: number;
+    jobIntervalMs: number;
+    /** False: no background runner (tests drive `services().kek` by hand). */
+    runJobs: boolean;
+  };
+  /** Background failures and events (the KEK lifecycle runner); never given key material. */
+  log?: {
+    error(what: string, err: unknown): void;
+    event(what: string, fields: Record<string, unknown>): void;
+  };
   kekCacheTtlMs: number;
   kekCacheMaxEntries: number;
   secretCacheMaxEntries: number;
@@ -102,6 +119,7 @@ export interface Services {
   userpass: UserpassService;
   approle: AppRoleService;
   jwt: JwtAuthService;
+  kek: KekLifecycle;
 }
 
 export class CofferCore {
@@ -128,8 +146,9 @@ export class CofferCore {
     this.readCache.reset(changes.up);
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
-      if (event) applyChange(this.readCache, event);
-      else this.applyAuthChange(payload);
+      if (!event) this.applyAuthChange(payload);
+      else if (event.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
+      else applyChange(this.readCache, event);
     });
     changes.events.on('up', () => {
       this.readCache.reset(true);
@@ -286,6 +305,7 @@ export class CofferCore {
     return this.exclusive(async () => {
       // Sign the chain's head while the key is still here.
       await this.audit.checkpointNow().catch(() => undefined);
+      await this.unsealed?.kek.stop();
       this.dropKeys();
       return this.status();
     });
@@ -343,6 +363,7 @@ export class CofferCore {
 
   /** Flushes and checkpoints the audit log, then zeroes every key. */
   async close(): Promise<void> {
+    await this.unsealed?.kek.stop();
     await this.audit.close();
     this.dropKeys();
     this.token?.close();
@@ -371,6 +392,7 @@ export class CofferCore {
     this.rootCollector?.reset();
     this.rootCollector = null;
     if (this.unsealed) {
+      void this.unsealed.kek.stop();
       this.unsealed.keyring.destroy();
       this.unsealed.tokens.destroy();
       this.unsealed.policies.clear();
@@ -399,7 +421,21 @@ export class CofferCore {
       await tokens.load();
       const changes = { cache: this.readCache, feed: this.changes };
       const namespaces = new NamespaceService(this.db, keyring, changes);
-      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions);
+      const k = this.options.kek;
+      const usage = new KekUsage(k.usageReserveBlock, k.rotateAfterEncryptions);
+      const secrets = new SecretService(this.db, keyring, namespaces, changes, this.options.defaultMaxVersions, usage);
+      const log = this.options.log;
+      const kek = new KekLifecycle(this.db, keyring, namespaces, changes, usage, {
+        rewrapBatchSize: k.rewrapBatchSize,
+        rewrapBatchDelayMs: k.rewrapBatchDelayMs,
+        jobIntervalMs: k.jobIntervalMs,
+        onError: (what, err) => log?.error(what, err),
+        onEvent: (what, fields) => log?.event(what, fields),
+      });
+      if (k.runJobs) {
+        namespaces.onKekRotated = () => kek.kick();
+        secrets.onUsageLimit = () => kek.kick();
+      }
       const guard = new LoginGuard(auth.guard);
       this.unsealed = {
         keyring,
@@ -410,7 +446,9 @@ export class CofferCore {
         userpass: new UserpassService(this.db, tokens, guard, auth.argon2),
         approle: new AppRoleService(this.db, tokens, guard),
         jwt: new JwtAuthService(this.db, tokens, guard, auth.jwt),
+        kek,
       };
+      if (k.runJobs) kek.start();
     } catch (err) {
       keyring.destroy();
       throw err;

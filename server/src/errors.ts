@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'conflict'
+  | 'namespace_disabled'
   | 'already_exists'
   | 'cas_mismatch'
   | 'already_initialized'
@@ -51,6 +52,13 @@ export const badRequest = (message: string, details?: unknown) =>
 export const notFound = (message: string) => new CofferError(404, 'not_found', message);
 export const conflict = (code: 'conflict' | 'already_exists' | 'cas_mismatch' | 'already_initialized', message: string) =>
   new CofferError(409, code, message);
+/** A namespace scheduled for crypto-shredding: every data operation is refused until the schedule is cancelled. */
+export const namespaceDisabled = (name: string, deletionDate: Date) =>
+  new CofferError(
+    409,
+    'namespace_disabled',
+    `namespace "${name}" is disabled: its keys are scheduled for destruction at ${deletionDate.toISOString()} (cancel with DELETE /v1/namespaces/${name}/shred)`,
+  );
 export const sealedError = () =>
   new CofferError(503, 'sealed', 'Coffer is sealed: unseal it with the operators\' shares (POST /v1/sys/unseal)');
 

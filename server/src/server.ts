@@ -47,6 +47,18 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   });
   const audit = new AuditLog(storage.db, auditOptions(config), logger);
   const core = new CofferCore(storage.db, storage.changes, audit, {
+    kek: {
+      rotateAfterEncryptions: config.kekRotateAfterEncryptions,
+      usageReserveBlock: config.kekUsageReserveBlock,
+      rewrapBatchSize: config.kekRewrapBatchSize,
+      rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
+      jobIntervalMs: config.kekJobIntervalSeconds * 1000,
+      runJobs: config.kekRunJobs,
+    },
+    log: {
+      error: (what, err) => logger.error({ err: err instanceof Error ? { name: err.name, message: err.message } : String(err) }, what),
+      event: (what, fields) => logger.info(fields, what),
+    },
     kekCacheTtlMs: config.kekCacheTtlSeconds * 1000,
     kekCacheMaxEntries: config.kekCacheMaxEntries,
     secretCacheMaxEntries: config.secretCacheMaxEntries,

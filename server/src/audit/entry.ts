@@ -79,8 +79,19 @@ export function describeRequest(method: string, url: string): Described {
     return { action: `secret.${verb}`, namespace, path };
   }
   if (parts[1] === 'v1' && area === 'namespaces') {
-    const name = rest[0] || null;
-    const verb = method === 'POST' ? 'create' : method === 'DELETE' ? 'delete' : name ? 'read' : 'list';
+    const name = rest[0] ? rest[0].slice(0, 64) : null;
+    const sub = rest.slice(1).join('/');
+    if (sub !== '') {
+      // KEK lifecycle and shredding of one namespace.
+      const action =
+        sub === 'kek' ? (method === 'GET' ? 'namespace.kek.read' : 'namespace.kek.unknown')
+        : sub === 'kek/rotate' ? 'namespace.kek.rotate'
+        : sub === 'shred' ? (method === 'DELETE' ? 'namespace.shred.cancel' : 'namespace.shred.schedule')
+        : 'namespace.unknown';
+      return { action, namespace: name, path: null };
+    }
+    const verb =
+      method === 'POST' ? 'create' : method === 'DELETE' ? 'delete' : method === 'PATCH' ? 'update' : name ? 'read' : 'list';
     return { action: `namespace.${verb}`, namespace: name, path: null };
   }
   if (parts[1] === 'v1' && area === 'sys') {

@@ -60,6 +60,8 @@ export function matchTemplate(rest: string, templates: readonly string[]): { tem
 }
 const SECRET_ACTIONS = new Set(['versions', 'rollback', 'delete', 'undelete', 'destroy', 'purge']);
 
+const NAMESPACE_SUBRESOURCES = new Set(['kek', 'kek/rotate', 'shred']);
+
 export const UNMATCHED = 'unmatched';
 
 /** `url` is the request target as received (`req.originalUrl`), query string included or not. */
@@ -78,7 +80,10 @@ export function routeTemplate(url: string): string {
     case 'namespaces': {
       const name = trimSlash(rest);
       if (name === '') return '/v1/namespaces';
-      return name.includes('/') ? UNMATCHED : '/v1/namespaces/:name';
+      const slash = name.indexOf('/');
+      if (slash === -1) return '/v1/namespaces/:name';
+      const sub = name.slice(slash + 1);
+      return NAMESPACE_SUBRESOURCES.has(sub) ? `/v1/namespaces/:name/${sub}` : UNMATCHED;
     }
     case 'sys': {
       const what = trimSlash(rest);

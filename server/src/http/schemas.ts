@@ -46,11 +46,36 @@ export const unsealBody = z.union([
   z.object({}).strict(),
 ]);
 
+/** Seconds between scheduled KEK rotations: from one hour to ten years. */
+export const ROTATION_PERIOD_MIN = 3600;
+export const ROTATION_PERIOD_MAX = 10 * 365 * 86_400;
+const rotationPeriod = z
+  .number()
+  .int()
+  .min(ROTATION_PERIOD_MIN, `rotation_period is at least ${ROTATION_PERIOD_MIN} seconds`)
+  .max(ROTATION_PERIOD_MAX, `rotation_period is at most ${ROTATION_PERIOD_MAX} seconds`)
+  .nullable();
+
 export const createNamespaceBody = z
   .object({
     name: z.string().min(1).max(63),
     description: z.string().max(1024).default(''),
+    rotation_period: rotationPeriod.default(null),
   })
+  .strict();
+
+export const updateNamespaceBody = z
+  .object({
+    description: z.string().max(1024).optional(),
+    rotation_period: rotationPeriod.optional(),
+  })
+  .strict()
+  .refine((b) => b.description !== undefined || b.rotation_period !== undefined, 'give description and/or rotation_period');
+
+export const rotateKekBody = z.object({}).strict();
+
+export const shredBody = z
+  .object({ pending_window_days: z.number().int().min(7).max(30).default(30) })
   .strict();
 
 export const writeSecretBody = z

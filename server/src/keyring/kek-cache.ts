@@ -61,6 +61,12 @@ export class KekCache {
     }
   }
 
+  /** Drops one entry, if present. */
+  evict(id: string): void {
+    const entry = this.entries.get(id);
+    if (entry) this.drop(id, entry);
+  }
+
   /** Drops every entry whose id starts with `prefix`. */
   evictPrefix(prefix: string): void {
     for (const [id, entry] of this.entries) if (id.startsWith(prefix)) this.drop(id, entry);

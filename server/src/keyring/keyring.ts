@@ -7,7 +7,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { RootKey } from '../seal/root-key.js';
 import type { Database } from '../storage/schema.js';
-import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './aead.js';
+import { KEY_BYTES, generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './aead.js';
 import { aad } from './context.js';
 import { KekCache } from './kek-cache.js';
 import { CofferError } from '../errors.js';
@@ -45,12 +45,60 @@ export class Keyring {
 
   /** Generates a KEK and returns it wrapped by the root key, ready to store. */
   async generateWrappedKek(namespaceId: string, kekVersion: number): Promise<Uint8Array> {
-    const kek = generateKeyMaterial();
+    return this.wrapKekMaterial(namespaceId, kekVersion);
+  }
+
+  /**
+   * Wraps KEK material under the root key as `kekVersion` of a namespace, ready
+   * to store: the given 256-bit `material` (BYOK import; the caller keeps
+   * ownership and zeroes it), or fresh random material when none is given.
+   */
+  async wrapKekMaterial(namespaceId: string, kekVersion: number, material?: KeyMaterial): Promise<Uint8Array> {
+    if (material !== undefined && material.length !== KEY_BYTES) {
+      throw new CofferError(400, 'invalid_request', `KEK material must be ${KEY_BYTES * 8} bits`);
+    }
+    const kek = material ?? generateKeyMaterial();
     try {
       return await this.root.wrapKey(kek, aad.kek(namespaceId, kekVersion, this.root.version));
     } finally {
-      zeroize(kek);
+      if (material === undefined) zeroize(kek);
     }
+  }
+
+  /**
+   * Rewraps DEKs from the KEK versions they are under to `targetVersion`. Only
+   * the wrapped DEKs change (their AAD names the KEK version); the value
+   * ciphertexts stay as they are. Returns the new wrapped DEKs in input order.
+   */
+  async rewrapDeks(
+    namespaceId: string,
+    targetVersion: number,
+    rows: ReadonlyArray<{ secretId: string; version: number; kekVersion: number; wrappedDek: Uint8Array }>,
+    executor?: Executor,
+  ): Promise<Uint8Array[]> {
+    const versions = new Set<number>([targetVersion]);
+    for (const row of rows) versions.add(row.kekVersion);
+    return this.withKeks(namespaceId, [...versions], executor, (keks) => {
+      const target = keks.get(targetVersion)!;
+      return rows.map((row) => {
+        const dek = openWithKey(
+          keks.get(row.kekVersion)!,
+          row.wrappedDek,
+          aad.dek(namespaceId, row.secretId, row.version, row.kekVersion),
+          'a secret version',
+        );
+        try {
+          return sealWithKey(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion));
+        } finally {
+          zeroize(dek);
+        }
+      });
+    });
+  }
+
+  /** Forgets one cached KEK version (it was destroyed). */
+  evictKek(namespaceId: string, kekVersion: number): void {
+    this.cache.evict(`${namespaceId}:${kekVersion}`);
   }
 
   /** Encrypts one secret version's value under a fresh DEK, wrapped by the given KEK version. */
@@ -121,7 +169,7 @@ export class Keyring {
     return this.withKek(namespaceId, kekVersion, undefined, fn);
   }
 
-  /** Forgets every cached KEK of a namespace (it was deleted). */
+  /** Forgets (and zeroes) every cached KEK of a namespace (it was deleted or shredded). */
   evictNamespace(namespaceId: string): void {
     this.cache.evictPrefix(`${namespaceId}:`);
   }
@@ -168,6 +216,26 @@ export class Keyring {
     const key = this.cache.get(id);
     if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
     return fn(key);
+  }
+
+  /** Like `withKek`, with several versions of one namespace's KEK at once. */
+  private async withKeks<T>(
+    namespaceId: string,
+    kekVersions: number[],
+    executor: Executor | undefined,
+    fn: (keks: Map<number, KeyMaterial>) => T,
+  ): Promise<T> {
+    // Load each missing version (one at a time: inside a transaction they share one connection).
+    for (const version of kekVersions) {
+      await this.withKek(namespaceId, version, executor, () => undefined);
+    }
+    const keks = new Map<number, KeyMaterial>();
+    for (const version of kekVersions) {
+      const key = this.cache.get(`${namespaceId}:${version}`);
+      if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
+      keks.set(version, key);
+    }
+    return fn(keks);
   }
 
   private async loadKek(executor: Executor, namespaceId: string, kekVersion: number): Promise<KeyMaterial> {

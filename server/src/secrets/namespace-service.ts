@@ -4,9 +4,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
-import { conflict, notFound } from '../errors.js';
+import { badRequest, conflict, namespaceDisabled, notFound } from '../errors.js';
+import type { KeyMaterial } from '../keyring/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
-import type { Database } from '../storage/schema.js';
+import type { Database, KekOrigin, KekState } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import { checkNamespaceName } from './names.js';
 import { takePage, type PageRequest } from './pagination.js';
@@ -20,6 +21,10 @@ export interface NamespaceSummary {
 }
 
 export interface NamespaceDetail extends NamespaceSummary {
+  /** Seconds between scheduled KEK rotations, or null. */
+  rotation_period: number | null;
+  /** Set while the namespace is scheduled for crypto-shredding (and disabled). */
+  deletion_date: string | null;
   secret_count: number;
   kek: {
     current_version: number;
@@ -33,22 +38,119 @@ export interface NamespaceRef {
   currentKekVersion: number;
 }
 
+export interface RotateKekOptions {
+  /** 256-bit KEK material to import (BYOK). The caller keeps ownership and zeroes it afterwards. */
+  material?: KeyMaterial;
+  /** Defaults to 'external' with `material`, 'generated' without. */
+  origin?: KekOrigin;
+}
+
+export interface KekRotation {
+  namespace: string;
+  version: number;
+  origin: KekOrigin;
+  created_at: string;
+  /** DEKs under older versions that the background rewrap job will move to this version. */
+  deks_to_rewrap: number;
+}
+
 const iso = (d: Date) => d.toISOString();
 
 export class NamespaceService {
+  /** Called after a rotation commits (wakes the rewrap job runner). */
+  onKekRotated: (namespaceId: string) => void = () => undefined;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly keyring: Keyring,
     private readonly changes: Changes,
   ) {}
 
-  async create(name: string, description = ''): Promise<NamespaceDetail> {
+  /**
+   * Adds a new KEK version to a namespace — fresh random material, or the
+   * given material (BYOK import, origin 'external') — and makes it the
+   * version every new write uses, at once. Older versions become 'retiring'
+   * and the namespace's rewrap job restarts towards the new version; versions
+   * no DEK references are retired immediately. One transaction: the namespace
+   * row is locked against in-flight writes (they hold it FOR SHARE), so no
+   * write can commit a DEK under an older version after this commits.
+   */
+  async rotateKek(name: string, options: RotateKekOptions = {}, executor?: Transaction<Database>): Promise<KekRotation> {
+    checkNamespaceName(name);
+    const origin = options.origin ?? (options.material ? 'external' : 'generated');
+    if (origin === 'external' && !options.material) throw badRequest('an external KEK version needs its key material');
+    if (origin === 'generated' && options.material) throw badRequest('imported key material has origin "external"');
+    const run = async (trx: Transaction<Database>) => {
+      const ns = await trx
+        .selectFrom('namespaces')
+        .select(['id', 'deletion_date'])
+        .where('name', '=', name)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!ns) throw notFound(`namespace "${name}" not found`);
+      if (ns.deletion_date) throw namespaceDisabled(name, ns.deletion_date);
+      const { max } = await trx
+        .selectFrom('namespace_keys')
+        .select((eb) => eb.fn.max<number>('version').as('max'))
+        .where('namespace_id', '=', ns.id)
+        .executeTakeFirstOrThrow();
+      const version = Number(max ?? 0) + 1;
+      const wrapped = await this.keyring.wrapKekMaterial(ns.id, version, options.material);
+      const inserted = await trx
+        .insertInto('namespace_keys')
+        .values({
+          namespace_id: ns.id,
+          version,
+          wrapped_key: wrapped,
+          root_version: this.keyring.rootVersion,
+          origin,
+          state: 'active',
+        })
+        .returning('created_at')
+        .executeTakeFirstOrThrow();
+      await trx
+        .updateTable('namespace_keys')
+        .set({ state: 'retiring' })
+        .where('namespace_id', '=', ns.id)
+        .where('state', '=', 'active')
+        .where('version', '<>', version)
+        .execute();
+      await trx.updateTable('namespaces').set({ current_kek_version: version, updated_at: new Date() }).where('id', '=', ns.id).execute();
+      const total = await countDeksToRewrap(trx, ns.id, version);
+      const now = new Date();
+      const job = {
+        target_version: version,
+        state: total === 0 ? ('completed' as const) : ('running' as const),
+        cursor_path: null,
+        total,
+        rewrapped: 0,
+        started_at: now,
+        updated_at: now,
+        completed_at: total === 0 ? now : null,
+      };
+      await trx
+        .insertInto('kek_rewrap_jobs')
+        .values({ namespace_id: ns.id, ...job })
+        .onConflict((oc) => oc.column('namespace_id').doUpdateSet(job))
+        .execute();
+      if (total === 0) await retireUnreferenced(trx, ns.id, version);
+      return { id: ns.id, version, created_at: inserted.created_at, total };
+    };
+    const done = executor ? await run(executor) : await this.db.transaction().execute(run);
+    if (!executor) this.onKekRotated(done.id);
+    return { namespace: name, version: done.version, origin, created_at: iso(done.created_at), deks_to_rewrap: done.total };
+  }
+
+  async create(name: string, description = '', rotationPeriodSeconds: number | null = null): Promise<NamespaceDetail> {
     checkNamespaceName(name);
     const id = randomUUID();
     const wrappedKek = await this.keyring.generateWrappedKek(id, 1);
     try {
       await this.db.transaction().execute(async (trx) => {
-        await trx.insertInto('namespaces').values({ id, name, description, current_kek_version: 1 }).execute();
+        await trx
+          .insertInto('namespaces')
+          .values({ id, name, description, current_kek_version: 1, rotation_period_seconds: rotationPeriodSeconds })
+          .execute();
         await trx
           .insertInto('namespace_keys')
           .values({
@@ -80,8 +182,18 @@ export class NamespaceService {
     return { namespaces: items.map(summary), next_cursor };
   }
 
-  async get(name: string): Promise<NamespaceDetail> {
+  /** Changes a namespace's description and/or KEK rotation period (null = manual rotation only). */
+  async update(name: string, changes: { description?: string; rotationPeriodSeconds?: number | null }): Promise<NamespaceDetail> {
     const ns = await this.resolve(name);
+    const set: { updated_at: Date; description?: string; rotation_period_seconds?: number | null } = { updated_at: new Date() };
+    if (changes.description !== undefined) set.description = changes.description;
+    if (changes.rotationPeriodSeconds !== undefined) set.rotation_period_seconds = changes.rotationPeriodSeconds;
+    await this.db.updateTable('namespaces').set(set).where('id', '=', ns.id).execute();
+    return this.get(name);
+  }
+
+  async get(name: string): Promise<NamespaceDetail> {
+    const ns = await this.resolve(name, this.db, { allowDisabled: true });
     const [row, keys, count] = await Promise.all([
       this.db.selectFrom('namespaces').selectAll().where('id', '=', ns.id).executeTakeFirstOrThrow(),
       this.db
@@ -98,6 +210,8 @@ export class NamespaceService {
     ]);
     return {
       ...summary(row),
+      rotation_period: row.rotation_period_seconds,
+      deletion_date: row.deletion_date ? iso(row.deletion_date) : null,
       secret_count: Number(count.n),
       kek: {
         current_version: row.current_kek_version,
@@ -141,19 +255,52 @@ export class NamespaceService {
     return { secrets_deleted: result.secrets };
   }
 
-  /** Looks a namespace up by name; 404 when it does not exist. */
-  async resolve(name: string, executor: Kysely<Database> | Transaction<Database> = this.db): Promise<NamespaceRef> {
+  /**
+   * Looks a namespace up by name; 404 when it does not exist, 409
+   * namespace_disabled while it is scheduled for shredding (unless allowed).
+   */
+  async resolve(
+    name: string,
+    executor: Kysely<Database> | Transaction<Database> = this.db,
+    options: { allowDisabled?: boolean } = {},
+  ): Promise<NamespaceRef> {
     checkNamespaceName(name);
     const row = await executor
       .selectFrom('namespaces')
-      .select(['id', 'current_kek_version'])
+      .select(['id', 'current_kek_version', 'deletion_date'])
       .where('name', '=', name)
       .executeTakeFirst();
     if (!row) throw notFound(`namespace "${name}" not found`);
+    if (row.deletion_date && !options.allowDisabled) throw namespaceDisabled(name, row.deletion_date);
     return { id: row.id, name, currentKekVersion: row.current_kek_version };
   }
 }
 
 function summary(row: { name: string; description: string; created_at: Date; updated_at: Date }): NamespaceSummary {
   return { name: row.name, description: row.description, created_at: iso(row.created_at), updated_at: iso(row.updated_at) };
+}
+
+/** DEKs of a namespace (not destroyed) wrapped under any version other than `target`. */
+export async function countDeksToRewrap(executor: Kysely<Database> | Transaction<Database>, namespaceId: string, target: number): Promise<number> {
+  const { n } = await executor
+    .selectFrom('secret_versions as v')
+    .innerJoin('secrets as s', 's.id', 'v.secret_id')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('s.namespace_id', '=', namespaceId)
+    .where('v.wrapped_dek', 'is not', null)
+    .where('v.kek_version', '<>', target)
+    .executeTakeFirstOrThrow();
+  return Number(n);
+}
+
+/** Marks every older, still-keyed version 'retired': no DEK references it any more. */
+export async function retireUnreferenced(trx: Transaction<Database>, namespaceId: string, current: number): Promise<void> {
+  const state: KekState = 'retired';
+  await trx
+    .updateTable('namespace_keys')
+    .set({ state, retired_at: new Date() })
+    .where('namespace_id', '=', namespaceId)
+    .where('version', '<>', current)
+    .where('state', 'in', ['active', 'retiring'])
+    .execute();
 }

@@ -98,16 +98,21 @@ export class SecretReadCache {
 }
 
 /** Change notifications exchanged between servers (PostgreSQL NOTIFY payloads). */
-export type ChangeEvent = { kind: 'secret'; namespace: string; path: string } | { kind: 'namespace'; namespace: string };
+export type ChangeEvent =
+  | { kind: 'secret'; namespace: string; path: string }
+  | { kind: 'namespace'; namespace: string }
+  /** A namespace's key material was destroyed: every server zeroes its cached KEKs (not a read-cache matter). */
+  | { kind: 'namespace-keys'; namespaceId: string };
 
 export function applyChange(cache: SecretReadCache, event: ChangeEvent): void {
   if (event.kind === 'secret') cache.invalidate(event.namespace, event.path);
-  else cache.invalidateNamespace(event.namespace);
+  else if (event.kind === 'namespace') cache.invalidateNamespace(event.namespace);
 }
 
 export function parseChange(payload: string): ChangeEvent | null {
   try {
-    const e = JSON.parse(payload) as Partial<ChangeEvent> & { path?: unknown };
+    const e = JSON.parse(payload) as { kind?: unknown; namespace?: unknown; path?: unknown; namespaceId?: unknown };
+    if (e.kind === 'namespace-keys' && typeof e.namespaceId === 'string') return { kind: 'namespace-keys', namespaceId: e.namespaceId };
     if (e.kind === 'secret' && typeof e.namespace === 'string' && typeof e.path === 'string') {
       return { kind: 'secret', namespace: e.namespace, path: e.path };
     }

@@ -5,7 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { CofferError, conflict, notFound } from '../errors.js';
+import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
+import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
@@ -63,6 +64,9 @@ export interface History {
   versions: VersionInfo[];
 }
 
+/** A stored version with its namespace's shredding state. */
+type StoredVersion = CachedVersion & { deletion_date: Date | null };
+
 export type VersionAction = 'delete' | 'undelete' | 'destroy';
 
 /** The stored columns of a version that reading it needs. */
@@ -73,12 +77,16 @@ const decoder = new TextDecoder();
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 export class SecretService {
+  /** Called after a write pushed its KEK version's encryption count to the rotation threshold. */
+  onUsageLimit: (namespaceId: string) => void = () => undefined;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly keyring: Keyring,
     private readonly namespaces: NamespaceService,
     private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
+    private readonly usage: KekUsage,
   ) {}
 
   /** Runs a change in one transaction, announcing it to other servers and to the read cache. */
@@ -99,16 +107,20 @@ export class SecretService {
     checkSecretPath(path);
     validateSecretData(req.type, req.data);
     const plaintext = encoder.encode(JSON.stringify(req.data));
+    let ticket: UsageTicket | undefined;
+    let namespaceId = '';
     try {
-      return await this.change(namespace, path, async (trx) => {
-        // Lock the namespace row against a concurrent delete for the length of the write.
+      const result = await this.change(namespace, path, async (trx) => {
+        // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write.
         const ns = await trx
           .selectFrom('namespaces')
-          .select(['id', 'current_kek_version'])
+          .select(['id', 'current_kek_version', 'deletion_date'])
           .where('name', '=', namespace)
           .forShare()
           .executeTakeFirst();
         if (!ns) throw notFound(`namespace "${namespace}" not found`);
+        if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
+        namespaceId = ns.id;
         // One statement creates the secret or takes the next version number, and row-locks it,
         // so concurrent writers each get their own version and none is lost.
         const { rows } = await sql<{ id: string; current_version: number; max_versions: number }>`
@@ -135,6 +147,7 @@ export class SecretService {
           plaintext,
           trx,
         );
+        ticket = await this.usage.countOne(trx, ns.id, encrypted.kekVersion);
         const inserted = await trx
           .insertInto('secret_versions')
           .values({
@@ -156,6 +169,9 @@ export class SecretService {
           .execute();
         return { namespace, path, version, created_at: inserted.created_at.toISOString() };
       });
+      ticket?.commit();
+      if (ticket?.overLimit) this.onUsageLimit(namespaceId);
+      return result;
     } finally {
       plaintext.fill(0);
     }
@@ -168,6 +184,7 @@ export class SecretService {
       await this.namespaces.resolve(namespace);
       throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
     }
+    if (row.deletion_date) throw namespaceDisabled(namespace, row.deletion_date);
     if (row.destroyed_at) {
       throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
@@ -200,17 +217,21 @@ export class SecretService {
   }
 
   /** The latest version's stored row: from the read cache, or the database (then cached). */
-  private async readLatestRow(namespace: string, path: string): Promise<CachedVersion | undefined> {
+  private async readLatestRow(namespace: string, path: string): Promise<StoredVersion | undefined> {
     const cache = this.changes.cache;
     const cached = cache.get(namespace, path);
-    if (cached) return cached;
+    if (cached) return { ...cached, deletion_date: null };
     const generation = cache.generation;
     const row = await this.readRow(namespace, path);
-    if (row) cache.set(namespace, path, row, generation);
+    // A disabled namespace's rows are never cached: scheduling its shredding emptied its entries.
+    if (row && !row.deletion_date) {
+      const { deletion_date: _, ...version } = row;
+      cache.set(namespace, path, version, generation);
+    }
     return row;
   }
 
-  private readRow(namespace: string, path: string, version?: number): Promise<CachedVersion | undefined> {
+  private readRow(namespace: string, path: string, version?: number): Promise<StoredVersion | undefined> {
     return this.db
       .selectFrom('secrets as s')
       .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
@@ -219,7 +240,7 @@ export class SecretService {
           ? join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version')
           : join.onRef('v.secret_id', '=', 's.id').on('v.version', '=', version),
       )
-      .select(['n.id as namespace_id', 's.id as secret_id', ...VERSION_COLUMNS, 'v.deleted_at', 'v.destroyed_at'])
+      .select(['n.id as namespace_id', 'n.deletion_date', 's.id as secret_id', ...VERSION_COLUMNS, 'v.deleted_at', 'v.destroyed_at'])
       .where('n.name', '=', namespace)
       .where('s.path', '=', path)
       .executeTakeFirst();
@@ -385,11 +406,12 @@ export class SecretService {
     let query = db
       .selectFrom('secrets as s')
       .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
-      .select(['s.id', 's.current_version', 's.max_versions', 's.created_at', 's.updated_at'])
+      .select(['s.id', 's.current_version', 's.max_versions', 's.created_at', 's.updated_at', 'n.deletion_date'])
       .where('n.name', '=', namespace)
       .where('s.path', '=', path);
     if (lock) query = query.forUpdate('s');
     const secret = await query.executeTakeFirst();
+    if (secret?.deletion_date) throw namespaceDisabled(namespace, secret.deletion_date);
     if (!secret) {
       // Same executor: inside a transaction on PGlite, any other query would wait forever.
       await this.namespaces.resolve(namespace, db);

@@ -185,6 +185,42 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0004_kek_lifecycle': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // 'retiring': an older version some DEKs still reference while the rewrap job runs;
+        // 'retired': no DEK references it any more (its wrapped KEK is kept until the namespace is shredded).
+        `alter table namespace_keys drop constraint namespace_keys_state_check`,
+        `alter table namespace_keys add constraint namespace_keys_state_check
+          check (state in ('active', 'retiring', 'retired', 'destroyed'))`,
+        // Encryptions (DEK wraps) under this version, counted in reserved blocks: never under-counted.
+        `alter table namespace_keys add column encryptions bigint not null default 0`,
+        `alter table namespace_keys add column retired_at timestamptz`,
+        `alter table namespace_keys add column destroyed_at timestamptz`,
+        // Scheduled rotation: a new KEK version every this many seconds (null = manual only).
+        `alter table namespaces add column rotation_period_seconds int`,
+        // Crypto-shredding: while deletion_date is set the namespace is disabled; at that date it is destroyed.
+        `alter table namespaces add column deletion_requested_at timestamptz`,
+        `alter table namespaces add column deletion_date timestamptz`,
+        // One rewrap job per namespace, moving every DEK to target_version. cursor_path is the last
+        // secret path whose versions are all rewrapped; it moves in the same transaction as the rows.
+        `create table kek_rewrap_jobs (
+          namespace_id uuid primary key references namespaces (id) on delete cascade,
+          target_version int not null,
+          state text not null check (state in ('running', 'completed')),
+          cursor_path text collate "C",
+          total bigint not null,
+          rewrapped bigint not null default 0,
+          started_at timestamptz not null default now(),
+          updated_at timestamptz not null default now(),
+          completed_at timestamptz
+        )`,
+        `create index namespaces_deletion_date on namespaces (deletion_date) where deletion_date is not null`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
   '0005_seal_hsm': {
     async up(db: Kysely<unknown>) {
       for (const statement of [

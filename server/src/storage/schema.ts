@@ -35,6 +35,11 @@ export interface NamespaceTable {
   current_kek_version: number;
   created_at: Generated<Date>;
   updated_at: Timestamp;
+  /** Seconds between scheduled KEK rotations; null = manual rotation only. */
+  rotation_period_seconds: ColumnType<number | null, number | null | undefined, number | null>;
+  deletion_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Set while a crypto-shred is scheduled: the namespace is disabled until then, destroyed at it. */
+  deletion_date: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface NamespaceKeyTable {
@@ -43,9 +48,28 @@ export interface NamespaceKeyTable {
   /** KEK wrapped by the root key; null once destroyed. */
   wrapped_key: Bytes | null;
   root_version: number;
-  origin: 'generated' | 'external';
-  state: 'active' | 'retired' | 'destroyed';
+  origin: KekOrigin;
+  state: KekState;
   created_at: Generated<Date>;
+  /** DEK wraps under this version (pg returns bigint as a string: normalise with Number). */
+  encryptions: ColumnType<string | number | bigint, never, string | number>;
+  retired_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  destroyed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export type KekOrigin = 'generated' | 'external';
+export type KekState = 'active' | 'retiring' | 'retired' | 'destroyed';
+
+export interface KekRewrapJobTable {
+  namespace_id: string;
+  target_version: number;
+  state: 'running' | 'completed';
+  cursor_path: string | null;
+  total: ColumnType<string | number | bigint, number, number>;
+  rewrapped: ColumnType<string | number | bigint, number | undefined, number>;
+  started_at: Timestamp;
+  updated_at: Timestamp;
+  completed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
 
 export interface SecretTable {
@@ -207,6 +231,7 @@ export interface Database {
   system_keys: SystemKeyTable;
   namespaces: NamespaceTable;
   namespace_keys: NamespaceKeyTable;
+  kek_rewrap_jobs: KekRewrapJobTable;
   secrets: SecretTable;
   secret_versions: SecretVersionTable;
   tokens: TokenTable;

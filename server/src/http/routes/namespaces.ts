@@ -6,7 +6,7 @@ import { isAdmin, isAllowed } from '../../policy/policy.js';
 import { decodeCursor } from '../../secrets/pagination.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery } from '../schemas.js';
+import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery, rotateKekBody, shredBody, updateNamespaceBody } from '../schemas.js';
 
 const denied = () => new CofferError(403, 'permission_denied', 'permission denied');
 
@@ -18,7 +18,7 @@ export function namespacesRouter(core: CofferCore, maxPageSize: number): Router 
   router.post('/', async (req, res) => {
     const body = createNamespaceBody.parse(req.body);
     if (!isAllowed(principalOf(res), 'admin', body.name, '')) throw denied();
-    res.status(201).json(await core.services().namespaces.create(body.name, body.description));
+    res.status(201).json(await core.services().namespaces.create(body.name, body.description, body.rotation_period));
   });
 
   // Everyone may list; a non-admin sees only the namespaces it can list (a page may then hold fewer entries).
@@ -35,6 +35,49 @@ export function namespacesRouter(core: CofferCore, maxPageSize: number): Router 
     if (!isAllowed(principalOf(res), 'list', name, '')) throw denied();
     emptyQuery.parse(req.query);
     res.json(await core.services().namespaces.get(name));
+  });
+
+  // Namespace-scoped administration (KEK lifecycle, shredding): the admin capability on the namespace.
+  const requireNamespaceAdmin = (res: Parameters<typeof principalOf>[0], name: string) => {
+    if (!isAllowed(principalOf(res), 'admin', name, '')) throw denied();
+  };
+
+  router.patch('/:name', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    requireNamespaceAdmin(res, name);
+    emptyQuery.parse(req.query);
+    const body = updateNamespaceBody.parse(req.body ?? {});
+    res.json(await core.services().namespaces.update(name, { description: body.description, rotationPeriodSeconds: body.rotation_period }));
+  });
+
+  router.get('/:name/kek', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    requireNamespaceAdmin(res, name);
+    emptyQuery.parse(req.query);
+    res.json(await core.services().kek.status(name));
+  });
+
+  router.post('/:name/kek/rotate', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    requireNamespaceAdmin(res, name);
+    emptyQuery.parse(req.query);
+    rotateKekBody.parse(req.body ?? {});
+    res.json(await core.services().namespaces.rotateKek(name));
+  });
+
+  router.post('/:name/shred', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    requireNamespaceAdmin(res, name);
+    emptyQuery.parse(req.query);
+    const body = shredBody.parse(req.body ?? {});
+    res.status(202).json(await core.services().kek.scheduleShred(name, body.pending_window_days));
+  });
+
+  router.delete('/:name/shred', async (req, res) => {
+    const name = checkNamespaceName(req.params.name);
+    requireNamespaceAdmin(res, name);
+    emptyQuery.parse(req.query);
+    res.json(await core.services().kek.cancelShred(name));
   });
 
   router.delete('/:name', async (req, res) => {

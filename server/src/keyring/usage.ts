@@ -1,0 +1,60 @@
+/**
+ * Counts encryptions (DEK wraps) per KEK version without a database round
+ * trip per write: a server reserves a block of counts at a time
+ * (`encryptions = encryptions + block`, inside the write's transaction) and
+ * spends it from memory. The stored count is therefore never below the true
+ * count — a crash or a rolled-back write only wastes reserved counts — which
+ * is the safe direction for a usage limit.
+ */
+import { sql } from 'kysely';
+import type { Executor } from './keyring.js';
+
+/** The outcome of counting one encryption. */
+export interface UsageTicket {
+  /** Call after the write committed: only then is a freshly reserved block spendable. */
+  commit(): void;
+  /** The version's stored count reached the rotation threshold. */
+  overLimit: boolean;
+}
+
+const SPENT_FROM_MEMORY: UsageTicket = { commit: () => undefined, overLimit: false };
+
+export class KekUsage {
+  /** Reserved but not yet spent encryptions, per `${namespaceId}:${kekVersion}`. */
+  private readonly reserved = new Map<string, number>();
+
+  constructor(
+    private readonly block: number,
+    readonly limit: number,
+  ) {}
+
+  /** Counts one encryption under a KEK version, inside the transaction that stores its result. */
+  async countOne(trx: Executor, namespaceId: string, kekVersion: number): Promise<UsageTicket> {
+    const id = `${namespaceId}:${kekVersion}`;
+    const left = this.reserved.get(id) ?? 0;
+    if (left > 0) {
+      this.reserved.set(id, left - 1);
+      return SPENT_FROM_MEMORY;
+    }
+    const total = await addEncryptions(trx, namespaceId, kekVersion, this.block);
+    return {
+      // This write spends one of the block; the rest is spendable once the reservation is committed.
+      commit: () => this.reserved.set(id, (this.reserved.get(id) ?? 0) + this.block - 1),
+      overLimit: total >= this.limit,
+    };
+  }
+
+  /** Forgets reservations of a namespace (its keys were rotated away or destroyed). */
+  forgetNamespace(namespaceId: string): void {
+    for (const id of this.reserved.keys()) if (id.startsWith(`${namespaceId}:`)) this.reserved.delete(id);
+  }
+}
+
+/** Adds `n` to a KEK version's encryption count; returns the new count. */
+export async function addEncryptions(trx: Executor, namespaceId: string, kekVersion: number, n: number): Promise<number> {
+  const { rows } = await sql<{ encryptions: string | number }>`
+    update namespace_keys set encryptions = encryptions + ${n}
+    where namespace_id = ${namespaceId} and version = ${kekVersion}
+    returning encryptions`.execute(trx);
+  return Number(rows[0]?.encryptions ?? 0);
+}
