@@ -64,6 +64,10 @@ const NAMESPACE_SUBRESOURCES = new Set(['kek', 'kek/rotate', 'shred']);
 
 export const UNMATCHED = 'unmatched';
 
+/** BYOK import and escrow export routes (`:name` is the namespace or the escrow request id). */
+export const BYOK_TEMPLATES = ['namespaces/:name/import-params', 'namespaces/:name/import', 'root/import-params', 'root/import'] as const;
+export const ESCROW_TEMPLATES = ['requests', 'requests/:name', 'requests/:name/approve', 'requests/:name/download'] as const;
+
 /** `url` is the request target as received (`req.originalUrl`), query string included or not. */
 export function routeTemplate(url: string): string {
   const q = url.indexOf('?');
@@ -94,6 +98,14 @@ export function routeTemplate(url: string): string {
     case 'auth': {
       const m = matchTemplate(rest, AUTH_TEMPLATES);
       return m ? `/v1/auth/${m.template}` : UNMATCHED;
+    }
+    case 'byok': {
+      const m = matchTemplate(rest, BYOK_TEMPLATES);
+      return m ? `/v1/byok/${m.template}` : UNMATCHED;
+    }
+    case 'escrow': {
+      const m = matchTemplate(rest, ESCROW_TEMPLATES);
+      return m ? `/v1/escrow/${m.template}` : UNMATCHED;
     }
     default:
       return UNMATCHED;

@@ -396,6 +396,45 @@ export class Pkcs11Token {
     );
   }
 
+  /**
+   * Whether the token can do RSA-OAEP with `hash` on this key pair: probed with
+   * an encryption under the public key (SoftHSM2 2.6 refuses SHA-256 there as
+   * it does in C_UnwrapKey).
+   */
+  async supportsOaep(label: string, hash: OaepHash): Promise<boolean> {
+    return this.guard(() =>
+      this.withSession((s) => {
+        const pub = this.find(s, label, this.m.CKO_PUBLIC_KEY)[0];
+        if (!pub) return false;
+        try {
+          this.lib.C_EncryptInit(s, this.oaep(hash), pub);
+          this.lib.C_Encrypt(s, Buffer.alloc(32), Buffer.alloc(512));
+          return true;
+        } catch {
+          return false;
+        }
+      }),
+    );
+  }
+
+  /**
+   * Raw RSA (CKM_RSA_X_509) with the import private key: the padded block, for
+   * OAEP decoding by the caller when the token cannot do OAEP with SHA-256.
+   * The private key still never leaves the token.
+   */
+  async rawRsaDecrypt(label: string, block: Uint8Array): Promise<Buffer> {
+    return this.withSession(async (s) => {
+      const rsa = await this.privateKey(s, label);
+      try {
+        this.lib.C_DecryptInit(s, { mechanism: this.m.CKM_RSA_X_509 }, rsa);
+        return await this.lib.C_DecryptAsync(s, Buffer.from(block), Buffer.alloc(block.length));
+      } catch (err) {
+        if (codeOf(err) === undefined) throw this.unavailable(err);
+        throw new CofferError(400, 'invalid_key_material', 'the wrapped key material does not unwrap with this import key');
+      }
+    });
+  }
+
   private async privateKey(s: Handle, label: string): Promise<Handle> {
     const h = this.find(s, label, this.m.CKO_PRIVATE_KEY)[0];
     if (!h) throw new CofferError(400, 'invalid_request', 'the import wrapping key is gone from the HSM (it expired or was used): get new import parameters');
