@@ -243,9 +243,17 @@ export class ByokService {
       return await this.core.importRoot(async (token: Pkcs11Token, label: string) => {
         if (!row.hsm_label) throw new CofferError(409, 'conflict', 'this import key is not in the HSM: get new import parameters');
         const handle = await token.unwrapImported(row.hsm_label, hash, twoStep, wrapped, { asRoot: true, label });
+        // The key must be 256 bits. SoftHSM2 reports CKA_VALUE_LEN 0 for unwrapped keys, so there the
+        // length is proven by the AES-KWP block instead (40 bytes: a 25-32 byte key; AES takes only 32 of
+        // those), and a bare RSAES_OAEP import, whose length nothing proves, is refused.
         const described = await token.describeKey(label);
-        if (!described || described.valueLen !== 32) {
+        const kwpLength = wrapped.length - RSA_BYTES;
+        const ok = described?.valueLen === 32 || (described?.valueLen === 0 && twoStep && kwpLength === 40);
+        if (!ok) {
           await token.destroyObject(handle).catch(() => undefined);
+          if (described?.valueLen === 0 && !twoStep) {
+            throw new CofferError(400, 'unsupported_algorithm', 'this HSM does not report the length of an unwrapped key: import the root key with RSA_AES_KEY_WRAP_SHA_1');
+          }
           throw new CofferError(400, 'invalid_key_material', 'the imported root key must be 256 bits');
         }
         return handle;
