@@ -73,6 +73,8 @@ export interface SealStatus {
   progress: number;
   /** PKCS#11 seal: shares/threshold are recovery shares; the HSM unseals. */
   recovery_seal?: boolean;
+  /** The root key version in effect (rises with every rotation, migration or root import). */
+  root_version?: number;
   /** PKCS#11 seal: why the last automatic unseal failed (no secrets in it). */
   seal_error?: string;
 }
@@ -188,6 +190,7 @@ export class CofferCore {
       shares: c?.shares ?? null,
       threshold: c?.threshold ?? null,
       progress: this.collector?.progress ?? 0,
+      ...(c ? { root_version: c.rootVersion } : {}),
       ...(c?.sealType === 'pkcs11' ? { recovery_seal: true } : {}),
       ...(this.sealError && this.unsealed === null ? { seal_error: this.sealError } : {}),
     };
