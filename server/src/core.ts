@@ -3,6 +3,7 @@
  * no key is in memory and every data endpoint answers 503. Unsealing rebuilds
  * the keyring from the root key; sealing zeroes it.
  */
+import { timingSafeEqual } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { CofferError, conflict, sealedError } from './errors.js';
 import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
@@ -86,7 +87,9 @@ export type InitResult =
 export interface RotateRootResult {
   seal_type: string;
   root_version: number;
-  rewrapped: RewrapCounts;
+  /** Shamir: 'pending_verification' until POST /v1/sys/rotate-root/verify with the new shares. */
+  state?: 'pending_verification' | 'completed';
+  rewrapped?: RewrapCounts;
   /** Shamir: the new shares, shown once. */
   shares?: string[];
   threshold?: number;
@@ -679,7 +682,12 @@ export class CofferCore {
       const row = await trx.selectFrom('seal_config').select('root_version').where('id', '=', 1).forUpdate().executeTakeFirstOrThrow();
       if (row.root_version !== current.version) throw conflict('conflict', 'the root key changed meanwhile (another server rotated it): retry');
       rewrapped = await rewrapUnderNewRoot(trx, current, next);
-      await trx.updateTable('seal_config').set({ ...configUpdate, root_version: next.version }).where('id', '=', 1).execute();
+      // A pending Shamir rekey was wrapped by the old root: it ends here either way.
+      await trx
+        .updateTable('seal_config')
+        .set({ ...configUpdate, root_version: next.version, pending_root: null, pending_shares: null, pending_threshold: null })
+        .where('id', '=', 1)
+        .execute();
       await beforeCommit?.(trx);
     });
     const previous = services.keyring.replaceRoot(next);
@@ -729,20 +737,76 @@ export class CofferCore {
         throw new CofferError(400, 'invalid_shares', `rotating a Shamir root key needs ${config.threshold} of the current shares ("shares": [...])`);
       }
       zeroize(await this.keyFromShares(input.shares, config.threshold, config.rootCheck, aad.rootCheck(config.rootVersion), ROOT_CHECK_PLAINTEXT, 'root'));
+      // Step 1 of 2: the next root key is generated and kept wrapped by the current one; nothing
+      // else changes. If this response is lost, the old shares still work and this can be repeated.
       const keyBytes = generateKeyMaterial();
-      const next = new InMemoryRootKey(Uint8Array.from(keyBytes), version);
       let shareBytes: Uint8Array[] = [];
       try {
         shareBytes = await splitRootKey(keyBytes, shares, threshold);
-        const rootCheck = sealWithKey(keyBytes, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version));
-        const switched = await this.switchRoot(next, { shares, threshold, root_check: rootCheck, hsm_key_label: null }, beforeCommit).catch((err: unknown) => {
+        const current = this.services().keyring.rootKey;
+        const pending = await current.wrapKey(keyBytes, sealAad.pendingRoot(version, current.version));
+        await this.db.transaction().execute(async (trx) => {
+          await trx
+            .updateTable('seal_config')
+            .set({ pending_root: pending, pending_shares: shares, pending_threshold: threshold })
+            .where('id', '=', 1)
+            .where('root_version', '=', current.version)
+            .execute();
+          await beforeCommit?.(trx);
+        });
+        return { seal_type: 'shamir', root_version: version, state: 'pending_verification', shares: shareBytes.map(encodeShare), threshold };
+      } finally {
+        zeroize(keyBytes, ...shareBytes);
+      }
+    });
+  }
+
+  /**
+   * Shamir rekey, step 2: the threshold of the NEW shares proves the operators
+   * hold them; then the pending root key is put in effect (every key rewrapped
+   * in one transaction) and the old one forgotten. A crash before the commit
+   * leaves the old root in effect and the rekey still pending (verify again).
+   */
+  verifyRotateRoot(shareTexts: string[], beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<RotateRootResult> {
+    return this.exclusive(async () => {
+      const services = this.services();
+      const row = await this.db
+        .selectFrom('seal_config')
+        .select(['pending_root', 'pending_shares', 'pending_threshold', 'root_version'])
+        .where('id', '=', 1)
+        .executeTakeFirstOrThrow();
+      if (!row.pending_root || row.pending_shares === null || row.pending_threshold === null) {
+        throw new CofferError(409, 'conflict', 'no root rotation is waiting for verification (POST /v1/sys/rotate-root first)');
+      }
+      const current = services.keyring.rootKey;
+      const version = row.root_version + 1;
+      const pendingKey = await current.unwrapKey(row.pending_root, sealAad.pendingRoot(version, current.version), 'the pending root key');
+      let candidate: KeyMaterial | null = null;
+      const collector = new ShareCollector(row.pending_threshold);
+      try {
+        for (const text of shareTexts) {
+          candidate = await collector.add(decodeShare(text, row.pending_threshold));
+          if (candidate) break;
+        }
+        if (!candidate) throw new CofferError(400, 'invalid_shares', `${row.pending_threshold} distinct new shares are needed`);
+        if (candidate.length !== pendingKey.length || !timingSafeEqual(candidate, pendingKey)) {
+          throw new CofferError(400, 'invalid_shares', 'these are not the new shares of the pending root rotation');
+        }
+        const next = new InMemoryRootKey(Uint8Array.from(pendingKey), version);
+        const rootCheck = sealWithKey(pendingKey, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version));
+        const switched = await this.switchRoot(
+          next,
+          { shares: row.pending_shares, threshold: row.pending_threshold, root_check: rootCheck, hsm_key_label: null },
+          beforeCommit,
+        ).catch((err: unknown) => {
           next.destroy();
           throw err;
         });
         switched.previous.destroy();
-        return { seal_type: 'shamir', root_version: version, rewrapped: switched.rewrapped, shares: shareBytes.map(encodeShare), threshold };
+        return { seal_type: 'shamir', root_version: version, state: 'completed', rewrapped: switched.rewrapped, threshold: row.pending_threshold };
       } finally {
-        zeroize(keyBytes, ...shareBytes);
+        collector.reset();
+        zeroize(pendingKey, candidate);
       }
     });
   }

@@ -184,8 +184,21 @@ describeIfSoftHsm('PKCS#11 seal (SoftHSM2)', () => {
         expectError(await api(server.url, 'POST', '/v1/sys/rotate-root', { body: { shares } }), 401);
         const rot = await api(server.url, 'POST', '/v1/sys/rotate-root', { token: t, body: { shares: shares.slice(0, 2), new_shares: 5, new_threshold: 3 } });
         expect(rot.status).toBe(200);
-        expect(rot.body).toMatchObject({ seal_type: 'shamir', root_version: 2, threshold: 3 });
+        expect(rot.body).toMatchObject({ seal_type: 'shamir', root_version: 2, threshold: 3, state: 'pending_verification' });
         expect(rot.body.shares).toHaveLength(5);
+        // Nothing changed yet: a lost response would lose nothing; the old shares still unseal.
+        expect((await api(server.url, 'GET', '/v1/sys/seal-status')).body.root_version).toBe(1);
+        await api(server.url, 'POST', '/v1/sys/seal', { token: t });
+        for (const share of shares.slice(1)) await api(server.url, 'POST', '/v1/sys/unseal', { body: { share } });
+        expect((await api(server.url, 'GET', '/v1/secrets/r/x', { token: t })).body.data).toEqual({ v: '1' });
+        // Verification needs the threshold of the NEW shares.
+        expectError(await api(server.url, 'POST', '/v1/sys/rotate-root/verify', { token: t, body: { shares: rot.body.shares.slice(0, 2) } }), 400, 'invalid_shares');
+        expectError(await api(server.url, 'POST', '/v1/sys/rotate-root/verify', { token: t, body: { shares: [...shares, rot.body.shares[0]] } }), 400, 'invalid_shares');
+        const verified = await api(server.url, 'POST', '/v1/sys/rotate-root/verify', { token: t, body: { shares: rot.body.shares.slice(1, 4) } });
+        expect(verified.status).toBe(200);
+        expect(verified.body).toMatchObject({ seal_type: 'shamir', root_version: 2, state: 'completed' });
+        expect(verified.body.rewrapped.keks).toBe(1);
+        expectError(await api(server.url, 'POST', '/v1/sys/rotate-root/verify', { token: t, body: { shares: rot.body.shares.slice(1, 4) } }), 409, 'conflict');
         expect((await api(server.url, 'GET', '/v1/secrets/r/x', { token: t })).body.data).toEqual({ v: '1' });
         await api(server.url, 'POST', '/v1/sys/seal', { token: t });
         // Old shares no longer unseal (the threshold is 3 now); three of the new ones do.

@@ -52,6 +52,7 @@ const SYS_ACTIONS = new Set([
   'audit/verify',
   'audit/hash',
   'rotate-root',
+  'rotate-root/verify',
   'seal-migrate',
 ]);
 

@@ -6,7 +6,7 @@
  * sensitive. Anything unrecognised is `unmatched`.
  */
 
-const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash', 'rotate-root', 'seal-migrate']);
+const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash', 'rotate-root', 'rotate-root/verify', 'seal-migrate']);
 /**
  * Auth and policy routes, `:name` standing for a user, group, role, issuer or
  * policy name. Shared with the audit log, which derives its action names from them.

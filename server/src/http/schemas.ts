@@ -31,6 +31,8 @@ export const rotateRootBody = z
   })
   .strict();
 
+export const verifyRotateRootBody = z.object({ shares: shareList }).strict();
+
 export const sealMigrateBody = z
   .object({
     to: z.enum(['pkcs11', 'shamir']),

@@ -11,6 +11,8 @@ export const sealAad = {
   recoveryCheck: () => encode(['recovery-check']),
   /** A BYOK import's RSA private key (software seal), wrapped by a root key version. */
   importKey: (id: string, rootVersion: number) => encode(['import-key', id, rootVersion]),
+  /** A Shamir rekey's next root key (version `next`), wrapped by the root key in effect (`current`). */
+  pendingRoot: (next: number, current: number) => encode(['pending-root', next, current]),
 };
 
 export const RECOVERY_CHECK_PLAINTEXT = encoder.encode('coffer recovery key check v1');

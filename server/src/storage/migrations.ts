@@ -228,6 +228,11 @@ const migrations: Record<string, Migration> = {
         // recovery key (whose Shamir shares authorise seal migration while the HSM seals).
         `alter table seal_config add column hsm_key_label text`,
         `alter table seal_config add column recovery_check bytea`,
+        // Shamir rekey in two steps: the next root key waits here, wrapped by the current one,
+        // until the operators prove they hold its new shares (a lost response loses nothing).
+        `alter table seal_config add column pending_root bytea`,
+        `alter table seal_config add column pending_shares int`,
+        `alter table seal_config add column pending_threshold int`,
         // BYOK: an RSA-3072 wrapping key per import, usable once, until expires_at.
         // The private key is in the HSM (hsm_label) or wrapped by the root key (wrapped_private_key).
         `create table import_keys (

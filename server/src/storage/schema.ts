@@ -18,6 +18,10 @@ export interface SealConfigTable {
   hsm_key_label: ColumnType<string | null, string | null | undefined, string | null>;
   /** PKCS#11 seal: AEAD of a fixed plaintext under the recovery key (null with Shamir). */
   recovery_check: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
+  /** Shamir rekey awaiting verification: the next root key, wrapped by the current one. */
+  pending_root: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
+  pending_shares: ColumnType<number | null, number | null | undefined, number | null>;
+  pending_threshold: ColumnType<number | null, number | null | undefined, number | null>;
 }
 
 export interface SystemKeyTable {

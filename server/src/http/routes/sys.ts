@@ -7,7 +7,7 @@ import { isAdmin } from '../../policy/policy.js';
 import { pingDatabase } from '../../storage/db.js';
 import { principalOf } from '../auth.js';
 import { auditDraft } from '../audit.js';
-import { emptyQuery, healthQuery, initBody, rotateRootBody, sealMigrateBody, unsealBody } from '../schemas.js';
+import { emptyQuery, healthQuery, initBody, rotateRootBody, sealMigrateBody, verifyRotateRootBody, unsealBody } from '../schemas.js';
 
 export interface SysOptions {
   /** Serves GET /v1/sys/metrics (admin token) when present. */
@@ -104,6 +104,15 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     const result = await core.rotateRoot({ shares: body.shares, newShares: body.new_shares, newThreshold: body.new_threshold }, (trx) =>
       core.audit.appendWithin(trx, auditDraft(core, req, res, 200)),
     );
+    res.locals.audited = true;
+    res.json(result);
+  });
+
+  // Shamir rekey, step 2: the new shares prove the operators hold them; then the new root takes effect.
+  router.post('/rotate-root/verify', ...requireToken, async (req, res) => {
+    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
+    const body = verifyRotateRootBody.parse(req.body ?? {});
+    const result = await core.verifyRotateRoot(body.shares, (trx) => core.audit.appendWithin(trx, auditDraft(core, req, res, 200)));
     res.locals.audited = true;
     res.json(result);
   });
