@@ -28,7 +28,7 @@
 //   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
 
 import autocannon from 'autocannon';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -58,6 +58,8 @@ const SCENARIOS = [
   { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
   // The audit log's cost: (b1) again with auditing off (issue: at most 25% of read throughput).
   { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
+  // The PKCS#11 seal (SoftHSM2): reads never touch the HSM with a warm KEK cache (aim: within 10% of b1).
+  { id: 'h1', label: '(h1) read, PostgreSQL, PKCS#11 seal', backend: 'postgres', kind: 'read' },
 ];
 
 const READ_PATH = '/v1/secrets/bench/db/password';
@@ -111,7 +113,7 @@ function parseOptions(argv) {
   const quick = values.quick;
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0)`);
+    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0, h1)`);
   }
   return {
     quick,
@@ -393,7 +395,8 @@ async function startCoffer(name, storageEnv, opts) {
   if (health !== 501) throw new BenchError(`coffer (${name}): expected a fresh, uninitialised server (health 501), got ${health}`);
 
   const init = await api(base, 'POST', '/v1/sys/init', { body: { shares: 1, threshold: 1 } });
-  const unsealed = await api(base, 'POST', '/v1/sys/unseal', { body: { share: init.shares[0] } });
+  // The PKCS#11 seal unseals itself at init (recovery shares instead of unseal shares).
+  const unsealed = init.shares ? await api(base, 'POST', '/v1/sys/unseal', { body: { share: init.shares[0] } }) : await api(base, 'GET', '/v1/sys/seal-status');
   if (unsealed.sealed !== false) throw new BenchError(`coffer (${name}) is still sealed after unseal: ${JSON.stringify(unsealed)}`);
   const token = init.root_token;
   await api(base, 'POST', '/v1/namespaces', { token, body: { name: 'bench' }, expect: [200, 201] });
@@ -402,6 +405,41 @@ async function startCoffer(name, storageEnv, opts) {
   const back = await api(base, 'GET', READ_PATH, { token });
   if (back?.data?.password !== value) throw new BenchError(`coffer (${name}): the secret did not read back: ${JSON.stringify(back).slice(0, 300)}`);
   return { child, base, token };
+}
+
+/**
+ * A throwaway SoftHSM2 token for scenario h1: its own token directory under a temp
+ * SOFTHSM2_CONF, so nothing touches the machine's tokens. Null when SoftHSM2 is absent.
+ */
+function softHsmToken() {
+  const module = [process.env.SOFTHSM2_MODULE, '/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so', '/usr/local/lib/softhsm/libsofthsm2.so']
+    .filter(Boolean)
+    .find((p) => existsSync(p));
+  if (!module) return null;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-softhsm-'));
+  trackTempDir(dir);
+  mkdirSync(path.join(dir, 'tokens'));
+  const conf = path.join(dir, 'softhsm2.conf');
+  writeFileSync(conf, `directories.tokendir = ${path.join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  const pinFile = path.join(dir, 'pin');
+  writeFileSync(pinFile, '1234\n', { mode: 0o600 });
+  try {
+    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'coffer-bench', '--so-pin', '5678', '--pin', '1234'], {
+      env: { ...process.env, SOFTHSM2_CONF: conf },
+      stdio: 'pipe',
+    });
+  } catch {
+    return null;
+  }
+  return {
+    env: {
+      SOFTHSM2_CONF: conf,
+      COFFER_SEAL: 'pkcs11',
+      COFFER_PKCS11_MODULE: module,
+      COFFER_PKCS11_TOKEN_LABEL: 'coffer-bench',
+      COFFER_PKCS11_PIN_FILE: pinFile,
+    },
+  };
 }
 
 async function startPostgres() {
@@ -642,8 +680,8 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  if (wanted('b1') || wanted('c1') || wanted('b0')) {
-    const pgWanted = ['b1', 'c1', 'b0'].filter(wanted);
+  if (wanted('b1') || wanted('c1') || wanted('b0') || wanted('h1')) {
+    const pgWanted = ['b1', 'c1', 'b0', 'h1'].filter(wanted);
     if (!findPostgresBinaries()) {
       const lines = [
         `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
@@ -668,6 +706,21 @@ async function main() {
             if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
           } finally {
             await stopChild(server.child);
+          }
+        }
+        if (wanted('h1')) {
+          const hsm = softHsmToken();
+          if (!hsm) {
+            if (CI) throw new BenchError('SoftHSM2 (softhsm2-util, libsofthsm2.so) is required under CI=true for scenario h1');
+            results.set('h1', { skipped: 'SoftHSM2 not found (apt-get install softhsm2)' });
+          } else {
+            const url = await createBenchDatabase('coffer_bench_hsm');
+            const server = await startCoffer('postgres-pkcs11', { COFFER_DATABASE_URL: url, ...hsm.env }, opts);
+            try {
+              results.set('h1', await measure(SCENARIOS[6], server, readRequest(server), opts));
+            } finally {
+              await stopChild(server.child);
+            }
           }
         }
         if (wanted('b0')) {
@@ -747,7 +800,12 @@ async function main() {
     ratios.audit_cost = cost;
     out(`audit cost on reads: (b1) with audit ${Math.round(b1r.rps)} req/s vs (b0) without ${Math.round(b0.rps)} req/s = ${(cost * 100).toFixed(1)}% (aim ≤ 25%)`);
   }
-  for (const s of SCENARIOS.slice(3)) {
+  const h1 = results.get('h1');
+  if (h1 && !h1.skipped && b1r && !b1r.skipped) {
+    ratios.pkcs11_over_shamir = h1.rps / b1r.rps;
+    out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)} (aim ≥ 0.90)`);
+  }
+  for (const s of SCENARIOS.slice(3, 5)) {
     const w = results.get(s.id)?.writeCheck;
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
   }
