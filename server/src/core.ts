@@ -34,6 +34,15 @@ import { UserpassService } from './auth/userpass.js';
 import { AppRoleService } from './auth/approle.js';
 import { JwtAuthService } from './auth/jwt.js';
 
+/** A change-feed payload announcing a new root key version. */
+function isRootChange(payload: string): boolean {
+  try {
+    return (JSON.parse(payload) as { kind?: unknown }).kind === 'root';
+  } catch {
+    return false;
+  }
+}
+
 const ROOT_CHECK_PLAINTEXT = new TextEncoder().encode('coffer root key check v1');
 
 export interface CoreOptions {
@@ -112,6 +121,7 @@ interface SealConfig {
   rootCheck: Uint8Array;
   hsmKeyLabel: string | null;
   recoveryCheck: Uint8Array | null;
+  rootChain: Uint8Array | null;
 }
 
 /** What exists only while unsealed. */
@@ -151,7 +161,10 @@ export class CofferCore {
     this.readCache.reset(changes.up);
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
-      if (!event) this.applyAuthChange(payload);
+      if (!event) {
+        if (isRootChange(payload)) void this.followRoot();
+        else this.applyAuthChange(payload);
+      }
       else if (event.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
       else applyChange(this.readCache, event);
     });
@@ -176,6 +189,7 @@ export class CofferCore {
           rootCheck: row.root_check,
           hsmKeyLabel: row.hsm_key_label ?? null,
           recoveryCheck: row.recovery_check ?? null,
+          rootChain: row.root_chain ?? null,
         }
       : null;
   }
@@ -411,6 +425,7 @@ export class CofferCore {
       ttlMs: this.options.kekCacheTtlMs,
       maxEntries: this.options.kekCacheMaxEntries,
     });
+    keyring.onRootBehind = () => this.followRoot();
     try {
       const row = await this.db
         .selectFrom('system_keys')
@@ -672,7 +687,16 @@ export class CofferCore {
    */
   private async switchRoot(
     next: RootKey,
-    configUpdate: { seal_type?: string; shares?: number; threshold?: number; root_check: Uint8Array; hsm_key_label: string | null; recovery_check?: Uint8Array | null },
+    configUpdate: {
+      seal_type?: string;
+      shares?: number;
+      threshold?: number;
+      root_check: Uint8Array;
+      hsm_key_label: string | null;
+      recovery_check?: Uint8Array | null;
+      /** `next`'s key bytes wrapped by the current root (software roots), for other servers to follow. */
+      root_chain?: Uint8Array | null;
+    },
     beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
   ): Promise<{ previous: RootKey; rewrapped: RewrapCounts }> {
     const services = this.services();
@@ -685,9 +709,11 @@ export class CofferCore {
       // A pending Shamir rekey was wrapped by the old root: it ends here either way.
       await trx
         .updateTable('seal_config')
-        .set({ ...configUpdate, root_version: next.version, pending_root: null, pending_shares: null, pending_threshold: null })
+        .set({ root_chain: null, ...configUpdate, root_version: next.version, pending_root: null, pending_shares: null, pending_threshold: null })
         .where('id', '=', 1)
         .execute();
+      // Other servers sharing the database follow the new root (see followRoot).
+      await this.changes.publish(trx, JSON.stringify({ kind: 'root', version: next.version }));
       await beforeCommit?.(trx);
     });
     const previous = services.keyring.replaceRoot(next);
@@ -796,7 +822,7 @@ export class CofferCore {
         const rootCheck = sealWithKey(pendingKey, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version));
         const switched = await this.switchRoot(
           next,
-          { shares: row.pending_shares, threshold: row.pending_threshold, root_check: rootCheck, hsm_key_label: null },
+          { shares: row.pending_shares, threshold: row.pending_threshold, root_check: rootCheck, hsm_key_label: null, root_chain: row.pending_root },
           beforeCommit,
         ).catch((err: unknown) => {
           next.destroy();
@@ -880,6 +906,7 @@ export class CofferCore {
             root_check: sealWithKey(recoveryKey, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)),
             hsm_key_label: null,
             recovery_check: null,
+            root_chain: await this.services().keyring.rootKey.wrapKey(recoveryKey, sealAad.pendingRoot(version, config.rootVersion)),
           },
           beforeCommit,
         ).catch((err: unknown) => {
@@ -895,6 +922,51 @@ export class CofferCore {
         };
       } finally {
         zeroize(recoveryKey);
+      }
+    });
+  }
+
+  /**
+   * Another server sharing the database rotated or migrated the root key (a
+   * change-feed event, or a KEK row under a newer root version). Follow it:
+   * PKCS#11, by finding the new key object in the token; software root, by
+   * unwrapping the new root with the one this server holds (root_chain). If
+   * that is impossible (it moved on twice, or the HSM is unreachable), seal:
+   * never keep serving with a root key that is no longer in effect.
+   */
+  followRoot(): Promise<void> {
+    return this.exclusive(async () => {
+      const services = this.unsealed;
+      await this.load();
+      const config = this.sealConfig;
+      if (!services || !config) return;
+      const current = services.keyring.rootKey;
+      if (config.rootVersion <= current.version) return;
+      try {
+        let next: RootKey;
+        if (config.sealType === 'pkcs11') {
+          const token = this.hsm();
+          const label = config.hsmKeyLabel ?? this.rootLabel(config.rootVersion);
+          const handle = await token.findAesKey(label);
+          if (!handle) throw new HsmUnavailableError(`the root key "${label}" is not on the token`);
+          next = new Pkcs11RootKey(token, handle, config.rootVersion, label);
+          zeroize(await next.unwrapKey(config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check'));
+        } else {
+          if (!config.rootChain || config.rootVersion !== current.version + 1) throw new Error('the root key moved on by more than one version');
+          const bytes = await current.unwrapKey(config.rootChain, sealAad.pendingRoot(config.rootVersion, current.version), 'the root key chain');
+          try {
+            zeroize(openWithKey(bytes, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check'));
+          } catch (err) {
+            zeroize(bytes);
+            throw err;
+          }
+          next = new InMemoryRootKey(bytes, config.rootVersion);
+        }
+        const previous = services.keyring.replaceRoot(next);
+        if (!(previous instanceof Pkcs11RootKey)) previous.destroy();
+      } catch (err) {
+        this.sealError = `the root key changed on another server and this one could not follow (${(err as Error).message}): unseal it again`;
+        this.dropKeys();
       }
     });
   }

@@ -144,6 +144,9 @@ export class Keyring {
     return this.root.wrapKey(key, aad.systemKey(name, version, this.root.version));
   }
 
+  /** Called when a KEK row is under a newer root version than this keyring's (set by the core). */
+  onRootBehind: () => Promise<void> = async () => undefined;
+
   /**
    * Puts a new root key version in effect (root rotation, seal migration) and
    * returns the previous one for the caller to retire once nothing needs it.
@@ -248,6 +251,8 @@ export class Keyring {
     if (!row || !row.wrapped_key) {
       throw new CofferError(404, 'not_found', 'the key version for this data was destroyed');
     }
+    // Another server rotated the root key and this one has not followed yet: follow first.
+    if (row.root_version > this.root.version) await this.onRootBehind();
     const kek = await this.root.unwrapKey(
       row.wrapped_key,
       aad.kek(namespaceId, kekVersion, row.root_version),

@@ -233,6 +233,18 @@ const migrations: Record<string, Migration> = {
         `alter table seal_config add column pending_root bytea`,
         `alter table seal_config add column pending_shares int`,
         `alter table seal_config add column pending_threshold int`,
+        // The root key in effect wrapped by the one before it (when it is a software key): other
+        // servers sharing the database, still holding the previous root, follow the rotation with it.
+        `alter table seal_config add column root_chain bytea`,
+        // Nothing can be stored under a root version that is not in effect: a KEK wrapped under the
+        // old root by a request racing a rotation fails to insert (and is retried) instead of being
+        // committed under a root key about to be destroyed. Deferred, because a rotation moves the
+        // rows and seal_config.root_version in one transaction.
+        `alter table seal_config add constraint seal_config_root_version_key unique (root_version)`,
+        `alter table namespace_keys add constraint namespace_keys_root_version_fkey
+          foreign key (root_version) references seal_config (root_version) deferrable initially deferred`,
+        `alter table system_keys add constraint system_keys_root_version_fkey
+          foreign key (root_version) references seal_config (root_version) deferrable initially deferred`,
         // BYOK: an RSA-3072 wrapping key per import, usable once, until expires_at.
         // The private key is in the HSM (hsm_label) or wrapped by the root key (wrapped_private_key).
         `create table import_keys (

@@ -22,6 +22,8 @@ export interface SealConfigTable {
   pending_root: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
   pending_shares: ColumnType<number | null, number | null | undefined, number | null>;
   pending_threshold: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The root key in effect (software) wrapped by the previous root version, for other servers to follow. */
+  root_chain: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
 }
 
 export interface SystemKeyTable {
