@@ -12,6 +12,12 @@
 //   (b2) the same on the embedded PGlite store
 //   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
 //   (c2) the same on PGlite
+//   (b0) (b1) with the audit log off: the audit log's cost
+//   (b3) (b1) with a user's token whose policy is evaluated on each read: the policy's cost
+//   (l1) (l2) (l3) logins per second: userpass (argon2id), AppRole, JWT from a local OIDC issuer
+//   (r1) KEK rewrap job: DEKs/s moving 100k secrets (10k with --quick) to a new KEK version,
+//        PostgreSQL; (r2) the same on PGlite. Seeded in bulk straight into the database with the
+//        server's own keyring (HTTP would take minutes), then the real job code runs in-process.
 // PostgreSQL is a throwaway cluster (scripts/pg-cluster.mjs) holding a `coffer_bench` database;
 // PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
 // error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
@@ -29,15 +35,16 @@
 
 import autocannon from 'autocannon';
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './pg-cluster.mjs';
+import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench-identity.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const requireFromServer = createRequire(path.join(root, 'server', 'package.json'));
@@ -58,9 +65,23 @@ const SCENARIOS = [
   { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
   // The audit log's cost: (b1) again with auditing off (issue: at most 25% of read throughput).
   { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
+  // Identity (issue 4): a read with a policy-checked user token (aim: within 15% of root's (b1)),
+  // and logins per method (on the (b1) server, login rate limit off).
+  { id: 'b3', label: '(b3) read, PostgreSQL, user token + policy', backend: 'postgres', kind: 'read' },
+  { id: 'l1', label: '(l1) login userpass (argon2id)', backend: 'postgres', kind: 'login' },
+  { id: 'l2', label: '(l2) login AppRole', backend: 'postgres', kind: 'login' },
+  { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
   // The PKCS#11 seal (SoftHSM2): reads never touch the HSM with a warm KEK cache (aim: within 10% of b1).
   { id: 'h1', label: '(h1) read, PostgreSQL, PKCS#11 seal', backend: 'postgres', kind: 'read' },
 ];
+const scenario = (id) => SCENARIOS.find((s) => s.id === id);
+
+/** Rewrap scenarios: not HTTP load, so reported in their own table. */
+const REWRAP_SCENARIOS = [
+  { id: 'r1', label: '(r1) KEK rewrap, PostgreSQL', backend: 'postgres' },
+  { id: 'r2', label: '(r2) KEK rewrap, PGlite', backend: 'pglite' },
+];
+const REWRAP_AIM = 20_000;
 
 const READ_PATH = '/v1/secrets/bench/db/password';
 const WRITE_PATH = '/v1/secrets/bench/db/rotating';
@@ -81,7 +102,8 @@ function banner(lines) {
 // ---------------------------------------------------------------------------------------
 
 const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0] [--cpu-prof DIR] [--server FILE]`;
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,r1,r2] [--rewrap-secrets N]
+                           [--cpu-prof DIR] [--server FILE]`;
 
 function parseOptions(argv) {
   const { values } = parseArgs({
@@ -95,6 +117,7 @@ function parseOptions(argv) {
       only: { type: 'string' },
       'cpu-prof': { type: 'string' },
       server: { type: 'string' },
+      'rewrap-secrets': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -113,13 +136,16 @@ function parseOptions(argv) {
   const quick = values.quick;
   const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id)) throw new UsageError(`--only: unknown scenario "${id}" (a, b1, b2, c1, c2, b0, h1)`);
+    if (!SCENARIOS.some((s) => s.id === id) && !REWRAP_SCENARIOS.some((s) => s.id === id)) {
+      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS, ...REWRAP_SCENARIOS].map((s) => s.id).join(', ')})`);
+    }
   }
   return {
     quick,
     duration: num('duration', values.duration, quick ? 2 : 10),
     connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
     warmup: num('warmup', values.warmup, 1),
+    rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
     json: values.json ? path.resolve(values.json) : null,
     only,
     cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,
@@ -636,6 +662,79 @@ function machineInfo(pgVersion) {
 }
 
 // ---------------------------------------------------------------------------------------
+// KEK rewrap
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Runs Coffer in this process over `storage` (jobs off), seeds `count` secrets in bulk with the
+ * server's keyring (real DEKs wrapped under KEK v1), rotates the namespace's KEK and times the
+ * real rewrap job (KekLifecycle.runRewrapJobs) moving every DEK to v2; then checks that every
+ * DEK moved and that a sample decrypts to what was written.
+ */
+async function measureRewrap(scenario, storage, count, opts) {
+  const dist = (file) => pathToFileURL(path.join(path.dirname(opts.serverMain), file)).href;
+  const { loadConfig } = await import(dist('config.js'));
+  const { createLogger } = await import(dist('log.js'));
+  const { startServer } = await import(dist('server.js'));
+  info(`${scenario.label}: seeding ${fmtInt(count)} secrets`);
+  const config = loadConfig({}, { host: '127.0.0.1', port: 0, logLevel: 'warn', kekRunJobs: false, ...storage });
+  const server = await startServer(config, createLogger('warn'));
+  try {
+    const core = server.core;
+    const init = await core.init(1, 1);
+    await core.unseal(init.shares[0]);
+    const services = core.services();
+    await services.namespaces.create('rewrap');
+    const ns = await services.namespaces.resolve('rewrap');
+    const encoder = new TextEncoder();
+    const pathOf = (i) => `app/${String(i).padStart(7, '0')}`;
+    const seedStarted = performance.now();
+    const CHUNK = 2000;
+    for (let start = 0; start < count; start += CHUNK) {
+      const secrets = [];
+      const versions = [];
+      for (let i = start; i < Math.min(count, start + CHUNK); i++) {
+        const id = randomUUID();
+        secrets.push({ id, namespace_id: ns.id, path: pathOf(i), current_version: 1, max_versions: 10 });
+        const enc = await services.keyring.encryptValue({ namespaceId: ns.id, secretId: id, version: 1 }, 1, encoder.encode(JSON.stringify({ value: `v${i}` })));
+        versions.push({ secret_id: id, version: 1, type: 'generic', metadata: '{}', kek_version: 1, wrapped_dek: enc.wrappedDek, ciphertext: enc.ciphertext });
+      }
+      await core.db.transaction().execute(async (trx) => {
+        await trx.insertInto('secrets').values(secrets).execute();
+        await trx.insertInto('secret_versions').values(versions).execute();
+      });
+    }
+    info(`  seeded in ${((performance.now() - seedStarted) / 1000).toFixed(1)} s; rotating and rewrapping (batch ${config.kekRewrapBatchSize} secrets)`);
+    const rotation = await services.namespaces.rotateKek('rewrap');
+    if (rotation.deks_to_rewrap !== count) throw new BenchError(`${scenario.label}: expected ${count} DEKs to rewrap, rotation reports ${rotation.deks_to_rewrap}`);
+    const t0 = performance.now();
+    await services.kek.runRewrapJobs();
+    const seconds = (performance.now() - t0) / 1000;
+    const status = await services.kek.status('rewrap');
+    const problems = [];
+    if (status.rewrap?.state !== 'completed' || status.rewrap.rewrapped !== count) {
+      problems.push(`job did not complete: ${JSON.stringify(status.rewrap)}`);
+    }
+    const { n } = await core.db
+      .selectFrom('secret_versions')
+      .select((eb) => eb.fn.countAll().as('n'))
+      .where('kek_version', '<>', 2)
+      .executeTakeFirstOrThrow();
+    if (Number(n) !== 0) problems.push(`${n} DEKs are still under the old KEK version`);
+    for (let k = 0; k < 200; k++) {
+      const i = Math.floor(Math.random() * count);
+      const read = await services.secrets.read('rewrap', pathOf(i));
+      if (read.data.value !== `v${i}`) problems.push(`${pathOf(i)} read back wrong after the rewrap`);
+    }
+    const rate = count / seconds;
+    info(`  ${fmtInt(count)} DEKs in ${seconds.toFixed(2)} s = ${fmtInt(rate)} DEKs/s${problems.length ? `; PROBLEMS: ${problems.join('; ')}` : ''}`);
+    return { deks: count, seconds, deksPerSecond: rate, batchSize: config.kekRewrapBatchSize, problems };
+  } finally {
+    await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Main
 // ---------------------------------------------------------------------------------------
 
@@ -649,7 +748,7 @@ async function main() {
   }
   const wanted = (id) => !opts.only || opts.only.includes(id);
   const started = Date.now();
-  if (SCENARIOS.some((s) => s.backend !== 'hello' && wanted(s.id)) && !existsSync(opts.serverMain)) {
+  if ([...SCENARIOS, ...REWRAP_SCENARIOS].some((s) => s.backend !== 'hello' && wanted(s.id)) && !existsSync(opts.serverMain)) {
     process.stderr.write(`[bench] ${opts.serverMain} does not exist: build first (npx tsc -b), or use npm run bench\n`);
     return 1;
   }
@@ -666,6 +765,7 @@ async function main() {
   out();
 
   const results = new Map(); // id -> stats | { skipped: reason }
+  const rewrapResults = new Map(); // id -> rewrap stats | { skipped: reason }
   const failures = [];
 
   // (a) hello world
@@ -680,8 +780,9 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  if (wanted('b1') || wanted('c1') || wanted('b0') || wanted('h1')) {
-    const pgWanted = ['b1', 'c1', 'b0', 'h1'].filter(wanted);
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1'];
+  if (pgIds.some(wanted)) {
+    const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
       const lines = [
         `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
@@ -693,17 +794,31 @@ async function main() {
       ];
       process.stderr.write(`${banner(lines)}\n`);
       if (CI) throw new BenchError('PostgreSQL binaries are required under CI=true');
-      for (const id of pgWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
+      for (const id of pgWanted) (id === 'r1' ? rewrapResults : results).set(id, { skipped: 'PostgreSQL binaries not found' });
     } else {
       const pg = await startPostgres();
       pgVersion = pg.version;
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       try {
-        if (wanted('b1') || wanted('c1')) {
-          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url }, opts);
+        if (['b1', 'c1', 'b3', 'l1', 'l2', 'l3'].some(wanted)) {
+          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
           try {
             if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
             if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+            if (['b3', 'l1', 'l2', 'l3'].some(wanted)) {
+              const policyRead = await policyReadRequest(server, READ_PATH);
+              if (wanted('b3')) results.set('b3', await measure(scenario('b3'), server, policyRead, opts));
+              if (wanted('l1')) results.set('l1', await measure(scenario('l1'), server, await userpassLoginRequest(server), opts));
+              if (wanted('l2')) results.set('l2', await measure(scenario('l2'), server, await approleLoginRequest(server), opts));
+              if (wanted('l3')) {
+                const jwtLogin = await jwtLoginRequest(server);
+                try {
+                  results.set('l3', await measure(scenario('l3'), server, jwtLogin.request, opts));
+                } finally {
+                  await jwtLogin.stop();
+                }
+              }
+            }
           } finally {
             await stopChild(server.child);
           }
@@ -717,7 +832,7 @@ async function main() {
             const url = await createBenchDatabase('coffer_bench_hsm');
             const server = await startCoffer('postgres-pkcs11', { COFFER_DATABASE_URL: url, ...hsm.env }, opts);
             try {
-              results.set('h1', await measure(SCENARIOS[6], server, readRequest(server), opts));
+              results.set('h1', await measure(SCENARIOS.find((x) => x.id === 'h1'), server, readRequest(server), opts));
             } finally {
               await stopChild(server.child);
             }
@@ -731,6 +846,10 @@ async function main() {
           } finally {
             await stopChild(server.child);
           }
+        }
+        if (wanted('r1')) {
+          const url = await createBenchDatabase('coffer_bench_rewrap');
+          rewrapResults.set('r1', await measureRewrap(REWRAP_SCENARIOS[0], { databaseUrl: url }, opts.rewrapSecrets, opts));
         }
       } finally {
         const c = cluster;
@@ -752,6 +871,16 @@ async function main() {
       } finally {
         await stopChild(server.child);
       }
+    } finally {
+      removeTempDir(dataDir);
+    }
+  }
+
+  if (wanted('r2')) {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-rewrap-'));
+    trackTempDir(dataDir);
+    try {
+      rewrapResults.set('r2', await measureRewrap(REWRAP_SCENARIOS[1], { dataDir }, opts.rewrapSecrets, opts));
     } finally {
       removeTempDir(dataDir);
     }
@@ -793,8 +922,18 @@ async function main() {
   const ratios = { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
   out();
   out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}`);
-  const b0 = results.get('b0');
   const b1r = results.get('b1');
+  const b3 = results.get('b3');
+  if (b3 && !b3.skipped && b1r && !b1r.skipped) {
+    ratios.policy_cost = 1 - b3.rps / b1r.rps;
+    const drop = 1 - b3.rps / b1r.rps;
+    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - drop)} (aim ≥ 0.85)`);
+  }
+  for (const id of ['l1', 'l2', 'l3']) {
+    const l = results.get(id);
+    if (l && !l.skipped) out(`${scenario(id).label}: ${Math.round(l.rps)} logins/s, p99 ${fmtMs(l.p99)} ms`);
+  }
+  const b0 = results.get('b0');
   if (b0 && !b0.skipped && b1r && !b1r.skipped) {
     const cost = 1 - b1r.rps / b0.rps;
     ratios.audit_cost = cost;
@@ -805,7 +944,23 @@ async function main() {
     ratios.pkcs11_over_shamir = h1.rps / b1r.rps;
     out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)} (aim ≥ 0.90)`);
   }
-  for (const s of SCENARIOS.slice(3, 5)) {
+  if (rewrapResults.size > 0) {
+    const rewrapRows = [];
+    for (const s of REWRAP_SCENARIOS) {
+      const r = rewrapResults.get(s.id);
+      if (!r) continue;
+      if (r.skipped) {
+        rewrapRows.push([s.label, 'SKIPPED', '-', '-', r.skipped]);
+        continue;
+      }
+      rewrapRows.push([s.label, fmtInt(r.deksPerSecond), fmtInt(r.deks), r.seconds.toFixed(2), r.problems.length ? 'PROBLEMS' : 'ok']);
+      for (const p of r.problems) failures.push(`${s.label}: ${p}`);
+    }
+    out();
+    out(table(rewrapRows, ['rewrap scenario', 'DEKs/s', 'DEKs', 'seconds', 'check'], [false, true, true, true, false]));
+    out(`rewrap aim (from the issue): ≥ ${fmtInt(REWRAP_AIM)} DEKs/s for 100k secrets — informational, does not fail the run`);
+  }
+  for (const s of SCENARIOS) {
     const w = results.get(s.id)?.writeCheck;
     if (w) out(`${s.label}: ${w.acknowledged} PUTs acknowledged, current_version ${w.currentVersion}, ${w.versionsKept} versions kept (max_versions ${w.maxVersions})`);
   }
@@ -847,6 +1002,7 @@ async function main() {
       options: { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, only: opts.only, server: opts.serverMain },
       machine,
       scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
+      rewrap: REWRAP_SCENARIOS.filter((s) => rewrapResults.has(s.id)).map((s) => ({ id: s.id, label: s.label, aimDeksPerSecond: REWRAP_AIM, ...rewrapResults.get(s.id) })),
       ratios,
       aim,
       failures,

@@ -161,12 +161,10 @@ export class CofferCore {
     this.readCache.reset(changes.up);
     changes.events.on('change', (payload: string) => {
       const event = parseChange(payload);
-      if (!event) {
-        if (isRootChange(payload)) void this.followRoot();
-        else this.applyAuthChange(payload);
-      }
-      else if (event.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
-      else applyChange(this.readCache, event);
+      if (event?.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
+      else if (event) applyChange(this.readCache, event);
+      else if (isRootChange(payload)) void this.followRoot();
+      else this.applyAuthChange(payload);
     });
     changes.events.on('up', () => {
       this.readCache.reset(true);

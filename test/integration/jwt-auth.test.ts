@@ -155,6 +155,36 @@ describeEachStorage('JWT/OIDC login', (kind) => {
     }
   });
 
+  it('answers 503 (not 401) while the issuer\'s JWKS cannot be fetched', async () => {
+    const gone = await LocalOidcIssuer.start(['RS256']);
+    await api(base, 'PUT', '/v1/auth/jwt/issuers/flaky', asRoot({ issuer: gone.url, jwks_url: `${gone.url}/jwks` }));
+    await api(base, 'PUT', '/v1/auth/jwt/roles/flaky', asRoot({ issuer: 'flaky', bound_audiences: ['coffer'] }));
+    const token = await gone.mint({ sub: 'job' });
+    await gone.stop();
+    const res = await jwtLogin('flaky', token);
+    expectError(res, 503, 'unavailable');
+    expect(res.headers.get('retry-after')).toBe('5');
+  });
+
+  it('never records a JWT, password or secret_id in the audit log', async () => {
+    const jwt = await ghToken('acme/app', 'refs/heads/main');
+    await jwtLogin('app-deploy', jwt);
+    await api(base, 'PUT', '/v1/auth/userpass/users/audited', asRoot({ password: 'audited-password-1' }));
+    await api(base, 'POST', '/v1/auth/userpass/login', { body: { username: 'audited', password: 'audited-password-1' } });
+    await api(base, 'POST', '/v1/auth/userpass/login', { body: { username: 'audited', password: 'wrong-password-2' } });
+    await api(base, 'PUT', '/v1/auth/approle/roles/audited', asRoot({}));
+    const rid = (await api(base, 'GET', '/v1/auth/approle/roles/audited/role-id', asRoot())).body.role_id;
+    const sid = (await api(base, 'POST', '/v1/auth/approle/roles/audited/secret-id', asRoot({}))).body.secret_id;
+    await api(base, 'POST', '/v1/auth/approle/login', { body: { role_id: rid, secret_id: sid } });
+    const rows = await server.core.db.selectFrom('audit_log').select(['action', 'path', 'outcome', 'body']).execute();
+    const all = JSON.stringify(rows);
+    for (const secret of [jwt, jwt.split('.')[2]!, 'audited-password-1', 'wrong-password-2', sid, rid]) expect(all).not.toContain(secret);
+    const logins = rows.filter((r) => r.action === 'auth.userpass.login' && r.path === 'audited').map((r) => r.outcome);
+    expect(logins.sort()).toEqual(['denied', 'success']);
+    expect(rows.some((r) => r.action === 'auth.jwt.login' && r.path === 'app-deploy' && r.outcome === 'success')).toBe(true);
+    expect(rows.some((r) => r.action === 'auth.approle.login' && r.body.includes('"role_id":"hmac-sha256:'))).toBe(true);
+  });
+
   it('rejects bad issuer and role configuration with 400 and changes nothing', async () => {
     const bad: Array<[string, unknown]> = [
       ['/v1/auth/jwt/issuers/x', { issuer: 'a' }],

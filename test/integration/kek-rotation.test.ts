@@ -377,7 +377,7 @@ describeEachStorage('KEK background runner', (kind) => {
 
   beforeAll(async () => {
     store = await createStore(kind);
-    const server = await startTestServer(store, { kekRewrapBatchSize: 2 });
+    const server = await startTestServer(store, { kekRewrapBatchSize: 2, kekUsageReserveBlock: 2 });
     const { token } = await initAndUnseal(server.url);
     ctx = { server, base: server.url, token };
   });
@@ -389,8 +389,8 @@ describeEachStorage('KEK background runner', (kind) => {
   it('finishes a rewrap by itself after a manual rotation; counts usage in reserved blocks', async () => {
     await h.mkns('auto');
     for (let i = 0; i < 7; i++) expect((await h.put('auto', `s${i}`, `v${i}`)).status).toBe(200);
-    // Default reserve block (1000): the stored count is a reservation, never below the true count.
-    expect((await h.kek('auto')).body.versions[0].encryptions).toBe(1000);
+    // Blocks of 2: 7 writes reserved 4 blocks. The stored count is never below the true one.
+    expect((await h.kek('auto')).body.versions[0].encryptions).toBe(8);
     expect((await h.rotate('auto')).status).toBe(200);
     const deadline = Date.now() + 20_000;
     while ((await h.kek('auto')).body.rewrap.state !== 'completed') {
@@ -399,5 +399,43 @@ describeEachStorage('KEK background runner', (kind) => {
     }
     expect((await h.kekVersionsOf('auto')).every((r) => r.endsWith(':2'))).toBe(true);
     for (let i = 0; i < 7; i++) expect((await h.get('auto', `s${i}`)).body.data).toEqual({ value: `v${i}` });
+  });
+
+  it('writes and reads keep working while the job rewraps under them', async () => {
+    await h.mkns('busy');
+    const N = 30;
+    for (let i = 0; i < N; i++) expect((await h.put('busy', `p${i}`, `a${i}`, { max_versions: 2 })).status).toBe(200);
+    expect((await h.rotate('busy')).status).toBe(200);
+    const problems: string[] = [];
+    const latest = new Map<number, string>();
+    for (let i = 0; i < N; i++) latest.set(i, `a${i}`);
+    const writer = (async () => {
+      // Overwrites (with retention deletes of versions under the old KEK) while batches run.
+      for (let round = 0; round < 2; round++) {
+        for (let i = 0; i < N; i += 3) {
+          const value = `b${i}-${round}`;
+          const w = await h.put('busy', `p${i}`, value, { max_versions: 2 });
+          if (w.status !== 200) problems.push(`write p${i}: ${w.status} ${w.text}`);
+          else latest.set(i, value);
+        }
+      }
+    })();
+    const reader = (async () => {
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < N; i++) {
+          const r = await h.get('busy', `p${i}`);
+          if (r.status !== 200) problems.push(`read p${i}: ${r.status} ${r.text}`);
+        }
+      }
+    })();
+    await Promise.all([writer, reader]);
+    const deadline = Date.now() + 20_000;
+    while ((await h.kek('busy')).body.rewrap.state !== 'completed') {
+      if (Date.now() > deadline) throw new Error('rewrap did not complete');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(problems).toEqual([]);
+    expect((await h.kekVersionsOf('busy')).every((r) => r.endsWith(':2'))).toBe(true);
+    for (let i = 0; i < N; i++) expect((await h.get('busy', `p${i}`)).body.data).toEqual({ value: latest.get(i) });
   });
 });

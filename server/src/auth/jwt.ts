@@ -173,6 +173,9 @@ export class JwtAuthService {
       }
       return (await jwtVerify(token, source.get, options)).payload;
     } catch (err) {
+      if (issuerUnreachable(err)) {
+        throw new CofferError(503, 'unavailable', `the keys of issuer ${name} could not be fetched; try again later`, undefined, 5);
+      }
       throw invalidJwt(describeJoseError(err));
     }
   }
@@ -288,6 +291,14 @@ function claimText(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);
   return undefined;
+}
+
+/** The issuer's JWKS endpoint is down or answering errors: not the caller's fault. */
+function issuerUnreachable(err: unknown): boolean {
+  if (err instanceof joseErrors.JWKSTimeout) return true;
+  if (err instanceof joseErrors.JWKSInvalid) return true;
+  if (err instanceof joseErrors.JOSEError) return err.code === 'ERR_JOSE_GENERIC' && /HTTP response/i.test(err.message);
+  return true;
 }
 
 function describeJoseError(err: unknown): string {

@@ -7,7 +7,18 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { RootKey } from '../seal/root-key.js';
 import type { Database } from '../storage/schema.js';
-import { KEY_BYTES, generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './aead.js';
+import {
+  KEY_BYTES,
+  NONCE_LENGTH,
+  generateKeyMaterial,
+  openWithKey,
+  openWithKeyNative,
+  randomNonces,
+  sealWithKey,
+  sealWithKeyNative,
+  zeroize,
+  type KeyMaterial,
+} from './aead.js';
 import { aad } from './context.js';
 import { KekCache } from './kek-cache.js';
 import { CofferError } from '../errors.js';
@@ -80,15 +91,18 @@ export class Keyring {
     for (const row of rows) versions.add(row.kekVersion);
     return this.withKeks(namespaceId, [...versions], executor, (keks) => {
       const target = keks.get(targetVersion)!;
-      return rows.map((row) => {
-        const dek = openWithKey(
+      // Bulk work: OpenSSL's ChaCha20-Poly1305 (same envelopes) and one CSPRNG call per batch.
+      const nonces = randomNonces(rows.length);
+      return rows.map((row, i) => {
+        const dek = openWithKeyNative(
           keks.get(row.kekVersion)!,
           row.wrappedDek,
           aad.dek(namespaceId, row.secretId, row.version, row.kekVersion),
           'a secret version',
         );
         try {
-          return sealWithKey(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion));
+          const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
+          return sealWithKeyNative(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
         } finally {
           zeroize(dek);
         }

@@ -135,142 +135,114 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
     res.json({ revoked: await core.services().tokens.revokeIdentity(identityBody.parse(req.body).identity) });
   });
 
-  // --- users and groups ---
+  // --- users, groups, AppRoles, JWT issuers and roles ---
   const noRootUnlessRoot = (caller: Principal, policies: string[] | undefined) => {
     if (policies?.includes(ROOT_POLICY) && !caller.policies.includes(ROOT_POLICY)) {
       throw new CofferError(403, 'permission_denied', 'only root can hand out the root policy');
     }
   };
-  router.get('/userpass/users', async (req, res) => {
-    admin(res, 'listing users');
-    emptyQuery.parse(req.query);
-    res.json({ users: await core.services().userpass.listUsers() });
+  /**
+   * A named resource administered with list / put / get / delete (users, groups, roles,
+   * issuers). `put` answers 201 when it created the resource, 200 when it updated it, with
+   * what a get would return.
+   */
+  const resource = <B>(
+    path: string,
+    plural: string,
+    what: string,
+    ops: {
+      schema: z.ZodType<B>;
+      policiesOf?: (body: B) => string[] | undefined;
+      list(): Promise<string[]>;
+      put(name: string, body: B): Promise<{ created: boolean }>;
+      read(name: string): Promise<unknown>;
+      remove(name: string): Promise<void>;
+    },
+  ) => {
+    router.get(path, async (req, res) => {
+      admin(res, `listing ${plural}`);
+      emptyQuery.parse(req.query);
+      res.json({ [plural.replace('-', '_')]: await ops.list() });
+    });
+    router.put(`${path}/:name`, async (req, res) => {
+      const caller = admin(res, `managing ${plural}`);
+      const body = ops.schema.parse(req.body);
+      noRootUnlessRoot(caller, ops.policiesOf?.(body));
+      const { created } = await ops.put(req.params.name, body);
+      res.status(created ? 201 : 200).json(await ops.read(req.params.name));
+    });
+    router.get(`${path}/:name`, async (req, res) => {
+      admin(res, `reading ${plural}`);
+      emptyQuery.parse(req.query);
+      res.json(await ops.read(req.params.name));
+    });
+    router.delete(`${path}/:name`, async (req, res) => {
+      admin(res, `deleting ${what}`);
+      await ops.remove(req.params.name);
+      res.status(204).end();
+    });
+  };
+  const services = () => core.services();
+
+  resource('/userpass/users', 'users', 'a user', {
+    schema: putUser,
+    policiesOf: (b) => b.policies,
+    list: () => services().userpass.listUsers(),
+    put: (name, body) => services().userpass.putUser(name, body),
+    read: (name) => services().userpass.readUser(name),
+    remove: (name) => services().userpass.deleteUser(name),
   });
-  router.put('/userpass/users/:name', async (req, res) => {
-    const caller = admin(res, 'managing users');
-    const body = putUser.parse(req.body);
-    noRootUnlessRoot(caller, body.policies);
-    const { created } = await core.services().userpass.putUser(req.params.name, body);
-    res.status(created ? 201 : 200).json(await core.services().userpass.readUser(req.params.name));
+  resource('/groups', 'groups', 'a group', {
+    schema: putGroup,
+    policiesOf: (b) => b.policies,
+    list: () => services().userpass.listGroups(),
+    put: (name, body) => services().userpass.putGroup(name, body),
+    read: (name) => services().userpass.readGroup(name),
+    remove: (name) => services().userpass.deleteGroup(name),
   });
-  router.get('/userpass/users/:name', async (req, res) => {
-    admin(res, 'reading users');
-    emptyQuery.parse(req.query);
-    res.json(await core.services().userpass.readUser(req.params.name));
+  resource('/approle/roles', 'roles', 'a role', {
+    schema: appRoleConfigSchema,
+    policiesOf: (b) => b.policies,
+    list: () => services().approle.listRoles(),
+    put: (name, body) => services().approle.putRole(name, body),
+    read: (name) => services().approle.readRole(name),
+    remove: (name) => services().approle.deleteRole(name),
   });
-  router.delete('/userpass/users/:name', async (_req, res) => {
-    admin(res, 'deleting users');
-    await core.services().userpass.deleteUser(_req.params.name);
-    res.status(204).end();
+  resource('/jwt/issuers', 'issuers', 'an issuer', {
+    schema: jwtIssuerSchema,
+    list: () => services().jwt.listIssuers(),
+    put: (name, body) => services().jwt.putIssuer(name, body),
+    read: (name) => services().jwt.readIssuer(name),
+    remove: (name) => services().jwt.deleteIssuer(name),
   });
-  router.get('/groups', async (req, res) => {
-    admin(res, 'listing groups');
-    emptyQuery.parse(req.query);
-    res.json({ groups: await core.services().userpass.listGroups() });
-  });
-  router.put('/groups/:name', async (req, res) => {
-    const caller = admin(res, 'managing groups');
-    const body = putGroup.parse(req.body);
-    noRootUnlessRoot(caller, body.policies);
-    const { created } = await core.services().userpass.putGroup(req.params.name, body);
-    res.status(created ? 201 : 200).json(await core.services().userpass.readGroup(req.params.name));
-  });
-  router.get('/groups/:name', async (req, res) => {
-    admin(res, 'reading groups');
-    emptyQuery.parse(req.query);
-    res.json(await core.services().userpass.readGroup(req.params.name));
-  });
-  router.delete('/groups/:name', async (req, res) => {
-    admin(res, 'deleting groups');
-    await core.services().userpass.deleteGroup(req.params.name);
-    res.status(204).end();
+  resource('/jwt/roles', 'roles', 'a role', {
+    schema: jwtRoleSchema,
+    policiesOf: (b) => b.policies,
+    list: () => services().jwt.listRoles(),
+    put: (name, body) => services().jwt.putRole(name, body),
+    read: (name) => services().jwt.readRole(name),
+    remove: (name) => services().jwt.deleteRole(name),
   });
 
-  // --- AppRole ---
-  router.get('/approle/roles', async (req, res) => {
-    admin(res, 'listing roles');
-    emptyQuery.parse(req.query);
-    res.json({ roles: await core.services().approle.listRoles() });
-  });
-  router.put('/approle/roles/:name', async (req, res) => {
-    const caller = admin(res, 'managing roles');
-    const body = appRoleConfigSchema.parse(req.body);
-    noRootUnlessRoot(caller, body.policies);
-    const { created } = await core.services().approle.putRole(req.params.name, body);
-    res.status(created ? 201 : 200).json(await core.services().approle.readRole(req.params.name));
-  });
-  router.get('/approle/roles/:name', async (req, res) => {
-    admin(res, 'reading roles');
-    emptyQuery.parse(req.query);
-    res.json(await core.services().approle.readRole(req.params.name));
-  });
-  router.delete('/approle/roles/:name', async (req, res) => {
-    admin(res, 'deleting roles');
-    await core.services().approle.deleteRole(req.params.name);
-    res.status(204).end();
-  });
+  // --- AppRole role_id and secret_ids ---
   router.get('/approle/roles/:name/role-id', async (req, res) => {
     admin(res, 'reading role ids');
     emptyQuery.parse(req.query);
-    res.json({ role_id: await core.services().approle.roleId(req.params.name) });
+    res.json({ role_id: await services().approle.roleId(req.params.name) });
   });
   router.post('/approle/roles/:name/secret-id', async (req, res) => {
     admin(res, 'creating secret ids');
     const body = secretIdBody.parse(req.body ?? {});
-    res.status(201).json(await core.services().approle.createSecretId(req.params.name, body.cidrs));
+    res.status(201).json(await services().approle.createSecretId(req.params.name, body.cidrs));
   });
   router.get('/approle/roles/:name/secret-ids', async (req, res) => {
     admin(res, 'listing secret ids');
     emptyQuery.parse(req.query);
-    res.json({ secret_ids: await core.services().approle.listSecretIds(req.params.name) });
+    res.json({ secret_ids: await services().approle.listSecretIds(req.params.name) });
   });
   router.post('/approle/roles/:name/secret-id/revoke', async (req, res) => {
     admin(res, 'revoking secret ids');
-    await core.services().approle.revokeSecretId(req.params.name, accessorBody.parse(req.body).accessor);
-    res.status(204).end();
-  });
-
-  // --- JWT/OIDC issuers and roles ---
-  router.get('/jwt/issuers', async (req, res) => {
-    admin(res, 'listing issuers');
-    emptyQuery.parse(req.query);
-    res.json({ issuers: await core.services().jwt.listIssuers() });
-  });
-  router.put('/jwt/issuers/:name', async (req, res) => {
-    admin(res, 'configuring issuers');
-    const { created } = await core.services().jwt.putIssuer(req.params.name, jwtIssuerSchema.parse(req.body));
-    res.status(created ? 201 : 200).json(await core.services().jwt.readIssuer(req.params.name));
-  });
-  router.get('/jwt/issuers/:name', async (req, res) => {
-    admin(res, 'reading issuers');
-    emptyQuery.parse(req.query);
-    res.json(await core.services().jwt.readIssuer(req.params.name));
-  });
-  router.delete('/jwt/issuers/:name', async (req, res) => {
-    admin(res, 'deleting issuers');
-    await core.services().jwt.deleteIssuer(req.params.name);
-    res.status(204).end();
-  });
-  router.get('/jwt/roles', async (req, res) => {
-    admin(res, 'listing roles');
-    emptyQuery.parse(req.query);
-    res.json({ roles: await core.services().jwt.listRoles() });
-  });
-  router.put('/jwt/roles/:name', async (req, res) => {
-    const caller = admin(res, 'configuring roles');
-    const body = jwtRoleSchema.parse(req.body);
-    noRootUnlessRoot(caller, body.policies);
-    const { created } = await core.services().jwt.putRole(req.params.name, body);
-    res.status(created ? 201 : 200).json(await core.services().jwt.readRole(req.params.name));
-  });
-  router.get('/jwt/roles/:name', async (req, res) => {
-    admin(res, 'reading roles');
-    emptyQuery.parse(req.query);
-    res.json(await core.services().jwt.readRole(req.params.name));
-  });
-  router.delete('/jwt/roles/:name', async (req, res) => {
-    admin(res, 'deleting roles');
-    await core.services().jwt.deleteRole(req.params.name);
+    await services().approle.revokeSecretId(req.params.name, accessorBody.parse(req.body).accessor);
     res.status(204).end();
   });
 

@@ -89,9 +89,23 @@ export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
           }
           case 'PUT':
           case 'POST': {
-            authorize(res, 'update', t);
+            // `update` writes anything; `create` alone writes only secrets that do not exist yet
+            // (enforced atomically as a cas=0 write, so a race cannot turn it into an update).
+            const principal = principalOf(res);
+            const canUpdate = isAllowed(principal, 'update', t.namespace, t.path);
+            if (!canUpdate && !isAllowed(principal, 'create', t.namespace, t.path)) throw denied('create', t);
             emptyQuery.parse(req.query);
-            res.json(await secrets.write(t.namespace, t.path, writeSecretBody.parse(req.body)));
+            const body = writeSecretBody.parse(req.body);
+            if (canUpdate) {
+              res.json(await secrets.write(t.namespace, t.path, body));
+              return;
+            }
+            try {
+              res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }));
+            } catch (err) {
+              if (err instanceof CofferError && err.code === 'cas_mismatch') throw denied('update', t);
+              throw err;
+            }
             return;
           }
           case 'DELETE':
@@ -146,6 +160,9 @@ export function bulkRouter(core: CofferCore, maxPageSize: number): Router {
     const t = parseTarget(req.path);
     if (!t.folder || t.action !== null) throw badRequest('bulk reads take a folder: /v1/bulk/{namespace}/{folder/}');
     const principal = principalOf(res);
+    // A bulk read is a listing of the folder plus a read of each secret in it: it needs `list`
+    // on the folder and returns only the secrets the caller may `read`.
+    if (!isAllowed(principal, 'list', t.namespace, t.path)) throw denied('list', t);
     const q = query.parse(req.query);
     res.json(
       await core
