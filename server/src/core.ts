@@ -147,6 +147,8 @@ export class CofferCore {
   /** The PKCS#11 token connection, kept open while it is in use. */
   private token: Pkcs11Token | null = null;
   private sealError: string | null = null;
+  /** PKCS#11 seal: sealed through POST /v1/sys/seal; only the recovery shares (or a restart) unseal. */
+  private sealedByOperator = false;
 
   /** Lives across seal/unseal; emptied on both, and kept in step with other servers by the change feed. */
   readonly readCache: SecretReadCache;
@@ -290,7 +292,29 @@ export class CofferCore {
       if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
       if (this.unsealed) return this.status();
       if (config.sealType === 'pkcs11') {
-        throw new CofferError(400, 'invalid_request', 'this server is sealed by its HSM: shares do not unseal it; POST /v1/sys/unseal {} retries the HSM');
+        // Recovery shares unseal (with the HSM) a server an operator sealed; otherwise {} retries the HSM.
+        if (!this.sealedByOperator || !config.recoveryCheck) {
+          throw new CofferError(400, 'invalid_request', 'this server is sealed by its HSM: shares do not unseal it; POST /v1/sys/unseal {} retries the HSM');
+        }
+        const recoveryShare = decodeShare(shareText, config.threshold);
+        this.collector ??= new ShareCollector(config.threshold);
+        let recovered: KeyMaterial | null;
+        try {
+          recovered = await this.collector.add(recoveryShare);
+        } catch (err) {
+          this.collector = null;
+          throw err;
+        }
+        if (!recovered) return this.status();
+        this.collector = null;
+        try {
+          openWithKey(recovered, config.recoveryCheck, sealAad.recoveryCheck(), 'the recovery key check');
+        } catch {
+          throw new CofferError(400, 'invalid_shares', 'the shares do not reconstruct this server\'s recovery key; unseal progress was reset');
+        } finally {
+          zeroize(recovered);
+        }
+        return this.unsealWithHsm(config);
       }
       const share = decodeShare(shareText, config.threshold);
       this.collector ??= new ShareCollector(config.threshold);
@@ -325,6 +349,8 @@ export class CofferCore {
       await this.audit.checkpointNow().catch(() => undefined);
       await this.unsealed?.kek.stop();
       this.dropKeys();
+      // PKCS#11 seal: a deliberate seal is not undone by an anonymous POST /v1/sys/unseal {}.
+      this.sealedByOperator = true;
       return this.status();
     });
   }
@@ -615,6 +641,20 @@ export class CofferCore {
       if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
       if (config.sealType !== 'pkcs11') throw new CofferError(400, 'invalid_request', 'this server uses the Shamir seal: unseal it with shares');
       if (this.unsealed) return this.status();
+      if (this.sealedByOperator) {
+        throw new CofferError(
+          400,
+          'invalid_request',
+          'an operator sealed this server: unseal it with the recovery shares ({"share": …}, threshold times) or restart it',
+        );
+      }
+      return this.unsealWithHsm(config);
+    });
+  }
+
+  /** Opens the services with the root key in the token (inside `exclusive`). */
+  private async unsealWithHsm(config: SealConfig): Promise<SealStatus> {
+    {
       try {
         const token = this.hsm();
         const label = config.hsmKeyLabel ?? this.rootLabel(config.rootVersion);
@@ -629,6 +669,7 @@ export class CofferCore {
         }
         await this.openServices(root);
         this.sealError = null;
+        this.sealedByOperator = false;
         await this.retireOldHsmKeys(token, config.rootVersion);
         return this.status();
       } catch (err) {
@@ -638,7 +679,7 @@ export class CofferCore {
         this.token = null;
         throw err;
       }
-    });
+    }
   }
 
   /** Destroys root key objects of versions before the one in effect (left by a crash after a rotation committed). */

@@ -27,6 +27,8 @@ export type ImportAlgorithm = (typeof IMPORT_ALGORITHMS)[number];
 /** Like AWS import parameters: a wrapping key is good for 24 hours. */
 export const IMPORT_PARAMS_TTL_MS = 24 * 3600 * 1000;
 const RSA_BYTES = 384;
+/** Unused, unexpired import parameters allowed at once (server-wide). */
+const MAX_OPEN_IMPORTS = 100;
 /** RFC 5649 alternative initial value, as `openssl enc -id-aes256-wrap-pad -iv A65959A6` uses. */
 const KWP_IV = Buffer.from('A65959A6', 'hex');
 
@@ -78,6 +80,17 @@ export class ByokService {
     let namespaceId: string | null = null;
     if (target.kind === 'namespace') namespaceId = (await services.namespaces.resolve(target.namespace)).id;
     else if (seal !== 'pkcs11') throw badRequest('importing the root key needs the PKCS#11 seal (with Shamir, POST /v1/sys/rotate-root makes a new one)');
+    // Expired parameters go now (their HSM key pairs too); and there is a bound on open ones, since
+    // each holds an RSA key (in the HSM, a token object).
+    await this.purgeExpired();
+    const open = await this.db
+      .selectFrom('import_keys')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('used_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    if (Number(open.n) >= MAX_OPEN_IMPORTS) {
+      throw new CofferError(429, 'rate_limited', `${MAX_OPEN_IMPORTS} import parameters are open: use or let some expire first`);
+    }
     const id = randomUUID();
     const expiresAt = new Date(Date.now() + IMPORT_PARAMS_TTL_MS);
     const token = this.core.hsmForImports();

@@ -129,7 +129,9 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
   // Shares are the authority here, not a token (the root token may be the thing that was lost).
   router.post('/generate-root', async (req, res) => {
     const body = unsealBody.parse(req.body);
-    res.json(await core.generateRoot('reset' in body ? null : body.share));
+    if ('reset' in body) res.json(await core.generateRoot(null));
+    else if ('share' in body) res.json(await core.generateRoot(body.share));
+    else throw new CofferError(400, 'invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
   });
 
   router.post('/seal', ...requireToken, async (_req, res) => {
