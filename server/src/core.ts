@@ -764,10 +764,11 @@ export class CofferCore {
   }
 
   /**
-   * POST /v1/sys/rotate-root. Shamir: a rekey; the threshold of current shares
-   * proves the operators agree, a new root key and new shares (returned once)
-   * replace the old. PKCS#11: a new key object in the token; the old one is
-   * destroyed after the switch committed.
+   * POST /v1/sys/rotate-root. Shamir: step 1 of a rekey; the threshold of
+   * current shares proves the operators agree, and a new root key is split into
+   * new shares (returned once) but only put in effect by verifyRotateRoot, so a
+   * lost response loses nothing. PKCS#11: a new key object in the token, put in
+   * effect at once; the old one is destroyed after the switch committed.
    */
   rotateRoot(
     input: { shares?: string[] | undefined; newShares?: number | undefined; newThreshold?: number | undefined },
