@@ -1,11 +1,12 @@
 /**
  * /v1/byok (bring your own key) and /v1/escrow (two-person escrow export).
  * Namespace-scoped operations need the admin capability on the namespace;
- * root key import needs server-wide admin. Operations that change keys commit
- * together with their audit entry (the response carries key material or is
- * the only record of the change).
+ * root key import needs server-wide admin. Every request is audited like any
+ * other: the response (with any key material in it) leaves only once its entry
+ * is durable. Not inside the change's transaction: an append there races the
+ * audit log's group commit for the next sequence number under load.
  */
-import { Router, type Request, type Response } from 'express';
+import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
@@ -14,7 +15,6 @@ import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS, EscrowService } from '../../
 import { isAdmin, isAllowed } from '../../policy/policy.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { auditDraft } from '../audit.js';
 
 const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSAES_OAEP_SHA_256') }).strict();
 const importBody = z
@@ -41,10 +41,6 @@ function requireNamespaceAdmin(res: Response, namespace: string): void {
   if (!isAllowed(principalOf(res), 'admin', namespace, '')) throw denied(`namespace "${namespace}"`);
 }
 
-/** Commits the change together with this request's audit entry. */
-const auditedWith = (core: CofferCore, req: Request, res: Response, status: number) => (trx: Parameters<CofferCore['audit']['appendWithin']>[0]) =>
-  core.audit.appendWithin(trx, auditDraft(core, req, res, status));
-
 export function byokRouter(core: CofferCore): Router {
   const router = Router();
   const byok = new ByokService(core);
@@ -60,8 +56,7 @@ export function byokRouter(core: CofferCore): Router {
     const ns = checkNamespaceName(req.params.ns as string);
     requireNamespaceAdmin(res, ns);
     const body = importBody.parse(req.body ?? {});
-    const result = await byok.importNamespaceKey(ns, body.import_token, body.encrypted_key_material, auditedWith(core, req, res, 200));
-    res.locals.audited = true;
+    const result = await byok.importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
     res.json(result);
   });
 
@@ -74,8 +69,7 @@ export function byokRouter(core: CofferCore): Router {
   router.post('/root/import', async (req, res) => {
     if (!isAdmin(principalOf(res))) throw denied('importing the root key');
     const body = importBody.parse(req.body ?? {});
-    const result = await byok.importRootKey(body.import_token, body.encrypted_key_material, auditedWith(core, req, res, 200));
-    res.locals.audited = true;
+    const result = await byok.importRootKey(body.import_token, body.encrypted_key_material);
     res.json(result);
   });
 
@@ -114,8 +108,7 @@ export function escrowRouter(core: CofferCore): Router {
     const found = await escrow.get(req.params.id as string);
     res.locals.auditNamespace = found.namespace;
     requireNamespaceAdmin(res, found.namespace);
-    const approved = await escrow.approve(found.id, principalOf(res).identity, auditedWith(core, req, res, 200));
-    res.locals.audited = true;
+    const approved = await escrow.approve(found.id, principalOf(res).identity);
     res.json(approved);
   });
 
@@ -124,8 +117,7 @@ export function escrowRouter(core: CofferCore): Router {
     const found = await escrow.get(req.params.id as string);
     res.locals.auditNamespace = found.namespace;
     requireNamespaceAdmin(res, found.namespace);
-    const downloaded = await escrow.download(found.id, principalOf(res).identity, auditedWith(core, req, res, 200));
-    res.locals.audited = true;
+    const downloaded = await escrow.download(found.id, principalOf(res).identity);
     res.json(downloaded);
   });
 

@@ -96,34 +96,27 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     else throw new CofferError(400, 'invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
   });
 
-  // Root key rotation (Shamir: a rekey with the threshold of shares; PKCS#11: a new key object).
-  // The rewrap commits together with its audit entry, like init: the new shares exist only in the response.
+  // Root key rotation (Shamir: a rekey with the threshold of shares, in two steps so that a lost
+  // response loses nothing; PKCS#11: a new key object). Audited after commit like other requests:
+  // an append inside the rewrap transaction would race the audit group commit under load.
   router.post('/rotate-root', ...requireToken, async (req, res) => {
     if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
     const body = rotateRootBody.parse(req.body ?? {});
-    const result = await core.rotateRoot({ shares: body.shares, newShares: body.new_shares, newThreshold: body.new_threshold }, (trx) =>
-      core.audit.appendWithin(trx, auditDraft(core, req, res, 200)),
-    );
-    res.locals.audited = true;
-    res.json(result);
+    res.json(await core.rotateRoot({ shares: body.shares, newShares: body.new_shares, newThreshold: body.new_threshold }));
   });
 
   // Shamir rekey, step 2: the new shares prove the operators hold them; then the new root takes effect.
   router.post('/rotate-root/verify', ...requireToken, async (req, res) => {
     if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
     const body = verifyRotateRootBody.parse(req.body ?? {});
-    const result = await core.verifyRotateRoot(body.shares, (trx) => core.audit.appendWithin(trx, auditDraft(core, req, res, 200)));
-    res.locals.audited = true;
-    res.json(result);
+    res.json(await core.verifyRotateRoot(body.shares));
   });
 
   // Seal migration Shamir ⇄ PKCS#11 with the operators' shares; nothing is re-encrypted but the keys the root wraps.
   router.post('/seal-migrate', ...requireToken, async (req, res) => {
     if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'seal migration needs admin rights');
     const body = sealMigrateBody.parse(req.body ?? {});
-    const result = await core.migrateSeal(body.to, body.shares, (trx) => core.audit.appendWithin(trx, auditDraft(core, req, res, 200)));
-    res.locals.audited = true;
-    res.json(result);
+    res.json(await core.migrateSeal(body.to, body.shares));
   });
 
   // Shares are the authority here, not a token (the root token may be the thing that was lost).
