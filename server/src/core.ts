@@ -3,7 +3,7 @@
  * no key is in memory and every data endpoint answers 503. Unsealing rebuilds
  * the keyring from the root key; sealing zeroes it.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { CofferError, conflict, sealedError } from './errors.js';
 import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
@@ -476,6 +476,20 @@ export class CofferCore {
         jobIntervalMs: k.jobIntervalMs,
         onError: (what, err) => log?.error(what, err),
         onEvent: (what, fields) => log?.event(what, fields),
+        audit: (event) =>
+          this.audit.append({
+            request_id: randomUUID(),
+            identity: { id: 'system:kek-lifecycle', method: 'none', display_name: 'KEK lifecycle job' },
+            action: event.action,
+            namespace: event.namespace,
+            path: null,
+            version: event.kekVersion,
+            outcome: 'success',
+            status: 200,
+            error_code: null,
+            client: null,
+            hashed: {},
+          }),
       });
       if (k.runJobs) {
         namespaces.onKekRotated = () => kek.kick();

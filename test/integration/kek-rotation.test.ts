@@ -252,6 +252,15 @@ describeEachStorage('KEK lifecycle', (kind) => {
       await kek().runOnce();
       expect((await h.kek('sched')).body.rewrap.state).toBe('completed');
       expect((await h.get('sched', 'x')).body.data).toEqual({ value: 'y' });
+      // No request asked for these changes: the job records them itself.
+      const audit = await api(ctx.base, 'GET', '/v1/sys/audit?namespace=sched', h.auth());
+      const system = audit.body.entries.filter((e: any) => e.identity?.id === 'system:kek-lifecycle');
+      expect(system.map((e: any) => [e.action, e.version])).toEqual(
+        expect.arrayContaining([
+          ['namespace.kek.rotate', 2],
+          ['namespace.kek.retire', 2],
+        ]),
+      );
     });
 
     it('a null period turns the schedule off', async () => {
@@ -303,6 +312,22 @@ describeEachStorage('KEK lifecycle', (kind) => {
       expect((await h.get('shred', 'db/password')).body.data).toEqual({ value: 'hunter2' });
     });
 
+    it('pauses a running rewrap while the namespace waits for shredding; cancelling resumes it', async () => {
+      await h.mkns('paused');
+      for (let i = 0; i < 5; i++) expect((await h.put('paused', `k${i}`, `v${i}`)).status).toBe(200);
+      expect((await h.rotate('paused')).status).toBe(200);
+      const id = (await nsId('paused'))!;
+      expect(await kek().rewrapBatch(id)).toBe('more');
+      expect((await api(ctx.base, 'POST', '/v1/namespaces/paused/shred', { ...h.auth(), body: { pending_window_days: 7 } })).status).toBe(202);
+      const before = (await h.kek('paused')).body.rewrap;
+      expect(await kek().rewrapBatch(id)).toBe('idle');
+      expect((await h.kek('paused')).body.rewrap).toEqual(before);
+      expect((await api(ctx.base, 'DELETE', '/v1/namespaces/paused/shred', h.auth())).status).toBe(200);
+      await kek().runRewrapJobs();
+      expect((await h.kek('paused')).body.rewrap).toMatchObject({ state: 'completed', rewrapped: 5, remaining: 0 });
+      for (let i = 0; i < 5; i++) expect((await h.get('paused', `k${i}`)).body.data).toEqual({ value: `v${i}` });
+    });
+
     it('destroys keys and purges secrets only once the window has passed', async () => {
       const id = (await nsId('shred'))!;
       const res = await api(ctx.base, 'POST', '/v1/namespaces/shred/shred', { ...h.auth(), body: { pending_window_days: 7 } });
@@ -322,11 +347,14 @@ describeEachStorage('KEK lifecycle', (kind) => {
       expectError(await h.get('shred', 'db/password'), 404, 'not_found');
     });
 
-    it('audits schedule and cancel', async () => {
+    it('audits schedule, cancel and the destruction', async () => {
       const res = await api(ctx.base, 'GET', '/v1/sys/audit?namespace=shred', h.auth());
       const actions = new Set((res.body.entries ?? []).map((e: any) => e.action));
       expect(actions.has('namespace.shred.schedule')).toBe(true);
       expect(actions.has('namespace.shred.cancel')).toBe(true);
+      const destroyed = res.body.entries.filter((e: any) => e.action === 'namespace.shred.destroy');
+      expect(destroyed).toHaveLength(1);
+      expect(destroyed[0].identity).toMatchObject({ id: 'system:kek-lifecycle', method: 'none' });
     });
   });
 

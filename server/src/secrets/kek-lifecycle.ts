@@ -43,6 +43,20 @@ export interface KekLifecycleOptions {
   onError: (what: string, err: unknown) => void;
   /** Reports background events worth an operator's attention (rotation, shredding). */
   onEvent: (what: string, fields: Record<string, unknown>) => void;
+  /**
+   * Records a background change in the audit log once it has committed — as a request's entry
+   * is written after its change commits. A failure is reported through onError (the change
+   * cannot be undone); the audit log's own fail-closed rule then stops requests.
+   */
+  audit?: (event: BackgroundAuditEvent) => Promise<void>;
+}
+
+/** A change no request asked for: scheduled or usage-limit rotation, retirement, destruction. */
+export interface BackgroundAuditEvent {
+  action: 'namespace.kek.rotate' | 'namespace.kek.retire' | 'namespace.shred.destroy';
+  namespace: string;
+  /** The KEK version concerned (the new one for a rotation, the target of the rewrap for a retirement). */
+  kekVersion: number | null;
 }
 
 export interface KekVersionStatus {
@@ -91,6 +105,8 @@ export class KekLifecycle {
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  /** Only a started runner (COFFER_KEK_RUN_JOBS) acts on kicks; otherwise the jobs are driven by hand. */
+  private started = false;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -158,6 +174,7 @@ export class KekLifecycle {
    */
   async rewrapBatch(namespaceId: string): Promise<BatchOutcome> {
     let completedNamespace: string | null = null;
+    let completedTarget = 0;
     const outcome = await this.db.transaction().execute(async (trx): Promise<BatchOutcome> => {
       const { rows: lock } = await sql<{ ok: boolean }>`
         select pg_try_advisory_xact_lock(${REWRAP_LOCK}::int, hashtext(${namespaceId}::text)) as ok`.execute(trx);
@@ -248,11 +265,13 @@ export class KekLifecycle {
       // Cached rows still name the old version (still readable): drop them so no cache refers to retired keys.
       await publishChange(this.changes, trx, { kind: 'namespace', namespace: ns.name });
       completedNamespace = ns.name;
+      completedTarget = target;
       return 'completed';
     });
     if (completedNamespace !== null) {
       applyLocally(this.changes, { kind: 'namespace', namespace: completedNamespace });
       this.options.onEvent('kek rewrap completed', { namespace: completedNamespace });
+      await this.record({ action: 'namespace.kek.retire', namespace: completedNamespace, kekVersion: completedTarget });
     }
     return outcome;
   }
@@ -318,6 +337,7 @@ export class KekLifecycle {
         rotated++;
         this.usage.forgetNamespace(candidate.id);
         this.options.onEvent('kek rotated', { namespace: result.namespace, version: result.version, reason: result.reason });
+        await this.record({ action: 'namespace.kek.rotate', namespace: result.namespace, kekVersion: result.version });
       }
     }
     return rotated;
@@ -421,9 +441,18 @@ export class KekLifecycle {
         this.usage.forgetNamespace(candidate.id);
         destroyed.push(candidate.name);
         this.options.onEvent('namespace shredded', { namespace: candidate.name });
+        await this.record({ action: 'namespace.shred.destroy', namespace: candidate.name, kekVersion: null });
       }
     }
     return destroyed;
+  }
+
+  private async record(event: BackgroundAuditEvent): Promise<void> {
+    try {
+      await this.options.audit?.(event);
+    } catch (err) {
+      this.options.onError(`audit entry for ${event.action} could not be written`, err);
+    }
   }
 
   private async lockNamespace(trx: Transaction<Database>, name: string) {
@@ -442,6 +471,7 @@ export class KekLifecycle {
   /** Starts the periodic run (and runs once now: a restarted server resumes interrupted jobs at once). */
   start(): void {
     this.stopped = false;
+    this.started = true;
     this.timer = setInterval(() => this.kick(), this.options.jobIntervalMs);
     this.timer.unref();
     this.kick();
@@ -449,7 +479,7 @@ export class KekLifecycle {
 
   /** Asks for a run soon (after a rotation or when a write reached the usage limit). */
   kick(): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.started) return;
     void this.runOnce().catch((err: unknown) => this.options.onError('kek lifecycle run failed', err));
   }
 
