@@ -108,6 +108,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   const escrowNs = [nsFor(i++), nsFor(i++), nsFor(i++), nsFor(i++)];
   add({ method: 'POST', path: '/v1/escrow/requests', body: () => ({ namespace: escrowNs[0], public_key: state.escrowPublicKey }), scope: { ns: escrowNs[0]!, cap: 'admin' }, ok: 201 });
   add({ method: 'GET', path: () => `/v1/escrow/requests/${state.escrowRead}`, scope: { ns: escrowNs[1]!, cap: 'admin' }, ok: 200 });
+  add({ method: 'GET', path: `/v1/escrow/requests?namespace=${escrowNs[1]}`, scope: { ns: escrowNs[1]!, cap: 'admin' }, ok: 200 });
   // The matrix's tokens are "token:root"; the request to approve is root's own, so they may approve it.
   add({ method: 'POST', path: () => `/v1/escrow/requests/${state.escrowApprove}/approve`, body: {}, scope: { ns: escrowNs[2]!, cap: 'admin' }, ok: 200 });
   // Only the requester downloads: this request was made by a "token:root" token, like the matrix's.

@@ -213,6 +213,12 @@ describeEachStorage('BYOK import and escrow export', (kind) => {
       expect(kek).toHaveLength(32);
       expectError(await api(base, 'POST', `/v1/escrow/requests/${id}/download`, { token: alice, body: {} }), 410, 'gone');
       expect((await api(base, 'GET', `/v1/escrow/requests/${id}`, { token: bob })).body.state).toBe('downloaded');
+      const listed = await api(base, 'GET', '/v1/escrow/requests?namespace=esc', { token: bob });
+      expect(listed.status).toBe(200);
+      expect(listed.body.requests.find((r: { id: string }) => r.id === id)).toMatchObject({ state: 'downloaded', requested_by: 'token:alice', approved_by: 'token:bob' });
+      expect(JSON.stringify(listed.body)).not.toContain('wrapped_key_material');
+      expectError(await api(base, 'GET', '/v1/escrow/requests?namespace=esc', { token: reader }), 403);
+      expectError(await api(base, 'GET', '/v1/escrow/requests', { token: bob }), 400);
 
       const audit = await api(base, 'GET', `/v1/sys/audit?namespace=esc&order=asc&limit=1000`, { token: root });
       const actions = (audit.body.entries as Array<{ action: string; outcome: string; identity: { id: string } }>).map((e) => `${e.action}:${e.outcome}:${e.identity?.id}`);

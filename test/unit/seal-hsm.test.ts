@@ -93,6 +93,7 @@ describe('route templates and audit actions', () => {
     ['GET', '/v1/byok/root/import-params', '/v1/byok/root/import-params', 'byok.root.import_params', null],
     ['POST', '/v1/byok/root/import', '/v1/byok/root/import', 'byok.root.import', null],
     ['POST', '/v1/escrow/requests', '/v1/escrow/requests', 'escrow.request', null],
+    ['GET', '/v1/escrow/requests?namespace=pay', '/v1/escrow/requests', 'escrow.list', null],
     ['GET', '/v1/escrow/requests/abc', '/v1/escrow/requests/:name', 'escrow.read', null],
     ['POST', '/v1/escrow/requests/abc/approve', '/v1/escrow/requests/:name/approve', 'escrow.approve', null],
     ['POST', '/v1/escrow/requests/abc/download', '/v1/escrow/requests/:name/download', 'escrow.download', null],

@@ -118,7 +118,8 @@ export function describeRequest(method: string, url: string): Described {
     }
     // escrow.request / escrow.read / escrow.approve / escrow.download; the path is the request id
     // (the namespace is filled in by the handler once the request is loaded).
-    const action = m.template === 'requests' ? 'escrow.request' : m.template === 'requests/:name' ? 'escrow.read' : `escrow.${m.template.split('/').pop()}`;
+    const action =
+      m.template === 'requests' ? (method === 'GET' ? 'escrow.list' : 'escrow.request') : m.template === 'requests/:name' ? 'escrow.read' : `escrow.${m.template.split('/').pop()}`;
     return { action, namespace: null, path: m.name?.slice(0, 64) ?? null };
   }
   return { action: 'unknown', namespace: null, path: pathname.slice(0, 256) };

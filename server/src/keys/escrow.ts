@@ -135,6 +135,19 @@ export class EscrowService {
     return view(found, found.namespace_name);
   }
 
+  /** A namespace's requests, newest first (for the second admin to find what awaits approval). */
+  async list(namespace: string, limit = 100): Promise<EscrowView[]> {
+    const ns = await this.core.services().namespaces.resolve(namespace, undefined, { allowDisabled: true });
+    const rows = await this.db
+      .selectFrom('escrow_requests')
+      .selectAll()
+      .where('namespace_id', '=', ns.id)
+      .orderBy('created_at', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map((row) => view(row, ns.name));
+  }
+
   /** Second admin's approval: a different identity than the requester (two-person rule). */
   async approve(id: string, identity: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<EscrowView> {
     const current = await this.get(id);

@@ -33,6 +33,7 @@ const escrowRequestBody = z
   })
   .strict();
 const emptyBody = z.object({}).strict();
+const escrowListQuery = z.object({ namespace: z.string().min(1).max(63) }).strict();
 const emptyQuery = z.object({}).strict();
 
 const denied = (what: string) => new CofferError(403, 'permission_denied', `${what} needs the admin capability`);
@@ -93,6 +94,14 @@ export function escrowRouter(core: CofferCore): Router {
     });
     res.locals.auditNamespace = ns;
     res.status(201).json(created);
+  });
+
+  router.get('/requests', async (req, res) => {
+    const q = escrowListQuery.parse(req.query);
+    const ns = checkNamespaceName(q.namespace);
+    res.locals.auditNamespace = ns;
+    requireNamespaceAdmin(res, ns);
+    res.json({ requests: await escrow.list(ns) });
   });
 
   router.get('/requests/:id', async (req, res) => {
