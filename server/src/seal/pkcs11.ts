@@ -43,7 +43,12 @@ export class HsmUnavailableError extends CofferError {
 
 let loaded: Pkcs11Module | null = null;
 function pkcs11Module(): Pkcs11Module {
-  loaded ??= createRequire(import.meta.url)('pkcs11js') as Pkcs11Module;
+  try {
+    loaded ??= createRequire(import.meta.url)('pkcs11js') as Pkcs11Module;
+  } catch (err) {
+    // Installed without its install script (npm ci --ignore-scripts, or not approved): no native addon.
+    throw new HsmUnavailableError(`the pkcs11js native module cannot be loaded (was it built? npm rebuild pkcs11js): ${describe(err)}`);
+  }
   return loaded;
 }
 
