@@ -98,7 +98,7 @@ export const configSchema = z.object({
   /** TLS certificate chain (PEM) and its key; both or neither. Reloaded on SIGHUP. */
   tlsCertFile: z.string().min(1).optional(),
   tlsKeyFile: z.string().min(1).optional(),
-  /** CA bundle (PEM) for client certificates: requested, verified, exposed to the app (not yet used to log in). */
+  /** CA bundle (PEM) for client certificates: requested, verified, and usable to log in through certificate roles. */
   tlsClientCaFile: z.string().min(1).optional(),
   /** Serve plain HTTP on a non-loopback address (a TLS-terminating proxy in front). */
   allowInsecureHttp: bool.default(false),

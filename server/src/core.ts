@@ -33,6 +33,7 @@ import { LoginGuard } from './auth/login-guard.js';
 import { UserpassService } from './auth/userpass.js';
 import { AppRoleService } from './auth/approle.js';
 import { JwtAuthService } from './auth/jwt.js';
+import { CertAuthService } from './auth/cert.js';
 
 /** A change-feed payload announcing a new root key version. */
 function isRootChange(payload: string): boolean {
@@ -134,6 +135,7 @@ export interface Services {
   userpass: UserpassService;
   approle: AppRoleService;
   jwt: JwtAuthService;
+  cert: CertAuthService;
   kek: KekLifecycle;
 }
 
@@ -505,6 +507,7 @@ export class CofferCore {
         userpass: new UserpassService(this.db, tokens, guard, auth.argon2),
         approle: new AppRoleService(this.db, tokens, guard),
         jwt: new JwtAuthService(this.db, tokens, guard, auth.jwt),
+        cert: new CertAuthService(this.db, tokens, guard),
         kek,
       };
       if (k.runJobs) kek.start();

@@ -64,9 +64,12 @@ export class CertDir {
   }
 
   /** A client certificate with subject `subject` (e.g. /CN=ci-runner/O=Acme) signed by `ca`. */
-  client(name: string, subject: string, ca: CertFiles): CertFiles {
+  client(name: string, subject: string, ca: CertFiles, subjectAltName?: string): CertFiles {
     openssl(['req', '-new', ...EC, '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', subject], this.dir);
-    writeFileSync(join(this.dir, `${name}.ext`), 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n');
+    writeFileSync(
+      join(this.dir, `${name}.ext`),
+      `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n${subjectAltName ? `subjectAltName=${subjectAltName}\n` : ''}`,
+    );
     openssl(
       ['x509', '-req', '-in', `${name}.csr`, '-CA', ca.certFile, '-CAkey', ca.keyFile, '-set_serial', String(Date.now()),
         '-days', '2', '-out', `${name}.pem`, '-extfile', `${name}.ext`],
@@ -98,6 +101,8 @@ export interface HttpsOptions {
   agent?: https.Agent;
   token?: string;
   method?: string;
+  /** Sent as JSON. */
+  body?: unknown;
 }
 
 export function httpsRequest(url: string, opts: HttpsOptions): Promise<HttpsResult> {
@@ -110,7 +115,10 @@ export function httpsRequest(url: string, opts: HttpsOptions): Promise<HttpsResu
         cert: opts.cert,
         key: opts.key,
         agent: opts.agent ?? false,
-        headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {},
+        headers: {
+          ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+          ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
       },
       (res) => {
         const fingerprint = (res.socket as TLSSocket).getPeerCertificate().fingerprint256;
@@ -129,6 +137,6 @@ export function httpsRequest(url: string, opts: HttpsOptions): Promise<HttpsResu
       },
     );
     req.on('error', reject);
-    req.end();
+    req.end(opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
   });
 }

@@ -153,6 +153,10 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   add({ method: 'GET', path: '/v1/auth/jwt/roles/mx-existing', scope: 'admin', ok: 200 });
   add({ method: 'DELETE', path: '/v1/auth/jwt/roles/mx-existing', scope: 'admin', ok: 204 });
   add({ method: 'DELETE', path: '/v1/auth/jwt/issuers/mx-unused', scope: 'admin', ok: 204 });
+  add({ method: 'GET', path: '/v1/auth/cert/roles', scope: 'admin', ok: 200 });
+  add({ method: 'PUT', path: '/v1/auth/cert/roles/mx-cert', body: { allowed_common_names: ['runner-*'] }, scope: 'admin', ok: 201 });
+  add({ method: 'GET', path: '/v1/auth/cert/roles/mx-existing', scope: 'admin', ok: 200 });
+  add({ method: 'DELETE', path: '/v1/auth/cert/roles/mx-existing', scope: 'admin', ok: 204 });
   add({ method: 'GET', path: '/v1/sys/audit', scope: 'admin', ok: 200 });
   add({ method: 'GET', path: '/v1/sys/audit/verify', scope: 'admin', ok: 200 });
   add({ method: 'POST', path: '/v1/sys/audit/hash', body: { input: 'x' }, scope: 'admin', ok: 200 });
@@ -168,7 +172,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   add({ method: 'POST', path: '/v1/sys/seal', body: {}, scope: 'admin', ok: 200 });
 
   /** Routes anyone may call without a token, by design. */
-  const PUBLIC = ['/v1/sys/init', '/v1/sys/unseal', '/v1/sys/seal-status', '/v1/sys/health', '/v1/sys/ready', '/v1/sys/generate-root', '/v1/auth/userpass/login', '/v1/auth/approle/login', '/v1/auth/jwt/login'];
+  const PUBLIC = ['/v1/sys/init', '/v1/sys/unseal', '/v1/sys/seal-status', '/v1/sys/health', '/v1/sys/ready', '/v1/sys/generate-root', '/v1/auth/userpass/login', '/v1/auth/approle/login', '/v1/auth/jwt/login', '/v1/auth/cert/login'];
 
   beforeAll(async () => {
     store = await createStore('postgres');
@@ -194,6 +198,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
     await api(base, 'PUT', '/v1/auth/jwt/issuers/mx-existing', asRoot({ issuer: 'https://ci.example', public_keys: [publicKeyPem] }));
     await api(base, 'PUT', '/v1/auth/jwt/issuers/mx-unused', asRoot({ issuer: 'https://ci.example', public_keys: [publicKeyPem] }));
     await api(base, 'PUT', '/v1/auth/jwt/roles/mx-existing', asRoot({ issuer: 'mx-existing', bound_audiences: ['coffer'] }));
+    await api(base, 'PUT', '/v1/auth/cert/roles/mx-existing', asRoot({ allowed_common_names: ['runner-*'] }));
     // BYOK: import parameters and wrapped material for the import endpoint's right-policy call.
     const params = (await api(base, 'GET', `/v1/byok/namespaces/${byokNs[1]}/import-params`, asRoot())).body;
     const wrapped = publicEncrypt({ key: params.public_key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, randomBytes(32));

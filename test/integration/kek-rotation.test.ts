@@ -467,3 +467,37 @@ describeEachStorage('KEK background runner', (kind) => {
     for (let i = 0; i < N; i++) expect((await h.get('busy', `p${i}`)).body.data).toEqual({ value: latest.get(i) });
   });
 });
+
+describeEachStorage('KEK usage limit with the background runner', (kind) => {
+  let store: TestStore;
+  let ctx: Ctx;
+  const h = helpers(() => ctx);
+
+  beforeAll(async () => {
+    store = await createStore(kind);
+    const server = await startTestServer(store, { kekRotateAfterEncryptions: 10, kekUsageReserveBlock: 1 });
+    const { token } = await initAndUnseal(server.url);
+    ctx = { server, base: server.url, token };
+  });
+  afterAll(async () => {
+    await ctx?.server.stop();
+    await store?.cleanup();
+  });
+
+  it('the write that reaches the limit makes the server rotate by itself, and the rewrap follows', async () => {
+    await h.mkns('limit');
+    for (let i = 0; i < 10; i++) expect((await h.put('limit', 'k', `v${i}`, { max_versions: 1 })).status).toBe(200);
+    const deadline = Date.now() + 20_000;
+    let status = (await h.kek('limit')).body;
+    while (status.current_version !== 2 || status.rewrap?.state !== 'completed') {
+      if (Date.now() > deadline) throw new Error(`no automatic rotation: ${JSON.stringify(status)}`);
+      await new Promise((r) => setTimeout(r, 50));
+      status = (await h.kek('limit')).body;
+    }
+    expect(status.versions.map((v: any) => [v.version, v.state])).toEqual([
+      [1, 'retired'],
+      [2, 'active'],
+    ]);
+    expect((await h.get('limit', 'k')).body.data).toEqual({ value: 'v9' });
+  });
+});

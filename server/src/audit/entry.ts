@@ -135,7 +135,7 @@ function templateAction(area: string, template: string, method: string): string 
   const base = `${area}.${segments.filter((s) => s !== ':name').join('.')}`;
   const collection = !resource && method === 'GET' && !/-self$|role-id|secret-ids$/.test(template);
   if (resource) return `${base}.${method === 'GET' ? 'read' : method === 'DELETE' ? 'delete' : 'write'}`;
-  if (collection && /^(userpass\/users|groups|approle\/roles|jwt\/issuers|jwt\/roles|policies)$/.test(template)) return `${base}.list`;
+  if (collection && /^(userpass\/users|groups|approle\/roles|jwt\/issuers|jwt\/roles|cert\/roles|policies)$/.test(template)) return `${base}.list`;
   return base;
 }
 
@@ -180,7 +180,7 @@ export function draftFor(
     if (described.action === 'sys.unseal' || described.action === 'sys.generate-root') put('share', body.share);
     // Who tried to log in, never with what: passwords, secret_ids and JWTs are not recorded at all.
     if (described.action === 'auth.userpass.login' && typeof body.username === 'string') described.path = body.username.slice(0, 128);
-    if (described.action === 'auth.jwt.login' && typeof body.role === 'string') described.path = body.role.slice(0, 64);
+    if ((described.action === 'auth.jwt.login' || described.action === 'auth.cert.login') && typeof body.role === 'string') described.path = body.role.slice(0, 64);
     if (described.action === 'auth.approle.login') put('role_id', body.role_id);
     if (typeof body.accessor === 'string') put('accessor', body.accessor);
   }

@@ -271,6 +271,7 @@ export class JwtAuthService {
   async deleteRole(name: string): Promise<void> {
     const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('jwt_roles').where('name', '=', name).executeTakeFirst() : null;
     if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    await this.tokens.revokeIdentityPrefix(`jwt:${name}:`);
   }
 }
 

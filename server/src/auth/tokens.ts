@@ -268,12 +268,22 @@ export class TokenService {
   }
 
   /** Revokes every live token of an identity (a user removed, a role deleted, an incident). */
-  async revokeIdentity(identity: string): Promise<number> {
+  revokeIdentity(identity: string): Promise<number> {
+    return this.revokeWhere(identity, false);
+  }
+
+  /** Revokes every live token whose identity starts with `prefix` (e.g. `jwt:deploy:` when that role is deleted). */
+  revokeIdentityPrefix(prefix: string): Promise<number> {
+    return this.revokeWhere(prefix, true);
+  }
+
+  private async revokeWhere(identity: string, prefix: boolean): Promise<number> {
+    const pattern = `${identity.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
     const accessors = await this.db.transaction().execute(async (trx) => {
       const rows = await trx
         .updateTable('tokens')
         .set({ revoked_at: sql<Date>`now()` })
-        .where('identity', '=', identity)
+        .where((eb) => (prefix ? eb('identity', 'like', pattern) : eb('identity', '=', identity)))
         .where('revoked_at', 'is', null)
         .returning('accessor')
         .execute();

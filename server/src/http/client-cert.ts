@@ -4,8 +4,8 @@
  * succeed without one (`rejectUnauthorized: false`), because token-based
  * callers must keep working. Whether the certificate chains to the configured
  * CA is decided here, per connection: only a verified certificate is exposed,
- * as `res.locals.clientCertificate`, for a future machine-identity login.
- * Nothing authenticates with it yet.
+ * as `res.locals.clientCertificate`, which the `cert` login method
+ * (POST /v1/auth/cert/login) turns into a token.
  */
 import type { RequestHandler, Response } from 'express';
 import type { TLSSocket } from 'node:tls';
@@ -20,6 +20,20 @@ export interface ClientCertificate {
   fingerprint256: string;
   validFrom: string;
   validTo: string;
+  /** Subject alternative names by kind. */
+  dnsNames: string[];
+  uris: string[];
+}
+
+/** `DNS:a.example, URI:spiffe://acme/ci, IP Address:10.0.0.1` → DNS names and URIs. */
+function subjectAltNames(raw: string | undefined): { dnsNames: string[]; uris: string[] } {
+  const dnsNames: string[] = [];
+  const uris: string[] = [];
+  for (const part of (raw ?? '').split(/,\s*/)) {
+    if (part.startsWith('DNS:')) dnsNames.push(part.slice(4));
+    else if (part.startsWith('URI:')) uris.push(part.slice(4));
+  }
+  return { dnsNames, uris };
 }
 
 /** Verified certificate per connection: a keep-alive connection is checked once. */
@@ -49,6 +63,7 @@ function verifiedCertificate(socket: TLSSocket): ClientCertificate | null {
         fingerprint256: cert.fingerprint256,
         validFrom: cert.valid_from,
         validTo: cert.valid_to,
+        ...subjectAltNames(cert.subjectaltname),
       };
     }
   }

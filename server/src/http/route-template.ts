@@ -15,6 +15,7 @@ export const AUTH_TEMPLATES = [
   'userpass/login',
   'approle/login',
   'jwt/login',
+  'cert/login',
   'token/lookup-self',
   'token/renew-self',
   'token/revoke-self',
@@ -36,6 +37,8 @@ export const AUTH_TEMPLATES = [
   'jwt/issuers/:name',
   'jwt/roles',
   'jwt/roles/:name',
+  'cert/roles',
+  'cert/roles/:name',
 ] as const;
 
 const SYS_TEMPLATES = ['policies', 'policies/:name', 'capabilities-self', 'generate-root'] as const;

@@ -173,6 +173,12 @@ const migrations: Record<string, Migration> = {
           created_at timestamptz not null default now(),
           updated_at timestamptz not null default now()
         )`,
+        `create table cert_roles (
+          name text collate "C" primary key,
+          config jsonb not null,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now()
+        )`,
         `create table jwt_roles (
           name text collate "C" primary key,
           issuer text collate "C" not null references jwt_issuers (name),

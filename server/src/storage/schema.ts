@@ -167,6 +167,13 @@ export interface JwtIssuerTable {
   updated_at: Timestamp;
 }
 
+export interface CertRoleTable {
+  name: string;
+  config: Json<unknown>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
 export interface JwtRoleTable {
   name: string;
   issuer: string;
@@ -249,6 +256,7 @@ export interface Database {
   approle_secret_ids: AppRoleSecretIdTable;
   jwt_issuers: JwtIssuerTable;
   jwt_roles: JwtRoleTable;
+  cert_roles: CertRoleTable;
 }
 
 export type NamespaceRow = Selectable<NamespaceTable>;

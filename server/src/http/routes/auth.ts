@@ -11,6 +11,8 @@ import { ROOT_POLICY, canDelegate, isAdmin, type Principal } from '../../policy/
 import { POLICY_NAME } from '../../auth/policy-store.js';
 import { appRoleConfigSchema } from '../../auth/approle.js';
 import { jwtIssuerSchema, jwtRoleSchema } from '../../auth/jwt.js';
+import { certRoleSchema } from '../../auth/cert.js';
+import { clientCertificateOf } from '../client-cert.js';
 import { clientAddress, validCidrs } from '../../auth/login.js';
 import type { AuthResponse } from '../../auth/tokens.js';
 import { principalOf } from '../auth.js';
@@ -23,6 +25,7 @@ const ttl = z.number().int().min(1).max(10 * 365 * 86_400);
 
 const userpassLogin = z.object({ username: z.string().min(1).max(128), password: z.string().min(1).max(1024) }).strict();
 const approleLogin = z.object({ role_id: z.string().min(1).max(256), secret_id: z.string().min(1).max(256) }).strict();
+const certLogin = z.object({ role: z.string().min(1).max(64) }).strict();
 const jwtLogin = z.object({ role: z.string().min(1).max(64), jwt: z.string().min(1).max(16_384) }).strict();
 const putUser = z
   .object({
@@ -78,6 +81,11 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
   router.post('/jwt/login', requireUnsealed, async (req, res) => {
     const body = jwtLogin.parse(req.body);
     loggedIn(res, await core.services().jwt.login(body.role, body.jwt, clientAddress(req.socket.remoteAddress)));
+  });
+
+  router.post('/cert/login', requireUnsealed, async (req, res) => {
+    const body = certLogin.parse(req.body);
+    loggedIn(res, await core.services().cert.login(body.role, clientCertificateOf(res), clientAddress(req.socket.remoteAddress)));
   });
 
   router.use(guarded);
@@ -222,6 +230,15 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
     put: (name, body) => services().jwt.putRole(name, body),
     read: (name) => services().jwt.readRole(name),
     remove: (name) => services().jwt.deleteRole(name),
+  });
+
+  resource('/cert/roles', 'roles', 'a role', {
+    schema: certRoleSchema,
+    policiesOf: (b) => b.policies,
+    list: () => services().cert.listRoles(),
+    put: (name, body) => services().cert.putRole(name, body),
+    read: (name) => services().cert.readRole(name),
+    remove: (name) => services().cert.deleteRole(name),
   });
 
   // --- AppRole role_id and secret_ids ---
