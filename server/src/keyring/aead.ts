@@ -125,7 +125,9 @@ export function openWithKeyNative(key: KeyMaterial, envelope: Uint8Array, aad: U
     const decipher = createDecipheriv('chacha20-poly1305', subkey, ietfNonce(nonce), { authTagLength: TAG_BYTES });
     decipher.setAAD(aad, { plaintextLength: bodyLength });
     decipher.setAuthTag(envelope.subarray(HEADER_BYTES + bodyLength));
-    const plaintext = new Uint8Array(decipher.update(envelope.subarray(HEADER_BYTES, HEADER_BYTES + bodyLength)));
+    // A view, not a copy: when the caller zeroes the plaintext, no second copy is left behind.
+    const opened = decipher.update(envelope.subarray(HEADER_BYTES, HEADER_BYTES + bodyLength));
+    const plaintext = new Uint8Array(opened.buffer, opened.byteOffset, opened.byteLength);
     try {
       decipher.final();
     } catch {
