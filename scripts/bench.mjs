@@ -37,7 +37,7 @@
 //   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
 
 import autocannon from 'autocannon';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -74,6 +74,8 @@ const SCENARIOS = [
   { id: 'l1', label: '(l1) login userpass (argon2id)', backend: 'postgres', kind: 'login' },
   { id: 'l2', label: '(l2) login AppRole', backend: 'postgres', kind: 'login' },
   { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
+  // The PKCS#11 seal (SoftHSM2): reads never touch the HSM with a warm KEK cache (aim: within 10% of b1).
+  { id: 'h1', label: '(h1) read, PostgreSQL, PKCS#11 seal', backend: 'postgres', kind: 'read' },
 ];
 const scenario = (id) => SCENARIOS.find((s) => s.id === id);
 
@@ -427,7 +429,8 @@ async function startCoffer(name, storageEnv, opts) {
   if (health !== 501) throw new BenchError(`coffer (${name}): expected a fresh, uninitialised server (health 501), got ${health}`);
 
   const init = await api(base, 'POST', '/v1/sys/init', { body: { shares: 1, threshold: 1 } });
-  const unsealed = await api(base, 'POST', '/v1/sys/unseal', { body: { share: init.shares[0] } });
+  // The PKCS#11 seal unseals itself at init (recovery shares instead of unseal shares).
+  const unsealed = init.shares ? await api(base, 'POST', '/v1/sys/unseal', { body: { share: init.shares[0] } }) : await api(base, 'GET', '/v1/sys/seal-status');
   if (unsealed.sealed !== false) throw new BenchError(`coffer (${name}) is still sealed after unseal: ${JSON.stringify(unsealed)}`);
   const token = init.root_token;
   await api(base, 'POST', '/v1/namespaces', { token, body: { name: 'bench' }, expect: [200, 201] });
@@ -436,6 +439,41 @@ async function startCoffer(name, storageEnv, opts) {
   const back = await api(base, 'GET', READ_PATH, { token });
   if (back?.data?.password !== value) throw new BenchError(`coffer (${name}): the secret did not read back: ${JSON.stringify(back).slice(0, 300)}`);
   return { child, base, token };
+}
+
+/**
+ * A throwaway SoftHSM2 token for scenario h1: its own token directory under a temp
+ * SOFTHSM2_CONF, so nothing touches the machine's tokens. Null when SoftHSM2 is absent.
+ */
+function softHsmToken() {
+  const module = [process.env.SOFTHSM2_MODULE, '/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so', '/usr/local/lib/softhsm/libsofthsm2.so']
+    .filter(Boolean)
+    .find((p) => existsSync(p));
+  if (!module) return null;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-softhsm-'));
+  trackTempDir(dir);
+  mkdirSync(path.join(dir, 'tokens'));
+  const conf = path.join(dir, 'softhsm2.conf');
+  writeFileSync(conf, `directories.tokendir = ${path.join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  const pinFile = path.join(dir, 'pin');
+  writeFileSync(pinFile, '1234\n', { mode: 0o600 });
+  try {
+    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'coffer-bench', '--so-pin', '5678', '--pin', '1234'], {
+      env: { ...process.env, SOFTHSM2_CONF: conf },
+      stdio: 'pipe',
+    });
+  } catch {
+    return null;
+  }
+  return {
+    env: {
+      SOFTHSM2_CONF: conf,
+      COFFER_SEAL: 'pkcs11',
+      COFFER_PKCS11_MODULE: module,
+      COFFER_PKCS11_TOKEN_LABEL: 'coffer-bench',
+      COFFER_PKCS11_PIN_FILE: pinFile,
+    },
+  };
 }
 
 async function startPostgres() {
@@ -834,7 +872,7 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1'];
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1'];
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
@@ -875,6 +913,21 @@ async function main() {
             }
           } finally {
             await stopChild(server.child);
+          }
+        }
+        if (wanted('h1')) {
+          const hsm = softHsmToken();
+          if (!hsm) {
+            if (CI) throw new BenchError('SoftHSM2 (softhsm2-util, libsofthsm2.so) is required under CI=true for scenario h1');
+            results.set('h1', { skipped: 'SoftHSM2 not found (apt-get install softhsm2)' });
+          } else {
+            const url = await createBenchDatabase('coffer_bench_hsm');
+            const server = await startCoffer('postgres-pkcs11', { COFFER_DATABASE_URL: url, ...hsm.env }, opts);
+            try {
+              results.set('h1', await measure(SCENARIOS.find((x) => x.id === 'h1'), server, readRequest(server), opts));
+            } finally {
+              await stopChild(server.child);
+            }
           }
         }
         if (wanted('b0')) {
@@ -981,6 +1034,11 @@ async function main() {
     const cost = 1 - b1r.rps / b0.rps;
     ratios.audit_cost = cost;
     out(`audit cost on reads: (b1) with audit ${Math.round(b1r.rps)} req/s vs (b0) without ${Math.round(b0.rps)} req/s = ${(cost * 100).toFixed(1)}% (aim ≤ 25%)`);
+  }
+  const h1 = results.get('h1');
+  if (h1 && !h1.skipped && b1r && !b1r.skipped) {
+    ratios.pkcs11_over_shamir = h1.rps / b1r.rps;
+    out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)} (aim ≥ 0.90)`);
   }
   if (rewrapResults.size > 0) {
     const rewrapRows = [];

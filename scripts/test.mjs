@@ -13,7 +13,7 @@
 // Extra arguments are passed to jest:  npm test -- -t 'pattern'   /   npm test -- test/dist/foo
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -198,6 +198,16 @@ removeStaleCompiledTests(path.join(root, 'test'));
 
 tmpDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-test-'));
 const resultsFile = path.join(tmpDir, 'jest-results.json');
+if (env.COFFER_TEST_SOFTHSM_MODULE) {
+  // SoftHSM2 reads SOFTHSM2_CONF with getenv() at C_Initialize, and jest gives each test file a
+  // copy of process.env that native code never sees: so the tests' private token directory is
+  // set here, for the whole run. Suites create their own uniquely labelled tokens in it.
+  const tokens = path.join(tmpDir, 'softhsm-tokens');
+  mkdirSync(tokens);
+  env.SOFTHSM2_CONF = path.join(tmpDir, 'softhsm2.conf');
+  writeFileSync(env.SOFTHSM2_CONF, `directories.tokendir = ${tokens}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  info(`SoftHSM2: private token directory ${tokens} (SOFTHSM2_CONF)`);
+}
 const jestBin = path.join(root, 'node_modules', 'jest', 'bin', 'jest.js');
 const quiet = '--disable-warning=ExperimentalWarning';
 // --experimental-vm-modules reaches jest's workers via execArgv; NODE_OPTIONS silences the

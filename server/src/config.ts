@@ -111,6 +111,22 @@ export const configSchema = z.object({
   requestLog: bool.default(false),
   /** How long SIGTERM waits for in-flight requests before cutting their connections. */
   shutdownTimeoutSeconds: int(0, 3600).default(10),
+  // --- seal (root key) ---
+  /** Where a new server's root key goes at init: Shamir shares, or a PKCS#11 token (HSM). */
+  seal: z.enum(['shamir', 'pkcs11']).default('shamir'),
+  /** PKCS#11 library path, e.g. /usr/lib/softhsm/libsofthsm2.so. */
+  pkcs11Module: z.string().min(1).optional(),
+  /** Token label (SoftHSM2 assigns random slot ids, so the label is the stable name), or… */
+  pkcs11TokenLabel: z.string().min(1).max(32).optional(),
+  /** …the slot id. */
+  pkcs11Slot: int(0, Number.MAX_SAFE_INTEGER).optional(),
+  /** User PIN; prefer pkcs11PinFile so it is not in the environment. Never logged. */
+  pkcs11Pin: z.string().min(1).optional(),
+  pkcs11PinFile: z.string().min(1).optional(),
+  /** Label prefix of the root key objects: <label>-v<root version>. */
+  pkcs11KeyLabel: z.string().regex(/^[A-Za-z0-9._-]{1,48}$/, 'key label: 1-48 of A-Z a-z 0-9 . _ -').default('coffer-root'),
+  /** Sessions open for concurrent HSM operations. */
+  pkcs11Sessions: int(1, 32).default(2),
 });
 
 /** `127.0.0.1:9102`, `[::1]:9102`, `localhost:9102` → host and port; null if malformed. */
@@ -129,6 +145,11 @@ function crossFieldProblems(c: z.infer<typeof configSchema>): string[] {
     problems.push('kekUsageReserveBlock must be smaller than kekRotateAfterEncryptions (COFFER_KEK_USAGE_RESERVE_BLOCK, COFFER_KEK_ROTATE_AFTER_ENCRYPTIONS)');
   }
   if (c.tlsClientCaFile && !c.tlsCertFile) problems.push('tlsClientCaFile needs TLS (COFFER_TLS_CERT_FILE, COFFER_TLS_KEY_FILE)');
+  if (c.seal === 'pkcs11' || c.pkcs11Module) {
+    if (!c.pkcs11Module) problems.push('the pkcs11 seal needs COFFER_PKCS11_MODULE');
+    if ((c.pkcs11TokenLabel === undefined) === (c.pkcs11Slot === undefined)) problems.push('PKCS#11: set exactly one of COFFER_PKCS11_TOKEN_LABEL and COFFER_PKCS11_SLOT');
+    if ((c.pkcs11Pin === undefined) === (c.pkcs11PinFile === undefined)) problems.push('PKCS#11: set exactly one of COFFER_PKCS11_PIN and COFFER_PKCS11_PIN_FILE');
+  }
   if (c.tokenDefaultTtlSeconds > c.tokenMaxTtlSeconds) problems.push('tokenDefaultTtlSeconds cannot exceed tokenMaxTtlSeconds');
   if (c.loginLockoutSeconds > c.loginLockoutMaxSeconds) problems.push('loginLockoutSeconds cannot exceed loginLockoutMaxSeconds');
   return problems;
@@ -168,6 +189,14 @@ const ENV: Record<string, keyof Config> = {
   COFFER_METRICS_LISTEN: 'metricsListen',
   COFFER_REQUEST_LOG: 'requestLog',
   COFFER_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
+  COFFER_SEAL: 'seal',
+  COFFER_PKCS11_MODULE: 'pkcs11Module',
+  COFFER_PKCS11_TOKEN_LABEL: 'pkcs11TokenLabel',
+  COFFER_PKCS11_SLOT: 'pkcs11Slot',
+  COFFER_PKCS11_PIN: 'pkcs11Pin',
+  COFFER_PKCS11_PIN_FILE: 'pkcs11PinFile',
+  COFFER_PKCS11_KEY_LABEL: 'pkcs11KeyLabel',
+  COFFER_PKCS11_SESSIONS: 'pkcs11Sessions',
   COFFER_TOKEN_DEFAULT_TTL_SECONDS: 'tokenDefaultTtlSeconds',
   COFFER_TOKEN_MAX_TTL_SECONDS: 'tokenMaxTtlSeconds',
   COFFER_LOGIN_RATE_PER_SECOND: 'loginRatePerSecond',
@@ -220,6 +249,37 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/**
+ * The PKCS#11 settings, with the PIN read from its file; null when no HSM is
+ * configured. The PIN never appears in an error message.
+ */
+export function pkcs11SettingsOf(c: Config): {
+  module: string;
+  tokenLabel: string | undefined;
+  slot: number | undefined;
+  pin: string;
+  sessions: number;
+  keyLabel: string;
+} | null {
+  if (!c.pkcs11Module) return null;
+  let pin = c.pkcs11Pin;
+  if (c.pkcs11PinFile) {
+    try {
+      pin = readFileSync(c.pkcs11PinFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new ConfigError(`cannot read the PKCS#11 PIN file ${c.pkcs11PinFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    if (pin === '') throw new ConfigError(`the PKCS#11 PIN file ${c.pkcs11PinFile} is empty`);
+  }
+  return {
+    module: c.pkcs11Module,
+    tokenLabel: c.pkcs11TokenLabel,
+    slot: c.pkcs11Slot,
+    pin: pin!,
+    sessions: c.pkcs11Sessions,
+    keyLabel: c.pkcs11KeyLabel,
+  };
+}
 /** The identity options the core needs, from the config. */
 export function authOptionsOf(c: Config): AuthOptions {
   return {

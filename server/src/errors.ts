@@ -22,6 +22,11 @@ export type ErrorCode =
   | 'sealed'
   | 'unavailable'
   | 'integrity_error'
+  // seal, BYOK and escrow (issue 3, HSM half)
+  | 'unsupported_algorithm'
+  | 'invalid_key_material'
+  | 'expired'
+  | 'gone'
   | 'login_failed'
   | 'rate_limited'
   | 'not_renewable'

@@ -116,6 +116,7 @@ async function serve(config: Config, logger: ReturnType<typeof createLogger>): P
   const status = running.core.status();
   if (config.dev) {
     const init = await running.core.init(1, 1);
+    if (!('shares' in init)) throw new Error('dev mode always uses the Shamir seal');
     await running.core.unseal(init.shares[0]!);
     process.stdout.write(
       [
@@ -132,6 +133,9 @@ async function serve(config: Config, logger: ReturnType<typeof createLogger>): P
     );
   } else if (!status.initialized) {
     logger.info('not initialised yet: POST /v1/sys/init (or `coffer operator init`)');
+  } else if (status.recovery_seal) {
+    if (status.sealed) logger.error({ problem: status.seal_error }, 'sealed: the HSM could not unseal this server (POST /v1/sys/unseal {} retries)');
+    else logger.info('unsealed by the HSM (PKCS#11 seal)');
   } else {
     logger.info({ threshold: status.threshold }, 'sealed: unseal with the operators\' shares (POST /v1/sys/unseal)');
   }

@@ -6,7 +6,7 @@
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { authOptionsOf, parseHostPort, type Config } from './config.js';
+import { authOptionsOf, parseHostPort, pkcs11SettingsOf, type Config } from './config.js';
 import { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
@@ -64,6 +64,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     secretCacheMaxEntries: config.secretCacheMaxEntries,
     secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
     defaultMaxVersions: config.defaultMaxVersions,
+    // Dev mode is a throwaway Shamir server whatever else is configured.
+    seal: config.dev ? 'shamir' : config.seal,
+    pkcs11: config.dev ? null : pkcs11SettingsOf(config),
     auth: authOptionsOf(config),
   });
   const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
@@ -74,6 +77,13 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   let address: AddressInfo;
   try {
     await core.load();
+    if (core.status().recovery_seal) {
+      // PKCS#11 seal: unseal with the HSM now. If it cannot, the server still starts, sealed
+      // (503), with the reason in the seal status and the log, and POST /v1/sys/unseal retries.
+      await core.autoUnseal().catch((err: unknown) => {
+        logger.error({ problem: (err as Error).message }, 'automatic unseal with the HSM failed; staying sealed');
+      });
+    }
     const app = buildApp(core, logger, {
       maxRequestBytes: config.maxRequestBytes,
       maxPageSize: config.maxPageSize,

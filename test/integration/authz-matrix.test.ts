@@ -2,10 +2,10 @@
 // wrong (none, malformed, expired, revoked, forged signature, wrong audience, alg none)
 // and every way a policy can fall short (capability missing, capability denied), plus
 // the right policy. Zero bypasses allowed. Runs against real PostgreSQL.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { constants, generateKeyPairSync, publicEncrypt, randomBytes } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { RunningServer } from '@coffer/server/server';
-import { AUTH_TEMPLATES, routeTemplate } from '@coffer/server/http/route-template';
+import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, routeTemplate } from '@coffer/server/http/route-template';
 import { describeIfPostgres } from '../helpers/env.js';
 import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
 
@@ -101,6 +101,18 @@ describeIfPostgres('authorization matrix [postgres]', () => {
     if (method === 'DELETE') state.unshred = ns; // scheduled in beforeAll, so there is something to cancel
     add({ method, path: `/v1/namespaces/${ns}${suffix}`, body, scope: { ns, cap: 'admin' }, ok });
   }
+  // BYOK and escrow (issue 3): the admin capability on the namespace; escrow ids come from beforeAll.
+  const byokNs = [nsFor(i++), nsFor(i++)];
+  add({ method: 'GET', path: `/v1/byok/namespaces/${byokNs[0]}/import-params`, scope: { ns: byokNs[0]!, cap: 'admin' }, ok: 200 });
+  add({ method: 'POST', path: `/v1/byok/namespaces/${byokNs[1]}/import`, body: () => state.importBody && JSON.parse(state.importBody), scope: { ns: byokNs[1]!, cap: 'admin' }, ok: 200 });
+  const escrowNs = [nsFor(i++), nsFor(i++), nsFor(i++), nsFor(i++)];
+  add({ method: 'POST', path: '/v1/escrow/requests', body: () => ({ namespace: escrowNs[0], public_key: state.escrowPublicKey }), scope: { ns: escrowNs[0]!, cap: 'admin' }, ok: 201 });
+  add({ method: 'GET', path: () => `/v1/escrow/requests/${state.escrowRead}`, scope: { ns: escrowNs[1]!, cap: 'admin' }, ok: 200 });
+  add({ method: 'GET', path: `/v1/escrow/requests?namespace=${escrowNs[1]}`, scope: { ns: escrowNs[1]!, cap: 'admin' }, ok: 200 });
+  // The matrix's tokens are "token:root"; the request to approve is root's own, so they may approve it.
+  add({ method: 'POST', path: () => `/v1/escrow/requests/${state.escrowApprove}/approve`, body: {}, scope: { ns: escrowNs[2]!, cap: 'admin' }, ok: 200 });
+  // Only the requester downloads: this request was made by a "token:root" token, like the matrix's.
+  add({ method: 'POST', path: () => `/v1/escrow/requests/${state.escrowDownload}/download`, body: {}, scope: { ns: escrowNs[3]!, cap: 'admin' }, ok: 200 });
   const secretNamespaces = i;
 
   add({ method: 'GET', path: '/v1/namespaces', scope: 'any-token', ok: 200 });
@@ -149,6 +161,13 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   add({ method: 'GET', path: '/v1/sys/audit/verify', scope: 'admin', ok: 200 });
   add({ method: 'POST', path: '/v1/sys/audit/hash', body: { input: 'x' }, scope: 'admin', ok: 200 });
   add({ method: 'GET', path: '/v1/sys/metrics', scope: 'admin', ok: 200 });
+  // Root key operations (issue 3): server-wide admin. With the right policy they get as far as
+  // the shares (or the seal type), which these bodies do not satisfy: nothing rotates here.
+  add({ method: 'POST', path: '/v1/sys/rotate-root', body: {}, scope: 'admin', ok: 400 });
+  add({ method: 'POST', path: '/v1/sys/rotate-root/verify', body: { shares: ['AAAA'] }, scope: 'admin', ok: 409 });
+  add({ method: 'POST', path: '/v1/sys/seal-migrate', body: { to: 'pkcs11', shares: ['AAAA'] }, scope: 'admin', ok: 400 });
+  add({ method: 'GET', path: '/v1/byok/root/import-params', scope: 'admin', ok: 400 });
+  add({ method: 'POST', path: '/v1/byok/root/import', body: { import_token: '00000000-0000-0000-0000-000000000000', encrypted_key_material: 'AAAA' }, scope: 'admin', ok: 404 });
   // Last: sealing ends every other test.
   add({ method: 'POST', path: '/v1/sys/seal', body: {}, scope: 'admin', ok: 200 });
 
@@ -180,6 +199,18 @@ describeIfPostgres('authorization matrix [postgres]', () => {
     await api(base, 'PUT', '/v1/auth/jwt/issuers/mx-unused', asRoot({ issuer: 'https://ci.example', public_keys: [publicKeyPem] }));
     await api(base, 'PUT', '/v1/auth/jwt/roles/mx-existing', asRoot({ issuer: 'mx-existing', bound_audiences: ['coffer'] }));
     await api(base, 'PUT', '/v1/auth/cert/roles/mx-existing', asRoot({ allowed_common_names: ['runner-*'] }));
+    // BYOK: import parameters and wrapped material for the import endpoint's right-policy call.
+    const params = (await api(base, 'GET', `/v1/byok/namespaces/${byokNs[1]}/import-params`, asRoot())).body;
+    const wrapped = publicEncrypt({ key: params.public_key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, randomBytes(32));
+    state.importBody = JSON.stringify({ import_token: params.import_token, encrypted_key_material: wrapped.toString('base64') });
+    // Escrow: requests to read, to approve (root's), and to download (a "token:root" token's, approved by root).
+    state.escrowPublicKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const escrowBody = (ns: string) => ({ namespace: ns, public_key: state.escrowPublicKey });
+    state.escrowRead = (await api(base, 'POST', '/v1/escrow/requests', asRoot(escrowBody(escrowNs[1]!)))).body.id;
+    state.escrowApprove = (await api(base, 'POST', '/v1/escrow/requests', asRoot(escrowBody(escrowNs[2]!)))).body.id;
+    const requester = (await api(base, 'POST', '/v1/auth/token/create', asRoot({ policies: ['mx-admin'] }))).body.auth.client_token;
+    state.escrowDownload = (await api(base, 'POST', '/v1/escrow/requests', { token: requester, body: escrowBody(escrowNs[3]!) })).body.id;
+    expect((await api(base, 'POST', `/v1/escrow/requests/${state.escrowDownload}/approve`, asRoot({}))).status).toBe(200);
   }, 60_000);
   afterAll(async () => {
     await server?.stop();
@@ -195,6 +226,8 @@ describeIfPostgres('authorization matrix [postgres]', () => {
       '/v1/namespaces/:name/kek', '/v1/namespaces/:name/kek/rotate', '/v1/namespaces/:name/shred',
       '/v1/secrets/:ns/:path', '/v1/secrets/:ns/:folder/', '/v1/bulk/:ns/:folder',
       ...['versions', 'rollback', 'delete', 'undelete', 'destroy', 'purge'].map((a) => `/v1/secrets/:ns/:path:${a}`),
+      '/v1/sys/rotate-root', '/v1/sys/rotate-root/verify', '/v1/sys/seal-migrate',
+      ...BYOK_TEMPLATES.map((t) => `/v1/byok/${t}`), ...ESCROW_TEMPLATES.map((t) => `/v1/escrow/${t}`),
     ].filter((t) => !PUBLIC.includes(t));
     for (const template of expected) expect({ template, covered: covered.has(template) }).toEqual({ template, covered: true });
   });

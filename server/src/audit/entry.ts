@@ -5,7 +5,7 @@
  */
 import type { Request } from 'express';
 import type { Principal } from '../policy/policy.js';
-import { AUTH_TEMPLATES, matchTemplate } from '../http/route-template.js';
+import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, matchTemplate } from '../http/route-template.js';
 
 export interface AuditIdentity {
   id: string;
@@ -51,6 +51,9 @@ const SYS_ACTIONS = new Set([
   'audit',
   'audit/verify',
   'audit/hash',
+  'rotate-root',
+  'rotate-root/verify',
+  'seal-migrate',
 ]);
 
 /** Maps method + URL to a stable action name and the namespace/path it touched. */
@@ -103,6 +106,21 @@ export function describeRequest(method: string, url: string): Described {
     return m
       ? { action: templateAction('auth', m.template, method), namespace: null, path: m.name?.slice(0, 128) ?? null }
       : { action: 'auth.unknown', namespace: null, path: null };
+  }
+  if (parts[1] === 'v1' && (area === 'byok' || area === 'escrow')) {
+    const m = matchTemplate(rest.join('/'), area === 'byok' ? BYOK_TEMPLATES : ESCROW_TEMPLATES);
+    if (!m) return { action: `${area}.unknown`, namespace: null, path: null };
+    if (area === 'byok') {
+      // byok.import_params / byok.import / byok.root.import_params / byok.root.import; the namespace is the name.
+      const root = m.template.startsWith('root/');
+      const what = m.template.endsWith('import-params') ? 'import_params' : 'import';
+      return { action: root ? `byok.root.${what}` : `byok.${what}`, namespace: root ? null : m.name!.slice(0, 64), path: null };
+    }
+    // escrow.request / escrow.read / escrow.approve / escrow.download; the path is the request id
+    // (the namespace is filled in by the handler once the request is loaded).
+    const action =
+      m.template === 'requests' ? (method === 'GET' ? 'escrow.list' : 'escrow.request') : m.template === 'requests/:name' ? 'escrow.read' : `escrow.${m.template.split('/').pop()}`;
+    return { action, namespace: null, path: m.name?.slice(0, 64) ?? null };
   }
   return { action: 'unknown', namespace: null, path: pathname.slice(0, 256) };
 }

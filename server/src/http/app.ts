@@ -14,6 +14,7 @@ import { authRouter } from './routes/auth.js';
 import { namespacesRouter } from './routes/namespaces.js';
 import { bulkRouter, secretsRouter } from './routes/secrets.js';
 import { sysRouter } from './routes/sys.js';
+import { byokRouter, escrowRouter } from './routes/keys.js';
 import { clientCertificate } from './client-cert.js';
 import { requestObserver } from './observe.js';
 import type { CofferMetrics } from '../ops/metrics.js';
@@ -65,6 +66,8 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.use('/v1/namespaces', guarded, namespacesRouter(core, options.maxPageSize));
   app.use('/v1/secrets', guarded, secretsRouter(core, options.maxPageSize));
   app.use('/v1/bulk', guarded, bulkRouter(core, options.maxPageSize));
+  app.use('/v1/byok', guarded, byokRouter(core));
+  app.use('/v1/escrow', guarded, escrowRouter(core));
 
   app.use(notFoundHandler);
   app.use(errorHandler(logger, options.maxRequestBytes));

@@ -20,7 +20,7 @@ type End = Response['end'];
 
 /** The entry this request gets with `status` (also for handlers that audit inside their own transaction). */
 export function auditDraft(core: CofferCore, req: Request, res: Response, status: number) {
-  return draftFor(
+  const draft = draftFor(
     req,
     status,
     res.locals.requestId as string,
@@ -28,6 +28,9 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
     (res.locals.errorCode as string | undefined) ?? null,
     (v) => core.audit.hmac(v),
   );
+  // Handlers that learn the namespace only from the database (escrow requests by id) name it here.
+  if (draft.namespace === null && typeof res.locals.auditNamespace === 'string') draft.namespace = res.locals.auditNamespace;
+  return draft;
 }
 
 export function auditRequests(core: CofferCore): RequestHandler {

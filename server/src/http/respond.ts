@@ -1,4 +1,5 @@
 /** Error mapping: every failure becomes `{"error": {code, message, requestId}}` with the right status. */
+import { isForeignKeyViolation } from '../storage/errors.js';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { ZodError } from 'zod';
@@ -41,6 +42,10 @@ export function toCofferError(err: unknown, bodyLimit: number): CofferError | nu
     );
   }
   if (err instanceof URIError) return new CofferError(400, 'invalid_request', 'malformed URL encoding');
+  // A key wrapped under a root version that a concurrent rotation retired (see migration 0005).
+  if (isForeignKeyViolation(err) && /root_version_fkey/.test(String((err as { constraint?: unknown }).constraint ?? (err as Error).message))) {
+    return new CofferError(503, 'unavailable', 'the root key was rotated while this request ran; retry');
+  }
   if (err && typeof err === 'object') return fromBodyParser(err as BodyParserError, bodyLimit);
   return null;
 }

@@ -6,7 +6,7 @@
  * sensitive. Anything unrecognised is `unmatched`.
  */
 
-const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash']);
+const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash', 'rotate-root', 'rotate-root/verify', 'seal-migrate']);
 /**
  * Auth and policy routes, `:name` standing for a user, group, role, issuer or
  * policy name. Shared with the audit log, which derives its action names from them.
@@ -67,6 +67,10 @@ const NAMESPACE_SUBRESOURCES = new Set(['kek', 'kek/rotate', 'shred']);
 
 export const UNMATCHED = 'unmatched';
 
+/** BYOK import and escrow export routes (`:name` is the namespace or the escrow request id). */
+export const BYOK_TEMPLATES = ['namespaces/:name/import-params', 'namespaces/:name/import', 'root/import-params', 'root/import'] as const;
+export const ESCROW_TEMPLATES = ['requests', 'requests/:name', 'requests/:name/approve', 'requests/:name/download'] as const;
+
 /** `url` is the request target as received (`req.originalUrl`), query string included or not. */
 export function routeTemplate(url: string): string {
   const q = url.indexOf('?');
@@ -97,6 +101,14 @@ export function routeTemplate(url: string): string {
     case 'auth': {
       const m = matchTemplate(rest, AUTH_TEMPLATES);
       return m ? `/v1/auth/${m.template}` : UNMATCHED;
+    }
+    case 'byok': {
+      const m = matchTemplate(rest, BYOK_TEMPLATES);
+      return m ? `/v1/byok/${m.template}` : UNMATCHED;
+    }
+    case 'escrow': {
+      const m = matchTemplate(rest, ESCROW_TEMPLATES);
+      return m ? `/v1/escrow/${m.template}` : UNMATCHED;
     }
     default:
       return UNMATCHED;

@@ -14,12 +14,38 @@ export const initBody = z
   .object({
     shares: z.number().int().min(1).max(255).default(5),
     threshold: z.number().int().min(1).max(255).default(3),
+    // PKCS#11 seal: the shares are recovery shares; these names say so (they win over shares/threshold).
+    recovery_shares: z.number().int().min(1).max(255).optional(),
+    recovery_threshold: z.number().int().min(1).max(255).optional(),
+  })
+  .strict();
+
+const shareList = z.array(z.string().min(1).max(1024)).min(1).max(255);
+
+export const rotateRootBody = z
+  .object({
+    /** Shamir seal: the threshold of current shares. */
+    shares: shareList.optional(),
+    new_shares: z.number().int().min(1).max(255).optional(),
+    new_threshold: z.number().int().min(1).max(255).optional(),
+  })
+  .strict();
+
+export const verifyRotateRootBody = z.object({ shares: shareList }).strict();
+
+export const sealMigrateBody = z
+  .object({
+    to: z.enum(['pkcs11', 'shamir']),
+    /** To pkcs11: the unseal shares; to shamir: the recovery shares. */
+    shares: shareList,
   })
   .strict();
 
 export const unsealBody = z.union([
   z.object({ share: z.string().min(1).max(1024) }).strict(),
   z.object({ reset: z.literal(true) }).strict(),
+  // PKCS#11 seal: retry the HSM.
+  z.object({}).strict(),
 ]);
 
 /** Seconds between scheduled KEK rotations: from one hour to ten years. */

@@ -44,7 +44,7 @@ export class Keyring {
 
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly root: RootKey,
+    private root: RootKey,
     cache: { ttlMs: number; maxEntries: number },
   ) {
     this.cache = new KekCache(cache.ttlMs, cache.maxEntries);
@@ -158,6 +158,34 @@ export class Keyring {
     return this.root.wrapKey(key, aad.systemKey(name, version, this.root.version));
   }
 
+  /** Called when a KEK row is under a newer root version than this keyring's (set by the core). */
+  onRootBehind: () => Promise<void> = async () => undefined;
+
+  /**
+   * Puts a new root key version in effect (root rotation, seal migration) and
+   * returns the previous one for the caller to retire once nothing needs it.
+   * Cached KEKs stay: their value did not change, only their wrapping.
+   */
+  replaceRoot(next: RootKey): RootKey {
+    const previous = this.root;
+    this.root = next;
+    return previous;
+  }
+
+  /** The root key in effect (for rewrapping under a new version). */
+  get rootKey(): RootKey {
+    return this.root;
+  }
+
+  /**
+   * Runs `fn` with a namespace KEK version in plaintext: for an escrow export,
+   * which wraps it under the requester's public key. `fn` is synchronous, so
+   * the key cannot escape or be zeroed while in use.
+   */
+  async withKekMaterial<T>(namespaceId: string, kekVersion: number, fn: (kek: KeyMaterial) => T): Promise<T> {
+    return this.withKek(namespaceId, kekVersion, undefined, fn);
+  }
+
   /** Forgets (and zeroes) every cached KEK of a namespace (it was deleted or shredded). */
   evictNamespace(namespaceId: string): void {
     this.cache.evictPrefix(`${namespaceId}:`);
@@ -237,6 +265,8 @@ export class Keyring {
     if (!row || !row.wrapped_key) {
       throw new CofferError(404, 'not_found', 'the key version for this data was destroyed');
     }
+    // Another server rotated the root key and this one has not followed yet: follow first.
+    if (row.root_version > this.root.version) await this.onRootBehind();
     const kek = await this.root.unwrapKey(
       row.wrapped_key,
       aad.kek(namespaceId, kekVersion, row.root_version),

@@ -227,6 +227,66 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0005_seal_hsm': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // PKCS#11 seal: the label of the root key object in effect, and the check value of the
+        // recovery key (whose Shamir shares authorise seal migration while the HSM seals).
+        `alter table seal_config add column hsm_key_label text`,
+        `alter table seal_config add column recovery_check bytea`,
+        // Shamir rekey in two steps: the next root key waits here, wrapped by the current one,
+        // until the operators prove they hold its new shares (a lost response loses nothing).
+        `alter table seal_config add column pending_root bytea`,
+        `alter table seal_config add column pending_shares int`,
+        `alter table seal_config add column pending_threshold int`,
+        // The root key in effect wrapped by the one before it (when it is a software key): other
+        // servers sharing the database, still holding the previous root, follow the rotation with it.
+        `alter table seal_config add column root_chain bytea`,
+        // Nothing can be stored under a root version that is not in effect: a KEK wrapped under the
+        // old root by a request racing a rotation fails to insert (and is retried) instead of being
+        // committed under a root key about to be destroyed. Deferred, because a rotation moves the
+        // rows and seal_config.root_version in one transaction.
+        `alter table seal_config add constraint seal_config_root_version_key unique (root_version)`,
+        `alter table namespace_keys add constraint namespace_keys_root_version_fkey
+          foreign key (root_version) references seal_config (root_version) deferrable initially deferred`,
+        `alter table system_keys add constraint system_keys_root_version_fkey
+          foreign key (root_version) references seal_config (root_version) deferrable initially deferred`,
+        // BYOK: an RSA-3072 wrapping key per import, usable once, until expires_at.
+        // The private key is in the HSM (hsm_label) or wrapped by the root key (wrapped_private_key).
+        `create table import_keys (
+          id uuid primary key,
+          target text not null check (target in ('namespace', 'root')),
+          namespace_id uuid references namespaces (id) on delete cascade,
+          algorithm text not null,
+          public_key text not null,
+          hsm_label text,
+          wrapped_private_key bytea,
+          root_version int,
+          created_by text not null,
+          created_at timestamptz not null default now(),
+          expires_at timestamptz not null,
+          used_at timestamptz
+        )`,
+        // Escrow export: requested by one admin, approved by another, downloaded once.
+        `create table escrow_requests (
+          id uuid primary key,
+          namespace_id uuid not null references namespaces (id) on delete cascade,
+          kek_version int not null,
+          algorithm text not null,
+          public_key text not null,
+          requested_by text not null,
+          approved_by text,
+          state text not null check (state in ('pending', 'approved', 'downloaded')),
+          created_at timestamptz not null default now(),
+          expires_at timestamptz not null,
+          approved_at timestamptz,
+          downloaded_at timestamptz
+        )`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

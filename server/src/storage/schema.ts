@@ -14,6 +14,16 @@ export interface SealConfigTable {
   /** AEAD of a fixed plaintext under the root key: proves a reconstructed key is the right one. */
   root_check: Bytes;
   created_at: Generated<Date>;
+  /** PKCS#11 seal: label of the root key object in effect (null with Shamir). */
+  hsm_key_label: ColumnType<string | null, string | null | undefined, string | null>;
+  /** PKCS#11 seal: AEAD of a fixed plaintext under the recovery key (null with Shamir). */
+  recovery_check: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
+  /** Shamir rekey awaiting verification: the next root key, wrapped by the current one. */
+  pending_root: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
+  pending_shares: ColumnType<number | null, number | null | undefined, number | null>;
+  pending_threshold: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The root key in effect (software) wrapped by the previous root version, for other servers to follow. */
+  root_chain: ColumnType<Uint8Array | null, Uint8Array | null | undefined, Uint8Array | null>;
 }
 
 export interface SystemKeyTable {
@@ -194,7 +204,40 @@ export interface AuditCheckpointTable {
   signature: Bytes;
 }
 
+export interface ImportKeyTable {
+  id: string;
+  target: 'namespace' | 'root';
+  namespace_id: string | null;
+  algorithm: string;
+  /** SPKI PEM of the RSA-3072 wrapping key. */
+  public_key: string;
+  hsm_label: string | null;
+  wrapped_private_key: Bytes | null;
+  root_version: number | null;
+  created_by: string;
+  created_at: Generated<Date>;
+  expires_at: Date;
+  used_at: Date | null;
+}
+
+export interface EscrowRequestTable {
+  id: string;
+  namespace_id: string;
+  kek_version: number;
+  algorithm: string;
+  public_key: string;
+  requested_by: string;
+  approved_by: string | null;
+  state: 'pending' | 'approved' | 'downloaded';
+  created_at: Generated<Date>;
+  expires_at: Date;
+  approved_at: Date | null;
+  downloaded_at: Date | null;
+}
+
 export interface Database {
+  import_keys: ImportKeyTable;
+  escrow_requests: EscrowRequestTable;
   audit_log: AuditLogTable;
   audit_checkpoints: AuditCheckpointTable;
   seal_config: SealConfigTable;

@@ -7,7 +7,7 @@ import { isAdmin } from '../../policy/policy.js';
 import { pingDatabase } from '../../storage/db.js';
 import { principalOf } from '../auth.js';
 import { auditDraft } from '../audit.js';
-import { emptyQuery, healthQuery, initBody, unsealBody } from '../schemas.js';
+import { emptyQuery, healthQuery, initBody, rotateRootBody, sealMigrateBody, verifyRotateRootBody, unsealBody } from '../schemas.js';
 
 export interface SysOptions {
   /** Serves GET /v1/sys/metrics (admin token) when present. */
@@ -80,7 +80,7 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     const body = initBody.parse(req.body ?? {});
     // The shares exist only in this response: init commits together with its audit entry, or
     // not at all, so a broken audit sink cannot leave a server initialised with its shares lost.
-    const result = await core.init(body.shares, body.threshold, (trx) =>
+    const result = await core.init(body.recovery_shares ?? body.shares, body.recovery_threshold ?? body.threshold, (trx) =>
       core.audit.appendWithin(trx, auditDraft(core, req, res, 200)),
     );
     // Committed with its entry; a failure before this point is audited as usual instead.
@@ -90,13 +90,41 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
 
   router.post('/unseal', async (req, res) => {
     const body = unsealBody.parse(req.body);
-    res.json('reset' in body ? await core.resetUnseal() : await core.unseal(body.share));
+    if ('reset' in body) res.json(await core.resetUnseal());
+    else if ('share' in body) res.json(await core.unseal(body.share));
+    else if (core.status().recovery_seal) res.json(await core.autoUnseal());
+    else throw new CofferError(400, 'invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
+  });
+
+  // Root key rotation (Shamir: a rekey with the threshold of shares, in two steps so that a lost
+  // response loses nothing; PKCS#11: a new key object). Audited after commit like other requests:
+  // an append inside the rewrap transaction would race the audit group commit under load.
+  router.post('/rotate-root', ...requireToken, async (req, res) => {
+    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
+    const body = rotateRootBody.parse(req.body ?? {});
+    res.json(await core.rotateRoot({ shares: body.shares, newShares: body.new_shares, newThreshold: body.new_threshold }));
+  });
+
+  // Shamir rekey, step 2: the new shares prove the operators hold them; then the new root takes effect.
+  router.post('/rotate-root/verify', ...requireToken, async (req, res) => {
+    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
+    const body = verifyRotateRootBody.parse(req.body ?? {});
+    res.json(await core.verifyRotateRoot(body.shares));
+  });
+
+  // Seal migration Shamir ⇄ PKCS#11 with the operators' shares; nothing is re-encrypted but the keys the root wraps.
+  router.post('/seal-migrate', ...requireToken, async (req, res) => {
+    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'seal migration needs admin rights');
+    const body = sealMigrateBody.parse(req.body ?? {});
+    res.json(await core.migrateSeal(body.to, body.shares));
   });
 
   // Shares are the authority here, not a token (the root token may be the thing that was lost).
   router.post('/generate-root', async (req, res) => {
     const body = unsealBody.parse(req.body);
-    res.json(await core.generateRoot('reset' in body ? null : body.share));
+    if ('reset' in body) res.json(await core.generateRoot(null));
+    else if ('share' in body) res.json(await core.generateRoot(body.share));
+    else throw new CofferError(400, 'invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
   });
 
   router.post('/seal', ...requireToken, async (_req, res) => {

@@ -1,0 +1,203 @@
+/**
+ * Escrow export of a namespace KEK version (never the root key), wrapped under
+ * a public key the requester supplies. Two-person rule: one admin requests,
+ * a different admin (another principal identity) approves, the requester
+ * downloads once. Requests expire. Every step is an audited request; the key
+ * material appears only in the download response, wrapped.
+ */
+import { createCipheriv, createPublicKey, publicEncrypt, randomBytes, randomUUID, constants, type KeyObject } from 'node:crypto';
+import type { Transaction } from 'kysely';
+import type { CofferCore } from '../core.js';
+import { CofferError, badRequest, notFound } from '../errors.js';
+import { zeroize } from '../keyring/aead.js';
+import type { Database, EscrowRequestTable } from '../storage/schema.js';
+import type { Selectable } from 'kysely';
+
+export const ESCROW_ALGORITHMS = ['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256'] as const;
+export type EscrowAlgorithm = (typeof ESCROW_ALGORITHMS)[number];
+export const ESCROW_DEFAULT_TTL_SECONDS = 24 * 3600;
+export const ESCROW_MAX_TTL_SECONDS = 7 * 24 * 3600;
+const KWP_IV = Buffer.from('A65959A6', 'hex');
+
+export interface EscrowView {
+  id: string;
+  namespace: string;
+  kek_version: number;
+  algorithm: string;
+  state: 'pending' | 'approved' | 'downloaded' | 'expired';
+  requested_by: string;
+  approved_by: string | null;
+  created_at: string;
+  expires_at: string;
+  approved_at: string | null;
+  downloaded_at: string | null;
+}
+
+type Row = Selectable<EscrowRequestTable>;
+
+function view(row: Row, namespace: string): EscrowView {
+  const expired = row.state !== 'downloaded' && row.expires_at.getTime() <= Date.now();
+  return {
+    id: row.id,
+    namespace,
+    kek_version: row.kek_version,
+    algorithm: row.algorithm,
+    state: expired ? 'expired' : row.state,
+    requested_by: row.requested_by,
+    approved_by: row.approved_by,
+    created_at: row.created_at.toISOString(),
+    expires_at: row.expires_at.toISOString(),
+    approved_at: row.approved_at?.toISOString() ?? null,
+    downloaded_at: row.downloaded_at?.toISOString() ?? null,
+  };
+}
+
+/** An RSA public key of at least 2048 bits (3072 recommended), PEM (SPKI or PKCS#1). */
+export function parseEscrowPublicKey(pem: string): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPublicKey(pem);
+  } catch {
+    throw badRequest('public_key must be an RSA public key in PEM');
+  }
+  if (key.asymmetricKeyType !== 'rsa') throw badRequest('public_key must be an RSA key');
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+  if (bits < 2048 || bits > 8192) throw badRequest('public_key must be 2048 to 8192 bits (3072 or more recommended)');
+  return key;
+}
+
+/** Wraps `kek` under `publicKey` (synchronous: it runs while the KEK is borrowed from the cache). */
+export function wrapForEscrow(kek: Uint8Array, publicKey: KeyObject, algorithm: EscrowAlgorithm): Buffer {
+  if (algorithm === 'RSAES_OAEP_SHA_256') {
+    return publicEncrypt({ key: publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, kek);
+  }
+  const ephemeral = randomBytes(32);
+  try {
+    const head = publicEncrypt({ key: publicKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, ephemeral);
+    const cipher = createCipheriv('id-aes256-wrap-pad', ephemeral, KWP_IV);
+    return Buffer.concat([head, cipher.update(kek), cipher.final()]);
+  } finally {
+    zeroize(ephemeral);
+  }
+}
+
+export class EscrowService {
+  constructor(private readonly core: CofferCore) {}
+
+  private get db() {
+    return this.core.db;
+  }
+
+  async request(
+    identity: string,
+    input: { namespace: string; kekVersion?: number | undefined; algorithm: EscrowAlgorithm; publicKey: string; ttlSeconds?: number | undefined },
+  ): Promise<EscrowView> {
+    parseEscrowPublicKey(input.publicKey);
+    const ns = await this.core.services().namespaces.resolve(input.namespace);
+    const version = input.kekVersion ?? ns.currentKekVersion;
+    const key = await this.db
+      .selectFrom('namespace_keys')
+      .select(['wrapped_key'])
+      .where('namespace_id', '=', ns.id)
+      .where('version', '=', version)
+      .executeTakeFirst();
+    if (!key) throw notFound(`namespace "${ns.name}" has no KEK version ${version}`);
+    if (!key.wrapped_key) throw new CofferError(410, 'gone', `KEK version ${version} was destroyed`);
+    const ttl = input.ttlSeconds ?? ESCROW_DEFAULT_TTL_SECONDS;
+    const row = await this.db
+      .insertInto('escrow_requests')
+      .values({
+        id: randomUUID(),
+        namespace_id: ns.id,
+        kek_version: version,
+        algorithm: input.algorithm,
+        public_key: input.publicKey,
+        requested_by: identity,
+        state: 'pending',
+        expires_at: new Date(Date.now() + ttl * 1000),
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return view(row, ns.name);
+  }
+
+  /** The request and its namespace name (for the caller's authorisation check). */
+  async get(id: string): Promise<EscrowView> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) throw notFound('no such escrow request');
+    const found = await this.db
+      .selectFrom('escrow_requests as e')
+      .innerJoin('namespaces as n', 'n.id', 'e.namespace_id')
+      .selectAll('e')
+      .select('n.name as namespace_name')
+      .where('e.id', '=', id)
+      .executeTakeFirst();
+    if (!found) throw notFound('no such escrow request');
+    return view(found, found.namespace_name);
+  }
+
+  /** A namespace's requests, newest first (for the second admin to find what awaits approval). */
+  async list(namespace: string, limit = 100): Promise<EscrowView[]> {
+    const ns = await this.core.services().namespaces.resolve(namespace, undefined, { allowDisabled: true });
+    const rows = await this.db
+      .selectFrom('escrow_requests')
+      .selectAll()
+      .where('namespace_id', '=', ns.id)
+      .orderBy('created_at', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map((row) => view(row, ns.name));
+  }
+
+  /** Second admin's approval: a different identity than the requester (two-person rule). */
+  async approve(id: string, identity: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<EscrowView> {
+    const current = await this.get(id);
+    if (current.requested_by === identity) {
+      throw new CofferError(403, 'permission_denied', 'two-person rule: the approver must be a different identity than the requester');
+    }
+    if (current.state === 'expired') throw new CofferError(410, 'expired', 'this escrow request expired');
+    if (current.state !== 'pending') throw new CofferError(409, 'conflict', `this escrow request is ${current.state}`);
+    await this.db.transaction().execute(async (trx) => {
+      const done = await trx
+        .updateTable('escrow_requests')
+        .set({ state: 'approved', approved_by: identity, approved_at: new Date() })
+        .where('id', '=', id)
+        .where('state', '=', 'pending')
+        .where('expires_at', '>', new Date())
+        .executeTakeFirst();
+      if (Number(done.numUpdatedRows) !== 1) throw new CofferError(409, 'conflict', 'this escrow request changed meanwhile');
+      await beforeCommit?.(trx);
+    });
+    return this.get(id);
+  }
+
+  /** The requester's single download of the wrapped KEK. */
+  async download(
+    id: string,
+    identity: string,
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<EscrowView & { wrapped_key_material: string }> {
+    const current = await this.get(id);
+    if (current.requested_by !== identity) throw new CofferError(403, 'permission_denied', 'only the requester downloads an approved escrow export');
+    if (current.state === 'downloaded') throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');
+    if (current.state === 'expired') throw new CofferError(410, 'expired', 'this escrow request expired');
+    if (current.state !== 'approved') throw new CofferError(409, 'conflict', 'this escrow request is not approved yet: a second admin must approve it');
+    const row = await this.db.selectFrom('escrow_requests').select(['namespace_id', 'public_key']).where('id', '=', id).executeTakeFirstOrThrow();
+    const publicKey = parseEscrowPublicKey(row.public_key);
+    // Wrapped before the transaction: loading a KEK needs a connection, and PGlite has one.
+    const wrapped = await this.core
+      .services()
+      .keyring.withKekMaterial(row.namespace_id, current.kek_version, (kek) => wrapForEscrow(kek, publicKey, current.algorithm as EscrowAlgorithm));
+    await this.db.transaction().execute(async (trx) => {
+      const done = await trx
+        .updateTable('escrow_requests')
+        .set({ state: 'downloaded', downloaded_at: new Date() })
+        .where('id', '=', id)
+        .where('state', '=', 'approved')
+        .where('expires_at', '>', new Date())
+        .executeTakeFirst();
+      if (Number(done.numUpdatedRows) !== 1) throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');
+      await beforeCommit?.(trx);
+    });
+    return { ...(await this.get(id)), wrapped_key_material: wrapped.toString('base64') };
+  }
+}
