@@ -137,3 +137,22 @@ export async function promptLine(question: string): Promise<string> {
     rl.close();
   }
 }
+
+/**
+ * Shares (unseal, recovery or new ones), one per line or separated by blanks:
+ * from FILE ('-' = stdin), else prompted for, unechoed, `count` times on a
+ * terminal, else all of stdin. Never from arguments (shell history, ps).
+ */
+export async function readShares(file: string | undefined, count: number, label: string): Promise<string[]> {
+  let text: string;
+  if (file !== undefined && file !== '-') text = await readValueFile(file, '--shares-file');
+  else if (file === undefined && process.stdin.isTTY) {
+    stdinConsumed = true;
+    const shares: string[] = [];
+    for (let i = 1; i <= count; i++) shares.push((await promptHidden(`${label} ${i}/${count}: `)).trim());
+    text = shares.join('\n');
+  } else text = await readStdin();
+  const shares = text.split(/\s+/).filter(Boolean);
+  if (!shares.length) throw usageError(`no ${label.toLowerCase()}s given`);
+  return shares;
+}

@@ -7,6 +7,7 @@
  */
 import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
 import { AdminApi } from './admin.js';
+import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
 import { invalidArgument } from './errors.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
 import { Transport, type FetchFn, type Query } from './transport.js';
@@ -65,6 +66,10 @@ export class CofferClient {
   readonly namespaces: NamespacesApi;
   readonly secrets: SecretsApi;
   readonly audit: AuditApi;
+  /** Bring your own key: import parameters and imports (namespace KEKs; the root key under the PKCS#11 seal). */
+  readonly byok: ByokApi;
+  /** Two-person escrow exports of namespace KEK versions. */
+  readonly escrow: EscrowApi;
   private readonly http: Transport;
 
   constructor(options: CofferClientOptions) {
@@ -85,6 +90,8 @@ export class CofferClient {
     this.namespaces = new NamespacesApi(this.http);
     this.secrets = new SecretsApi(this.http);
     this.audit = new AuditApi(this.http);
+    this.byok = new ByokApi(this.http);
+    this.escrow = new EscrowApi(this.http);
   }
 
   /**
@@ -128,7 +135,8 @@ export class SysApi {
     return this.http.request({ method: 'GET', path: '/v1/sys/health', acceptStatus: [501, 503] });
   }
 
-  async init(options: { shares?: number; threshold?: number } = {}): Promise<InitResult> {
+  /** With the PKCS#11 seal the answer holds recovery shares (`recovery_shares`, `recovery_threshold`) instead. */
+  async init(options: { shares?: number; threshold?: number; recovery_shares?: number; recovery_threshold?: number } = {}): Promise<InitResult> {
     return this.http.request({ method: 'POST', path: '/v1/sys/init', body: options });
   }
 
@@ -144,6 +152,36 @@ export class SysApi {
 
   async seal(): Promise<SealStatus> {
     return this.http.request({ method: 'POST', path: '/v1/sys/seal', body: {} });
+  }
+
+  /**
+   * Rotates the root key (admin). PKCS#11: done in one call. Shamir: give the
+   * threshold of current `shares`; the answer holds the new shares (state
+   * 'pending_verification') and nothing changes until verifyRotateRoot.
+   * Not retried: a repeat would replace the pending shares.
+   */
+  async rotateRoot(options: { shares?: string[]; new_shares?: number; new_threshold?: number } = {}): Promise<RotateRootResult> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/rotate-root', body: options, idempotent: false });
+  }
+
+  /** Shamir rotation, step 2: the threshold of the NEW shares; then only they unseal. */
+  async verifyRotateRoot(shares: string[]): Promise<RotateRootResult> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/rotate-root/verify', body: { shares }, idempotent: false });
+  }
+
+  /** Shamir ⇄ PKCS#11 (admin, unsealed): unseal shares to pkcs11, recovery shares to shamir. */
+  async sealMigrate(to: 'shamir' | 'pkcs11', shares: string[]): Promise<SealMigrateResult> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/seal-migrate', body: { to, shares }, idempotent: false });
+  }
+
+  /** One share towards a new root token (no token needed: the shares are the authority); the last one's answer holds it. */
+  async generateRoot(share: string): Promise<GenerateRootProgress> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/generate-root', body: { share }, idempotent: false });
+  }
+
+  /** Abandons a root token generation in progress. */
+  async resetGenerateRoot(): Promise<GenerateRootProgress> {
+    return this.http.request({ method: 'POST', path: '/v1/sys/generate-root', body: { reset: true }, idempotent: true });
   }
 }
 
@@ -171,6 +209,31 @@ export class NamespacesApi {
 
   async get(name: string): Promise<NamespaceDetail> {
     return this.http.request({ method: 'GET', path: ns(name) });
+  }
+
+  /** Changes the description and/or the KEK rotation period (seconds, null = no scheduled rotation). */
+  async update(name: string, changes: { description?: string; rotation_period?: number | null }): Promise<NamespaceDetail> {
+    return this.http.request({ method: 'PATCH', path: ns(name), body: changes, idempotent: true });
+  }
+
+  /** KEK versions, usage counts, schedule and the rewrap job's progress. */
+  async kekStatus(name: string): Promise<KekStatus> {
+    return this.http.request({ method: 'GET', path: `${ns(name)}/kek` });
+  }
+
+  /** A new KEK version takes every new write; the background job rewraps older DEKs. Not retried (each call adds a version). */
+  async rotateKek(name: string): Promise<KekRotation> {
+    return this.http.request({ method: 'POST', path: `${ns(name)}/kek/rotate`, body: {}, idempotent: false });
+  }
+
+  /** Schedules crypto-shredding (7–30 days, default 30); the namespace is disabled at once. */
+  async shred(name: string, options: { pending_window_days?: number } = {}): Promise<ShredSchedule> {
+    return this.http.request({ method: 'POST', path: `${ns(name)}/shred`, body: options, idempotent: true });
+  }
+
+  /** Cancels a scheduled shred within its window; nothing is lost. */
+  async cancelShred(name: string): Promise<ShredSchedule> {
+    return this.http.request({ method: 'DELETE', path: `${ns(name)}/shred`, idempotent: true });
   }
 
   /** Deleting a namespace destroys its keys: without `force`, refused (409) while it holds secrets. */

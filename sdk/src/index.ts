@@ -42,3 +42,23 @@ export {
   type TokenCreateOptions,
 } from './auth.js';
 export { AdminApi, type ApproleOptions, type JwtIssuer, type JwtRole, type Policy, type PolicyRule, type SecretIdResult, type UserOptions } from './admin.js';
+export {
+  ByokApi,
+  ESCROW_ALGORITHMS,
+  EscrowApi,
+  IMPORT_ALGORITHMS,
+  type EscrowAlgorithm,
+  type EscrowDownload,
+  type EscrowRequest,
+  type EscrowRequestOptions,
+  type GenerateRootProgress,
+  type ImportAlgorithm,
+  type ImportParams,
+  type KekRotation,
+  type KekStatus,
+  type KekVersionStatus,
+  type RewrapCounts,
+  type RotateRootResult,
+  type SealMigrateResult,
+  type ShredSchedule,
+} from './keys.js';

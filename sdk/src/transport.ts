@@ -9,7 +9,7 @@
 import { CofferError, invalidArgument } from './errors.js';
 
 export type FetchFn = typeof globalThis.fetch;
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export type Query = Record<string, string | number | boolean | undefined>;
 
 export interface TransportOptions {

@@ -12,6 +12,12 @@ export interface SealStatus {
   threshold: number | null;
   /** Shares received so far in the current unseal attempt. */
   progress: number;
+  /** PKCS#11 seal: shares/threshold count recovery shares; the HSM unseals. */
+  recovery_seal?: boolean;
+  /** The root key version in effect (rises with every rotation, migration or root import). */
+  root_version?: number;
+  /** PKCS#11 seal: why the last automatic unseal failed. */
+  seal_error?: string;
 }
 
 export interface HealthStatus {
@@ -21,10 +27,20 @@ export interface HealthStatus {
   server_time_utc: number;
 }
 
-export interface InitResult {
+export type InitResult = ShamirInitResult | Pkcs11InitResult;
+
+export interface ShamirInitResult {
   /** Base64 unseal shares: hand each to a different operator. */
   shares: string[];
   threshold: number;
+  root_token: string;
+}
+
+/** PKCS#11 seal: the HSM holds the root key; operators hold recovery shares. */
+export interface Pkcs11InitResult {
+  seal_type: 'pkcs11';
+  recovery_shares: string[];
+  recovery_threshold: number;
   root_token: string;
 }
 

@@ -1,9 +1,10 @@
 /** `coffer status` and `coffer operator init|unseal|seal`. */
-import type { SealStatus } from '@coffer/sdk';
-import type { Command } from 'commander';
+import { writeFile } from 'node:fs/promises';
+import type { InitResult, RotateRootResult, SealStatus } from '@coffer/sdk';
+import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
-import { EXIT, usageError } from '../errors.js';
-import { readStdin, promptHidden } from '../input.js';
+import { CliError, EXIT, usageError } from '../errors.js';
+import { readShares, readStdin, promptHidden } from '../input.js';
 import { fields, table } from '../output.js';
 import { examples, integer } from './common.js';
 
@@ -16,7 +17,42 @@ function renderStatus(s: SealStatus, address: string): string {
     ['Shares', s.shares],
     ['Threshold', s.threshold],
     ['Unseal progress', s.sealed && s.threshold ? `${s.progress}/${s.threshold}` : null],
+    ['Recovery seal', s.recovery_seal ?? null],
+    ['Root key version', s.root_version ?? null],
+    ['Seal error', s.seal_error ?? null],
   ]);
+}
+
+/** Shamir: unseal shares; PKCS#11: recovery shares (the HSM holds the root key). */
+function renderInit(result: InitResult): string {
+  const recovery = 'recovery_shares' in result;
+  const shares = recovery ? result.recovery_shares : result.shares;
+  const threshold = recovery ? result.recovery_threshold : result.threshold;
+  const kind = recovery ? 'Recovery share' : 'Unseal share';
+  return [
+    table([...shares.map((share, i) => [`${kind} ${i + 1}`, share]), ['Root token', result.root_token]]),
+    recovery
+      ? `\nThe HSM holds the root key and unseals Coffer at start. Any ${threshold} of these ${shares.length} recovery shares\nauthorise seal migration and root token regeneration, and unseal after \`coffer operator seal\`. Give each share`
+      : `\nAny ${threshold} of these ${shares.length} shares unseal Coffer. Give each share`,
+    'to a different operator and keep the root token safe: none of them is shown again.\n',
+  ].join('\n');
+}
+
+function renderRotation(r: RotateRootResult): string {
+  const head = fields([
+    ['Seal type', r.seal_type],
+    ['Root key version', r.root_version],
+    ['State', r.state ?? null],
+    ['Key label', r.key_label ?? null],
+    ['Rewrapped', r.rewrapped ? `${r.rewrapped.keks} KEKs, ${r.rewrapped.system_keys} system keys, ${r.rewrapped.import_keys} import keys` : null],
+  ]);
+  if (!r.shares) return head;
+  return [
+    head,
+    table(r.shares.map((share, i) => [`New share ${i + 1}`, share])),
+    `Nothing has changed yet: the current shares still unseal. Give each new share to its holder, then`,
+    `run \`coffer operator rotate-root verify\` with ${r.threshold} of the NEW shares; only then do they take effect.\n`,
+  ].join('\n');
 }
 
 export function registerSys(program: Command): void {
@@ -44,19 +80,14 @@ export function registerSys(program: Command): void {
   examples(
     operator
       .command('init')
-      .description('initialise a new server: prints the unseal shares and the root token, once')
+      .description('initialise a new server: prints the unseal shares (PKCS#11 seal: recovery shares) and the root token, once')
       .option('--shares <n>', 'number of unseal shares', integer(1), 5)
       .option('--threshold <m>', 'shares needed to unseal', integer(1), 3)
       .action(async (opts: { shares: number; threshold: number }, cmd: Command) => {
         const ctx = Context.of(cmd);
+        // The server takes shares/threshold as the recovery share counts under the PKCS#11 seal.
         const result = await ctx.client({ auth: false }).sys.init({ shares: opts.shares, threshold: opts.threshold });
-        ctx.print(result, () =>
-          [
-            table([...result.shares.map((share, i) => [`Unseal share ${i + 1}`, share]), ['Root token', result.root_token]]),
-            `\nAny ${result.threshold} of these ${result.shares.length} shares unseal Coffer. Give each share to a different`,
-            'operator and keep the root token safe: none of them is shown again.\n',
-          ].join('\n'),
-        );
+        ctx.print(result, () => renderInit(result));
       }),
     'coffer operator init',
     'coffer operator init --shares 3 --threshold 2 --format json > init.json',
@@ -97,6 +128,119 @@ export function registerSys(program: Command): void {
         ctx.print(status, () => renderStatus(status, ctx.address()));
       }),
     'coffer operator seal',
+  );
+
+  const rotateRoot = examples(
+    operator
+      .command('rotate-root')
+      .description(
+        'rotate the root key (admin). PKCS#11 seal: done at once. Shamir seal: give the threshold of the CURRENT shares ' +
+          '(stdin, --shares-file or prompted for); prints new shares that take effect only after `rotate-root verify`',
+      )
+      .option('--shares-file <file>', 'current unseal shares, one per line ("-" for stdin)')
+      .option('--new-shares <n>', 'number of new shares (default: as now)', integer(1))
+      .option('--new-threshold <m>', 'new threshold (default: as now)', integer(1))
+      .option('--new-shares-out <file>', 'write the new shares to FILE (mode 0600, one per line) instead of stdout')
+      .action(async (opts: { sharesFile?: string; newShares?: number; newThreshold?: number; newSharesOut?: string }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const client = ctx.client({ auth: true });
+        const status = await client.sys.status();
+        let shares: string[] | undefined;
+        if (status.seal_type !== 'pkcs11') shares = await readShares(opts.sharesFile, status.threshold ?? 1, 'Current unseal share');
+        const result = await client.sys.rotateRoot({ shares, new_shares: opts.newShares, new_threshold: opts.newThreshold });
+        if (opts.newSharesOut && result.shares) {
+          await writeFile(opts.newSharesOut, `${result.shares.join('\n')}\n`, { mode: 0o600, flag: 'wx' });
+          const { shares: _written, ...rest } = result;
+          ctx.print({ ...rest, shares_file: opts.newSharesOut }, () => renderRotation(rest) + `New shares written to ${opts.newSharesOut}; verify with \`coffer operator rotate-root verify\`.\n`);
+          return;
+        }
+        ctx.print(result, () => renderRotation(result));
+      }),
+    'coffer operator rotate-root < current-shares.txt',
+    'coffer operator rotate-root --shares-file current-shares.txt --new-shares 5 --new-threshold 3 --new-shares-out new-shares.txt',
+    'coffer operator rotate-root            # PKCS#11 seal: no shares needed',
+  );
+
+  examples(
+    rotateRoot
+      .command('verify')
+      .description('Shamir rotation, step 2: the threshold of the NEW shares (stdin, --shares-file or prompted for); then only they unseal')
+      .option('--shares-file <file>', 'new shares, one per line ("-" for stdin)')
+      .option('--threshold <m>', 'how many shares to prompt for on a terminal (default: the current threshold)', integer(1))
+      .action(async (opts: { sharesFile?: string; threshold?: number }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const client = ctx.client({ auth: true });
+        const count = opts.threshold ?? (opts.sharesFile === undefined && process.stdin.isTTY ? ((await client.sys.status()).threshold ?? 1) : 1);
+        const shares = await readShares(opts.sharesFile, count, 'New share');
+        const result = await client.sys.verifyRotateRoot(shares);
+        ctx.print(result, () => renderRotation(result) + 'The new shares are in effect; the old ones no longer unseal.\n');
+      }),
+    'coffer operator rotate-root verify --shares-file new-shares.txt',
+    'coffer operator rotate-root verify     # prompts for the new shares',
+  );
+
+  examples(
+    operator
+      .command('seal-migrate')
+      .description(
+        'migrate the seal (admin, unsealed): to pkcs11 with the threshold of unseal shares (they become recovery shares), ' +
+          'to shamir with the recovery shares (they become unseal shares); shares from stdin, --shares-file or prompted for',
+      )
+      .addOption(new Option('--to <seal>', 'the seal to migrate to').choices(['shamir', 'pkcs11']).makeOptionMandatory())
+      .option('--shares-file <file>', 'shares, one per line ("-" for stdin)')
+      .action(async (opts: { to: 'shamir' | 'pkcs11'; sharesFile?: string }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const client = ctx.client({ auth: true });
+        const status = await client.sys.status();
+        const shares = await readShares(opts.sharesFile, status.threshold ?? 1, opts.to === 'pkcs11' ? 'Unseal share' : 'Recovery share');
+        const result = await client.sys.sealMigrate(opts.to, shares);
+        ctx.print(result, () =>
+          fields([
+            ['Seal type', result.seal_type],
+            ['Root key version', result.root_version],
+            ['Rewrapped', `${result.rewrapped.keks} KEKs, ${result.rewrapped.system_keys} system keys, ${result.rewrapped.import_keys} import keys`],
+          ]) + `\n${result.message}\n`,
+        );
+      }),
+    'coffer operator seal-migrate --to pkcs11 < unseal-shares.txt',
+    'coffer operator seal-migrate --to shamir --shares-file recovery-shares.txt',
+  );
+
+  examples(
+    operator
+      .command('generate-root')
+      .description(
+        'make a new root token from the threshold of unseal shares (PKCS#11 seal: recovery shares), read from stdin, ' +
+          '--shares-file or prompted for; prints the token once (no token needed)',
+      )
+      .option('--shares-file <file>', 'shares, one per line ("-" for stdin)')
+      .option('--reset', 'abandon a generation in progress')
+      .action(async (opts: { sharesFile?: string; reset?: boolean }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const client = ctx.client({ auth: false });
+        if (opts.reset) {
+          const progress = await client.sys.resetGenerateRoot();
+          ctx.print(progress, () => fields([['Progress', `${progress.progress}/${progress.threshold}`]]));
+          return;
+        }
+        const status = await client.sys.status();
+        const shares = await readShares(opts.sharesFile, status.threshold ?? 1, status.recovery_seal ? 'Recovery share' : 'Unseal share');
+        let last = await client.sys.generateRoot(shares[0]!);
+        for (const share of shares.slice(1)) {
+          if (last.complete) break;
+          last = await client.sys.generateRoot(share);
+        }
+        if (!last.complete || !last.root_token) {
+          ctx.print(last, () => fields([['Progress', `${last.progress}/${last.threshold}`]]));
+          throw new CliError(`${last.threshold - last.progress} more share(s) needed; run it again with them (or --reset)`);
+        }
+        const token = last.root_token;
+        ctx.print(last, () => `${token}\n`);
+        if (ctx.globals.format === 'table') process.stderr.write('A new root token: keep it safe, it is not shown again; revoke it when done.\n');
+      }),
+    'coffer operator generate-root < shares.txt > root-token.txt',
+    'coffer operator generate-root          # prompts for the shares',
+    'coffer operator generate-root --reset',
   );
 }
 
