@@ -19,6 +19,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
   [['run', 'export'], async () => (await import('./commands/run.js')).registerRun],
   [['audit'], async () => (await import('./commands/audit.js')).registerAudit],
   [['policy', 'user', 'approle', 'jwt', 'cert'], async () => (await import('./commands/admin.js')).registerAdmin],
+  [['byok', 'escrow'], async () => (await import('./commands/keys.js')).registerKeys],
   [['completion'], async () => (await import('./commands/completion.js')).registerCompletion],
 ];
 

@@ -1,9 +1,45 @@
-/** `coffer ns create|list|get|delete`. */
-import type { NamespaceDetail, NamespaceSummary } from '@coffer/sdk';
-import type { Command } from 'commander';
+/** `coffer ns create|list|get|update|delete`, `coffer ns kek status|rotate`, `coffer ns shred [cancel]`. */
+import type { KekStatus, NamespaceDetail, NamespaceSummary, ShredSchedule } from '@coffer/sdk';
+import { InvalidArgumentError, type Command } from 'commander';
 import { Context } from '../context.js';
+import { usageError } from '../errors.js';
 import { fields, table } from '../output.js';
-import { examples, plural } from './common.js';
+import { duration, examples, integer, plural } from './common.js';
+
+/** --rotation-period: a duration (90d, 12w, 24h) in seconds, or "off" for no scheduled rotation. */
+function rotationPeriod(value: string): number | null {
+  if (value === 'off' || value === 'none') return null;
+  try {
+    return duration(value) / 1000;
+  } catch {
+    throw new InvalidArgumentError('expected a duration like 24h, 90d or 12w (at least 1h), or "off"');
+  }
+}
+
+function renderKek(k: KekStatus): string {
+  const versions = table(
+    k.versions.map((v) => [`v${v.version}`, v.state, v.origin, String(v.encryptions), v.created_at, v.retired_at ?? '-']),
+    ['VERSION', 'STATE', 'ORIGIN', 'ENCRYPTIONS', 'CREATED', 'RETIRED'],
+  );
+  const job = k.rewrap;
+  return (
+    fields([
+      ['Namespace', k.namespace],
+      ['Current version', k.current_version],
+      ['Rotation period', k.rotation_period === null ? 'none' : `${k.rotation_period}s`],
+      ['Next rotation', k.next_rotation_at],
+      ['Usage limit', k.usage_limit],
+      ['Shred date', k.deletion_date],
+      ['Rewrap', job ? `${job.state} to v${job.target_version}: ${job.rewrapped}/${job.total} rewrapped, ${job.remaining} remaining` : 'none'],
+    ]) + `\n${versions}`
+  );
+}
+
+function renderShred(s: ShredSchedule): string {
+  return s.deletion_date
+    ? `Namespace ${s.namespace} is disabled and will be shredded on ${s.deletion_date} (cancel with \`coffer ns shred cancel ${s.namespace}\`)\n`
+    : `Namespace ${s.namespace}: no shred scheduled; it is enabled\n`;
+}
 
 function renderDetail(ns: NamespaceDetail): string {
   const keks = ns.kek.versions.map((k) => `v${k.version} ${k.state}, ${k.origin}, created ${k.created_at}`).join('\n');
@@ -68,6 +104,81 @@ export function registerNamespaces(program: Command): void {
         ctx.print(detail, () => renderDetail(detail));
       }),
     'coffer ns get payments-prod',
+  );
+
+  examples(
+    ns
+      .command('update')
+      .description('change a namespace\'s description and/or its KEK rotation period (admin on the namespace)')
+      .argument('<name>')
+      .option('--description <text>', 'what the namespace is for')
+      .option('--rotation-period <duration>', 'rotate the KEK this often (1h to 10 years: 24h, 90d, 12w), or "off"', rotationPeriod)
+      .action(async (name: string, opts: { description?: string; rotationPeriod?: number | null }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        if (opts.description === undefined && opts.rotationPeriod === undefined) throw usageError('give --description and/or --rotation-period');
+        const updated = await ctx.client({ auth: true }).namespaces.update(name, { description: opts.description, rotation_period: opts.rotationPeriod });
+        ctx.print(updated, () => renderDetail(updated));
+      }),
+    'coffer ns update payments-prod --rotation-period 90d',
+    'coffer ns update payments-prod --rotation-period off --description "payments"',
+  );
+
+  const kek = examples(
+    ns.command('kek').description('a namespace\'s key encryption key: versions, usage, rotation and rewrap progress'),
+    'coffer ns kek status payments-prod',
+    'coffer ns kek rotate payments-prod',
+  );
+  examples(
+    kek
+      .command('status')
+      .description('KEK versions, encryptions per version, schedule and rewrap job progress (admin on the namespace)')
+      .argument('<name>')
+      .action(async (name: string, _opts: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const status = await ctx.client({ auth: true }).namespaces.kekStatus(name);
+        ctx.print(status, () => renderKek(status));
+      }),
+    'coffer ns kek status payments-prod',
+    'coffer ns kek status payments-prod --format json | jq .rewrap',
+  );
+  examples(
+    kek
+      .command('rotate')
+      .description('add a KEK version that takes every new write; a background job rewraps older DEKs (admin on the namespace)')
+      .argument('<name>')
+      .action(async (name: string, _opts: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const r = await ctx.client({ auth: true }).namespaces.rotateKek(name);
+        ctx.print(r, () => `Namespace ${r.namespace}: KEK version ${r.version} (${r.origin}) is current; ${plural(r.deks_to_rewrap, 'DEK')} to rewrap\n`);
+      }),
+    'coffer ns kek rotate payments-prod',
+  );
+
+  const shred = examples(
+    ns
+      .command('shred')
+      .description('schedule crypto-shredding: the namespace is disabled now and its keys destroyed after the window (7-30 days, default 30)')
+      .argument('<name>')
+      .option('--days <n>', 'pending window in days (7-30)', integer(1))
+      .action(async (name: string, opts: { days?: number }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const s = await ctx.client({ auth: true }).namespaces.shred(name, { pending_window_days: opts.days });
+        ctx.print(s, () => renderShred(s));
+      }),
+    'coffer ns shred old-team --days 7',
+    'coffer ns shred cancel old-team',
+  );
+  examples(
+    shred
+      .command('cancel')
+      .description('cancel a scheduled shred within its window; nothing is lost and the namespace is enabled again')
+      .argument('<name>')
+      .action(async (name: string, _opts: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const s = await ctx.client({ auth: true }).namespaces.cancelShred(name);
+        ctx.print(s, () => renderShred(s));
+      }),
+    'coffer ns shred cancel old-team',
   );
 
   examples(
