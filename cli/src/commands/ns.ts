@@ -6,9 +6,9 @@ import { usageError } from '../errors.js';
 import { fields, table } from '../output.js';
 import { duration, examples, integer, plural } from './common.js';
 
-/** --rotation-period: a duration (90d, 12w, 24h) in seconds, or "off" for no scheduled rotation. */
-function rotationPeriod(value: string): number | null {
-  if (value === 'off' || value === 'none') return null;
+/** --rotation-period: a duration (90d, 12w, 24h) in seconds, or "off" for no scheduled rotation (commander would turn a null into ''). */
+function rotationPeriod(value: string): number | 'off' {
+  if (value === 'off' || value === 'none') return 'off';
   try {
     return duration(value) / 1000;
   } catch {
@@ -113,10 +113,11 @@ export function registerNamespaces(program: Command): void {
       .argument('<name>')
       .option('--description <text>', 'what the namespace is for')
       .option('--rotation-period <duration>', 'rotate the KEK this often (1h to 10 years: 24h, 90d, 12w), or "off"', rotationPeriod)
-      .action(async (name: string, opts: { description?: string; rotationPeriod?: number | null }, cmd: Command) => {
+      .action(async (name: string, opts: { description?: string; rotationPeriod?: number | 'off' }, cmd: Command) => {
         const ctx = Context.of(cmd);
         if (opts.description === undefined && opts.rotationPeriod === undefined) throw usageError('give --description and/or --rotation-period');
-        const updated = await ctx.client({ auth: true }).namespaces.update(name, { description: opts.description, rotation_period: opts.rotationPeriod });
+        const period = opts.rotationPeriod === 'off' ? null : opts.rotationPeriod;
+        const updated = await ctx.client({ auth: true }).namespaces.update(name, { description: opts.description, rotation_period: period });
         ctx.print(updated, () => renderDetail(updated));
       }),
     'coffer ns update payments-prod --rotation-period 90d',
