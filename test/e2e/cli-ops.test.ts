@@ -192,11 +192,19 @@ describe('coffer key-lifecycle commands against a real server (Shamir seal, PGli
   });
 
   it('rotates the Shamir root key in two steps; after a restart only the new shares unseal', async () => {
-    const pending = await c.json<{ state: string; shares: string[]; threshold: number; root_version: number }>(
-      ['operator', 'rotate-root', '--new-shares', '4', '--new-threshold', '3'],
+    // Wrong current shares: refused, and the --new-shares-out file is not left behind.
+    const sharesOut = path.join(dir, 'new-shares.txt');
+    const refused = await c.run(['operator', 'rotate-root', '--new-shares-out', sharesOut], { input: `${shares[1]}\n${shares[1]}\n` });
+    expect(refused.code).toBe(1);
+    await expect(stat(sharesOut)).rejects.toThrow();
+    const rotate = await c.json<{ state: string; shares_file: string; threshold: number; root_version: number }>(
+      ['operator', 'rotate-root', '--new-shares', '4', '--new-threshold', '3', '--new-shares-out', sharesOut],
       { input: `${shares[1]}\n${shares[2]}\n` },
     );
-    expect(pending).toMatchObject({ state: 'pending_verification', threshold: 3 });
+    expect(rotate).toMatchObject({ state: 'pending_verification', threshold: 3, shares_file: sharesOut });
+    expect(rotate).not.toHaveProperty('shares');
+    expect((await stat(sharesOut)).mode & 0o777).toBe(0o600);
+    const pending = { ...rotate, shares: (await readFile(sharesOut, 'utf8')).trim().split('\n') };
     expect(pending.shares).toHaveLength(4);
     // The old shares are not the new ones: verification refuses them.
     expect((await c.run(['operator', 'rotate-root', 'verify'], { input: shares.join('\n') })).code).toBe(1);

@@ -1,5 +1,5 @@
 /** `coffer status` and `coffer operator init|unseal|seal`. */
-import { writeFile } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import type { InitResult, RotateRootResult, SealStatus } from '@coffer/sdk';
 import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
@@ -147,14 +147,33 @@ export function registerSys(program: Command): void {
         const status = await client.sys.status();
         let shares: string[] | undefined;
         if (status.seal_type !== 'pkcs11') shares = await readShares(opts.sharesFile, status.threshold ?? 1, 'Current unseal share');
-        const result = await client.sys.rotateRoot({ shares, new_shares: opts.newShares, new_threshold: opts.newThreshold });
-        if (opts.newSharesOut && result.shares) {
-          await writeFile(opts.newSharesOut, `${result.shares.join('\n')}\n`, { mode: 0o600, flag: 'wx' });
-          const { shares: _written, ...rest } = result;
-          ctx.print({ ...rest, shares_file: opts.newSharesOut }, () => renderRotation(rest) + `New shares written to ${opts.newSharesOut}; verify with \`coffer operator rotate-root verify\`.\n`);
-          return;
+        // Created (0600, never overwritten) before the request: the new shares must have somewhere to go.
+        let out;
+        if (opts.newSharesOut) {
+          try {
+            out = await open(opts.newSharesOut, 'wx', 0o600);
+          } catch (err) {
+            throw new CliError(`cannot create ${opts.newSharesOut} (${(err as NodeJS.ErrnoException).code ?? 'unwritable'}); it must not exist yet`);
+          }
         }
-        ctx.print(result, () => renderRotation(result));
+        let written = false;
+        try {
+          const result = await client.sys.rotateRoot({ shares, new_shares: opts.newShares, new_threshold: opts.newThreshold });
+          if (out && result.shares) {
+            await out.writeFile(`${result.shares.join('\n')}\n`);
+            written = true;
+            const { shares: _written, ...rest } = result;
+            ctx.print({ ...rest, shares_file: opts.newSharesOut }, () =>
+              renderRotation(rest) + `New shares written to ${opts.newSharesOut}; hand them out, then \`coffer operator rotate-root verify\`.\n`,
+            );
+            return;
+          }
+          ctx.print(result, () => renderRotation(result));
+        } finally {
+          await out?.close();
+          // A refused rotation (or the PKCS#11 seal, which has no shares) leaves no empty file behind.
+          if (out && !written) await unlink(opts.newSharesOut!).catch(() => undefined);
+        }
       }),
     'coffer operator rotate-root < current-shares.txt',
     'coffer operator rotate-root --shares-file current-shares.txt --new-shares 5 --new-threshold 3 --new-shares-out new-shares.txt',
