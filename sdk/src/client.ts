@@ -228,12 +228,13 @@ export class NamespacesApi {
 
   /** Schedules crypto-shredding (7–30 days, default 30); the namespace is disabled at once. */
   async shred(name: string, options: { pending_window_days?: number } = {}): Promise<ShredSchedule> {
-    return this.http.request({ method: 'POST', path: `${ns(name)}/shred`, body: options, idempotent: true });
+    // Not retried: a repeat after a lost answer would be refused (409 already scheduled).
+    return this.http.request({ method: 'POST', path: `${ns(name)}/shred`, body: options, idempotent: false });
   }
 
   /** Cancels a scheduled shred within its window; nothing is lost. */
   async cancelShred(name: string): Promise<ShredSchedule> {
-    return this.http.request({ method: 'DELETE', path: `${ns(name)}/shred`, idempotent: true });
+    return this.http.request({ method: 'DELETE', path: `${ns(name)}/shred`, idempotent: false });
   }
 
   /** Deleting a namespace destroys its keys: without `force`, refused (409) while it holds secrets. */

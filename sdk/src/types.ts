@@ -73,6 +73,10 @@ export interface KekVersion {
 
 export interface NamespaceDetail extends NamespaceSummary {
   secret_count: number;
+  /** Seconds between scheduled KEK rotations; null: manual only. */
+  rotation_period?: number | null;
+  /** Set while a crypto-shred is scheduled: the namespace is disabled until then. */
+  deletion_date?: string | null;
   kek: { current_version: number; versions: KekVersion[] };
 }
 

@@ -49,6 +49,8 @@ function renderDetail(ns: NamespaceDetail): string {
     ['Created', ns.created_at],
     ['Updated', ns.updated_at],
     ['Secrets', ns.secret_count],
+    ['Rotation period', ns.rotation_period ? `${ns.rotation_period}s` : null],
+    ['Shred date', ns.deletion_date ?? null],
     ['KEK version', ns.kek.current_version],
     ['KEK versions', keks],
   ]);
