@@ -14,7 +14,7 @@ import { HsmUnavailableError, Pkcs11Token, type Pkcs11Settings } from './seal/pk
 import { Pkcs11RootKey } from './seal/pkcs11-root-key.js';
 import { RECOVERY_CHECK_PLAINTEXT, sealAad } from './seal/seal-context.js';
 import { rewrapStragglers, rewrapUnderNewRoot, type RewrapCounts } from './seal/rewrap.js';
-import { ShareCollector, decodeShare, encodeShare, splitRootKey, validateShareConfig } from './seal/shamir.js';
+import { ShareCollector, combineShareTexts, decodeShare, encodeShare, splitRootKey, validateShareConfig } from './seal/shamir.js';
 import { NamespaceService } from './secrets/namespace-service.js';
 import { SecretService } from './secrets/secret-service.js';
 import type { Database } from './storage/schema.js';
@@ -298,17 +298,8 @@ export class CofferCore {
         if (!this.sealedByOperator || !config.recoveryCheck) {
           throw new CofferError(400, 'invalid_request', 'this server is sealed by its HSM: shares do not unseal it; POST /v1/sys/unseal {} retries the HSM');
         }
-        const recoveryShare = decodeShare(shareText, config.threshold);
-        this.collector ??= new ShareCollector(config.threshold);
-        let recovered: KeyMaterial | null;
-        try {
-          recovered = await this.collector.add(recoveryShare);
-        } catch (err) {
-          this.collector = null;
-          throw err;
-        }
+        const recovered = await this.addShare('collector', shareText, config.threshold);
         if (!recovered) return this.status();
-        this.collector = null;
         try {
           openWithKey(recovered, config.recoveryCheck, sealAad.recoveryCheck(), 'the recovery key check');
         } catch {
@@ -318,17 +309,8 @@ export class CofferCore {
         }
         return this.unsealWithHsm(config);
       }
-      const share = decodeShare(shareText, config.threshold);
-      this.collector ??= new ShareCollector(config.threshold);
-      let candidate: KeyMaterial | null;
-      try {
-        candidate = await this.collector.add(share);
-      } catch (err) {
-        this.collector = null;
-        throw err;
-      }
+      const candidate = await this.addShare('collector', shareText, config.threshold);
       if (!candidate) return this.status();
-      this.collector = null;
       try {
         openWithKey(candidate, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check');
       } catch {
@@ -358,6 +340,23 @@ export class CofferCore {
   }
 
   /**
+   * Adds one operator share to the collection in `slot`. Returns the rebuilt key once the
+   * threshold is met (the slot is emptied), else null; a share that fails empties the slot.
+   */
+  private async addShare(slot: 'collector' | 'rootCollector', shareText: string, threshold: number): Promise<KeyMaterial | null> {
+    const share = decodeShare(shareText, threshold);
+    const collector = (this[slot] ??= new ShareCollector(threshold));
+    try {
+      const key = await collector.add(share);
+      if (key) this[slot] = null;
+      return key;
+    } catch (err) {
+      this[slot] = null;
+      throw err;
+    }
+  }
+
+  /**
    * Regenerates a root token from the operators' shares (the old one may have
    * been revoked or lost). Shares are collected like an unseal; when the
    * threshold is met and they rebuild this server's root key, a new root token
@@ -373,17 +372,8 @@ export class CofferCore {
         this.rootCollector = null;
         return { progress: 0, threshold: config.threshold, complete: false };
       }
-      const share = decodeShare(shareText, config.threshold);
-      this.rootCollector ??= new ShareCollector(config.threshold);
-      let candidate: KeyMaterial | null;
-      try {
-        candidate = await this.rootCollector.add(share);
-      } catch (err) {
-        this.rootCollector = null;
-        throw err;
-      }
-      if (!candidate) return { progress: this.rootCollector.progress, threshold: config.threshold, complete: false };
-      this.rootCollector = null;
+      const candidate = await this.addShare('rootCollector', shareText, config.threshold);
+      if (!candidate) return { progress: this.rootCollector?.progress ?? 0, threshold: config.threshold, complete: false };
       try {
         // PKCS#11 seal: the operators hold recovery shares (the root key never leaves the HSM).
         if (config.sealType === 'pkcs11' && config.recoveryCheck) openWithKey(candidate, config.recoveryCheck, sealAad.recoveryCheck(), 'the recovery key check');
@@ -710,16 +700,7 @@ export class CofferCore {
 
   /** Rebuilds a key from operator shares and checks it against `check`; 400 invalid_shares otherwise. */
   private async keyFromShares(shareTexts: string[], threshold: number, check: Uint8Array, checkAad: Uint8Array, plaintext: Uint8Array, what: string): Promise<KeyMaterial> {
-    const collector = new ShareCollector(threshold);
-    let key: KeyMaterial | null = null;
-    try {
-      for (const text of shareTexts) {
-        key = await collector.add(decodeShare(text, threshold));
-        if (key) break;
-      }
-    } finally {
-      collector.reset();
-    }
+    const key = await combineShareTexts(shareTexts, threshold);
     if (!key) throw new CofferError(400, 'invalid_shares', `${threshold} distinct ${what} shares are needed`);
     let opened: Uint8Array;
     try {
@@ -865,12 +846,8 @@ export class CofferCore {
       const version = row.root_version + 1;
       const pendingKey = await current.unwrapKey(row.pending_root, sealAad.pendingRoot(version, current.version), 'the pending root key');
       let candidate: KeyMaterial | null = null;
-      const collector = new ShareCollector(row.pending_threshold);
       try {
-        for (const text of shareTexts) {
-          candidate = await collector.add(decodeShare(text, row.pending_threshold));
-          if (candidate) break;
-        }
+        candidate = await combineShareTexts(shareTexts, row.pending_threshold);
         if (!candidate) throw new CofferError(400, 'invalid_shares', `${row.pending_threshold} distinct new shares are needed`);
         if (candidate.length !== pendingKey.length || !timingSafeEqual(candidate, pendingKey)) {
           throw new CofferError(400, 'invalid_shares', 'these are not the new shares of the pending root rotation');
@@ -888,7 +865,6 @@ export class CofferCore {
         switched.previous.destroy();
         return { seal_type: 'shamir', root_version: version, state: 'completed', rewrapped: switched.rewrapped, threshold: row.pending_threshold };
       } finally {
-        collector.reset();
         zeroize(pendingKey, candidate);
       }
     });

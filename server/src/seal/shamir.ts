@@ -81,3 +81,17 @@ export class ShareCollector {
     this.shares = [];
   }
 }
+
+/** Rebuilds a key from a list of encoded shares (duplicates ignored); null when fewer than `threshold` distinct ones. */
+export async function combineShareTexts(texts: readonly string[], threshold: number): Promise<KeyMaterial | null> {
+  const collector = new ShareCollector(threshold);
+  try {
+    for (const text of texts) {
+      const key = await collector.add(decodeShare(text, threshold));
+      if (key) return key;
+    }
+    return null;
+  } finally {
+    collector.reset();
+  }
+}

@@ -20,12 +20,12 @@
  *   rotation.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { badRequest, conflict, namespaceDisabled, notFound } from '../errors.js';
+import { badRequest, conflict, namespaceDisabled } from '../errors.js';
 import type { Keyring } from '../keyring/keyring.js';
 import { addEncryptions, type KekUsage } from '../keyring/usage.js';
 import type { Database } from '../storage/schema.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
-import { countDeksToRewrap, retireUnreferenced, type NamespaceService } from './namespace-service.js';
+import { countDeksToRewrap, lockNamespaceRow, retireUnreferenced, type NamespaceService } from './namespace-service.js';
 import { checkNamespaceName } from './names.js';
 
 export const SHRED_MIN_DAYS = 7;
@@ -358,7 +358,7 @@ export class KekLifecycle {
     }
     const deletionDate = new Date(now.getTime() + pendingWindowDays * DAY_MS);
     await this.db.transaction().execute(async (trx) => {
-      const ns = await this.lockNamespace(trx, name);
+      const ns = await lockNamespaceRow(trx, name);
       if (ns.deletion_date) {
         throw conflict('conflict', `namespace "${name}" is already scheduled for shredding at ${ns.deletion_date.toISOString()}`);
       }
@@ -378,7 +378,7 @@ export class KekLifecycle {
   async cancelShred(name: string): Promise<ShredSchedule> {
     checkNamespaceName(name);
     await this.db.transaction().execute(async (trx) => {
-      const ns = await this.lockNamespace(trx, name);
+      const ns = await lockNamespaceRow(trx, name);
       if (!ns.deletion_date) throw conflict('conflict', `namespace "${name}" is not scheduled for shredding`);
       await trx
         .updateTable('namespaces')
@@ -453,17 +453,6 @@ export class KekLifecycle {
     } catch (err) {
       this.options.onError(`audit entry for ${event.action} could not be written`, err);
     }
-  }
-
-  private async lockNamespace(trx: Transaction<Database>, name: string) {
-    const ns = await trx
-      .selectFrom('namespaces')
-      .select(['id', 'deletion_date'])
-      .where('name', '=', name)
-      .forUpdate()
-      .executeTakeFirst();
-    if (!ns) throw notFound(`namespace "${name}" not found`);
-    return ns;
   }
 
   // --- background runner --------------------------------------------------

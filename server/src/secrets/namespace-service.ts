@@ -81,13 +81,7 @@ export class NamespaceService {
     if (origin === 'external' && !options.material) throw badRequest('an external KEK version needs its key material');
     if (origin === 'generated' && options.material) throw badRequest('imported key material has origin "external"');
     const run = async (trx: Transaction<Database>) => {
-      const ns = await trx
-        .selectFrom('namespaces')
-        .select(['id', 'deletion_date'])
-        .where('name', '=', name)
-        .forUpdate()
-        .executeTakeFirst();
-      if (!ns) throw notFound(`namespace "${name}" not found`);
+      const ns = await lockNamespaceRow(trx, name);
       if (ns.deletion_date) throw namespaceDisabled(name, ns.deletion_date);
       const { max } = await trx
         .selectFrom('namespace_keys')
@@ -303,4 +297,11 @@ export async function retireUnreferenced(trx: Transaction<Database>, namespaceId
     .where('version', '<>', current)
     .where('state', 'in', ['active', 'retiring'])
     .execute();
+}
+
+/** The namespace's row, locked for the rest of the transaction (writes in it wait); 404 if absent. */
+export async function lockNamespaceRow(trx: Transaction<Database>, name: string): Promise<{ id: string; deletion_date: Date | null }> {
+  const ns = await trx.selectFrom('namespaces').select(['id', 'deletion_date']).where('name', '=', name).forUpdate().executeTakeFirst();
+  if (!ns) throw notFound(`namespace "${name}" not found`);
+  return ns;
 }
