@@ -256,14 +256,7 @@ export class CofferCore {
               .insertInto('seal_config')
               .values({ id: 1, seal_type: 'shamir', shares, threshold, root_version: rootVersion, root_check: rootCheck })
               .execute();
-            await trx
-              .insertInto('system_keys')
-              .values({ name: TOKEN_SIGNING_KEY, version: 1, wrapped_key: wrappedSigningKey, root_version: rootVersion })
-              .execute();
-            await trx
-              .insertInto('tokens')
-              .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify(['root']) })
-              .execute();
+            await insertFirstKeys(trx, wrappedSigningKey, rootVersion, accessor);
             await beforeCommit?.(trx);
           });
         } catch (err) {
@@ -607,14 +600,7 @@ export class CofferCore {
             recovery_check: recoveryCheck,
           })
           .execute();
-        await trx
-          .insertInto('system_keys')
-          .values({ name: TOKEN_SIGNING_KEY, version: 1, wrapped_key: wrappedSigningKey, root_version: rootVersion })
-          .execute();
-        await trx
-          .insertInto('tokens')
-          .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify(['root']) })
-          .execute();
+        await insertFirstKeys(trx, wrappedSigningKey, rootVersion, accessor);
         await beforeCommit?.(trx);
       });
       await this.load();
@@ -1040,4 +1026,16 @@ export class CofferCore {
     this.transition = run.catch(() => undefined);
     return run;
   }
+}
+
+/** What every init stores besides the seal configuration: the wrapped token-signing key and the first root token's row. */
+async function insertFirstKeys(trx: Transaction<Database>, wrappedSigningKey: Uint8Array, rootVersion: number, rootAccessor: string): Promise<void> {
+  await trx
+    .insertInto('system_keys')
+    .values({ name: TOKEN_SIGNING_KEY, version: 1, wrapped_key: wrappedSigningKey, root_version: rootVersion })
+    .execute();
+  await trx
+    .insertInto('tokens')
+    .values({ accessor: rootAccessor, identity: 'root', display_name: 'root', policies: JSON.stringify(['root']) })
+    .execute();
 }

@@ -133,3 +133,13 @@ export function describeEachStorage(name: string, fn: (kind: StorageKind) => voi
   describe(`${name} [pglite]`, () => fn('pglite'));
   describeIfPostgres(`${name} [postgres]`, () => fn('postgres'));
 }
+
+/** Probes until `ok` holds or `ms` pass; returns the last value (the caller asserts on it). */
+export async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, ms = 5_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -4,16 +4,7 @@
 import { sql } from 'kysely';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfPostgres } from '../helpers/env.js';
-import { api, createStore, expectError, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
-
-async function eventually<T>(probe: () => Promise<T>, ok: (v: T) => boolean, ms = 5_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (ok(v) || Date.now() > deadline) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+import { api, createStore, expectError, initAndUnseal, startTestServer, unsealWith, eventually, type TestStore } from '../helpers/server.js';
 
 describeIfPostgres('KEK lifecycle across two servers on one PostgreSQL', () => {
   let store: TestStore;
