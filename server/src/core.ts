@@ -768,16 +768,7 @@ export class CofferCore {
         // A key under this label can only be left over from an interrupted rotation: not in effect.
         await token.destroyByLabel(label);
         const handle = await token.generateRootKey(label);
-        const next = new Pkcs11RootKey(token, handle, version, label);
-        let switched;
-        try {
-          switched = await this.switchRoot(next, { root_check: await next.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)), hsm_key_label: label }, beforeCommit);
-        } catch (err) {
-          await token.destroyObject(handle).catch(() => undefined);
-          throw err;
-        }
-        await this.retireHsmRoot(switched.previous);
-        return { seal_type: 'pkcs11', root_version: version, rewrapped: switched.rewrapped, key_label: label };
+        return this.switchToHsmRoot(token, handle, version, label, beforeCommit);
       }
       const shares = input.newShares ?? config.shares;
       const threshold = input.newThreshold ?? (input.newShares === undefined ? config.threshold : Math.min(config.threshold, shares));
@@ -1008,17 +999,32 @@ export class CofferCore {
       const label = this.rootLabel(version);
       await token.destroyByLabel(label);
       const handle = await unwrapInto(token, label);
-      const next = new Pkcs11RootKey(token, handle, version, label);
-      let switched;
-      try {
-        switched = await this.switchRoot(next, { root_check: await next.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)), hsm_key_label: label }, beforeCommit);
-      } catch (err) {
-        await token.destroyObject(handle).catch(() => undefined);
-        throw err;
-      }
-      await this.retireHsmRoot(switched.previous);
-      return { seal_type: 'pkcs11', root_version: version, rewrapped: switched.rewrapped, key_label: label };
+      return this.switchToHsmRoot(token, handle, version, label, beforeCommit);
     });
+  }
+
+  /**
+   * Puts a root key object already in the HSM (generated or imported) in effect: every key is
+   * rewrapped under it in one transaction; if that fails the new object is destroyed, and once it
+   * succeeds the old one is.
+   */
+  private async switchToHsmRoot(
+    token: Pkcs11Token,
+    handle: Parameters<Pkcs11Token['destroyObject']>[0],
+    version: number,
+    label: string,
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<RotateRootResult> {
+    const next = new Pkcs11RootKey(token, handle, version, label);
+    let switched;
+    try {
+      switched = await this.switchRoot(next, { root_check: await next.wrapKey(ROOT_CHECK_PLAINTEXT, aad.rootCheck(version)), hsm_key_label: label }, beforeCommit);
+    } catch (err) {
+      await token.destroyObject(handle).catch(() => undefined);
+      throw err;
+    }
+    await this.retireHsmRoot(switched.previous);
+    return { seal_type: 'pkcs11', root_version: version, rewrapped: switched.rewrapped, key_label: label };
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

@@ -37,38 +37,28 @@ async function rewrapRows(db: Executor, from: RootKey, to: RootKey, onlyVersion:
   let keks = db.selectFrom('namespace_keys').select(['namespace_id', 'version', 'wrapped_key', 'root_version']).where('wrapped_key', 'is not', null);
   if (onlyVersion !== null) keks = keks.where('root_version', '=', onlyVersion);
   for (const row of await keks.execute()) {
-    const key = await from.unwrapKey(row.wrapped_key!, aad.kek(row.namespace_id, row.version, row.root_version), 'a namespace key');
-    try {
-      const wrapped = await to.wrapKey(key, aad.kek(row.namespace_id, row.version, to.version));
-      await db
-        .updateTable('namespace_keys')
-        .set({ wrapped_key: wrapped, root_version: to.version })
-        .where('namespace_id', '=', row.namespace_id)
-        .where('version', '=', row.version)
-        .where('root_version', '=', row.root_version)
-        .execute();
-      counts.keks += 1;
-    } finally {
-      zeroize(key);
-    }
+    const wrapped = await rewrapKey(from, to, row.wrapped_key!, aad.kek(row.namespace_id, row.version, row.root_version), aad.kek(row.namespace_id, row.version, to.version), 'a namespace key');
+    await db
+      .updateTable('namespace_keys')
+      .set({ wrapped_key: wrapped, root_version: to.version })
+      .where('namespace_id', '=', row.namespace_id)
+      .where('version', '=', row.version)
+      .where('root_version', '=', row.root_version)
+      .execute();
+    counts.keks += 1;
   }
   let sys = db.selectFrom('system_keys').select(['name', 'version', 'wrapped_key', 'root_version']);
   if (onlyVersion !== null) sys = sys.where('root_version', '=', onlyVersion);
   for (const row of await sys.execute()) {
-    const key = await from.unwrapKey(row.wrapped_key, aad.systemKey(row.name, row.version, row.root_version), `system key ${row.name}`);
-    try {
-      const wrapped = await to.wrapKey(key, aad.systemKey(row.name, row.version, to.version));
-      await db
-        .updateTable('system_keys')
-        .set({ wrapped_key: wrapped, root_version: to.version })
-        .where('name', '=', row.name)
-        .where('version', '=', row.version)
-        .where('root_version', '=', row.root_version)
-        .execute();
-      counts.system_keys += 1;
-    } finally {
-      zeroize(key);
-    }
+    const wrapped = await rewrapKey(from, to, row.wrapped_key, aad.systemKey(row.name, row.version, row.root_version), aad.systemKey(row.name, row.version, to.version), `system key ${row.name}`);
+    await db
+      .updateTable('system_keys')
+      .set({ wrapped_key: wrapped, root_version: to.version })
+      .where('name', '=', row.name)
+      .where('version', '=', row.version)
+      .where('root_version', '=', row.root_version)
+      .execute();
+    counts.system_keys += 1;
   }
   let imports = db
     .selectFrom('import_keys')
@@ -77,14 +67,19 @@ async function rewrapRows(db: Executor, from: RootKey, to: RootKey, onlyVersion:
     .where('used_at', 'is', null);
   if (onlyVersion !== null) imports = imports.where('root_version', '=', onlyVersion);
   for (const row of await imports.execute()) {
-    const key = await from.unwrapKey(row.wrapped_private_key!, sealAad.importKey(row.id, row.root_version!), 'an import wrapping key');
-    try {
-      const wrapped = await to.wrapKey(key, sealAad.importKey(row.id, to.version));
-      await db.updateTable('import_keys').set({ wrapped_private_key: wrapped, root_version: to.version }).where('id', '=', row.id).execute();
-      counts.import_keys += 1;
-    } finally {
-      zeroize(key);
-    }
+    const wrapped = await rewrapKey(from, to, row.wrapped_private_key!, sealAad.importKey(row.id, row.root_version!), sealAad.importKey(row.id, to.version), 'an import wrapping key');
+    await db.updateTable('import_keys').set({ wrapped_private_key: wrapped, root_version: to.version }).where('id', '=', row.id).execute();
+    counts.import_keys += 1;
   }
   return counts;
+}
+
+/** One key moved from the old root to the new one; the plaintext key exists only between the two calls. */
+async function rewrapKey(from: RootKey, to: RootKey, wrapped: Uint8Array, fromAad: Uint8Array, toAad: Uint8Array, what: string): Promise<Uint8Array> {
+  const key = await from.unwrapKey(wrapped, fromAad, what);
+  try {
+    return await to.wrapKey(key, toAad);
+  } finally {
+    zeroize(key);
+  }
 }
