@@ -6,8 +6,8 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { CofferError, conflict, sealedError } from './errors.js';
-import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
-import { aad } from './keyring/context.js';
+import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './crypto/aead.js';
+import { aad } from './crypto/context.js';
 import { Keyring } from './keyring/keyring.js';
 import { InMemoryRootKey, type RootKey } from './seal/root-key.js';
 import { HsmUnavailableError, Pkcs11Token, type Pkcs11Settings } from './seal/pkcs11.js';

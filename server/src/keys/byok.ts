@@ -16,7 +16,7 @@ import { promisify } from 'node:util';
 import type { Transaction } from 'kysely';
 import type { CofferCore, RotateRootResult } from '../core.js';
 import { CofferError, badRequest, notFound } from '../errors.js';
-import { zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { OaepHash, Pkcs11Token } from '../seal/pkcs11.js';
 import { sealAad } from '../seal/seal-context.js';
 import type { Database } from '../storage/schema.js';

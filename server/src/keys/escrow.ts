@@ -9,7 +9,7 @@ import { createCipheriv, createPublicKey, publicEncrypt, randomBytes, randomUUID
 import type { Transaction } from 'kysely';
 import type { CofferCore } from '../core.js';
 import { CofferError, badRequest, notFound } from '../errors.js';
-import { zeroize } from '../keyring/aead.js';
+import { zeroize } from '../crypto/aead.js';
 import type { Database, EscrowRequestTable } from '../storage/schema.js';
 import type { Selectable } from 'kysely';
 

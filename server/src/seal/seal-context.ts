@@ -1,6 +1,6 @@
 /**
  * Associated data of what the seal layer wraps besides KEKs and system keys
- * (those are in keyring/context.ts). Same encoding: a JSON array, so no two
+ * (those are in crypto/context.ts). Same encoding: a JSON array, so no two
  * contexts can collide whatever the ids contain.
  */
 const encoder = new TextEncoder();
