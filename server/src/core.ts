@@ -21,7 +21,7 @@ import type { Database } from './storage/schema.js';
 import type { ChangeFeed } from './storage/change-feed.js';
 import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
 import type { AuditLog } from './audit/audit-log.js';
-import { KekLifecycle } from './secrets/kek-lifecycle.js';
+import { KekLifecycle } from './kms/kek-lifecycle.js';
 import { KekUsage } from './keyring/usage.js';
 
 const AUDIT_KEY = 'audit';

@@ -24,9 +24,9 @@ import { badRequest, conflict, namespaceDisabled } from '../errors.js';
 import type { Keyring } from '../keyring/keyring.js';
 import { addEncryptions, type KekUsage } from '../keyring/usage.js';
 import type { Database } from '../storage/schema.js';
-import { applyLocally, publishChange, type Changes } from './changes.js';
-import { countDeksToRewrap, lockNamespaceRow, retireUnreferenced, type NamespaceService } from './namespace-service.js';
-import { checkNamespaceName } from './names.js';
+import { applyLocally, publishChange, type Changes } from '../secrets/changes.js';
+import { countDeksToRewrap, lockNamespaceRow, retireUnreferenced, type NamespaceService } from '../secrets/namespace-service.js';
+import { checkNamespaceName } from '../secrets/names.js';
 
 export const SHRED_MIN_DAYS = 7;
 export const SHRED_MAX_DAYS = 30;
