@@ -15,4 +15,6 @@ export const sealAad = {
   pendingRoot: (next: number, current: number) => encode(['pending-root', next, current]),
 };
 
+/** Encrypted under the root key (with aad.rootCheck) as seal_config.root_check: proves a rebuilt or found root key is this server's. */
+export const ROOT_CHECK_PLAINTEXT = encoder.encode('coffer root key check v1');
 export const RECOVERY_CHECK_PLAINTEXT = encoder.encode('coffer recovery key check v1');
