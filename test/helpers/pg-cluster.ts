@@ -1,7 +1,6 @@
 // A private PostgreSQL cluster (scripts/pg-cluster.mjs) for suites that stop, start or restart
 // the database: the shared test cluster must never be taken down under other suites.
-import { pathToFileURL } from 'node:url';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 type ShutdownMode = 'smart' | 'fast' | 'immediate';
 
