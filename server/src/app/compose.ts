@@ -81,7 +81,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     open: openServices,
     preSeal: [() => audit.setKey(null), () => readCache.reset(changes.up)],
   });
-  dispatchChanges(changes, { readCache, unsealed: () => vault.unsealed, followRoot: () => followRoot(vault) });
+  dispatchChanges(changes, { readCache, unsealed: () => vault.unsealed, followRoot: () => followRoot(vault), onError: log.error });
   const core = new CofferCore(vault, audit, readCache);
   const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
   return { core, audit, metrics };

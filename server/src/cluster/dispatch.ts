@@ -27,6 +27,8 @@ export interface Dispatch {
   unsealed(): ChangeTargets | null;
   /** Follows a root key version another server put in effect (vault/follow-root.ts). */
   followRoot(): Promise<void>;
+  /** Background failures (never given key material). */
+  onError(what: string, err: unknown): void;
 }
 
 /** Announces a new root key version, inside the transaction that put it in effect. */
@@ -50,7 +52,8 @@ export function dispatchChanges(changes: ChangeFeed, to: Dispatch): void {
     const event = parseChange(payload);
     if (event?.kind === 'namespace-keys') to.unsealed()?.keyring.evictNamespace(event.namespaceId);
     else if (event) applyChange(readCache, event);
-    else if (isRootChange(payload)) void to.followRoot();
+    // A database outage here must not become an unhandled rejection (the next KEK unwrap follows again).
+    else if (isRootChange(payload)) void to.followRoot().catch((err: unknown) => to.onError('following a root key change failed', err));
     else applyAuthChange(to.unsealed(), payload);
   });
   changes.events.on('up', () => {
