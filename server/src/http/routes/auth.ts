@@ -123,7 +123,7 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
       ttlSeconds: Math.min(body.ttl ?? tokens.limits.defaultTtlSeconds, maxTtl),
       maxTtlSeconds: maxTtl,
       renewable: body.renewable,
-    });
+    }, caller);
     res.status(201).json(result);
   });
   router.post('/token/lookup-accessor', async (req, res) => {
@@ -144,9 +144,11 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
   });
 
   // --- users, groups, AppRoles, JWT issuers and roles ---
-  const noRootUnlessRoot = (caller: Principal, policies: string[] | undefined) => {
-    if (policies?.includes(ROOT_POLICY) && !caller.policies.includes(ROOT_POLICY)) {
-      throw new CofferError(403, 'permission_denied', 'only root can hand out the root policy');
+  // Not even root may store `root` on a user, group or role: a login never yields root (the
+  // token service strips it too), so such a row would only say something untrue.
+  const noRoot = (policies: string[] | undefined) => {
+    if (policies?.includes(ROOT_POLICY)) {
+      throw new CofferError(400, 'invalid_request', 'the root policy cannot be given to a user, group or role: no login yields root (root tokens come from init and generate-root)');
     }
   };
   /**
@@ -173,9 +175,9 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
       res.json({ [plural.replace('-', '_')]: await ops.list() });
     });
     router.put(`${path}/:name`, async (req, res) => {
-      const caller = admin(res, `managing ${plural}`);
+      admin(res, `managing ${plural}`);
       const body = ops.schema.parse(req.body);
-      noRootUnlessRoot(caller, ops.policiesOf?.(body));
+      noRoot(ops.policiesOf?.(body));
       const { created } = await ops.put(req.params.name, body);
       res.status(created ? 201 : 200).json(await ops.read(req.params.name));
     });
