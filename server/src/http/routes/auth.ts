@@ -45,6 +45,7 @@ const createToken = z
     metadata: z.record(z.string().min(1).max(64), z.string().max(512)).refine((m) => Object.keys(m).length <= 32, 'at most 32 metadata entries').optional(),
   })
   .strict();
+const emptyBody = z.object({}).strict();
 const renewBody = z.object({ increment: ttl.optional() }).strict();
 const accessorBody = z.object({ accessor: z.string().min(1).max(64) }).strict();
 const identityBody = z.object({ identity: z.string().min(1).max(512) }).strict();
@@ -241,6 +242,18 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
     put: (name, body) => services().cert.putRole(name, body),
     read: (name) => services().cert.readRole(name),
     remove: (name) => services().cert.deleteRole(name),
+  });
+
+  // --- lockouts (per server process: the counters are not shared between servers) ---
+  router.post('/userpass/users/:name/unlock', async (req, res) => {
+    admin(res, 'unlocking users');
+    emptyBody.parse(req.body ?? {});
+    res.json({ unlocked: services().userpass.unlock(req.params.name) });
+  });
+  router.post('/approle/roles/:name/unlock', async (req, res) => {
+    admin(res, 'unlocking roles');
+    emptyBody.parse(req.body ?? {});
+    res.json({ unlocked: await services().approle.unlock(req.params.name) });
   });
 
   // --- AppRole role_id and secret_ids ---
