@@ -10,7 +10,7 @@ import { createHmac } from 'node:crypto';
 import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
-import { zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
 import { isConnectionError, isUniqueViolation } from '../storage/errors.js';
 import { GENESIS_HASH, chainHash, checkpointValid, sameBytes, signCheckpoint } from './chain.js';

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { badRequest, conflict, namespaceDisabled, notFound } from '../errors.js';
-import type { KeyMaterial } from '../keyring/aead.js';
+import type { KeyMaterial } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { Database, KekOrigin, KekState } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
