@@ -16,7 +16,7 @@ import { tlsFilesOf } from './ops/tls.js';
 import { AuditLog, type AuditOptions } from './audit/audit-log.js';
 import { FileSink, StdoutSink, type LineSink } from './audit/sinks.js';
 
-function auditOptions(config: Config): AuditOptions {
+function auditOptions(config: Config, storage: Storage): AuditOptions {
   const sinks = config.auditSinks.filter((s) => s !== 'none');
   return {
     database: sinks.includes('db'),
@@ -24,6 +24,9 @@ function auditOptions(config: Config): AuditOptions {
     timeoutMs: config.auditTimeoutMs,
     checkpointEvery: config.auditCheckpointEvery,
     maxBatch: config.auditMaxBatch,
+    // PGlite's data directory is locked to this process: intents found at start-up are an earlier process's.
+    exclusive: storage.kind === 'pglite',
+    recoverAfterMs: config.auditRecoverAfterSeconds * 1000,
   };
 }
 
@@ -45,7 +48,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     dataDir: config.dev && !config.databaseUrl ? 'memory://' : config.dataDir,
     poolSize: config.dbPoolSize,
   });
-  const audit = new AuditLog(storage.db, auditOptions(config), logger);
+  const audit = new AuditLog(storage.db, auditOptions(config, storage), logger);
   const core = new CofferCore(storage.db, storage.changes, audit, {
     kek: {
       rotateAfterEncryptions: config.kekRotateAfterEncryptions,
@@ -77,6 +80,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   let address: AddressInfo;
   try {
     await core.load();
+    // Entries for the changes of requests that never wrote theirs (a crash, a failed append).
+    await audit.startRecovery();
     if (core.status().recovery_seal) {
       // PKCS#11 seal: unseal with the HSM now. If it cannot, the server still starts, sealed
       // (503), with the reason in the seal status and the log, and POST /v1/sys/unseal retries.
