@@ -153,7 +153,7 @@ export class AuditLog {
    */
   async intend(draft: AuditDraft): Promise<void> {
     if (!this.enabled) return;
-    if (this.stalled) throw auditUnavailable();
+    if (this.stalled || this.closed) throw auditUnavailable();
     try {
       await this.withTimeout(this.intents.record(storable(draft), new Date()));
     } catch (err) {

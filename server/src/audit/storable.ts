@@ -18,41 +18,40 @@
 
 // NUL, a high surrogate not followed by a low one, or a low surrogate not preceded by a high one.
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-const UNSTORABLE_TEST = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// A cheap first look: NUL or any surrogate at all (valid pairs included).
+const SUSPECT = /[\u0000\ud800-\udfff]/;
 
 const escape = (unit: string) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 export function storableText(text: string): string {
-  return UNSTORABLE_TEST.test(text) ? text.replace(UNSTORABLE, escape) : text;
+  return SUSPECT.test(text) ? text.replace(UNSTORABLE, escape) : text;
 }
 
 /**
  * A copy of `value` (plain objects, arrays, strings, numbers, booleans, null)
- * whose strings and object keys are all storable. Values without anything to
- * escape come back as they are, so the common case allocates nothing.
+ * whose strings and object keys are all storable. A value with nothing
+ * suspect in it comes back as it is, after a walk that allocates nothing: this
+ * runs for every audit entry.
  */
 export function storable<T>(value: T): T {
-  return clean(value) as T;
+  return suspect(value) ? (clean(value) as T) : value;
+}
+
+const plainObject = (value: object) => Object.getPrototypeOf(value) === Object.prototype;
+
+function suspect(value: unknown): boolean {
+  if (typeof value === 'string') return SUSPECT.test(value);
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(value)) return value.some(suspect);
+  if (!plainObject(value)) return false;
+  for (const key in value) if (SUSPECT.test(key) || suspect((value as Record<string, unknown>)[key])) return true;
+  return false;
 }
 
 function clean(value: unknown): unknown {
   if (typeof value === 'string') return storableText(value);
   if (value === null || typeof value !== 'object') return value;
-  if (!Array.isArray(value) && Object.getPrototypeOf(value) !== Object.prototype) return value; // Dates and the like
-  if (Array.isArray(value)) {
-    let out: unknown[] | null = null;
-    value.forEach((item, i) => {
-      const c = clean(item);
-      if (c !== item) (out ??= [...value])[i] = c;
-    });
-    return out ?? value;
-  }
-  let changed = false;
-  const entries = Object.entries(value as Record<string, unknown>).map(([k, v]): [string, unknown] => {
-    const ck = storableText(k);
-    const cv = clean(v);
-    if (ck !== k || cv !== v) changed = true;
-    return [ck, cv];
-  });
-  return changed ? Object.fromEntries(entries) : value;
+  if (Array.isArray(value)) return value.map(clean);
+  if (!plainObject(value)) return value; // Dates and the like
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [storableText(k), clean(v)]));
 }
