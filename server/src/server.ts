@@ -36,7 +36,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       logger.warn({ where, code: (err as { code?: unknown }).code, problem: err.message }, 'database connection lost; requests get 503 until it is back'),
   });
   // Everything the server is made of is built here (app/compose.ts).
-  const { core, metrics } = compose(config, storage, logger);
+  const { core, audit, metrics } = compose(config, storage, logger);
   const tls = tlsFilesOf(config);
   let api: ReturnType<typeof createApiListener> | undefined;
   let metricsServer: http.Server | undefined;
@@ -44,6 +44,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   let address: AddressInfo;
   try {
     await core.load();
+    // Entries for the changes of requests that never wrote theirs (a crash, a failed append).
+    await audit.startRecovery();
     if (core.status().recovery_seal) {
       // PKCS#11 seal: unseal with the HSM now. If it cannot, the server still starts, sealed
       // (503), with the reason in the seal status and the log, and POST /v1/sys/unseal retries.

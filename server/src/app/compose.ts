@@ -48,7 +48,7 @@ export interface Composed {
   metrics: CofferMetrics;
 }
 
-function auditOptions(config: Config): AuditOptions {
+function auditOptions(config: Config, storage: Storage): AuditOptions {
   const sinks = config.auditSinks.filter((s) => s !== 'none');
   return {
     database: sinks.includes('db'),
@@ -56,12 +56,15 @@ function auditOptions(config: Config): AuditOptions {
     timeoutMs: config.auditTimeoutMs,
     checkpointEvery: config.auditCheckpointEvery,
     maxBatch: config.auditMaxBatch,
+    // PGlite's data directory is locked to this process: intents found at start-up are an earlier process's.
+    exclusive: storage.kind === 'pglite',
+    recoverAfterMs: config.auditRecoverAfterSeconds * 1000,
   };
 }
 
 export function compose(config: Config, storage: Storage, logger: Logger): Composed {
   const { db, changes } = storage;
-  const audit = new AuditLog(db, auditOptions(config), logger);
+  const audit = new AuditLog(db, auditOptions(config, storage), logger);
   const repos = createRepos(db);
   // Dev mode is a throwaway Shamir server whatever else is configured.
   const seals = new Seals([new ShamirSeal(), new Pkcs11Seal(config.dev ? null : pkcs11SettingsOf(config))], config.dev ? 'shamir' : config.seal);

@@ -24,12 +24,21 @@ export interface AuditEntry {
   namespace: string | null;
   path: string | null;
   version: number | null;
-  outcome: 'success' | 'denied' | 'error';
+  /** `unknown`: recovered from an intent; the request's outcome was never recorded. */
+  outcome: 'success' | 'denied' | 'error' | 'unknown';
+  /** The status the client got; 0 when not known (recovered entries). */
   status: number;
   error_code: string | null;
   client: string | null;
   /** HMACs of sensitive request fields, e.g. {"data.password": "hmac-sha256:…"}. */
   hashed: Record<string, string>;
+  /**
+   * The status the handler produced when the client got another one: the audit
+   * log refused the response (503), but the handler's change, if any, took effect.
+   */
+  handler_status?: number;
+  /** Why an entry is not the plain record of a response: recovered, refused, or an audit incident. */
+  reason?: string;
 }
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>;
