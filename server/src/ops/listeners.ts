@@ -106,11 +106,12 @@ export function closeGracefully(server: http.Server, deadlineMs: number): Promis
 const REASONS: Record<number, string> = { 400: 'Bad Request', 405: 'Method Not Allowed', 408: 'Request Timeout', 417: 'Expectation Failed', 431: 'Request Header Fields Too Large' };
 
 /** A whole HTTP/1.1 response with the JSON error envelope, for a socket the app never got. */
-function rawJsonError(status: number, code: string, message: string): string {
+function rawJsonError(status: number, code: string, message: string, head: boolean): string {
   const body = JSON.stringify({ error: { code, message } });
   return (
     `HTTP/1.1 ${status} ${REASONS[status]}\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n` +
-    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+    // The answer to a HEAD request has no body (a client would read one as the next response).
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`
   );
 }
 
@@ -121,17 +122,18 @@ function rawJsonError(status: number, code: string, message: string): string {
  * the connection is closed. Node would send a bare status line, or just hang up.
  */
 function answerProtocolErrors(server: http.Server): void {
-  const refuse = (socket: Duplex, status: number, code: string, message: string) => {
-    socket.end(rawJsonError(status, code, message), () => socket.destroy());
+  const refuse = (socket: Duplex, status: number, code: string, message: string, head = false) => {
+    socket.end(rawJsonError(status, code, message, head), () => socket.destroy());
   };
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+  server.on('clientError', (err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex) => {
     // Only when no response has started on this connection: anything else would corrupt it.
-    const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean; req?: { method?: string } } })._httpMessage;
     if (!socket.writable || inFlight?.headersSent || answeredEarly.has(socket) || err.code === 'ECONNRESET') return void socket.destroy();
-    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return refuse(socket, 408, 'request_timeout', 'the request was not received in time');
-    if (err.code === 'HPE_HEADER_OVERFLOW') return refuse(socket, 431, 'invalid_request', 'request headers are too large');
+    const head = inFlight?.req?.method === 'HEAD' || err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return refuse(socket, 408, 'request_timeout', 'the request was not received in time', head);
+    if (err.code === 'HPE_HEADER_OVERFLOW') return refuse(socket, 431, 'invalid_request', 'request headers are too large', head);
     if (err.code === 'HPE_INVALID_METHOD') return refuse(socket, 405, 'method_not_allowed', 'unknown HTTP method');
-    refuse(socket, 400, 'invalid_request', 'malformed HTTP request');
+    refuse(socket, 400, 'invalid_request', 'malformed HTTP request', head);
   });
   server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => refuse(socket, 405, 'method_not_allowed', 'CONNECT is not supported'));
   server.on('checkExpectation', (_req: http.IncomingMessage, res: http.ServerResponse) =>
