@@ -270,6 +270,29 @@ describe('request time and size bounds (finding 12)', () => {
     }
   });
 
+  it('keeps the connection of a refused body that arrived whole usable', async () => {
+    const url = new URL(base);
+    const socket = net.connect(Number(url.port), url.hostname);
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    const waitFor = async (pattern: RegExp) => {
+      for (let i = 0; i < 600 && !pattern.test(received); i++) await new Promise((r) => setTimeout(r, 50));
+      return pattern.test(received);
+    };
+    try {
+      const body = 'x'.repeat(1024 * 1024 + 1);
+      socket.write(`PUT /v1/sys/unseal HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      expect(await waitFor(/^HTTP\/1\.1 413 [^]*"payload_too_large"[^]*\}\}$/)).toBe(true);
+      // Longer than the time a body still arriving is given before its connection is cut.
+      await new Promise((r) => setTimeout(r, 2500));
+      socket.write('GET /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n');
+      expect(await waitFor(/HTTP\/1\.1 501 /)).toBe(true);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('answers what the HTTP parser refuses with the JSON error envelope', async () => {
     const cases: Array<[string, number, string]> = [
       ['FOO /v1/sys/health HTTP/1.1\r\nHost: x\r\n\r\n', 405, 'method_not_allowed'],

@@ -67,6 +67,8 @@ export function refuseDeclaredOversize(limit: number): RequestHandler {
       const socket = req.socket;
       answeredEarly.add(socket);
       res.once('finish', () => {
+        // Already all here: the connection may be serving its next request by the time a timer fires.
+        if (req.complete) return void answeredEarly.delete(socket);
         const cut = setTimeout(() => socket.destroy(), LINGER_MS);
         cut.unref();
         const done = () => {
