@@ -117,6 +117,11 @@ export const configSchema = z.object({
     .optional(),
   /** Log every request at info (request id, method, route template, status, duration). */
   requestLog: bool.default(false),
+  /**
+   * Longest time a client may take to send one whole request (headers and body); then it gets
+   * 408 and its connection is closed. Headers alone get at most 10 s of it.
+   */
+  requestTimeoutSeconds: int(1, 3600).default(30),
   /** How long SIGTERM waits for in-flight requests before cutting their connections. */
   shutdownTimeoutSeconds: int(0, 3600).default(10),
   // --- seal (root key) ---
@@ -199,6 +204,7 @@ const ENV: Record<string, keyof Config> = {
   COFFER_METRICS_LISTEN: 'metricsListen',
   COFFER_REQUEST_LOG: 'requestLog',
   COFFER_SHUTDOWN_TIMEOUT_SECONDS: 'shutdownTimeoutSeconds',
+  COFFER_REQUEST_TIMEOUT_SECONDS: 'requestTimeoutSeconds',
   COFFER_SEAL: 'seal',
   COFFER_PKCS11_MODULE: 'pkcs11Module',
   COFFER_PKCS11_TOKEN_LABEL: 'pkcs11TokenLabel',

@@ -11,7 +11,7 @@ import { compose } from './app/compose.js';
 import type { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
-import { closeGracefully, createApiListener, listen, metricsRequestListener, urlOf } from './ops/listeners.js';
+import { closeGracefully, createApiListener, listen, metricsRequestListener, requestTimeouts, urlOf } from './ops/listeners.js';
 import { tlsFilesOf } from './ops/tls.js';
 
 export interface RunningServer {
@@ -60,10 +60,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       requestLog: config.requestLog,
       clientCertificates: Boolean(tls?.clientCaFile),
     });
-    api = createApiListener(app, tls);
+    api = createApiListener(app, tls, requestTimeouts(config.requestTimeoutSeconds * 1000));
+    // Longer than the idle timeout of common load balancers (60 s), so that they close first.
     api.server.keepAliveTimeout = 65_000;
-    api.server.headersTimeout = 66_000;
-    api.server.requestTimeout = 30_000;
     address = await listen(api.server, config.port, config.host);
     if (config.metricsListen) {
       const at = parseHostPort(config.metricsListen)!;

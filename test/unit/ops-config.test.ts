@@ -1,7 +1,7 @@
 // Operations pieces that need no server: route templates (metric labels, request logs),
 // the operations settings, and the rule that plain HTTP stays on loopback.
 import { ConfigError, loadConfig, parseHostPort } from '@coffer/server/config';
-import { routeTemplate } from '@coffer/server/http/route-template';
+import { ROUTE_TEMPLATES, routeTemplate } from '@coffer/server/http/route-template';
 import { insecureListenProblem, isLoopbackHost } from '@coffer/server/ops/tls';
 
 describe('route templates', () => {
@@ -35,6 +35,14 @@ describe('route templates', () => {
     expect(routeTemplate(url)).toBe(template);
   });
 
+  it('names each template of the route table for a request it matches', () => {
+    for (const template of ROUTE_TEMPLATES) {
+      const url = template.replace(':ns', 'payments-prod').replace(/:folder\/?/, 'db/').replace(':path', 'db/password').replace(':name', 'x');
+      expect({ url, template: routeTemplate(url) }).toEqual({ url, template });
+    }
+    expect(ROUTE_TEMPLATES.length).toBe(new Set(ROUTE_TEMPLATES).size);
+  });
+
   it('never contains a namespace, a path, an action or a query value', () => {
     for (const url of [
       '/v1/secrets/acme-payroll/hr/salaries:versions?x=acme-payroll',
@@ -54,7 +62,7 @@ describe('operations settings', () => {
 
   it('has quiet, safe defaults', () => {
     const c = load({});
-    expect(c).toMatchObject({ requestLog: false, allowInsecureHttp: false, shutdownTimeoutSeconds: 10 });
+    expect(c).toMatchObject({ requestLog: false, allowInsecureHttp: false, shutdownTimeoutSeconds: 10, requestTimeoutSeconds: 30 });
     expect(c.tlsCertFile).toBeUndefined();
     expect(c.metricsListen).toBeUndefined();
   });
@@ -68,6 +76,7 @@ describe('operations settings', () => {
       COFFER_METRICS_LISTEN: '127.0.0.1:9102',
       COFFER_REQUEST_LOG: 'true',
       COFFER_SHUTDOWN_TIMEOUT_SECONDS: '25',
+      COFFER_REQUEST_TIMEOUT_SECONDS: '5',
     });
     expect(c).toMatchObject({
       tlsCertFile: '/etc/coffer/tls.crt',
@@ -77,6 +86,7 @@ describe('operations settings', () => {
       metricsListen: '127.0.0.1:9102',
       requestLog: true,
       shutdownTimeoutSeconds: 25,
+      requestTimeoutSeconds: 5,
     });
   });
 
@@ -88,6 +98,8 @@ describe('operations settings', () => {
     [{ COFFER_METRICS_LISTEN: '127.0.0.1:70000' }, /metricsListen/],
     [{ COFFER_SHUTDOWN_TIMEOUT_SECONDS: '-1' }, /shutdownTimeoutSeconds/],
     [{ COFFER_REQUEST_LOG: 'maybe' }, /requestLog/],
+    [{ COFFER_REQUEST_TIMEOUT_SECONDS: '0' }, /requestTimeoutSeconds/],
+    [{ COFFER_REQUEST_TIMEOUT_SECONDS: '3601' }, /requestTimeoutSeconds/],
   ])('refuses %j', (env, message) => {
     expect(() => load(env)).toThrow(ConfigError);
     expect(() => load(env)).toThrow(message);

@@ -6,6 +6,7 @@
 import type { Request } from 'express';
 import type { Principal } from '../policy/policy.js';
 import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, matchTemplate } from '../http/route-template.js';
+import { isUnsafeText } from '../http/edge.js';
 
 export interface AuditIdentity {
   id: string;
@@ -65,7 +66,25 @@ const SYS_ACTIONS = new Set([
   'seal-migrate',
 ]);
 
-/** Maps method + URL to a stable action name and the namespace/path it touched. */
+/**
+ * A `:name` path segment as express hands it to the handler (percent-decoded),
+ * so that `/v1/namespaces/n%73` is recorded as the namespace `ns` it served.
+ * Left as sent when it does not decode (express refuses it: 400).
+ */
+function routedSegment(raw: string): string {
+  try {
+    const decoded = decodeURIComponent(raw);
+    return isUnsafeText(decoded) ? raw : decoded;
+  } catch {
+    return raw;
+  }
+}
+
+/**
+ * Maps method + URL to a stable action name and the namespace/path it touched.
+ * A handler that knows its target names it instead (http/audit.ts `auditTarget`);
+ * this is what requests that never reached one are described by.
+ */
 export function describeRequest(method: string, url: string): Described {
   const q = url.indexOf('?');
   const pathname = q === -1 ? url : url.slice(0, q);
@@ -89,7 +108,7 @@ export function describeRequest(method: string, url: string): Described {
     return { action: `secret.${verb}`, namespace, path };
   }
   if (parts[1] === 'v1' && area === 'namespaces') {
-    const name = rest[0] ? rest[0].slice(0, 64) : null;
+    const name = rest[0] ? routedSegment(rest[0]).slice(0, 64) : null;
     const sub = rest.slice(1).join('/');
     if (sub !== '') {
       // KEK lifecycle and shredding of one namespace.
@@ -108,12 +127,12 @@ export function describeRequest(method: string, url: string): Described {
     const name = rest.join('/');
     if (SYS_ACTIONS.has(name)) return { action: `sys.${name.replace('/', '.')}`, namespace: null, path: null };
     const m = matchTemplate(name, ['policies', 'policies/:name', 'capabilities-self', 'generate-root']);
-    return m ? { action: templateAction('sys', m.template, method), namespace: null, path: m.name?.slice(0, 128) ?? null } : { action: 'sys.unknown', namespace: null, path: null };
+    return m ? { action: templateAction('sys', m.template, method), namespace: null, path: nameOf(m, 128) } : { action: 'sys.unknown', namespace: null, path: null };
   }
   if (parts[1] === 'v1' && area === 'auth') {
     const m = matchTemplate(rest.join('/'), AUTH_TEMPLATES);
     return m
-      ? { action: templateAction('auth', m.template, method), namespace: null, path: m.name?.slice(0, 128) ?? null }
+      ? { action: templateAction('auth', m.template, method), namespace: null, path: nameOf(m, 128) }
       : { action: 'auth.unknown', namespace: null, path: null };
   }
   if (parts[1] === 'v1' && (area === 'byok' || area === 'escrow')) {
@@ -123,15 +142,19 @@ export function describeRequest(method: string, url: string): Described {
       // byok.import_params / byok.import / byok.root.import_params / byok.root.import; the namespace is the name.
       const root = m.template.startsWith('root/');
       const what = m.template.endsWith('import-params') ? 'import_params' : 'import';
-      return { action: root ? `byok.root.${what}` : `byok.${what}`, namespace: root ? null : m.name!.slice(0, 64), path: null };
+      return { action: root ? `byok.root.${what}` : `byok.${what}`, namespace: root ? null : nameOf(m, 64), path: null };
     }
     // escrow.request / escrow.read / escrow.approve / escrow.download; the path is the request id
     // (the namespace is filled in by the handler once the request is loaded).
     const action =
       m.template === 'requests' ? (method === 'GET' ? 'escrow.list' : 'escrow.request') : m.template === 'requests/:name' ? 'escrow.read' : `escrow.${m.template.split('/').pop()}`;
-    return { action, namespace: null, path: m.name?.slice(0, 64) ?? null };
+    return { action, namespace: null, path: nameOf(m, 64) };
   }
   return { action: 'unknown', namespace: null, path: pathname.slice(0, 256) };
+}
+
+function nameOf(m: { name: string | null }, max: number): string | null {
+  return m.name === null ? null : routedSegment(m.name).slice(0, max);
 }
 
 /**

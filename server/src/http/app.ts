@@ -21,6 +21,7 @@ import type { CofferMetrics } from '../ops/metrics.js';
 import { auditRouter } from './routes/audit.js';
 import { capabilitiesRouter, policiesRouter } from './routes/policies.js';
 import { auditIntents, auditRequests } from './audit.js';
+import { refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
 
 export interface AppOptions {
   maxRequestBytes: number;
@@ -38,6 +39,10 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  // Paths are names (Vault routes case-sensitively too): `/V1/SECRETS/…` is not `/v1/secrets/…`,
+  // so the audit entry and the route cannot disagree about which endpoint was called.
+  // Set before the first app.use: express creates its router with this setting then.
+  app.set('case sensitive routing', true);
 
   const observe = requestObserver(logger, { metrics: options.metrics, requestLog: options.requestLog });
   app.use((req, res, next) => {
@@ -51,8 +56,12 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   });
   if (options.clientCertificates) app.use(clientCertificate);
   app.use(auditRequests(core));
+  // Refused requests are audited like any other (as `unknown` when nothing was routed).
+  app.use(requireOriginForm);
+  app.use(refuseDeclaredOversize(options.maxRequestBytes));
   // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
   app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: () => true }));
+  app.use(refuseUnsafeBody);
 
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);
   const requireToken = tokenAuth(core);

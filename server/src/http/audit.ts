@@ -35,9 +35,28 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
     (res.locals.errorCode as string | undefined) ?? null,
     (v) => core.audit.hmac(v),
   );
-  // Handlers that learn the namespace only from the database (escrow requests by id) name it here.
-  if (draft.namespace === null && typeof res.locals.auditNamespace === 'string') draft.namespace = res.locals.auditNamespace;
+  // What the handler routed and authorised wins over what the URL seems to say.
+  const target = res.locals.auditTarget as AuditTarget | undefined;
+  if (target) {
+    draft.namespace = target.namespace;
+    if (target.path !== undefined) draft.path = target.path;
+  }
   return draft;
+}
+
+interface AuditTarget {
+  namespace: string;
+  path: string | undefined;
+}
+
+/**
+ * Names the namespace (and secret path) a handler routed to, for its audit entry.
+ * Handlers call it as soon as they know the target (before the policy check, so a
+ * denied attempt is found by namespace too); some learn it only from the database
+ * (escrow requests by id). Without it the entry is described from the URL.
+ */
+export function auditTarget(res: Response, namespace: string, path?: string): void {
+  res.locals.auditTarget = { namespace, path } satisfies AuditTarget;
 }
 
 export function auditRequests(core: CofferCore): RequestHandler {

@@ -73,6 +73,24 @@ export const UNMATCHED = 'unmatched';
 export const BYOK_TEMPLATES = ['namespaces/:name/import-params', 'namespaces/:name/import', 'root/import-params', 'root/import'] as const;
 export const ESCROW_TEMPLATES = ['requests', 'requests/:name', 'requests/:name/approve', 'requests/:name/download'] as const;
 
+/**
+ * Every route template the server serves (the fuzz suite instantiates each of them).
+ * Placeholders: `:ns`, `:name` (one segment), `:path` (a secret path), `:folder` (a folder).
+ */
+export const ROUTE_TEMPLATES: readonly string[] = [
+  '/v1/secrets/:ns/:path',
+  ...[...SECRET_ACTIONS].map((action) => `/v1/secrets/:ns/:path:${action}`),
+  '/v1/secrets/:ns/:folder/',
+  '/v1/bulk/:ns/:folder',
+  '/v1/namespaces',
+  '/v1/namespaces/:name',
+  ...[...NAMESPACE_SUBRESOURCES].map((sub) => `/v1/namespaces/:name/${sub}`),
+  ...[...SYS, ...SYS_TEMPLATES].map((t) => `/v1/sys/${t}`),
+  ...AUTH_TEMPLATES.map((t) => `/v1/auth/${t}`),
+  ...BYOK_TEMPLATES.map((t) => `/v1/byok/${t}`),
+  ...ESCROW_TEMPLATES.map((t) => `/v1/escrow/${t}`),
+];
+
 /** `url` is the request target as received (`req.originalUrl`), query string included or not. */
 export function routeTemplate(url: string): string {
   const q = url.indexOf('?');

@@ -10,6 +10,13 @@ const stringMap = (what: string, maxEntries: number, maxKey: number) =>
     )
     .refine((m) => Object.keys(m).length <= maxEntries, `${what} has at most ${maxEntries} entries`);
 
+/** The largest number an `int` column holds: no version (or count) beyond it can exist, so it is bad input (400), not a database error. */
+export const INT4_MAX = 2_147_483_647;
+/** A secret or KEK version number. */
+export const versionNumber = z.number().int().min(1).max(INT4_MAX);
+/** Check-and-set: the current version, 0 = only if new. */
+const casVersion = z.number().int().min(0).max(INT4_MAX);
+
 export const initBody = z
   .object({
     shares: z.number().int().min(1).max(255).default(5),
@@ -87,23 +94,24 @@ export const writeSecretBody = z
     metadata: stringMap('metadata', 64, 128)
       .refine((m) => Object.values(m).every((v) => v.length <= 1024), 'metadata values are at most 1024 characters')
       .default({}),
-    cas: z.number().int().min(0).optional(),
+    cas: casVersion.optional(),
     max_versions: z.number().int().min(1).max(1000).optional(),
   })
   .strict();
 
 export const versionsBody = z
-  .object({ versions: z.array(z.number().int().min(1)).max(1000).optional() })
+  .object({ versions: z.array(versionNumber).max(1000).optional() })
   .strict();
 
 export const rollbackBody = z
-  .object({ version: z.number().int().min(1), cas: z.number().int().min(0).optional() })
+  .object({ version: versionNumber, cas: casVersion.optional() })
   .strict();
 
 const positiveInt = z
   .string()
   .regex(/^[1-9][0-9]{0,9}$/, 'must be a positive integer')
-  .transform(Number);
+  .transform(Number)
+  .refine((n) => n <= INT4_MAX, `must be at most ${INT4_MAX}`);
 
 export const readQuery = z.object({ version: positiveInt.optional() }).strict();
 

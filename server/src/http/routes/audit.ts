@@ -25,7 +25,7 @@ const searchQuery = z
 const hashBody = z.object({ input: z.string().max(1024 * 1024) }).strict();
 
 export function auditRouter(core: CofferCore): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   router.use((_req, res, next) => {
     if (!isAdmin(principalOf(res))) return next(new CofferError(403, 'permission_denied', 'the audit log needs admin rights'));
     next();

@@ -57,7 +57,7 @@ const denied = (what: string) => new CofferError(403, 'permission_denied', `${wh
 
 /** `public` routes take no token; the rest run behind `guarded` (unsealed + valid token). */
 export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, guarded: RequestHandler[]): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   const admin = (res: Response, what: string): Principal => {
     const p = principalOf(res);
     if (!isAdmin(p)) throw denied(what);

@@ -15,6 +15,8 @@ import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS, type EscrowService } from '.
 import { isAdmin, isAllowed } from '../../policy/policy.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
+import { auditTarget } from '../audit.js';
+import { versionNumber } from '../schemas.js';
 
 const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSAES_OAEP_SHA_256') }).strict();
 const importBody = z
@@ -26,7 +28,7 @@ const importBody = z
 const escrowRequestBody = z
   .object({
     namespace: z.string().min(1).max(63),
-    kek_version: z.number().int().min(1).optional(),
+    kek_version: versionNumber.optional(),
     algorithm: z.enum(ESCROW_ALGORITHMS).default('RSAES_OAEP_SHA_256'),
     public_key: z.string().min(1).max(16_384),
     ttl_seconds: z.number().int().min(60).max(ESCROW_MAX_TTL_SECONDS).optional(),
@@ -43,11 +45,12 @@ function requireNamespaceAdmin(res: Response, namespace: string): void {
 }
 
 export function byokRouter(core: CofferCore): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   const byok = (): ByokService => core.services().byok;
 
   router.get('/namespaces/:ns/import-params', async (req, res) => {
     const ns = checkNamespaceName(req.params.ns as string);
+    auditTarget(res, ns);
     requireNamespaceAdmin(res, ns);
     const q = importParamsQuery.parse(req.query);
     res.json(await byok().importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
@@ -55,6 +58,7 @@ export function byokRouter(core: CofferCore): Router {
 
   router.post('/namespaces/:ns/import', async (req, res) => {
     const ns = checkNamespaceName(req.params.ns as string);
+    auditTarget(res, ns);
     requireNamespaceAdmin(res, ns);
     const body = importBody.parse(req.body ?? {});
     const result = await byok().importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
@@ -78,12 +82,13 @@ export function byokRouter(core: CofferCore): Router {
 }
 
 export function escrowRouter(core: CofferCore): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   const escrow = (): EscrowService => core.services().escrow;
 
   router.post('/requests', async (req, res) => {
     const body = escrowRequestBody.parse(req.body ?? {});
     const ns = checkNamespaceName(body.namespace);
+    auditTarget(res, ns);
     requireNamespaceAdmin(res, ns);
     const created = await escrow().request(principalOf(res).identity, {
       namespace: ns,
@@ -92,14 +97,13 @@ export function escrowRouter(core: CofferCore): Router {
       publicKey: body.public_key,
       ttlSeconds: body.ttl_seconds,
     });
-    res.locals.auditNamespace = ns;
     res.status(201).json(created);
   });
 
   router.get('/requests', async (req, res) => {
     const q = escrowListQuery.parse(req.query);
     const ns = checkNamespaceName(q.namespace);
-    res.locals.auditNamespace = ns;
+    auditTarget(res, ns);
     requireNamespaceAdmin(res, ns);
     res.json({ requests: await escrow().list(ns) });
   });
@@ -107,7 +111,7 @@ export function escrowRouter(core: CofferCore): Router {
   router.get('/requests/:id', async (req, res) => {
     emptyQuery.parse(req.query);
     const found = await escrow().get(req.params.id as string);
-    res.locals.auditNamespace = found.namespace;
+    auditTarget(res, found.namespace);
     requireNamespaceAdmin(res, found.namespace);
     res.json(found);
   });
@@ -115,7 +119,7 @@ export function escrowRouter(core: CofferCore): Router {
   router.post('/requests/:id/approve', async (req, res) => {
     emptyBody.parse(req.body ?? {});
     const found = await escrow().get(req.params.id as string);
-    res.locals.auditNamespace = found.namespace;
+    auditTarget(res, found.namespace);
     requireNamespaceAdmin(res, found.namespace);
     const approved = await escrow().approve(found.id, principalOf(res).identity);
     res.json(approved);
@@ -124,7 +128,7 @@ export function escrowRouter(core: CofferCore): Router {
   router.post('/requests/:id/download', async (req, res) => {
     emptyBody.parse(req.body ?? {});
     const found = await escrow().get(req.params.id as string);
-    res.locals.auditNamespace = found.namespace;
+    auditTarget(res, found.namespace);
     requireNamespaceAdmin(res, found.namespace);
     const downloaded = await escrow().download(found.id, principalOf(res).identity);
     res.json(downloaded);

@@ -12,7 +12,7 @@ const denied = () => new CofferError(403, 'permission_denied', 'managing policie
 const capabilitiesBody = z.object({ namespace: z.string().min(1).max(63), path: z.string().max(1024).default('') }).strict();
 
 export function policiesRouter(core: CofferCore): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
 
   router.get('/', async (req, res) => {
     if (!isAdmin(principalOf(res))) throw denied();
@@ -40,7 +40,7 @@ export function policiesRouter(core: CofferCore): Router {
 
 /** POST /v1/sys/capabilities-self: the caller's capabilities on one namespace path (no admin needed). */
 export function capabilitiesRouter(): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   router.post('/', (req, res) => {
     const body = capabilitiesBody.parse(req.body);
     res.json({ namespace: body.namespace, path: body.path, capabilities: capabilitiesOn(principalOf(res), body.namespace, body.path) });

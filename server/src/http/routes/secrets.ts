@@ -22,6 +22,7 @@ import { checkFolder, checkNamespaceName, checkSecretPath } from '../../secrets/
 import { decodeCursor } from '../../secrets/pagination.js';
 import type { VersionAction } from '../../secrets/secret-service.js';
 import { principalOf } from '../auth.js';
+import { auditTarget } from '../audit.js';
 import { methodNotAllowed } from '../respond.js';
 import { emptyQuery, pageQuery, readQuery, rollbackBody, versionsBody, writeSecretBody } from '../schemas.js';
 
@@ -56,7 +57,7 @@ const denied = (capability: Capability, t: Target) =>
   new CofferError(403, 'permission_denied', `permission denied: ${capability} on ${t.namespace}:${t.path || '/'}`);
 
 export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   const listQuery = pageQuery(maxPageSize);
 
   const authorize = (res: Response, capability: Capability, t: Target) => {
@@ -65,6 +66,7 @@ export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
 
   router.use(async (req: Request, res: Response) => {
     const t = parseTarget(req.path);
+    auditTarget(res, t.namespace, t.path);
     const secrets = core.services().secrets;
 
     if (t.folder) {
@@ -156,11 +158,12 @@ export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
 
 /** GET /v1/bulk/{namespace}/{folder/}: every readable latest value under the folder, in one call. */
 export function bulkRouter(core: CofferCore, maxPageSize: number): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
   const query = pageQuery(maxPageSize).omit({ recursive: true });
   router.use(async (req: Request, res: Response) => {
     if (req.method !== 'GET') throw methodNotAllowed(['GET']);
     const t = parseTarget(req.path);
+    auditTarget(res, t.namespace, t.path);
     if (!t.folder || t.action !== null) throw badRequest('bulk reads take a folder: /v1/bulk/{namespace}/{folder/}');
     const principal = principalOf(res);
     // A bulk read is a listing of the folder plus a read of each secret in it: it needs `list`

@@ -18,7 +18,7 @@ export interface SysOptions {
 const READY_DB_TIMEOUT_MS = 1000;
 
 export function sysRouter(core: CofferCore, requireToken: RequestHandler[], options: SysOptions = {}): Router {
-  const router = Router();
+  const router = Router({ caseSensitive: true });
 
   router.get('/seal-status', (req, res) => {
     emptyQuery.parse(req.query);
