@@ -25,7 +25,7 @@ import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
-import { pgErrorCode } from '../storage/errors.js';
+import { isConnectionError, pgErrorCode } from '../storage/errors.js';
 import type { AuditDraft, AuditEntry } from './entry.js';
 import { AuditIntents } from './intents.js';
 import { IntentRecovery } from './recovery.js';
@@ -69,7 +69,8 @@ const SYSTEM_IDENTITY = { id: 'system:audit', method: 'none', display_name: 'aud
 /** A database error about the statement (not the connection or the server): other entries may still go in. */
 function statementError(err: unknown): boolean {
   const code = pgErrorCode(err);
-  return code !== undefined && /^[0-9A-Z]{5}$/.test(code) && !['08', '53', '57', '58', 'XX'].includes(code.slice(0, 2));
+  // Errnos such as EPIPE look like SQLSTATEs: the connection check comes first.
+  return code !== undefined && !isConnectionError(err) && /^[0-9A-Z]{5}$/.test(code) && !['08', '53', '57', '58', 'XX'].includes(code.slice(0, 2));
 }
 
 /** A failure that says something about the entry (its data), not about the log's health. */
