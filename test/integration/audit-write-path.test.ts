@@ -79,10 +79,13 @@ describeEachStorage('audit write path', (kind) => {
       const entry = await entryOf(l.headers.get('x-request-id')!);
       expect(entry).toMatchObject({ status: l.status });
     }
-    // What PostgreSQL text cannot hold is written as its JSON escape, in the body and the columns alike.
-    const userpass = await db().selectFrom('audit_log').select(['path', 'body']).where('action', '=', 'auth.userpass.login').where('path', '=', 'x\\u0000').execute();
-    expect(userpass.length).toBe(userpassLogins);
-    expect(JSON.parse(userpass[0]!.body).path).toBe('x\\u0000');
+    // The HTTP edge refuses text PostgreSQL cannot hold before any handler (400) and drops the body,
+    // so the entry records the refusal without the name; the audit log's own escaping (next test)
+    // is the second line of defence for whatever reaches an entry by another way.
+    for (const l of logins) expect(l).toMatchObject({ status: 400 });
+    const userpass = await db().selectFrom('audit_log').select(['path', 'body']).where('action', '=', 'auth.userpass.login').where('status', '=', 400).execute();
+    expect(userpass.length).toBeGreaterThanOrEqual(userpassLogins);
+    for (const row of userpass) expect(row.body).not.toContain('\\u0000');
     expect(await server.core.audit.verify()).toMatchObject({ ok: true });
   });
 
