@@ -5,6 +5,7 @@
  */
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
+import type { GenerateRootProgress, InitResult, RewrapCounts, RotateRootResult, SealMigrateResult, SealStatus } from '@coffer/sdk/api';
 import { CofferError, conflict, sealedError } from './errors.js';
 import { generateKeyMaterial, openWithKey, sealWithKey, zeroize, type KeyMaterial } from './keyring/aead.js';
 import { aad } from './keyring/context.js';
@@ -13,7 +14,7 @@ import { InMemoryRootKey, type RootKey } from './seal/root-key.js';
 import { HsmUnavailableError, Pkcs11Token, type Pkcs11Settings } from './seal/pkcs11.js';
 import { Pkcs11RootKey } from './seal/pkcs11-root-key.js';
 import { RECOVERY_CHECK_PLAINTEXT, sealAad } from './seal/seal-context.js';
-import { rewrapStragglers, rewrapUnderNewRoot, type RewrapCounts } from './seal/rewrap.js';
+import { rewrapStragglers, rewrapUnderNewRoot } from './seal/rewrap.js';
 import { ShareCollector, combineShareTexts, decodeShare, encodeShare, splitRootKey, validateShareConfig } from './seal/shamir.js';
 import { NamespaceService } from './secrets/namespace-service.js';
 import { SecretService } from './secrets/secret-service.js';
@@ -26,13 +27,12 @@ import { KekUsage } from './keyring/usage.js';
 
 const AUDIT_KEY = 'audit';
 import { isUniqueViolation } from './storage/errors.js';
-import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken } from './auth/tokens.js';
-import type { AuthOptions } from './config.js';
+import { TOKEN_SIGNING_KEY, TokenService, newAccessor, rootTokenClaims, signToken, type TokenLimits } from './auth/tokens.js';
 import { PolicyStore } from './auth/policy-store.js';
-import { LoginGuard } from './auth/login-guard.js';
-import { UserpassService } from './auth/userpass.js';
+import { LoginGuard, type LoginGuardOptions } from './auth/login-guard.js';
+import { UserpassService, type Argon2Params } from './auth/userpass.js';
 import { AppRoleService } from './auth/approle.js';
-import { JwtAuthService } from './auth/jwt.js';
+import { JwtAuthService, type JwtOptions } from './auth/jwt.js';
 import { CertAuthService } from './auth/cert.js';
 
 /** A change-feed payload announcing a new root key version. */
@@ -71,47 +71,12 @@ export interface CoreOptions {
   seal?: 'shamir' | 'pkcs11' | undefined;
   /** The PKCS#11 token, when one is configured (also needed to migrate into it). */
   pkcs11?: (Pkcs11Settings & { keyLabel: string }) | null | undefined;
-  auth: AuthOptions;
-}
-
-export interface SealStatus {
-  initialized: boolean;
-  sealed: boolean;
-  seal_type: string | null;
-  shares: number | null;
-  threshold: number | null;
-  /** Shares accepted so far towards the threshold. */
-  progress: number;
-  /** PKCS#11 seal: shares/threshold are recovery shares; the HSM unseals. */
-  recovery_seal?: boolean;
-  /** The root key version in effect (rises with every rotation, migration or root import). */
-  root_version?: number;
-  /** PKCS#11 seal: why the last automatic unseal failed (no secrets in it). */
-  seal_error?: string;
-}
-
-export type InitResult =
-  | { shares: string[]; threshold: number; root_token: string }
-  | { seal_type: 'pkcs11'; recovery_shares: string[]; recovery_threshold: number; root_token: string };
-
-export interface RotateRootResult {
-  seal_type: string;
-  root_version: number;
-  /** Shamir: 'pending_verification' until POST /v1/sys/rotate-root/verify with the new shares. */
-  state?: 'pending_verification' | 'completed';
-  rewrapped?: RewrapCounts;
-  /** Shamir: the new shares, shown once. */
-  shares?: string[];
-  threshold?: number;
-  /** PKCS#11: the label of the new root key object. */
-  key_label?: string;
-}
-
-export interface SealMigrateResult {
-  seal_type: string;
-  root_version: number;
-  rewrapped: RewrapCounts;
-  message: string;
+  auth: {
+    tokens: TokenLimits;
+    guard: LoginGuardOptions;
+    argon2: Argon2Params;
+    jwt: JwtOptions;
+  };
 }
 
 interface SealConfig {
@@ -355,7 +320,7 @@ export class CofferCore {
    * threshold is met and they rebuild this server's root key, a new root token
    * is issued to the request that supplied the last share.
    */
-  generateRoot(shareText: string | null): Promise<{ progress: number; threshold: number; complete: boolean; root_token?: string }> {
+  generateRoot(shareText: string | null): Promise<GenerateRootProgress> {
     return this.exclusive(async () => {
       const services = this.services();
       const config = this.sealConfig;

@@ -7,6 +7,7 @@
  * primary key on the sequence number settling who appends next.
  */
 import { createHmac } from 'node:crypto';
+import type { AuditPage, AuditVerifyResult } from '@coffer/sdk/api';
 import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
@@ -38,14 +39,6 @@ interface Pending {
   time: Date;
   resolve: () => void;
   reject: (err: Error) => void;
-}
-
-export interface VerifyResult {
-  ok: boolean;
-  entries_checked: number;
-  checkpoints_checked: number;
-  head: { seq: number; hash: string } | null;
-  first_broken: { seq: number; reason: string } | null;
 }
 
 export interface AuditQuery {
@@ -323,7 +316,7 @@ export class AuditLog {
   }
 
   /** Walks the whole chain and the checkpoints; reports the first broken link. */
-  async verify(): Promise<VerifyResult> {
+  async verify(): Promise<AuditVerifyResult> {
     const problems: Array<{ seq: number; reason: string }> = [];
     // Only the hashes at checkpointed positions are kept: the walk itself needs O(1) memory.
     const checkpoints = await this.db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute();
@@ -333,7 +326,7 @@ export class AuditLog {
     let expectedSeq = 1;
     let checked = 0;
     let after = 0;
-    let head: VerifyResult['head'] = null;
+    let head: AuditVerifyResult['head'] = null;
     for (;;) {
       const rows = await this.db
         .selectFrom('audit_log')
@@ -385,7 +378,7 @@ export class AuditLog {
     };
   }
 
-  async search(q: AuditQuery): Promise<{ entries: AuditEntry[]; next_cursor: number | null }> {
+  async search(q: AuditQuery): Promise<AuditPage> {
     let query = this.db.selectFrom('audit_log').select(['seq', 'body']);
     if (q.identity) query = query.where('identity', '=', q.identity);
     if (q.namespace) query = query.where('namespace', '=', q.namespace);

@@ -4,33 +4,11 @@
  * outcome, and carries HMACs (never values) of sensitive fields.
  */
 import type { Request } from 'express';
+import type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 import type { Principal } from '../policy/policy.js';
 import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, matchTemplate } from '../http/route-template.js';
 
-export interface AuditIdentity {
-  id: string;
-  method: 'token' | 'none';
-  display_name: string;
-  /** HMAC of the token accessor: search with /v1/sys/audit/hash, never the accessor itself. */
-  accessor_hmac?: string;
-}
-
-export interface AuditEntry {
-  seq: number;
-  time: string;
-  request_id: string;
-  identity: AuditIdentity | null;
-  action: string;
-  namespace: string | null;
-  path: string | null;
-  version: number | null;
-  outcome: 'success' | 'denied' | 'error';
-  status: number;
-  error_code: string | null;
-  client: string | null;
-  /** HMACs of sensitive request fields, e.g. {"data.password": "hmac-sha256:…"}. */
-  hashed: Record<string, string>;
-}
+export type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>;
 

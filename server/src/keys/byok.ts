@@ -14,15 +14,15 @@
 import { createDecipheriv, createHash, createPrivateKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Transaction } from 'kysely';
-import type { CofferCore, RotateRootResult } from '../core.js';
+import { IMPORT_ALGORITHMS, type ImportAlgorithm, type ImportParams, type RotateRootResult } from '@coffer/sdk/api';
+import type { CofferCore } from '../core.js';
 import { CofferError, badRequest, notFound } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../keyring/aead.js';
 import type { OaepHash, Pkcs11Token } from '../seal/pkcs11.js';
 import { sealAad } from '../seal/seal-context.js';
 import type { Database } from '../storage/schema.js';
 
-export const IMPORT_ALGORITHMS = ['RSAES_OAEP_SHA_256', 'RSAES_OAEP_SHA_1', 'RSA_AES_KEY_WRAP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_1'] as const;
-export type ImportAlgorithm = (typeof IMPORT_ALGORITHMS)[number];
+export { IMPORT_ALGORITHMS, type ImportAlgorithm };
 
 /** Like AWS import parameters: a wrapping key is good for 24 hours. */
 export const IMPORT_PARAMS_TTL_MS = 24 * 3600 * 1000;
@@ -39,17 +39,6 @@ function parts(algorithm: ImportAlgorithm): { hash: OaepHash; twoStep: boolean }
 }
 
 export type ImportTarget = { kind: 'namespace'; namespace: string } | { kind: 'root' };
-
-export interface ImportParams {
-  import_token: string;
-  algorithm: ImportAlgorithm;
-  wrapping_key_spec: 'RSA_3072';
-  /** SPKI, PEM. */
-  public_key: string;
-  expires_at: string;
-  /** Where the wrapping key's private half lives. */
-  wrapping_key_origin: 'hsm' | 'software';
-}
 
 export class ByokService {
   constructor(private readonly core: CofferCore) {}
