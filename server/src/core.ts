@@ -20,6 +20,7 @@ import { NamespaceService } from './secrets/namespace-service.js';
 import { SecretService } from './secrets/secret-service.js';
 import type { Database } from './storage/schema.js';
 import type { ChangeFeed } from './storage/change-feed.js';
+import { pingDatabase, type DatabaseCheck } from './storage/db.js';
 import { SecretReadCache, applyChange, parseChange } from './secrets/read-cache.js';
 import type { AuditLog } from './audit/audit-log.js';
 import { KekLifecycle } from './secrets/kek-lifecycle.js';
@@ -159,6 +160,11 @@ export class CofferCore {
           rootChain: row.root_chain ?? null,
         }
       : null;
+  }
+
+  /** Readiness: whether the database answers `select 1` within `timeoutMs`. */
+  pingDatabase(timeoutMs: number): Promise<DatabaseCheck> {
+    return pingDatabase(this.db, timeoutMs);
   }
 
   get isSealed(): boolean {
