@@ -3,9 +3,10 @@
 // today's known offences (scripts/lib/architecture-allowlist.mjs) fails here, listed.
 import { fileURLToPath } from 'node:url';
 import * as allow from '#lib/architecture-allowlist.mjs';
-import { checkArchitecture, formatReport, layerOf, layerViolations, readSources, sqlIn, type Source } from '#lib/architecture.mjs';
+import { checkArchitecture, formatReport, importsOf, layerOf, layerViolations, readSources, sqlIn, type Source } from '#lib/architecture.mjs';
 
 const SERVER_SRC = fileURLToPath(new URL('../../../server/src', import.meta.url));
+const CONTRACT_SRC = fileURLToPath(new URL('../../../sdk/src/api', import.meta.url));
 
 describe('server/src architecture', () => {
   const sources = readSources(SERVER_SRC);
@@ -26,6 +27,15 @@ describe('server/src architecture', () => {
 
   it('places every file in a layer', () => {
     expect(sources.filter((s) => layerOf(s.file) === null).map((s) => s.file)).toEqual([]);
+  });
+});
+
+describe('the wire contract (sdk/src/api)', () => {
+  it('imports nothing but itself: no package, no client code', () => {
+    const sources = readSources(CONTRACT_SRC);
+    expect(sources.length).toBeGreaterThan(0);
+    const outside = sources.flatMap(({ file, text }) => importsOf(text).filter((spec) => !spec.startsWith('./')).map((spec) => `${file} -> ${spec}`));
+    expect(outside).toEqual([]);
   });
 });
 
