@@ -53,6 +53,7 @@ export const sql = [
   { file: 'keys/escrow.ts', step: 'SQL into storage/repos' },
   { file: 'seal/rewrap.ts', step: 'SQL into storage/repos' },
   { file: 'secrets/kek-lifecycle.ts', step: 'SQL into storage/repos' },
+  { file: 'secrets/listing.ts', step: 'SQL into storage/repos' },
   { file: 'secrets/namespace-service.ts', step: 'SQL into storage/repos' },
   { file: 'secrets/secret-service.ts', step: 'SQL into storage/repos' },
 ];

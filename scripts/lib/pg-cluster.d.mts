@@ -6,13 +6,22 @@ export interface PostgresBinaries {
   pgCtl: string;
 }
 
+export type ShutdownMode = 'smart' | 'fast' | 'immediate';
+
 export interface PostgresCluster {
   /** Superuser URL (database `postgres`). */
   url: string;
   port: number;
   dataDir: string;
+  /** Stops it and deletes its directory. */
   stop(): Promise<void>;
   stopSync(): void;
+  /** pg_ctl stop (waits until it is down); fault injection. */
+  pauseServer(options?: { mode?: ShutdownMode }): Promise<void>;
+  /** pg_ctl start on the same port and data (waits until it accepts connections). */
+  resumeServer(): Promise<void>;
+  /** pg_ctl restart (waits until it accepts connections again). */
+  restartServer(options?: { mode?: ShutdownMode }): Promise<void>;
 }
 
 /** initdb and pg_ctl from PG_BINDIR, PATH or /usr/lib/postgresql/<highest>/bin; null if absent. */

@@ -2,7 +2,7 @@
 // only), so CI can start it before `npm ci`; the command line is scripts/pg-cluster.mjs.
 //
 //   import { startPostgresCluster } from './lib/pg-cluster.mjs';
-//   const cluster = await startPostgresCluster();   // { url, dataDir, port, stop(), stopSync() }
+//   const cluster = await startPostgresCluster();   // { url, dataDir, port, stop(), stopSync(), pauseServer(), resumeServer(), restartServer() }
 //   ...
 //   await cluster.stop();
 //
@@ -225,7 +225,9 @@ function removeClusterDir(dataDir) {
  * (stopPostgresClusterSync) even if it is interrupted while the cluster is starting.
  *
  * @param {{ log?: (msg: string) => void, maxConnections?: number, onDataDir?: (dir: string) => void }} [options]
- * @returns {Promise<{ url: string, port: number, dataDir: string, stop(): Promise<void>, stopSync(): void }>}
+ * @returns {Promise<{ url: string, port: number, dataDir: string, stop(): Promise<void>, stopSync(): void,
+ *   pauseServer(o?: { mode?: 'smart' | 'fast' | 'immediate' }): Promise<void>, resumeServer(): Promise<void>,
+ *   restartServer(o?: { mode?: 'smart' | 'fast' | 'immediate' }): Promise<void> }>}
  */
 export async function startPostgresCluster({ log = () => {}, maxConnections = 200, onDataDir = () => {} } = {}) {
   const binaries = findPostgresBinaries();
@@ -302,7 +304,16 @@ export async function startPostgresCluster({ log = () => {}, maxConnections = 20
         }
         removeClusterDir(dataDir);
       };
-      return { url, port, dataDir, stop, stopSync };
+      // Fault injection (test/e2e/db-outage): take the server down and bring it back on the same
+      // port and data directory. `mode` is pg_ctl's: smart, fast (default) or immediate.
+      const pgCtl = async (args) => {
+        const r = await run(runAs, binaries.pgCtl, [...args, '-D', dataDir, '-w', '-t', String(START_TIMEOUT_S)], { cwd: dataDir });
+        if (r.code !== 0) throw new Error(`pg_ctl ${args[0]} failed (exit ${r.code}):\n${r.output}\n--- ${logFile} ---\n${tail(logFile)}`);
+      };
+      const pauseServer = ({ mode = 'fast' } = {}) => pgCtl(['stop', '-m', mode]);
+      const resumeServer = () => pgCtl(['start', '-l', logFile, '-o', opts]);
+      const restartServer = ({ mode = 'fast' } = {}) => pgCtl(['restart', '-m', mode, '-l', logFile, '-o', opts]);
+      return { url, port, dataDir, stop, stopSync, pauseServer, resumeServer, restartServer };
     }
     throw new Error(lastError || 'could not start PostgreSQL');
   } catch (err) {

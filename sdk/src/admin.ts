@@ -43,6 +43,10 @@ export class AdminApi {
   async deleteUser(username: string): Promise<void> {
     await this.http.request({ method: 'DELETE', path: `/v1/auth/userpass/users/${seg('user', username)}`, idempotent: true });
   }
+  /** Lifts the user's login lockout on the server that answers (lockout counters are per server process). */
+  async unlockUser(username: string): Promise<{ unlocked: boolean }> {
+    return this.http.request({ method: 'POST', path: `/v1/auth/userpass/users/${seg('user', username)}/unlock`, body: {}, idempotent: true });
+  }
   async putGroup(name: string, options: { policies: string[]; members?: string[] }): Promise<unknown> {
     return this.http.request({ method: 'PUT', path: `/v1/auth/groups/${seg('group', name)}`, body: options, idempotent: true });
   }

@@ -60,8 +60,10 @@ export const configSchema = z.object({
   tokenMaxTtlSeconds: int(60, 10 * 365 * 86_400).default(86_400),
   /** Login requests per second per client address (burst 2×); 0 = unlimited. */
   loginRatePerSecond: int(0, 1_000_000).default(10),
-  /** Consecutive failed logins of one user/role before it is locked out (doubling each further failure). */
+  /** Consecutive failed logins of one user/role from one client address before that address is locked out of it (doubling each further failure). */
   loginMaxFailures: int(1, 1000).default(5),
+  /** Consecutive failed logins of one user/role from all addresses together before it is locked for everyone (admins can unlock). */
+  loginMaxFailuresTotal: int(1, 1_000_000).default(100),
   loginLockoutSeconds: int(1, 86_400).default(1),
   loginLockoutMaxSeconds: int(1, 86_400).default(900),
   /** argon2id parameters for new password hashes; never below OWASP's m=19 MiB, t=2, p=1. */
@@ -148,6 +150,7 @@ function crossFieldProblems(c: z.infer<typeof configSchema>): string[] {
   }
   if (c.tokenDefaultTtlSeconds > c.tokenMaxTtlSeconds) problems.push('tokenDefaultTtlSeconds cannot exceed tokenMaxTtlSeconds');
   if (c.loginLockoutSeconds > c.loginLockoutMaxSeconds) problems.push('loginLockoutSeconds cannot exceed loginLockoutMaxSeconds');
+  if (c.loginMaxFailuresTotal < c.loginMaxFailures) problems.push('loginMaxFailuresTotal cannot be below loginMaxFailures');
   return problems;
 }
 
@@ -197,6 +200,7 @@ const ENV: Record<string, keyof Config> = {
   COFFER_TOKEN_MAX_TTL_SECONDS: 'tokenMaxTtlSeconds',
   COFFER_LOGIN_RATE_PER_SECOND: 'loginRatePerSecond',
   COFFER_LOGIN_MAX_FAILURES: 'loginMaxFailures',
+  COFFER_LOGIN_MAX_FAILURES_TOTAL: 'loginMaxFailuresTotal',
   COFFER_LOGIN_LOCKOUT_SECONDS: 'loginLockoutSeconds',
   COFFER_LOGIN_LOCKOUT_MAX_SECONDS: 'loginLockoutMaxSeconds',
   COFFER_ARGON2_MEMORY_KIB: 'argon2MemoryKib',
@@ -283,6 +287,7 @@ export function authOptionsOf(c: Config): AuthOptions {
     guard: {
       ratePerSecond: c.loginRatePerSecond,
       maxFailures: c.loginMaxFailures,
+      maxFailuresTotal: c.loginMaxFailuresTotal,
       lockoutBaseMs: c.loginLockoutSeconds * 1000,
       lockoutMaxMs: c.loginLockoutMaxSeconds * 1000,
     },
@@ -298,7 +303,7 @@ export function authOptionsOf(c: Config): AuthOptions {
  */
 export interface AuthOptions {
   tokens: { defaultTtlSeconds: number; maxTtlSeconds: number };
-  guard: { ratePerSecond: number; maxFailures: number; lockoutBaseMs: number; lockoutMaxMs: number };
+  guard: { ratePerSecond: number; maxFailures: number; maxFailuresTotal: number; lockoutBaseMs: number; lockoutMaxMs: number };
   argon2: { memoryCost: number; timeCost: number; parallelism: number };
   jwt: { jwksCooldownMs: number; jwksCacheMaxAgeMs: number; httpTimeoutMs: number };
 }

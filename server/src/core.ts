@@ -133,7 +133,8 @@ export class CofferCore {
       const event = parseChange(payload);
       if (event?.kind === 'namespace-keys') this.unsealed?.keyring.evictNamespace(event.namespaceId);
       else if (event) applyChange(this.readCache, event);
-      else if (isRootChange(payload)) void this.followRoot();
+      // A database outage here must not become an unhandled rejection (the next KEK unwrap follows again).
+      else if (isRootChange(payload)) void this.followRoot().catch((err: unknown) => this.options.log?.error('following a root key change failed', err));
       else this.applyAuthChange(payload);
     });
     changes.events.on('up', () => {

@@ -113,6 +113,13 @@ async function serve(config: Config, logger: ReturnType<typeof createLogger>): P
     }
   };
   process.on('SIGHUP', reload);
+  // A promise nobody awaited failed: a bug in background work, but no state is half-changed
+  // (unlike an uncaught exception, which still ends the process). Crashing would cost a Shamir
+  // server its unsealed state and its clients every request until operators come: log instead.
+  process.on('unhandledRejection', (reason) => {
+    const err = reason instanceof Error ? { name: reason.name, message: reason.message, stack: reason.stack } : String(reason);
+    logger.error({ err }, 'unhandled promise rejection (a bug); the server keeps running');
+  });
   const status = running.core.status();
   if (config.dev) {
     const init = await running.core.init(1, 1);

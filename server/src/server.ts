@@ -44,6 +44,9 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     databaseUrl: config.databaseUrl,
     dataDir: config.dev && !config.databaseUrl ? 'memory://' : config.dataDir,
     poolSize: config.dbPoolSize,
+    // The code and message only: they say what broke (57P01, ECONNREFUSED…) and hold no data.
+    onConnectionLost: (where, err) =>
+      logger.warn({ where, code: (err as { code?: unknown }).code, problem: err.message }, 'database connection lost; requests get 503 until it is back'),
   });
   const audit = new AuditLog(storage.db, auditOptions(config), logger);
   const core = new CofferCore(storage.db, storage.changes, audit, {

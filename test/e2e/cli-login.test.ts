@@ -163,6 +163,12 @@ describe('userpass and approle logins (issue 4 endpoints)', () => {
     }
   });
 
+  it('coffer user unlock: an admin lifts a lockout; without admin rights it is exit 3', async () => {
+    const unlocked = JSON.parse(await ok(['user', 'unlock', 'alice', '--format', 'json'], { env: asRoot() })) as Record<string, unknown>;
+    expect(unlocked).toEqual({ username: 'alice', unlocked: false });
+    expect((await coffer(['user', 'unlock', 'alice'], { env: { COFFER_TOKEN: 'eyJhbGciOiJIUzI1NiJ9.e30.AAAA' } })).code).toBe(3);
+  });
+
   it('approle: role id from the flag, secret id from COFFER_SECRET_ID or stdin; --profile creates the profile', async () => {
     const h = await mkdtemp(path.join(os.tmpdir(), 'coffer-e2e-approle-'));
     try {

@@ -132,6 +132,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   add({ method: 'GET', path: '/v1/auth/userpass/users', scope: 'admin', ok: 200 });
   add({ method: 'PUT', path: '/v1/auth/userpass/users/mx-user', body: { password: 'a-long-password' }, scope: 'admin', ok: 201 });
   add({ method: 'GET', path: '/v1/auth/userpass/users/mx-existing', scope: 'admin', ok: 200 });
+  add({ method: 'POST', path: '/v1/auth/userpass/users/mx-existing/unlock', body: {}, scope: 'admin', ok: 200 });
   add({ method: 'DELETE', path: '/v1/auth/userpass/users/mx-existing', scope: 'admin', ok: 204 });
   add({ method: 'GET', path: '/v1/auth/groups', scope: 'admin', ok: 200 });
   add({ method: 'PUT', path: '/v1/auth/groups/mx-group', body: { policies: [] }, scope: 'admin', ok: 201 });
@@ -144,6 +145,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   add({ method: 'POST', path: '/v1/auth/approle/roles/mx-existing/secret-id', body: {}, scope: 'admin', ok: 201 });
   add({ method: 'GET', path: '/v1/auth/approle/roles/mx-existing/secret-ids', scope: 'admin', ok: 200 });
   add({ method: 'POST', path: '/v1/auth/approle/roles/mx-existing/secret-id/revoke', body: () => ({ accessor: state.secretIdAccessor }), scope: 'admin', ok: 204 });
+  add({ method: 'POST', path: '/v1/auth/approle/roles/mx-existing/unlock', body: {}, scope: 'admin', ok: 200 });
   add({ method: 'DELETE', path: '/v1/auth/approle/roles/mx-existing', scope: 'admin', ok: 204 });
   add({ method: 'GET', path: '/v1/auth/jwt/issuers', scope: 'admin', ok: 200 });
   add({ method: 'PUT', path: '/v1/auth/jwt/issuers/mx-issuer', body: { issuer: 'https://ci.example', public_keys: [publicKeyPem] }, scope: 'admin', ok: 201 });

@@ -141,6 +141,18 @@ export function registerAdmin(program: Command): void {
       }),
     'coffer user delete alice',
   );
+  examples(
+    user
+      .command('unlock')
+      .description('lift a user\'s login lockout (on the server that answers: lockouts are counted per server)')
+      .argument('<username>')
+      .action(async (username: string, _o: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const result = await ctx.client({ auth: true }).admin.unlockUser(username);
+        show(ctx, { username, ...result }, result.unlocked ? `User ${username} unlocked\n` : `User ${username} was not locked out\n`);
+      }),
+    'coffer user unlock alice',
+  );
   // AppRole
   const approle = examples(
     program.command('approle').description('manage AppRole roles (admin): machines log in with a role id and a secret id'),

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../keyring/aead.js';
 import type { Database } from '../storage/schema.js';
-import { isUniqueViolation } from '../storage/errors.js';
+import { isConnectionError, isUniqueViolation } from '../storage/errors.js';
 import { GENESIS_HASH, chainHash, checkpointValid, sameBytes, signCheckpoint } from './chain.js';
 import type { AuditDraft, AuditEntry } from './entry.js';
 import type { LineSink } from './sinks.js';
@@ -55,10 +55,15 @@ export interface AuditQuery {
   limit: number;
 }
 
+/** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
-  new CofferError(503, 'unavailable', 'the audit log cannot record this request, so it was not served; see the server log');
+  new CofferError(503, 'unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+/** A lost database connection needs no stack trace in the log (an outage would repeat it per batch). */
+const logged = (err: unknown) =>
+  err instanceof CofferError ? err.message : isConnectionError(err) ? `database unavailable: ${(err as Error).message}` : err;
 
 const AUDIT_COLUMNS = 'seq, time, request_id, identity, action, namespace, path, outcome, status, body, prev_hash, hash';
 const insertSqlCache = new Map<number, string>();
@@ -175,7 +180,7 @@ export class AuditLog {
     try {
       await this.withTimeout(this.write([pending], trx));
     } catch (err) {
-      this.logger.error({ err: err instanceof CofferError ? err.message : err }, 'audit write failed; the request was refused');
+      this.logger.error({ err: logged(err) }, 'audit write failed; the request was refused');
       throw auditUnavailable();
     } finally {
       // The transaction may still roll back: read the head afresh next time.
@@ -215,7 +220,7 @@ export class AuditLog {
         await this.withTimeout(this.write(batch));
         for (const p of batch) p.resolve();
       } catch (err) {
-        this.logger.error({ err: err instanceof CofferError ? err.message : err, entries: batch.length }, 'audit write failed; the requests were refused');
+        this.logger.error({ err: logged(err), entries: batch.length }, 'audit write failed; the requests were refused');
         for (const p of batch) p.reject(auditUnavailable());
       }
     }
@@ -225,7 +230,7 @@ export class AuditLog {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.stalled = true;
-        reject(new CofferError(503, 'unavailable', `audit sink did not answer within ${this.options.timeoutMs} ms`));
+        reject(new CofferError(503, 'unavailable', `audit sink did not answer within ${this.options.timeoutMs} ms`, undefined, 1));
         // Stay refusing until the stuck write settles one way or the other.
         work.then(
           () => (this.stalled = false),

@@ -41,6 +41,8 @@ export interface SecretIdInfo {
 }
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest();
+/** Lockouts are by role_id (what a login names), hashed so the guard's memory holds no credential part. */
+const roleSubject = (roleId: string) => `approle:${sha256(roleId).toString('base64url')}`;
 
 export class AppRoleService {
   constructor(
@@ -50,7 +52,7 @@ export class AppRoleService {
   ) {}
 
   async login(roleId: string, secretId: string, client: string): Promise<AuthResponse> {
-    const subject = `approle:${sha256(roleId).toString('base64url')}`;
+    const subject = roleSubject(roleId);
     this.guard.check(client, subject);
     const hash = sha256(secretId);
     const now = new Date();
@@ -75,10 +77,10 @@ export class AppRoleService {
       return { name: role.name, config };
     });
     if (!found) {
-      this.guard.failure(subject);
+      this.guard.failure(client, subject);
       throw loginFailed();
     }
-    this.guard.success(subject);
+    this.guard.success(client, subject);
     const { config } = found;
     return this.tokens.issue({
       identity: `approle:${found.name}`,
@@ -123,6 +125,11 @@ export class AppRoleService {
 
   async roleId(name: string): Promise<string> {
     return (await this.role(name)).role_id;
+  }
+
+  /** Lifts the role's login lockout on this server; true if one was in force. */
+  async unlock(name: string): Promise<boolean> {
+    return this.guard.unlock(roleSubject((await this.role(name)).role_id));
   }
 
   /** A new secret_id; the value is returned here once and stored only as a hash. */

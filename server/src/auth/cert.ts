@@ -63,11 +63,11 @@ export class CertAuthService {
     ];
     for (const [what, patterns, values] of checks) {
       if (patterns.length > 0 && !anyMatch(patterns, values)) {
-        this.guard.failure(`cert:${roleName}`);
+        this.guard.failure(client, `cert:${roleName}`);
         throw new CofferError(403, 'permission_denied', `certificate login refused: the certificate's ${what} is not allowed by role ${roleName}`);
       }
     }
-    this.guard.success(`cert:${roleName}`);
+    this.guard.success(client, `cert:${roleName}`);
     const name = cn[0] ?? cert.uris[0] ?? cert.dnsNames[0] ?? cert.serialNumber;
     return this.tokens.issue({
       identity: `cert:${roleName}:${name.slice(0, 256)}`,

@@ -74,6 +74,12 @@ export function rootTokenClaims(accessor: string): TokenClaims {
   return { sub: 'root', jti: accessor, name: 'root', pol: [ROOT_POLICY] };
 }
 
+/** `policies` without `root` unless `parent` itself holds root. */
+export function grantablePolicies(policies: readonly string[], parent?: Principal): string[] {
+  const parentIsRoot = parent?.policies.includes(ROOT_POLICY) ?? false;
+  return [...new Set(policies.filter((p) => p !== ROOT_POLICY || parentIsRoot))];
+}
+
 export function tokensChange(): string {
   return JSON.stringify({ kind: 'tokens' });
 }
@@ -133,8 +139,15 @@ export class TokenService {
     return this.revoked.has(accessor);
   }
 
-  /** Creates a token row and signs its first JWT. */
-  async issue(spec: TokenSpec): Promise<AuthResponse> {
+  /**
+   * Creates a token row and signs its first JWT. Every login and token/create
+   * ends here, so this is where `root` is kept out: a token holds root only
+   * when its parent token does (a root token's child, as in Vault). A login
+   * has no parent, so whatever a user, group or role row says, no login ever
+   * yields root; root tokens otherwise come only from init and generate-root.
+   */
+  async issue(spec: TokenSpec, parent?: Principal): Promise<AuthResponse> {
+    const policies = grantablePolicies(spec.policies, parent);
     const maxTtl = Math.min(spec.maxTtlSeconds, this.limits.maxTtlSeconds);
     const ttl = Math.max(1, Math.min(spec.ttlSeconds, maxTtl));
     const accessor = newAccessor();
@@ -148,7 +161,7 @@ export class TokenService {
         accessor,
         identity: spec.identity,
         display_name: spec.displayName,
-        policies: JSON.stringify(spec.policies),
+        policies: JSON.stringify(policies),
         metadata: JSON.stringify(metadata),
         renewable: spec.renewable,
         expires_at: expiresAt,
@@ -157,7 +170,7 @@ export class TokenService {
       })
       .execute();
     return this.respond(
-      { accessor, identity: spec.identity, displayName: spec.displayName, policies: spec.policies, metadata, renewable: spec.renewable },
+      { accessor, identity: spec.identity, displayName: spec.displayName, policies, metadata, renewable: spec.renewable },
       expiresAt,
       maxExpiresAt,
     );

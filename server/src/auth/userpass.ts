@@ -53,7 +53,7 @@ export class UserpassService {
   ) {}
 
   async login(username: string, password: string, client: string): Promise<AuthResponse> {
-    const subject = `userpass:${username}`;
+    const subject = userSubject(username);
     this.guard.check(client, subject);
     const row = USERNAME.test(username)
       ? await this.db.selectFrom('users').select(['username', 'password_hash', 'policies']).where('username', '=', username).executeTakeFirst()
@@ -61,10 +61,10 @@ export class UserpassService {
     // argon2.verify compares in constant time; an unknown user costs the same argon2 run.
     const ok = await argon2.verify(row?.password_hash ?? (await this.dummy()), password).catch(() => false);
     if (!row || !ok) {
-      this.guard.failure(subject);
+      this.guard.failure(client, subject);
       throw loginFailed();
     }
-    this.guard.success(subject);
+    this.guard.success(client, subject);
     if (argon2.needsRehash(row.password_hash, { ...this.params })) {
       const hash = await this.hash(password);
       await this.db.updateTable('users').set({ password_hash: hash }).where('username', '=', username).execute();
@@ -154,6 +154,12 @@ export class UserpassService {
     await this.tokens.revokeIdentity(`user:${username}`);
   }
 
+  /** Lifts the user's login lockout on this server; true if one was in force. */
+  unlock(username: string): boolean {
+    checkName(username, USERNAME, 'usernames are 1-128 characters of A-Z, a-z, 0-9, ., _, @ and -');
+    return this.guard.unlock(userSubject(username));
+  }
+
   async putGroup(name: string, input: { policies?: string[] | undefined; members?: string[] | undefined }): Promise<{ created: boolean }> {
     checkName(name, GROUP_NAME, 'group names are 1-64 characters of a-z, 0-9, _ and -');
     try {
@@ -203,6 +209,8 @@ export class UserpassService {
     return this.dummyHash;
   }
 }
+
+const userSubject = (username: string) => `userpass:${username}`;
 
 function checkName(name: string, re: RegExp, message: string): void {
   if (!re.test(name)) throw new CofferError(400, 'invalid_request', message);

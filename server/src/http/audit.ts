@@ -47,10 +47,11 @@ export function auditRequests(core: CofferCore): RequestHandler {
         () => end.apply(res, args),
         () => {
           if (res.headersSent) return end.call(res);
-          const { code, message } = auditUnavailable();
+          const { code, message, retryAfterSeconds } = auditUnavailable();
           const body = JSON.stringify({ error: { code, message, requestId: res.locals.requestId } });
           res.statusCode = 503;
           res.removeHeader('ETag');
+          res.setHeader('Retry-After', String(retryAfterSeconds));
           res.setHeader('Content-Type', 'application/json; charset=utf-8');
           res.setHeader('Content-Length', Buffer.byteLength(body));
           return end.call(res, body);

@@ -1,5 +1,5 @@
 /** Error mapping: every failure becomes `{"error": {code, message, requestId}}` with the right status. */
-import { isForeignKeyViolation } from '../storage/errors.js';
+import { isConnectionError, isForeignKeyViolation } from '../storage/errors.js';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { ZodError } from 'zod';
@@ -46,9 +46,19 @@ export function toCofferError(err: unknown, bodyLimit: number): CofferError | nu
   if (isForeignKeyViolation(err) && /root_version_fkey/.test(String((err as { constraint?: unknown }).constraint ?? (err as Error).message))) {
     return new CofferError(503, 'unavailable', 'the root key was rotated while this request ran; retry');
   }
-  if (err && typeof err === 'object') return fromBodyParser(err as BodyParserError, bodyLimit);
+  // Body-parser errors first: an aborted upload carries the code ECONNABORTED but is the client's doing.
+  const parsing = err && typeof err === 'object' ? fromBodyParser(err as BodyParserError, bodyLimit) : null;
+  if (parsing) return parsing;
+  // The database restarting or out of reach is temporary: tell the client when to come back.
+  if (isConnectionError(err)) return databaseUnavailable();
   return null;
 }
+
+/** Seconds a client is asked to wait (Retry-After) while the database is away; a restart takes about this long. */
+export const DATABASE_RETRY_AFTER_SECONDS = 1;
+
+export const databaseUnavailable = () =>
+  new CofferError(503, 'unavailable', 'the database is unavailable; retry shortly', undefined, DATABASE_RETRY_AFTER_SECONDS);
 
 export function errorHandler(logger: Logger, bodyLimit: number): ErrorRequestHandler {
   return (err, req, res, _next) => {

@@ -11,7 +11,7 @@ import type { Keyring } from '../keyring/keyring.js';
 import type { Database, KekOrigin, KekState } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import { checkNamespaceName } from './names.js';
-import { takePage, type PageRequest } from './pagination.js';
+import { collectVisible, takePage, type PageRequest } from './pagination.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 
 export interface NamespaceRef {
@@ -137,14 +137,17 @@ export class NamespaceService {
     return this.get(name);
   }
 
-  async list(page: PageRequest): Promise<NamespacePage> {
-    const rows = await this.db
-      .selectFrom('namespaces')
-      .select(['name', 'description', 'created_at', 'updated_at'])
-      .where('name', '>', page.after)
-      .orderBy('name')
-      .limit(page.limit + 1)
-      .execute();
+  /** The namespaces `mayList` lets the caller see, a full page at a time. */
+  async list(page: PageRequest, mayList: (name: string) => boolean): Promise<NamespacePage> {
+    const fetch = (after: string, n: number) =>
+      this.db
+        .selectFrom('namespaces')
+        .select(['name', 'description', 'created_at', 'updated_at'])
+        .where('name', '>', after)
+        .orderBy('name')
+        .limit(n)
+        .execute();
+    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.name, (r) => mayList(r.name));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.name);
     return { namespaces: items.map(summary), next_cursor };
   }

@@ -12,7 +12,8 @@ import type { Keyring } from '../keyring/keyring.js';
 import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
 import type { NamespaceService } from './namespace-service.js';
-import { takePage, type PageRequest } from './pagination.js';
+import { collectVisible, takePage, type PageRequest } from './pagination.js';
+import { listFolder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedVersion } from './read-cache.js';
@@ -211,28 +212,18 @@ export class SecretService {
   /**
    * Lists a folder: its secrets and sub-folders (ending in "/"), sorted, one
    * page at a time. With `recursive`, every secret path under the folder.
+   * Only names `mayList` lets the caller see appear (listing.ts has the rule).
    */
   async list(
     namespace: string,
     folder: string,
     page: PageRequest,
     recursive: boolean,
+    mayList: MayList,
   ): Promise<{ namespace: string; folder: string; keys: string[]; next_cursor: string | null }> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
-    const rest = sql<string>`substr(path, ${folder.length + 1})`;
-    const key = recursive
-      ? rest
-      : sql<string>`case when strpos(${rest}, '/') > 0 then split_part(${rest}, '/', 1) || '/' else ${rest} end`;
-    const { rows } = await sql<{ key: string }>`
-      select distinct ${key} collate "C" as key
-      from secrets
-      where namespace_id = ${ns.id} and starts_with(path, ${folder})
-        and ${key} collate "C" > ${page.after}
-      order by 1
-      limit ${page.limit + 1}`.execute(this.db);
-    const { items, next_cursor } = takePage(rows, page.limit, (r) => r.key);
-    return { namespace, folder, keys: items.map((r) => r.key), next_cursor };
+    return { namespace, folder, ...(await listFolder(this.db, ns.id, folder, page, recursive, mayList)) };
   }
 
   /**
@@ -248,25 +239,27 @@ export class SecretService {
   ): Promise<BulkPage> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
-    const rows = await this.db
-      .selectFrom('secrets as s')
-      .innerJoin('secret_versions as v', (join) =>
-        join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'),
-      )
-      .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
-      .where('s.namespace_id', '=', ns.id)
-      .where(sql<boolean>`starts_with(s.path, ${folder})`)
-      .where('s.path', '>', page.after)
-      .where('v.deleted_at', 'is', null)
-      .where('v.destroyed_at', 'is', null)
-      .orderBy('s.path')
-      .limit(page.limit + 1)
-      .execute();
+    const fetch = (after: string, n: number) =>
+      this.db
+        .selectFrom('secrets as s')
+        .innerJoin('secret_versions as v', (join) =>
+          join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'),
+        )
+        .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
+        .where('s.namespace_id', '=', ns.id)
+        .where(sql<boolean>`starts_with(s.path, ${folder})`)
+        .where('s.path', '>', after)
+        .where('v.deleted_at', 'is', null)
+        .where('v.destroyed_at', 'is', null)
+        .orderBy('s.path')
+        .limit(n)
+        .execute();
+    // Filtered before the page is cut, so a page is full while readable secrets remain and the
+    // cursor is always a path the caller was given.
+    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => mayRead(r.path));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
     const secrets: SecretVersion[] = [];
-    for (const row of items) {
-      if (mayRead(row.path)) secrets.push(await this.view(namespace, row.path, { ...row, namespace_id: ns.id }));
-    }
+    for (const row of items) secrets.push(await this.view(namespace, row.path, { ...row, namespace_id: ns.id }));
     return { namespace, folder, secrets, next_cursor };
   }
 

@@ -11,6 +11,10 @@ import pg from 'pg';
 import type { Database } from './schema.js';
 
 export const CHANGE_CHANNEL = 'coffer_changes';
+/** Longest wait between attempts to re-open the LISTEN connection. */
+const MAX_RETRY_MS = 2_000;
+/** A connection attempt that hangs (a host that drops packets) is abandoned and retried. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface ChangeFeed {
   /** True while changes from other servers are being received. */
@@ -37,7 +41,11 @@ export class PostgresChangeFeed implements ChangeFeed {
   private timer: NodeJS.Timeout | null = null;
   up = false;
 
-  constructor(private readonly connectionString: string) {}
+  constructor(
+    private readonly connectionString: string,
+    /** Told when the LISTEN connection breaks (for the log); reconnecting is automatic. */
+    private readonly onLost: (err: Error) => void = () => {},
+  ) {}
 
   /** Connects and listens; resolves once listening (or after the first failure, retrying in the background). */
   async start(): Promise<void> {
@@ -58,30 +66,36 @@ export class PostgresChangeFeed implements ChangeFeed {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.connectionString });
-    const lost = () => {
+    const client = new pg.Client({ connectionString: this.connectionString, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+    // Every 'error' must have a listener (an unhandled one ends the process). An error and
+    // then the end can both come; the first one counts. A client that breaks before it is
+    // adopted (between LISTEN and the check below) is never marked up.
+    let broken = false;
+    const lost = (err?: Error) => {
+      if (broken) return;
+      broken = true;
       if (this.client !== client) return;
       this.client = null;
       this.setUp(false);
+      this.onLost(err ?? new Error('the LISTEN connection ended'));
       client.end().catch(() => {});
       this.scheduleReconnect();
     };
     client.on('error', lost);
-    client.on('end', lost);
+    client.on('end', () => lost());
     client.on('notification', (msg) => {
       if (msg.channel === CHANGE_CHANNEL && msg.payload) this.events.emit('change', msg.payload);
     });
+    let failed = false;
     try {
       await client.connect();
       await client.query(`LISTEN ${CHANGE_CHANNEL}`);
     } catch {
-      client.removeAllListeners('end');
+      failed = true;
+    }
+    if (failed || broken || this.closed) {
       await client.end().catch(() => {});
       this.scheduleReconnect();
-      return;
-    }
-    if (this.closed) {
-      await client.end().catch(() => {});
       return;
     }
     this.client = client;
@@ -96,7 +110,9 @@ export class PostgresChangeFeed implements ChangeFeed {
       void this.connect();
     }, this.retryMs);
     this.timer.unref();
-    this.retryMs = Math.min(this.retryMs * 2, 10_000);
+    // Capped low: while the feed is down this server misses other servers' revocations and
+    // policy changes (reloaded on reconnect) and reads bypass the cache.
+    this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
   }
 
   private setUp(up: boolean): void {

@@ -42,7 +42,21 @@ export interface StorageOptions {
   /** PGlite data directory; `memory://` keeps everything in memory. */
   dataDir: string;
   poolSize?: number;
+  /**
+   * Told when a PostgreSQL connection breaks (a database restart, a terminated
+   * backend): `pool` for a pooled connection, `change-feed` for the LISTEN one.
+   * For the log only; the storage recovers by itself.
+   */
+  onConnectionLost?: (where: 'pool' | 'change-feed', err: Error) => void;
 }
+
+/**
+ * How long a query waits for a pooled connection (a free one, or a new one to
+ * open) before it fails as "database unavailable" (503). Without a bound, a
+ * database host that drops packets holds every request for the kernel's TCP
+ * connect timeout (minutes).
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 // int8 (count(*), sums) comes back from pg as a string: numbers are what the code expects,
 // and every count Coffer makes is far below 2^53.
@@ -59,12 +73,27 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     kind = 'postgres';
     location = redactUrl(options.databaseUrl, 'postgres (unparseable URL)');
     const max = options.poolSize ?? 10;
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max });
+    const pool = new pg.Pool({ connectionString: options.databaseUrl, max, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max });
-    // An idle client losing its connection must not crash the server; the pool replaces it.
+    const lost = (err: Error) => options.onConnectionLost?.('pool', err);
+    // A connection that breaks emits 'error' on its pg.Client, and an 'error' event nobody
+    // listens to ends the process. pg-pool listens only while a client is idle in the pool;
+    // Kysely holds a client checked out for a whole transaction, and a database restart or
+    // pg_terminate_backend then crashed the server (and a Shamir server stays sealed until
+    // operators come). So every client gets its own listener for its whole life. The broken
+    // client is not reused: pg marks it not queryable, its pending query rejects (→ 503),
+    // and pg-pool destroys a non-queryable client when Kysely releases it.
+    pool.on('connect', (client) => {
+      let reported = false; // a terminated backend's FATAL and then the socket's end: both are errors
+      client.on('error', (err) => {
+        if (!reported) lost(err);
+        reported = true;
+      });
+    });
+    // pg-pool re-emits an idle client's error on the pool (already reported above) and drops the client.
     pool.on('error', () => {});
     dialect = new PostgresDialect({ pool });
-    changes = new PostgresChangeFeed(options.databaseUrl);
+    changes = new PostgresChangeFeed(options.databaseUrl, (err) => options.onConnectionLost?.('change-feed', err));
   } else {
     kind = 'pglite';
     const { PGlite } = await import('@electric-sql/pglite');

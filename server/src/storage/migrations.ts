@@ -287,6 +287,28 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0006_no_root_from_login': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // No login yields root any more (the token service strips it); rows that still name it
+        // would only say something untrue, and would have let a non-root admin reach root by
+        // resetting such a user's password, joining such a group or minting a role's secret_id.
+        `update users set policies = policies - 'root' where policies @> '["root"]'::jsonb`,
+        `update groups set policies = policies - 'root' where policies @> '["root"]'::jsonb`,
+        ...['approle_roles', 'jwt_roles', 'cert_roles'].map(
+          (table) => `update ${table} set config = jsonb_set(config, '{policies}', (config -> 'policies') - 'root')
+            where config -> 'policies' @> '["root"]'::jsonb`,
+        ),
+        // Root tokens that did not come from init/generate-root (identity 'root') or from a root
+        // token's token/create were obtained through a login: revoke them.
+        `update tokens set revoked_at = now()
+          where revoked_at is null and policies @> '["root"]'::jsonb
+            and identity <> 'root' and coalesce(metadata ->> 'created_by', '') <> 'root'`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

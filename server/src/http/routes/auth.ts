@@ -45,6 +45,7 @@ const createToken = z
     metadata: z.record(z.string().min(1).max(64), z.string().max(512)).refine((m) => Object.keys(m).length <= 32, 'at most 32 metadata entries').optional(),
   })
   .strict();
+const emptyBody = z.object({}).strict();
 const renewBody = z.object({ increment: ttl.optional() }).strict();
 const accessorBody = z.object({ accessor: z.string().min(1).max(64) }).strict();
 const identityBody = z.object({ identity: z.string().min(1).max(512) }).strict();
@@ -123,7 +124,7 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
       ttlSeconds: Math.min(body.ttl ?? tokens.limits.defaultTtlSeconds, maxTtl),
       maxTtlSeconds: maxTtl,
       renewable: body.renewable,
-    });
+    }, caller);
     res.status(201).json(result);
   });
   router.post('/token/lookup-accessor', async (req, res) => {
@@ -144,9 +145,11 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
   });
 
   // --- users, groups, AppRoles, JWT issuers and roles ---
-  const noRootUnlessRoot = (caller: Principal, policies: string[] | undefined) => {
-    if (policies?.includes(ROOT_POLICY) && !caller.policies.includes(ROOT_POLICY)) {
-      throw new CofferError(403, 'permission_denied', 'only root can hand out the root policy');
+  // Not even root may store `root` on a user, group or role: a login never yields root (the
+  // token service strips it too), so such a row would only say something untrue.
+  const noRoot = (policies: string[] | undefined) => {
+    if (policies?.includes(ROOT_POLICY)) {
+      throw new CofferError(400, 'invalid_request', 'the root policy cannot be given to a user, group or role: no login yields root (root tokens come from init and generate-root)');
     }
   };
   /**
@@ -173,9 +176,9 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
       res.json({ [plural.replace('-', '_')]: await ops.list() });
     });
     router.put(`${path}/:name`, async (req, res) => {
-      const caller = admin(res, `managing ${plural}`);
+      admin(res, `managing ${plural}`);
       const body = ops.schema.parse(req.body);
-      noRootUnlessRoot(caller, ops.policiesOf?.(body));
+      noRoot(ops.policiesOf?.(body));
       const { created } = await ops.put(req.params.name, body);
       res.status(created ? 201 : 200).json(await ops.read(req.params.name));
     });
@@ -239,6 +242,18 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
     put: (name, body) => services().cert.putRole(name, body),
     read: (name) => services().cert.readRole(name),
     remove: (name) => services().cert.deleteRole(name),
+  });
+
+  // --- lockouts (per server process: the counters are not shared between servers) ---
+  router.post('/userpass/users/:name/unlock', async (req, res) => {
+    admin(res, 'unlocking users');
+    emptyBody.parse(req.body ?? {});
+    res.json({ unlocked: services().userpass.unlock(req.params.name) });
+  });
+  router.post('/approle/roles/:name/unlock', async (req, res) => {
+    admin(res, 'unlocking roles');
+    emptyBody.parse(req.body ?? {});
+    res.json({ unlocked: await services().approle.unlock(req.params.name) });
   });
 
   // --- AppRole role_id and secret_ids ---

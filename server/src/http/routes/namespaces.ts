@@ -21,13 +21,17 @@ export function namespacesRouter(core: CofferCore, maxPageSize: number): Router 
     res.status(201).json(await core.services().namespaces.create(body.name, body.description, body.rotation_period));
   });
 
-  // Everyone may list; a non-admin sees only the namespaces it can list (a page may then hold fewer entries).
+  // Everyone may list; a non-admin sees only the namespaces it can list (pages stay full, and a
+  // cursor never names a namespace the caller was not shown).
   router.get('/', async (req, res) => {
     const principal = principalOf(res);
     const q = listQuery.omit({ recursive: true }).parse(req.query);
-    const page = await core.services().namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) });
-    if (!isAdmin(principal)) page.namespaces = page.namespaces.filter((n) => isAllowed(principal, 'list', n.name, ''));
-    res.json(page);
+    const admin = isAdmin(principal);
+    res.json(
+      await core
+        .services()
+        .namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (name) => admin || isAllowed(principal, 'list', name, '')),
+    );
   });
 
   router.get('/:name', async (req, res) => {

@@ -72,8 +72,11 @@ export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
       if (req.method !== 'GET') throw methodNotAllowed(['GET']);
       authorize(res, 'list', t);
       const q = listQuery.parse(req.query);
+      const principal = principalOf(res);
       res.json(
-        await secrets.list(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, q.recursive === 'true'),
+        await secrets.list(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, q.recursive === 'true', (path) =>
+          isAllowed(principal, 'list', t.namespace, path),
+        ),
       );
       return;
     }
