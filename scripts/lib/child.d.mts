@@ -32,7 +32,10 @@ export function stopProcess<T>(
 
 export type HttpWait = { status: number } | { ended: true } | { timedOut: true };
 
-/** Polls `url` until a server answers (any status), `stopIf()` is true, or `timeoutMs` passes. */
+/**
+ * Polls `url` until a server answers (any status), `stopIf()` is true, or `timeoutMs` passes.
+ * `requestTimeoutMs` (default 2000) cuts each attempt; 0 lets an accepted request take as long as it takes.
+ */
 export function waitForHttp(
   url: string,
   options?: { timeoutMs?: number; intervalMs?: number; requestTimeoutMs?: number; stopIf?: () => boolean },

@@ -50,14 +50,15 @@ export async function stopProcess(child, exited, { signal = 'SIGTERM', graceMs =
 /**
  * Polls `url` until a server answers at all (any HTTP status): `{ status }`. Gives up with
  * `{ ended: true }` as soon as `stopIf()` is true (the server process is gone), or with
- * `{ timedOut: true }` after `timeoutMs`. The caller words the error.
+ * `{ timedOut: true }` after `timeoutMs`. Each attempt is cut after `requestTimeoutMs` (0: it
+ * waits as long as the server takes once it accepts the connection). The caller words the error.
  */
 export async function waitForHttp(url, { timeoutMs = 60_000, intervalMs = 100, requestTimeoutMs = 2000, stopIf = () => false } = {}) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (stopIf()) return { ended: true };
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(requestTimeoutMs) });
+      const res = await fetch(url, requestTimeoutMs > 0 ? { signal: AbortSignal.timeout(requestTimeoutMs) } : {});
       await res.arrayBuffer();
       return { status: res.status };
     } catch {

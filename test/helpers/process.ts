@@ -32,7 +32,8 @@ export async function startServerProcess(env: Record<string, string>, args: stri
   const run = runServerCommand(args, { COFFER_HOST: '127.0.0.1', COFFER_PORT: String(port), ...env });
   let exitedEarly = false;
   void run.exited.then(() => (exitedEarly = true));
-  const ready = await waitForHttp(`${url}/v1/sys/health`, { timeoutMs: 30_000, intervalMs: 50, stopIf: () => exitedEarly });
+  // A server that accepted the connection may answer as slowly as it must (a busy machine).
+  const ready = await waitForHttp(`${url}/v1/sys/health`, { timeoutMs: 30_000, intervalMs: 50, requestTimeoutMs: 0, stopIf: () => exitedEarly });
   if ('ended' in ready) throw new Error(`coffer-server exited during start-up:\n${run.output()}`);
   if ('timedOut' in ready) {
     run.child.kill('SIGKILL');
