@@ -49,6 +49,12 @@ export const configSchema = z.object({
   /** Sign a checkpoint of the chain every this many entries (and at shutdown and seal). */
   auditCheckpointEvery: int(1, 1_000_000).default(1000),
   auditMaxBatch: int(1, 10_000).default(500),
+  /**
+   * An audit intent older than this belongs to a request that is over without its entry
+   * (failed append, dead server): it is turned into an entry with outcome "unknown".
+   * Longer than any request runs. On PGlite an earlier process's intents are recovered at start-up.
+   */
+  auditRecoverAfterSeconds: int(1, 86_400).default(120),
   /** Versions kept per secret unless the secret says otherwise. */
   defaultMaxVersions: int(1, 1000).default(10),
   /** Largest page a list or bulk call returns. */
@@ -174,6 +180,7 @@ const ENV: Record<string, keyof Config> = {
   COFFER_AUDIT_TIMEOUT_MS: 'auditTimeoutMs',
   COFFER_AUDIT_CHECKPOINT_EVERY: 'auditCheckpointEvery',
   COFFER_AUDIT_MAX_BATCH: 'auditMaxBatch',
+  COFFER_AUDIT_RECOVER_AFTER_SECONDS: 'auditRecoverAfterSeconds',
   COFFER_MAX_PAGE_SIZE: 'maxPageSize',
   COFFER_KEK_ROTATE_AFTER_ENCRYPTIONS: 'kekRotateAfterEncryptions',
   COFFER_KEK_USAGE_RESERVE_BLOCK: 'kekUsageReserveBlock',

@@ -6,26 +6,13 @@
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { authOptionsOf, parseHostPort, pkcs11SettingsOf, type Config } from './config.js';
-import { CofferCore } from './core.js';
+import { parseHostPort, type Config } from './config.js';
+import { compose } from './app/compose.js';
+import type { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
-import { CofferMetrics } from './ops/metrics.js';
 import { closeGracefully, createApiListener, listen, metricsRequestListener, urlOf } from './ops/listeners.js';
 import { tlsFilesOf } from './ops/tls.js';
-import { AuditLog, type AuditOptions } from './audit/audit-log.js';
-import { FileSink, StdoutSink, type LineSink } from './audit/sinks.js';
-
-function auditOptions(config: Config): AuditOptions {
-  const sinks = config.auditSinks.filter((s) => s !== 'none');
-  return {
-    database: sinks.includes('db'),
-    lines: sinks.flatMap((s): LineSink[] => (s === 'stdout' ? [new StdoutSink()] : s.startsWith('file:') ? [new FileSink(s.slice(5))] : [])),
-    timeoutMs: config.auditTimeoutMs,
-    checkpointEvery: config.auditCheckpointEvery,
-    maxBatch: config.auditMaxBatch,
-  };
-}
 
 export interface RunningServer {
   url: string;
@@ -48,31 +35,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
     onConnectionLost: (where, err) =>
       logger.warn({ where, code: (err as { code?: unknown }).code, problem: err.message }, 'database connection lost; requests get 503 until it is back'),
   });
-  const audit = new AuditLog(storage.db, auditOptions(config), logger);
-  const core = new CofferCore(storage.db, storage.changes, audit, {
-    kek: {
-      rotateAfterEncryptions: config.kekRotateAfterEncryptions,
-      usageReserveBlock: config.kekUsageReserveBlock,
-      rewrapBatchSize: config.kekRewrapBatchSize,
-      rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
-      jobIntervalMs: config.kekJobIntervalSeconds * 1000,
-      runJobs: config.kekRunJobs,
-    },
-    log: {
-      error: (what, err) => logger.error({ err: err instanceof Error ? { name: err.name, message: err.message } : String(err) }, what),
-      event: (what, fields) => logger.info(fields, what),
-    },
-    kekCacheTtlMs: config.kekCacheTtlSeconds * 1000,
-    kekCacheMaxEntries: config.kekCacheMaxEntries,
-    secretCacheMaxEntries: config.secretCacheMaxEntries,
-    secretCacheTtlMs: config.secretCacheTtlSeconds * 1000,
-    defaultMaxVersions: config.defaultMaxVersions,
-    // Dev mode is a throwaway Shamir server whatever else is configured.
-    seal: config.dev ? 'shamir' : config.seal,
-    pkcs11: config.dev ? null : pkcs11SettingsOf(config),
-    auth: authOptionsOf(config),
-  });
-  const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
+  // Everything the server is made of is built here (app/compose.ts).
+  const { core, audit, metrics } = compose(config, storage, logger);
   const tls = tlsFilesOf(config);
   let api: ReturnType<typeof createApiListener> | undefined;
   let metricsServer: http.Server | undefined;
@@ -80,6 +44,8 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
   let address: AddressInfo;
   try {
     await core.load();
+    // Entries for the changes of requests that never wrote theirs (a crash, a failed append).
+    await audit.startRecovery();
     if (core.status().recovery_seal) {
       // PKCS#11 seal: unseal with the HSM now. If it cannot, the server still starts, sealed
       // (503), with the reason in the seal status and the log, and POST /v1/sys/unseal retries.

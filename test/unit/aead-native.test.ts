@@ -9,8 +9,8 @@ import {
   sealWithKey,
   sealWithKeyNative,
   NONCE_LENGTH,
-} from '@coffer/server/keyring/aead';
-import { aad } from '@coffer/server/keyring/context';
+} from '@coffer/server/crypto/aead';
+import { aad } from '@coffer/server/crypto/context';
 import { IntegrityError } from '@coffer/server/errors';
 
 describe('sealWithKeyNative / openWithKeyNative', () => {

@@ -1,6 +1,6 @@
 // Envelope crypto: round trips, and every kind of tampering is detected rather than decrypted.
-import { openWithKey, sealWithKey, generateKeyMaterial, zeroize } from '@coffer/server/keyring/aead';
-import { aad } from '@coffer/server/keyring/context';
+import { openWithKey, sealWithKey, generateKeyMaterial, zeroize } from '@coffer/server/crypto/aead';
+import { aad } from '@coffer/server/crypto/context';
 import { IntegrityError } from '@coffer/server/errors';
 
 const text = (s: string) => new TextEncoder().encode(s);

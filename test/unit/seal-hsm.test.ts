@@ -4,8 +4,8 @@ import { constants, generateKeyPairSync, privateDecrypt, publicEncrypt, randomBy
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { oaepDecodeSha256 } from '@coffer/server/keys/byok';
-import { parseEscrowPublicKey, wrapForEscrow } from '@coffer/server/keys/escrow';
+import { oaepDecodeSha256 } from '@coffer/server/kms/byok';
+import { parseEscrowPublicKey, wrapForEscrow } from '@coffer/server/kms/escrow';
 import { ConfigError, loadConfig, pkcs11SettingsOf } from '@coffer/server/config';
 import { routeTemplate } from '@coffer/server/http/route-template';
 import { describeRequest } from '@coffer/server/audit/entry';

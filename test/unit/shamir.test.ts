@@ -1,6 +1,6 @@
 // Shamir shares of the root key: split/combine, encodings, and the collector's rules.
 import { ShareCollector, decodeShare, encodeShare, splitRootKey, validateShareConfig } from '@coffer/server/seal/shamir';
-import { generateKeyMaterial } from '@coffer/server/keyring/aead';
+import { generateKeyMaterial } from '@coffer/server/crypto/aead';
 import { CofferError } from '@coffer/server/errors';
 
 describe('Shamir seal', () => {

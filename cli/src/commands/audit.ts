@@ -8,7 +8,7 @@ import { readSecretFromStdin } from '../input.js';
 import { table } from '../output.js';
 import { examples, integer } from './common.js';
 
-const OUTCOMES: AuditOutcome[] = ['success', 'denied', 'error'];
+const OUTCOMES: AuditOutcome[] = ['success', 'denied', 'error', 'unknown'];
 const HEADER = ['SEQ', 'TIME', 'IDENTITY', 'ACTION', 'NAMESPACE', 'PATH', 'STATUS'];
 /** Seconds between `tail --follow` polls, at most. */
 const MAX_INTERVAL = 3600;
@@ -224,7 +224,10 @@ export function registerAudit(program: Command): void {
         const result = await ctx.client({ auth: true }).audit.verify();
         const entries = result.entries_checked === 1 ? '1 entry' : `${result.entries_checked} entries`;
         const checkpoints = result.checkpoints_checked === 1 ? '1 checkpoint' : `${result.checkpoints_checked} checkpoints`;
-        ctx.print(result, () => (result.ok ? `audit log OK: ${entries}, ${checkpoints}, head seq ${result.head?.seq ?? '-'}\n` : ''));
+        // Recovered entries (outcome "unknown") are requests whose own entry was never written.
+        const recovered = result.recovered_entries > 0 ? `, ${result.recovered_entries} recovered from intents` : '';
+        const pending = result.pending_intents > 0 ? `, ${result.pending_intents} intents pending` : '';
+        ctx.print(result, () => (result.ok ? `audit log OK: ${entries}, ${checkpoints}, head seq ${result.head?.seq ?? '-'}${recovered}${pending}\n` : ''));
         if (result.ok) return;
         if (ctx.globals.format === 'table') {
           const broken = result.first_broken;

@@ -28,7 +28,8 @@ export type AuditAction =
   | 'unknown'
   | (string & {});
 
-export type AuditOutcome = 'success' | 'denied' | 'error';
+/** `unknown`: an entry recovered from the intent a request recorded before it ran; its own entry was never written. */
+export type AuditOutcome = 'success' | 'denied' | 'error' | 'unknown';
 
 export interface AuditIdentity {
   id: string;
@@ -52,12 +53,17 @@ export interface AuditEntry {
   path: string | null;
   version: number | null;
   outcome: AuditOutcome;
+  /** The status the caller got; 0 when not known (outcome `unknown`). */
   status: number;
   error_code: string | null;
   /** The caller's address. */
   client: string | null;
   /** HMACs of sensitive request fields, e.g. {"data.password": "hmac-sha256:…"}. */
   hashed: Record<string, string>;
+  /** The handler's status when the caller got another (the audit log refused the response with 503; the change, if any, took effect). */
+  handler_status?: number;
+  /** Why the entry is not a plain record of a response: recovered from an intent, refused by an audit sink, or an audit incident. */
+  reason?: string;
 }
 
 export interface AuditPage {
@@ -74,4 +80,8 @@ export interface AuditVerifyResult {
   head: { seq: number; hash: string } | null;
   /** The first entry or checkpoint that fails its check. */
   first_broken: { seq: number; reason: string } | null;
+  /** Entries recovered from intents (outcome `unknown`): requests whose own entry was never written. */
+  recovered_entries: number;
+  /** Intents not yet turned into entries: requests in flight, or ones the recovery pass has not reached yet. */
+  pending_intents: number;
 }

@@ -5,18 +5,36 @@
  * falls as load rises. In the database, batches append to one hash chain with
  * a single INSERT each; servers sharing PostgreSQL extend the same chain, the
  * primary key on the sequence number settling who appends next.
+ *
+ * Three rules keep one request from hurting the others and keep every change
+ * audited:
+ *  - Nothing a client sends makes an entry unwritable: drafts pass through
+ *    storable() (NUL, lone surrogates) before anything is hashed or stored.
+ *  - If the database refuses a batch anyway, its entries are retried one by
+ *    one, so only an entry that truly cannot be written fails its request.
+ *  - Requests that may change state record an intent first (intents.ts); an
+ *    intent whose entry was never written becomes a recovered entry.
+ * A batch that fails as a whole (sink down, disk full, database gone) starts an
+ * outage: readiness says "failing" until a write succeeds again, and the first
+ * entry written after it (action sys.audit.resumed) records how long it lasted
+ * and how many requests were refused.
  */
-import { createHmac } from 'node:crypto';
-import type { AuditPage, AuditVerifyResult } from '@coffer/sdk/api';
-import { CompiledQuery, sql, type Kysely, type Transaction } from 'kysely';
+import { createHmac, randomUUID } from 'node:crypto';
+import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
-import { zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
-import { isConnectionError, isUniqueViolation } from '../storage/errors.js';
-import { GENESIS_HASH, chainHash, checkpointValid, sameBytes, signCheckpoint } from './chain.js';
+import { pgErrorCode } from '../storage/errors.js';
 import type { AuditDraft, AuditEntry } from './entry.js';
+import { AuditIntents } from './intents.js';
+import { IntentRecovery } from './recovery.js';
+import { searchLog, verifyChain, type AuditQuery, type VerifyResult } from './reader.js';
 import type { LineSink } from './sinks.js';
+import { storable } from './storable.js';
+import { EntryWriter, LineSinkError, type QueuedEntry } from './writer.js';
+
+export type { AuditQuery, VerifyResult } from './reader.js';
 
 export interface AuditOptions {
   /** Append to the hash chain in the database. */
@@ -25,76 +43,42 @@ export interface AuditOptions {
   timeoutMs: number;
   checkpointEvery: number;
   maxBatch: number;
+  /** No other process uses this database (PGlite): an earlier process's intents are recovered at once. */
+  exclusive?: boolean | undefined;
+  /** An intent this old belongs to a request that is over: its entry is recovered. */
+  recoverAfterMs?: number | undefined;
 }
 
-interface ChainedEntry {
-  entry: AuditEntry;
-  body: string;
-  hash: Uint8Array;
-  prevHash: Uint8Array;
-}
-
-interface Pending {
-  draft: AuditDraft;
-  time: Date;
+interface Pending extends QueuedEntry {
+  /** The sys.audit.resumed entry: not a request, not counted as refused. */
+  system?: boolean;
   resolve: () => void;
   reject: (err: Error) => void;
 }
 
-export interface AuditQuery {
-  identity?: string | undefined;
-  namespace?: string | undefined;
-  path?: string | undefined;
-  action?: string | undefined;
-  outcome?: string | undefined;
-  since?: Date | undefined;
-  until?: Date | undefined;
-  /** Newest first from before this seq (desc), or oldest first after it (asc). */
-  cursor?: number | undefined;
-  order: 'asc' | 'desc';
-  limit: number;
-}
+export type AuditState = 'ok' | 'stalled' | 'failing';
 
 /** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
   new CofferError(503, 'unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+/** How often a failing audit log tries to write again when no request does. */
+const PROBE_INTERVAL_MS = 2000;
+const SYSTEM_IDENTITY = { id: 'system:audit', method: 'none', display_name: 'audit log' } as const;
 
-/** A lost database connection needs no stack trace in the log (an outage would repeat it per batch). */
-const logged = (err: unknown) =>
-  err instanceof CofferError ? err.message : isConnectionError(err) ? `database unavailable: ${(err as Error).message}` : err;
-
-const AUDIT_COLUMNS = 'seq, time, request_id, identity, action, namespace, path, outcome, status, body, prev_hash, hash';
-const insertSqlCache = new Map<number, string>();
-
-/** `insert into audit_log (…) values ($1…$12), …` for `rows` rows, built once per size. */
-function insertSql(rows: number): string {
-  let text = insertSqlCache.get(rows);
-  if (!text) {
-    const tuples = Array.from({ length: rows }, (_, r) => `(${Array.from({ length: 12 }, (_, c) => `$${r * 12 + c + 1}`).join(', ')})`);
-    text = `insert into audit_log (${AUDIT_COLUMNS}) values ${tuples.join(', ')}`;
-    if (insertSqlCache.size < 1024) insertSqlCache.set(rows, text);
-  }
-  return text;
+/** A database error about the statement (not the connection or the server): other entries may still go in. */
+function statementError(err: unknown): boolean {
+  const code = pgErrorCode(err);
+  return code !== undefined && /^[0-9A-Z]{5}$/.test(code) && !['08', '53', '57', '58', 'XX'].includes(code.slice(0, 2));
 }
 
-function rowParams({ entry, body, hash, prevHash }: ChainedEntry): unknown[] {
-  return [
-    entry.seq,
-    entry.time,
-    entry.request_id,
-    entry.identity?.id ?? null,
-    entry.action,
-    entry.namespace,
-    entry.path,
-    entry.outcome,
-    entry.status,
-    body,
-    prevHash,
-    hash,
-  ];
+/** A failure that says something about the entry (its data), not about the log's health. */
+function entrySpecific(err: unknown): boolean {
+  const code = pgErrorCode(err) ?? '';
+  return (code.startsWith('22') || code.startsWith('23') || code.startsWith('P0')) && code !== '23505';
 }
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class AuditLog {
   private queue: Pending[] = [];
@@ -103,15 +87,28 @@ export class AuditLog {
   private stalled = false;
   private fieldKey: KeyMaterial | null = null;
   private checkpointKey: KeyMaterial | null = null;
-  private lastCheckpointSeq = 0;
-  /** The chain's last entry as this server last saw it; null = read it from the database. */
-  private head: { seq: number; hash: Uint8Array } | null = null;
+  private readonly writer: EntryWriter;
+  private readonly intents: AuditIntents;
+  private readonly recovery: IntentRecovery;
+  private outage: { since: Date; refused: number; reason: string } | null = null;
+  private probeDue = false;
+  private probeTimer: NodeJS.Timeout | null = null;
+  /** Set by close(): no new timers; once closed, nothing more is written. */
+  private closing = false;
+  private closed = false;
 
   constructor(
     private readonly db: Kysely<Database>,
     private readonly options: AuditOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.writer = new EntryWriter(db, options, () => this.checkpointKey);
+    this.intents = new AuditIntents(db, options.maxBatch);
+    this.recovery = new IntentRecovery(this.intents, (draft, opts) => this.append(draft, opts), logger, {
+      recoverAfterMs: options.recoverAfterMs ?? 120_000,
+      exclusive: options.exclusive ?? false,
+    });
+  }
 
   get enabled(): boolean {
     return this.options.database || this.options.lines.length > 0;
@@ -120,6 +117,11 @@ export class AuditLog {
   /** False while a sink is stuck; requests are refused (503) until it recovers. */
   get healthy(): boolean {
     return !this.stalled;
+  }
+
+  /** For readiness: stuck (requests refused up front), failing (the last writes failed), or ok. */
+  get state(): AuditState {
+    return this.stalled ? 'stalled' : this.outage ? 'failing' : 'ok';
   }
 
   get queueDepth(): number {
@@ -145,15 +147,98 @@ export class AuditLog {
     return `hmac-sha256:${createHmac('sha256', this.fieldKey).update(value, 'utf8').digest('hex')}`;
   }
 
+  /**
+   * Records the intent of a request that may change state, before its handler
+   * runs; rejects (→ 503, nothing changed) if it cannot be made durable. Its
+   * entry is then appended with `{ intent: true }`.
+   */
+  async intend(draft: AuditDraft): Promise<void> {
+    if (!this.enabled) return;
+    if (this.stalled || this.closed) throw auditUnavailable();
+    try {
+      await this.withTimeout(this.intents.record(storable(draft), new Date()));
+    } catch (err) {
+      this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded; the request was refused');
+      throw auditUnavailable();
+    }
+  }
+
   /** Resolves once the entry is durable in every sink; rejects (→ 503) otherwise. */
-  append(draft: AuditDraft): Promise<void> {
+  append(draft: AuditDraft, options: { intent?: boolean; time?: Date } = {}): Promise<void> {
     if (!this.enabled) return Promise.resolve();
-    if (this.stalled) return Promise.reject(auditUnavailable());
+    if (this.stalled || this.closed) {
+      if (options.intent) this.recovery.orphans.add(draft.request_id);
+      return Promise.reject(auditUnavailable());
+    }
     return new Promise((resolve, reject) => {
-      this.queue.push({ draft, time: new Date(), resolve, reject });
-      this.flushing ??= this.drain().finally(() => {
-        this.flushing = null;
-      });
+      this.queue.push({ draft: storable(draft), time: options.time ?? new Date(), intent: options.intent ?? false, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /**
+   * Writes one entry inside the caller's transaction, so that the change and
+   * its audit entry commit together or not at all (used for init, whose
+   * response carries the only copy of the shares). Line sinks get it before
+   * the caller commits; a failure anywhere aborts the caller's change. The
+   * request's intent is deleted in the same statement.
+   */
+  async appendWithin(trx: Transaction<Database>, draft: AuditDraft): Promise<void> {
+    if (!this.enabled) return;
+    if (this.stalled) throw auditUnavailable();
+    try {
+      await this.withTimeout(this.writer.commit([{ draft: storable(draft), time: new Date(), intent: true }], trx));
+    } catch (err) {
+      this.logger.error({ err: errorText(err) }, 'audit write failed; the request was refused');
+      throw auditUnavailable();
+    } finally {
+      // The transaction may still roll back: read the head afresh next time.
+      this.writer.forgetHead();
+    }
+  }
+
+  /** Recovers due intents now (a dead process's, at start-up), then periodically. */
+  async startRecovery(): Promise<void> {
+    if (this.enabled) await this.recovery.start();
+  }
+
+  /** Appends an entry (outcome "unknown") for every intent that is due; returns how many. */
+  recoverIntents(): Promise<number> {
+    return this.enabled ? this.recovery.run() : Promise.resolve(0);
+  }
+
+  /** Waits for queued entries, writes a final checkpoint, closes the sinks. */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.recovery.stop();
+    this.endOutage();
+    while (this.flushing) await this.flushing;
+    if (this.recovery.orphans.size > 0) await this.recovery.runLogged();
+    this.endOutage();
+    this.closed = true;
+    await this.checkpointNow().catch((err) => this.logger.error({ err: errorText(err) }, 'audit checkpoint at shutdown failed'));
+    this.setKey(null);
+    await Promise.all(this.options.lines.map((s) => s.close()));
+  }
+
+  /** Signs the current head, if the key is present and the head moved since the last checkpoint. */
+  async checkpointNow(): Promise<void> {
+    if (!this.options.database || !this.checkpointKey) return;
+    while (this.flushing) await this.flushing;
+    await this.writer.checkpointNow(this.checkpointKey);
+  }
+
+  verify(): Promise<VerifyResult> {
+    return verifyChain(this.db, this.checkpointKey);
+  }
+
+  search(q: AuditQuery): Promise<{ entries: AuditEntry[]; next_cursor: number | null }> {
+    return searchLog(this.db, q);
+  }
+
+  private kick(): void {
+    this.flushing ??= this.drain().finally(() => {
+      this.flushing = null;
     });
   }
 
@@ -166,67 +251,150 @@ export class AuditLog {
     return new Promise((resolve) => setImmediate(resolve));
   }
 
-
-  /**
-   * Writes one entry inside the caller's transaction, so that the change and
-   * its audit entry commit together or not at all (used for init, whose
-   * response carries the only copy of the shares). Line sinks get it before
-   * the caller commits; a failure anywhere aborts the caller's change.
-   */
-  async appendWithin(trx: Transaction<Database>, draft: AuditDraft): Promise<void> {
-    if (!this.enabled) return;
-    if (this.stalled) throw auditUnavailable();
-    const pending: Pending = { draft, time: new Date(), resolve: () => {}, reject: () => {} };
-    try {
-      await this.withTimeout(this.write([pending], trx));
-    } catch (err) {
-      this.logger.error({ err: logged(err) }, 'audit write failed; the request was refused');
-      throw auditUnavailable();
-    } finally {
-      // The transaction may still roll back: read the head afresh next time.
-      this.head = null;
-    }
-  }
-
-  /** Waits for queued entries, writes a final checkpoint, closes the sinks. */
-  async close(): Promise<void> {
-    while (this.flushing) await this.flushing;
-    await this.checkpointNow().catch((err) => this.logger.error({ err }, 'audit checkpoint at shutdown failed'));
-    this.setKey(null);
-    await Promise.all(this.options.lines.map((s) => s.close()));
-  }
-
-  /** Signs the current head, if the key is present and the head moved since the last checkpoint. */
-  async checkpointNow(): Promise<void> {
-    if (!this.options.database || !this.checkpointKey) return;
-    while (this.flushing) await this.flushing;
-    const key = this.checkpointKey;
-    // Entries are immutable once committed: signing the committed head needs no lock.
-    const head = await this.loadHead(this.db);
-    if (head.seq <= this.lastCheckpointSeq) return;
-    await this.db
-      .insertInto('audit_checkpoints')
-      .values({ seq: head.seq, hash: head.hash, time: new Date(), signature: signCheckpoint(key, head.seq, head.hash) })
-      .onConflict((oc) => oc.column('seq').doNothing())
-      .execute();
-    this.lastCheckpointSeq = head.seq;
-  }
-
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
+    while (this.queue.length > 0 || this.probeDue) {
+      this.probeDue = false;
       await this.gather();
       const batch = this.queue.splice(0, this.options.maxBatch);
+      if (this.outage) batch.unshift(this.resumedEntry(this.outage));
+      if (batch.length === 0) continue;
+      let results: Array<Error | null>;
       try {
-        await this.withTimeout(this.write(batch));
-        for (const p of batch) p.resolve();
+        results = await this.withTimeout(this.writeBatch(batch));
       } catch (err) {
-        this.logger.error({ err: logged(err), entries: batch.length }, 'audit write failed; the requests were refused');
-        for (const p of batch) p.reject(auditUnavailable());
+        results = batch.map(() => (err instanceof Error ? err : new Error(String(err))));
       }
+      this.settle(batch, results);
     }
   }
 
-  private withTimeout(work: Promise<void>): Promise<void> {
+  private settle(batch: Pending[], results: Array<Error | null>): void {
+    const failures = results.filter((r): r is Error => r !== null);
+    if (failures.length < results.length) {
+      if (this.outage) {
+        this.logger.warn({ since: this.outage.since.toISOString(), refused: this.outage.refused }, 'audit writes succeed again');
+        this.endOutage();
+        void this.recovery.runLogged();
+      }
+    } else if (!failures.every(entrySpecific)) {
+      this.startOutage(errorText(failures[0]), batch.filter((p) => !p.system).length);
+    }
+    if (failures.length > 0) {
+      this.logger.error({ err: errorText(failures[0]), entries: batch.length, failed: failures.length }, 'audit write failed; the requests were refused');
+    }
+    batch.forEach((p, i) => {
+      if (results[i] === null) return p.resolve();
+      if (p.intent) this.recovery.orphans.add(p.draft.request_id);
+      p.reject(auditUnavailable());
+    });
+  }
+
+  /**
+   * Writes a batch; returns per entry null (written) or why not. A batch the
+   * database refuses is retried one entry at a time, so an entry that cannot
+   * be written fails only its own request. A batch a line sink refuses is
+   * recorded in the chain with the outcome its clients get (503).
+   */
+  private async writeBatch(batch: Pending[]): Promise<Array<Error | null>> {
+    try {
+      await this.writer.commit(batch);
+      return batch.map(() => null);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      if (error instanceof LineSinkError) return this.refuse(batch, error);
+      if (batch.length === 1 || !statementError(error)) return batch.map(() => error);
+      this.logger.warn({ err: errorText(error), entries: batch.length }, 'the database refused an audit batch; writing its entries one by one');
+      const results: Array<Error | null> = [];
+      for (const [i, p] of batch.entries()) {
+        try {
+          await this.writer.commit([p]);
+          results.push(null);
+        } catch (single) {
+          const e = single instanceof Error ? single : new Error(String(single));
+          if (e instanceof LineSinkError) return [...results, ...(await this.refuse(batch.slice(i), e))];
+          results.push(e);
+          if (!statementError(e)) return [...results, ...batch.slice(i + 1).map(() => e)];
+        }
+      }
+      return results;
+    }
+  }
+
+  /**
+   * A line sink could not take these entries, so their clients get 503. The
+   * chain records exactly that (and the status the handler had produced, since
+   * its change may have committed), deleting the intents: every sink that has
+   * the entry agrees with what the client got.
+   */
+  private async refuse(batch: Pending[], err: LineSinkError): Promise<Error[]> {
+    // The sys.audit.resumed entry is not a request: it is simply tried again later.
+    const refused = batch.filter((p) => !p.system).map((p): QueuedEntry => ({
+      intent: p.intent,
+      time: p.time,
+      draft: {
+        ...p.draft,
+        outcome: 'error',
+        status: 503,
+        error_code: 'unavailable',
+        handler_status: p.draft.status,
+        reason: `refused: ${err.message}; the client got 503 instead of the handler's response`,
+      },
+    }));
+    if (this.options.database && refused.length > 0) {
+      await this.writer.commit(refused, undefined, { lines: false }).catch((e: unknown) => {
+        this.logger.error({ err: errorText(e) }, 'the outcome of requests refused by an audit sink could not be recorded either');
+      });
+    }
+    return batch.map(() => err);
+  }
+
+  private startOutage(reason: string, refused: number): void {
+    if (this.outage) {
+      this.outage.refused += refused;
+      this.outage.reason = reason;
+      return;
+    }
+    this.outage = { since: new Date(), refused, reason };
+    if (this.closing) return;
+    // Without traffic (a load balancer took this server out) nothing would try again.
+    this.probeTimer = setInterval(() => {
+      this.probeDue = true;
+      this.kick();
+    }, PROBE_INTERVAL_MS);
+    this.probeTimer.unref();
+  }
+
+  private endOutage(): void {
+    this.outage = null;
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.probeTimer = null;
+  }
+
+  private resumedEntry(outage: { since: Date; refused: number; reason: string }): Pending {
+    return {
+      system: true,
+      intent: false,
+      time: new Date(),
+      resolve: () => {},
+      reject: () => {},
+      draft: storable({
+        request_id: randomUUID(),
+        identity: { ...SYSTEM_IDENTITY },
+        action: 'sys.audit.resumed',
+        namespace: null,
+        path: null,
+        version: null,
+        outcome: 'success',
+        status: 200,
+        error_code: null,
+        client: null,
+        hashed: {},
+        reason: `audit writes failed from ${outage.since.toISOString()} (last error: ${outage.reason}); ${outage.refused} requests were refused with 503 meanwhile`,
+      }),
+    };
+  }
+
+  private withTimeout<T>(work: Promise<T>): Promise<T> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.stalled = true;
@@ -238,9 +406,9 @@ export class AuditLog {
         );
       }, this.options.timeoutMs);
       work.then(
-        () => {
+        (value) => {
           clearTimeout(timer);
-          resolve();
+          resolve(value);
         },
         (err: unknown) => {
           clearTimeout(timer);
@@ -248,156 +416,5 @@ export class AuditLog {
         },
       );
     });
-  }
-
-  /**
-   * Appends a batch to the chain with one INSERT. The head (last seq and hash)
-   * is remembered between batches; if another server sharing the database
-   * appended meanwhile, our first sequence number already exists, the insert
-   * fails as a whole on the primary key, and we reload the head and retry. No
-   * lock, no read, no explicit transaction on the common path.
-   */
-  private async appendToChain(batch: Pending[], trx?: Transaction<Database>): Promise<ChainedEntry[]> {
-    const db = trx ?? this.db;
-    for (let attempt = 0; attempt < (trx ? 1 : 20); attempt++) {
-      this.head ??= await this.loadHead(db);
-      let { seq, hash: prev } = this.head;
-      const out = batch.map((p): ChainedEntry => {
-        seq += 1;
-        const entry: AuditEntry = { seq, time: p.time.toISOString(), ...p.draft };
-        const body = JSON.stringify(entry);
-        const hash = chainHash(prev, body);
-        const item = { entry, body, hash, prevHash: prev };
-        prev = hash;
-        return item;
-      });
-      try {
-        // Raw SQL: this runs once per batch on the hottest path, and building a multi-row
-        // INSERT through the query builder costs more CPU than the insert itself.
-        await db.executeQuery(CompiledQuery.raw(insertSql(out.length), out.flatMap(rowParams)));
-      } catch (err) {
-        this.head = null;
-        // Inside a caller's transaction a failed statement aborts it: no retry there.
-        if (isUniqueViolation(err) && !trx) continue;
-        throw err;
-      }
-      const last = out[out.length - 1]!;
-      this.head = { seq: last.entry.seq, hash: last.hash };
-      const every = this.options.checkpointEvery;
-      if (this.checkpointKey && Math.floor(last.entry.seq / every) > Math.floor((out[0]!.entry.seq - 1) / every)) {
-        // On conflict keep the old checkpoint: after a truncation, new entries reuse old
-        // sequence numbers, and the surviving checkpoint is what lets verify catch it.
-        await db
-          .insertInto('audit_checkpoints')
-          .values({ seq: last.entry.seq, hash: last.hash, time: new Date(), signature: signCheckpoint(this.checkpointKey, last.entry.seq, last.hash) })
-          .onConflict((oc) => oc.column('seq').doNothing())
-          .execute();
-        this.lastCheckpointSeq = last.entry.seq;
-      }
-      return out;
-    }
-    throw new Error('audit chain: too much contention appending (20 attempts)');
-  }
-
-  private async loadHead(db: Kysely<Database> | Transaction<Database>): Promise<{ seq: number; hash: Uint8Array }> {
-    const head = await db.selectFrom('audit_log').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-    return head ? { seq: Number(head.seq), hash: head.hash } : { seq: 0, hash: GENESIS_HASH };
-  }
-
-  private async write(batch: Pending[], trx?: Transaction<Database>): Promise<void> {
-    const entries: Array<Omit<ChainedEntry, 'hash' | 'prevHash'> & Partial<ChainedEntry>> = this.options.database
-      ? await this.appendToChain(batch, trx)
-      : batch.map((p) => {
-          const entry = { seq: 0, time: p.time.toISOString(), ...p.draft };
-          return { entry, body: JSON.stringify(entry) };
-        });
-    if (this.options.lines.length === 0) return;
-    const lines = entries
-      .map(({ body, hash, prevHash }) =>
-        hash && prevHash ? `${body.slice(0, -1)},"prev_hash":"${hex(prevHash)}","hash":"${hex(hash)}"}\n` : `${body}\n`,
-      )
-      .join('');
-    await Promise.all(this.options.lines.map((sink) => sink.write(lines)));
-  }
-
-  /** Walks the whole chain and the checkpoints; reports the first broken link. */
-  async verify(): Promise<AuditVerifyResult> {
-    const problems: Array<{ seq: number; reason: string }> = [];
-    // Only the hashes at checkpointed positions are kept: the walk itself needs O(1) memory.
-    const checkpoints = await this.db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute();
-    const wanted = new Set(checkpoints.map((cp) => Number(cp.seq)));
-    const hashes = new Map<number, Uint8Array>();
-    let prev: Uint8Array = GENESIS_HASH;
-    let expectedSeq = 1;
-    let checked = 0;
-    let after = 0;
-    let head: AuditVerifyResult['head'] = null;
-    for (;;) {
-      const rows = await this.db
-        .selectFrom('audit_log')
-        .select(['seq', 'body', 'prev_hash', 'hash'])
-        .where('seq', '>', after)
-        .orderBy('seq')
-        .limit(5000)
-        .execute();
-      if (rows.length === 0) break;
-      for (const row of rows) {
-        const seq = Number(row.seq);
-        checked++;
-        if (problems.length === 0) {
-          let bodySeq: unknown;
-          try {
-            bodySeq = (JSON.parse(row.body) as { seq?: unknown }).seq;
-          } catch {
-            bodySeq = undefined;
-          }
-          if (seq !== expectedSeq) problems.push({ seq: expectedSeq, reason: `entry ${expectedSeq} is missing (next is ${seq})` });
-          else if (bodySeq !== seq) problems.push({ seq, reason: `entry ${seq} holds the body of entry ${String(bodySeq)}` });
-          else if (!sameBytes(row.prev_hash, prev)) problems.push({ seq, reason: `entry ${seq} does not follow entry ${seq - 1} (previous hash differs)` });
-          else if (!sameBytes(row.hash, chainHash(row.prev_hash, row.body))) problems.push({ seq, reason: `entry ${seq} was altered (its hash does not match its content)` });
-        }
-        if (wanted.has(seq)) hashes.set(seq, row.hash);
-        prev = row.hash;
-        expectedSeq = seq + 1;
-        head = { seq, hash: hex(row.hash) };
-      }
-      after = Number(rows[rows.length - 1]!.seq);
-    }
-    for (const cp of checkpoints) {
-      const seq = Number(cp.seq);
-      if (this.checkpointKey && !checkpointValid(this.checkpointKey, seq, cp.hash, cp.signature)) {
-        problems.push({ seq, reason: `checkpoint at ${seq} has an invalid signature` });
-        continue;
-      }
-      const actual = hashes.get(seq);
-      if (!actual) problems.push({ seq, reason: `checkpoint at ${seq} covers entries that are gone (the log was truncated)` });
-      else if (!sameBytes(actual, cp.hash)) problems.push({ seq, reason: `the chain up to ${seq} differs from its signed checkpoint` });
-    }
-    problems.sort((a, b) => a.seq - b.seq);
-    return {
-      ok: problems.length === 0,
-      entries_checked: checked,
-      checkpoints_checked: checkpoints.length,
-      head,
-      first_broken: problems[0] ?? null,
-    };
-  }
-
-  async search(q: AuditQuery): Promise<AuditPage> {
-    let query = this.db.selectFrom('audit_log').select(['seq', 'body']);
-    if (q.identity) query = query.where('identity', '=', q.identity);
-    if (q.namespace) query = query.where('namespace', '=', q.namespace);
-    if (q.path) query = query.where(sql<boolean>`starts_with(path, ${q.path})`);
-    if (q.action) query = query.where('action', '=', q.action);
-    if (q.outcome) query = query.where('outcome', '=', q.outcome);
-    if (q.since) query = query.where('time', '>=', q.since);
-    if (q.until) query = query.where('time', '<', q.until);
-    if (q.cursor !== undefined) query = query.where('seq', q.order === 'asc' ? '>' : '<', q.cursor);
-    const rows = await query.orderBy('seq', q.order).limit(q.limit + 1).execute();
-    const page = rows.slice(0, q.limit);
-    return {
-      entries: page.map((r) => JSON.parse(r.body) as AuditEntry),
-      next_cursor: rows.length > q.limit ? Number(page[page.length - 1]!.seq) : null,
-    };
   }
 }

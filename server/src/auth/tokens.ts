@@ -16,7 +16,7 @@ import type { AuthResponse, TokenInfo } from '@coffer/sdk/api';
 import jwt from 'jsonwebtoken';
 import type { Database } from '../storage/schema.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
-import { zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import { ROOT_POLICY, type PolicyLookup, type Principal } from '../policy/policy.js';
 import { CofferError } from '../errors.js';
 import { VerifiedTokenCache } from './verified-tokens.js';

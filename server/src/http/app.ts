@@ -20,7 +20,7 @@ import { requestObserver } from './observe.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import { auditRouter } from './routes/audit.js';
 import { capabilitiesRouter, policiesRouter } from './routes/policies.js';
-import { auditRequests } from './audit.js';
+import { auditIntents, auditRequests } from './audit.js';
 
 export interface AppOptions {
   maxRequestBytes: number;
@@ -57,6 +57,8 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);
   const requireToken = tokenAuth(core);
   const guarded = [requireUnsealed, requireToken];
+  // Before any handler: a request that may change state records its audit intent (or gets 503).
+  app.use(auditIntents(core, requireToken));
 
   app.use('/v1/sys/audit', guarded, auditRouter(core));
   app.use('/v1/sys/policies', guarded, policiesRouter(core));

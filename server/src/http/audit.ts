@@ -5,26 +5,33 @@
  * instead of the response (no secret leaves unaudited). While a sink is stuck,
  * requests are refused before they do anything.
  *
+ * A request that may change state first records an intent (audit/intents.ts)
+ * before its handler runs, so that a change is never committed without an
+ * entry even when the entry's own append fails afterwards or the process dies.
+ *
  * Load-balancer probes (health, readiness, metrics) are not audited: they
  * would be most of the log and say nothing about who touched what.
  */
 import type { Request, RequestHandler, Response } from 'express';
 import type { CofferCore } from '../core.js';
 import { auditUnavailable } from '../audit/audit-log.js';
-import { draftFor } from '../audit/entry.js';
+import { describeRequest, draftFor } from '../audit/entry.js';
 import type { Principal } from '../policy/policy.js';
 
 const UNAUDITED = new Set(['/v1/sys/health', '/v1/sys/ready', '/v1/sys/metrics']);
 
+/** Reads that write: a GET of import parameters creates a one-time wrapping key. */
+const WRITING_READS = new Set(['byok.import_params', 'byok.root.import_params']);
+
 type End = Response['end'];
 
 /** The entry this request gets with `status` (also for handlers that audit inside their own transaction). */
-export function auditDraft(core: CofferCore, req: Request, res: Response, status: number) {
+export function auditDraft(core: CofferCore, req: Request, res: Response, status: number, principal?: Principal) {
   const draft = draftFor(
     req,
     status,
     res.locals.requestId as string,
-    res.locals.principal as Principal | undefined,
+    principal ?? (res.locals.principal as Principal | undefined),
     (res.locals.errorCode as string | undefined) ?? null,
     (v) => core.audit.hmac(v),
   );
@@ -43,7 +50,7 @@ export function auditRequests(core: CofferCore): RequestHandler {
     res.end = function auditedEnd(this: Response, ...args: unknown[]) {
       if (held || res.locals.audited === true) return end.apply(res, args);
       held = true;
-      audit.append(auditDraft(core, req, res, res.statusCode)).then(
+      audit.append(auditDraft(core, req, res, res.statusCode), { intent: res.locals.auditIntent === true }).then(
         () => end.apply(res, args),
         () => {
           if (res.headersSent) return end.call(res);
@@ -61,4 +68,49 @@ export function auditRequests(core: CofferCore): RequestHandler {
     } as End;
     next();
   };
+}
+
+/** Any method but GET/HEAD/OPTIONS may change state, and so may the few reads that write. */
+function mayChangeState(req: Request): boolean {
+  if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') return true;
+  return req.method === 'GET' && req.path.startsWith('/v1/byok/') && WRITING_READS.has(describeRequest(req.method, req.originalUrl).action);
+}
+
+/**
+ * Records the intent of every request that may change state before any
+ * handler runs (after the body is parsed: a login's intent names the user).
+ * The identity is the token's, verified the same way as the route will (a
+ * cache hit for a token seen before); a missing or bad token records none, and
+ * the route's own check still answers 401. Runs for every such request, also
+ * unauthenticated ones: deny by default, no route can forget it.
+ */
+export function auditIntents(core: CofferCore, requireToken: RequestHandler): RequestHandler {
+  const audit = core.audit;
+  return (req, res, next) => {
+    if (!audit.enabled || UNAUDITED.has(req.path) || !mayChangeState(req)) return next();
+    void verifiedPrincipal(requireToken, req)
+      .then((principal) => audit.intend(auditDraft(core, req, res, 0, principal)))
+      .then(
+        () => {
+          res.locals.auditIntent = true;
+          next();
+        },
+        (err: unknown) => next(err),
+      );
+  };
+}
+
+/** The request's token's principal, or undefined; never an error, never res.locals.principal. */
+function verifiedPrincipal(requireToken: RequestHandler, req: Request): Promise<Principal | undefined> {
+  if (!req.headers.authorization && !req.headers['x-coffer-token']) return Promise.resolve(undefined);
+  // A private `locals`: routes that take no token must not gain an identity from this check.
+  const locals: Record<string, unknown> = {};
+  return new Promise((resolve) => {
+    try {
+      void requireToken(req, { locals } as unknown as Response, (err?: unknown) => resolve(err ? undefined : (locals.principal as Principal | undefined)));
+    } catch {
+      // Sealed: no keys to verify with.
+      resolve(undefined);
+    }
+  });
 }

@@ -2,7 +2,7 @@
  * Bounded, time-limited cache of unwrapped KEKs. Every key that leaves the
  * cache (expiry, LRU eviction, namespace deletion, seal) is zeroed.
  */
-import { zeroize, type KeyMaterial } from './aead.js';
+import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 
 interface Entry {
   key: KeyMaterial;

@@ -4,8 +4,9 @@
  * The keyring is the only code that sees KEKs and DEKs in plaintext; it hands
  * back ciphertexts and plaintext values, never keys.
  */
-import type { Kysely, Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { RootKey } from '../seal/root-key.js';
+import type { Executor } from '../storage/executor.js';
 import type { Database } from '../storage/schema.js';
 import {
   KEY_BYTES,
@@ -18,13 +19,10 @@ import {
   sealWithKeyNative,
   zeroize,
   type KeyMaterial,
-} from './aead.js';
-import { aad } from './context.js';
+} from '../crypto/aead.js';
+import { aad } from '../crypto/context.js';
 import { KekCache } from './kek-cache.js';
 import { CofferError } from '../errors.js';
-
-/** The database, or the transaction a caller is in. */
-export type Executor = Kysely<Database> | Transaction<Database>;
 
 export interface SecretVersionRef {
   namespaceId: string;

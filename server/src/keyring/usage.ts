@@ -7,7 +7,7 @@
  * is the safe direction for a usage limit.
  */
 import { sql } from 'kysely';
-import type { Executor } from './keyring.js';
+import type { Executor } from '../storage/executor.js';
 
 /** The outcome of counting one encryption. */
 export interface UsageTicket {

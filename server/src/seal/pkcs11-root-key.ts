@@ -7,7 +7,7 @@
  * the reverse) is refused up front.
  */
 import { IntegrityError } from '../errors.js';
-import type { KeyMaterial } from '../keyring/aead.js';
+import type { KeyMaterial } from '../crypto/aead.js';
 import type { RootKey } from './root-key.js';
 import { gcmIv, type Pkcs11Token } from './pkcs11.js';
 

@@ -5,7 +5,8 @@
  * lazily (a Shamir-sealed server never loads the native addon), initialised
  * with CKF_OS_LOCKING_OK (without it, concurrent sessions crash SoftHSM2), and
  * shared by every Pkcs11Token of the process on the same library path, since
- * a library can be initialised only once per process.
+ * a library can be initialised only once per process (pkcs11-native.ts, with
+ * the mechanisms and object templates).
  *
  * Cryptographic calls use the asynchronous pkcs11js variants: they run on the
  * libuv thread pool, so a slow HSM delays the request that needs it, not the
@@ -13,13 +14,29 @@
  * a session from a small pool. C_*Init, C_Login and C_FindObjects have no
  * async variant; they are short and happen only at unseal and key operations.
  */
-import { createRequire } from 'node:module';
 import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import type * as Pkcs11Types from 'pkcs11js';
 import { CofferError, IntegrityError } from '../errors.js';
+import {
+  HsmUnavailableError,
+  closeLibrary,
+  codeOf,
+  describe,
+  ephemeralKeyTemplate,
+  gcmMechanism,
+  importKeyPairTemplates,
+  oaepMechanism,
+  openLibrary,
+  pkcs11Module,
+  rootKeyTemplate,
+  sessionKeyTemplate,
+  slotId,
+  type Handle,
+  type OaepHash,
+  type Pkcs11Module,
+} from './pkcs11-native.js';
 
-type Pkcs11Module = typeof Pkcs11Types;
-type Handle = Buffer;
+export { HsmUnavailableError, type OaepHash };
 
 export interface Pkcs11Settings {
   /** Path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so. */
@@ -33,91 +50,10 @@ export interface Pkcs11Settings {
   sessions: number;
 }
 
-/** The HSM could not be reached or refused: the server stays sealed (503) and writes nothing. */
-export class HsmUnavailableError extends CofferError {
-  constructor(message: string) {
-    super(503, 'unavailable', `HSM: ${message}`);
-    this.name = 'HsmUnavailableError';
-  }
-}
-
-let loaded: Pkcs11Module | null = null;
-function pkcs11Module(): Pkcs11Module {
-  try {
-    loaded ??= createRequire(import.meta.url)('pkcs11js') as Pkcs11Module;
-  } catch (err) {
-    // Installed without its install script (npm ci --ignore-scripts, or not approved): no native addon.
-    throw new HsmUnavailableError(`the pkcs11js native module cannot be loaded (was it built? npm rebuild pkcs11js): ${describe(err)}`);
-  }
-  return loaded;
-}
-
-/** One loaded and initialised library per path, reference-counted across tokens of this process. */
-const libraries = new Map<string, { lib: Pkcs11Types.PKCS11; refs: number }>();
-
-function openLibrary(path: string): Pkcs11Types.PKCS11 {
-  const existing = libraries.get(path);
-  if (existing) {
-    existing.refs += 1;
-    return existing.lib;
-  }
-  const m = pkcs11Module();
-  const lib = new m.PKCS11();
-  try {
-    lib.load(path);
-  } catch (err) {
-    throw new HsmUnavailableError(`cannot load the PKCS#11 module ${path}: ${describe(err)}`);
-  }
-  try {
-    lib.C_Initialize({ flags: m.CKF_OS_LOCKING_OK });
-  } catch (err) {
-    // Another copy of this code in the process (a test's module registry) initialised it: usable as is.
-    if (codeOf(err) !== m.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-      throw new HsmUnavailableError(`C_Initialize failed: ${describe(err)}`);
-    }
-  }
-  libraries.set(path, { lib, refs: 1 });
-  return lib;
-}
-
-function closeLibrary(path: string): void {
-  const entry = libraries.get(path);
-  if (!entry) return;
-  entry.refs -= 1;
-  if (entry.refs > 0) return;
-  libraries.delete(path);
-  try {
-    entry.lib.C_Finalize();
-  } catch {
-    /* already finalised */
-  }
-  try {
-    entry.lib.close();
-  } catch {
-    /* already closed */
-  }
-}
-
-function codeOf(err: unknown): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' ? code : undefined;
-}
-
-/** The PKCS#11 return value name (CKR_…) or the native message; never data. */
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message.split('\n')[0]!.slice(0, 200) : String(err).slice(0, 200);
-}
-
-function slotId(handle: Handle): number {
-  return handle.length >= 8 ? Number(handle.readBigUInt64LE(0)) : handle.readUInt32LE(0);
-}
-
 export interface RsaKeyPairRef {
   publicKey: KeyObject;
   label: string;
 }
-
-export type OaepHash = 'sha1' | 'sha256';
 
 export class Pkcs11Token {
   private readonly m: Pkcs11Module;
@@ -285,27 +221,9 @@ export class Pkcs11Token {
     const { m } = this;
     return this.guard(() =>
       this.withSession((s) =>
-        this.lib.C_GenerateKeyAsync(s, { mechanism: m.CKM_AES_KEY_GEN }, [...this.rootKeyTemplate(label), { type: m.CKA_VALUE_LEN, value: 32 }]),
+        this.lib.C_GenerateKeyAsync(s, { mechanism: m.CKM_AES_KEY_GEN }, [...rootKeyTemplate(this.m, label), { type: m.CKA_VALUE_LEN, value: 32 }]),
       ),
     );
-  }
-
-  private rootKeyTemplate(label: string): Pkcs11Types.Template {
-    const { m } = this;
-    return [
-      { type: m.CKA_CLASS, value: m.CKO_SECRET_KEY },
-      { type: m.CKA_KEY_TYPE, value: m.CKK_AES },
-      { type: m.CKA_TOKEN, value: true },
-      { type: m.CKA_PRIVATE, value: true },
-      { type: m.CKA_SENSITIVE, value: true },
-      { type: m.CKA_EXTRACTABLE, value: false },
-      { type: m.CKA_ENCRYPT, value: true },
-      { type: m.CKA_DECRYPT, value: true },
-      { type: m.CKA_WRAP, value: false },
-      { type: m.CKA_UNWRAP, value: false },
-      { type: m.CKA_LABEL, value: label },
-      { type: m.CKA_ID, value: Buffer.from(label, 'utf8') },
-    ];
   }
 
   async destroyObject(handle: Handle): Promise<void> {
@@ -333,7 +251,7 @@ export class Pkcs11Token {
   async encryptGcm(key: Handle, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Promise<Buffer> {
     return this.guard(() =>
       this.withSession(async (s) => {
-        this.lib.C_EncryptInit(s, this.gcm(iv, aad), key);
+        this.lib.C_EncryptInit(s, gcmMechanism(this.m, iv, aad), key);
         return this.lib.C_EncryptAsync(s, Buffer.from(plaintext), Buffer.alloc(plaintext.length + 16));
       }),
     );
@@ -343,7 +261,7 @@ export class Pkcs11Token {
   async decryptGcm(key: Handle, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, what: string): Promise<Buffer> {
     return this.withSession(async (s) => {
       try {
-        this.lib.C_DecryptInit(s, this.gcm(iv, aad), key);
+        this.lib.C_DecryptInit(s, gcmMechanism(this.m, iv, aad), key);
         return await this.lib.C_DecryptAsync(s, Buffer.from(ciphertext), Buffer.alloc(ciphertext.length));
       } catch (err) {
         const code = codeOf(err);
@@ -356,11 +274,6 @@ export class Pkcs11Token {
     });
   }
 
-  private gcm(iv: Uint8Array, aad: Uint8Array): Pkcs11Types.Mechanism {
-    const parameter: Pkcs11Types.AesGCM = { type: this.m.CK_PARAMS_AES_GCM_v240, iv: Buffer.from(iv), ivBits: 96, aad: Buffer.from(aad), tagBits: 128 };
-    return { mechanism: this.m.CKM_AES_GCM, parameter };
-  }
-
   /**
    * An RSA-3072 key pair for BYOK imports: token objects (an import may come
    * hours later, after a restart), the private key sensitive and not
@@ -370,27 +283,8 @@ export class Pkcs11Token {
     const { m } = this;
     return this.guard(() =>
       this.withSession(async (s) => {
-        const pair = await this.lib.C_GenerateKeyPairAsync(
-          s,
-          { mechanism: m.CKM_RSA_PKCS_KEY_PAIR_GEN },
-          [
-            { type: m.CKA_TOKEN, value: true },
-            { type: m.CKA_LABEL, value: label },
-            { type: m.CKA_MODULUS_BITS, value: 3072 },
-            { type: m.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
-            { type: m.CKA_ENCRYPT, value: true },
-            { type: m.CKA_WRAP, value: true },
-          ],
-          [
-            { type: m.CKA_TOKEN, value: true },
-            { type: m.CKA_PRIVATE, value: true },
-            { type: m.CKA_LABEL, value: label },
-            { type: m.CKA_SENSITIVE, value: true },
-            { type: m.CKA_EXTRACTABLE, value: false },
-            { type: m.CKA_DECRYPT, value: true },
-            { type: m.CKA_UNWRAP, value: true },
-          ],
-        );
+        const templates = importKeyPairTemplates(m, label);
+        const pair = await this.lib.C_GenerateKeyPairAsync(s, { mechanism: m.CKM_RSA_PKCS_KEY_PAIR_GEN }, templates.publicKey, templates.privateKey);
         const [n, e] = this.lib.C_GetAttributeValue(s, pair.publicKey, [{ type: m.CKA_MODULUS }, { type: m.CKA_PUBLIC_EXPONENT }]);
         const publicKey = createPublicKey({
           key: { kty: 'RSA', n: n!.value.toString('base64url'), e: e!.value.toString('base64url') },
@@ -412,7 +306,7 @@ export class Pkcs11Token {
         const pub = this.find(s, label, this.m.CKO_PUBLIC_KEY)[0];
         if (!pub) return false;
         try {
-          this.lib.C_EncryptInit(s, this.oaep(hash), pub);
+          this.lib.C_EncryptInit(s, oaepMechanism(this.m, hash), pub);
           this.lib.C_Encrypt(s, Buffer.alloc(32), Buffer.alloc(512));
           return true;
         } catch {
@@ -446,18 +340,6 @@ export class Pkcs11Token {
     return h;
   }
 
-  private oaep(hash: OaepHash): Pkcs11Types.Mechanism {
-    const { m } = this;
-    const parameter: Pkcs11Types.RsaOAEP = {
-        type: m.CK_PARAMS_RSA_OAEP,
-        hashAlg: hash === 'sha1' ? m.CKM_SHA_1 : m.CKM_SHA256,
-        mgf: hash === 'sha1' ? m.CKG_MGF1_SHA1 : m.CKG_MGF1_SHA256,
-        // CKZ_DATA_SPECIFIED with no label (the value pkcs11js does not export).
-        source: 1,
-    };
-    return { mechanism: m.CKM_RSA_PKCS_OAEP, parameter };
-  }
-
   /**
    * Unwraps customer key material inside the token and returns a handle.
    *   direct: `wrapped` is the 32-byte key under RSA-OAEP.
@@ -478,15 +360,7 @@ export class Pkcs11Token {
     const rsaBytes = 384; // RSA-3072
     return this.withSession(async (s) => {
       const rsa = await this.privateKey(s, rsaLabel);
-      const keyTemplate: Pkcs11Types.Template = target.asRoot
-        ? this.rootKeyTemplate(target.label)
-        : [
-            { type: m.CKA_CLASS, value: m.CKO_SECRET_KEY },
-            { type: m.CKA_KEY_TYPE, value: m.CKK_AES },
-            { type: m.CKA_TOKEN, value: false },
-            { type: m.CKA_SENSITIVE, value: false },
-            { type: m.CKA_EXTRACTABLE, value: true },
-          ];
+      const keyTemplate = target.asRoot ? rootKeyTemplate(m, target.label) : sessionKeyTemplate(m);
       const unwrapFailed = (err: unknown): never => {
         const code = codeOf(err);
         if (code === m.CKR_ARGUMENTS_BAD || code === m.CKR_MECHANISM_PARAM_INVALID || code === m.CKR_MECHANISM_INVALID) {
@@ -502,7 +376,7 @@ export class Pkcs11Token {
       if (!twoStep) {
         if (wrapped.length !== rsaBytes) throw new CofferError(400, 'invalid_key_material', `RSAES_OAEP wrapped material is ${rsaBytes} bytes`);
         try {
-          return await this.lib.C_UnwrapKeyAsync(s, this.oaep(hash), rsa, Buffer.from(wrapped), keyTemplate);
+          return await this.lib.C_UnwrapKeyAsync(s, oaepMechanism(this.m, hash), rsa, Buffer.from(wrapped), keyTemplate);
         } catch (err) {
           return unwrapFailed(err);
         }
@@ -510,14 +384,7 @@ export class Pkcs11Token {
       if (wrapped.length < rsaBytes + 40) throw new CofferError(400, 'invalid_key_material', 'RSA_AES_KEY_WRAP material is the RSA block followed by the AES-KWP wrapped key');
       let ephemeral: Handle;
       try {
-        ephemeral = await this.lib.C_UnwrapKeyAsync(s, this.oaep(hash), rsa, Buffer.from(wrapped.subarray(0, rsaBytes)), [
-          { type: m.CKA_CLASS, value: m.CKO_SECRET_KEY },
-          { type: m.CKA_KEY_TYPE, value: m.CKK_AES },
-          { type: m.CKA_TOKEN, value: false },
-          { type: m.CKA_SENSITIVE, value: true },
-          { type: m.CKA_EXTRACTABLE, value: false },
-          { type: m.CKA_UNWRAP, value: true },
-        ]);
+        ephemeral = await this.lib.C_UnwrapKeyAsync(s, oaepMechanism(m, hash), rsa, Buffer.from(wrapped.subarray(0, rsaBytes)), ephemeralKeyTemplate(m));
       } catch (err) {
         return unwrapFailed(err);
       }

@@ -7,9 +7,9 @@
  */
 import type { Transaction } from 'kysely';
 import type { RewrapCounts } from '@coffer/sdk/api';
-import { zeroize } from '../keyring/aead.js';
-import { aad } from '../keyring/context.js';
-import type { Executor } from '../keyring/keyring.js';
+import { zeroize } from '../crypto/aead.js';
+import { aad } from '../crypto/context.js';
+import type { Executor } from '../storage/executor.js';
 import type { Database } from '../storage/schema.js';
 import type { RootKey } from './root-key.js';
 import { sealAad } from './seal-context.js';

@@ -3,7 +3,7 @@
  * it lives: process memory after a Shamir unseal, or inside an HSM where it
  * never leaves. Callers see only wrap/unwrap of key material under an AAD.
  */
-import { openWithKey, sealWithKey, zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { openWithKey, sealWithKey, zeroize, type KeyMaterial } from '../crypto/aead.js';
 
 export interface RootKey {
   readonly version: number;

@@ -1,6 +1,6 @@
 /**
  * Associated data of what the seal layer wraps besides KEKs and system keys
- * (those are in keyring/context.ts). Same encoding: a JSON array, so no two
+ * (those are in crypto/context.ts). Same encoding: a JSON array, so no two
  * contexts can collide whatever the ids contain.
  */
 const encoder = new TextEncoder();
@@ -15,4 +15,6 @@ export const sealAad = {
   pendingRoot: (next: number, current: number) => encode(['pending-root', next, current]),
 };
 
+/** Encrypted under the root key (with aad.rootCheck) as seal_config.root_check: proves a rebuilt or found root key is this server's. */
+export const ROOT_CHECK_PLAINTEXT = encoder.encode('coffer root key check v1');
 export const RECOVERY_CHECK_PLAINTEXT = encoder.encode('coffer recovery key check v1');

@@ -7,7 +7,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { combine, split } from 'shamir-secret-sharing';
 import { CofferError } from '../errors.js';
-import { KEY_BYTES, zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { KEY_BYTES, zeroize, type KeyMaterial } from '../crypto/aead.js';
 
 export const MAX_SHARES = 255;
 

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { KekRotation, NamespaceDetail, NamespacePage, NamespaceSummary } from '@coffer/sdk/api';
 import { badRequest, conflict, namespaceDisabled, notFound } from '../errors.js';
-import type { KeyMaterial } from '../keyring/aead.js';
+import type { KeyMaterial } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { Database, KekOrigin, KekState } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';

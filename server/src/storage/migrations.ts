@@ -309,6 +309,28 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0007_audit_intents': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // Write-ahead audit: a request that may change state records its intent here before its
+        // handler runs; the statement that appends its entry deletes the row. A row left behind
+        // (the append failed, the process died) is turned into an entry by the recovery pass, so
+        // no committed change is left without one. draft is the entry as known before the
+        // handler ran (JSON; no secret value, like every entry).
+        `create table audit_intents (
+          request_id text primary key,
+          owner text not null,
+          time timestamptz not null,
+          recorded_at timestamptz not null default now(),
+          claimed_by text,
+          claimed_at timestamptz,
+          draft text not null
+        )`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

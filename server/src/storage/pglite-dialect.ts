@@ -20,11 +20,31 @@ import {
   type TransactionSettings,
 } from 'kysely';
 
+/**
+ * PGlite attaches the failing statement's parameters (and query options) to its
+ * errors; pg does not. Parameters are values: audit batches, ciphertexts, token
+ * accessors. Any log line that serialises the error (pino logs every own
+ * property) would print them, so they are removed here, where every query passes.
+ */
+function withoutParameters(err: unknown): unknown {
+  if (err && typeof err === 'object') {
+    for (const field of ['params', 'queryOptions']) {
+      if (field in err) delete (err as Record<string, unknown>)[field];
+    }
+  }
+  return err;
+}
+
 class PGliteConnection implements DatabaseConnection {
   constructor(private readonly client: PGlite) {}
 
   async executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
-    const result = await this.client.query<R>(query.sql, [...query.parameters]);
+    let result;
+    try {
+      result = await this.client.query<R>(query.sql, [...query.parameters]);
+    } catch (err) {
+      throw withoutParameters(err);
+    }
     return result.affectedRows !== undefined
       ? { rows: result.rows, numAffectedRows: BigInt(result.affectedRows) }
       : { rows: result.rows };

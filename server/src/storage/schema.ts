@@ -197,6 +197,21 @@ export interface AuditLogTable {
   hash: Bytes;
 }
 
+/** A request that may change state, recorded before its handler ran; deleted with its entry. */
+export interface AuditIntentTable {
+  request_id: string;
+  /** The server process that recorded it (random per start). */
+  owner: string;
+  /** When the request arrived: the recovered entry's time. */
+  time: Date;
+  /** The database's clock, comparable across servers: how old the intent is. */
+  recorded_at: Generated<Date>;
+  claimed_by: string | null;
+  claimed_at: Date | null;
+  /** The entry as known before the handler ran (JSON). */
+  draft: string;
+}
+
 export interface AuditCheckpointTable {
   seq: number;
   hash: Bytes;
@@ -240,6 +255,7 @@ export interface Database {
   escrow_requests: EscrowRequestTable;
   audit_log: AuditLogTable;
   audit_checkpoints: AuditCheckpointTable;
+  audit_intents: AuditIntentTable;
   seal_config: SealConfigTable;
   system_keys: SystemKeyTable;
   namespaces: NamespaceTable;

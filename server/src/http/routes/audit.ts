@@ -13,7 +13,7 @@ const searchQuery = z
     namespace: z.string().max(64).optional(),
     path: z.string().max(600).optional(),
     action: z.string().max(64).optional(),
-    outcome: z.enum(['success', 'denied', 'error']).optional(),
+    outcome: z.enum(['success', 'denied', 'error', 'unknown']).optional(),
     since: z.iso.datetime({ offset: true }).transform((v) => new Date(v)).optional(),
     until: z.iso.datetime({ offset: true }).transform((v) => new Date(v)).optional(),
     cursor: z.string().regex(/^[0-9]{1,15}$/, 'cursor is a sequence number').transform(Number).optional(),

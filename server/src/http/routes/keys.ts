@@ -10,8 +10,8 @@ import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
-import { ByokService, IMPORT_ALGORITHMS } from '../../keys/byok.js';
-import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS, EscrowService } from '../../keys/escrow.js';
+import { IMPORT_ALGORITHMS, type ByokService } from '../../kms/byok.js';
+import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS, type EscrowService } from '../../kms/escrow.js';
 import { isAdmin, isAllowed } from '../../policy/policy.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
@@ -44,33 +44,33 @@ function requireNamespaceAdmin(res: Response, namespace: string): void {
 
 export function byokRouter(core: CofferCore): Router {
   const router = Router();
-  const byok = new ByokService(core);
+  const byok = (): ByokService => core.services().byok;
 
   router.get('/namespaces/:ns/import-params', async (req, res) => {
     const ns = checkNamespaceName(req.params.ns as string);
     requireNamespaceAdmin(res, ns);
     const q = importParamsQuery.parse(req.query);
-    res.json(await byok.importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
+    res.json(await byok().importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
   });
 
   router.post('/namespaces/:ns/import', async (req, res) => {
     const ns = checkNamespaceName(req.params.ns as string);
     requireNamespaceAdmin(res, ns);
     const body = importBody.parse(req.body ?? {});
-    const result = await byok.importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
+    const result = await byok().importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
     res.json(result);
   });
 
   router.get('/root/import-params', async (req, res) => {
     if (!isAdmin(principalOf(res))) throw denied('importing the root key');
     const q = importParamsQuery.parse(req.query);
-    res.json(await byok.importParams({ kind: 'root' }, q.algorithm, principalOf(res).identity));
+    res.json(await byok().importParams({ kind: 'root' }, q.algorithm, principalOf(res).identity));
   });
 
   router.post('/root/import', async (req, res) => {
     if (!isAdmin(principalOf(res))) throw denied('importing the root key');
     const body = importBody.parse(req.body ?? {});
-    const result = await byok.importRootKey(body.import_token, body.encrypted_key_material);
+    const result = await byok().importRootKey(body.import_token, body.encrypted_key_material);
     res.json(result);
   });
 
@@ -79,13 +79,13 @@ export function byokRouter(core: CofferCore): Router {
 
 export function escrowRouter(core: CofferCore): Router {
   const router = Router();
-  const escrow = new EscrowService(core);
+  const escrow = (): EscrowService => core.services().escrow;
 
   router.post('/requests', async (req, res) => {
     const body = escrowRequestBody.parse(req.body ?? {});
     const ns = checkNamespaceName(body.namespace);
     requireNamespaceAdmin(res, ns);
-    const created = await escrow.request(principalOf(res).identity, {
+    const created = await escrow().request(principalOf(res).identity, {
       namespace: ns,
       kekVersion: body.kek_version,
       algorithm: body.algorithm,
@@ -101,12 +101,12 @@ export function escrowRouter(core: CofferCore): Router {
     const ns = checkNamespaceName(q.namespace);
     res.locals.auditNamespace = ns;
     requireNamespaceAdmin(res, ns);
-    res.json({ requests: await escrow.list(ns) });
+    res.json({ requests: await escrow().list(ns) });
   });
 
   router.get('/requests/:id', async (req, res) => {
     emptyQuery.parse(req.query);
-    const found = await escrow.get(req.params.id as string);
+    const found = await escrow().get(req.params.id as string);
     res.locals.auditNamespace = found.namespace;
     requireNamespaceAdmin(res, found.namespace);
     res.json(found);
@@ -114,19 +114,19 @@ export function escrowRouter(core: CofferCore): Router {
 
   router.post('/requests/:id/approve', async (req, res) => {
     emptyBody.parse(req.body ?? {});
-    const found = await escrow.get(req.params.id as string);
+    const found = await escrow().get(req.params.id as string);
     res.locals.auditNamespace = found.namespace;
     requireNamespaceAdmin(res, found.namespace);
-    const approved = await escrow.approve(found.id, principalOf(res).identity);
+    const approved = await escrow().approve(found.id, principalOf(res).identity);
     res.json(approved);
   });
 
   router.post('/requests/:id/download', async (req, res) => {
     emptyBody.parse(req.body ?? {});
-    const found = await escrow.get(req.params.id as string);
+    const found = await escrow().get(req.params.id as string);
     res.locals.auditNamespace = found.namespace;
     requireNamespaceAdmin(res, found.namespace);
-    const downloaded = await escrow.download(found.id, principalOf(res).identity);
+    const downloaded = await escrow().download(found.id, principalOf(res).identity);
     res.json(downloaded);
   });
 

@@ -51,16 +51,17 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     emptyQuery.parse(req.query);
     const database = await core.pingDatabase(READY_DB_TIMEOUT_MS);
     const s = core.status();
-    const audit = core.audit.enabled ? core.audit.healthy : undefined;
-    const ready = s.initialized && !s.sealed && database === 'ok' && audit !== false;
+    const audit = core.audit.enabled ? core.audit.state : undefined;
+    const ready = s.initialized && !s.sealed && database === 'ok' && (audit === undefined || audit === 'ok');
     res.status(ready ? 200 : 503).json({
       ready,
       checks: {
         database,
         initialized: s.initialized,
         sealed: s.sealed,
-        // A stuck audit sink makes every request fail closed (503): not ready either.
-        ...(audit === undefined ? {} : { audit: audit ? 'ok' : 'stalled' }),
+        // A stuck or failing audit sink makes requests fail closed (503): not ready either. "failing"
+        // lasts until an audit write succeeds again (one is retried every few seconds).
+        ...(audit === undefined ? {} : { audit }),
       },
     });
   });

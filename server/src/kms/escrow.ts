@@ -6,11 +6,12 @@
  * material appears only in the download response, wrapped.
  */
 import { createCipheriv, createPublicKey, publicEncrypt, randomBytes, randomUUID, constants, type KeyObject } from 'node:crypto';
-import type { Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { EscrowAlgorithm, EscrowDownload, EscrowRequest } from '@coffer/sdk/api';
-import type { CofferCore } from '../core.js';
 import { CofferError, badRequest, notFound } from '../errors.js';
-import { zeroize } from '../keyring/aead.js';
+import { zeroize } from '../crypto/aead.js';
+import type { Keyring } from '../keyring/keyring.js';
+import type { NamespaceService } from '../secrets/namespace-service.js';
 import type { Database, EscrowRequestTable } from '../storage/schema.js';
 import type { Selectable } from 'kysely';
 
@@ -67,11 +68,18 @@ export function wrapForEscrow(kek: Uint8Array, publicKey: KeyObject, algorithm: 
   }
 }
 
-export class EscrowService {
-  constructor(private readonly core: CofferCore) {}
+/** What escrow needs from the rest of the server (wired in app/compose.ts). */
+export interface EscrowDeps {
+  db: Kysely<Database>;
+  namespaces: Pick<NamespaceService, 'resolve'>;
+  keyring: Pick<Keyring, 'withKekMaterial'>;
+}
 
-  private get db() {
-    return this.core.db;
+export class EscrowService {
+  private readonly db: Kysely<Database>;
+
+  constructor(private readonly deps: EscrowDeps) {
+    this.db = deps.db;
   }
 
   async request(
@@ -79,7 +87,7 @@ export class EscrowService {
     input: { namespace: string; kekVersion?: number | undefined; algorithm: EscrowAlgorithm; publicKey: string; ttlSeconds?: number | undefined },
   ): Promise<EscrowRequest> {
     parseEscrowPublicKey(input.publicKey);
-    const ns = await this.core.services().namespaces.resolve(input.namespace);
+    const ns = await this.deps.namespaces.resolve(input.namespace);
     const version = input.kekVersion ?? ns.currentKekVersion;
     const key = await this.db
       .selectFrom('namespace_keys')
@@ -123,7 +131,7 @@ export class EscrowService {
 
   /** A namespace's requests, newest first (for the second admin to find what awaits approval). */
   async list(namespace: string, limit = 100): Promise<EscrowRequest[]> {
-    const ns = await this.core.services().namespaces.resolve(namespace, undefined, { allowDisabled: true });
+    const ns = await this.deps.namespaces.resolve(namespace, undefined, { allowDisabled: true });
     const rows = await this.db
       .selectFrom('escrow_requests')
       .selectAll()
@@ -170,9 +178,7 @@ export class EscrowService {
     const row = await this.db.selectFrom('escrow_requests').select(['namespace_id', 'public_key']).where('id', '=', id).executeTakeFirstOrThrow();
     const publicKey = parseEscrowPublicKey(row.public_key);
     // Wrapped before the transaction: loading a KEK needs a connection, and PGlite has one.
-    const wrapped = await this.core
-      .services()
-      .keyring.withKekMaterial(row.namespace_id, current.kek_version, (kek) => wrapForEscrow(kek, publicKey, current.algorithm as EscrowAlgorithm));
+    const wrapped = await this.deps.keyring.withKekMaterial(row.namespace_id, current.kek_version, (kek) => wrapForEscrow(kek, publicKey, current.algorithm as EscrowAlgorithm));
     await this.db.transaction().execute(async (trx) => {
       const done = await trx
         .updateTable('escrow_requests')

@@ -13,13 +13,15 @@
  */
 import { createDecipheriv, createHash, createPrivateKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { Transaction } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { IMPORT_ALGORITHMS, type ImportAlgorithm, type ImportParams, type RotateRootResult } from '@coffer/sdk/api';
-import type { CofferCore } from '../core.js';
 import { CofferError, badRequest, notFound } from '../errors.js';
-import { zeroize, type KeyMaterial } from '../keyring/aead.js';
+import { zeroize, type KeyMaterial } from '../crypto/aead.js';
+import type { Keyring } from '../keyring/keyring.js';
 import type { OaepHash, Pkcs11Token } from '../seal/pkcs11.js';
+import type { ImportDevice } from '../seal/seal.js';
 import { sealAad } from '../seal/seal-context.js';
+import type { NamespaceService } from '../secrets/namespace-service.js';
 import type { Database } from '../storage/schema.js';
 
 export { IMPORT_ALGORITHMS, type ImportAlgorithm };
@@ -40,11 +42,28 @@ function parts(algorithm: ImportAlgorithm): { hash: OaepHash; twoStep: boolean }
 
 export type ImportTarget = { kind: 'namespace'; namespace: string } | { kind: 'root' };
 
-export class ByokService {
-  constructor(private readonly core: CofferCore) {}
+/** What BYOK needs from the rest of the server (wired in app/compose.ts). */
+export interface ByokDeps {
+  db: Kysely<Database>;
+  namespaces: Pick<NamespaceService, 'resolve' | 'rotateKek' | 'onKekRotated'>;
+  keyring: Pick<Keyring, 'rootKey'>;
+  /** The seal in effect: whether it takes key imports, and its device (null: software wrapping keys). */
+  imports: {
+    inSeal(): boolean;
+    device(): ImportDevice | null;
+  };
+  /** Puts an imported root key in effect (the vault's root import, vault/rotate-root.ts). */
+  importRoot(
+    unwrapInto: (token: Pkcs11Token, label: string) => Promise<Buffer>,
+    beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
+  ): Promise<RotateRootResult>;
+}
 
-  private get db() {
-    return this.core.db;
+export class ByokService {
+  private readonly db: Kysely<Database>;
+
+  constructor(private readonly deps: ByokDeps) {
+    this.db = deps.db;
   }
 
   /**
@@ -58,17 +77,15 @@ export class ByokService {
    *    Coffer's memory): RSAES_OAEP_SHA_1 and RSA_AES_KEY_WRAP_SHA_1 on SoftHSM2 2.6, the SHA-256
    *    variants too on an HSM that supports them (probed when the parameters are requested).
    */
-  static supportedAlgorithms(seal: string, target: ImportTarget['kind']): ImportAlgorithm[] {
-    if (seal === 'pkcs11' && target === 'root') return ['RSAES_OAEP_SHA_1', 'RSA_AES_KEY_WRAP_SHA_1', 'RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256'];
+  static supportedAlgorithms(keyImportInSeal: boolean, target: ImportTarget['kind']): ImportAlgorithm[] {
+    if (keyImportInSeal && target === 'root') return ['RSAES_OAEP_SHA_1', 'RSA_AES_KEY_WRAP_SHA_1', 'RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256'];
     return [...IMPORT_ALGORITHMS];
   }
 
   async importParams(target: ImportTarget, algorithm: ImportAlgorithm, identity: string): Promise<ImportParams> {
-    const services = this.core.services();
-    const seal = this.core.status().seal_type ?? 'shamir';
     let namespaceId: string | null = null;
-    if (target.kind === 'namespace') namespaceId = (await services.namespaces.resolve(target.namespace)).id;
-    else if (seal !== 'pkcs11') throw badRequest('importing the root key needs the PKCS#11 seal (with Shamir, POST /v1/sys/rotate-root makes a new one)');
+    if (target.kind === 'namespace') namespaceId = (await this.deps.namespaces.resolve(target.namespace)).id;
+    else if (!this.deps.imports.inSeal()) throw badRequest('importing the root key needs the PKCS#11 seal (with Shamir, POST /v1/sys/rotate-root makes a new one)');
     // Expired parameters go now (their HSM key pairs too); and there is a bound on open ones, since
     // each holds an RSA key (in the HSM, a token object).
     await this.purgeExpired();
@@ -82,13 +99,14 @@ export class ByokService {
     }
     const id = randomUUID();
     const expiresAt = new Date(Date.now() + IMPORT_PARAMS_TTL_MS);
-    const token = this.core.hsmForImports();
+    const device = this.deps.imports.device();
+    const token = device?.token ?? null;
     let publicKey: KeyObject;
     let hsmLabel: string | null = null;
     let wrappedPrivate: Uint8Array | null = null;
     let rootVersion: number | null = null;
-    if (token) {
-      hsmLabel = `${this.core.hsmKeyLabelPrefix}-import-${id}`;
+    if (device && token) {
+      hsmLabel = device.keyLabel(id);
       publicKey = (await token.generateImportKeyPair(hsmLabel)).publicKey;
       const { hash } = parts(algorithm);
       if (target.kind === 'root' && !(await token.supportsOaep(hsmLabel, hash))) {
@@ -105,7 +123,7 @@ export class ByokService {
       publicKey = pair.publicKey;
       const der = new Uint8Array(pair.privateKey.export({ format: 'der', type: 'pkcs8' }));
       try {
-        const root = services.keyring.rootKey;
+        const root = this.deps.keyring.rootKey;
         rootVersion = root.version;
         wrappedPrivate = await root.wrapKey(der, sealAad.importKey(id, root.version));
       } finally {
@@ -154,7 +172,7 @@ export class ByokService {
     if (!row) throw notFound('no such import token');
     if (row.target !== target.kind) throw badRequest(`this import token is for a ${row.target} import`);
     if (target.kind === 'namespace') {
-      const ns = await this.core.services().namespaces.resolve(target.namespace);
+      const ns = await this.deps.namespaces.resolve(target.namespace);
       if (row.namespace_id !== ns.id) throw badRequest('this import token belongs to another namespace');
     }
     const spent = await this.db
@@ -174,7 +192,7 @@ export class ByokService {
 
   private async dropHsmKey(label: string | null): Promise<void> {
     if (!label) return;
-    await this.core.hsmForImports()?.destroyByLabel(label).catch(() => undefined);
+    await this.deps.imports.device()?.token.destroyByLabel(label).catch(() => undefined);
   }
 
   /** Imports material as the namespace's new KEK version (origin external); returns the rotation. */
@@ -184,15 +202,15 @@ export class ByokService {
     let material: KeyMaterial | null = null;
     try {
       material = await this.unwrapForNamespace(row, wrapped);
-      const services = this.core.services();
+      const namespaces = this.deps.namespaces;
       const kek = material;
       const result = await this.db.transaction().execute(async (trx) => {
-        const rotation = await services.namespaces.rotateKek(namespace, { material: kek, origin: 'external' }, trx);
+        const rotation = await namespaces.rotateKek(namespace, { material: kek, origin: 'external' }, trx);
         await beforeCommit?.(trx);
         return rotation;
       });
       // Given a transaction, rotateKek leaves starting the rewrap job to its caller.
-      services.namespaces.onKekRotated(row.namespace_id!);
+      namespaces.onKekRotated(row.namespace_id!);
       return result;
     } finally {
       zeroize(material);
@@ -205,7 +223,7 @@ export class ByokService {
     wrapped: Uint8Array,
   ): Promise<KeyMaterial> {
     const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
-    const token = this.core.hsmForImports();
+    const token = this.deps.imports.device()?.token ?? null;
     if (row.hsm_label) {
       if (!token) throw new CofferError(409, 'conflict', 'this import key is in an HSM the server no longer uses: get new import parameters');
       if (hash === 'sha1') {
@@ -219,7 +237,7 @@ export class ByokService {
       return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES)) : checkLength(first);
     }
     if (!row.wrapped_private_key || row.root_version === null) throw new CofferError(410, 'gone', 'this import key is gone: get new import parameters');
-    const der = await this.core.services().keyring.rootKey.unwrapKey(row.wrapped_private_key, sealAad.importKey(row.id, row.root_version), 'an import wrapping key');
+    const der = await this.deps.keyring.rootKey.unwrapKey(row.wrapped_private_key, sealAad.importKey(row.id, row.root_version), 'an import wrapping key');
     try {
       const key = createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' });
       if (twoStep && wrapped.length < RSA_BYTES + 40) throw invalidMaterial();
@@ -242,7 +260,7 @@ export class ByokService {
     const row = await this.spend({ kind: 'root' }, importToken);
     try {
       const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
-      return await this.core.importRoot(async (token: Pkcs11Token, label: string) => {
+      return await this.deps.importRoot(async (token: Pkcs11Token, label: string) => {
         if (!row.hsm_label) throw new CofferError(409, 'conflict', 'this import key is not in the HSM: get new import parameters');
         const handle = await token.unwrapImported(row.hsm_label, hash, twoStep, wrapped, { asRoot: true, label });
         // The key must be 256 bits. SoftHSM2 reports CKA_VALUE_LEN 0 for unwrapped keys, so there the

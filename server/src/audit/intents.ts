@@ -1,0 +1,125 @@
+/**
+ * Write-ahead audit intents: the guarantee that a committed change always has
+ * an audit entry.
+ *
+ * A request's entry can only be written once its outcome is known, that is
+ * after its change has committed; an append that fails then (database error,
+ * sink failure) or a process that dies in between would leave a change nobody
+ * audited. So before the handler of any request that may change state runs,
+ * an intent row (request id, time, identity, action, namespace, path, the
+ * HMACs of its sensitive fields: the entry as far as it is known, never a
+ * value) is made durable here; if it cannot be, the request is refused (503)
+ * before it changes anything. The statement that appends the request's entry
+ * deletes its intent, so the pair commits together. Intents left behind are
+ * claimed by a recovery pass and appended as entries with outcome "unknown"
+ * (whether the change took effect is not known).
+ *
+ * Why not the entry inside the change's own transaction: the outcome (status,
+ * error) is decided after the commit, every handler would need the hook, and
+ * a chain append inside a long transaction holds the next sequence number
+ * against the group commit of every other request (see http/routes/keys.ts).
+ * An intent is an independent row: no sequence, no lock, one batched INSERT.
+ *
+ * Inserts are group-committed like entries: requests arriving together share
+ * one INSERT.
+ */
+import { randomUUID } from 'node:crypto';
+import { CompiledQuery, sql, type Kysely } from 'kysely';
+import type { Database } from '../storage/schema.js';
+import type { AuditDraft } from './entry.js';
+
+export interface ClaimedIntent {
+  requestId: string;
+  time: Date;
+  draft: AuditDraft;
+}
+
+interface PendingIntent {
+  requestId: string;
+  time: Date;
+  draft: string;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+const insertSqlCache = new Map<number, string>();
+
+function insertSql(rows: number): string {
+  let text = insertSqlCache.get(rows);
+  if (!text) {
+    const tuples = Array.from({ length: rows }, (_, r) => `($${r * 4 + 1}, $${r * 4 + 2}, $${r * 4 + 3}, $${r * 4 + 4})`);
+    text = `insert into audit_intents (request_id, owner, time, draft) values ${tuples.join(', ')}`;
+    if (insertSqlCache.size < 1024) insertSqlCache.set(rows, text);
+  }
+  return text;
+}
+
+export class AuditIntents {
+  /** This process: intents it recorded carry it, and so do the ones it claims. */
+  readonly owner = randomUUID();
+  private queue: PendingIntent[] = [];
+  private flushing: Promise<void> | null = null;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly maxBatch: number,
+  ) {}
+
+  /** Resolves once the intent is durable; `draft` must already be storable (see storable.ts). */
+  record(draft: AuditDraft, time: Date): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ requestId: draft.request_id, time, draft: JSON.stringify(draft), resolve, reject });
+      this.flushing ??= this.drain().finally(() => {
+        this.flushing = null;
+      });
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      // Let every request whose I/O is already pending join this batch (see AuditLog.gather).
+      await new Promise((resolve) => setImmediate(resolve));
+      const batch = this.queue.splice(0, this.maxBatch);
+      try {
+        const params = batch.flatMap((p) => [p.requestId, this.owner, p.time.toISOString(), p.draft]);
+        await this.db.executeQuery(CompiledQuery.raw(insertSql(batch.length), params));
+        for (const p of batch) p.resolve();
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        for (const p of batch) p.reject(error);
+      }
+    }
+  }
+
+  /**
+   * Claims intents whose entries are due: the given request ids (this process's
+   * requests whose append failed), every intent recorded more than `olderThanMs`
+   * ago (its request cannot still be running), and, when this process has the
+   * database to itself (PGlite: the data directory is locked), every intent of
+   * an earlier process at once. Claiming marks the rows, so servers sharing a
+   * database never recover the same intent twice; a claim older than
+   * `olderThanMs` (the claimer died), or any earlier process's claim on an
+   * exclusive database, can be taken over.
+   */
+  async claim(options: { requestIds: string[]; olderThanMs: number; exclusive: boolean; limit: number }): Promise<ClaimedIntent[]> {
+    const seconds = options.olderThanMs / 1000;
+    const due = sql<boolean>`(request_id = any(${options.requestIds}::text[])
+      or recorded_at < now() - ${seconds}::double precision * interval '1 second'
+      or (${options.exclusive}::boolean and owner <> ${this.owner}))`;
+    const claimable = sql<boolean>`(claimed_by is null or claimed_by = ${this.owner} or ${options.exclusive}::boolean
+      or claimed_at < now() - ${seconds}::double precision * interval '1 second')`;
+    const result = await sql<{ request_id: string; time: Date; draft: string }>`
+      update audit_intents set claimed_by = ${this.owner}, claimed_at = now()
+      where request_id in (
+        select request_id from audit_intents where ${due} and ${claimable}
+        order by recorded_at limit ${options.limit} for update skip locked)
+      returning request_id, time, draft`.execute(this.db);
+    return result.rows.map((r) => ({ requestId: r.request_id, time: new Date(r.time), draft: JSON.parse(r.draft) as AuditDraft }));
+  }
+
+  /** Intents not (yet) turned into entries, in-flight requests included. */
+  async count(): Promise<number> {
+    const row = await this.db.selectFrom('audit_intents').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+}

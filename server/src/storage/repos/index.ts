@@ -1,0 +1,21 @@
+/**
+ * Data access, one module per table group (the only place SQL is written, once
+ * the remaining queries have moved here). Each repo is built once, over the
+ * database, in app/compose.ts; each function takes an optional executor so a
+ * caller can run it inside its own transaction, and says why when it locks.
+ */
+import type { Kysely } from 'kysely';
+import type { Database } from '../schema.js';
+import { sealConfigRepo } from './seal-config.js';
+import { systemKeysRepo } from './system-keys.js';
+import { tokensRepo } from './tokens.js';
+
+export function createRepos(db: Kysely<Database>) {
+  return {
+    sealConfig: sealConfigRepo(db),
+    systemKeys: systemKeysRepo(db),
+    tokens: tokensRepo(db),
+  };
+}
+
+export type Repos = ReturnType<typeof createRepos>;

@@ -1,0 +1,151 @@
+/**
+ * The server's state machine: uninitialised → sealed ⇄ unsealed. While sealed
+ * no key is in memory and every data endpoint answers 503. Unsealing builds
+ * the services around the root key (app/compose.ts); sealing zeroes them.
+ *
+ * The operator ceremonies live one per file beside this one (init, unseal,
+ * generate-root, rotate-root, migrate-seal, follow-root); each runs inside
+ * `exclusive`, so two operators (or an operator and a change from another
+ * server) never interleave. They ask the seal in effect what it can do and
+ * never branch on its name.
+ */
+import type { Kysely } from 'kysely';
+import type { AuditLog } from '../audit/audit-log.js';
+import { sealedError } from '../errors.js';
+import type { RootKey } from '../seal/root-key.js';
+import type { ImportDevice, Seal, SealCapabilities, Seals } from '../seal/seal.js';
+import type { ChangeFeed } from '../storage/change-feed.js';
+import type { Repos } from '../storage/repos/index.js';
+import type { SealConfig } from '../storage/repos/seal-config.js';
+import type { Database } from '../storage/schema.js';
+import type { Services } from './services.js';
+import { ShareSlot } from './shares.js';
+import type { SealStatus } from './types.js';
+
+export interface VaultDeps {
+  db: Kysely<Database>;
+  repos: Pick<Repos, 'sealConfig' | 'systemKeys' | 'tokens'>;
+  seals: Seals;
+  /** Root switches tell the other servers sharing the database (cluster/dispatch.ts). */
+  changes: Pick<ChangeFeed, 'publish'>;
+  audit: Pick<AuditLog, 'checkpointNow' | 'close'>;
+  /** Setup: the services around a root key (keyring → services), and their background jobs to start once in place. */
+  open(root: RootKey): Promise<{ services: Services; startJobs(): void }>;
+  /** Teardown steps that run at every seal before the services are dropped, in order. */
+  preSeal: ReadonlyArray<() => void>;
+}
+
+export class Vault {
+  /** seal_config as last read; null while not initialised. */
+  config: SealConfig | null = null;
+  /** The services while unsealed. */
+  unsealed: Services | null = null;
+  /** Unseal shares collected so far, and generate-root's, apart. */
+  readonly shares = { unseal: new ShareSlot(), generateRoot: new ShareSlot() };
+  /** Why the last automatic unseal (or following another server's root) failed; shown while sealed. */
+  sealError: string | null = null;
+  /** Sealed through POST /v1/sys/seal: an auto-unseal seal then opens only with the recovery shares (or a restart). */
+  sealedByOperator = false;
+  /** Serialises the transitions so two operators cannot interleave them. */
+  private transition: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly deps: VaultDeps) {}
+
+  get db(): Kysely<Database> {
+    return this.deps.db;
+  }
+
+  /** Reads the seal configuration; the server starts sealed. */
+  async load(): Promise<void> {
+    this.config = await this.deps.repos.sealConfig.find();
+  }
+
+  /** The seal a configuration names. */
+  sealOf(config: SealConfig): Seal {
+    return this.deps.seals.of(config.sealType);
+  }
+
+  get isSealed(): boolean {
+    return this.unsealed === null;
+  }
+
+  status(): SealStatus {
+    const c = this.config;
+    return {
+      initialized: c !== null,
+      sealed: this.unsealed === null,
+      seal_type: c?.sealType ?? null,
+      shares: c?.shares ?? null,
+      threshold: c?.threshold ?? null,
+      progress: this.shares.unseal.progress,
+      ...(c ? { root_version: c.rootVersion } : {}),
+      ...(c && this.sealOf(c).capabilities.recoveryKeys ? { recovery_seal: true } : {}),
+      ...(this.sealError && this.unsealed === null ? { seal_error: this.sealError } : {}),
+    };
+  }
+
+  /** The unsealed services, or 503 sealed. */
+  services(): Services {
+    if (!this.unsealed) throw sealedError();
+    return this.unsealed;
+  }
+
+  /** Where BYOK wrapping keys live (null: in software, wrapped by the root key). */
+  importDevice(): ImportDevice | null {
+    return this.config ? this.sealOf(this.config).importDevice() : null;
+  }
+
+  /** What the seal in effect can do; null while not initialised. */
+  capabilities(): SealCapabilities | null {
+    return this.config ? this.sealOf(this.config).capabilities : null;
+  }
+
+  /** Unseals: the services are built around `root` (which they own from here on), then their jobs start. */
+  async unsealWith(root: RootKey): Promise<void> {
+    const opened = await this.deps.open(root);
+    this.unsealed = opened.services;
+    opened.startJobs();
+  }
+
+  /** Zeroes every key in memory; data endpoints answer 503 until the next unseal. */
+  seal(): Promise<SealStatus> {
+    return this.exclusive(async () => {
+      // Sign the chain's head while the key is still here.
+      await this.deps.audit.checkpointNow().catch(() => undefined);
+      await this.unsealed?.kek.stop();
+      this.dropKeys();
+      // Auto-unseal seals: a deliberate seal is not undone by an anonymous POST /v1/sys/unseal {}.
+      this.sealedByOperator = true;
+      return this.status();
+    });
+  }
+
+  /** Flushes and checkpoints the audit log, then zeroes every key. */
+  async close(): Promise<void> {
+    await this.unsealed?.kek.stop();
+    await this.deps.audit.close();
+    this.dropKeys();
+    this.deps.seals.close();
+  }
+
+  /** Teardown, in order (OpenBao's preSeal): the shared steps, the share collections, then the services. */
+  dropKeys(): void {
+    for (const step of this.deps.preSeal) step();
+    this.shares.unseal.reset();
+    this.shares.generateRoot.reset();
+    const services = this.unsealed;
+    if (services) {
+      void services.kek.stop();
+      services.keyring.destroy();
+      services.tokens.destroy();
+      services.policies.clear();
+      this.unsealed = null;
+    }
+  }
+
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.transition.then(fn, fn);
+    this.transition = run.catch(() => undefined);
+    return run;
+  }
+}
