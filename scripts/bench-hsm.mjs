@@ -4,29 +4,28 @@
 // Coffer's async path (pkcs11js *Async on the libuv pool), compared with the same calls made
 // synchronously. Reports ops/s and the event loop's worst delay while they run.
 //   node scripts/bench-hsm.mjs [--ops N] [--concurrency C]
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { findSoftHsm, initSoftHsmToken, writeSoftHsmConf } from './lib/softhsm.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { ops: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '2' } } });
 const OPS = Number(values.ops);
 const CONC = Number(values.concurrency);
-const module = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so', '/usr/local/lib/softhsm/libsofthsm2.so'].find((p) => existsSync(p));
+const { module, util } = findSoftHsm();
 if (!module) {
   console.error('SoftHSM2 not found (apt-get install softhsm2)');
   process.exit(1);
 }
 const dir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-hsm-'));
-mkdirSync(path.join(dir, 'tokens'));
-process.env.SOFTHSM2_CONF = path.join(dir, 'softhsm2.conf');
-writeFileSync(process.env.SOFTHSM2_CONF, `directories.tokendir = ${path.join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
-execFileSync('softhsm2-util', ['--init-token', '--free', '--label', 'bench', '--so-pin', '5678', '--pin', '1234'], { stdio: 'pipe' });
+// Set in this process's real environment before the module is loaded (C_Initialize reads it).
+process.env.SOFTHSM2_CONF = writeSoftHsmConf(path.join(dir, 'softhsm2.conf'), path.join(dir, 'tokens'));
+initSoftHsmToken({ util: util ?? 'softhsm2-util', conf: process.env.SOFTHSM2_CONF, label: 'bench', soPin: '5678', pin: '1234' });
 
 const { Pkcs11Token } = await import(path.join(root, 'server/dist/seal/pkcs11.js'));
 const { Pkcs11RootKey } = await import(path.join(root, 'server/dist/seal/pkcs11-root-key.js'));

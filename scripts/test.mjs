@@ -2,7 +2,7 @@
 // Test runner behind `npm test` (after `tsc -b`).
 //
 //  * Provides a real PostgreSQL to the suites: uses COFFER_TEST_DATABASE_URL if set, otherwise
-//    starts a throwaway cluster (scripts/pg-cluster.mjs) that is always torn down afterwards.
+//    starts a throwaway cluster (scripts/lib/pg-cluster.mjs) that is always torn down afterwards.
 //  * Detects SoftHSM2 and exports COFFER_TEST_SOFTHSM_MODULE for the HSM suites.
 //  * Strict mode (CI=true|1 or COFFER_TEST_STRICT=1): a missing dependency or any skipped
 //    test is a failure. Otherwise missing dependencies only skip suites, with a loud banner.
@@ -13,11 +13,12 @@
 // Extra arguments are passed to jest:  npm test -- -t 'pattern'   /   npm test -- test/dist/foo
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './pg-cluster.mjs';
+import { findPostgresBinaries, startPostgresCluster, stopPostgresClusterSync } from './lib/pg-cluster.mjs';
+import { findSoftHsm, writeSoftHsmConf } from './lib/softhsm.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const truthy = (v) => /^(1|true|yes)$/i.test(String(v ?? '').trim());
@@ -65,36 +66,6 @@ function unavailable(problem, consequence, install) {
   const lines = [`WARNING: ${problem[0]}`, ...problem.slice(1), consequence, '', ...install];
   missing.push(lines);
   process.stderr.write(`${banner(lines)}\n`);
-}
-
-function onPath(cmd) {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (!dir) continue;
-    const p = path.join(dir, cmd);
-    try {
-      const st = statSync(p);
-      if (st.isFile() && st.mode & 0o111) return p;
-    } catch {
-      /* not here */
-    }
-  }
-  return null;
-}
-
-function findSoftHsm() {
-  const fromEnv = process.env.SOFTHSM2_MODULE;
-  const candidates = fromEnv
-    ? [fromEnv]
-    : [
-        '/usr/lib/softhsm/libsofthsm2.so',
-        '/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so',
-        '/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so',
-        '/usr/local/lib/softhsm/libsofthsm2.so',
-        '/opt/homebrew/lib/softhsm/libsofthsm2.so',
-      ];
-  const module = candidates.find((p) => existsSync(p)) ?? null;
-  const util = onPath('softhsm2-util');
-  return { module, util, fromEnv, ok: Boolean(module && util) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -164,7 +135,9 @@ if (hsm.ok) {
 }
 
 if (process.env.COFFER_TEST_DATABASE_URL) {
-  info(`PostgreSQL: using COFFER_TEST_DATABASE_URL (${redact(process.env.COFFER_TEST_DATABASE_URL)})`);
+  // The server's own redaction (built by `npm test` before this runs).
+  const { redactUrl } = await import('@coffer/server/storage/redact-url');
+  info(`PostgreSQL: using COFFER_TEST_DATABASE_URL (${redactUrl(process.env.COFFER_TEST_DATABASE_URL)})`);
 } else if (findPostgresBinaries()) {
   try {
     cluster = await startPostgresCluster({
@@ -203,9 +176,7 @@ if (env.COFFER_TEST_SOFTHSM_MODULE) {
   // copy of process.env that native code never sees: so the tests' private token directory is
   // set here, for the whole run. Suites create their own uniquely labelled tokens in it.
   const tokens = path.join(tmpDir, 'softhsm-tokens');
-  mkdirSync(tokens);
-  env.SOFTHSM2_CONF = path.join(tmpDir, 'softhsm2.conf');
-  writeFileSync(env.SOFTHSM2_CONF, `directories.tokendir = ${tokens}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+  env.SOFTHSM2_CONF = writeSoftHsmConf(path.join(tmpDir, 'softhsm2.conf'), tokens);
   info(`SoftHSM2: private token directory ${tokens} (SOFTHSM2_CONF)`);
 }
 const jestBin = path.join(root, 'node_modules', 'jest', 'bin', 'jest.js');
@@ -321,15 +292,5 @@ function removeStaleCompiledTests(testDir) {
     if (existsSync(path.join(testDir, `${base}.js`))) continue; // plain JS source (allowJs)
     for (const ext of ['.js', '.js.map', '.d.ts', '.d.ts.map']) rmSync(path.join(distDir, base + ext), { force: true });
     info(`removed stale test/dist/${base}.js (its source test/${base}.ts no longer exists)`);
-  }
-}
-
-function redact(url) {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparseable URL)';
   }
 }

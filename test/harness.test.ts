@@ -1,11 +1,12 @@
 // Sanity checks of the test harness itself (test/helpers/env.ts, scripts/test.mjs).
 
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { initSoftHsmToken, writeSoftHsmConf } from '#lib/softhsm.mjs';
 import { createTestDatabase, describeIfPostgres, describeIfSoftHsm, postgresUrl, softHsmModule, softHsmUtil } from './helpers/env.js';
 
 const run = promisify(execFile);
@@ -54,10 +55,9 @@ describeIfSoftHsm('harness: SoftHSM2', () => {
   it('can initialise a throwaway token', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'coffer-softhsm-'));
     try {
-      const conf = path.join(dir, 'softhsm2.conf');
-      await writeFile(conf, `directories.tokendir = ${dir}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+      const conf = writeSoftHsmConf(path.join(dir, 'softhsm2.conf'), dir);
       const env = { ...process.env, SOFTHSM2_CONF: conf };
-      await run(softHsmUtil(), ['--init-token', '--free', '--label', 'coffer-harness', '--pin', '1234', '--so-pin', '5678', '--module', softHsmModule()!], { env });
+      initSoftHsmToken({ util: softHsmUtil(), conf, label: 'coffer-harness', pin: '1234', soPin: '5678', module: softHsmModule()! });
       const { stdout } = await run(softHsmUtil(), ['--show-slots', '--module', softHsmModule()!], { env });
       expect(stdout).toContain('coffer-harness');
     } finally {

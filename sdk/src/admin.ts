@@ -3,59 +3,11 @@
  * token). Bodies go as given: the server validates them and answers 400 with
  * the reason, so the SDK does not repeat those rules.
  */
+import type { ApproleOptions, JwtIssuer, JwtRole, Policy, SecretIdResult, UserOptions } from './api/index.js';
 import { invalidArgument } from './errors.js';
 import type { Transport } from './transport.js';
 
-export interface PolicyRule {
-  namespace: string;
-  path: string;
-  capabilities: string[];
-  effect?: 'allow' | 'deny';
-}
-
-export interface Policy {
-  name?: string;
-  rules: PolicyRule[];
-}
-
-export interface UserOptions {
-  password?: string;
-  policies?: string[];
-  groups?: string[];
-}
-
-export interface ApproleOptions {
-  policies: string[];
-  token_ttl?: number;
-  token_max_ttl?: number;
-  secret_id_ttl?: number;
-  secret_id_num_uses?: number;
-  bound_cidrs?: string[];
-}
-
-export interface SecretIdResult {
-  secret_id: string;
-  accessor: string;
-  expires_at: string | null;
-}
-
-export interface JwtIssuer {
-  issuer: string;
-  discovery_url?: string;
-  jwks_url?: string;
-  public_keys?: string[];
-}
-
-export interface JwtRole {
-  issuer: string;
-  bound_audiences: string[];
-  bound_claims?: Record<string, string | string[]>;
-  user_claim?: string;
-  claim_mappings?: Record<string, string>;
-  policies: string[];
-  token_ttl?: number;
-  token_max_ttl?: number;
-}
+export type { ApproleOptions, JwtIssuer, JwtRole, Policy, PolicyRule, SecretIdResult, UserOptions } from './api/index.js';
 
 /** One URL segment: names with '/', '..' or nothing would address another resource. */
 function seg(kind: string, name: string): string {

@@ -6,44 +6,15 @@
  * repeated approle login could spend a limited-use secret id, and a repeated
  * userpass login counts towards the lockout.
  */
+import type { AuthInfo, AuthResponse, Capability as ApiCapability, TokenCreateOptions, TokenInfo } from './api/index.js';
 import { CofferError, invalidArgument } from './errors.js';
 import { checkNamespace } from './names.js';
 import type { FetchFn, Transport } from './transport.js';
-import type { TokenInfo } from './types.js';
 
-/** The `auth` block every login, renew-self and token create answers with. */
-export interface AuthInfo {
-  client_token: string;
-  accessor: string;
-  /** "user:alice", "approle:<role>", "jwt:<role>:<sub>", "token:<...>" */
-  identity: string;
-  display_name: string;
-  policies: string[];
-  /** Seconds until expiry; 0 = never expires (root only). */
-  lease_duration: number;
-  expires_at: string | null;
-  renewable: boolean;
-  /** Renewals never extend the token past this. */
-  max_expires_at: string | null;
-  metadata?: Record<string, string>;
-}
+export type { AuthInfo, AuthResponse, TokenCreateOptions } from './api/index.js';
 
-export interface AuthResponse {
-  auth: AuthInfo;
-}
-
-export interface TokenCreateOptions {
-  policies: string[];
-  /** Seconds. */
-  ttl?: number;
-  /** Seconds; renewals never extend the token past creation + max_ttl. */
-  max_ttl?: number;
-  display_name?: string;
-  renewable?: boolean;
-  metadata?: Record<string, string>;
-}
-
-export type Capability = 'read' | 'list' | 'create' | 'update' | 'delete' | 'destroy' | 'admin' | (string & {});
+/** Capabilities of a policy rule; open-ended, since newer servers may add some. */
+export type Capability = ApiCapability | (string & {});
 
 /** Where an ID token for `coffer login oidc` / `auth.oidc()` was found. */
 export type CiProvider = 'github-actions' | 'gitlab-ci' | 'env';

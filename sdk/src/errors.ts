@@ -3,30 +3,13 @@
  * server errors keep the server's status, code and request id; failures before a
  * response exists use status 0. Messages never contain a token or a secret value.
  */
+import type { ErrorCode } from './api/errors.js';
 
-/** Codes the server sends, plus the client-side ones (status 0). Open-ended: servers may add codes. */
+/** Codes the server sends (the contract's), plus the client-side ones (status 0). Open-ended: newer servers may add codes. */
 export type CofferErrorCode =
-  | 'invalid_request'
-  | 'invalid_json'
-  | 'invalid_shares'
-  | 'unauthenticated'
-  | 'permission_denied'
-  | 'not_found'
-  | 'method_not_allowed'
-  | 'conflict'
-  | 'already_exists'
-  | 'cas_mismatch'
-  | 'already_initialized'
-  | 'not_initialized'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
-  | 'rate_limited'
-  | 'sealed'
-  | 'internal'
-  | 'integrity_error'
-  // client side (status 0), or a response that is not Coffer's
+  | ErrorCode
+  // client side (status 0), or a response that is not Coffer's ('unavailable' is both)
   | 'invalid_argument'
-  | 'unavailable'
   | 'timeout'
   | 'invalid_response'
   | 'http_error'

@@ -1,79 +1,24 @@
 /**
- * Secret references: `coffer://<namespace>/<path>[#<field>][?version=N]`, the form
- * config files and env vars use to point at a secret (or one field of it).
- *
- * Parsed by hand rather than with `URL`: the documented order puts the fragment
- * before the query, which a URL parser would read as one fragment. The URL order
- * (`?version=N#field`) is accepted too, since people will write it.
+ * Secret references: `coffer://<namespace>/<path>[#<field>][?version=N]`. The
+ * syntax is the contract's (sdk/src/api/refs.ts); this module turns a refusal
+ * into the SDK's error.
  */
+import { readSecretRef, secretRefText, type SecretRef } from './api/refs.js';
 import { invalidArgument } from './errors.js';
-import { checkNamespace, checkSecretPath, namespaceProblem, secretPathProblem } from './names.js';
+import { checkNamespace, checkSecretPath } from './names.js';
 
-export interface SecretRef {
-  namespace: string;
-  path: string;
-  /** One field of the secret's data; absent means the whole secret. */
-  field?: string;
-  /** A specific version; absent means the latest. */
-  version?: number;
-}
-
-const SCHEME = 'coffer://';
-const DOCUMENTED_ORDER = /^(?:#([^#?]*))?(?:\?([^#?]*))?$/;
-const URL_ORDER = /^\?([^#?]*)#([^#?]*)$/;
-const VERSION = /^[1-9][0-9]{0,9}$/;
-
-export function isSecretRef(value: string): boolean {
-  return value.startsWith(SCHEME);
-}
+export { isSecretRef, type SecretRef } from './api/refs.js';
 
 export function parseSecretRef(ref: string): SecretRef {
-  const fail = (why: string) => invalidArgument(`invalid secret reference ${JSON.stringify(ref)}: ${why}`);
-  if (!isSecretRef(ref)) throw fail(`it must start with ${SCHEME}`);
-
-  const rest = ref.slice(SCHEME.length);
-  const selectorsAt = rest.search(/[#?]/);
-  const location = selectorsAt === -1 ? rest : rest.slice(0, selectorsAt);
-  const selectors = selectorsAt === -1 ? '' : rest.slice(selectorsAt);
-
-  const slash = location.indexOf('/');
-  const namespace = slash === -1 ? location : location.slice(0, slash);
-  const path = slash === -1 ? '' : location.slice(slash + 1);
-  const nsProblem = namespaceProblem(namespace);
-  if (nsProblem) throw fail(nsProblem);
-  const pathProblem = secretPathProblem(path);
-  if (pathProblem) throw fail(pathProblem);
-
-  let rawField: string | undefined;
-  let query: string | undefined;
-  const documented = DOCUMENTED_ORDER.exec(selectors);
-  const urlOrder = documented ? null : URL_ORDER.exec(selectors);
-  if (documented) [, rawField, query] = documented;
-  else if (urlOrder) [, query, rawField] = urlOrder;
-  else throw fail('expected at most one #field and one ?version=N');
-
-  const result: SecretRef = { namespace, path };
-  if (rawField !== undefined) {
-    if (rawField === '') throw fail('the #field is empty');
-    try {
-      // Percent-decoding lets a ref name fields holding "#", "?" or spaces.
-      result.field = decodeURIComponent(rawField);
-    } catch {
-      throw fail('the #field has a malformed percent-encoding');
-    }
-  }
-  if (query !== undefined) {
-    const match = /^version=(.*)$/.exec(query);
-    if (!match) throw fail('the only query parameter is version=N');
-    if (!VERSION.test(match[1]!)) throw fail('version must be a positive integer');
-    result.version = Number(match[1]);
-  }
-  return result;
+  const read = readSecretRef(ref);
+  if ('problem' in read) throw invalidArgument(`invalid secret reference ${JSON.stringify(ref)}: ${read.problem}`);
+  return read.ref;
 }
 
 /** The canonical string for a reference (documented order, field percent-encoded). */
 export function formatSecretRef(ref: SecretRef): string {
-  const field = ref.field === undefined ? '' : `#${encodeURIComponent(ref.field)}`;
-  const version = ref.version === undefined ? '' : `?version=${ref.version}`;
-  return `${SCHEME}${checkNamespace(ref.namespace)}/${checkSecretPath(ref.path)}${field}${version}`;
+  const text = secretRefText(ref);
+  checkNamespace(ref.namespace);
+  checkSecretPath(ref.path);
+  return text;
 }

@@ -5,10 +5,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import type { TokenLimits } from './auth/tokens.js';
-import type { LoginGuardOptions } from './auth/login-guard.js';
-import type { Argon2Params } from './auth/userpass.js';
-import type { JwtOptions } from './auth/jwt.js';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.union([z.boolean(), z.enum(['1', 'true', 'yes', 'on', '0', 'false', 'no', 'off', ''])]).transform(
@@ -313,9 +309,14 @@ export function authOptionsOf(c: Config): AuthOptions {
   };
 }
 
+/**
+ * The identity options, in the config's own terms: config.ts imports nothing of the
+ * services, and the compiler checks these against what the services take where the
+ * server is put together (server.ts).
+ */
 export interface AuthOptions {
-  tokens: TokenLimits;
-  guard: LoginGuardOptions;
-  argon2: Argon2Params;
-  jwt: JwtOptions;
+  tokens: { defaultTtlSeconds: number; maxTtlSeconds: number };
+  guard: { ratePerSecond: number; maxFailures: number; maxFailuresTotal: number; lockoutBaseMs: number; lockoutMaxMs: number };
+  argon2: { memoryCost: number; timeCost: number; parallelism: number };
+  jwt: { jwksCooldownMs: number; jwksCacheMaxAgeMs: number; httpTimeoutMs: number };
 }

@@ -9,6 +9,7 @@ import type { AuditLog } from './audit/audit-log.js';
 import type { SecretReadCache } from './secrets/read-cache.js';
 import type { Pkcs11Token } from './seal/pkcs11.js';
 import type { SealType } from './seal/seal.js';
+import { pingDatabase, type DatabaseCheck } from './storage/db.js';
 import type { Database } from './storage/schema.js';
 import { followRoot } from './vault/follow-root.js';
 import { generateRoot } from './vault/generate-root.js';
@@ -35,6 +36,11 @@ export class CofferCore {
 
   get db(): Kysely<Database> {
     return this.vault.db;
+  }
+
+  /** Readiness: whether the database answers `select 1` within `timeoutMs`. */
+  pingDatabase(timeoutMs: number): Promise<DatabaseCheck> {
+    return pingDatabase(this.db, timeoutMs);
   }
 
   /** Reads the seal configuration; the server starts sealed. */

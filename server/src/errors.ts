@@ -1,37 +1,11 @@
 /**
  * Errors that cross the service boundary carry their HTTP status and a stable
  * machine-readable code. Messages are written for humans and never contain a
- * secret value, token or key.
+ * secret value, token or key. The codes are the wire contract's closed list.
  */
-export type ErrorCode =
-  | 'invalid_request'
-  | 'invalid_json'
-  | 'invalid_shares'
-  | 'unauthenticated'
-  | 'permission_denied'
-  | 'not_found'
-  | 'method_not_allowed'
-  | 'conflict'
-  | 'namespace_disabled'
-  | 'already_exists'
-  | 'cas_mismatch'
-  | 'already_initialized'
-  | 'not_initialized'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
-  | 'sealed'
-  | 'unavailable'
-  | 'integrity_error'
-  // seal, BYOK and escrow (issue 3, HSM half)
-  | 'unsupported_algorithm'
-  | 'invalid_key_material'
-  | 'expired'
-  | 'gone'
-  | 'login_failed'
-  | 'rate_limited'
-  | 'not_renewable'
-  | 'namespace_disabled'
-  | 'internal';
+import type { ErrorCode } from '@coffer/sdk/api';
+
+export type { ErrorCode };
 
 export class CofferError extends Error {
   constructor(

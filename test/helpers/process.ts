@@ -1,22 +1,14 @@
 // Real processes for end-to-end tests: `coffer-server` (server/dist/main.js) and the built `coffer` CLI.
 // Both run from the compiled output (`npm test` runs `tsc -b` first).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { spawnCaptured, stopProcess, waitForHttp } from '#lib/child.mjs';
+import { freePort } from '#lib/port.mjs';
+
+export { freePort };
 
 export const SERVER_MAIN = fileURLToPath(new URL('../../../server/dist/main.js', import.meta.url));
 export const CLI_MAIN = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url));
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -28,15 +20,9 @@ export interface ServerProcess {
 }
 
 export function runServerCommand(args: string[], env: Record<string, string>): { child: ChildProcess; output(): string; exited: Promise<number | string> } {
-  const child = spawn(process.execPath, [SERVER_MAIN, ...args], {
-    env: { PATH: process.env.PATH ?? '', COFFER_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  return { child, output: () => out, exited };
+  const run = spawnCaptured(process.execPath, [SERVER_MAIN, ...args], { env: { PATH: process.env.PATH ?? '', COFFER_LOG_LEVEL: 'info', ...env } });
+  const exited = run.exited.then(({ code, signal }) => code ?? signal ?? -1);
+  return { child: run.child, output: run.output, exited };
 }
 
 /** Starts `coffer-server` and waits until it answers HTTP (or exits). */
@@ -46,19 +32,12 @@ export async function startServerProcess(env: Record<string, string>, args: stri
   const run = runServerCommand(args, { COFFER_HOST: '127.0.0.1', COFFER_PORT: String(port), ...env });
   let exitedEarly = false;
   void run.exited.then(() => (exitedEarly = true));
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exitedEarly) throw new Error(`coffer-server exited during start-up:\n${run.output()}`);
-    try {
-      await fetch(`${url}/v1/sys/health`);
-      break;
-    } catch {
-      if (Date.now() > deadline) {
-        run.child.kill('SIGKILL');
-        throw new Error(`coffer-server did not start in time:\n${run.output()}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  // A server that accepted the connection may answer as slowly as it must (a busy machine).
+  const ready = await waitForHttp(`${url}/v1/sys/health`, { timeoutMs: 30_000, intervalMs: 50, requestTimeoutMs: 0, stopIf: () => exitedEarly });
+  if ('ended' in ready) throw new Error(`coffer-server exited during start-up:\n${run.output()}`);
+  if ('timedOut' in ready) {
+    run.child.kill('SIGKILL');
+    throw new Error(`coffer-server did not start in time:\n${run.output()}`);
   }
   return {
     ...run,
@@ -100,12 +79,7 @@ export function startDevServer(): Promise<DevServer> {
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
 
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(killer);
-    }
+    await stopProcess(child, exited, { graceMs: 10_000 });
   };
 
   return new Promise<DevServer>((resolve, reject) => {

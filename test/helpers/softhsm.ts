@@ -4,11 +4,11 @@
 // (SOFTHSM2_CONF in the real environment); server processes get `env()`, which names it too.
 // Labels get a random suffix, so suites never meet each other's tokens. SoftHSM2 lists tokens
 // at C_Initialize: create every token a suite needs before its first server starts.
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { initSoftHsmToken, writeSoftHsmConf } from '#lib/softhsm.mjs';
 import { softHsmModule, softHsmUtil } from './env.js';
 
 export interface SoftHsm {
@@ -32,9 +32,7 @@ export function createSoftHsm(labels: string[]): SoftHsm {
   let conf = process.env.SOFTHSM2_CONF ?? '';
   if (!conf) {
     // Outside scripts/test.mjs: only server processes (which get env()) can use these tokens.
-    mkdirSync(join(dir, 'tokens'));
-    conf = join(dir, 'softhsm2.conf');
-    writeFileSync(conf, `directories.tokendir = ${join(dir, 'tokens')}\nobjectstore.backend = file\nlog.level = ERROR\n`);
+    conf = writeSoftHsmConf(join(dir, 'softhsm2.conf'), join(dir, 'tokens'));
   }
   const suffix = randomBytes(4).toString('hex');
   const real = (label: string) => (label.startsWith('no-such') ? label : `${label}-${suffix}`.slice(-32));
@@ -64,10 +62,7 @@ export function createSoftHsm(labels: string[]): SoftHsm {
       ...extra,
     }),
     initToken(label) {
-      execFileSync(softHsmUtil(), ['--init-token', '--free', '--label', real(label), '--so-pin', soPin, '--pin', pin], {
-        env: { ...process.env, SOFTHSM2_CONF: conf },
-        stdio: 'pipe',
-      });
+      initSoftHsmToken({ util: softHsmUtil(), conf, label: real(label), soPin, pin });
     },
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };

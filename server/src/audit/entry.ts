@@ -4,43 +4,12 @@
  * outcome, and carries HMACs (never values) of sensitive fields.
  */
 import type { Request } from 'express';
+import type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 import type { Principal } from '../policy/policy.js';
 import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, matchTemplate } from '../http/route-template.js';
 import { isUnsafeText } from '../http/edge.js';
 
-export interface AuditIdentity {
-  id: string;
-  method: 'token' | 'none';
-  display_name: string;
-  /** HMAC of the token accessor: search with /v1/sys/audit/hash, never the accessor itself. */
-  accessor_hmac?: string;
-}
-
-export interface AuditEntry {
-  seq: number;
-  time: string;
-  request_id: string;
-  identity: AuditIdentity | null;
-  action: string;
-  namespace: string | null;
-  path: string | null;
-  version: number | null;
-  /** `unknown`: recovered from an intent; the request's outcome was never recorded. */
-  outcome: 'success' | 'denied' | 'error' | 'unknown';
-  /** The status the client got; 0 when not known (recovered entries). */
-  status: number;
-  error_code: string | null;
-  client: string | null;
-  /** HMACs of sensitive request fields, e.g. {"data.password": "hmac-sha256:…"}. */
-  hashed: Record<string, string>;
-  /**
-   * The status the handler produced when the client got another one: the audit
-   * log refused the response (503), but the handler's change, if any, took effect.
-   */
-  handler_status?: number;
-  /** Why an entry is not the plain record of a response: recovered, refused, or an audit incident. */
-  reason?: string;
-}
+export type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>;
 

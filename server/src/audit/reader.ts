@@ -1,21 +1,12 @@
 /** Reading the audit log: verifying the hash chain and its checkpoints, and searching entries. */
 import { sql, type Kysely } from 'kysely';
+import type { AuditPage, AuditVerifyResult as VerifyResult } from '@coffer/sdk/api';
 import type { Database } from '../storage/schema.js';
 import { GENESIS_HASH, chainHash, checkpointValid, sameBytes } from './chain.js';
 import type { AuditEntry } from './entry.js';
 import { storable } from './storable.js';
 
-export interface VerifyResult {
-  ok: boolean;
-  entries_checked: number;
-  checkpoints_checked: number;
-  head: { seq: number; hash: string } | null;
-  first_broken: { seq: number; reason: string } | null;
-  /** Entries rebuilt from intents (outcome "unknown"): requests whose own entry was never written. */
-  recovered_entries: number;
-  /** Intents not yet turned into entries: requests in flight, or ones the recovery pass has not reached yet. */
-  pending_intents: number;
-}
+export type { VerifyResult };
 
 export interface AuditQuery {
   identity?: string | undefined;
@@ -101,7 +92,7 @@ export async function verifyChain(db: Kysely<Database>, checkpointKey: Uint8Arra
   };
 }
 
-export async function searchLog(db: Kysely<Database>, filter: AuditQuery): Promise<{ entries: AuditEntry[]; next_cursor: number | null }> {
+export async function searchLog(db: Kysely<Database>, filter: AuditQuery): Promise<AuditPage> {
   // Stored values are storable: a filter is compared in the same form (and cannot fail the query).
   const q = storable(filter);
   let query = db.selectFrom('audit_log').select(['seq', 'body']);

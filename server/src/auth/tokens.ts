@@ -12,6 +12,7 @@
  */
 import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
+import type { AuthResponse, TokenInfo } from '@coffer/sdk/api';
 import jwt from 'jsonwebtoken';
 import type { Database } from '../storage/schema.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
@@ -19,6 +20,8 @@ import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import { ROOT_POLICY, type PolicyLookup, type Principal } from '../policy/policy.js';
 import { CofferError } from '../errors.js';
 import { VerifiedTokenCache } from './verified-tokens.js';
+
+export type { AuthResponse, TokenInfo } from '@coffer/sdk/api';
 
 export const TOKEN_ISSUER = 'coffer';
 export const TOKEN_AUDIENCE = 'coffer';
@@ -32,34 +35,6 @@ export interface TokenClaims {
   jti: string;
   name: string;
   pol: string[];
-}
-
-export interface TokenInfo {
-  accessor: string;
-  identity: string;
-  display_name: string;
-  policies: string[];
-  metadata: Record<string, string>;
-  created_at: string;
-  expires_at: string | null;
-  max_expires_at: string | null;
-  renewable: boolean;
-}
-
-/** What a login (or token create/renew) answers, Vault-shaped. */
-export interface AuthResponse {
-  auth: {
-    client_token: string;
-    accessor: string;
-    identity: string;
-    display_name: string;
-    policies: string[];
-    metadata: Record<string, string>;
-    lease_duration: number;
-    expires_at: string | null;
-    max_expires_at: string | null;
-    renewable: boolean;
-  };
 }
 
 export interface TokenSpec {

@@ -14,6 +14,7 @@
 import { createDecipheriv, createHash, createPrivateKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Kysely, Transaction } from 'kysely';
+import { IMPORT_ALGORITHMS, type ImportAlgorithm, type ImportParams, type RotateRootResult } from '@coffer/sdk/api';
 import { CofferError, badRequest, notFound } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
@@ -22,10 +23,8 @@ import type { ImportDevice } from '../seal/seal.js';
 import { sealAad } from '../seal/seal-context.js';
 import type { NamespaceService } from '../secrets/namespace-service.js';
 import type { Database } from '../storage/schema.js';
-import type { RotateRootResult } from '../vault/types.js';
 
-export const IMPORT_ALGORITHMS = ['RSAES_OAEP_SHA_256', 'RSAES_OAEP_SHA_1', 'RSA_AES_KEY_WRAP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_1'] as const;
-export type ImportAlgorithm = (typeof IMPORT_ALGORITHMS)[number];
+export { IMPORT_ALGORITHMS, type ImportAlgorithm };
 
 /** Like AWS import parameters: a wrapping key is good for 24 hours. */
 export const IMPORT_PARAMS_TTL_MS = 24 * 3600 * 1000;
@@ -42,17 +41,6 @@ function parts(algorithm: ImportAlgorithm): { hash: OaepHash; twoStep: boolean }
 }
 
 export type ImportTarget = { kind: 'namespace'; namespace: string } | { kind: 'root' };
-
-export interface ImportParams {
-  import_token: string;
-  algorithm: ImportAlgorithm;
-  wrapping_key_spec: 'RSA_3072';
-  /** SPKI, PEM. */
-  public_key: string;
-  expires_at: string;
-  /** Where the wrapping key's private half lives. */
-  wrapping_key_origin: 'hsm' | 'software';
-}
 
 /** What BYOK needs from the rest of the server (wired in app/compose.ts). */
 export interface ByokDeps {

@@ -7,6 +7,7 @@
  */
 import { createCipheriv, createPublicKey, publicEncrypt, randomBytes, randomUUID, constants, type KeyObject } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
+import type { EscrowAlgorithm, EscrowDownload, EscrowRequest } from '@coffer/sdk/api';
 import { CofferError, badRequest, notFound } from '../errors.js';
 import { zeroize } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
@@ -14,29 +15,14 @@ import type { NamespaceService } from '../secrets/namespace-service.js';
 import type { Database, EscrowRequestTable } from '../storage/schema.js';
 import type { Selectable } from 'kysely';
 
-export const ESCROW_ALGORITHMS = ['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256'] as const;
-export type EscrowAlgorithm = (typeof ESCROW_ALGORITHMS)[number];
+export { ESCROW_ALGORITHMS, type EscrowAlgorithm } from '@coffer/sdk/api';
 export const ESCROW_DEFAULT_TTL_SECONDS = 24 * 3600;
 export const ESCROW_MAX_TTL_SECONDS = 7 * 24 * 3600;
 const KWP_IV = Buffer.from('A65959A6', 'hex');
 
-export interface EscrowView {
-  id: string;
-  namespace: string;
-  kek_version: number;
-  algorithm: string;
-  state: 'pending' | 'approved' | 'downloaded' | 'expired';
-  requested_by: string;
-  approved_by: string | null;
-  created_at: string;
-  expires_at: string;
-  approved_at: string | null;
-  downloaded_at: string | null;
-}
-
 type Row = Selectable<EscrowRequestTable>;
 
-function view(row: Row, namespace: string): EscrowView {
+function view(row: Row, namespace: string): EscrowRequest {
   const expired = row.state !== 'downloaded' && row.expires_at.getTime() <= Date.now();
   return {
     id: row.id,
@@ -99,7 +85,7 @@ export class EscrowService {
   async request(
     identity: string,
     input: { namespace: string; kekVersion?: number | undefined; algorithm: EscrowAlgorithm; publicKey: string; ttlSeconds?: number | undefined },
-  ): Promise<EscrowView> {
+  ): Promise<EscrowRequest> {
     parseEscrowPublicKey(input.publicKey);
     const ns = await this.deps.namespaces.resolve(input.namespace);
     const version = input.kekVersion ?? ns.currentKekVersion;
@@ -130,7 +116,7 @@ export class EscrowService {
   }
 
   /** The request and its namespace name (for the caller's authorisation check). */
-  async get(id: string): Promise<EscrowView> {
+  async get(id: string): Promise<EscrowRequest> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw notFound('no such escrow request');
     const found = await this.db
       .selectFrom('escrow_requests as e')
@@ -144,7 +130,7 @@ export class EscrowService {
   }
 
   /** A namespace's requests, newest first (for the second admin to find what awaits approval). */
-  async list(namespace: string, limit = 100): Promise<EscrowView[]> {
+  async list(namespace: string, limit = 100): Promise<EscrowRequest[]> {
     const ns = await this.deps.namespaces.resolve(namespace, undefined, { allowDisabled: true });
     const rows = await this.db
       .selectFrom('escrow_requests')
@@ -157,7 +143,7 @@ export class EscrowService {
   }
 
   /** Second admin's approval: a different identity than the requester (two-person rule). */
-  async approve(id: string, identity: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<EscrowView> {
+  async approve(id: string, identity: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<EscrowRequest> {
     const current = await this.get(id);
     if (current.requested_by === identity) {
       throw new CofferError(403, 'permission_denied', 'two-person rule: the approver must be a different identity than the requester');
@@ -183,7 +169,7 @@ export class EscrowService {
     id: string,
     identity: string,
     beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
-  ): Promise<EscrowView & { wrapped_key_material: string }> {
+  ): Promise<EscrowDownload> {
     const current = await this.get(id);
     if (current.requested_by !== identity) throw new CofferError(403, 'permission_denied', 'only the requester downloads an approved escrow export');
     if (current.state === 'downloaded') throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');

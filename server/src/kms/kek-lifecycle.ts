@@ -21,6 +21,7 @@
  *   rotation.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
+import type { KekStatus, ShredSchedule } from '@coffer/sdk/api';
 import type { Keyring } from '../keyring/keyring.js';
 import { addEncryptions, type KekUsage } from '../keyring/usage.js';
 import type { Database } from '../storage/schema.js';
@@ -53,43 +54,6 @@ export interface BackgroundAuditEvent {
   namespace: string;
   /** The KEK version concerned (the new one for a rotation, the target of the rewrap for a retirement). */
   kekVersion: number | null;
-}
-
-export interface KekVersionStatus {
-  version: number;
-  state: string;
-  origin: string;
-  encryptions: number;
-  created_at: string;
-  retired_at: string | null;
-  destroyed_at: string | null;
-}
-
-export interface KekStatus {
-  namespace: string;
-  current_version: number;
-  rotation_period: number | null;
-  next_rotation_at: string | null;
-  usage_limit: number;
-  deletion_date: string | null;
-  versions: KekVersionStatus[];
-  rewrap: {
-    state: 'running' | 'completed';
-    target_version: number;
-    total: number;
-    rewrapped: number;
-    /** DEKs still under an older version (counted now). */
-    remaining: number;
-    started_at: string;
-    updated_at: string;
-    completed_at: string | null;
-  } | null;
-}
-
-export interface ShredSchedule {
-  namespace: string;
-  deletion_requested_at: string | null;
-  deletion_date: string | null;
 }
 
 type BatchOutcome = 'more' | 'completed' | 'idle' | 'busy';

@@ -13,7 +13,8 @@ import { applyLocally, publishChange, type Changes } from '../secrets/changes.js
 import { lockNamespaceRow } from '../secrets/namespace-service.js';
 import { checkNamespaceName } from '../secrets/names.js';
 import type { Database } from '../storage/schema.js';
-import type { BackgroundAuditEvent, ShredSchedule } from './kek-lifecycle.js';
+import type { ShredSchedule } from '@coffer/sdk/api';
+import type { BackgroundAuditEvent } from './kek-lifecycle.js';
 
 export const SHRED_MIN_DAYS = 7;
 export const SHRED_MAX_DAYS = 30;

@@ -8,8 +8,9 @@
  * current as policies change (so an edit takes effect on the next request,
  * without new tokens).
  */
-export const CAPABILITIES = ['read', 'list', 'create', 'update', 'delete', 'destroy', 'admin'] as const;
-export type Capability = (typeof CAPABILITIES)[number];
+import { CAPABILITIES, type Capability } from '@coffer/sdk/api';
+
+export { CAPABILITIES, type Capability };
 
 export const ROOT_POLICY = 'root';
 

@@ -6,18 +6,13 @@
  * effect) or every row under the new one.
  */
 import type { Transaction } from 'kysely';
+import type { RewrapCounts } from '@coffer/sdk/api';
 import { zeroize } from '../crypto/aead.js';
 import { aad } from '../crypto/context.js';
 import type { Executor } from '../storage/executor.js';
 import type { Database } from '../storage/schema.js';
 import type { RootKey } from './root-key.js';
 import { sealAad } from './seal-context.js';
-
-export interface RewrapCounts {
-  keks: number;
-  system_keys: number;
-  import_keys: number;
-}
 
 export async function rewrapUnderNewRoot(trx: Transaction<Database>, from: RootKey, to: RootKey): Promise<RewrapCounts> {
   return rewrapRows(trx, from, to, null);

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
+import type { KekRotation, NamespaceDetail, NamespacePage, NamespaceSummary } from '@coffer/sdk/api';
 import { badRequest, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KeyMaterial } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
@@ -12,25 +13,6 @@ import { isUniqueViolation } from '../storage/errors.js';
 import { checkNamespaceName } from './names.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
-
-export interface NamespaceSummary {
-  name: string;
-  description: string;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface NamespaceDetail extends NamespaceSummary {
-  /** Seconds between scheduled KEK rotations, or null. */
-  rotation_period: number | null;
-  /** Set while the namespace is scheduled for crypto-shredding (and disabled). */
-  deletion_date: string | null;
-  secret_count: number;
-  kek: {
-    current_version: number;
-    versions: Array<{ version: number; origin: string; state: string; created_at: string }>;
-  };
-}
 
 export interface NamespaceRef {
   id: string;
@@ -43,15 +25,6 @@ export interface RotateKekOptions {
   material?: KeyMaterial;
   /** Defaults to 'external' with `material`, 'generated' without. */
   origin?: KekOrigin;
-}
-
-export interface KekRotation {
-  namespace: string;
-  version: number;
-  origin: KekOrigin;
-  created_at: string;
-  /** DEKs under older versions that the background rewrap job will move to this version. */
-  deks_to_rewrap: number;
 }
 
 const iso = (d: Date) => d.toISOString();
@@ -165,7 +138,7 @@ export class NamespaceService {
   }
 
   /** The namespaces `mayList` lets the caller see, a full page at a time. */
-  async list(page: PageRequest, mayList: (name: string) => boolean): Promise<{ namespaces: NamespaceSummary[]; next_cursor: string | null }> {
+  async list(page: PageRequest, mayList: (name: string) => boolean): Promise<NamespacePage> {
     const fetch = (after: string, n: number) =>
       this.db
         .selectFrom('namespaces')

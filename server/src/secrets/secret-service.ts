@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Transaction } from 'kysely';
+import type { BulkPage, Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { Keyring } from '../keyring/keyring.js';
@@ -17,9 +18,6 @@ import { validateSecretData, type SecretType } from './types.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedVersion } from './read-cache.js';
 
-export type SecretData = Record<string, string>;
-export type Metadata = Record<string, string>;
-
 export interface WriteRequest {
   data: SecretData;
   type: SecretType;
@@ -27,42 +25,6 @@ export interface WriteRequest {
   /** Check-and-set: the version the caller believes is current (0 = must not exist yet). */
   cas?: number | undefined;
   max_versions?: number | undefined;
-}
-
-export interface WriteResult {
-  namespace: string;
-  path: string;
-  version: number;
-  created_at: string;
-}
-
-export interface SecretVersionView {
-  namespace: string;
-  path: string;
-  version: number;
-  type: string;
-  data: SecretData;
-  metadata: Metadata;
-  created_at: string;
-}
-
-export interface VersionInfo {
-  version: number;
-  type: string;
-  metadata: Metadata;
-  created_at: string;
-  deleted_at: string | null;
-  destroyed_at: string | null;
-}
-
-export interface History {
-  namespace: string;
-  path: string;
-  current_version: number;
-  max_versions: number;
-  created_at: string;
-  updated_at: string;
-  versions: VersionInfo[];
 }
 
 /** A stored version with its namespace's shredding state. */
@@ -178,7 +140,7 @@ export class SecretService {
     }
   }
 
-  async read(namespace: string, path: string, version?: number): Promise<SecretVersionView> {
+  async read(namespace: string, path: string, version?: number): Promise<SecretVersion> {
     checkSecretPath(path);
     const row = version === undefined ? await this.readLatestRow(namespace, path) : await this.readRow(namespace, path, version);
     if (!row) {
@@ -200,7 +162,7 @@ export class SecretService {
     namespace: string,
     path: string,
     row: Omit<CachedVersion, 'deleted_at' | 'destroyed_at'>,
-  ): Promise<SecretVersionView> {
+  ): Promise<SecretVersion> {
     if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
       throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
@@ -214,7 +176,7 @@ export class SecretService {
     } finally {
       plaintext.fill(0);
     }
-    return { namespace, path, version: row.version, type: row.type, data, metadata: row.metadata, created_at: row.created_at.toISOString() };
+    return { namespace, path, version: row.version, type: row.type as SecretType, data, metadata: row.metadata, created_at: row.created_at.toISOString() };
   }
 
   /** The latest version's stored row: from the read cache, or the database (then cached). */
@@ -274,7 +236,7 @@ export class SecretService {
     folder: string,
     page: PageRequest,
     mayRead: (path: string) => boolean,
-  ): Promise<{ namespace: string; folder: string; secrets: SecretVersionView[]; next_cursor: string | null }> {
+  ): Promise<BulkPage> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
     const fetch = (after: string, n: number) =>
@@ -296,12 +258,12 @@ export class SecretService {
     // cursor is always a path the caller was given.
     const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => mayRead(r.path));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
-    const secrets: SecretVersionView[] = [];
+    const secrets: SecretVersion[] = [];
     for (const row of items) secrets.push(await this.view(namespace, row.path, { ...row, namespace_id: ns.id }));
     return { namespace, folder, secrets, next_cursor };
   }
 
-  async history(namespace: string, path: string): Promise<History> {
+  async history(namespace: string, path: string): Promise<SecretHistory> {
     checkSecretPath(path);
     const secret = await this.findSecret(this.db, namespace, path);
     const versions = await this.db
@@ -319,7 +281,7 @@ export class SecretService {
       updated_at: secret.updated_at.toISOString(),
       versions: versions.map((v) => ({
         version: v.version,
-        type: v.type,
+        type: v.type as SecretType,
         metadata: v.metadata,
         created_at: v.created_at.toISOString(),
         deleted_at: iso(v.deleted_at),

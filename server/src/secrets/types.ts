@@ -4,10 +4,10 @@
  * a deploy tries to use it. Messages never echo the values.
  */
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import type { SecretType } from '@coffer/sdk/api';
 import { badRequest } from '../errors.js';
 
-export const SECRET_TYPES = ['generic', 'password', 'token', 'certificate', 'key'] as const;
-export type SecretType = (typeof SECRET_TYPES)[number];
+export { SECRET_TYPES, type SecretType } from '@coffer/sdk/api';
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 

@@ -11,6 +11,7 @@ import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
 import { lockDataDir, type DataDirLock } from './datadir-lock.js';
 import { LocalChangeFeed, PostgresChangeFeed, type ChangeFeed } from './change-feed.js';
+import { redactUrl } from './redact-url.js';
 
 export type StorageKind = 'postgres' | 'pglite';
 
@@ -70,7 +71,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
   let poolStats: (() => PoolStats) | undefined;
   if (options.databaseUrl) {
     kind = 'postgres';
-    location = redactUrl(options.databaseUrl);
+    location = redactUrl(options.databaseUrl, 'postgres (unparseable URL)');
     const max = options.poolSize ?? 10;
     const pool = new pg.Pool({ connectionString: options.databaseUrl, max, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     poolStats = () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max });
@@ -165,15 +166,5 @@ export async function pingDatabase(db: Kysely<Database>, timeoutMs: number): Pro
     return await Promise.race([query, deadline]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'postgres (unparseable URL)';
   }
 }

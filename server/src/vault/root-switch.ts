@@ -6,10 +6,11 @@
  * the old root meanwhile are caught up, and the old root is retired.
  */
 import type { Transaction } from 'kysely';
+import type { RewrapCounts } from '@coffer/sdk/api';
 import { publishRootChange } from '../cluster/dispatch.js';
 import { aad } from '../crypto/context.js';
 import { conflict } from '../errors.js';
-import { rewrapStragglers, rewrapUnderNewRoot, type RewrapCounts } from '../seal/rewrap.js';
+import { rewrapStragglers, rewrapUnderNewRoot } from '../seal/rewrap.js';
 import type { RootKey } from '../seal/root-key.js';
 import type { NewRootKey, Seal } from '../seal/seal.js';
 import { ROOT_CHECK_PLAINTEXT } from '../seal/seal-context.js';

@@ -1,10 +1,10 @@
 /** /v1/sys: initialise, unseal, seal, status, health, readiness, metrics. `seal` and `metrics` need a token. */
 import { Router, type RequestHandler } from 'express';
+import type { HealthStatus } from '@coffer/sdk/api';
 import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
 import type { CofferMetrics } from '../../ops/metrics.js';
 import { isAdmin } from '../../policy/policy.js';
-import { pingDatabase } from '../../storage/db.js';
 import { principalOf } from '../auth.js';
 import { auditDraft } from '../audit.js';
 import { emptyQuery, healthQuery, initBody, rotateRootBody, sealMigrateBody, verifyRotateRootBody, unsealBody } from '../schemas.js';
@@ -43,13 +43,13 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
       sealed: s.sealed,
       standby,
       server_time_utc: Math.floor(Date.now() / 1000),
-    });
+    } satisfies HealthStatus);
   });
 
   // Readiness: may this server take traffic now? Initialised, unsealed, and the database answers.
   router.get('/ready', async (req, res) => {
     emptyQuery.parse(req.query);
-    const database = await pingDatabase(core.db, READY_DB_TIMEOUT_MS);
+    const database = await core.pingDatabase(READY_DB_TIMEOUT_MS);
     const s = core.status();
     const audit = core.audit.enabled ? core.audit.state : undefined;
     const ready = s.initialized && !s.sealed && database === 'ok' && (audit === undefined || audit === 'ok');

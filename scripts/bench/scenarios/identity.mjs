@@ -1,4 +1,4 @@
-// Identity scenarios for scripts/bench.mjs: a secret read with a policy-checked (non-root)
+// Identity scenarios of the bench (b3, l1-l3): a secret read with a policy-checked (non-root)
 // token, and login throughput per method (userpass/argon2id, AppRole, JWT from a local
 // OIDC issuer with a real RS256 key). Set-up goes through the public API only.
 import http from 'node:http';

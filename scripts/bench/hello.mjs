@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Baseline for `npm run bench`: the smallest express 5 JSON server, run as its own process.
 //
-//   node scripts/bench-hello.mjs [port]        (or BENCH_HELLO_PORT; default: a random free port)
+//   node scripts/bench/hello.mjs [port]        (or BENCH_HELLO_PORT; default: a random free port)
 //
 // GET /hello -> {"hello":"world"}. Listens on 127.0.0.1 and prints `listening <url>` once ready.
 // express is a dependency of the server workspace, so it is resolved from there (with npm
@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const requireFromServer = createRequire(path.join(root, 'server', 'package.json'));
 const { default: express } = await import(pathToFileURL(requireFromServer.resolve('express')).href);
 

@@ -1,0 +1,77 @@
+// Load generation: one autocannon run with per-request latencies, and a measurement
+// (warm-up, then the measured run) that keeps the server's last words when requests failed.
+import autocannon from 'autocannon';
+import { info } from './common.mjs';
+import { fmtInt, fmtMs } from './report.mjs';
+import { session } from './session.mjs';
+
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/**
+ * One autocannon run. Latencies are collected from every response as float milliseconds
+ * (autocannon's own histogram truncates to whole milliseconds, too coarse for sub-ms p50s).
+ */
+export async function runLoad(request, seconds, connections, onResponse) {
+  const latencies = [];
+  const instance = autocannon({
+    url: request.url,
+    method: request.method,
+    headers: request.headers,
+    body: request.body,
+    connections,
+    duration: seconds,
+    pipelining: 1,
+    timeout: 10,
+  });
+  session.currentLoad = instance;
+  instance.on('response', (_client, status, _bytes, ms) => {
+    latencies.push(ms);
+    onResponse?.(status);
+  });
+  try {
+    const result = await instance;
+    latencies.sort((x, y) => x - y);
+    const completed = result.requests.total;
+    return {
+      seconds: result.duration,
+      requests: completed,
+      rps: completed / result.duration,
+      p50: percentile(latencies, 50),
+      p90: percentile(latencies, 90),
+      p99: percentile(latencies, 99),
+      max: latencies.length ? latencies[latencies.length - 1] : null,
+      errors: result.errors, // connection errors and timeouts
+      timeouts: result.timeouts,
+      non2xx: result.non2xx,
+      statusCodes: Object.fromEntries(Object.entries(result.statusCodeStats).map(([code, s]) => [code, s.count])),
+    };
+  } finally {
+    session.currentLoad = null;
+  }
+}
+
+/** Warm-up, then the measured run. Returns the measured stats plus what the warm-up saw. */
+export async function measure(scenario, server, request, opts, onResponse) {
+  info(`${scenario.label}: warm-up ${opts.warmup} s, then ${opts.duration} s at ${opts.connections} connections`);
+  const warm = await runLoad(request, opts.warmup, opts.connections, onResponse);
+  if (session.shuttingDown) throw new Error('interrupted');
+  const stats = await runLoad(request, opts.duration, opts.connections, onResponse);
+  if (session.shuttingDown) throw new Error('interrupted');
+  stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
+  if (stats.errors + stats.non2xx + warm.errors + warm.non2xx > 0) {
+    // Keep what the server said (it logs 5xx causes at warn level and above) for the failure report.
+    stats.serverLogTail = server.child
+      .output()
+      .split('\n')
+      .slice(-10)
+      .map((l) => (l.length > 600 ? `${l.slice(0, 600)}…` : l))
+      .join('\n');
+  }
+  info(`  ${fmtInt(stats.rps)} req/s, p50 ${fmtMs(stats.p50)} ms, p99 ${fmtMs(stats.p99)} ms, errors ${stats.errors}, non-2xx ${stats.non2xx}`);
+  return stats;
+}
+

@@ -1,0 +1,94 @@
+// The scenario catalogue and the command line of `npm run bench` (see scripts/bench.mjs).
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEFAULT_SERVER_MAIN, UsageError, out } from './common.mjs';
+
+export const AIM_TEXT = '(b) on PostgreSQL ≥ 0.5 × (a), p99 ≤ 20 ms at 32 connections';
+export const AIM = { ratio: 0.5, p99Ms: 20, connections: 32 };
+
+export const SCENARIOS = [
+  { id: 'a', label: '(a)  express hello-world', backend: 'hello', kind: 'hello' },
+  { id: 'b1', label: '(b1) read secret, PostgreSQL', backend: 'postgres', kind: 'read' },
+  { id: 'b2', label: '(b2) read secret, PGlite', backend: 'pglite', kind: 'read' },
+  { id: 'c1', label: '(c1) write secret, PostgreSQL', backend: 'postgres', kind: 'write' },
+  { id: 'c2', label: '(c2) write secret, PGlite', backend: 'pglite', kind: 'write' },
+  // The audit log's cost: (b1) again with auditing off (issue: at most 25% of read throughput).
+  { id: 'b0', label: '(b0) read, PostgreSQL, no audit', backend: 'postgres', kind: 'read' },
+  // Identity (issue 4): a read with a policy-checked user token (aim: within 15% of root's (b1)),
+  // and logins per method (on the (b1) server, login rate limit off).
+  { id: 'b3', label: '(b3) read, PostgreSQL, user token + policy', backend: 'postgres', kind: 'read' },
+  { id: 'l1', label: '(l1) login userpass (argon2id)', backend: 'postgres', kind: 'login' },
+  { id: 'l2', label: '(l2) login AppRole', backend: 'postgres', kind: 'login' },
+  { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
+  // The PKCS#11 seal (SoftHSM2): reads never touch the HSM with a warm KEK cache (aim: within 10% of b1).
+  { id: 'h1', label: '(h1) read, PostgreSQL, PKCS#11 seal', backend: 'postgres', kind: 'read' },
+];
+export const scenario = (id) => SCENARIOS.find((s) => s.id === id);
+
+/** CLI and SDK scenarios (d1, d2): timed per run, reported in their own table. */
+export const CLI_SCENARIOS = ['d1', 'd2'];
+export const CLI_SECRETS = 50;
+export const CLI_AIM_MS = 300;
+
+/** Rewrap scenarios: not HTTP load, so reported in their own table. */
+export const REWRAP_SCENARIOS = [
+  { id: 'r1', label: '(r1) KEK rewrap, PostgreSQL', backend: 'postgres' },
+  { id: 'r2', label: '(r2) KEK rewrap, PGlite', backend: 'pglite' },
+];
+export const REWRAP_AIM = 20_000;
+
+export const READ_PATH = '/v1/secrets/bench/db/password';
+export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
+export const WRITE_MAX_VERSIONS = 5;
+
+export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,r1,r2,d1,d2] [--rewrap-secrets N]
+                           [--cpu-prof DIR] [--server FILE]`;
+
+export function parseOptions(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      duration: { type: 'string' },
+      connections: { type: 'string' },
+      warmup: { type: 'string' },
+      json: { type: 'string' },
+      only: { type: 'string' },
+      'cpu-prof': { type: 'string' },
+      server: { type: 'string' },
+      'rewrap-secrets': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    out(USAGE);
+    process.exit(0);
+  }
+  const num = (name, raw, fallback, { integer = false, min = 0 } = {}) => {
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n <= min || (integer && !Number.isInteger(n))) {
+      throw new UsageError(`--${name} must be a ${integer ? 'positive integer' : 'positive number'}, got "${raw}"`);
+    }
+    return n;
+  };
+  const quick = values.quick;
+  const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
+  for (const id of only ?? []) {
+    if (!SCENARIOS.some((s) => s.id === id) && !REWRAP_SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) {
+      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS, ...REWRAP_SCENARIOS].map((s) => s.id).concat(CLI_SCENARIOS).join(', ')})`);
+    }
+  }
+  return {
+    quick,
+    duration: num('duration', values.duration, quick ? 2 : 10),
+    connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
+    warmup: num('warmup', values.warmup, 1),
+    rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
+    json: values.json ? path.resolve(values.json) : null,
+    only,
+    cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,
+    serverMain: values.server ? path.resolve(values.server) : DEFAULT_SERVER_MAIN,
+  };
+}

@@ -1,0 +1,52 @@
+// The HTTP scenarios on a running Coffer: a read of one secret (b0-b3, h1), and a write of a
+// new version per request (c1, c2) followed by a check that no write was lost.
+import { randomBytes } from 'node:crypto';
+import { sleep } from '../common.mjs';
+import { measure } from '../load.mjs';
+import { READ_PATH, WRITE_MAX_VERSIONS, WRITE_PATH } from '../options.mjs';
+import { api } from '../servers.mjs';
+
+export function readRequest(server) {
+  return { url: server.base + READ_PATH, method: 'GET', headers: { authorization: `Bearer ${server.token}` } };
+}
+
+export function writeRequest(server) {
+  return {
+    url: server.base + WRITE_PATH,
+    method: 'PUT',
+    headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ data: { password: randomBytes(24).toString('base64url') }, max_versions: WRITE_MAX_VERSIONS }),
+  };
+}
+
+/**
+ * The write scenario, then a consistency check: every PUT that got a 2xx made a version, so
+ * current_version must be at least that count (more is fine: autocannon drops requests that
+ * are still in flight when it stops, and the server may yet commit them), and retention must
+ * have kept at most max_versions versions.
+ */
+export async function measureWrites(scenario, server, opts) {
+  let ok = 0;
+  const stats = await measure(scenario, server, writeRequest(server), opts, (status) => {
+    if (status >= 200 && status < 300) ok++;
+  });
+  await sleep(200); // let writes whose client went away finish
+  const history = await api(server.base, 'GET', `${WRITE_PATH}:versions`, { token: server.token });
+  stats.writeCheck = {
+    acknowledged: ok,
+    currentVersion: history.current_version,
+    versionsKept: history.versions.length,
+    maxVersions: history.max_versions,
+  };
+  const problems = [];
+  if (history.current_version < ok) problems.push(`lost writes: ${ok} PUTs acknowledged but current_version is ${history.current_version}`);
+  if (history.versions.length > WRITE_MAX_VERSIONS) {
+    problems.push(`retention: ${history.versions.length} versions kept, max_versions is ${WRITE_MAX_VERSIONS}`);
+  }
+  if (history.current_version > ok + 2 * opts.connections) {
+    problems.push(`${history.current_version - ok} more versions than acknowledged PUTs (expected at most ${2 * opts.connections} unacknowledged)`);
+  }
+  stats.problems = problems;
+  return stats;
+}
+
