@@ -7,7 +7,7 @@ import type { Request } from 'express';
 import type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 import type { Principal } from '../policy/policy.js';
 import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, matchTemplate } from '../http/route-template.js';
-import { isUnsafeText } from '../http/edge.js';
+import { isUnstorableText } from './storable.js';
 
 export type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 
@@ -43,7 +43,7 @@ const SYS_ACTIONS = new Set([
 function routedSegment(raw: string): string {
   try {
     const decoded = decodeURIComponent(raw);
-    return isUnsafeText(decoded) ? raw : decoded;
+    return isUnstorableText(decoded) ? raw : decoded;
   } catch {
     return raw;
   }

@@ -23,6 +23,13 @@ const SUSPECT = /[\u0000\ud800-\udfff]/;
 
 const escape = (unit: string) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
+/** True if `text` holds U+0000 or an unpaired surrogate: the one rule for what text PostgreSQL cannot store (the HTTP edge refuses it too). */
+export function isUnstorableText(text: string): boolean {
+  if (!SUSPECT.test(text)) return false;
+  UNSTORABLE.lastIndex = 0;
+  return UNSTORABLE.test(text);
+}
+
 export function storableText(text: string): string {
   return SUSPECT.test(text) ? text.replace(UNSTORABLE, escape) : text;
 }

@@ -19,19 +19,16 @@
  */
 import type { RequestHandler } from 'express';
 import { CofferError, badRequest } from '../errors.js';
+import { isUnstorableText } from '../audit/storable.js';
 
 /** `/` then printable ASCII, without `#` (a fragment is never sent to a server) or `\` (some URL parsers read it as `/`). */
 const ORIGIN_FORM = /^\/[\x21-\x22\x24-\x5b\x5d-\x7e]*$/;
-/** U+0000, or a surrogate that is not half of a pair (with the u flag a pair is one code point, not \p{Cs}). */
-const UNSAFE_TEXT = /[\u0000\p{Cs}]/u;
 
 export const unsafeTextError = () =>
   badRequest('requests may not contain U+0000 or unpaired UTF-16 surrogates (in the path, the query or the JSON body)');
 
-/** True if `s` holds U+0000 or a lone surrogate. */
-export function isUnsafeText(s: string): boolean {
-  return UNSAFE_TEXT.test(s);
-}
+/** True if `s` holds U+0000 or a lone surrogate (the audit log's rule for what PostgreSQL text cannot hold). */
+export const isUnsafeText = isUnstorableText;
 
 /** Refuses non-origin-form targets and `%00` before anything else looks at the URL. */
 export const requireOriginForm: RequestHandler = (req, _res, next) => {
