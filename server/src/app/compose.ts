@@ -5,9 +5,9 @@
  * unsealShared): keyring → system keys → auth → secrets and KMS → jobs. The
  * teardown at seal is the vault's (vault.ts, dropKeys) plus `preSeal` here.
  */
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { AuditLog, type AuditOptions } from '../audit/audit-log.js';
+import { systemDraft } from '../audit/entry.js';
 import { FileSink, StdoutSink, type LineSink } from '../audit/sinks.js';
 import { AppRoleService } from '../auth/approle.js';
 import { CertAuthService } from '../auth/cert.js';
@@ -115,19 +115,12 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         onError: (what, err) => log.error(what, err),
         onEvent: (what, fields) => log.event(what, fields),
         audit: (event) =>
-          audit.append({
-            request_id: randomUUID(),
-            identity: { id: 'system:kek-lifecycle', method: 'none', display_name: 'KEK lifecycle job' },
-            action: event.action,
-            namespace: event.namespace,
-            path: null,
-            version: event.kekVersion,
-            outcome: 'success',
-            status: 200,
-            error_code: null,
-            client: null,
-            hashed: {},
-          }),
+          audit.append(
+            systemDraft({ id: 'system:kek-lifecycle', display_name: 'KEK lifecycle job' }, event.action, {
+              namespace: event.namespace,
+              version: event.kekVersion,
+            }),
+          ),
       });
       // False: no background runner (tests drive `services().kek` by hand).
       const runJobs = config.kekRunJobs;

@@ -19,14 +19,14 @@
  * entry written after it (action sys.audit.resumed) records how long it lasted
  * and how many requests were refused.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
 import { isConnectionError, pgErrorCode } from '../storage/errors.js';
-import type { AuditDraft, AuditEntry } from './entry.js';
+import { systemDraft, type AuditDraft, type AuditEntry } from './entry.js';
 import { AuditIntents } from './intents.js';
 import { IntentRecovery } from './recovery.js';
 import { searchLog, verifyChain, type AuditQuery, type VerifyResult } from './reader.js';
@@ -64,7 +64,7 @@ export const auditUnavailable = () =>
 
 /** How often a failing audit log tries to write again when no request does. */
 const PROBE_INTERVAL_MS = 2000;
-const SYSTEM_IDENTITY = { id: 'system:audit', method: 'none', display_name: 'audit log' } as const;
+const SYSTEM_IDENTITY = { id: 'system:audit', display_name: 'audit log' } as const;
 
 /** A database error about the statement (not the connection or the server): other entries may still go in. */
 function statementError(err: unknown): boolean {
@@ -378,20 +378,11 @@ export class AuditLog {
       time: new Date(),
       resolve: () => {},
       reject: () => {},
-      draft: storable({
-        request_id: randomUUID(),
-        identity: { ...SYSTEM_IDENTITY },
-        action: 'sys.audit.resumed',
-        namespace: null,
-        path: null,
-        version: null,
-        outcome: 'success',
-        status: 200,
-        error_code: null,
-        client: null,
-        hashed: {},
-        reason: `audit writes failed from ${outage.since.toISOString()} (last error: ${outage.reason}); ${outage.refused} requests were refused with 503 meanwhile`,
-      }),
+      draft: storable(
+        systemDraft(SYSTEM_IDENTITY, 'sys.audit.resumed', {
+          reason: `audit writes failed from ${outage.since.toISOString()} (last error: ${outage.reason}); ${outage.refused} requests were refused with 503 meanwhile`,
+        }),
+      ),
     };
   }
 

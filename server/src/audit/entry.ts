@@ -3,6 +3,7 @@
  * the response is decided; it names who did what to which path with what
  * outcome, and carries HMACs (never values) of sensitive fields.
  */
+import { randomUUID } from 'node:crypto';
 import type { Request } from 'express';
 import type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 import type { Principal } from '../policy/policy.js';
@@ -12,6 +13,31 @@ import { isUnstorableText } from './storable.js';
 export type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 
 export type AuditDraft = Omit<AuditEntry, 'seq' | 'time'>;
+
+/**
+ * The entry of something the server did by itself (a background job, the audit
+ * log reporting its own outage): no request, no client, a system identity.
+ */
+export function systemDraft(
+  identity: { id: `system:${string}`; display_name: string },
+  action: string,
+  fields: Partial<Pick<AuditDraft, 'namespace' | 'path' | 'version' | 'reason'>> = {},
+): AuditDraft {
+  return {
+    request_id: randomUUID(),
+    identity: { ...identity, method: 'none' },
+    action,
+    namespace: null,
+    path: null,
+    version: null,
+    outcome: 'success',
+    status: 200,
+    error_code: null,
+    client: null,
+    hashed: {},
+    ...fields,
+  };
+}
 
 interface Described {
   action: string;
