@@ -60,7 +60,7 @@ export type AuditState = 'ok' | 'stalled' | 'failing';
 
 /** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
-  new CofferError(503, 'unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
+  new CofferError('unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
 
 /** How often a failing audit log tries to write again when no request does. */
 const PROBE_INTERVAL_MS = 2000;
@@ -390,7 +390,7 @@ export class AuditLog {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.stalled = true;
-        reject(new CofferError(503, 'unavailable', `audit sink did not answer within ${this.options.timeoutMs} ms`, undefined, 1));
+        reject(new CofferError('unavailable', `audit sink did not answer within ${this.options.timeoutMs} ms`, undefined, 1));
         // Stay refusing until the stuck write settles one way or the other.
         work.then(
           () => (this.stalled = false),

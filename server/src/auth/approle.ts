@@ -171,16 +171,16 @@ export class AppRoleService {
       .where('role_name', '=', name)
       .where('accessor', '=', accessor)
       .executeTakeFirst();
-    if (Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', 'no such secret_id accessor for this role');
+    if (Number(result.numDeletedRows) === 0) throw new CofferError('not_found', 'no such secret_id accessor for this role');
   }
 
   private async role(name: string) {
     const row = ROLE_NAME.test(name) ? await this.db.selectFrom('approle_roles').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    if (!row) throw new CofferError('not_found', `role ${name} does not exist`);
     return row;
   }
 }
 
 export function checkRoleName(name: string): void {
-  if (!ROLE_NAME.test(name)) throw new CofferError(400, 'invalid_request', 'role names are 1-64 characters of a-z, 0-9, _, . and -');
+  if (!ROLE_NAME.test(name)) throw new CofferError('invalid_request', 'role names are 1-64 characters of a-z, 0-9, _, . and -');
 }

@@ -48,10 +48,10 @@ export class CertAuthService {
   async login(roleName: string, cert: ClientCertificate | undefined, client: string): Promise<AuthResponse> {
     this.guard.check(client, `cert:${roleName}`);
     if (!cert) {
-      throw new CofferError(401, 'login_failed', 'certificate login needs a client certificate that chains to the server\'s client CA (mutual TLS)');
+      throw new CofferError('login_failed', 'certificate login needs a client certificate that chains to the server\'s client CA (mutual TLS)');
     }
     const row = ROLE_NAME.test(roleName) ? await this.db.selectFrom('cert_roles').selectAll().where('name', '=', roleName).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(401, 'login_failed', `certificate login failed: role ${roleName} does not exist`);
+    if (!row) throw new CofferError('login_failed', `certificate login failed: role ${roleName} does not exist`);
     const role = certRoleSchema.parse(row.config);
     const cn = list(cert.subject.CN);
     // Every constraint the role sets must hold (an unset one is not checked).
@@ -64,7 +64,7 @@ export class CertAuthService {
     for (const [what, patterns, values] of checks) {
       if (patterns.length > 0 && !anyMatch(patterns, values)) {
         this.guard.failure(client, `cert:${roleName}`);
-        throw new CofferError(403, 'permission_denied', `certificate login refused: the certificate's ${what} is not allowed by role ${roleName}`);
+        throw new CofferError('permission_denied', `certificate login refused: the certificate's ${what} is not allowed by role ${roleName}`);
       }
     }
     this.guard.success(client, `cert:${roleName}`);
@@ -92,7 +92,7 @@ export class CertAuthService {
 
   async readRole(name: string): Promise<CertRoleConfig & { name: string }> {
     const row = ROLE_NAME.test(name) ? await this.db.selectFrom('cert_roles').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    if (!row) throw new CofferError('not_found', `role ${name} does not exist`);
     return { name: row.name, ...certRoleSchema.parse(row.config) };
   }
 
@@ -102,7 +102,7 @@ export class CertAuthService {
 
   async deleteRole(name: string): Promise<void> {
     const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('cert_roles').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError('not_found', `role ${name} does not exist`);
     await this.tokens.revokeIdentityPrefix(`cert:${name}:`);
   }
 }

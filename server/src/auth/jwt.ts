@@ -174,7 +174,7 @@ export class JwtAuthService {
       return (await jwtVerify(token, source.get, options)).payload;
     } catch (err) {
       if (issuerUnreachable(err)) {
-        throw new CofferError(503, 'unavailable', `the keys of issuer ${name} could not be fetched; try again later`, undefined, 5);
+        throw new CofferError('unavailable', `the keys of issuer ${name} could not be fetched; try again later`, undefined, 5);
       }
       throw invalidJwt(describeJoseError(err));
     }
@@ -208,10 +208,10 @@ export class JwtAuthService {
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       doc = (await res.json()) as typeof doc;
     } catch (err) {
-      throw new CofferError(503, 'unavailable', `OIDC discovery at ${url} failed: ${(err as Error).message}`);
+      throw new CofferError('unavailable', `OIDC discovery at ${url} failed: ${(err as Error).message}`);
     }
-    if (doc.issuer !== expectedIssuer) throw new CofferError(503, 'unavailable', `OIDC discovery at ${url} names issuer ${String(doc.issuer)}, not ${expectedIssuer}`);
-    if (typeof doc.jwks_uri !== 'string' || !/^https?:\/\//.test(doc.jwks_uri)) throw new CofferError(503, 'unavailable', `OIDC discovery at ${url} has no jwks_uri`);
+    if (doc.issuer !== expectedIssuer) throw new CofferError('unavailable', `OIDC discovery at ${url} names issuer ${String(doc.issuer)}, not ${expectedIssuer}`);
+    if (typeof doc.jwks_uri !== 'string' || !/^https?:\/\//.test(doc.jwks_uri)) throw new CofferError('unavailable', `OIDC discovery at ${url} has no jwks_uri`);
     return doc.jwks_uri;
   }
 
@@ -229,7 +229,7 @@ export class JwtAuthService {
 
   async readIssuer(name: string): Promise<JwtIssuerConfig & { name: string }> {
     const row = ROLE_NAME.test(name) ? await this.db.selectFrom('jwt_issuers').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `issuer ${name} does not exist`);
+    if (!row) throw new CofferError('not_found', `issuer ${name} does not exist`);
     return { name: row.name, ...jwtIssuerSchema.parse(row.config) };
   }
 
@@ -239,16 +239,16 @@ export class JwtAuthService {
 
   async deleteIssuer(name: string): Promise<void> {
     const used = await this.db.selectFrom('jwt_roles').select('name').where('issuer', '=', name).executeTakeFirst();
-    if (used) throw new CofferError(409, 'conflict', `issuer ${name} is used by role ${used.name}; delete or move its roles first`);
+    if (used) throw new CofferError('conflict', `issuer ${name} is used by role ${used.name}; delete or move its roles first`);
     const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('jwt_issuers').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `issuer ${name} does not exist`);
+    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError('not_found', `issuer ${name} does not exist`);
     this.keySources.delete(name);
   }
 
   async putRole(name: string, config: JwtRoleConfig): Promise<{ created: boolean }> {
     checkRoleName(name);
     const issuer = await this.db.selectFrom('jwt_issuers').select('name').where('name', '=', config.issuer).executeTakeFirst();
-    if (!issuer) throw new CofferError(400, 'invalid_request', `issuer ${config.issuer} does not exist (PUT /v1/auth/jwt/issuers/${config.issuer} first)`);
+    if (!issuer) throw new CofferError('invalid_request', `issuer ${config.issuer} does not exist (PUT /v1/auth/jwt/issuers/${config.issuer} first)`);
     return this.db.transaction().execute(async (trx) => {
       const existing = await trx.selectFrom('jwt_roles').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
       const values = { issuer: config.issuer, config: JSON.stringify(config) };
@@ -260,7 +260,7 @@ export class JwtAuthService {
 
   async readRole(name: string): Promise<JwtRoleConfig & { name: string }> {
     const row = ROLE_NAME.test(name) ? await this.db.selectFrom('jwt_roles').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    if (!row) throw new CofferError('not_found', `role ${name} does not exist`);
     return { name: row.name, ...jwtRoleSchema.parse(row.config) };
   }
 
@@ -270,7 +270,7 @@ export class JwtAuthService {
 
   async deleteRole(name: string): Promise<void> {
     const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('jwt_roles').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError('not_found', `role ${name} does not exist`);
     await this.tokens.revokeIdentityPrefix(`jwt:${name}:`);
   }
 }
@@ -315,9 +315,9 @@ function describeJoseError(err: unknown): string {
 }
 
 function invalidJwt(reason: string): CofferError {
-  return new CofferError(401, 'login_failed', `JWT login failed: ${reason}`);
+  return new CofferError('login_failed', `JWT login failed: ${reason}`);
 }
 
 function denied(reason: string): CofferError {
-  return new CofferError(403, 'permission_denied', `JWT login refused: ${reason}`);
+  return new CofferError('permission_denied', `JWT login refused: ${reason}`);
 }

@@ -90,7 +90,7 @@ export class PolicyStore implements PolicyLookup {
       return { name, rules: [{ namespace: '*', path: '*', capabilities: [...CAPABILITIES], effect: 'allow' }], created_at: '', updated_at: '' };
     }
     const row = await this.db.selectFrom('policies').selectAll().where('name', '=', name).executeTakeFirst();
-    if (!row) throw new CofferError(404, 'not_found', `policy ${name} does not exist`);
+    if (!row) throw new CofferError('not_found', `policy ${name} does not exist`);
     return {
       name: row.name,
       rules: policyDocumentSchema.parse({ rules: row.rules }).rules,
@@ -112,7 +112,7 @@ export class PolicyStore implements PolicyLookup {
       return Number(result.numDeletedRows) > 0;
     });
     this.compiled.delete(name);
-    if (!deleted) throw new CofferError(404, 'not_found', `policy ${name} does not exist`);
+    if (!deleted) throw new CofferError('not_found', `policy ${name} does not exist`);
   }
 
   clear(): void {
@@ -121,9 +121,9 @@ export class PolicyStore implements PolicyLookup {
 }
 
 function checkName(name: string): void {
-  if (name === ROOT_POLICY) throw new CofferError(400, 'invalid_request', 'the root policy is built in and cannot be changed');
+  if (name === ROOT_POLICY) throw new CofferError('invalid_request', 'the root policy is built in and cannot be changed');
   if (!POLICY_NAME.test(name)) {
-    throw new CofferError(400, 'invalid_request', 'policy names are 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit');
+    throw new CofferError('invalid_request', 'policy names are 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit');
   }
 }
 

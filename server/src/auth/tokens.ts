@@ -191,16 +191,16 @@ export class TokenService {
   /** A new JWT for the same accessor with a later expiry, never past the token's max TTL. */
   async renew(accessor: string, incrementSeconds?: number): Promise<AuthResponse> {
     const row = await this.db.selectFrom('tokens').selectAll().where('accessor', '=', accessor).executeTakeFirst();
-    if (!row || row.revoked_at || this.revoked.has(accessor)) throw new CofferError(401, 'unauthenticated', 'token is invalid or revoked');
+    if (!row || row.revoked_at || this.revoked.has(accessor)) throw new CofferError('unauthenticated', 'token is invalid or revoked');
     if (!row.renewable || !row.expires_at || !row.max_expires_at) {
-      throw new CofferError(400, 'not_renewable', 'this token cannot be renewed; log in again');
+      throw new CofferError('not_renewable', 'this token cannot be renewed; log in again');
     }
     const now = Date.now();
-    if (row.expires_at.getTime() <= now) throw new CofferError(401, 'unauthenticated', 'token expired; log in again');
+    if (row.expires_at.getTime() <= now) throw new CofferError('unauthenticated', 'token expired; log in again');
     const increment = incrementSeconds ?? row.ttl_seconds ?? this.limits.defaultTtlSeconds;
     const expiresAt = new Date(Math.min(now + increment * 1000, row.max_expires_at.getTime()));
     if (expiresAt.getTime() - now < 1000) {
-      throw new CofferError(400, 'not_renewable', 'this token has reached its maximum lifetime; log in again');
+      throw new CofferError('not_renewable', 'this token has reached its maximum lifetime; log in again');
     }
     await this.db
       .updateTable('tokens')

@@ -93,7 +93,7 @@ export class UserpassService {
     return this.db.transaction().execute(async (trx) => {
       const existing = await trx.selectFrom('users').select('username').where('username', '=', username).forUpdate().executeTakeFirst();
       if (!existing) {
-        if (hash === undefined) throw new CofferError(400, 'invalid_request', 'a new user needs a password');
+        if (hash === undefined) throw new CofferError('invalid_request', 'a new user needs a password');
         await trx
           .insertInto('users')
           .values({ username, password_hash: hash, policies: JSON.stringify(input.policies ?? []) })
@@ -114,7 +114,7 @@ export class UserpassService {
           ? await trx.selectFrom('groups').select('name').where('name', 'in', input.groups).execute()
           : [];
         const missing = input.groups.filter((g) => !known.some((k) => k.name === g));
-        if (missing.length) throw new CofferError(400, 'invalid_request', `no such group: ${missing.join(', ')}`);
+        if (missing.length) throw new CofferError('invalid_request', `no such group: ${missing.join(', ')}`);
         await trx.deleteFrom('group_members').where('username', '=', username).execute();
         if (input.groups.length) {
           await trx
@@ -131,7 +131,7 @@ export class UserpassService {
     const row = USERNAME.test(username)
       ? await this.db.selectFrom('users').select(['username', 'policies', 'created_at', 'updated_at']).where('username', '=', username).executeTakeFirst()
       : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `user ${username} does not exist`);
+    if (!row) throw new CofferError('not_found', `user ${username} does not exist`);
     const groups = await this.db.selectFrom('group_members').select('group_name').where('username', '=', username).orderBy('group_name').execute();
     return {
       username: row.username,
@@ -150,7 +150,7 @@ export class UserpassService {
   /** Deletes the user and revokes every token they hold. */
   async deleteUser(username: string): Promise<void> {
     const result = USERNAME.test(username) ? await this.db.deleteFrom('users').where('username', '=', username).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `user ${username} does not exist`);
+    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError('not_found', `user ${username} does not exist`);
     await this.tokens.revokeIdentity(`user:${username}`);
   }
 
@@ -171,7 +171,7 @@ export class UserpassService {
           const members = unique(input.members);
           const known = members.length ? await trx.selectFrom('users').select('username').where('username', 'in', members).execute() : [];
           const missing = members.filter((m) => !known.some((k) => k.username === m));
-          if (missing.length) throw new CofferError(400, 'invalid_request', `no such user: ${missing.join(', ')}`);
+          if (missing.length) throw new CofferError('invalid_request', `no such user: ${missing.join(', ')}`);
           await trx.deleteFrom('group_members').where('group_name', '=', name).execute();
           if (members.length) await trx.insertInto('group_members').values(members.map((username) => ({ group_name: name, username }))).execute();
         }
@@ -185,7 +185,7 @@ export class UserpassService {
 
   async readGroup(name: string): Promise<GroupInfo> {
     const row = GROUP_NAME.test(name) ? await this.db.selectFrom('groups').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `group ${name} does not exist`);
+    if (!row) throw new CofferError('not_found', `group ${name} does not exist`);
     const members = await this.db.selectFrom('group_members').select('username').where('group_name', '=', name).orderBy('username').execute();
     return { name: row.name, policies: row.policies, members: members.map((m) => m.username) };
   }
@@ -197,7 +197,7 @@ export class UserpassService {
 
   async deleteGroup(name: string): Promise<void> {
     const result = GROUP_NAME.test(name) ? await this.db.deleteFrom('groups').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `group ${name} does not exist`);
+    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError('not_found', `group ${name} does not exist`);
   }
 
   private hash(password: string): Promise<string> {
@@ -213,7 +213,7 @@ export class UserpassService {
 const userSubject = (username: string) => `userpass:${username}`;
 
 function checkName(name: string, re: RegExp, message: string): void {
-  if (!re.test(name)) throw new CofferError(400, 'invalid_request', message);
+  if (!re.test(name)) throw new CofferError('invalid_request', message);
 }
 
 export function unique<T>(items: T[]): T[] {

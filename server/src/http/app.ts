@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { CofferCore } from '../core.js';
 import { sealedError } from '../errors.js';
 import { tokenAuth } from './auth.js';
-import { errorHandler, notFoundHandler } from './respond.js';
+import { errorHandler, notFoundHandler, type ErrorClassifier } from './respond.js';
 import { authRouter } from './routes/auth.js';
 import { namespacesRouter } from './routes/namespaces.js';
 import { bulkRouter, secretsRouter } from './routes/secrets.js';
@@ -32,6 +32,8 @@ export interface AppOptions {
   requestLog?: boolean | undefined;
   /** The listener asks for client certificates (mTLS): expose verified ones as res.locals.clientCertificate. */
   clientCertificates?: boolean | undefined;
+  /** Recognises failures from below the services (the database away); see http/respond.ts. */
+  classifyError?: ErrorClassifier | undefined;
 }
 
 export function buildApp(core: CofferCore, logger: Logger, options: AppOptions): Express {
@@ -81,6 +83,6 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.use('/v1/escrow', guarded, escrowRouter(core));
 
   app.use(notFoundHandler);
-  app.use(errorHandler(logger, options.maxRequestBytes));
+  app.use(errorHandler(logger, options.maxRequestBytes, options.classifyError));
   return app;
 }

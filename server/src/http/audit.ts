@@ -14,6 +14,7 @@
  */
 import type { Request, RequestHandler, Response } from 'express';
 import type { CofferCore } from '../core.js';
+import { httpStatus } from './status.js';
 import { auditUnavailable } from '../audit/audit-log.js';
 import { describeRequest, draftFor } from '../audit/entry.js';
 import type { Principal } from '../policy/policy.js';
@@ -75,7 +76,7 @@ export function auditRequests(core: CofferCore): RequestHandler {
           if (res.headersSent) return end.call(res);
           const { code, message, retryAfterSeconds } = auditUnavailable();
           const body = JSON.stringify({ error: { code, message, requestId: res.locals.requestId } });
-          res.statusCode = 503;
+          res.statusCode = httpStatus(auditUnavailable());
           res.removeHeader('ETag');
           res.setHeader('Retry-After', String(retryAfterSeconds));
           res.setHeader('Content-Type', 'application/json; charset=utf-8');

@@ -64,7 +64,7 @@ export class Keyring {
    */
   async wrapKekMaterial(namespaceId: string, kekVersion: number, material?: KeyMaterial): Promise<Uint8Array> {
     if (material !== undefined && material.length !== KEY_BYTES) {
-      throw new CofferError(400, 'invalid_request', `KEK material must be ${KEY_BYTES * 8} bits`);
+      throw new CofferError('invalid_request', `KEK material must be ${KEY_BYTES * 8} bits`);
     }
     const kek = material ?? generateKeyMaterial();
     try {
@@ -229,7 +229,7 @@ export class Keyring {
     }
     // Re-read from the cache: a concurrent seal or eviction may have dropped it.
     const key = this.cache.get(id);
-    if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
+    if (!key) throw new CofferError('unavailable', 'key was evicted during use; retry');
     return fn(key);
   }
 
@@ -247,7 +247,7 @@ export class Keyring {
     const keks = new Map<number, KeyMaterial>();
     for (const version of kekVersions) {
       const key = this.cache.get(`${namespaceId}:${version}`);
-      if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
+      if (!key) throw new CofferError('unavailable', 'key was evicted during use; retry');
       keks.set(version, key);
     }
     return fn(keks);
@@ -261,7 +261,7 @@ export class Keyring {
       .where('version', '=', kekVersion)
       .executeTakeFirst();
     if (!row || !row.wrapped_key) {
-      throw new CofferError(404, 'not_found', 'the key version for this data was destroyed');
+      throw new CofferError('not_found', 'the key version for this data was destroyed');
     }
     // Another server rotated the root key and this one has not followed yet: follow first.
     if (row.root_version > this.root.version) await this.onRootBehind();

@@ -95,7 +95,7 @@ export class ByokService {
       .where('used_at', 'is', null)
       .executeTakeFirstOrThrow();
     if (Number(open.n) >= MAX_OPEN_IMPORTS) {
-      throw new CofferError(429, 'rate_limited', `${MAX_OPEN_IMPORTS} import parameters are open: use or let some expire first`);
+      throw new CofferError('rate_limited', `${MAX_OPEN_IMPORTS} import parameters are open: use or let some expire first`);
     }
     const id = randomUUID();
     const expiresAt = new Date(Date.now() + IMPORT_PARAMS_TTL_MS);
@@ -111,9 +111,7 @@ export class ByokService {
       const { hash } = parts(algorithm);
       if (target.kind === 'root' && !(await token.supportsOaep(hsmLabel, hash))) {
         await token.destroyByLabel(hsmLabel);
-        throw new CofferError(
-          400,
-          'unsupported_algorithm',
+        throw new CofferError('unsupported_algorithm',
           `this HSM cannot do RSA-OAEP with ${hash.toUpperCase()} inside the token, and a root key must never leave it: use RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_1`,
         );
       }
@@ -182,10 +180,10 @@ export class ByokService {
       .where('used_at', 'is', null)
       .executeTakeFirst();
     const expired = row.expires_at.getTime() <= Date.now();
-    if (Number(spent.numUpdatedRows) !== 1) throw new CofferError(410, 'gone', 'this import token was already used: get new import parameters');
+    if (Number(spent.numUpdatedRows) !== 1) throw new CofferError('gone', 'this import token was already used: get new import parameters');
     if (expired) {
       await this.dropHsmKey(row.hsm_label);
-      throw new CofferError(410, 'expired', 'these import parameters expired (they last 24 hours): get new ones');
+      throw new CofferError('expired', 'these import parameters expired (they last 24 hours): get new ones');
     }
     return row;
   }
@@ -225,7 +223,7 @@ export class ByokService {
     const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
     const token = this.deps.imports.device()?.token ?? null;
     if (row.hsm_label) {
-      if (!token) throw new CofferError(409, 'conflict', 'this import key is in an HSM the server no longer uses: get new import parameters');
+      if (!token) throw new CofferError('conflict', 'this import key is in an HSM the server no longer uses: get new import parameters');
       if (hash === 'sha1') {
         const handle = await token.unwrapImported(row.hsm_label, hash, twoStep, wrapped, { asRoot: false });
         return checkLength(await token.takeKeyValue(handle));
@@ -236,7 +234,7 @@ export class ByokService {
       block.fill(0);
       return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES)) : checkLength(first);
     }
-    if (!row.wrapped_private_key || row.root_version === null) throw new CofferError(410, 'gone', 'this import key is gone: get new import parameters');
+    if (!row.wrapped_private_key || row.root_version === null) throw new CofferError('gone', 'this import key is gone: get new import parameters');
     const der = await this.deps.keyring.rootKey.unwrapKey(row.wrapped_private_key, sealAad.importKey(row.id, row.root_version), 'an import wrapping key');
     try {
       const key = createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' });
@@ -261,7 +259,7 @@ export class ByokService {
     try {
       const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
       return await this.deps.importRoot(async (token: Pkcs11Token, label: string) => {
-        if (!row.hsm_label) throw new CofferError(409, 'conflict', 'this import key is not in the HSM: get new import parameters');
+        if (!row.hsm_label) throw new CofferError('conflict', 'this import key is not in the HSM: get new import parameters');
         const handle = await token.unwrapImported(row.hsm_label, hash, twoStep, wrapped, { asRoot: true, label });
         // The key must be 256 bits. SoftHSM2 reports CKA_VALUE_LEN 0 for unwrapped keys, so there the
         // length is proven by the AES-KWP block instead (40 bytes: a 25-32 byte key; AES takes only 32 of
@@ -272,9 +270,9 @@ export class ByokService {
         if (!ok) {
           await token.destroyObject(handle).catch(() => undefined);
           if (described?.valueLen === 0 && !twoStep) {
-            throw new CofferError(400, 'unsupported_algorithm', 'this HSM does not report the length of an unwrapped key: import the root key with RSA_AES_KEY_WRAP_SHA_1');
+            throw new CofferError('unsupported_algorithm', 'this HSM does not report the length of an unwrapped key: import the root key with RSA_AES_KEY_WRAP_SHA_1');
           }
-          throw new CofferError(400, 'invalid_key_material', 'the imported root key must be 256 bits');
+          throw new CofferError('invalid_key_material', 'the imported root key must be 256 bits');
         }
         return handle;
       }, beforeCommit);
@@ -300,7 +298,7 @@ export class ByokService {
 }
 
 function invalidMaterial(): CofferError {
-  return new CofferError(400, 'invalid_key_material', 'the wrapped key material does not unwrap with this import key and algorithm');
+  return new CofferError('invalid_key_material', 'the wrapped key material does not unwrap with this import key and algorithm');
 }
 
 function decodeB64(text: string): Uint8Array {
@@ -311,7 +309,7 @@ function decodeB64(text: string): Uint8Array {
 function checkLength(key: Uint8Array): KeyMaterial {
   if (key.length !== 32) {
     zeroize(key);
-    throw new CofferError(400, 'invalid_key_material', 'imported key material must be 256 bits (32 bytes)');
+    throw new CofferError('invalid_key_material', 'imported key material must be 256 bits (32 bytes)');
   }
   return key;
 }

@@ -96,7 +96,7 @@ export class EscrowService {
       .where('version', '=', version)
       .executeTakeFirst();
     if (!key) throw notFound(`namespace "${ns.name}" has no KEK version ${version}`);
-    if (!key.wrapped_key) throw new CofferError(410, 'gone', `KEK version ${version} was destroyed`);
+    if (!key.wrapped_key) throw new CofferError('gone', `KEK version ${version} was destroyed`);
     const ttl = input.ttlSeconds ?? ESCROW_DEFAULT_TTL_SECONDS;
     const row = await this.db
       .insertInto('escrow_requests')
@@ -146,10 +146,10 @@ export class EscrowService {
   async approve(id: string, identity: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<EscrowRequest> {
     const current = await this.get(id);
     if (current.requested_by === identity) {
-      throw new CofferError(403, 'permission_denied', 'two-person rule: the approver must be a different identity than the requester');
+      throw new CofferError('permission_denied', 'two-person rule: the approver must be a different identity than the requester');
     }
-    if (current.state === 'expired') throw new CofferError(410, 'expired', 'this escrow request expired');
-    if (current.state !== 'pending') throw new CofferError(409, 'conflict', `this escrow request is ${current.state}`);
+    if (current.state === 'expired') throw new CofferError('expired', 'this escrow request expired');
+    if (current.state !== 'pending') throw new CofferError('conflict', `this escrow request is ${current.state}`);
     await this.db.transaction().execute(async (trx) => {
       const done = await trx
         .updateTable('escrow_requests')
@@ -158,7 +158,7 @@ export class EscrowService {
         .where('state', '=', 'pending')
         .where('expires_at', '>', new Date())
         .executeTakeFirst();
-      if (Number(done.numUpdatedRows) !== 1) throw new CofferError(409, 'conflict', 'this escrow request changed meanwhile');
+      if (Number(done.numUpdatedRows) !== 1) throw new CofferError('conflict', 'this escrow request changed meanwhile');
       await beforeCommit?.(trx);
     });
     return this.get(id);
@@ -171,10 +171,10 @@ export class EscrowService {
     beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
   ): Promise<EscrowDownload> {
     const current = await this.get(id);
-    if (current.requested_by !== identity) throw new CofferError(403, 'permission_denied', 'only the requester downloads an approved escrow export');
-    if (current.state === 'downloaded') throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');
-    if (current.state === 'expired') throw new CofferError(410, 'expired', 'this escrow request expired');
-    if (current.state !== 'approved') throw new CofferError(409, 'conflict', 'this escrow request is not approved yet: a second admin must approve it');
+    if (current.requested_by !== identity) throw new CofferError('permission_denied', 'only the requester downloads an approved escrow export');
+    if (current.state === 'downloaded') throw new CofferError('gone', 'this escrow export was already downloaded (single download)');
+    if (current.state === 'expired') throw new CofferError('expired', 'this escrow request expired');
+    if (current.state !== 'approved') throw new CofferError('conflict', 'this escrow request is not approved yet: a second admin must approve it');
     const row = await this.db.selectFrom('escrow_requests').select(['namespace_id', 'public_key']).where('id', '=', id).executeTakeFirstOrThrow();
     const publicKey = parseEscrowPublicKey(row.public_key);
     // Wrapped before the transaction: loading a KEK needs a connection, and PGlite has one.
@@ -187,7 +187,7 @@ export class EscrowService {
         .where('state', '=', 'approved')
         .where('expires_at', '>', new Date())
         .executeTakeFirst();
-      if (Number(done.numUpdatedRows) !== 1) throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');
+      if (Number(done.numUpdatedRows) !== 1) throw new CofferError('gone', 'this escrow export was already downloaded (single download)');
       await beforeCommit?.(trx);
     });
     return { ...(await this.get(id)), wrapped_key_material: wrapped.toString('base64') };

@@ -149,10 +149,10 @@ export class SecretService {
     }
     if (row.deletion_date) throw namespaceDisabled(namespace, row.deletion_date);
     if (row.destroyed_at) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
     if (row.deleted_at) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
     }
     return this.view(namespace, path, row);
   }
@@ -164,7 +164,7 @@ export class SecretService {
     row: Omit<CachedVersion, 'deleted_at' | 'destroyed_at'>,
   ): Promise<SecretVersion> {
     if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
     const plaintext = await this.keyring.decryptValue(
       { namespaceId: row.namespace_id, secretId: row.secret_id, version: row.version },

@@ -27,7 +27,7 @@ const hashBody = z.object({ input: z.string().max(1024 * 1024) }).strict();
 export function auditRouter(core: CofferCore): Router {
   const router = Router({ caseSensitive: true });
   router.use((_req, res, next) => {
-    if (!isAdmin(principalOf(res))) return next(new CofferError(403, 'permission_denied', 'the audit log needs admin rights'));
+    if (!isAdmin(principalOf(res))) return next(new CofferError('permission_denied', 'the audit log needs admin rights'));
     next();
   });
 
@@ -44,7 +44,7 @@ export function auditRouter(core: CofferCore): Router {
   router.post('/hash', (req, res) => {
     const { input } = hashBody.parse(req.body);
     const hash = core.audit.hmac(input);
-    if (!hash) throw new CofferError(503, 'sealed', 'Coffer is sealed');
+    if (!hash) throw new CofferError('sealed', 'Coffer is sealed');
     res.json({ hash });
   });
 

@@ -53,7 +53,7 @@ const secretIdBody = z
   .object({ cidrs: z.array(z.string().max(64)).max(100).refine(validCidrs, 'CIDRs look like 10.0.0.0/8').default([]) })
   .strict();
 
-const denied = (what: string) => new CofferError(403, 'permission_denied', `${what} needs admin rights`);
+const denied = (what: string) => new CofferError('permission_denied', `${what} needs admin rights`);
 
 /** `public` routes take no token; the rest run behind `guarded` (unsealed + valid token). */
 export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, guarded: RequestHandler[]): Router {
@@ -95,7 +95,7 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
   router.get('/token/lookup-self', async (req, res) => {
     emptyQuery.parse(req.query);
     const info = await core.services().tokens.lookup(principalOf(res).accessor);
-    if (!info) throw new CofferError(401, 'unauthenticated', 'token is invalid or revoked');
+    if (!info) throw new CofferError('unauthenticated', 'token is invalid or revoked');
     res.json(info);
   });
   router.post('/token/renew-self', async (req, res) => {
@@ -112,7 +112,7 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
     const caller = admin(res, 'creating tokens');
     const body = createToken.parse(req.body);
     if (!canDelegate(caller, body.policies)) {
-      throw new CofferError(403, 'permission_denied', 'a token can only be given policies its creator holds');
+      throw new CofferError('permission_denied', 'a token can only be given policies its creator holds');
     }
     const tokens = core.services().tokens;
     const maxTtl = body.max_ttl ?? tokens.limits.maxTtlSeconds;
@@ -130,13 +130,13 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
   router.post('/token/lookup-accessor', async (req, res) => {
     admin(res, 'looking up other tokens');
     const info = await core.services().tokens.lookup(accessorBody.parse(req.body).accessor);
-    if (!info) throw new CofferError(404, 'not_found', 'no live token has this accessor');
+    if (!info) throw new CofferError('not_found', 'no live token has this accessor');
     res.json(info);
   });
   router.post('/token/revoke-accessor', async (req, res) => {
     admin(res, 'revoking other tokens');
     const revoked = await core.services().tokens.revoke(accessorBody.parse(req.body).accessor);
-    if (!revoked) throw new CofferError(404, 'not_found', 'no live token has this accessor');
+    if (!revoked) throw new CofferError('not_found', 'no live token has this accessor');
     res.status(204).end();
   });
   router.post('/token/revoke-identity', async (req, res) => {
@@ -149,7 +149,7 @@ export function authRouter(core: CofferCore, requireUnsealed: RequestHandler, gu
   // token service strips it too), so such a row would only say something untrue.
   const noRoot = (policies: string[] | undefined) => {
     if (policies?.includes(ROOT_POLICY)) {
-      throw new CofferError(400, 'invalid_request', 'the root policy cannot be given to a user, group or role: no login yields root (root tokens come from init and generate-root)');
+      throw new CofferError('invalid_request', 'the root policy cannot be given to a user, group or role: no login yields root (root tokens come from init and generate-root)');
     }
   };
   /**

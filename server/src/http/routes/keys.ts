@@ -38,7 +38,7 @@ const emptyBody = z.object({}).strict();
 const escrowListQuery = z.object({ namespace: z.string().min(1).max(63) }).strict();
 const emptyQuery = z.object({}).strict();
 
-const denied = (what: string) => new CofferError(403, 'permission_denied', `${what} needs the admin capability`);
+const denied = (what: string) => new CofferError('permission_denied', `${what} needs the admin capability`);
 
 function requireNamespaceAdmin(res: Response, namespace: string): void {
   if (!isAllowed(principalOf(res), 'admin', namespace, '')) throw denied(`namespace "${namespace}"`);

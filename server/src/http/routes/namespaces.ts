@@ -9,7 +9,7 @@ import { principalOf } from '../auth.js';
 import { auditTarget } from '../audit.js';
 import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery, rotateKekBody, shredBody, updateNamespaceBody } from '../schemas.js';
 
-const denied = () => new CofferError(403, 'permission_denied', 'permission denied');
+const denied = () => new CofferError('permission_denied', 'permission denied');
 
 /** The namespace a `/:name` route serves, checked, and named in the request's audit entry. */
 const routedName = (res: Response, raw: string): string => {

@@ -8,7 +8,7 @@ import { policyDocumentSchema } from '../../auth/policy-store.js';
 import { principalOf } from '../auth.js';
 import { emptyQuery } from '../schemas.js';
 
-const denied = () => new CofferError(403, 'permission_denied', 'managing policies needs admin rights');
+const denied = () => new CofferError('permission_denied', 'managing policies needs admin rights');
 const capabilitiesBody = z.object({ namespace: z.string().min(1).max(63), path: z.string().max(1024).default('') }).strict();
 
 export function policiesRouter(core: CofferCore): Router {

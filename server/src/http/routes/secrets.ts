@@ -54,7 +54,7 @@ function parseTarget(rawPath: string): Target {
 }
 
 const denied = (capability: Capability, t: Target) =>
-  new CofferError(403, 'permission_denied', `permission denied: ${capability} on ${t.namespace}:${t.path || '/'}`);
+  new CofferError('permission_denied', `permission denied: ${capability} on ${t.namespace}:${t.path || '/'}`);
 
 export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
   const router = Router({ caseSensitive: true });
@@ -70,7 +70,7 @@ export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
     const secrets = core.services().secrets;
 
     if (t.folder) {
-      if (t.action !== null) throw new CofferError(404, 'not_found', 'actions apply to secrets, not folders');
+      if (t.action !== null) throw new CofferError('not_found', 'actions apply to secrets, not folders');
       if (req.method !== 'GET') throw methodNotAllowed(['GET']);
       authorize(res, 'list', t);
       const q = listQuery.parse(req.query);
@@ -149,7 +149,7 @@ export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
         res.json(await secrets.purge(t.namespace, t.path));
         return;
       default:
-        throw new CofferError(404, 'not_found', `unknown action ":${t.action}"`);
+        throw new CofferError('not_found', `unknown action ":${t.action}"`);
     }
   });
 

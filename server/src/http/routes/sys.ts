@@ -69,7 +69,7 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
   const metrics = options.metrics;
   if (metrics) {
     router.get('/metrics', ...requireToken, async (req, res) => {
-      if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'metrics need admin rights');
+      if (!isAdmin(principalOf(res))) throw new CofferError('permission_denied', 'metrics need admin rights');
       emptyQuery.parse(req.query);
       const { contentType, body } = await metrics.render();
       res.setHeader('Content-Type', contentType);
@@ -94,28 +94,28 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     if ('reset' in body) res.json(await core.resetUnseal());
     else if ('share' in body) res.json(await core.unseal(body.share));
     else if (core.status().recovery_seal) res.json(await core.autoUnseal());
-    else throw new CofferError(400, 'invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
+    else throw new CofferError('invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
   });
 
   // Root key rotation (Shamir: a rekey with the threshold of shares, in two steps so that a lost
   // response loses nothing; PKCS#11: a new key object). Audited after commit like other requests:
   // an append inside the rewrap transaction would race the audit group commit under load.
   router.post('/rotate-root', ...requireToken, async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
+    if (!isAdmin(principalOf(res))) throw new CofferError('permission_denied', 'rotating the root key needs admin rights');
     const body = rotateRootBody.parse(req.body ?? {});
     res.json(await core.rotateRoot({ shares: body.shares, newShares: body.new_shares, newThreshold: body.new_threshold }));
   });
 
   // Shamir rekey, step 2: the new shares prove the operators hold them; then the new root takes effect.
   router.post('/rotate-root/verify', ...requireToken, async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'rotating the root key needs admin rights');
+    if (!isAdmin(principalOf(res))) throw new CofferError('permission_denied', 'rotating the root key needs admin rights');
     const body = verifyRotateRootBody.parse(req.body ?? {});
     res.json(await core.verifyRotateRoot(body.shares));
   });
 
   // Seal migration Shamir ⇄ PKCS#11 with the operators' shares; nothing is re-encrypted but the keys the root wraps.
   router.post('/seal-migrate', ...requireToken, async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'seal migration needs admin rights');
+    if (!isAdmin(principalOf(res))) throw new CofferError('permission_denied', 'seal migration needs admin rights');
     const body = sealMigrateBody.parse(req.body ?? {});
     res.json(await core.migrateSeal(body.to, body.shares));
   });
@@ -125,11 +125,11 @@ export function sysRouter(core: CofferCore, requireToken: RequestHandler[], opti
     const body = unsealBody.parse(req.body);
     if ('reset' in body) res.json(await core.generateRoot(null));
     else if ('share' in body) res.json(await core.generateRoot(body.share));
-    else throw new CofferError(400, 'invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
+    else throw new CofferError('invalid_request', 'give a share ({"share": "..."}) or {"reset": true}');
   });
 
   router.post('/seal', ...requireToken, async (_req, res) => {
-    if (!isAdmin(principalOf(res))) throw new CofferError(403, 'permission_denied', 'sealing needs admin rights');
+    if (!isAdmin(principalOf(res))) throw new CofferError('permission_denied', 'sealing needs admin rights');
     res.json(await core.seal());
   });
 
