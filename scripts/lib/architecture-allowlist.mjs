@@ -35,7 +35,6 @@ export const sql = [
   { file: 'keyring/usage.ts', step: 'SQL into storage/repos' },
   { file: 'kms/byok.ts', step: 'SQL into storage/repos' },
   { file: 'kms/escrow.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/kek-lifecycle.ts', step: 'SQL into storage/repos' },
   { file: 'kms/shred.ts', step: 'SQL into storage/repos' },
   { file: 'seal/rewrap.ts', step: 'SQL into storage/repos' },
   { file: 'secrets/listing.ts', step: 'SQL into storage/repos' },

@@ -24,6 +24,8 @@ import { openSystemKey } from '../keyring/system-key.js';
 import { KekUsage } from '../keyring/usage.js';
 import { ByokService } from '../kms/byok.js';
 import { EscrowService } from '../kms/escrow.js';
+import { JobScheduler } from '../jobs/scheduler.js';
+import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
 import { KekLifecycle } from '../kms/kek-lifecycle.js';
 import { CofferMetrics } from '../ops/metrics.js';
 import { Pkcs11Seal } from '../seal/pkcs11-seal.js';
@@ -90,7 +92,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
   return { core, audit, metrics };
 
   /** Setup at every unseal, in order; on a failure the keyring (and with it the root key) is zeroed. */
-  async function openServices(root: RootKey): Promise<{ services: Services; startJobs(): void }> {
+  async function openServices(root: RootKey): Promise<{ services: Services; jobs: JobScheduler }> {
     const keyring = new Keyring(db, root, {
       ttlMs: config.kekCacheTtlSeconds * 1000,
       maxEntries: config.kekCacheMaxEntries,
@@ -108,10 +110,9 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const namespaces = new NamespaceService(db, keyring, secretChanges);
       const usage = new KekUsage(config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
-      const kek = new KekLifecycle(db, keyring, namespaces, secretChanges, usage, {
+      const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
         rewrapBatchSize: config.kekRewrapBatchSize,
         rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
-        jobIntervalMs: config.kekJobIntervalSeconds * 1000,
         onError: (what, err) => log.error(what, err),
         onEvent: (what, fields) => log.event(what, fields),
         audit: (event) =>
@@ -122,11 +123,14 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
             }),
           ),
       });
-      // False: no background runner (tests drive `services().kek` by hand).
-      const runJobs = config.kekRunJobs;
-      if (runJobs) {
-        namespaces.onKekRotated = () => kek.kick();
-        secrets.onUsageLimit = () => kek.kick();
+      // The vault starts them once the services are in place and stops them (waiting) at seal and shutdown.
+      const jobs = new JobScheduler({ locks: storage.jobLocks, onError: log.error, observer: metrics.jobs });
+      // False: no background jobs (tests drive `services().kek` by hand).
+      if (config.kekRunJobs) {
+        for (const job of kekJobs(kek, config.kekJobIntervalSeconds * 1000, (name) => jobs.kick(name))) jobs.add(job);
+        namespaces.onKekRotated = () => jobs.kick(KEK_JOBS.rewrap);
+        secrets.onUsageLimit = () => jobs.kick(KEK_JOBS.rotation);
+        kek.onRewrapDue = () => jobs.kick(KEK_JOBS.rewrap);
       }
       const guard = new LoginGuard(auth.guard);
       const services: Services = {
@@ -149,7 +153,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         }),
         escrow: new EscrowService({ db, namespaces, keyring }),
       };
-      return { services, startJobs: () => (runJobs ? kek.start() : undefined) };
+      return { services, jobs };
     } catch (err) {
       keyring.destroy();
       throw err;

@@ -9,6 +9,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CofferCore } from '../core.js';
+import type { JobObserver } from '../jobs/scheduler.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { PoolStats } from '../storage/db.js';
 
@@ -42,6 +43,8 @@ export class CofferMetrics {
   private readonly durations: Histogram<'method' | 'route' | 'status'>;
   /** Children by `method status route`: a Map lookup is cheaper than prom-client's label hashing. */
   private readonly series = new Map<string, RequestSeries>();
+  /** Where the job scheduler counts runs; one per server, so the counts go on across seal/unseal. */
+  readonly jobs: JobObserver;
 
   constructor(sources: MetricsSources) {
     const { core } = sources;
@@ -125,6 +128,32 @@ export class CofferMetrics {
         this.set(core.audit.queueDepth);
       },
     });
+
+    const jobRuns = new Counter({
+      name: 'coffer_job_runs_total',
+      help: 'Background job runs on this server (runs that held the job\'s cluster-wide lock), by job',
+      labelNames: ['job'],
+      registers,
+    });
+    const jobFailures = new Counter({
+      name: 'coffer_job_failures_total',
+      help: 'Background job runs that failed (retried with back-off), by job',
+      labelNames: ['job'],
+      registers,
+    });
+    const jobDuration = new Gauge({
+      name: 'coffer_job_last_duration_seconds',
+      help: 'How long the last run of a background job on this server took, by job',
+      labelNames: ['job'],
+      registers,
+    });
+    this.jobs = {
+      observe(job, outcome, seconds) {
+        jobRuns.inc({ job });
+        if (outcome === 'failed') jobFailures.inc({ job });
+        jobDuration.set({ job }, seconds);
+      },
+    };
 
     const poolStats = sources.poolStats;
     if (poolStats) {

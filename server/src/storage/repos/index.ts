@@ -6,12 +6,14 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { kekLifecycleRepo } from './kek-lifecycle.js';
 import { sealConfigRepo } from './seal-config.js';
 import { systemKeysRepo } from './system-keys.js';
 import { tokensRepo } from './tokens.js';
 
 export function createRepos(db: Kysely<Database>) {
   return {
+    kekLifecycle: kekLifecycleRepo(db),
     sealConfig: sealConfigRepo(db),
     systemKeys: systemKeysRepo(db),
     tokens: tokensRepo(db),
