@@ -46,6 +46,8 @@ export interface JobStatus {
   failures: number;
   lastRunAt: Date | null;
   lastOutcome: JobOutcome | 'busy' | null;
+  /** The wait chosen after the last run (the interval, or longer while backing off); null before the first. */
+  nextDelayMs: number | null;
 }
 
 export interface SchedulerOptions {
@@ -113,6 +115,7 @@ class ScheduledJob {
   private failures = 0;
   private lastRunAt: Date | null = null;
   private lastOutcome: JobOutcome | 'busy' | null = null;
+  private nextDelayMs: number | null = null;
 
   constructor(
     private readonly spec: JobSpec,
@@ -139,7 +142,14 @@ class ScheduledJob {
   }
 
   status(): JobStatus {
-    return { name: this.spec.name, running: this.running !== undefined, failures: this.failures, lastRunAt: this.lastRunAt, lastOutcome: this.lastOutcome };
+    return {
+      name: this.spec.name,
+      running: this.running !== undefined,
+      failures: this.failures,
+      lastRunAt: this.lastRunAt,
+      lastOutcome: this.lastOutcome,
+      nextDelayMs: this.nextDelayMs,
+    };
   }
 
   private fire(): void {
@@ -166,7 +176,8 @@ class ScheduledJob {
       outcome = await this.attempt();
     } while (this.again && outcome === 'ok' && !this.stopped);
     if (this.stopped) return;
-    this.schedule(this.nextDelay(outcome));
+    this.nextDelayMs = this.nextDelay(outcome);
+    this.schedule(this.nextDelayMs);
   }
 
   private nextDelay(outcome: JobOutcome | 'busy'): number {

@@ -62,6 +62,15 @@ interface Session {
   client: pg.Client;
   /** Aborted when the connection breaks. */
   broken: AbortController;
+  /** The last query asked for: pg wants one query at a time per client (queueing is deprecated). */
+  tail: Promise<unknown>;
+}
+
+/** Runs `text` on the session after the queries asked for before it. */
+function query<R extends pg.QueryResultRow>(session: Session, text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  const run = session.tail.then(() => session.client.query<R>(text, values));
+  session.tail = run.catch(() => undefined);
+  return run;
 }
 
 export class PostgresJobLocks implements JobLocks {
@@ -84,7 +93,7 @@ export class PostgresJobLocks implements JobLocks {
     this.held.add(job);
     try {
       const session = await this.connect();
-      const { rows } = await session.client.query<{ ok: boolean }>('select pg_try_advisory_lock($1::int, hashtext($2::text)) as ok', [JOB_LOCK_CLASS, job]);
+      const { rows } = await query<{ ok: boolean }>(session, 'select pg_try_advisory_lock($1::int, hashtext($2::text)) as ok', [JOB_LOCK_CLASS, job]);
       if (!rows[0]?.ok) {
         this.held.delete(job);
         return null;
@@ -118,7 +127,7 @@ export class PostgresJobLocks implements JobLocks {
         released = true;
         this.held.delete(job);
         if (session.broken.signal.aborted) return;
-        await session.client.query('select pg_advisory_unlock($1::int, hashtext($2::text))', [JOB_LOCK_CLASS, job]).catch(() => undefined);
+        await query(session, 'select pg_advisory_unlock($1::int, hashtext($2::text))', [JOB_LOCK_CLASS, job]).catch(() => undefined);
       },
     };
   }
@@ -137,7 +146,7 @@ export class PostgresJobLocks implements JobLocks {
 
   private async open(): Promise<Session> {
     const client = new pg.Client({ connectionString: this.connectionString, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, keepAlive: true });
-    const session: Session = { client, broken: new AbortController() };
+    const session: Session = { client, broken: new AbortController(), tail: Promise.resolve() };
     // Every 'error' needs a listener (an unhandled one ends the process); an error and then the end can both come.
     const lost = (err?: Error) => {
       if (session.broken.signal.aborted) return;
