@@ -86,7 +86,15 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     open: openServices,
     preSeal: [() => audit.setKey(null), () => readCache.reset(changes.up)],
   });
-  dispatchChanges(changes, { readCache, unsealed: () => vault.unsealed, followRoot: () => followRoot(vault), onError: log.error });
+  dispatchChanges(changes, {
+    readCache,
+    unsealed: () => vault.unsealed,
+    followRoot: () => followRoot(vault),
+    onError: log.error,
+    // A newer server's event during a rolling upgrade is expected; anything else on our channel is not.
+    onIgnored: (problem, kind) =>
+      problem === 'unknown-kind' ? logger.debug({ kind }, 'change notification of an unknown kind ignored') : logger.warn({ kind }, 'malformed change notification ignored'),
+  });
   const core = new CofferCore(vault, audit, readCache);
   const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
   return { core, audit, metrics };

@@ -9,6 +9,7 @@ import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { CofferError } from '../errors.js';
 import { CAPABILITIES, ROOT_POLICY, compilePolicy, type CompiledPolicy, type PolicyDocument, type PolicyLookup } from '../policy/policy.js';
+import { changeEvents, encodeChange } from '../cluster/events.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
 import type { Database } from '../storage/schema.js';
 
@@ -128,5 +129,5 @@ function checkName(name: string): void {
 }
 
 export function policyChange(name: string): string {
-  return JSON.stringify({ kind: 'policy', name });
+  return encodeChange(changeEvents.policy(name));
 }

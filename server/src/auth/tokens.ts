@@ -15,6 +15,7 @@ import { sql, type Kysely } from 'kysely';
 import type { AuthResponse, TokenInfo } from '@coffer/sdk/api';
 import jwt from 'jsonwebtoken';
 import type { Database } from '../storage/schema.js';
+import { changeEvents, encodeChange } from '../cluster/events.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import { ROOT_POLICY, type PolicyLookup, type Principal } from '../policy/policy.js';
@@ -81,7 +82,7 @@ export function grantablePolicies(policies: readonly string[], parent?: Principa
 }
 
 export function tokensChange(): string {
-  return JSON.stringify({ kind: 'tokens' });
+  return encodeChange(changeEvents.tokens());
 }
 
 export class TokenService {

@@ -26,6 +26,7 @@ import type { Keyring } from '../keyring/keyring.js';
 import { addEncryptions, type KekUsage } from '../keyring/usage.js';
 import type { KekLifecycleRepo } from '../storage/repos/kek-lifecycle.js';
 import type { Database } from '../storage/schema.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from '../secrets/changes.js';
 import { countDeksToRewrap, retireUnreferenced, type NamespaceService } from '../secrets/namespace-service.js';
 import { NamespaceShredder, SHRED_DEFAULT_DAYS } from './shred.js';
@@ -161,13 +162,13 @@ export class KekLifecycle {
       await this.repo.completeRewrap(namespaceId, done, now, trx);
       await retireUnreferenced(trx, namespaceId, target);
       // Cached rows still name the old version (still readable): drop them so no cache refers to retired keys.
-      await publishChange(this.changes, trx, { kind: 'namespace', namespace: ns.name });
+      await publishChange(this.changes, trx, changeEvents.namespace(ns.name));
       completedNamespace = ns.name;
       completedTarget = target;
       return 'completed';
     });
     if (completedNamespace !== null) {
-      applyLocally(this.changes, { kind: 'namespace', namespace: completedNamespace });
+      applyLocally(this.changes, changeEvents.namespace(completedNamespace));
       this.options.onEvent('kek rewrap completed', { namespace: completedNamespace });
       await this.record({ action: 'namespace.kek.retire', namespace: completedNamespace, kekVersion: completedTarget });
     }

@@ -9,6 +9,7 @@ import type { Kysely } from 'kysely';
 import { badRequest, conflict } from '../errors.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { KekUsage } from '../keyring/usage.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from '../secrets/changes.js';
 import { lockNamespaceRow } from '../secrets/namespace-service.js';
 import { checkNamespaceName } from '../secrets/names.js';
@@ -57,9 +58,9 @@ export class NamespaceShredder {
         .where('id', '=', ns.id)
         .execute();
       // Other servers drop their cached rows of this namespace (reads then see it disabled).
-      await publishChange(this.changes, trx, { kind: 'namespace', namespace: name });
+      await publishChange(this.changes, trx, changeEvents.namespace(name));
     });
-    applyLocally(this.changes, { kind: 'namespace', namespace: name });
+    applyLocally(this.changes, changeEvents.namespace(name));
     return { namespace: name, deletion_requested_at: now.toISOString(), deletion_date: deletionDate.toISOString() };
   }
 
@@ -74,9 +75,9 @@ export class NamespaceShredder {
         .set({ deletion_requested_at: null, deletion_date: null, updated_at: new Date() })
         .where('id', '=', ns.id)
         .execute();
-      await publishChange(this.changes, trx, { kind: 'namespace', namespace: name });
+      await publishChange(this.changes, trx, changeEvents.namespace(name));
     });
-    applyLocally(this.changes, { kind: 'namespace', namespace: name });
+    applyLocally(this.changes, changeEvents.namespace(name));
     return { namespace: name, deletion_requested_at: null, deletion_date: null };
   }
 
@@ -118,12 +119,12 @@ export class NamespaceShredder {
         await trx.deleteFrom('kek_rewrap_jobs').where('namespace_id', '=', ns.id).execute();
         await trx.deleteFrom('namespace_keys').where('namespace_id', '=', ns.id).execute();
         await trx.deleteFrom('namespaces').where('id', '=', ns.id).execute();
-        await publishChange(this.changes, trx, { kind: 'namespace', namespace: candidate.name });
-        await publishChange(this.changes, trx, { kind: 'namespace-keys', namespaceId: ns.id });
+        await publishChange(this.changes, trx, changeEvents.namespace(candidate.name));
+        await publishChange(this.changes, trx, changeEvents.namespaceKeys(ns.id));
         return true;
       });
       if (done) {
-        applyLocally(this.changes, { kind: 'namespace', namespace: candidate.name });
+        applyLocally(this.changes, changeEvents.namespace(candidate.name));
         this.keyring.evictNamespace(candidate.id);
         this.usage.forgetNamespace(candidate.id);
         destroyed.push(candidate.name);

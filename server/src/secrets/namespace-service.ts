@@ -12,6 +12,7 @@ import type { Database, KekOrigin, KekState } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import { checkNamespaceName } from './names.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 
 export interface NamespaceRef {
@@ -196,7 +197,7 @@ export class NamespaceService {
    */
   async delete(name: string, force: boolean): Promise<{ secrets_deleted: number }> {
     checkNamespaceName(name);
-    const event = { kind: 'namespace', namespace: name } as const;
+    const event = changeEvents.namespace(name);
     const result = await this.db.transaction().execute(async (trx) => {
       const ns = await trx
         .selectFrom('namespaces')

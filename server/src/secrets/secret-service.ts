@@ -15,6 +15,7 @@ import type { NamespaceService } from './namespace-service.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
 import { listFolder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedVersion } from './read-cache.js';
 
@@ -54,7 +55,7 @@ export class SecretService {
 
   /** Runs a change in one transaction, announcing it to other servers and to the read cache. */
   private async change<T>(namespace: string, path: string, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
-    const event = { kind: 'secret', namespace, path } as const;
+    const event = changeEvents.secret(namespace, path);
     try {
       return await this.db.transaction().execute(async (trx) => {
         const result = await fn(trx);
