@@ -19,6 +19,9 @@
  *   namespace is shredded, so a read that fetched a row (or a cached row)
  *   just before it was rewrapped still decrypts: reads never fail during a
  *   rotation.
+ *
+ * The server runs rotation, shredding and rewrap as scheduler jobs
+ * (kek-jobs.ts, jobs/scheduler.ts); the queries are storage/repos/kek-lifecycle.ts.
  */
 import type { Kysely } from 'kysely';
 import type { KekStatus, ShredSchedule } from '@coffer/sdk/api';
