@@ -11,7 +11,6 @@ import type { Keyring } from '../keyring/keyring.js';
 import type { Executor, Transactor } from '../storage/executor.js';
 import type { Repos } from '../storage/repos/index.js';
 import { namespaceKeysRepo } from '../storage/repos/namespace-keys.js';
-import { namespacesRepo } from '../storage/repos/namespaces.js';
 import { secretsRepo } from '../storage/repos/secrets.js';
 import type { Database, KekOrigin } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
@@ -187,7 +186,7 @@ function summary(row: { name: string; description: string; created_at: Date; upd
   return { name: row.name, description: row.description, created_at: iso(row.created_at), updated_at: iso(row.updated_at) };
 }
 
-// Kept for kms/kek-lifecycle.ts and kms/shred.ts until they take the repos themselves.
+// Kept for kms/kek-lifecycle.ts until it takes the repos itself.
 
 /** DEKs of a namespace (not destroyed) wrapped under any version other than `target`. */
 export async function countDeksToRewrap(executor: Executor, namespaceId: string, target: number): Promise<number> {
@@ -197,11 +196,4 @@ export async function countDeksToRewrap(executor: Executor, namespaceId: string,
 /** Marks every older, still-keyed version 'retired': no DEK references it any more. */
 export async function retireUnreferenced(trx: Transaction<Database>, namespaceId: string, current: number): Promise<void> {
   await namespaceKeysRepo(trx).retireUnreferenced(namespaceId, current);
-}
-
-/** The namespace's row, locked for the rest of the transaction (writes in it wait); 404 if absent. */
-export async function lockNamespaceRow(trx: Transaction<Database>, name: string): Promise<{ id: string; deletion_date: Date | null }> {
-  const ns = await namespacesRepo(trx).lockByName(name, trx);
-  if (!ns) throw notFound(`namespace "${name}" not found`);
-  return ns;
 }
