@@ -31,13 +31,4 @@ export const sql = [
   { file: 'auth/policy-store.ts', step: 'SQL into storage/repos' },
   { file: 'auth/tokens.ts', step: 'SQL into storage/repos' },
   { file: 'auth/userpass.ts', step: 'SQL into storage/repos' },
-  { file: 'keyring/keyring.ts', step: 'SQL into storage/repos' },
-  { file: 'keyring/usage.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/byok.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/escrow.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/shred.ts', step: 'SQL into storage/repos' },
-  { file: 'seal/rewrap.ts', step: 'SQL into storage/repos' },
-  { file: 'secrets/listing.ts', step: 'SQL into storage/repos' },
-  { file: 'secrets/namespace-service.ts', step: 'SQL into storage/repos' },
-  { file: 'secrets/secret-service.ts', step: 'SQL into storage/repos' },
 ];

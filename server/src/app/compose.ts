@@ -101,7 +101,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
 
   /** Setup at every unseal, in order; on a failure the keyring (and with it the root key) is zeroed. */
   async function openServices(root: RootKey): Promise<{ services: Services; jobs: JobScheduler }> {
-    const keyring = new Keyring(db, root, {
+    const keyring = new Keyring(repos.namespaceKeys, root, {
       ttlMs: config.kekCacheTtlSeconds * 1000,
       maxEntries: config.kekCacheMaxEntries,
     });
@@ -115,9 +115,9 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       audit.setKey(await openSystemKey(repos.systemKeys, keyring, AUDIT_KEY));
       await tokens.load();
       const secretChanges = { cache: readCache, feed: changes };
-      const namespaces = new NamespaceService(db, keyring, secretChanges);
-      const usage = new KekUsage(config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
-      const secrets = new SecretService(db, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
+      const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
+      const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
+      const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
         rewrapBatchSize: config.kekRewrapBatchSize,
         rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
@@ -154,12 +154,13 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         kek,
         byok: new ByokService({
           db,
+          importKeys: repos.importKeys,
           namespaces,
           keyring,
           imports: { inSeal: () => vault.capabilities()?.keyImport === true, device: () => vault.importDevice() },
           importRoot: (unwrapInto, beforeCommit) => importRoot(vault, unwrapInto, beforeCommit),
         }),
-        escrow: new EscrowService({ db, namespaces, keyring }),
+        escrow: new EscrowService({ db, escrowRequests: repos.escrowRequests, namespaceKeys: repos.namespaceKeys, namespaces, keyring }),
       };
       return { services, jobs };
     } catch (err) {

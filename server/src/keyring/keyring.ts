@@ -4,10 +4,9 @@
  * The keyring is the only code that sees KEKs and DEKs in plaintext; it hands
  * back ciphertexts and plaintext values, never keys.
  */
-import type { Kysely } from 'kysely';
 import type { RootKey } from '../seal/root-key.js';
 import type { Executor } from '../storage/executor.js';
-import type { Database } from '../storage/schema.js';
+import type { NamespaceKeysRepo } from '../storage/repos/namespace-keys.js';
 import {
   KEY_BYTES,
   NONCE_LENGTH,
@@ -41,7 +40,7 @@ export class Keyring {
   private readonly loading = new Map<string, Promise<KeyMaterial>>();
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly keys: Pick<NamespaceKeysRepo, 'findWrapped'>,
     private root: RootKey,
     cache: { ttlMs: number; maxEntries: number },
   ) {
@@ -222,7 +221,7 @@ export class Keyring {
     } else {
       let pending = this.loading.get(id);
       if (!pending) {
-        pending = this.loadKek(this.db, namespaceId, kekVersion).finally(() => this.loading.delete(id));
+        pending = this.loadKek(undefined, namespaceId, kekVersion).finally(() => this.loading.delete(id));
         this.loading.set(id, pending);
       }
       await pending;
@@ -253,13 +252,9 @@ export class Keyring {
     return fn(keks);
   }
 
-  private async loadKek(executor: Executor, namespaceId: string, kekVersion: number): Promise<KeyMaterial> {
-    const row = await executor
-      .selectFrom('namespace_keys')
-      .select(['wrapped_key', 'root_version'])
-      .where('namespace_id', '=', namespaceId)
-      .where('version', '=', kekVersion)
-      .executeTakeFirst();
+  /** Through `executor` inside a transaction; otherwise on the database (see withKek). */
+  private async loadKek(executor: Executor | undefined, namespaceId: string, kekVersion: number): Promise<KeyMaterial> {
+    const row = await this.keys.findWrapped(namespaceId, kekVersion, executor);
     if (!row || !row.wrapped_key) {
       throw new CofferError('not_found', 'the key version for this data was destroyed');
     }

@@ -13,7 +13,7 @@
  */
 import { createDecipheriv, createHash, createPrivateKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { Kysely, Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import { IMPORT_ALGORITHMS, type ImportAlgorithm, type ImportParams, type RotateRootResult } from '@coffer/sdk/api';
 import { CofferError, badRequest, notFound } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
@@ -22,6 +22,8 @@ import type { OaepHash, Pkcs11Token } from '../seal/pkcs11.js';
 import type { ImportDevice } from '../seal/seal.js';
 import { sealAad } from '../seal/seal-context.js';
 import type { NamespaceService } from '../secrets/namespace-service.js';
+import type { Transactor } from '../storage/executor.js';
+import type { ImportKeysRepo } from '../storage/repos/import-keys.js';
 import type { Database } from '../storage/schema.js';
 
 export { IMPORT_ALGORITHMS, type ImportAlgorithm };
@@ -44,7 +46,8 @@ export type ImportTarget = { kind: 'namespace'; namespace: string } | { kind: 'r
 
 /** What BYOK needs from the rest of the server (wired in app/compose.ts). */
 export interface ByokDeps {
-  db: Kysely<Database>;
+  db: Transactor;
+  importKeys: Pick<ImportKeysRepo, 'countOpen' | 'insert' | 'find' | 'spend' | 'listExpired' | 'retire'>;
   namespaces: Pick<NamespaceService, 'resolve' | 'rotateKek' | 'onKekRotated'>;
   keyring: Pick<Keyring, 'rootKey'>;
   /** The seal in effect: whether it takes key imports, and its device (null: software wrapping keys). */
@@ -60,10 +63,12 @@ export interface ByokDeps {
 }
 
 export class ByokService {
-  private readonly db: Kysely<Database>;
+  private readonly db: Transactor;
+  private readonly importKeys: ByokDeps['importKeys'];
 
   constructor(private readonly deps: ByokDeps) {
     this.db = deps.db;
+    this.importKeys = deps.importKeys;
   }
 
   /**
@@ -89,12 +94,7 @@ export class ByokService {
     // Expired parameters go now (their HSM key pairs too); and there is a bound on open ones, since
     // each holds an RSA key (in the HSM, a token object).
     await this.purgeExpired();
-    const open = await this.db
-      .selectFrom('import_keys')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('used_at', 'is', null)
-      .executeTakeFirstOrThrow();
-    if (Number(open.n) >= MAX_OPEN_IMPORTS) {
+    if ((await this.importKeys.countOpen()) >= MAX_OPEN_IMPORTS) {
       throw new CofferError('rate_limited', `${MAX_OPEN_IMPORTS} import parameters are open: use or let some expire first`);
     }
     const id = randomUUID();
@@ -130,21 +130,18 @@ export class ByokService {
     }
     const pem = publicKey.export({ format: 'pem', type: 'spki' }).toString();
     try {
-      await this.db
-        .insertInto('import_keys')
-        .values({
-          id,
-          target: target.kind,
-          namespace_id: namespaceId,
-          algorithm,
-          public_key: pem,
-          hsm_label: hsmLabel,
-          wrapped_private_key: wrappedPrivate,
-          root_version: rootVersion,
-          created_by: identity,
-          expires_at: expiresAt,
-        })
-        .execute();
+      await this.importKeys.insert({
+        id,
+        target: target.kind,
+        namespace_id: namespaceId,
+        algorithm,
+        public_key: pem,
+        hsm_label: hsmLabel,
+        wrapped_private_key: wrappedPrivate,
+        root_version: rootVersion,
+        created_by: identity,
+        expires_at: expiresAt,
+      });
     } catch (err) {
       if (token && hsmLabel) await token.destroyByLabel(hsmLabel).catch(() => undefined);
       throw err;
@@ -166,21 +163,16 @@ export class ByokService {
    */
   private async spend(target: ImportTarget, importToken: string) {
     if (!/^[0-9a-f-]{36}$/i.test(importToken)) throw badRequest('import_token is the token returned with the import parameters');
-    const row = await this.db.selectFrom('import_keys').selectAll().where('id', '=', importToken).executeTakeFirst();
+    const row = await this.importKeys.find(importToken);
     if (!row) throw notFound('no such import token');
     if (row.target !== target.kind) throw badRequest(`this import token is for a ${row.target} import`);
     if (target.kind === 'namespace') {
       const ns = await this.deps.namespaces.resolve(target.namespace);
       if (row.namespace_id !== ns.id) throw badRequest('this import token belongs to another namespace');
     }
-    const spent = await this.db
-      .updateTable('import_keys')
-      .set({ used_at: new Date(), wrapped_private_key: null })
-      .where('id', '=', row.id)
-      .where('used_at', 'is', null)
-      .executeTakeFirst();
+    const spent = await this.importKeys.spend(row.id, new Date());
     const expired = row.expires_at.getTime() <= Date.now();
-    if (Number(spent.numUpdatedRows) !== 1) throw new CofferError('gone', 'this import token was already used: get new import parameters');
+    if (!spent) throw new CofferError('gone', 'this import token was already used: get new import parameters');
     if (expired) {
       await this.dropHsmKey(row.hsm_label);
       throw new CofferError('expired', 'these import parameters expired (they last 24 hours): get new ones');
@@ -283,14 +275,9 @@ export class ByokService {
 
   /** Removes expired, unused import keys (HSM objects included). */
   async purgeExpired(): Promise<number> {
-    const rows = await this.db
-      .selectFrom('import_keys')
-      .select(['id', 'hsm_label'])
-      .where('used_at', 'is', null)
-      .where('expires_at', '<=', new Date())
-      .execute();
+    const rows = await this.importKeys.listExpired(new Date());
     for (const row of rows) {
-      await this.db.updateTable('import_keys').set({ used_at: new Date(), wrapped_private_key: null }).where('id', '=', row.id).execute();
+      await this.importKeys.retire(row.id, new Date());
       await this.dropHsmKey(row.hsm_label);
     }
     return rows.length;

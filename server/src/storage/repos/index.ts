@@ -7,7 +7,14 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
 import { kekLifecycleRepo } from './kek-lifecycle.js';
+import { escrowRequestsRepo } from './escrow-requests.js';
+import { importKeysRepo } from './import-keys.js';
+import { namespaceKeysRepo } from './namespace-keys.js';
+import { namespacesRepo } from './namespaces.js';
+import { rewrapJobsRepo } from './rewrap-jobs.js';
+import { rootWrappedRepo } from './root-wrapped.js';
 import { sealConfigRepo } from './seal-config.js';
+import { secretsRepo } from './secrets.js';
 import { systemKeysRepo } from './system-keys.js';
 import { tokensRepo } from './tokens.js';
 
@@ -17,6 +24,13 @@ export function createRepos(db: Kysely<Database>) {
     sealConfig: sealConfigRepo(db),
     systemKeys: systemKeysRepo(db),
     tokens: tokensRepo(db),
+    namespaces: namespacesRepo(db),
+    namespaceKeys: namespaceKeysRepo(db),
+    secrets: secretsRepo(db),
+    rewrapJobs: rewrapJobsRepo(db),
+    importKeys: importKeysRepo(db),
+    escrowRequests: escrowRequestsRepo(db),
+    rootWrapped: rootWrappedRepo(db),
   };
 }
 
