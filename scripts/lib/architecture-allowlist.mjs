@@ -5,9 +5,6 @@
 
 /** Imports against the direction: { from, to } below server/src, and why they are still here. */
 export const layers = [
-  // Audit entries are described from the raw URL with the http route templates.
-  // Removed by: one route table (the route declares its audit action; audit/ gets it as data).
-  { from: 'audit/entry.ts', to: 'http/route-template.ts', step: 'one route table' },
   // The cert login reads the TLS client certificate through the http helper.
   // Removed by: one route table (http hands the verified certificate to the login as a value).
   { from: 'auth/cert.ts', to: 'http/client-cert.ts', step: 'one route table' },
