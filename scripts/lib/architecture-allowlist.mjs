@@ -5,19 +5,9 @@
 
 /** Imports against the direction: { from, to } below server/src, and why they are still here. */
 export const layers = [
-  // The cert login reads the TLS client certificate through the http helper.
-  // Removed by: one route table (http hands the verified certificate to the login as a value).
-  { from: 'auth/cert.ts', to: 'http/client-cert.ts', step: 'one route table' },
   // Database errors (a concurrent root rotation's foreign key, an outage) are recognised in the error mapper.
   // Removed by: SQL into storage/repos (the repos turn them into typed errors the http layer maps).
   { from: 'http/respond.ts', to: 'storage/errors.ts', step: 'SQL into storage/repos' },
-  // Metrics read the KEK cache and the connection pool directly.
-  // Removed by: app/compose.ts handing metrics their sources as functions.
-  { from: 'ops/metrics.ts', to: 'keyring/keyring.ts', step: 'app/compose.ts' },
-  { from: 'ops/metrics.ts', to: 'storage/db.ts', step: 'app/compose.ts' },
-  // TLS settings are read from the Config type.
-  // Removed by: app/compose.ts mapping the config to TlsFiles.
-  { from: 'ops/tls.ts', to: 'config.ts', step: 'app/compose.ts' },
 ];
 
 /** Files outside server/src/storage/ that write SQL. Removed by: SQL into storage/repos. */

@@ -86,7 +86,11 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
   });
   dispatchChanges(changes, { readCache, unsealed: () => vault.unsealed, followRoot: () => followRoot(vault), onError: log.error });
   const core = new CofferCore(vault, audit, readCache);
-  const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
+  const metrics = new CofferMetrics({
+    core,
+    kekCache: () => (core.isSealed ? undefined : core.services().keyring),
+    poolStats: storage.poolStats?.bind(storage),
+  });
   return { core, audit, metrics };
 
   /** Setup at every unseal, in order; on a failure the keyring (and with it the root key) is zeroed. */
