@@ -3,13 +3,20 @@
 // declared action; every method a path does not declare, and paths no route declares, get
 // today's 404 (405 on the secret paths). Storage plays no part here: PGlite only.
 import { METHODS } from '@coffer/server/http/route';
-import { ROUTES } from '@coffer/server/http/route-table';
+import { MOUNTS, ROUTES } from '@coffer/server/http/route-table';
 import type { RunningServer } from '@coffer/server/server';
 import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
 
 /** A request path for a template, with names that pass every name check. */
 function instantiate(template: string): string {
   return template.replace(':ns', 'rt').replace(/:folder\/?/, 'app/').replace(':path', 'app/db').replace(':name', 'rt-x');
+}
+
+/** What express keeps of a registration (express 5 / router 2 internals, read-only). */
+interface Layer {
+  rawPath?: string;
+  route?: { path: string; methods: Record<string, boolean> };
+  handle: { stack?: Layer[] };
 }
 
 const UNAUDITED = new Set(['/v1/sys/health', '/v1/sys/ready', '/v1/sys/metrics']);
@@ -37,6 +44,18 @@ describe('express serves the route table', () => {
   });
 
   const lastEntry = async () => (await api(base, 'GET', '/v1/sys/audit?limit=1', { token: root })).body.entries[0];
+
+  it('registers on express the routes of the table and nothing else (its router stack)', () => {
+    const app = server.server.listeners('request')[0] as unknown as { router: { stack: Layer[] } };
+    const mounts = app.router.stack.filter((l) => l.handle.stack !== undefined);
+    expect(mounts.map((l) => l.rawPath)).toEqual(MOUNTS.map((m) => m.prefix));
+    const registered = mounts.flatMap((mount) =>
+      mount.handle.stack!.flatMap((l) => (l.route ? Object.keys(l.route.methods).map((m) => `${m.toUpperCase()} ${mount.rawPath}${l.route!.path === '/' ? '' : l.route!.path}`) : [])),
+    );
+    // Secret paths are routed by their mount's own dispatcher (from the same declarations; probed below).
+    const declared = ROUTES.filter((r) => !r.mount.own).map((r) => `${r.method} ${r.template}`);
+    expect(registered.sort()).toEqual(declared.sort());
+  });
 
   it('reaches every declared route, audited under its declared action', async () => {
     const wrong: string[] = [];
