@@ -5,19 +5,6 @@
 
 /** Imports against the direction: { from, to } below server/src, and why they are still here. */
 export const layers = [
-  // Audit entries are described from the raw URL with the http route templates.
-  // Removed by: one route table (the route declares its audit action; audit/ gets it as data).
-  { from: 'audit/entry.ts', to: 'http/route-template.ts', step: 'one route table' },
-  // The cert login reads the TLS client certificate through the http helper.
-  // Removed by: one route table (http hands the verified certificate to the login as a value).
-  { from: 'auth/cert.ts', to: 'http/client-cert.ts', step: 'one route table' },
-  // Metrics read the KEK cache and the connection pool directly.
-  // Removed by: app/compose.ts handing metrics their sources as functions.
-  { from: 'ops/metrics.ts', to: 'keyring/keyring.ts', step: 'app/compose.ts' },
-  { from: 'ops/metrics.ts', to: 'storage/db.ts', step: 'app/compose.ts' },
-  // TLS settings are read from the Config type.
-  // Removed by: app/compose.ts mapping the config to TlsFiles.
-  { from: 'ops/tls.ts', to: 'config.ts', step: 'app/compose.ts' },
 ];
 
 /** Files outside server/src/storage/ that write SQL. Removed by: SQL into storage/repos. */

@@ -46,3 +46,6 @@ export class IntegrityError extends CofferError {
     this.name = 'IntegrityError';
   }
 }
+
+/** A setting (or a file it names) that cannot be used; the server refuses to start, or keeps what it had. */
+export class ConfigError extends Error {}

@@ -96,7 +96,11 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       problem === 'unknown-kind' ? logger.debug({ kind }, 'change notification of an unknown kind ignored') : logger.warn({ kind }, 'malformed change notification ignored'),
   });
   const core = new CofferCore(vault, audit, readCache);
-  const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
+  const metrics = new CofferMetrics({
+    core,
+    kekCache: () => (core.isSealed ? undefined : core.services().keyring),
+    poolStats: storage.poolStats?.bind(storage),
+  });
   return { core, audit, metrics };
 
   /** Setup at every unseal, in order; on a failure the keyring (and with it the root key) is zeroed. */

@@ -10,10 +10,27 @@ import { z } from 'zod';
 import { CofferError } from '../errors.js';
 import { globMatcher } from '../policy/policy.js';
 import type { Database } from '../storage/schema.js';
-import type { ClientCertificate } from '../http/client-cert.js';
 import { ROLE_NAME, checkRoleName } from './approle.js';
 import type { LoginGuard } from './login-guard.js';
 import type { AuthResponse, TokenService } from './tokens.js';
+
+/**
+ * A client certificate that chains to the configured client CA: what the TLS
+ * listener verified (http/client-cert.ts), handed to the login as a value.
+ */
+export interface ClientCertificate {
+  /** Subject fields, e.g. `{ CN: 'ci-runner', O: 'Acme' }` (repeated fields are arrays). */
+  subject: Record<string, string | string[]>;
+  issuer: Record<string, string | string[]>;
+  serialNumber: string;
+  /** SHA-256 fingerprint, colon-separated hex (as node prints it). */
+  fingerprint256: string;
+  validFrom: string;
+  validTo: string;
+  /** Subject alternative names by kind. */
+  dnsNames: string[];
+  uris: string[];
+}
 
 const globs = z.array(z.string().min(1).max(512)).max(100).default([]);
 const seconds = z.number().int().min(0).max(10 * 365 * 86_400);

@@ -10,11 +10,30 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CofferCore } from '../core.js';
 import type { JobObserver } from '../jobs/scheduler.js';
-import type { Keyring } from '../keyring/keyring.js';
-import type { PoolStats } from '../storage/db.js';
 
+/** The KEK cache's size and lifetime hit/miss counts (keyring/keyring.ts `cacheStats`). */
+export interface KekCacheStats {
+  size: number;
+  hits: number;
+  misses: number;
+}
+
+/** Connection pool use (storage/db.ts `poolStats`). */
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+  max: number;
+}
+
+/** Where the metrics read from, handed in by app/compose.ts. */
 export interface MetricsSources {
   core: CofferCore;
+  /**
+   * The live keyring's KEK cache (undefined while sealed). Each unseal builds a new
+   * keyring whose counters start at zero; a new object here means a new keyring.
+   */
+  kekCache: () => { cacheStats(): KekCacheStats } | undefined;
   /** Connection pool use (PostgreSQL only). */
   poolStats?: (() => PoolStats) | undefined;
 }
@@ -85,7 +104,7 @@ export class CofferMetrics {
       },
     });
 
-    const kek = new KekCacheTotals(core);
+    const kek = new KekCacheTotals(sources.kekCache);
     new Gauge({
       name: 'coffer_kek_cache_entries',
       help: 'Unwrapped namespace keys (KEK versions) held in memory',
@@ -199,15 +218,15 @@ export class CofferMetrics {
  * final counts are carried over when it is replaced.
  */
 class KekCacheTotals {
-  private last: Keyring | undefined;
+  private last: { cacheStats(): KekCacheStats } | undefined;
   private carriedHits = 0;
   private carriedMisses = 0;
 
-  constructor(private readonly core: CofferCore) {}
+  constructor(private readonly source: MetricsSources['kekCache']) {}
 
   /** The live keyring's cache stats; undefined while sealed. */
-  current(): { size: number; hits: number; misses: number } | undefined {
-    const keyring = this.core.isSealed ? undefined : this.core.services().keyring;
+  current(): KekCacheStats | undefined {
+    const keyring = this.source();
     if (keyring !== this.last) {
       if (this.last) {
         // A replaced keyring's counters stay readable after destroy().
