@@ -27,6 +27,7 @@ import { EscrowService } from '../kms/escrow.js';
 import { JobScheduler } from '../jobs/scheduler.js';
 import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
 import { KekLifecycle } from '../kms/kek-lifecycle.js';
+import { createKms } from '../kms/named-keys/index.js';
 import { CofferMetrics } from '../ops/metrics.js';
 import { Pkcs11Seal } from '../seal/pkcs11-seal.js';
 import type { RootKey } from '../seal/root-key.js';
@@ -160,6 +161,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
           importRoot: (unwrapInto, beforeCommit) => importRoot(vault, unwrapInto, beforeCommit),
         }),
         escrow: new EscrowService({ db, namespaces, keyring }),
+        kms: createKms(db, { repo: repos.kmsKeys, namespaces, keyring }),
       };
       return { services, jobs };
     } catch (err) {

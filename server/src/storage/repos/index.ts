@@ -7,6 +7,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
 import { kekLifecycleRepo } from './kek-lifecycle.js';
+import { kmsKeysRepo } from './kms-keys.js';
 import { sealConfigRepo } from './seal-config.js';
 import { systemKeysRepo } from './system-keys.js';
 import { tokensRepo } from './tokens.js';
@@ -17,6 +18,7 @@ export function createRepos(db: Kysely<Database>) {
     sealConfig: sealConfigRepo(db),
     systemKeys: systemKeysRepo(db),
     tokens: tokensRepo(db),
+    kmsKeys: kmsKeysRepo(db),
   };
 }
 
