@@ -64,7 +64,7 @@ export interface KmsKeyConfigUpdate {
   export_locked?: boolean;
   deletion_allowed?: boolean;
   min_decryption_version?: number;
-  /** 0: the latest version. */
+  /** 0: no minimum of its own (min_decryption_version still applies). Encryption uses the latest version unless told otherwise. */
   min_encryption_version?: number;
   auto_rotate_period?: number;
 }

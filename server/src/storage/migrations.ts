@@ -336,7 +336,7 @@ const migrations: Record<string, Migration> = {
       for (const statement of [
         // Named keys for applications (kms/named-keys). Configuration only: the key material is in
         // kms_key_versions. exportable and export_locked are one-way switches (the service refuses
-        // to turn them back; the check keeps them from being both). min_encryption_version 0 = latest.
+        // to turn them back; the check keeps them from being both). min_encryption_version 0 = no minimum.
         `create table kms_keys (
           id uuid primary key,
           namespace_id uuid not null references namespaces (id) on delete cascade,

@@ -270,7 +270,7 @@ export interface KmsKeyTable {
   type: KmsKeyTypeName;
   latest_version: number;
   min_decryption_version: ColumnType<number, number | undefined, number>;
-  /** 0: encrypt/sign with the latest version. */
+  /** 0: no minimum of its own (min_decryption_version still applies). */
   min_encryption_version: ColumnType<number, number | undefined, number>;
   /** One-way: once true, never false again. */
   exportable: ColumnType<boolean, boolean | undefined, boolean>;

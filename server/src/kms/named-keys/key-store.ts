@@ -90,10 +90,11 @@ export class KeyStore {
   encryptionVersion(key: KmsKeyRow, requested: number | undefined): number {
     if (requested === undefined) return key.latest_version;
     checkVersionNumber(requested, 'key_version');
-    const min = key.min_encryption_version === 0 ? key.latest_version : key.min_encryption_version;
     if (requested > key.latest_version) throw badRequest(`key "${key.name}" has no version ${requested} (latest is ${key.latest_version})`);
+    // Never below min_decryption_version either: that would make ciphertext no one may decrypt.
+    const min = Math.max(key.min_encryption_version, key.min_decryption_version);
     if (requested < min) {
-      throw badRequest(`key "${key.name}" encrypts with version ${min} or later (min_encryption_version), not ${requested}`);
+      throw badRequest(`key "${key.name}" encrypts with version ${min} or later (min_encryption_version, min_decryption_version), not ${requested}`);
     }
     return requested;
   }
