@@ -4,7 +4,7 @@
  * against the key name. They are disjoint from the secret capabilities, so a
  * rule written for secrets grants nothing on keys and the reverse: a build job
  * can hold `encrypt` on a key without `decrypt`, and `read` on secrets gives
- * no key operation.
+ * no key operation. Random bytes involve no key: any valid token may ask for them.
  */
 import { KMS_CAPABILITIES, type Capability } from '@coffer/sdk/api';
 import { capabilitiesOn, isAllowed, type Principal } from './policy.js';
