@@ -288,6 +288,8 @@ describeEachStorage('KMS named keys', (kind) => {
     expect((await failure(kms().keys.create('apps', 'auto-bad', { type: 'aes256-gcm', auto_rotate_period: 60 }))).code).toBe('invalid_request');
     expect(await kms().keys.rotateDue(new Date())).not.toContain('apps/auto');
     const later = new Date(Date.now() + 2 * 3600_000);
+    // A stopping job (seal, shutdown) starts no rotation.
+    expect(await kms().keys.rotateDue(later, AbortSignal.abort())).toEqual([]);
     expect(await kms().keys.rotateDue(later)).toContain('apps/auto');
     expect((await kms().keys.read('apps', 'auto')).latest_version).toBe(2);
     expect(await kms().keys.rotateDue(new Date())).not.toContain('apps/auto');

@@ -225,12 +225,14 @@ export class NamedKeys {
 
   /**
    * Rotates every key whose latest version is older than its auto_rotate_period
-   * (for the job scheduler). Re-checked under the key's lock, so several servers
-   * running it rotate each key once. Returns "namespace/key" of those rotated.
+   * (the kms-key-rotation job, jobs.ts). Re-checked under the key's lock, so several
+   * servers running it rotate each key once. Returns "namespace/key" of those rotated.
    */
-  async rotateDue(now = new Date()): Promise<string[]> {
+  async rotateDue(now = new Date(), signal?: AbortSignal): Promise<string[]> {
     const rotated: string[] = [];
     for (const due of await this.store.repo.dueForRotation(now)) {
+      // A seal or shutdown: finish the key in hand, start no other.
+      if (signal?.aborted) break;
       const found = (await this.store.find(due.namespace, due.name)).row;
       const material = await generateMaterial(found.type);
       try {
