@@ -32,7 +32,7 @@ async function schemaColumns(db: Kysely<Database>): Promise<Column[]> {
 function declaration(table: string, column: string): string | null {
   if (ROOT_WRAPPED.some((e) => e.table === table && e.column === column)) return 'root-wrapped';
   if (KEK_WRAPPED.some((e) => e.table === table && e.column === column)) return 'kek-wrapped';
-  if (KEK_WRAPPED.some((e) => e.table === table && e.encrypts.column === column)) return 'dek-encrypted';
+  if (KEK_WRAPPED.some((e) => e.table === table && 'encrypts' in e && e.encrypts?.column === column)) return 'dek-encrypted';
   const cls = (TABLES as Record<string, (typeof TABLES)[keyof typeof TABLES] | undefined>)[table];
   if (cls?.kind === 'seal' && column in cls.columns) return 'seal';
   if (cls?.kind === 'plain' && cls.bytes && column in cls.bytes) return 'plain bytes';
@@ -86,7 +86,7 @@ describe('the registry of wrapped tables', () => {
     }
     for (const e of KEK_WRAPPED) {
       expect(TABLES[e.table].kind).toBe('kek-wrapped');
-      for (const col of [...e.key, e.column, e.kekVersion, e.encrypts.column, e.namespace.join[0]]) if (!has(e.table, col)) missing.push(`${e.table}.${col}`);
+      for (const col of [...e.key, e.column, e.kekVersion, ...('encrypts' in e && e.encrypts ? [e.encrypts.column] : []), e.namespace.join[0]]) if (!has(e.table, col)) missing.push(`${e.table}.${col}`);
       for (const col of [e.namespace.join[1], e.namespace.column]) if (!has(e.namespace.via, col)) missing.push(`${e.namespace.via}.${col}`);
     }
     expect(missing).toEqual([]);
@@ -103,7 +103,12 @@ describe('the registry of wrapped tables', () => {
       const declared = encode([e.aad.context, ...e.aad.fields.map((f) => sample[f]!), 7]);
       expect({ table: e.table, aad: Buffer.from(ROOT_WRAPPED_AAD[e.table].aad(sample, 7)).toString() }).toEqual({ table: e.table, aad: Buffer.from(declared).toString() });
     }
-    const [dek] = KEK_WRAPPED;
+    const dek = KEK_WRAPPED[0] as (typeof KEK_WRAPPED)[0] & { encrypts: NonNullable<(typeof KEK_WRAPPED)[0]["encrypts"]> };
+    const kms = KEK_WRAPPED.find((e) => e.table === 'kms_key_versions')!;
+    const kmsSample: Record<string, string | number> = { ...sample, key_id: 'key-1', name: 'signer', type: 'ed25519' };
+    expect(Buffer.from(aad.kmsKey('ns-1', 'key-1', 'signer', 'ed25519', 3, 2)).toString()).toBe(
+      Buffer.from(encode([kms.aad.context, ...kms.aad.fields.map((f) => kmsSample[f]!), 2])).toString(),
+    );
     expect(Buffer.from(aad.dek('ns-1', 'sec-1', 3, 2)).toString()).toBe(Buffer.from(encode([dek.aad.context, ...dek.aad.fields.map((f) => sample[f]!), 2])).toString());
     expect(Buffer.from(aad.secretValue('ns-1', 'sec-1', 3)).toString()).toBe(
       Buffer.from(encode([dek.encrypts.aad.context, ...dek.encrypts.aad.fields.map((f) => sample[f]!)])).toString(),

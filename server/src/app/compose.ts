@@ -27,6 +27,8 @@ import { EscrowService } from '../kms/escrow.js';
 import { JobScheduler } from '../jobs/scheduler.js';
 import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
 import { KekLifecycle } from '../kms/kek-lifecycle.js';
+import { createKms } from '../kms/named-keys/index.js';
+import { kmsRotationJob } from '../kms/named-keys/jobs.js';
 import { CofferMetrics } from '../ops/metrics.js';
 import { Pkcs11Seal } from '../seal/pkcs11-seal.js';
 import type { RootKey } from '../seal/root-key.js';
@@ -137,8 +139,10 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       });
       // The vault starts them once the services are in place and stops them (waiting) at seal and shutdown.
       const jobs = new JobScheduler({ locks: storage.jobLocks, onError: log.error, observer: metrics.jobs });
-      // False: no background jobs (tests drive `services().kek` by hand).
+      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
+      // False: no background jobs (tests drive `services().kek` and `services().kms` by hand).
       if (config.kekRunJobs) {
+        jobs.add(kmsRotationJob(kms.keys, config.kekJobIntervalSeconds * 1000));
         for (const job of kekJobs(kek, config.kekJobIntervalSeconds * 1000, (name) => jobs.kick(name))) jobs.add(job);
         namespaces.onKekRotated = () => jobs.kick(KEK_JOBS.rewrap);
         secrets.onUsageLimit = () => jobs.kick(KEK_JOBS.rotation);
@@ -165,6 +169,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
           importRoot: (unwrapInto, beforeCommit) => importRoot(vault, unwrapInto, beforeCommit),
         }),
         escrow: new EscrowService({ db, escrowRequests: repos.escrowRequests, namespaceKeys: repos.namespaceKeys, namespaces, keyring }),
+        kms,
       };
       return { services, jobs };
     } catch (err) {

@@ -68,7 +68,7 @@ export function openWithKey(key: KeyMaterial, envelope: Uint8Array, aad: Uint8Ar
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 
 /** HChaCha20 subkey for `key` and the first 16 nonce bytes. The caller zeroes the result. */
-function xchachaSubkey(key: KeyMaterial, nonce: Uint8Array): Uint8Array {
+export function xchachaSubkey(key: KeyMaterial, nonce: Uint8Array): Uint8Array {
   const k = new Uint32Array(8);
   const n = new Uint32Array(4);
   const kv = new DataView(key.buffer, key.byteOffset, KEY_BYTES);
@@ -85,7 +85,7 @@ function xchachaSubkey(key: KeyMaterial, nonce: Uint8Array): Uint8Array {
   return subkey;
 }
 
-function ietfNonce(nonce: Uint8Array): Uint8Array {
+export function ietfNonce(nonce: Uint8Array): Uint8Array {
   const iv = new Uint8Array(12);
   iv.set(nonce.subarray(16, 24), 4);
   return iv;

@@ -146,6 +146,48 @@ export class Keyring {
     });
   }
 
+  /**
+   * Wraps key material (a named key version, kms/named-keys) under a namespace
+   * KEK version, binding `context` (an aad.* value naming the row). The KEK
+   * never leaves the keyring; the caller keeps and zeroes `material`.
+   */
+  async wrapUnderKek(namespaceId: string, kekVersion: number, material: Uint8Array, context: Uint8Array, executor?: Executor): Promise<Uint8Array> {
+    return this.withKek(namespaceId, kekVersion, executor, (kek) => sealWithKeyNative(kek, material, context));
+  }
+
+  /**
+   * Unwraps what `wrapUnderKek` wrapped; IntegrityError naming `what` if the
+   * bytes or their context were altered or moved. The caller owns and zeroes the result.
+   */
+  async unwrapUnderKek(namespaceId: string, kekVersion: number, wrapped: Uint8Array, context: Uint8Array, what: string, executor?: Executor): Promise<KeyMaterial> {
+    return this.withKek(namespaceId, kekVersion, executor, (kek) => openWithKeyNative(kek, wrapped, context, what));
+  }
+
+  /**
+   * Moves material wrapped by `wrapUnderKek` to KEK version `targetVersion`
+   * (the KEK rewrap of a namespace); each row names the context it is under
+   * now and the one it gets. Returns the new wrapped bytes in input order.
+   */
+  async rewrapUnderKek(
+    namespaceId: string,
+    targetVersion: number,
+    rows: ReadonlyArray<{ kekVersion: number; wrapped: Uint8Array; from: Uint8Array; to: Uint8Array; what: string }>,
+    executor?: Executor,
+  ): Promise<Uint8Array[]> {
+    const versions = new Set<number>([targetVersion]);
+    for (const row of rows) versions.add(row.kekVersion);
+    return this.withKeks(namespaceId, [...versions], executor, (keks) =>
+      rows.map((row) => {
+        const material = openWithKeyNative(keks.get(row.kekVersion)!, row.wrapped, row.from, row.what);
+        try {
+          return sealWithKeyNative(keks.get(targetVersion)!, material, row.to);
+        } finally {
+          zeroize(material);
+        }
+      }),
+    );
+  }
+
   /** Unwraps a system key (e.g. the token signing key). The caller owns and zeroes the result. */
   async unwrapSystemKey(name: string, version: number, wrapped: Uint8Array, rootVersion: number): Promise<KeyMaterial> {
     return this.root.unwrapKey(wrapped, aad.systemKey(name, version, rootVersion), `system key ${name}`);

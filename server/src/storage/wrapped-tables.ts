@@ -53,8 +53,11 @@ export interface KekWrappedColumn<T extends TableName = TableName> {
   namespace: { via: TableName; join: [ColumnOf<T>, string]; column: string };
   /** AAD of the DEK: context and its fields (namespace_id comes through `namespace`), then the KEK version. */
   aad: { context: string; fields: readonly string[] };
-  /** The ciphertext the DEK encrypts, and its AAD (no key version: the DEK is per version). */
-  encrypts: { column: ColumnOf<T>; aad: { context: string; fields: readonly string[] } };
+  /**
+   * The ciphertext the DEK encrypts, and its AAD (no key version: the DEK is per version).
+   * Absent when the wrapped bytes are the key itself (a KMS named key version).
+   */
+  encrypts?: { column: ColumnOf<T>; aad: { context: string; fields: readonly string[] } };
 }
 
 /** Any registry entry, column names as plain strings (what the generic queries need). */
@@ -111,6 +114,16 @@ export const KEK_WRAPPED = [
     aad: { context: 'dek', fields: ['namespace_id', 'secret_id', 'version'] },
     encrypts: { column: 'ciphertext', aad: { context: 'secret-value', fields: ['namespace_id', 'secret_id', 'version'] } },
   }),
+  // A KMS named key's versions: the material itself, under its namespace's KEK. `name` and `type`
+  // of the AAD come from kms_keys (key_id); a row moved to another key or namespace fails to open.
+  kekWrapped({
+    table: 'kms_key_versions',
+    key: ['key_id', 'version'],
+    column: 'wrapped_material',
+    kekVersion: 'kek_version',
+    namespace: { via: 'namespaces', join: ['namespace_id', 'id'], column: 'id' },
+    aad: { context: 'kms-key', fields: ['namespace_id', 'key_id', 'name', 'type', 'version'] },
+  }),
 ] as const;
 
 export type TableClass =
@@ -134,6 +147,8 @@ export const TABLES: { readonly [T in TableName]: TableClass } = {
   namespace_keys: { kind: 'root-wrapped' },
   import_keys: { kind: 'root-wrapped' },
   secret_versions: { kind: 'kek-wrapped' },
+  kms_key_versions: { kind: 'kek-wrapped' },
+  kms_keys: { kind: 'plain' },
   namespaces: { kind: 'plain' },
   secrets: { kind: 'plain' },
   kek_rewrap_jobs: { kind: 'plain' },

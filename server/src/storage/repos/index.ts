@@ -13,6 +13,7 @@ import { namespaceKeysRepo } from './namespace-keys.js';
 import { namespacesRepo } from './namespaces.js';
 import { rewrapJobsRepo } from './rewrap-jobs.js';
 import { rootWrappedRepo } from './root-wrapped.js';
+import { kmsKeysRepo } from './kms-keys.js';
 import { sealConfigRepo } from './seal-config.js';
 import { secretsRepo } from './secrets.js';
 import { systemKeysRepo } from './system-keys.js';
@@ -31,6 +32,7 @@ export function createRepos(db: Kysely<Database>) {
     importKeys: importKeysRepo(db),
     escrowRequests: escrowRequestsRepo(db),
     rootWrapped: rootWrappedRepo(db),
+    kmsKeys: kmsKeysRepo(db),
   };
 }
 
