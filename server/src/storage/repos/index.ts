@@ -6,10 +6,17 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { approleRepo } from './approle.js';
+import { auditIntentsRepo } from './audit-intents.js';
+import { auditRepo } from './audit.js';
+import { certRepo } from './cert.js';
+import { jwtRepo } from './jwt.js';
 import { kekLifecycleRepo } from './kek-lifecycle.js';
+import { policiesRepo } from './policies.js';
 import { sealConfigRepo } from './seal-config.js';
 import { systemKeysRepo } from './system-keys.js';
 import { tokensRepo } from './tokens.js';
+import { userpassRepo } from './userpass.js';
 
 export function createRepos(db: Kysely<Database>) {
   return {
@@ -17,6 +24,13 @@ export function createRepos(db: Kysely<Database>) {
     sealConfig: sealConfigRepo(db),
     systemKeys: systemKeysRepo(db),
     tokens: tokensRepo(db),
+    audit: auditRepo(db),
+    auditIntents: auditIntentsRepo(db),
+    policies: policiesRepo(db),
+    userpass: userpassRepo(db),
+    approle: approleRepo(db),
+    jwt: jwtRepo(db),
+    cert: certRepo(db),
   };
 }
 
