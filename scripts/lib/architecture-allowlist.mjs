@@ -9,13 +9,4 @@ export const layers = [
 
 /** Files outside server/src/storage/ that write SQL. Removed by: SQL into storage/repos. */
 export const sql = [
-  { file: 'audit/intents.ts', step: 'SQL into storage/repos' },
-  { file: 'audit/reader.ts', step: 'SQL into storage/repos' },
-  { file: 'audit/writer.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/approle.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/cert.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/jwt.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/policy-store.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/tokens.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/userpass.ts', step: 'SQL into storage/repos' },
 ];

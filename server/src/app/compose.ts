@@ -68,8 +68,8 @@ function auditOptions(config: Config, storage: Storage): AuditOptions {
 
 export function compose(config: Config, storage: Storage, logger: Logger): Composed {
   const { db, changes } = storage;
-  const audit = new AuditLog(db, auditOptions(config, storage), logger);
   const repos = createRepos(db);
+  const audit = new AuditLog({ audit: repos.audit, intents: repos.auditIntents }, auditOptions(config, storage), logger);
   // Dev mode is a throwaway Shamir server whatever else is configured.
   const seals = new Seals([new ShamirSeal(), new Pkcs11Seal(config.dev ? null : pkcs11SettingsOf(config))], config.dev ? 'shamir' : config.seal);
   const auth = authOptionsOf(config);
@@ -115,9 +115,9 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     try {
       const row = await repos.systemKeys.require(TOKEN_SIGNING_KEY);
       const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
-      const policies = new PolicyStore(db, changes);
+      const policies = new PolicyStore(repos.policies, changes);
       await policies.loadAll();
-      const tokens = new TokenService(db, signingKey, changes, policies, auth.tokens);
+      const tokens = new TokenService(repos.tokens, signingKey, changes, policies, auth.tokens);
       audit.setKey(await openSystemKey(repos.systemKeys, keyring, AUDIT_KEY));
       await tokens.load();
       const secretChanges = { cache: readCache, feed: changes };
@@ -155,10 +155,10 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         namespaces,
         secrets,
         policies,
-        userpass: new UserpassService(db, tokens, guard, auth.argon2),
-        approle: new AppRoleService(db, tokens, guard),
-        jwt: new JwtAuthService(db, tokens, guard, auth.jwt),
-        cert: new CertAuthService(db, tokens, guard),
+        userpass: new UserpassService(repos.userpass, tokens, guard, auth.argon2),
+        approle: new AppRoleService(repos.approle, tokens, guard),
+        jwt: new JwtAuthService(repos.jwt, tokens, guard, auth.jwt),
+        cert: new CertAuthService(repos.cert, tokens, guard),
         kek,
         byok: new ByokService({
           db,

@@ -6,6 +6,11 @@
  */
 import type { Kysely } from 'kysely';
 import type { Database } from '../schema.js';
+import { approleRepo } from './approle.js';
+import { auditIntentsRepo } from './audit-intents.js';
+import { auditRepo } from './audit.js';
+import { certRepo } from './cert.js';
+import { jwtRepo } from './jwt.js';
 import { kekLifecycleRepo } from './kek-lifecycle.js';
 import { escrowRequestsRepo } from './escrow-requests.js';
 import { importKeysRepo } from './import-keys.js';
@@ -14,10 +19,12 @@ import { namespacesRepo } from './namespaces.js';
 import { rewrapJobsRepo } from './rewrap-jobs.js';
 import { rootWrappedRepo } from './root-wrapped.js';
 import { kmsKeysRepo } from './kms-keys.js';
+import { policiesRepo } from './policies.js';
 import { sealConfigRepo } from './seal-config.js';
 import { secretsRepo } from './secrets.js';
 import { systemKeysRepo } from './system-keys.js';
 import { tokensRepo } from './tokens.js';
+import { userpassRepo } from './userpass.js';
 
 export function createRepos(db: Kysely<Database>) {
   return {
@@ -33,6 +40,13 @@ export function createRepos(db: Kysely<Database>) {
     escrowRequests: escrowRequestsRepo(db),
     rootWrapped: rootWrappedRepo(db),
     kmsKeys: kmsKeysRepo(db),
+    audit: auditRepo(db),
+    auditIntents: auditIntentsRepo(db),
+    policies: policiesRepo(db),
+    userpass: userpassRepo(db),
+    approle: approleRepo(db),
+    jwt: jwtRepo(db),
+    cert: certRepo(db),
   };
 }
 
