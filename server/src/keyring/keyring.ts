@@ -13,10 +13,8 @@ import {
   NONCE_LENGTH,
   generateKeyMaterial,
   openWithKey,
-  openWithKeyNative,
   randomNonces,
   sealWithKey,
-  sealWithKeyNative,
   zeroize,
   type KeyMaterial,
 } from '../crypto/aead.js';
@@ -89,10 +87,10 @@ export class Keyring {
     for (const row of rows) versions.add(row.kekVersion);
     return this.withKeks(namespaceId, [...versions], executor, (keks) => {
       const target = keks.get(targetVersion)!;
-      // Bulk work: OpenSSL's ChaCha20-Poly1305 (same envelopes) and one CSPRNG call per batch.
+      // Bulk work: one CSPRNG call per batch.
       const nonces = randomNonces(rows.length);
       return rows.map((row, i) => {
-        const dek = openWithKeyNative(
+        const dek = openWithKey(
           keks.get(row.kekVersion)!,
           row.wrappedDek,
           aad.dek(namespaceId, row.secretId, row.version, row.kekVersion),
@@ -100,7 +98,7 @@ export class Keyring {
         );
         try {
           const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
-          return sealWithKeyNative(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
+          return sealWithKey(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
         } finally {
           zeroize(dek);
         }
