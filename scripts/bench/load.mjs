@@ -12,7 +12,8 @@ export function percentile(sorted, p) {
 }
 
 /**
- * One autocannon run. Latencies are collected from every response as float milliseconds
+ * One autocannon run (`request.requests`, when given, is autocannon's list of requests, e.g. with
+ * a `setupRequest` that picks a path per request). Latencies are collected from every response as float milliseconds
  * (autocannon's own histogram truncates to whole milliseconds, too coarse for sub-ms p50s).
  */
 export async function runLoad(request, seconds, connections, onResponse) {
@@ -22,6 +23,7 @@ export async function runLoad(request, seconds, connections, onResponse) {
     method: request.method,
     headers: request.headers,
     body: request.body,
+    ...(request.requests ? { requests: request.requests } : {}),
     connections,
     duration: seconds,
     pipelining: 1,
