@@ -45,6 +45,9 @@
 //   --only LIST         run only these scenarios, e.g. --only a,b1
 //   --cpu-prof DIR      run the Coffer servers under `node --cpu-prof`, profiles written to DIR
 //   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
+//   --aead              only the AEAD micro-benchmark (with --only: in addition to those scenarios)
+//   --scale             only the scale scenario; --scale-secrets N (or COFFER_BENCH_SCALE_SECRETS)
+//                       sets N (default 1,000,000; e.g. 20000 for a quick look)
 //
 // This file is the runner: which scenario runs on which server, in what order. The parts are in
 // scripts/bench/: options.mjs (scenario catalogue, command line), servers.mjs (starting the

@@ -60,12 +60,13 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     const r = results.get(s.id);
     if (!r) continue;
     if (r.skipped) {
-      rows.push([s.label, 'SKIPPED', '-', '-', '-', '-', r.skipped]);
+      rows.push([s.label, 'SKIPPED', '-', '-', '-', '-', '-', r.skipped]);
       continue;
     }
     const errs = r.errors + r.warmup.errors;
     const non2xx = r.non2xx + r.warmup.non2xx;
-    rows.push([s.label, fmtInt(r.rps), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max), fmtInt(r.requests), `${errs} / ${non2xx}`]);
+    const cpu = r.serverCpuMsPerRequest === null || r.serverCpuMsPerRequest === undefined ? '-' : r.serverCpuMsPerRequest.toFixed(3);
+    rows.push([s.label, fmtInt(r.rps), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max), cpu, fmtInt(r.requests), `${errs} / ${non2xx}`]);
     if (errs > 0 || non2xx > 0) {
       const codes = { ...r.warmup.statusCodes };
       for (const [c, n] of Object.entries(r.statusCodes)) codes[c] = (codes[c] ?? 0) + n;
@@ -77,8 +78,8 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
   const http = results.size > 0;
   if (http) {
     out();
-    out(table(rows, ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'requests', 'errors / non-2xx'], [false, true, true, true, true, true, true]));
-    out('(errors / non-2xx include the warm-up; latencies are per request, measured by the client)');
+    out(table(rows, ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'srv CPU ms/req', 'requests', 'errors / non-2xx'], [false, true, true, true, true, true, true, true]));
+    out('(errors / non-2xx include the warm-up; latencies are per request, measured by the client; srv CPU: the server process\'s CPU time per request, which other load on the machine disturbs far less than req/s)');
   }
   for (const s of SCENARIOS) {
     const r = results.get(s.id);
