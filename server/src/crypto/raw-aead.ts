@@ -9,7 +9,7 @@
  * HChaCha20 subkey of the first 16 nonce bytes, with nonce 0⁴ ‖ nonce[16..24].
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { ietfNonce, xchachaSubkey } from './aead.js';
+import { xchachaIetfNonce, xchachaSubkey } from './aead.js';
 
 export type RawAead = 'aes-256-gcm' | 'xchacha20-poly1305';
 
@@ -18,7 +18,7 @@ export const NONCE_BYTES: Readonly<Record<RawAead, number>> = { 'aes-256-gcm': 1
 
 function cipherFor(alg: RawAead, key: Uint8Array, nonce: Uint8Array): { name: 'aes-256-gcm' | 'chacha20-poly1305'; key: Uint8Array; iv: Uint8Array } {
   if (alg === 'aes-256-gcm') return { name: 'aes-256-gcm', key, iv: nonce };
-  return { name: 'chacha20-poly1305', key: xchachaSubkey(key, nonce), iv: ietfNonce(nonce) };
+  return { name: 'chacha20-poly1305', key: xchachaSubkey(key, nonce), iv: xchachaIetfNonce(nonce) };
 }
 
 /** nonce ‖ ciphertext ‖ tag. `nonce` defaults to fresh random bytes (tests pass known ones). */

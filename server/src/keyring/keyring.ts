@@ -12,10 +12,8 @@ import {
   NONCE_LENGTH,
   generateKeyMaterial,
   openWithKey,
-  openWithKeyNative,
   randomNonces,
   sealWithKey,
-  sealWithKeyNative,
   zeroize,
   type KeyMaterial,
 } from '../crypto/aead.js';
@@ -88,10 +86,10 @@ export class Keyring {
     for (const row of rows) versions.add(row.kekVersion);
     return this.withKeks(namespaceId, [...versions], executor, (keks) => {
       const target = keks.get(targetVersion)!;
-      // Bulk work: OpenSSL's ChaCha20-Poly1305 (same envelopes) and one CSPRNG call per batch.
+      // Bulk work: one CSPRNG call per batch.
       const nonces = randomNonces(rows.length);
       return rows.map((row, i) => {
-        const dek = openWithKeyNative(
+        const dek = openWithKey(
           keks.get(row.kekVersion)!,
           row.wrappedDek,
           aad.dek(namespaceId, row.secretId, row.version, row.kekVersion),
@@ -99,7 +97,7 @@ export class Keyring {
         );
         try {
           const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
-          return sealWithKeyNative(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
+          return sealWithKey(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
         } finally {
           zeroize(dek);
         }
@@ -152,7 +150,7 @@ export class Keyring {
    * never leaves the keyring; the caller keeps and zeroes `material`.
    */
   async wrapUnderKek(namespaceId: string, kekVersion: number, material: Uint8Array, context: Uint8Array, executor?: Executor): Promise<Uint8Array> {
-    return this.withKek(namespaceId, kekVersion, executor, (kek) => sealWithKeyNative(kek, material, context));
+    return this.withKek(namespaceId, kekVersion, executor, (kek) => sealWithKey(kek, material, context));
   }
 
   /**
@@ -160,7 +158,7 @@ export class Keyring {
    * bytes or their context were altered or moved. The caller owns and zeroes the result.
    */
   async unwrapUnderKek(namespaceId: string, kekVersion: number, wrapped: Uint8Array, context: Uint8Array, what: string, executor?: Executor): Promise<KeyMaterial> {
-    return this.withKek(namespaceId, kekVersion, executor, (kek) => openWithKeyNative(kek, wrapped, context, what));
+    return this.withKek(namespaceId, kekVersion, executor, (kek) => openWithKey(kek, wrapped, context, what));
   }
 
   /**
@@ -178,9 +176,9 @@ export class Keyring {
     for (const row of rows) versions.add(row.kekVersion);
     return this.withKeks(namespaceId, [...versions], executor, (keks) =>
       rows.map((row) => {
-        const material = openWithKeyNative(keks.get(row.kekVersion)!, row.wrapped, row.from, row.what);
+        const material = openWithKey(keks.get(row.kekVersion)!, row.wrapped, row.from, row.what);
         try {
-          return sealWithKeyNative(keks.get(targetVersion)!, material, row.to);
+          return sealWithKey(keks.get(targetVersion)!, material, row.to);
         } finally {
           zeroize(material);
         }
