@@ -124,7 +124,9 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
       const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
+      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
+        namedKeys: kms.keys,
         rewrapBatchSize: config.kekRewrapBatchSize,
         rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
         onError: (what, err) => log.error(what, err),
@@ -139,7 +141,6 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       });
       // The vault starts them once the services are in place and stops them (waiting) at seal and shutdown.
       const jobs = new JobScheduler({ locks: storage.jobLocks, onError: log.error, observer: metrics.jobs });
-      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
       // False: no background jobs (tests drive `services().kek` and `services().kms` by hand).
       if (config.kekRunJobs) {
         jobs.add(kmsRotationJob(kms.keys, config.kekJobIntervalSeconds * 1000));

@@ -42,6 +42,8 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
     draft.namespace = target.namespace;
     if (target.path !== undefined) draft.path = target.path;
   }
+  const version = res.locals.auditVersion as number | undefined;
+  if (version !== undefined) draft.version = version;
   return draft;
 }
 
@@ -75,10 +77,11 @@ export function auditRequests(core: CofferCore): RequestHandler {
   };
 }
 
-/** Any method but GET/HEAD/OPTIONS may change state, and so may the few reads whose route declares that they do. */
+/** Any method but GET/HEAD/OPTIONS may change state unless its route declares otherwise, and so may the few reads whose route declares that they do. */
 function mayChangeState(req: Request): boolean {
-  if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') return true;
-  return matchOf(req).op?.changesState === true;
+  const declared = matchOf(req).op?.changesState;
+  if (declared !== undefined) return declared;
+  return req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
 }
 
 /**
