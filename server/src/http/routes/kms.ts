@@ -86,7 +86,8 @@ const encryptBody = z.object({ plaintext: b64, associated_data: b64.optional(), 
 const decryptBody = z.object({ ciphertext: value, associated_data: b64.optional() }).strict();
 const rewrapBody = z.object({ ciphertext: value, associated_data: b64.optional(), key_version: versionNumber.optional() }).strict();
 const bits = z.union(KMS_DATAKEY_BITS.map((b) => z.literal(b)) as [z.ZodLiteral<128>, z.ZodLiteral<256>, z.ZodLiteral<512>]);
-const datakeyBody = z.object({ bits: bits.optional(), associated_data: b64.optional() }).strict();
+// `mode` is the path's; a client that also sends it in the body (KmsDataKeyRequest) must agree with it.
+const datakeyBody = z.object({ mode: z.enum(['plaintext', 'wrapped']).optional(), bits: bits.optional(), associated_data: b64.optional() }).strict();
 const signFields = {
   input: b64,
   prehashed: z.boolean().optional(),
@@ -277,7 +278,10 @@ export const kmsMount: Mount = {
     single('/v1/kms/:ns/decrypt/:name', 'POST', keyOp('kms.decrypt', 'decrypt', decryptBody, ({ ns, name }, body, _res, { core }) => core.services().kms.ops.decrypt(ns, name, body))),
     single('/v1/kms/:ns/rewrap/:name', 'POST', keyOp('kms.rewrap', 'rewrap', rewrapBody, ({ ns, name }, body, _res, { core }) => core.services().kms.ops.rewrap(ns, name, body))),
     ...(['plaintext', 'wrapped'] as const).map((mode) =>
-      single(`/v1/kms/:ns/datakey/${mode}/:name`, 'POST', keyOp(`kms.datakey.${mode}`, 'datakey', datakeyBody, ({ ns, name }, body, _res, { core }) => core.services().kms.ops.datakey(ns, name, { ...body, mode }))),
+      single(`/v1/kms/:ns/datakey/${mode}/:name`, 'POST', keyOp(`kms.datakey.${mode}`, 'datakey', datakeyBody, ({ ns, name }, body, _res, { core }) => {
+        if (body.mode !== undefined && body.mode !== mode) throw badRequest(`this path issues "${mode}" data keys; the body says "${body.mode}"`);
+        return core.services().kms.ops.datakey(ns, name, { ...body, mode });
+      })),
     ),
     single('/v1/kms/:ns/sign/:name', 'POST', keyOp('kms.sign', 'sign', signBody, ({ ns, name }, body, _res, { core }) => core.services().kms.ops.sign(ns, name, body))),
     single('/v1/kms/:ns/verify/:name', 'POST', keyOp('kms.verify', 'verify', verifyBody, ({ ns, name }, body, _res, { core }) => {
