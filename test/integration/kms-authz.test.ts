@@ -5,7 +5,7 @@
 // cannot decrypt. Storage plays no part: PGlite only.
 import { KMS_CAPABILITIES, SECRET_CAPABILITIES, type Capability } from '@coffer/sdk/api';
 import { ROUTES } from '@coffer/server/http/route-table';
-import { routeTemplate } from '@coffer/server/http/route-template';
+import { describeRequest, routeTemplate } from '@coffer/server/http/route-template';
 import type { RunningServer } from '@coffer/server/server';
 import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
 
@@ -87,6 +87,9 @@ describe('KMS authorization matrix', () => {
     const kms = ROUTES.filter((r) => r.template.startsWith('/v1/kms')).map((r) => `${r.method} ${r.template}`);
     expect(kms.length).toBeGreaterThanOrEqual(20);
     expect(kms.filter((r) => !covered.has(r))).toEqual([]);
+    // A request no handler reached (401, 404) is still audited under its namespace and key.
+    expect(describeRequest('POST', '/v1/kms/km/encrypt/k-aes')).toEqual({ action: 'kms.encrypt', namespace: 'km', path: 'k-aes' });
+    expect(describeRequest('GET', '/v1/kms/km/keys')).toEqual({ action: 'kms.key.list', namespace: 'km', path: null });
   });
 
   it('allows the right capability on the key and refuses everything short of it', async () => {

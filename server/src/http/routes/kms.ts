@@ -121,8 +121,12 @@ function routedKey(req: Request, res: Response, authorize: (ns: string, path?: s
   const ns = checkNamespaceName(typeof req.params.ns === 'string' ? req.params.ns : '');
   const name = typeof req.params.name === 'string' ? req.params.name : '';
   const problem = kmsKeyNameProblem(name);
-  auditTarget(res, ns, problem ? name.slice(0, 128) : name);
-  if (problem) throw badRequest(problem);
+  if (problem) {
+    // Named as the URL matcher stored it (bounded, storable text).
+    auditTarget(res, ns);
+    throw badRequest(problem);
+  }
+  auditTarget(res, ns, name);
   authorize(ns, name);
   return { ns, name };
 }
@@ -151,7 +155,8 @@ function keyOp<B>(action: string, capability: Capability, body: z.ZodType<B>, ha
       const key = routedKey(req, res, ctx.authorize);
       ctx.query();
       const raw = req.body as Record<string, unknown> | undefined;
-      const requested = versionOf(raw?.ciphertext ?? raw?.signature ?? raw?.hmac) ?? (typeof raw?.key_version === 'number' ? raw.key_version : undefined);
+      const asked = raw?.key_version;
+      const requested = versionOf(raw?.ciphertext ?? raw?.signature ?? raw?.hmac) ?? (Number.isInteger(asked) && (asked as number) >= 1 && (asked as number) <= INT4_MAX ? (asked as number) : undefined);
       if (requested !== undefined) auditVersion(res, requested);
       const result = await handler(key, ctx.body(), res, ctx);
       const version = (result as { key_version?: unknown } | null)?.key_version;
