@@ -44,6 +44,11 @@ export function printKms(results, ratios, out) {
   out();
   out(`KMS (issue 14), on the (b1) server in the same run${base ? `; (b1) read ${Math.round(base.rps)} req/s, server CPU ${base.serverCpuMsPerRequest?.toFixed(3) ?? '-'} ms/req` : ''}:`);
   for (const [id, r] of got) {
+    // A batch is 1,000 operations per request: its line is per batch, not a ratio to one read.
+    if (id === 'k4') {
+      out(`  ${scenario(id).label}: ${Math.round(r.rps)} batches/s, server CPU ${r.serverCpuMsPerRequest?.toFixed(1) ?? '-'} ms per batch; p50 ${fmtMs(r.p50)} ms`);
+      continue;
+    }
     const ratio = base ? r.rps / base.rps : null;
     const cpuRatio = base && r.serverCpuMsPerRequest && base.serverCpuMsPerRequest ? base.serverCpuMsPerRequest / r.serverCpuMsPerRequest : null;
     ratios[`${id}_over_b1`] = ratio;
@@ -60,7 +65,7 @@ export function printKms(results, ratios, out) {
   if (k3 && !k3.skipped) out(`  aim: ed25519 sign ≥ ${KMS_AIMS.signPerSecond}/s: ${Math.round(k3.rps)}/s ${verdict(k3.rps >= KMS_AIMS.signPerSecond)}`);
   if (k4 && !k4.skipped) {
     const ms = k4.serverCpuMsPerRequest ?? null;
-    out(`  aim: a ${KMS_BATCH_ITEMS}-item batch under ${KMS_AIMS.batchServerMs} ms of server time: ${ms === null ? '-' : ms.toFixed(1)} ms CPU per batch ${verdict(ms === null ? null : ms < KMS_AIMS.batchServerMs)} (client p50 ${fmtMs(k4.p50)} ms at ${'the run\'s connections'})`);
+    out(`  aim: a ${KMS_BATCH_ITEMS}-item batch under ${KMS_AIMS.batchServerMs} ms of server time: ${ms === null ? '-' : ms.toFixed(1)} ms CPU per batch ${verdict(ms === null ? null : ms < KMS_AIMS.batchServerMs)} (client p50 ${fmtMs(k4.p50)} ms, queueing included)`);
   }
   out('  (informational; on a shared, loaded machine compare the ratios, not the absolute numbers)');
 }
