@@ -38,6 +38,14 @@ describe('operator files and CLI-worded errors (Shamir seal, PGlite)', () => {
     return r.stdout;
   };
 
+  /** The server's JSON log lines so far. */
+  const logLines = () =>
+    server
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: number; msg: string; code?: string; [k: string]: unknown });
+
   beforeAll(async () => {
     server = await startServerProcess({
       COFFER_DATA_DIR: path.join(dir, 'data'),
@@ -73,6 +81,10 @@ describe('operator files and CLI-worded errors (Shamir seal, PGlite)', () => {
     expect(sealed.code).toBe(5);
     expect(sealed.stderr).toMatch(/Coffer is sealed: run `coffer operator unseal`/);
     expect(sealed.stderr).not.toMatch(/\/v1\//);
+    // The server logs the initialisation at info, and a request refused while sealed not as an error.
+    const log = logLines();
+    expect(log.filter((l) => l.msg === 'initialised')).toEqual([expect.objectContaining({ level: 30, seal_type: 'shamir', shares: 3, threshold: 2 })]);
+    expect(log.filter((l) => l.code === 'sealed' && l.level >= 40)).toEqual([]);
   });
 
   it('unseal --shares-file applies the shares in turn: too few leave it sealed and say so; enough unseal it', async () => {
@@ -90,6 +102,7 @@ describe('operator files and CLI-worded errors (Shamir seal, PGlite)', () => {
 
     const done = await ok(['operator', 'unseal', '--shares-file', path.join(dir, 'shares.txt'), '--format', 'json']);
     expect(JSON.parse(done)).toMatchObject({ sealed: false });
+    expect(logLines().filter((l) => l.msg === 'unsealed')).toEqual([expect.objectContaining({ level: 30, root_version: 1 })]);
   });
 
   it('ns delete of a namespace with secrets says to use --force', async () => {
@@ -129,6 +142,11 @@ describe('operator files and CLI-worded errors (Shamir seal, PGlite)', () => {
     const seconds = Number(/wait (\d+) s/.exec(last.stderr)?.[1]);
     expect(seconds).toBeGreaterThan(1);
     expect(seconds).toBeLessThanOrEqual(60);
+  });
+
+  it('operator seal is logged at info', async () => {
+    await ok(['operator', 'seal']);
+    expect(logLines().filter((l) => l.msg === 'sealed')).toEqual([expect.objectContaining({ level: 30, by: 'operator' })]);
   });
 });
 
