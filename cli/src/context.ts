@@ -12,11 +12,11 @@ import type { Command } from 'commander';
 import { DEFAULT_ADDRESS, DEFAULT_PROFILE, configFilePath, readConfig, readTokenFile, resolveProfile, writeConfig, type ConfigFile, type Profile, type ResolvedProfile } from './config.js';
 import { CliError, EXIT, usageError } from './errors.js';
 import { nodeFetch } from './http-fetch.js';
-import { json } from './output.js';
+import { json, yaml } from './output.js';
 
 export const CLI_VERSION = '0.1.0';
 
-export type Format = 'table' | 'json';
+export type Format = 'table' | 'json' | 'yaml';
 
 export interface GlobalOptions {
   addr?: string;
@@ -86,9 +86,10 @@ export class Context {
     return checkNamespace(name);
   }
 
-  /** JSON of `value` with --format json, else the text `render` returns. */
+  /** JSON or YAML of `value` with --format json|yaml, else the text `render` returns. */
   print(value: unknown, render: () => string): void {
-    process.stdout.write(this.globals.format === 'json' ? json(value) : render());
+    const format = this.globals.format;
+    process.stdout.write(format === 'json' ? json(value) : format === 'yaml' ? yaml(value) : render());
   }
 
   /** --token, then COFFER_TOKEN, then the profile's token file. */

@@ -63,7 +63,7 @@ function baseProgram(): Command {
       ),
     )
     .addOption(new Option('--profile <name>', 'config profile (default: default_profile of the config file, else "default")').env('COFFER_PROFILE'))
-    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(new Option('--format <format>', 'output format: table (for people; bold on a terminal unless NO_COLOR), json or yaml').choices(['table', 'json', 'yaml']).default('table'))
     // Wherever it appears, except after `audit tail`, whose -n is its line count (see commands/audit.ts).
     .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands (a filter for audit commands)').env('COFFER_NAMESPACE'))
     // -V only: `--version` is `secret get`'s option, and commander would give it to the program.

@@ -5,15 +5,15 @@ import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
 import { readShares, readStdin, promptHidden } from '../input.js';
-import { fields, table } from '../output.js';
+import { fields, green, red, table, yellow } from '../output.js';
 import { examples, integer, plural } from './common.js';
 import { writeNewPrivateFile } from '../private-file.js';
 
 function renderStatus(s: SealStatus, address: string): string {
   return fields([
     ['Address', address],
-    ['Initialized', s.initialized],
-    ['Sealed', s.sealed],
+    ['Initialized', s.initialized ? 'true' : yellow('false')],
+    ['Sealed', s.sealed ? red('true') : green('false')],
     ['Seal type', s.seal_type],
     ['Shares', s.shares],
     ['Threshold', s.threshold],
