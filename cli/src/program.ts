@@ -14,6 +14,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
   [['status', 'operator'], async () => (await import('./commands/sys.js')).registerSys],
   [['login', 'logout', 'token'], async () => (await import('./commands/login.js')).registerLogin],
   [['config'], async () => (await import('./commands/config.js')).registerConfig],
+  [['setup'], async () => (await import('./commands/setup.js')).registerSetup],
   [['ns'], async () => (await import('./commands/ns.js')).registerNamespaces],
   [['secret'], async () => (await import('./commands/secret.js')).registerSecrets],
   [['run', 'export'], async () => (await import('./commands/run.js')).registerRun],
@@ -83,7 +84,7 @@ function baseProgram(): Command {
     `
 Exit codes: 0 ok, 1 error, 2 usage, 3 denied (no/bad token, 401/403), 4 not found,
 5 sealed or unavailable (503, no answer); \`coffer run\` exits with its command's code.
-Settings: flags > COFFER_ADDR / COFFER_TOKEN / COFFER_NAMESPACE > profile (coffer config) > defaults.
+Settings: flags > COFFER_ADDR / COFFER_TOKEN / COFFER_NAMESPACE > .coffer.yaml (coffer setup) > profile (coffer config) > defaults.
 `,
   );
   return program;
