@@ -4,7 +4,7 @@
 //   packages/coffer-sdk-<v>.tgz   @coffer/sdk: no dependencies
 //   packages/coffer-cli-<v>.tgz   @coffer/cli: the `coffer` command, with @coffer/sdk BUNDLED inside,
 //                                 so one file installs it:  npm install -g ./coffer-cli-<v>.tgz
-//                                 (its only other dependency, commander, comes from the npm registry)
+//                                 (its other dependencies, commander and yaml, come from the npm registry)
 //
 // Neither pulls in a native addon, so installing them needs no compiler (only the server has
 // native addons). Both are ready for `npm publish <tarball>` (sdk first).
