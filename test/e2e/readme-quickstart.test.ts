@@ -39,6 +39,9 @@ describe('README quickstart', () => {
     const readme = await readFile(README, 'utf8');
     const commandLines = [...readme.matchAll(/```(?:sh|yaml|dockerfile)\n([\s\S]*?)```/g)].flatMap((m) => m[1]!.split('\n'));
     expect(commandLines.filter((line) => /\bnpx coffer\b(?!-server)/.test(line))).toEqual([]);
+    // The install line names the tarball `npm run pack` makes for this version.
+    const { version } = JSON.parse(await readFile(fileURLToPath(new URL('../../../cli/package.json', import.meta.url)), 'utf8')) as { version: string };
+    expect(readme).toContain(`npm run pack && npm install -g ./packages/coffer-cli-${version}.tgz`);
   });
 
   it('the CLI quickstart block stores and reads a secret against a dev server', async () => {
