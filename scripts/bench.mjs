@@ -22,6 +22,15 @@
 //   (d1) CLI: wall time of `coffer run -- true` with 50 secrets in the folder (process start to exit,
 //        sequential runs; `node -e 0` is measured alongside as the floor), Coffer on PGlite
 //   (d2) SDK: latency of one bulk fetch of those 50 secrets (client.secrets.bulk), sequential
+//   (p1) (p2) (p3) what users run: PostgreSQL with durability ON (fsync, synchronous_commit) and
+//        AppRole machine tokens with a read/list (write) policy: a read, a bulk read of a folder of
+//        100 secrets of ~500 B, and writes; (p1)/(p2) also at 1 connection (not in --quick), so
+//        the bulk/single ratio comes from one run (scenarios/durable.mjs)
+//   aead AEAD micro-benchmark: seal+open of 500 B (and 32 B) values, the server's native path vs
+//        pure-JS @noble/ciphers, in this process (bench/aead.mjs); alone with --aead
+//   scale  only with --scale: N secrets (--scale-secrets, COFFER_BENCH_SCALE_SECRETS; default
+//        1,000,000) across 100 namespaces on durable PostgreSQL, seeded into the database; reads,
+//        bulk read and list of a late folder, writes and server RSS at 1k and at N (scenarios/scale.mjs)
 // PostgreSQL is a throwaway cluster (scripts/lib/pg-cluster.mjs) holding a `coffer_bench` database;
 // PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
 // error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
@@ -36,6 +45,9 @@
 //   --only LIST         run only these scenarios, e.g. --only a,b1
 //   --cpu-prof DIR      run the Coffer servers under `node --cpu-prof`, profiles written to DIR
 //   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
+//   --aead              only the AEAD micro-benchmark (with --only: in addition to those scenarios)
+//   --scale             only the scale scenario; --scale-secrets N (or COFFER_BENCH_SCALE_SECRETS)
+//                       sets N (default 1,000,000; e.g. 20000 for a quick look)
 //
 // This file is the runner: which scenario runs on which server, in what order. The parts are in
 // scripts/bench/: options.mjs (scenario catalogue, command line), servers.mjs (starting the
@@ -49,12 +61,17 @@ import path from 'node:path';
 import { findPostgresBinaries } from './lib/pg-cluster.mjs';
 import { BenchError, CI, banner, info } from './bench/common.mjs';
 import { measure } from './bench/load.mjs';
-import { CLI_SCENARIOS, READ_PATH, REWRAP_SCENARIOS, SCENARIOS, USAGE, parseOptions, scenario } from './bench/options.mjs';
+import { benchAead } from './bench/aead.mjs';
+import {
+  CLI_SCENARIOS, DURABLE_IDS, NOT_IN_QUICK, OPT_IN, READ_PATH, REWRAP_SCENARIOS, SCENARIOS, USAGE, parseOptions, scenario,
+} from './bench/options.mjs';
 import { finish, printHeader } from './bench/report.mjs';
 import { benchCli } from './bench/scenarios/cli.mjs';
 import { measureWrites, readRequest } from './bench/scenarios/http.mjs';
 import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench/scenarios/identity.mjs';
+import { runDurable } from './bench/scenarios/durable.mjs';
 import { measureRewrap } from './bench/scenarios/rewrap.mjs';
+import { runScale } from './bench/scenarios/scale.mjs';
 import { createBenchDatabase, softHsmToken, startCoffer, startHello, startPostgres } from './bench/servers.mjs';
 import { cleanup, installCleanupHandlers, removeTempDir, session, stopChild, stopPostgres, trackTempDir } from './bench/session.mjs';
 
@@ -66,9 +83,10 @@ async function main() {
     process.stderr.write(`${err.message}\n${USAGE}\n`);
     return 2;
   }
-  const wanted = (id) => !opts.only || opts.only.includes(id);
+  const wanted = (id) => (opts.only ? opts.only.includes(id) : !OPT_IN.includes(id) && !(opts.quick && NOT_IN_QUICK.includes(id)));
   const started = Date.now();
-  if ([...SCENARIOS, ...REWRAP_SCENARIOS].some((s) => s.backend !== 'hello' && wanted(s.id)) && !existsSync(opts.serverMain)) {
+  const needsServer = [...SCENARIOS, ...REWRAP_SCENARIOS].some((s) => s.backend !== 'hello' && wanted(s.id)) || wanted('aead') || wanted('scale');
+  if (needsServer && !existsSync(opts.serverMain)) {
     process.stderr.write(`[bench] ${opts.serverMain} does not exist: build first (npx tsc -b), or use npm run bench\n`);
     return 1;
   }
@@ -94,16 +112,7 @@ async function main() {
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
-      const lines = [
-        `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
-        `Scenarios ${pgWanted.join(', ')} (Coffer on PostgreSQL) ${CI ? 'cannot run, and CI=true forbids skipping them.' : 'are SKIPPED.'}`,
-        '',
-        'Install it:  Debian/Ubuntu:  sudo apt-get install postgresql',
-        '             macOS:          brew install postgresql@15',
-        'or set PG_BINDIR to the directory holding initdb and pg_ctl.',
-      ];
-      process.stderr.write(`${banner(lines)}\n`);
-      if (CI) throw new BenchError('PostgreSQL binaries are required under CI=true');
+      noPostgres(pgWanted);
       for (const id of pgWanted) (id === 'r1' ? rewrapResults : results).set(id, { skipped: 'PostgreSQL binaries not found' });
     } else {
       const pg = await startPostgres();
@@ -169,6 +178,17 @@ async function main() {
     }
   }
 
+  // (p1)-(p3) durable PostgreSQL, AppRole machine tokens (its own cluster, after the other one stopped)
+  const durableWanted = DURABLE_IDS.filter(wanted);
+  if (durableWanted.length > 0) {
+    if (!findPostgresBinaries()) {
+      noPostgres(durableWanted);
+      for (const id of durableWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
+    } else {
+      pgVersion = await runDurable(opts, wanted, results);
+    }
+  }
+
   // (b2)/(c2) PGlite
   if (wanted('b2') || wanted('c2')) {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-pglite-'));
@@ -200,7 +220,35 @@ async function main() {
   let cliResults = {};
   if (CLI_SCENARIOS.some(wanted)) cliResults = await benchCli(opts, wanted);
 
-  return finish({ opts, results, rewrapResults, cliResults, pgVersion, started });
+  let aead = null;
+  if (wanted('aead')) aead = await benchAead({ serverMain: opts.serverMain, seconds: opts.quick ? 0.5 : 4 });
+
+  let scale = null;
+  if (wanted('scale')) {
+    if (!findPostgresBinaries()) {
+      noPostgres(['scale']);
+      scale = { skipped: 'PostgreSQL binaries not found' };
+    } else {
+      scale = await runScale(opts);
+      pgVersion ??= scale.pgVersion;
+    }
+  }
+
+  return finish({ opts, results, rewrapResults, cliResults, aead, scale, pgVersion, started });
+}
+
+/** The loud warning when PostgreSQL is missing for `ids`; under CI=true, an error. */
+function noPostgres(ids) {
+  const lines = [
+    `${CI ? 'ERROR' : 'WARNING'}: PostgreSQL server binaries (initdb, pg_ctl) not found.`,
+    `Scenarios ${ids.join(', ')} (Coffer on PostgreSQL) ${CI ? 'cannot run, and CI=true forbids skipping them.' : 'are SKIPPED.'}`,
+    '',
+    'Install it:  Debian/Ubuntu:  sudo apt-get install postgresql',
+    '             macOS:          brew install postgresql@15',
+    'or set PG_BINDIR to the directory holding initdb and pg_ctl.',
+  ];
+  process.stderr.write(`${banner(lines)}\n`);
+  if (CI) throw new BenchError('PostgreSQL binaries are required under CI=true');
 }
 
 installCleanupHandlers();

@@ -1,5 +1,6 @@
 // Load generation: one autocannon run with per-request latencies, and a measurement
 // (warm-up, then the measured run) that keeps the server's last words when requests failed.
+import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { info } from './common.mjs';
 import { fmtInt, fmtMs } from './report.mjs';
@@ -12,7 +13,8 @@ export function percentile(sorted, p) {
 }
 
 /**
- * One autocannon run. Latencies are collected from every response as float milliseconds
+ * One autocannon run (`request.requests`, when given, is autocannon's list of requests, e.g. with
+ * a `setupRequest` that picks a path per request). Latencies are collected from every response as float milliseconds
  * (autocannon's own histogram truncates to whole milliseconds, too coarse for sub-ms p50s).
  */
 export async function runLoad(request, seconds, connections, onResponse) {
@@ -22,6 +24,7 @@ export async function runLoad(request, seconds, connections, onResponse) {
     method: request.method,
     headers: request.headers,
     body: request.body,
+    ...(request.requests ? { requests: request.requests } : {}),
     connections,
     duration: seconds,
     pipelining: 1,
@@ -54,13 +57,33 @@ export async function runLoad(request, seconds, connections, onResponse) {
   }
 }
 
+const TICKS_PER_SECOND = 100; // USER_HZ: 100 on every Linux Node supports
+
+/**
+ * CPU time (user + system) a process has used, in ms, from /proc; null elsewhere. Per request it
+ * is the server's cost, far less sensitive to other load on the machine than req/s.
+ */
+function cpuMs(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+  } catch {
+    return null;
+  }
+}
+
 /** Warm-up, then the measured run. Returns the measured stats plus what the warm-up saw. */
 export async function measure(scenario, server, request, opts, onResponse) {
   info(`${scenario.label}: warm-up ${opts.warmup} s, then ${opts.duration} s at ${opts.connections} connections`);
   const warm = await runLoad(request, opts.warmup, opts.connections, onResponse);
   if (session.shuttingDown) throw new Error('interrupted');
+  const pid = server.child?.child?.pid;
+  const cpuBefore = pid ? cpuMs(pid) : null;
   const stats = await runLoad(request, opts.duration, opts.connections, onResponse);
   if (session.shuttingDown) throw new Error('interrupted');
+  const cpuAfter = pid ? cpuMs(pid) : null;
+  stats.serverCpuMsPerRequest = cpuBefore !== null && cpuAfter !== null && stats.requests > 0 ? (cpuAfter - cpuBefore) / stats.requests : null;
   stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
   if (stats.errors + stats.non2xx + warm.errors + warm.non2xx > 0) {
     // Keep what the server said (it logs 5xx causes at warn level and above) for the failure report.
@@ -71,7 +94,8 @@ export async function measure(scenario, server, request, opts, onResponse) {
       .map((l) => (l.length > 600 ? `${l.slice(0, 600)}…` : l))
       .join('\n');
   }
-  info(`  ${fmtInt(stats.rps)} req/s, p50 ${fmtMs(stats.p50)} ms, p99 ${fmtMs(stats.p99)} ms, errors ${stats.errors}, non-2xx ${stats.non2xx}`);
+  const cpu = stats.serverCpuMsPerRequest === null ? '' : `, server CPU ${stats.serverCpuMsPerRequest.toFixed(3)} ms/req`;
+  info(`  ${fmtInt(stats.rps)} req/s, p50 ${fmtMs(stats.p50)} ms, p99 ${fmtMs(stats.p99)} ms${cpu}, errors ${stats.errors}, non-2xx ${stats.non2xx}`);
   return stats;
 }
 

@@ -22,7 +22,18 @@ export const SCENARIOS = [
   { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
   // The PKCS#11 seal (SoftHSM2): reads never touch the HSM with a warm KEK cache (aim: within 10% of b1).
   { id: 'h1', label: '(h1) read, PostgreSQL, PKCS#11 seal', backend: 'postgres', kind: 'read' },
+  // What users run (issue 13): PostgreSQL with durability on, AppRole machine tokens whose policy
+  // is checked per request; a bulk read of a 100-secret folder next to the single read, at 1
+  // connection and at the run's count (scenarios/durable.mjs).
+  { id: 'p1s', label: '(p1) read, durable PG, AppRole, 1 connection', backend: 'postgres-durable', kind: 'read' },
+  { id: 'p2s', label: '(p2) bulk read 100 × 500 B, durable PG, AppRole, 1 connection', backend: 'postgres-durable', kind: 'read' },
+  { id: 'p1', label: '(p1) read, durable PG, AppRole read/list policy', backend: 'postgres-durable', kind: 'read' },
+  { id: 'p2', label: '(p2) bulk read 100 × 500 B, durable PG, AppRole', backend: 'postgres-durable', kind: 'read' },
+  { id: 'p3', label: '(p3) write, durable PG, AppRole write policy', backend: 'postgres-durable', kind: 'write' },
 ];
+export const DURABLE_IDS = ['p1s', 'p2s', 'p1', 'p2', 'p3'];
+/** Left out of --quick unless named in --only: the 1-connection runs, the slowest for what they add to a smoke test. */
+export const NOT_IN_QUICK = ['p1s', 'p2s'];
 export const scenario = (id) => SCENARIOS.find((s) => s.id === id);
 
 /** CLI and SDK scenarios (d1, d2): timed per run, reported in their own table. */
@@ -37,13 +48,21 @@ export const REWRAP_SCENARIOS = [
 ];
 export const REWRAP_AIM = 20_000;
 
+/**
+ * Not HTTP scenarios of the main table: the AEAD micro-benchmark (in every run; alone with
+ * --aead) and the scale scenario (only with --scale: it seeds a million secrets).
+ */
+export const EXTRA_SCENARIOS = ['aead', 'scale'];
+export const OPT_IN = ['scale'];
+export const SCALE_DEFAULT = 1_000_000;
+
 export const READ_PATH = '/v1/secrets/bench/db/password';
 export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 export const WRITE_MAX_VERSIONS = 5;
 
 export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,r1,r2,d1,d2] [--rewrap-secrets N]
-                           [--cpu-prof DIR] [--server FILE]`;
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,p1s,p2s,p1,p2,p3,r1,r2,d1,d2,aead,scale]
+                           [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--cpu-prof DIR] [--server FILE]`;
 
 export function parseOptions(argv) {
   const { values } = parseArgs({
@@ -58,6 +77,9 @@ export function parseOptions(argv) {
       'cpu-prof': { type: 'string' },
       server: { type: 'string' },
       'rewrap-secrets': { type: 'string' },
+      aead: { type: 'boolean', default: false },
+      scale: { type: 'boolean', default: false },
+      'scale-secrets': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -69,23 +91,28 @@ export function parseOptions(argv) {
     if (raw === undefined) return fallback;
     const n = Number(raw);
     if (!Number.isFinite(n) || n <= min || (integer && !Number.isInteger(n))) {
-      throw new UsageError(`--${name} must be a ${integer ? 'positive integer' : 'positive number'}, got "${raw}"`);
+      const what = min > 0 ? `${integer ? 'an integer' : 'a number'} above ${min}` : `a ${integer ? 'positive integer' : 'positive number'}`;
+      throw new UsageError(`--${name} must be ${what}, got "${raw}"`);
     }
     return n;
   };
   const quick = values.quick;
-  const only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
+  let only = values.only ? values.only.split(',').map((s) => s.trim()).filter(Boolean) : null;
+  const known = [...SCENARIOS, ...REWRAP_SCENARIOS].map((s) => s.id).concat(CLI_SCENARIOS, EXTRA_SCENARIOS);
   for (const id of only ?? []) {
-    if (!SCENARIOS.some((s) => s.id === id) && !REWRAP_SCENARIOS.some((s) => s.id === id) && !CLI_SCENARIOS.includes(id)) {
-      throw new UsageError(`--only: unknown scenario "${id}" (${[...SCENARIOS, ...REWRAP_SCENARIOS].map((s) => s.id).concat(CLI_SCENARIOS).join(', ')})`);
-    }
+    if (!known.includes(id)) throw new UsageError(`--only: unknown scenario "${id}" (${known.join(', ')})`);
   }
+  // --aead and --scale are modes of their own: alone they run just that; with --only, in addition.
+  const modes = [...(values.aead ? ['aead'] : []), ...(values.scale ? ['scale'] : [])];
+  if (modes.length > 0) only = [...new Set([...(only ?? []), ...modes])];
+  const scaleRaw = values['scale-secrets'] ?? process.env.COFFER_BENCH_SCALE_SECRETS;
   return {
     quick,
     duration: num('duration', values.duration, quick ? 2 : 10),
     connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
     warmup: num('warmup', values.warmup, 1),
     rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
+    scaleSecrets: num('scale-secrets', scaleRaw, SCALE_DEFAULT, { integer: true, min: 1000 }),
     json: values.json ? path.resolve(values.json) : null,
     only,
     cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,

@@ -88,7 +88,7 @@ export async function startCoffer(name, storageEnv, opts) {
   await api(base, 'PUT', READ_PATH, { token, body: { data: { password: value } } });
   const back = await api(base, 'GET', READ_PATH, { token });
   if (back?.data?.password !== value) throw new BenchError(`coffer (${name}): the secret did not read back: ${JSON.stringify(back).slice(0, 300)}`);
-  return { child, base, token };
+  return { child, base, token, share: init.shares?.[0] };
 }
 
 /**
@@ -119,12 +119,15 @@ export function softHsmToken() {
   };
 }
 
-/** The throwaway cluster with a `coffer_bench` database; null without PostgreSQL binaries. */
-export async function startPostgres() {
+/**
+ * The throwaway cluster with a `coffer_bench` database; null without PostgreSQL binaries.
+ * `durable`: fsync, synchronous_commit and full_page_writes on (else off, as in the tests).
+ */
+export async function startPostgres({ durable = false } = {}) {
   const binaries = findPostgresBinaries();
   if (!binaries) return null;
-  info(`starting a throwaway PostgreSQL cluster (${binaries.binDir})`);
-  session.cluster = await startPostgresCluster({ onDataDir: trackClusterDir });
+  info(`starting a throwaway PostgreSQL cluster (${binaries.binDir}${durable ? ', durable' : ''})`);
+  session.cluster = await startPostgresCluster({ onDataDir: trackClusterDir, durable });
   const pg = requireFromServer('pg');
   const admin = new pg.Client({ connectionString: session.cluster.url });
   await admin.connect();

@@ -5,43 +5,8 @@
 
 /** Imports against the direction: { from, to } below server/src, and why they are still here. */
 export const layers = [
-  // Audit entries are described from the raw URL with the http route templates.
-  // Removed by: one route table (the route declares its audit action; audit/ gets it as data).
-  { from: 'audit/entry.ts', to: 'http/route-template.ts', step: 'one route table' },
-  // The cert login reads the TLS client certificate through the http helper.
-  // Removed by: one route table (http hands the verified certificate to the login as a value).
-  { from: 'auth/cert.ts', to: 'http/client-cert.ts', step: 'one route table' },
-  // Database errors (a concurrent root rotation's foreign key, an outage) are recognised in the error mapper.
-  // Removed by: SQL into storage/repos (the repos turn them into typed errors the http layer maps).
-  { from: 'http/respond.ts', to: 'storage/errors.ts', step: 'SQL into storage/repos' },
-  // Metrics read the KEK cache and the connection pool directly.
-  // Removed by: app/compose.ts handing metrics their sources as functions.
-  { from: 'ops/metrics.ts', to: 'keyring/keyring.ts', step: 'app/compose.ts' },
-  { from: 'ops/metrics.ts', to: 'storage/db.ts', step: 'app/compose.ts' },
-  // TLS settings are read from the Config type.
-  // Removed by: app/compose.ts mapping the config to TlsFiles.
-  { from: 'ops/tls.ts', to: 'config.ts', step: 'app/compose.ts' },
 ];
 
 /** Files outside server/src/storage/ that write SQL. Removed by: SQL into storage/repos. */
 export const sql = [
-  { file: 'audit/intents.ts', step: 'SQL into storage/repos' },
-  { file: 'audit/reader.ts', step: 'SQL into storage/repos' },
-  { file: 'audit/writer.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/approle.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/cert.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/jwt.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/policy-store.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/tokens.ts', step: 'SQL into storage/repos' },
-  { file: 'auth/userpass.ts', step: 'SQL into storage/repos' },
-  { file: 'keyring/keyring.ts', step: 'SQL into storage/repos' },
-  { file: 'keyring/usage.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/byok.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/escrow.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/kek-lifecycle.ts', step: 'SQL into storage/repos' },
-  { file: 'kms/shred.ts', step: 'SQL into storage/repos' },
-  { file: 'seal/rewrap.ts', step: 'SQL into storage/repos' },
-  { file: 'secrets/listing.ts', step: 'SQL into storage/repos' },
-  { file: 'secrets/namespace-service.ts', step: 'SQL into storage/repos' },
-  { file: 'secrets/secret-service.ts', step: 'SQL into storage/repos' },
 ];

@@ -37,6 +37,8 @@ export function readSources(srcDir: string): Source[];
 export function importsOf(text: string): string[];
 export function layerViolations(sources: readonly Source[]): LayerViolation[];
 export function sqlIn(text: string): Array<{ line: number; what: string }>;
+/** Lines in vault/ or core.ts that branch on a seal's name or class. */
+export function sealNameChecks(sources: readonly Source[]): Array<{ file: string; line: number }>;
 export function sqlOutsideStorage(sources: readonly Source[]): SqlFile[];
 export function checkArchitecture(sources: readonly Source[], allow: Allowlist): ArchitectureResult;
 export function formatReport(result: ArchitectureResult): string;

@@ -50,6 +50,25 @@ const MAY_IMPORT = {
 
 /** The only files that may import config.ts. */
 const CONFIG_IMPORTERS = new Set(['main.ts', 'server.ts', 'app/compose.ts']);
+const ENTRY_POINTS = new Set(['main.ts', 'server.ts']);
+
+/**
+ * Services of one layer that must still not know each other: [from, to, why]. The secret
+ * store reaches the KMS only through the keyring, so shredding or a KMS key service can
+ * change without touching how secrets are read and written.
+ */
+const SERVICES_APART = [['secrets', 'kms', 'secrets use keys through keyring/, never the KMS services']];
+
+/**
+ * The seal ceremonies (vault/, core.ts) ask a seal for its capabilities, never for its
+ * name or class (OpenBao's RecoveryKeySupported()): [{ file, line }] where one does.
+ */
+export function sealNameChecks(sources) {
+  const pattern = /(===|!==)\s*'(pkcs11|shamir)'|'(pkcs11|shamir)'\s*(===|!==)|instanceof\s+(Pkcs11RootKey|InMemoryRootKey|Pkcs11Seal|ShamirSeal)/;
+  return sources
+    .filter(({ file }) => file.startsWith('vault/') || file === 'core.ts')
+    .flatMap(({ file, text }) => text.split('\n').flatMap((line, i) => (pattern.test(line) ? [{ file, line: i + 1 }] : [])));
+}
 
 /** The server's one way into the SDK workspace: the wire contract. */
 const CONTRACT = '@coffer/sdk/api';
@@ -98,6 +117,15 @@ export function layerViolations(sources) {
       }
       if (target === 'config.ts' && !CONFIG_IMPORTERS.has(file)) {
         found.push({ from: file, to: target, why: 'config.ts is imported by main/server/compose only' });
+        continue;
+      }
+      if (target.startsWith('app/') && !file.startsWith('app/') && !ENTRY_POINTS.has(file)) {
+        found.push({ from: file, to: target, why: 'only main/server import the composition root (app/)' });
+        continue;
+      }
+      const apart = SERVICES_APART.find(([a, b]) => file.startsWith(`${a}/`) && target.startsWith(`${b}/`));
+      if (apart) {
+        found.push({ from: file, to: target, why: `${apart[0]}/ may not import ${apart[1]}/ (${apart[2]})` });
         continue;
       }
       const targetLayer = layerOf(target);

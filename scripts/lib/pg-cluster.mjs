@@ -7,8 +7,8 @@
 //   await cluster.stop();
 //
 // The cluster runs on 127.0.0.1 on a random free (non-default) port, with trust auth for
-// superuser `coffer`, durability switched off (fsync, synchronous_commit, full_page_writes)
-// and its Unix socket inside the data directory, so it never collides with a system server.
+// superuser `coffer`, durability switched off (fsync, synchronous_commit, full_page_writes;
+// `durable: true` keeps PostgreSQL's defaults, as production runs) and its Unix socket inside the data directory, so it never collides with a system server.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, chownSync } from 'node:fs';
@@ -224,12 +224,12 @@ function removeClusterDir(dataDir) {
  * `onDataDir` is called as soon as the directory exists, so a caller can clean it up
  * (stopPostgresClusterSync) even if it is interrupted while the cluster is starting.
  *
- * @param {{ log?: (msg: string) => void, maxConnections?: number, onDataDir?: (dir: string) => void }} [options]
+ * @param {{ log?: (msg: string) => void, maxConnections?: number, onDataDir?: (dir: string) => void, durable?: boolean }} [options]
  * @returns {Promise<{ url: string, port: number, dataDir: string, stop(): Promise<void>, stopSync(): void,
  *   pauseServer(o?: { mode?: 'smart' | 'fast' | 'immediate' }): Promise<void>, resumeServer(): Promise<void>,
  *   restartServer(o?: { mode?: 'smart' | 'fast' | 'immediate' }): Promise<void> }>}
  */
-export async function startPostgresCluster({ log = () => {}, maxConnections = 200, onDataDir = () => {} } = {}) {
+export async function startPostgresCluster({ log = () => {}, maxConnections = 200, onDataDir = () => {}, durable = false } = {}) {
   const binaries = findPostgresBinaries();
   if (!binaries) {
     throw new Error('PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin');
@@ -260,9 +260,7 @@ export async function startPostgresCluster({ log = () => {}, maxConnections = 20
         `-c listen_addresses=127.0.0.1`,
         `-c port=${port}`,
         `-c unix_socket_directories=${shq(dataDir)}`,
-        `-c fsync=off`,
-        `-c synchronous_commit=off`,
-        `-c full_page_writes=off`,
+        ...(durable ? [] : [`-c fsync=off`, `-c synchronous_commit=off`, `-c full_page_writes=off`]),
         `-c max_connections=${maxConnections}`,
       ].join(' ');
       log(`pg_ctl start on 127.0.0.1:${port}`);

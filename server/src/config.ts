@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { ConfigError } from './errors.js';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.union([z.boolean(), z.enum(['1', 'true', 'yes', 'on', '0', 'false', 'no', 'off', ''])]).transform(
@@ -223,7 +224,8 @@ const ENV: Record<string, keyof Config> = {
   COFFER_JWKS_CACHE_MAX_AGE_SECONDS: 'jwksCacheMaxAgeSeconds',
 };
 
-export class ConfigError extends Error {}
+// Defined with the other shared errors (the TLS loader throws it too, without importing the config).
+export { ConfigError };
 
 /** Builds the config from env, an optional file and overrides (from flags); throws ConfigError with every problem listed. */
 export function loadConfig(

@@ -1,7 +1,9 @@
 /**
- * Errors that cross the service boundary carry their HTTP status and a stable
- * machine-readable code. Messages are written for humans and never contain a
- * secret value, token or key. The codes are the wire contract's closed list.
+ * Errors that cross the service boundary carry a stable machine-readable code
+ * from the wire contract's closed list; which HTTP status (or, later, which
+ * Vault-compatible error body) a code becomes is the edge's business
+ * (http/status.ts), never the domain's. Messages are written for humans and
+ * never contain a secret value, token or key.
  */
 import type { ErrorCode } from '@coffer/sdk/api';
 
@@ -9,7 +11,6 @@ export type { ErrorCode };
 
 export class CofferError extends Error {
   constructor(
-    readonly status: number,
     readonly code: ErrorCode,
     message: string,
     readonly details?: unknown,
@@ -22,19 +23,17 @@ export class CofferError extends Error {
 }
 
 export const badRequest = (message: string, details?: unknown) =>
-  new CofferError(400, 'invalid_request', message, details);
-export const notFound = (message: string) => new CofferError(404, 'not_found', message);
+  new CofferError('invalid_request', message, details);
+export const notFound = (message: string) => new CofferError('not_found', message);
 export const conflict = (code: 'conflict' | 'already_exists' | 'cas_mismatch' | 'already_initialized', message: string) =>
-  new CofferError(409, code, message);
+  new CofferError(code, message);
 /** A namespace scheduled for crypto-shredding: every data operation is refused until the schedule is cancelled. */
 export const namespaceDisabled = (name: string, deletionDate: Date) =>
-  new CofferError(
-    409,
-    'namespace_disabled',
+  new CofferError('namespace_disabled',
     `namespace "${name}" is disabled: its keys are scheduled for destruction at ${deletionDate.toISOString()} (cancel with DELETE /v1/namespaces/${name}/shred)`,
   );
 export const sealedError = () =>
-  new CofferError(503, 'sealed', 'Coffer is sealed: unseal it with the operators\' shares (POST /v1/sys/unseal)');
+  new CofferError('sealed', 'Coffer is sealed: unseal it with the operators\' shares (POST /v1/sys/unseal)');
 
 /**
  * Raised when an authenticated decryption fails: a ciphertext, wrapped key or
@@ -43,7 +42,10 @@ export const sealedError = () =>
  */
 export class IntegrityError extends CofferError {
   constructor(what: string) {
-    super(500, 'integrity_error', `integrity check failed for ${what}: stored data was altered or moved`);
+    super('integrity_error', `integrity check failed for ${what}: stored data was altered or moved`);
     this.name = 'IntegrityError';
   }
 }
+
+/** A setting (or a file it names) that cannot be used; the server refuses to start, or keeps what it had. */
+export class ConfigError extends Error {}

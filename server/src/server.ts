@@ -11,6 +11,7 @@ import { compose } from './app/compose.js';
 import type { CofferCore } from './core.js';
 import { buildApp } from './http/app.js';
 import { openStorage, type Storage } from './storage/db.js';
+import { classifyStorageError } from './app/storage-errors.js';
 import { closeGracefully, createApiListener, listen, metricsRequestListener, requestTimeouts, urlOf } from './ops/listeners.js';
 import { tlsFilesOf } from './ops/tls.js';
 
@@ -59,6 +60,7 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       metrics,
       requestLog: config.requestLog,
       clientCertificates: Boolean(tls?.clientCaFile),
+      classifyError: classifyStorageError,
     });
     api = createApiListener(app, tls, requestTimeouts(config.requestTimeoutSeconds * 1000));
     // Longer than the idle timeout of common load balancers (60 s), so that they close first.

@@ -1,5 +1,5 @@
 // Property-based fuzzing of the whole HTTP surface: every route template the server names
-// (http/route-template.ts ROUTE_TEMPLATES, so a route added there is fuzzed too), instantiated
+// (ROUTE_TEMPLATES: the templates of the route table, http/route-table.ts, so a declared route is fuzzed too), instantiated
 // with hostile path segments, queries, methods, headers and bodies, sent with a root token, a
 // limited token, broken tokens or none; routes with a known-good example (test/helpers/fuzz.ts)
 // also get that example with one or two parts made hostile. For every request: no 5xx (integrity_error aside), a

@@ -11,7 +11,8 @@ import { CertDir, httpsRequest, type CertFiles, type HttpsResult } from '../help
 import { LocalOidcIssuer } from '../helpers/oidc.js';
 import { createStore, describeEachStorage, startTestServer, type TestStore } from '../helpers/server.js';
 
-const ALL_CAPABILITIES = ['read', 'list', 'create', 'update', 'delete', 'destroy', 'admin'];
+// Every capability there is: the secret ones and, since the KMS, one per key operation and key-admin.
+const ALL_CAPABILITIES = ['read', 'list', 'create', 'update', 'delete', 'destroy', 'admin', 'encrypt', 'decrypt', 'rewrap', 'datakey', 'sign', 'verify', 'hmac', 'key-admin'];
 
 describeEachStorage('no escalation from server admin to root', (kind) => {
   let certs: CertDir;

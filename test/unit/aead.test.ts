@@ -1,4 +1,5 @@
 // Envelope crypto: round trips, and every kind of tampering is detected rather than decrypted.
+import { httpStatus } from '@coffer/server/http/status';
 import { openWithKey, sealWithKey, generateKeyMaterial, zeroize } from '@coffer/server/crypto/aead';
 import { aad } from '@coffer/server/crypto/context';
 import { IntegrityError } from '@coffer/server/errors';
@@ -65,7 +66,7 @@ describe('sealWithKey / openWithKey (XChaCha20-Poly1305 envelopes)', () => {
     } catch (err) {
       expect(err).toBeInstanceOf(IntegrityError);
       expect((err as IntegrityError).message).toContain('a secret version');
-      expect((err as IntegrityError).status).toBe(500);
+      expect(httpStatus(err as IntegrityError)).toBe(500);
       expect((err as IntegrityError).code).toBe('integrity_error');
     }
   });

@@ -3,7 +3,7 @@
 // today's known offences (scripts/lib/architecture-allowlist.mjs) fails here, listed.
 import { fileURLToPath } from 'node:url';
 import * as allow from '#lib/architecture-allowlist.mjs';
-import { checkArchitecture, formatReport, importsOf, layerOf, layerViolations, readSources, sqlIn, type Source } from '#lib/architecture.mjs';
+import { checkArchitecture, formatReport, importsOf, layerOf, layerViolations, readSources, sealNameChecks, sqlIn, type Source } from '#lib/architecture.mjs';
 
 const SERVER_SRC = fileURLToPath(new URL('../../../server/src', import.meta.url));
 const CONTRACT_SRC = fileURLToPath(new URL('../../../sdk/src/api', import.meta.url));
@@ -27,6 +27,10 @@ describe('server/src architecture', () => {
 
   it('places every file in a layer', () => {
     expect(sources.filter((s) => layerOf(s.file) === null).map((s) => s.file)).toEqual([]);
+  });
+
+  it('the seal ceremonies ask a seal for its capabilities, never for its name or class', () => {
+    expect(sealNameChecks(sources)).toEqual([]);
   });
 });
 
@@ -77,6 +81,25 @@ describe('the layering check', () => {
       'config may not import service',
       'the server imports the SDK only as @coffer/sdk/api',
     ]);
+  });
+
+  it('keeps the composition root to main/server and the secret store away from the KMS services', () => {
+    const found = layerViolations([
+      src('http/x.ts', "import { compose } from '../app/compose.js';"),
+      src('server.ts', "import { compose } from './app/compose.js';"),
+      src('secrets/x.ts', "import { Shredder } from '../kms/shred.js';"),
+      src('kms/x.ts', "import { names } from '../secrets/names.js';"),
+    ]);
+    expect(found.map((v) => `${v.from} -> ${v.to}`)).toEqual(['http/x.ts -> app/compose.ts', 'secrets/x.ts -> kms/shred.ts']);
+  });
+
+  it('finds a ceremony that branches on a seal\'s name or class', () => {
+    const found = sealNameChecks([
+      src('vault/x.ts', "const a = 1;\nif (seal.type === 'pkcs11') go();"),
+      src('vault/y.ts', 'if (root instanceof Pkcs11RootKey) go();'),
+      src('seal/z.ts', "if (type === 'shamir') go();"),
+    ]);
+    expect(found).toEqual([{ file: 'vault/x.ts', line: 2 }, { file: 'vault/y.ts', line: 1 }]);
   });
 
   it('reports a file in no layer', () => {

@@ -1,5 +1,6 @@
 // The wire contract (@coffer/sdk/api) is the one source of the error codes and the name rules:
 // the server and the SDK refuse the same names for the same reason.
+import { httpStatus } from '@coffer/server/http/status';
 import { ERROR_CODES, namespaceProblem, secretPathProblem } from '@coffer/sdk/api';
 import { CofferError as ClientError, checkNamespace, checkSecretPath } from '@coffer/sdk';
 import { CofferError as ServerError } from '@coffer/server/errors';
@@ -9,7 +10,8 @@ const refusal = (check: () => unknown): { status: number; code: string; message:
   try {
     check();
   } catch (err) {
-    if (err instanceof ServerError || err instanceof ClientError) return { status: err.status, code: err.code, message: err.message };
+    if (err instanceof ServerError) return { status: httpStatus(err), code: err.code, message: err.message };
+    if (err instanceof ClientError) return { status: err.status, code: err.code, message: err.message };
     throw err;
   }
   throw new Error('accepted');

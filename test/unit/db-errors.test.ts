@@ -4,6 +4,8 @@ import net from 'node:net';
 import pg from 'pg';
 import { isConnectionError } from '@coffer/server/storage/errors';
 import { toCofferError } from '@coffer/server/http/respond';
+import { httpStatus } from '@coffer/server/http/status';
+import { classifyStorageError } from '@coffer/server/app/storage-errors';
 
 const pgError = (code: string, message = 'x') => Object.assign(new Error(message), { code, severity: 'FATAL' });
 
@@ -95,8 +97,8 @@ describe('isConnectionError', () => {
 
 describe('HTTP mapping of database failures', () => {
   it('a connection error is 503 unavailable with a Retry-After', () => {
-    const mapped = toCofferError(pgError('57P01', 'terminating connection due to administrator command'), 1024);
-    expect(mapped).toMatchObject({ status: 503, code: 'unavailable' });
+    const mapped = toCofferError(pgError('57P01', 'terminating connection due to administrator command'), 1024, classifyStorageError);
+    expect({ status: httpStatus(mapped!), code: mapped!.code }).toMatchObject({ status: 503, code: 'unavailable' });
     expect(mapped!.retryAfterSeconds).toBeGreaterThanOrEqual(1);
     // Nothing of the driver's message reaches the client.
     expect(mapped!.message).not.toMatch(/administrator/);
@@ -104,10 +106,11 @@ describe('HTTP mapping of database failures', () => {
 
   it('an aborted upload (code ECONNABORTED from the body parser) stays the client\'s 400', () => {
     const aborted = Object.assign(new Error('request aborted'), { type: 'request.aborted', code: 'ECONNABORTED', status: 400 });
-    expect(toCofferError(aborted, 1024)).toMatchObject({ status: 400, code: 'invalid_request' });
+    const mapped = toCofferError(aborted, 1024, classifyStorageError);
+    expect({ status: httpStatus(mapped!), code: mapped!.code }).toMatchObject({ status: 400, code: 'invalid_request' });
   });
 
   it('other database errors are still unmapped (a 500 and a log line)', () => {
-    expect(toCofferError(pgError('42P01', 'relation "x" does not exist'), 1024)).toBeNull();
+    expect(toCofferError(pgError('42P01', 'relation "x" does not exist'), 1024, classifyStorageError)).toBeNull();
   });
 });

@@ -1,8 +1,7 @@
 // KEK lifecycle pieces that need no server: route templates and audit actions of the new
 // routes, the lifecycle settings, and exact eviction from the KEK cache.
 import { ConfigError, loadConfig } from '@coffer/server/config';
-import { routeTemplate } from '@coffer/server/http/route-template';
-import { describeRequest } from '@coffer/server/audit/entry';
+import { describeRequest, routeTemplate } from '@coffer/server/http/route-template';
 import { KekCache } from '@coffer/server/keyring/kek-cache';
 
 describe('KEK lifecycle routes', () => {

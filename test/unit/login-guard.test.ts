@@ -1,5 +1,7 @@
 // The login guard on a fake clock: lockouts per (name, client), a ceiling per name across
 // clients, doubling, unlock, and IPv6 clients counted by their /64.
+import { httpStatus } from '@coffer/server/http/status';
+import type { CofferError } from '@coffer/server/errors';
 import { LoginGuard, clientKey } from '@coffer/server/auth/login-guard';
 
 describe('LoginGuard', () => {
@@ -10,7 +12,7 @@ describe('LoginGuard', () => {
       g.check(client, subject);
       return 'open';
     } catch (err) {
-      return (err as { status: number }).status;
+      return httpStatus(err as CofferError);
     }
   };
   beforeEach(() => {

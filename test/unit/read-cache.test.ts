@@ -1,6 +1,7 @@
 // The secret read cache: bounded, invalidated by changes, and never re-filled with
 // data a concurrent change has already invalidated.
-import { SecretReadCache, applyChange, parseChange, type CachedVersion } from '@coffer/server/secrets/read-cache';
+import { SecretReadCache, applyChange, type CachedVersion } from '@coffer/server/secrets/read-cache';
+import { parseChange } from '@coffer/server/cluster/events';
 import { VerifiedTokenCache } from '@coffer/server/auth/verified-tokens';
 
 const row = (version: number): CachedVersion => ({

@@ -7,8 +7,7 @@ import { join } from 'node:path';
 import { oaepDecodeSha256 } from '@coffer/server/kms/byok';
 import { parseEscrowPublicKey, wrapForEscrow } from '@coffer/server/kms/escrow';
 import { ConfigError, loadConfig, pkcs11SettingsOf } from '@coffer/server/config';
-import { routeTemplate } from '@coffer/server/http/route-template';
-import { describeRequest } from '@coffer/server/audit/entry';
+import { describeRequest, routeTemplate } from '@coffer/server/http/route-template';
 import { escrowKeyPair, unwrapEscrow } from '../helpers/byok.js';
 
 describe('OAEP-SHA-256 decoding (RFC 8017 7.1.2)', () => {

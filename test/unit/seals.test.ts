@@ -1,5 +1,6 @@
 // The seals as the vault sees them: what each one reports it can do, which one a stored
 // seal type names, and the Shamir seal's way of following another server's root key.
+import { httpStatus } from '@coffer/server/http/status';
 import { generateKeyMaterial, sealWithKey } from '@coffer/server/crypto/aead';
 import { aad } from '@coffer/server/crypto/context';
 import { CofferError } from '@coffer/server/errors';
@@ -24,7 +25,7 @@ describe('seal capabilities', () => {
     const seal = new Pkcs11Seal(null);
     const err = await seal.generateRoot(1, 'refuse').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CofferError);
-    expect(err).toMatchObject({ status: 503, code: 'unavailable' });
+    expect({ status: httpStatus(err as CofferError), code: (err as CofferError).code }).toMatchObject({ status: 503, code: 'unavailable' });
     expect(() => seal.importDevice()).toThrow(/no PKCS#11 token is configured/);
   });
 });

@@ -1,4 +1,5 @@
 // Type-specific validation of secret data; messages never echo the values.
+import { httpStatus } from '@coffer/server/http/status';
 import { generateKeyPairSync } from 'node:crypto';
 import { validateSecretData } from '@coffer/server/secrets/types';
 import { CofferError } from '@coffer/server/errors';
@@ -17,7 +18,7 @@ function rejects(fn: () => void, fragment: string, secret?: string) {
     fn();
   } catch (err) {
     expect(err).toBeInstanceOf(CofferError);
-    expect((err as CofferError).status).toBe(400);
+    expect(httpStatus(err as CofferError)).toBe(400);
     expect((err as CofferError).message).toContain(fragment);
     if (secret) expect((err as CofferError).message).not.toContain(secret);
     return;

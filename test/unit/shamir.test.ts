@@ -1,4 +1,5 @@
 // Shamir shares of the root key: split/combine, encodings, and the collector's rules.
+import { httpStatus } from '@coffer/server/http/status';
 import { ShareCollector, decodeShare, encodeShare, splitRootKey, validateShareConfig } from '@coffer/server/seal/shamir';
 import { generateKeyMaterial } from '@coffer/server/crypto/aead';
 import { CofferError } from '@coffer/server/errors';
@@ -81,7 +82,7 @@ describe('Shamir seal', () => {
       try {
         decodeShare(text, 2);
       } catch (err) {
-        expect((err as CofferError).status).toBe(400);
+        expect(httpStatus(err as CofferError)).toBe(400);
         expect((err as CofferError).code).toBe('invalid_shares');
       }
     },

@@ -10,28 +10,30 @@ export function readRequest(server) {
   return { url: server.base + READ_PATH, method: 'GET', headers: { authorization: `Bearer ${server.token}` } };
 }
 
-export function writeRequest(server) {
+export function writeRequest(server, { token = server.token, path = WRITE_PATH } = {}) {
   return {
-    url: server.base + WRITE_PATH,
+    url: server.base + path,
     method: 'PUT',
-    headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ data: { password: randomBytes(24).toString('base64url') }, max_versions: WRITE_MAX_VERSIONS }),
   };
 }
 
 /**
- * The write scenario, then a consistency check: every PUT that got a 2xx made a version, so
+ * The write scenario (as `token`, root by default, to `path`), then a consistency check (as
+ * root): every PUT that got a 2xx made a version, so
  * current_version must be at least that count (more is fine: autocannon drops requests that
  * are still in flight when it stops, and the server may yet commit them), and retention must
  * have kept at most max_versions versions.
  */
-export async function measureWrites(scenario, server, opts) {
+export async function measureWrites(scenario, server, opts, target = {}) {
   let ok = 0;
-  const stats = await measure(scenario, server, writeRequest(server), opts, (status) => {
+  const request = writeRequest(server, target);
+  const stats = await measure(scenario, server, request, opts, (status) => {
     if (status >= 200 && status < 300) ok++;
   });
   await sleep(200); // let writes whose client went away finish
-  const history = await api(server.base, 'GET', `${WRITE_PATH}:versions`, { token: server.token });
+  const history = await api(server.base, 'GET', `${target.path ?? WRITE_PATH}:versions`, { token: server.token });
   stats.writeCheck = {
     acknowledged: ok,
     currentVersion: history.current_version,

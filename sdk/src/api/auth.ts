@@ -1,6 +1,14 @@
 /** `/v1/auth` and `/v1/sys/policies`: tokens, logins, policies and identities. */
 
-export const CAPABILITIES = ['read', 'list', 'create', 'update', 'delete', 'destroy', 'admin'] as const;
+/**
+ * Capabilities on secrets and namespaces, then on named keys (KMS), whose
+ * rules' `path` glob matches the key name. The order is the policy model's bit
+ * order: new capabilities go at the end.
+ */
+export const SECRET_CAPABILITIES = ['read', 'list', 'create', 'update', 'delete', 'destroy', 'admin'] as const;
+/** One per KMS operation (a build job may `encrypt` without `decrypt`), and `key-admin` for the keys themselves. */
+export const KMS_CAPABILITIES = ['encrypt', 'decrypt', 'rewrap', 'datakey', 'sign', 'verify', 'hmac', 'key-admin'] as const;
+export const CAPABILITIES = [...SECRET_CAPABILITIES, ...KMS_CAPABILITIES] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 
 export interface TokenInfo {

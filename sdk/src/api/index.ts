@@ -10,6 +10,7 @@ export * from './audit.js';
 export * from './auth.js';
 export * from './errors.js';
 export * from './keys.js';
+export * from './kms.js';
 export * from './names.js';
 export * from './namespaces.js';
 export * from './refs.js';

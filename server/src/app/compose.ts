@@ -24,7 +24,11 @@ import { openSystemKey } from '../keyring/system-key.js';
 import { KekUsage } from '../keyring/usage.js';
 import { ByokService } from '../kms/byok.js';
 import { EscrowService } from '../kms/escrow.js';
+import { JobScheduler } from '../jobs/scheduler.js';
+import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
 import { KekLifecycle } from '../kms/kek-lifecycle.js';
+import { createKms } from '../kms/named-keys/index.js';
+import { kmsRotationJob } from '../kms/named-keys/jobs.js';
 import { CofferMetrics } from '../ops/metrics.js';
 import { Pkcs11Seal } from '../seal/pkcs11-seal.js';
 import type { RootKey } from '../seal/root-key.js';
@@ -64,8 +68,8 @@ function auditOptions(config: Config, storage: Storage): AuditOptions {
 
 export function compose(config: Config, storage: Storage, logger: Logger): Composed {
   const { db, changes } = storage;
-  const audit = new AuditLog(db, auditOptions(config, storage), logger);
   const repos = createRepos(db);
+  const audit = new AuditLog({ audit: repos.audit, intents: repos.auditIntents }, auditOptions(config, storage), logger);
   // Dev mode is a throwaway Shamir server whatever else is configured.
   const seals = new Seals([new ShamirSeal(), new Pkcs11Seal(config.dev ? null : pkcs11SettingsOf(config))], config.dev ? 'shamir' : config.seal);
   const auth = authOptionsOf(config);
@@ -85,14 +89,26 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     preSeal: [() => audit.setKey(null), () => readCache.reset(changes.up)],
     onTransition: (state, fields) => logger.info(fields, state),
   });
-  dispatchChanges(changes, { readCache, unsealed: () => vault.unsealed, followRoot: () => followRoot(vault), onError: log.error });
+  dispatchChanges(changes, {
+    readCache,
+    unsealed: () => vault.unsealed,
+    followRoot: () => followRoot(vault),
+    onError: log.error,
+    // A newer server's event during a rolling upgrade is expected; anything else on our channel is not.
+    onIgnored: (problem, kind) =>
+      problem === 'unknown-kind' ? logger.debug({ kind }, 'change notification of an unknown kind ignored') : logger.warn({ kind }, 'malformed change notification ignored'),
+  });
   const core = new CofferCore(vault, audit, readCache);
-  const metrics = new CofferMetrics({ core, poolStats: storage.poolStats?.bind(storage) });
+  const metrics = new CofferMetrics({
+    core,
+    kekCache: () => (core.isSealed ? undefined : core.services().keyring),
+    poolStats: storage.poolStats?.bind(storage),
+  });
   return { core, audit, metrics };
 
   /** Setup at every unseal, in order; on a failure the keyring (and with it the root key) is zeroed. */
-  async function openServices(root: RootKey): Promise<{ services: Services; startJobs(): void }> {
-    const keyring = new Keyring(db, root, {
+  async function openServices(root: RootKey): Promise<{ services: Services; jobs: JobScheduler }> {
+    const keyring = new Keyring(repos.namespaceKeys, root, {
       ttlMs: config.kekCacheTtlSeconds * 1000,
       maxEntries: config.kekCacheMaxEntries,
     });
@@ -100,19 +116,18 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     try {
       const row = await repos.systemKeys.require(TOKEN_SIGNING_KEY);
       const signingKey = await keyring.unwrapSystemKey(row.name, row.version, row.wrapped_key, row.root_version);
-      const policies = new PolicyStore(db, changes);
+      const policies = new PolicyStore(repos.policies, changes);
       await policies.loadAll();
-      const tokens = new TokenService(db, signingKey, changes, policies, auth.tokens);
+      const tokens = new TokenService(repos.tokens, signingKey, changes, policies, auth.tokens);
       audit.setKey(await openSystemKey(repos.systemKeys, keyring, AUDIT_KEY));
       await tokens.load();
       const secretChanges = { cache: readCache, feed: changes };
-      const namespaces = new NamespaceService(db, keyring, secretChanges);
-      const usage = new KekUsage(config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
-      const secrets = new SecretService(db, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
-      const kek = new KekLifecycle(db, keyring, namespaces, secretChanges, usage, {
+      const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
+      const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
+      const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
+      const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
         rewrapBatchSize: config.kekRewrapBatchSize,
         rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
-        jobIntervalMs: config.kekJobIntervalSeconds * 1000,
         onError: (what, err) => log.error(what, err),
         onEvent: (what, fields) => log.event(what, fields),
         audit: (event) =>
@@ -123,11 +138,16 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
             }),
           ),
       });
-      // False: no background runner (tests drive `services().kek` by hand).
-      const runJobs = config.kekRunJobs;
-      if (runJobs) {
-        namespaces.onKekRotated = () => kek.kick();
-        secrets.onUsageLimit = () => kek.kick();
+      // The vault starts them once the services are in place and stops them (waiting) at seal and shutdown.
+      const jobs = new JobScheduler({ locks: storage.jobLocks, onError: log.error, observer: metrics.jobs });
+      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
+      // False: no background jobs (tests drive `services().kek` and `services().kms` by hand).
+      if (config.kekRunJobs) {
+        jobs.add(kmsRotationJob(kms.keys, config.kekJobIntervalSeconds * 1000));
+        for (const job of kekJobs(kek, config.kekJobIntervalSeconds * 1000, (name) => jobs.kick(name))) jobs.add(job);
+        namespaces.onKekRotated = () => jobs.kick(KEK_JOBS.rewrap);
+        secrets.onUsageLimit = () => jobs.kick(KEK_JOBS.rotation);
+        kek.onRewrapDue = () => jobs.kick(KEK_JOBS.rewrap);
       }
       const guard = new LoginGuard(auth.guard);
       const services: Services = {
@@ -136,21 +156,23 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         namespaces,
         secrets,
         policies,
-        userpass: new UserpassService(db, tokens, guard, auth.argon2),
-        approle: new AppRoleService(db, tokens, guard),
-        jwt: new JwtAuthService(db, tokens, guard, auth.jwt),
-        cert: new CertAuthService(db, tokens, guard),
+        userpass: new UserpassService(repos.userpass, tokens, guard, auth.argon2),
+        approle: new AppRoleService(repos.approle, tokens, guard),
+        jwt: new JwtAuthService(repos.jwt, tokens, guard, auth.jwt),
+        cert: new CertAuthService(repos.cert, tokens, guard),
         kek,
         byok: new ByokService({
           db,
+          importKeys: repos.importKeys,
           namespaces,
           keyring,
           imports: { inSeal: () => vault.capabilities()?.keyImport === true, device: () => vault.importDevice() },
           importRoot: (unwrapInto, beforeCommit) => importRoot(vault, unwrapInto, beforeCommit),
         }),
-        escrow: new EscrowService({ db, namespaces, keyring }),
+        escrow: new EscrowService({ db, escrowRequests: repos.escrowRequests, namespaceKeys: repos.namespaceKeys, namespaces, keyring }),
+        kms,
       };
-      return { services, startJobs: () => (runJobs ? kek.start() : undefined) };
+      return { services, jobs };
     } catch (err) {
       keyring.destroy();
       throw err;

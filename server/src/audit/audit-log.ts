@@ -20,16 +20,18 @@
  * and how many requests were refused.
  */
 import { createHmac } from 'node:crypto';
-import type { Kysely, Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
 import { isConnectionError, pgErrorCode } from '../storage/errors.js';
+import type { AuditRepo } from '../storage/repos/audit.js';
+import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import { systemDraft, type AuditDraft, type AuditEntry } from './entry.js';
 import { AuditIntents } from './intents.js';
 import { IntentRecovery } from './recovery.js';
-import { searchLog, verifyChain, type AuditQuery, type VerifyResult } from './reader.js';
+import { searchLog, verifyChain, type AuditQuery, type ReaderStore, type VerifyResult } from './reader.js';
 import type { LineSink } from './sinks.js';
 import { storable } from './storable.js';
 import { EntryWriter, LineSinkError, type QueuedEntry } from './writer.js';
@@ -58,9 +60,15 @@ interface Pending extends QueuedEntry {
 
 export type AuditState = 'ok' | 'stalled' | 'failing';
 
+/** The audit log's tables: the chain with its checkpoints, and the intents. */
+export interface AuditStore {
+  audit: AuditRepo;
+  intents: AuditIntentsRepo;
+}
+
 /** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
-  new CofferError(503, 'unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
+  new CofferError('unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
 
 /** How often a failing audit log tries to write again when no request does. */
 const PROBE_INTERVAL_MS = 2000;
@@ -91,6 +99,7 @@ export class AuditLog {
   private readonly writer: EntryWriter;
   private readonly intents: AuditIntents;
   private readonly recovery: IntentRecovery;
+  private readonly reader: ReaderStore;
   private outage: { since: Date; refused: number; reason: string } | null = null;
   private probeDue = false;
   private probeTimer: NodeJS.Timeout | null = null;
@@ -99,12 +108,13 @@ export class AuditLog {
   private closed = false;
 
   constructor(
-    private readonly db: Kysely<Database>,
+    store: AuditStore,
     private readonly options: AuditOptions,
     private readonly logger: Logger,
   ) {
-    this.writer = new EntryWriter(db, options, () => this.checkpointKey);
-    this.intents = new AuditIntents(db, options.maxBatch);
+    this.writer = new EntryWriter(store.audit, store.intents, options, () => this.checkpointKey);
+    this.intents = new AuditIntents(store.intents, options.maxBatch);
+    this.reader = store;
     this.recovery = new IntentRecovery(this.intents, (draft, opts) => this.append(draft, opts), logger, {
       recoverAfterMs: options.recoverAfterMs ?? 120_000,
       exclusive: options.exclusive ?? false,
@@ -230,11 +240,11 @@ export class AuditLog {
   }
 
   verify(): Promise<VerifyResult> {
-    return verifyChain(this.db, this.checkpointKey);
+    return verifyChain(this.reader, this.checkpointKey);
   }
 
   search(q: AuditQuery): Promise<{ entries: AuditEntry[]; next_cursor: number | null }> {
-    return searchLog(this.db, q);
+    return searchLog(this.reader, q);
   }
 
   private kick(): void {
@@ -390,7 +400,7 @@ export class AuditLog {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.stalled = true;
-        reject(new CofferError(503, 'unavailable', `audit sink did not answer within ${this.options.timeoutMs} ms`, undefined, 1));
+        reject(new CofferError('unavailable', `audit sink did not answer within ${this.options.timeoutMs} ms`, undefined, 1));
         // Stay refusing until the stuck write settles one way or the other.
         work.then(
           () => (this.stalled = false),

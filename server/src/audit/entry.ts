@@ -7,8 +7,6 @@ import { randomUUID } from 'node:crypto';
 import type { Request } from 'express';
 import type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 import type { Principal } from '../policy/policy.js';
-import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, matchTemplate } from '../http/route-template.js';
-import { isUnstorableText } from './storable.js';
 
 export type { AuditEntry, AuditIdentity } from '@coffer/sdk/api';
 
@@ -39,131 +37,15 @@ export function systemDraft(
   };
 }
 
-interface Described {
+/**
+ * What the request was, as the route table names it (http/route-template.ts):
+ * the action of the route that served it, and the namespace and path it
+ * touched. Handed in as data; the audit log does not parse URLs.
+ */
+export interface Described {
   action: string;
   namespace: string | null;
   path: string | null;
-}
-
-const SYS_ACTIONS = new Set([
-  'init',
-  'unseal',
-  'seal',
-  'seal-status',
-  'health',
-  'ready',
-  'metrics',
-  'audit',
-  'audit/verify',
-  'audit/hash',
-  'rotate-root',
-  'rotate-root/verify',
-  'seal-migrate',
-]);
-
-/**
- * A `:name` path segment as express hands it to the handler (percent-decoded),
- * so that `/v1/namespaces/n%73` is recorded as the namespace `ns` it served.
- * Left as sent when it does not decode (express refuses it: 400).
- */
-function routedSegment(raw: string): string {
-  try {
-    const decoded = decodeURIComponent(raw);
-    return isUnstorableText(decoded) ? raw : decoded;
-  } catch {
-    return raw;
-  }
-}
-
-/**
- * Maps method + URL to a stable action name and the namespace/path it touched.
- * A handler that knows its target names it instead (http/audit.ts `auditTarget`);
- * this is what requests that never reached one are described by.
- */
-export function describeRequest(method: string, url: string): Described {
-  const q = url.indexOf('?');
-  const pathname = q === -1 ? url : url.slice(0, q);
-  const parts = pathname.split('/');
-  // ['', 'v1', area, ...rest]
-  const area = parts[2];
-  const rest = parts.slice(3);
-  if (parts[1] === 'v1' && (area === 'secrets' || area === 'bulk') && rest.length > 0) {
-    const namespace = rest[0]!.slice(0, 64);
-    let path = rest.slice(1).join('/').slice(0, 600);
-    let suffix: string | null = null;
-    const colon = path.lastIndexOf(':');
-    if (colon !== -1) {
-      suffix = path.slice(colon + 1);
-      path = path.slice(0, colon);
-    }
-    if (area === 'bulk') return { action: 'secret.bulk_read', namespace, path };
-    if (suffix !== null) return { action: `secret.${suffix === 'versions' ? 'history' : suffix}`, namespace, path };
-    if (path === '' || path.endsWith('/')) return { action: 'secret.list', namespace, path };
-    const verb = method === 'GET' ? 'read' : method === 'DELETE' ? 'delete' : method === 'PUT' || method === 'POST' ? 'write' : method.toLowerCase();
-    return { action: `secret.${verb}`, namespace, path };
-  }
-  if (parts[1] === 'v1' && area === 'namespaces') {
-    const name = rest[0] ? routedSegment(rest[0]).slice(0, 64) : null;
-    const sub = rest.slice(1).join('/');
-    if (sub !== '') {
-      // KEK lifecycle and shredding of one namespace.
-      const action =
-        sub === 'kek' ? (method === 'GET' ? 'namespace.kek.read' : 'namespace.kek.unknown')
-        : sub === 'kek/rotate' ? 'namespace.kek.rotate'
-        : sub === 'shred' ? (method === 'DELETE' ? 'namespace.shred.cancel' : 'namespace.shred.schedule')
-        : 'namespace.unknown';
-      return { action, namespace: name, path: null };
-    }
-    const verb =
-      method === 'POST' ? 'create' : method === 'DELETE' ? 'delete' : method === 'PATCH' ? 'update' : name ? 'read' : 'list';
-    return { action: `namespace.${verb}`, namespace: name, path: null };
-  }
-  if (parts[1] === 'v1' && area === 'sys') {
-    const name = rest.join('/');
-    if (SYS_ACTIONS.has(name)) return { action: `sys.${name.replace('/', '.')}`, namespace: null, path: null };
-    const m = matchTemplate(name, ['policies', 'policies/:name', 'capabilities-self', 'generate-root']);
-    return m ? { action: templateAction('sys', m.template, method), namespace: null, path: nameOf(m, 128) } : { action: 'sys.unknown', namespace: null, path: null };
-  }
-  if (parts[1] === 'v1' && area === 'auth') {
-    const m = matchTemplate(rest.join('/'), AUTH_TEMPLATES);
-    return m
-      ? { action: templateAction('auth', m.template, method), namespace: null, path: nameOf(m, 128) }
-      : { action: 'auth.unknown', namespace: null, path: null };
-  }
-  if (parts[1] === 'v1' && (area === 'byok' || area === 'escrow')) {
-    const m = matchTemplate(rest.join('/'), area === 'byok' ? BYOK_TEMPLATES : ESCROW_TEMPLATES);
-    if (!m) return { action: `${area}.unknown`, namespace: null, path: null };
-    if (area === 'byok') {
-      // byok.import_params / byok.import / byok.root.import_params / byok.root.import; the namespace is the name.
-      const root = m.template.startsWith('root/');
-      const what = m.template.endsWith('import-params') ? 'import_params' : 'import';
-      return { action: root ? `byok.root.${what}` : `byok.${what}`, namespace: root ? null : nameOf(m, 64), path: null };
-    }
-    // escrow.request / escrow.read / escrow.approve / escrow.download; the path is the request id
-    // (the namespace is filled in by the handler once the request is loaded).
-    const action =
-      m.template === 'requests' ? (method === 'GET' ? 'escrow.list' : 'escrow.request') : m.template === 'requests/:name' ? 'escrow.read' : `escrow.${m.template.split('/').pop()}`;
-    return { action, namespace: null, path: nameOf(m, 64) };
-  }
-  return { action: 'unknown', namespace: null, path: pathname.slice(0, 256) };
-}
-
-function nameOf(m: { name: string | null }, max: number): string | null {
-  return m.name === null ? null : routedSegment(m.name).slice(0, max);
-}
-
-/**
- * `userpass/users/:name` + PUT → `auth.userpass.users.write`; collections
- * (`groups`) + GET → `.list`; action endpoints (`token/create`) keep their name.
- */
-function templateAction(area: string, template: string, method: string): string {
-  const segments = template.split('/');
-  const resource = segments[segments.length - 1] === ':name';
-  const base = `${area}.${segments.filter((s) => s !== ':name').join('.')}`;
-  const collection = !resource && method === 'GET' && !/-self$|role-id|secret-ids$/.test(template);
-  if (resource) return `${base}.${method === 'GET' ? 'read' : method === 'DELETE' ? 'delete' : 'write'}`;
-  if (collection && /^(userpass\/users|groups|approle\/roles|jwt\/issuers|jwt\/roles|cert\/roles|policies)$/.test(template)) return `${base}.list`;
-  return base;
 }
 
 export function outcomeOf(status: number): AuditEntry['outcome'] {
@@ -178,13 +60,14 @@ export function outcomeOf(status: number): AuditEntry['outcome'] {
  */
 export function draftFor(
   req: Request,
+  request: Described,
   status: number,
   requestId: string,
   principal: Principal | undefined,
   errorCode: string | null,
   hmac: (value: string) => string | null,
 ): AuditDraft {
-  const described = describeRequest(req.method, req.originalUrl);
+  const described = { action: request.action, namespace: request.namespace, path: request.path };
   const hashed: Record<string, string> = {};
   let identity: AuditIdentity | null = null;
   if (principal) {

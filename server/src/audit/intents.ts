@@ -24,8 +24,7 @@
  * one INSERT.
  */
 import { randomUUID } from 'node:crypto';
-import { CompiledQuery, sql, type Kysely } from 'kysely';
-import type { Database } from '../storage/schema.js';
+import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import type { AuditDraft } from './entry.js';
 
 export interface ClaimedIntent {
@@ -42,18 +41,6 @@ interface PendingIntent {
   reject: (err: Error) => void;
 }
 
-const insertSqlCache = new Map<number, string>();
-
-function insertSql(rows: number): string {
-  let text = insertSqlCache.get(rows);
-  if (!text) {
-    const tuples = Array.from({ length: rows }, (_, r) => `($${r * 4 + 1}, $${r * 4 + 2}, $${r * 4 + 3}, $${r * 4 + 4})`);
-    text = `insert into audit_intents (request_id, owner, time, draft) values ${tuples.join(', ')}`;
-    if (insertSqlCache.size < 1024) insertSqlCache.set(rows, text);
-  }
-  return text;
-}
-
 export class AuditIntents {
   /** This process: intents it recorded carry it, and so do the ones it claims. */
   readonly owner = randomUUID();
@@ -61,7 +48,7 @@ export class AuditIntents {
   private flushing: Promise<void> | null = null;
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: Pick<AuditIntentsRepo, 'insert' | 'claim' | 'count'>,
     private readonly maxBatch: number,
   ) {}
 
@@ -81,8 +68,7 @@ export class AuditIntents {
       await new Promise((resolve) => setImmediate(resolve));
       const batch = this.queue.splice(0, this.maxBatch);
       try {
-        const params = batch.flatMap((p) => [p.requestId, this.owner, p.time.toISOString(), p.draft]);
-        await this.db.executeQuery(CompiledQuery.raw(insertSql(batch.length), params));
+        await this.repo.insert(this.owner, batch);
         for (const p of batch) p.resolve();
       } catch (err) {
         const error = err instanceof Error ? err : new Error(String(err));
@@ -102,24 +88,12 @@ export class AuditIntents {
    * exclusive database, can be taken over.
    */
   async claim(options: { requestIds: string[]; olderThanMs: number; exclusive: boolean; limit: number }): Promise<ClaimedIntent[]> {
-    const seconds = options.olderThanMs / 1000;
-    const due = sql<boolean>`(request_id = any(${options.requestIds}::text[])
-      or recorded_at < now() - ${seconds}::double precision * interval '1 second'
-      or (${options.exclusive}::boolean and owner <> ${this.owner}))`;
-    const claimable = sql<boolean>`(claimed_by is null or claimed_by = ${this.owner} or ${options.exclusive}::boolean
-      or claimed_at < now() - ${seconds}::double precision * interval '1 second')`;
-    const result = await sql<{ request_id: string; time: Date; draft: string }>`
-      update audit_intents set claimed_by = ${this.owner}, claimed_at = now()
-      where request_id in (
-        select request_id from audit_intents where ${due} and ${claimable}
-        order by recorded_at limit ${options.limit} for update skip locked)
-      returning request_id, time, draft`.execute(this.db);
-    return result.rows.map((r) => ({ requestId: r.request_id, time: new Date(r.time), draft: JSON.parse(r.draft) as AuditDraft }));
+    const rows = await this.repo.claim({ ...options, owner: this.owner });
+    return rows.map((r) => ({ requestId: r.request_id, time: new Date(r.time), draft: JSON.parse(r.draft) as AuditDraft }));
   }
 
   /** Intents not (yet) turned into entries, in-flight requests included. */
-  async count(): Promise<number> {
-    const row = await this.db.selectFrom('audit_intents').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
-    return Number(row.n);
+  count(): Promise<number> {
+    return this.repo.count();
   }
 }

@@ -1,34 +1,26 @@
 /** Reading the audit log: verifying the hash chain and its checkpoints, and searching entries. */
-import { sql, type Kysely } from 'kysely';
 import type { AuditPage, AuditVerifyResult as VerifyResult } from '@coffer/sdk/api';
-import type { Database } from '../storage/schema.js';
+import type { AuditQuery, AuditRepo } from '../storage/repos/audit.js';
+import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import { GENESIS_HASH, chainHash, checkpointValid, sameBytes } from './chain.js';
 import type { AuditEntry } from './entry.js';
 import { storable } from './storable.js';
 
-export type { VerifyResult };
+export type { AuditQuery, VerifyResult };
 
-export interface AuditQuery {
-  identity?: string | undefined;
-  namespace?: string | undefined;
-  path?: string | undefined;
-  action?: string | undefined;
-  outcome?: string | undefined;
-  since?: Date | undefined;
-  until?: Date | undefined;
-  /** Newest first from before this seq (desc), or oldest first after it (asc). */
-  cursor?: number | undefined;
-  order: 'asc' | 'desc';
-  limit: number;
+/** What reading the log needs from storage. */
+export interface ReaderStore {
+  audit: Pick<AuditRepo, 'checkpoints' | 'chainPage' | 'search'>;
+  intents: Pick<AuditIntentsRepo, 'count'>;
 }
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
 /** Walks the whole chain and the checkpoints; reports the first broken link. */
-export async function verifyChain(db: Kysely<Database>, checkpointKey: Uint8Array | null): Promise<VerifyResult> {
+export async function verifyChain(store: ReaderStore, checkpointKey: Uint8Array | null): Promise<VerifyResult> {
   const problems: Array<{ seq: number; reason: string }> = [];
   // Only the hashes at checkpointed positions are kept: the walk itself needs O(1) memory.
-  const checkpoints = await db.selectFrom('audit_checkpoints').selectAll().orderBy('seq').execute();
+  const checkpoints = await store.audit.checkpoints();
   const wanted = new Set(checkpoints.map((cp) => Number(cp.seq)));
   const hashes = new Map<number, Uint8Array>();
   let prev: Uint8Array = GENESIS_HASH;
@@ -38,13 +30,7 @@ export async function verifyChain(db: Kysely<Database>, checkpointKey: Uint8Arra
   let after = 0;
   let head: VerifyResult['head'] = null;
   for (;;) {
-    const rows = await db
-      .selectFrom('audit_log')
-      .select(['seq', 'body', 'prev_hash', 'hash', 'outcome'])
-      .where('seq', '>', after)
-      .orderBy('seq')
-      .limit(5000)
-      .execute();
+    const rows = await store.audit.chainPage(after, 5000);
     if (rows.length === 0) break;
     for (const row of rows) {
       const seq = Number(row.seq);
@@ -80,7 +66,7 @@ export async function verifyChain(db: Kysely<Database>, checkpointKey: Uint8Arra
     else if (!sameBytes(actual, cp.hash)) problems.push({ seq, reason: `the chain up to ${seq} differs from its signed checkpoint` });
   }
   problems.sort((a, b) => a.seq - b.seq);
-  const pending = await db.selectFrom('audit_intents').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  const pending = await store.intents.count();
   return {
     ok: problems.length === 0,
     entries_checked: checked,
@@ -88,23 +74,14 @@ export async function verifyChain(db: Kysely<Database>, checkpointKey: Uint8Arra
     head,
     first_broken: problems[0] ?? null,
     recovered_entries: recovered,
-    pending_intents: Number(pending.n),
+    pending_intents: pending,
   };
 }
 
-export async function searchLog(db: Kysely<Database>, filter: AuditQuery): Promise<AuditPage> {
+export async function searchLog(store: ReaderStore, filter: AuditQuery): Promise<AuditPage> {
   // Stored values are storable: a filter is compared in the same form (and cannot fail the query).
   const q = storable(filter);
-  let query = db.selectFrom('audit_log').select(['seq', 'body']);
-  if (q.identity) query = query.where('identity', '=', q.identity);
-  if (q.namespace) query = query.where('namespace', '=', q.namespace);
-  if (q.path) query = query.where(sql<boolean>`starts_with(path, ${q.path})`);
-  if (q.action) query = query.where('action', '=', q.action);
-  if (q.outcome) query = query.where('outcome', '=', q.outcome);
-  if (q.since) query = query.where('time', '>=', q.since);
-  if (q.until) query = query.where('time', '<', q.until);
-  if (q.cursor !== undefined) query = query.where('seq', q.order === 'asc' ? '>' : '<', q.cursor);
-  const rows = await query.orderBy('seq', q.order).limit(q.limit + 1).execute();
+  const rows = await store.audit.search(q, q.limit + 1);
   const page = rows.slice(0, q.limit);
   return {
     entries: page.map((r) => JSON.parse(r.body) as AuditEntry),

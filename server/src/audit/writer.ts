@@ -13,9 +13,11 @@
  * The statement that inserts entries also deletes their requests' intents
  * (intents.ts), so an entry and the removal of its intent commit together.
  */
-import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { Database } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
+import type { AuditRepo } from '../storage/repos/audit.js';
+import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import { GENESIS_HASH, chainHash, signCheckpoint } from './chain.js';
 import type { AuditDraft, AuditEntry } from './entry.js';
 import type { LineSink } from './sinks.js';
@@ -52,50 +54,14 @@ export interface WriterOptions {
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
-const AUDIT_COLUMNS = 'seq, time, request_id, identity, action, namespace, path, outcome, status, body, prev_hash, hash';
-const insertSqlCache = new Map<string, string>();
-
-/**
- * `insert into audit_log (…) values ($1…$12), …` for `rows` rows, built once per
- * size; with `intents`, the last parameter is the array of request ids whose
- * intents the same statement deletes.
- */
-function insertSql(rows: number, intents: boolean): string {
-  const key = `${rows}:${intents}`;
-  let text = insertSqlCache.get(key);
-  if (!text) {
-    const tuples = Array.from({ length: rows }, (_, r) => `(${Array.from({ length: 12 }, (_, c) => `$${r * 12 + c + 1}`).join(', ')})`);
-    const done = intents ? `with done as (delete from audit_intents where request_id = any($${rows * 12 + 1}::text[])) ` : '';
-    text = `${done}insert into audit_log (${AUDIT_COLUMNS}) values ${tuples.join(', ')}`;
-    if (insertSqlCache.size < 2048) insertSqlCache.set(key, text);
-  }
-  return text;
-}
-
-function rowParams({ entry, body, hash, prevHash }: ChainedEntry): unknown[] {
-  return [
-    entry.seq,
-    entry.time,
-    entry.request_id,
-    entry.identity?.id ?? null,
-    entry.action,
-    entry.namespace,
-    entry.path,
-    entry.outcome,
-    entry.status,
-    body,
-    prevHash,
-    hash,
-  ];
-}
-
 export class EntryWriter {
   /** The chain's last entry as this server last saw it; null = read it from the database. */
   private head: { seq: number; hash: Uint8Array } | null = null;
   lastCheckpointSeq = 0;
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: Pick<AuditRepo, 'transaction' | 'append' | 'head' | 'insertCheckpoint'>,
+    private readonly intents: Pick<AuditIntentsRepo, 'deleteByRequestIds'>,
     private readonly options: WriterOptions,
     private readonly checkpointKey: () => Uint8Array | null,
   ) {}
@@ -121,7 +87,7 @@ export class EntryWriter {
       await this.writeLines(entries);
       // No chain to delete them with: a crash right here recovers these intents a second time.
       const done = batch.filter((q) => q.intent).map((q) => q.draft.request_id);
-      if (done.length > 0) await (trx ?? this.db).deleteFrom('audit_intents').where('request_id', 'in', done).execute();
+      if (done.length > 0) await this.intents.deleteByRequestIds(done, trx);
       return;
     }
     await this.appendToChain(batch, lines, trx);
@@ -135,21 +101,20 @@ export class EntryWriter {
    * lock, no read on the common path.
    */
   private async appendToChain(batch: QueuedEntry[], lines: boolean, trx?: Transaction<Database>): Promise<void> {
-    const db = trx ?? this.db;
+    // Deleted by the same statement (see the header).
+    const intents = batch.some((q) => q.intent) ? batch.filter((q) => q.intent).map((q) => q.draft.request_id) : null;
     for (let attempt = 0; attempt < (trx ? 1 : 20); attempt++) {
-      this.head ??= await this.loadHead(db);
+      this.head ??= await this.loadHead(trx);
       const out = this.chain(batch, this.head);
-      const query = CompiledQuery.raw(insertSql(out.length, batch.some((q) => q.intent)), this.params(batch, out));
       try {
         if (lines && !trx) {
           // Commits only once every line sink has the lines (see the header).
-          await this.db.transaction().execute(async (t) => {
-            await t.executeQuery(query);
+          await this.repo.transaction(async (t) => {
+            await this.repo.append(out, intents, t);
             await this.writeLines(out);
           });
         } else {
-          // Raw SQL: building a multi-row INSERT through the query builder costs more CPU than the insert.
-          await db.executeQuery(query);
+          await this.repo.append(out, intents, trx);
           if (lines) await this.writeLines(out);
         }
       } catch (err) {
@@ -160,7 +125,7 @@ export class EntryWriter {
       }
       const last = out[out.length - 1]!;
       this.head = { seq: last.entry.seq, hash: last.hash! };
-      await this.checkpointIfDue(db, out[0]!.entry.seq, last);
+      await this.checkpointIfDue(trx, out[0]!.entry.seq, last);
       return;
     }
     throw new Error('audit chain: too much contention appending (20 attempts)');
@@ -179,42 +144,25 @@ export class EntryWriter {
     });
   }
 
-  private params(batch: QueuedEntry[], out: ChainedEntry[]): unknown[] {
-    const params = out.flatMap(rowParams);
-    if (batch.some((q) => q.intent)) params.push(batch.filter((q) => q.intent).map((q) => q.draft.request_id));
-    return params;
-  }
-
-  private async checkpointIfDue(db: Kysely<Database>, firstSeq: number, last: ChainedEntry): Promise<void> {
+  private async checkpointIfDue(trx: Transaction<Database> | undefined, firstSeq: number, last: ChainedEntry): Promise<void> {
     const key = this.checkpointKey();
     const every = this.options.checkpointEvery;
     if (!key || Math.floor(last.entry.seq / every) <= Math.floor((firstSeq - 1) / every)) return;
-    // On conflict keep the old checkpoint: after a truncation, new entries reuse old
-    // sequence numbers, and the surviving checkpoint is what lets verify catch it.
-    await db
-      .insertInto('audit_checkpoints')
-      .values({ seq: last.entry.seq, hash: last.hash!, time: new Date(), signature: signCheckpoint(key, last.entry.seq, last.hash!) })
-      .onConflict((oc) => oc.column('seq').doNothing())
-      .execute();
+    await this.repo.insertCheckpoint({ seq: last.entry.seq, hash: last.hash!, signature: signCheckpoint(key, last.entry.seq, last.hash!) }, trx);
     this.lastCheckpointSeq = last.entry.seq;
   }
 
   /** Signs the committed head if it moved since the last checkpoint. */
   async checkpointNow(key: Uint8Array): Promise<void> {
     // Entries are immutable once committed: signing the committed head needs no lock.
-    const head = await this.loadHead(this.db);
+    const head = await this.loadHead();
     if (head.seq <= this.lastCheckpointSeq) return;
-    await this.db
-      .insertInto('audit_checkpoints')
-      .values({ seq: head.seq, hash: head.hash, time: new Date(), signature: signCheckpoint(key, head.seq, head.hash) })
-      .onConflict((oc) => oc.column('seq').doNothing())
-      .execute();
+    await this.repo.insertCheckpoint({ seq: head.seq, hash: head.hash, signature: signCheckpoint(key, head.seq, head.hash) });
     this.lastCheckpointSeq = head.seq;
   }
 
-  private async loadHead(db: Kysely<Database> | Transaction<Database>): Promise<{ seq: number; hash: Uint8Array }> {
-    const head = await db.selectFrom('audit_log').select(['seq', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-    return head ? { seq: Number(head.seq), hash: head.hash } : { seq: 0, hash: GENESIS_HASH };
+  private async loadHead(trx?: Transaction<Database>): Promise<{ seq: number; hash: Uint8Array }> {
+    return (await this.repo.head(trx)) ?? { seq: 0, hash: GENESIS_HASH };
   }
 
   private async writeLines(entries: ChainedEntry[]): Promise<void> {

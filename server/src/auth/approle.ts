@@ -5,10 +5,9 @@
  * bound to CIDRs; it is listed and revoked by its accessor.
  */
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { CofferError } from '../errors.js';
-import type { Database } from '../storage/schema.js';
+import type { AppRoleRepo } from '../storage/repos/approle.js';
 import type { LoginGuard } from './login-guard.js';
 import { addressAllowed, loginFailed, validCidrs } from './login.js';
 import type { AuthResponse, TokenService } from './tokens.js';
@@ -46,7 +45,7 @@ const roleSubject = (roleId: string) => `approle:${sha256(roleId).toString('base
 
 export class AppRoleService {
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: AppRoleRepo,
     private readonly tokens: TokenService,
     private readonly guard: LoginGuard,
   ) {}
@@ -56,24 +55,16 @@ export class AppRoleService {
     this.guard.check(client, subject);
     const hash = sha256(secretId);
     const now = new Date();
-    const found = await this.db.transaction().execute(async (trx) => {
-      const role = await trx.selectFrom('approle_roles').selectAll().where('role_id', '=', roleId).executeTakeFirst();
-      const secret = await trx
-        .selectFrom('approle_secret_ids')
-        .selectAll()
-        .where('secret_hash', '=', hash)
-        .forUpdate()
-        .executeTakeFirst();
+    const found = await this.repo.transaction(async (trx) => {
+      const role = await this.repo.findByRoleId(roleId, trx);
+      const secret = await this.repo.lockSecretByHash(hash, trx);
       if (!role || !secret || secret.role_name !== role.name) return null;
       // The lookup was by hash; compare again in constant time so nothing hinges on index timing.
       if (!timingSafeEqual(Buffer.from(secret.secret_hash), hash)) return null;
       if (secret.expires_at && secret.expires_at <= now) return null;
       const config = appRoleConfigSchema.parse(role.config);
       if (!addressAllowed(client, secret.cidrs) || !addressAllowed(client, config.bound_cidrs)) return null;
-      if (secret.uses_remaining !== null) {
-        if (secret.uses_remaining <= 1) await trx.deleteFrom('approle_secret_ids').where('accessor', '=', secret.accessor).execute();
-        else await trx.updateTable('approle_secret_ids').set({ uses_remaining: sql`uses_remaining - 1` }).where('accessor', '=', secret.accessor).execute();
-      }
+      if (secret.uses_remaining !== null) await this.repo.spendUse(secret.accessor, secret.uses_remaining <= 1, trx);
       return { name: role.name, config };
     });
     if (!found) {
@@ -95,14 +86,11 @@ export class AppRoleService {
 
   async putRole(name: string, config: AppRoleConfig): Promise<{ created: boolean }> {
     checkRoleName(name);
-    return this.db.transaction().execute(async (trx) => {
-      const existing = await trx.selectFrom('approle_roles').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
-      if (existing) {
-        await trx.updateTable('approle_roles').set({ config: JSON.stringify(config), updated_at: new Date() }).where('name', '=', name).execute();
-      } else {
-        await trx.insertInto('approle_roles').values({ name, role_id: randomUUID(), config: JSON.stringify(config) }).execute();
-      }
-      return { created: !existing };
+    return this.repo.transaction(async (trx) => {
+      const existed = await this.repo.lock(name, trx);
+      if (existed) await this.repo.updateConfig(name, config, trx);
+      else await this.repo.insert({ name, roleId: randomUUID(), config }, trx);
+      return { created: !existed };
     });
   }
 
@@ -112,14 +100,13 @@ export class AppRoleService {
   }
 
   async listRoles(): Promise<string[]> {
-    const rows = await this.db.selectFrom('approle_roles').select('name').orderBy('name').execute();
-    return rows.map((r) => r.name);
+    return this.repo.names();
   }
 
   /** Deletes the role, its secret_ids, and revokes every token it was issued. */
   async deleteRole(name: string): Promise<void> {
     await this.role(name);
-    await this.db.deleteFrom('approle_roles').where('name', '=', name).execute();
+    await this.repo.delete(name);
     await this.tokens.revokeIdentity(`approle:${name}`);
   }
 
@@ -140,22 +127,13 @@ export class AppRoleService {
     const accessor = randomBytes(16).toString('base64url');
     const expiresAt = config.secret_id_ttl ? new Date(Date.now() + config.secret_id_ttl * 1000) : null;
     const uses = config.secret_id_num_uses || null;
-    await this.db
-      .insertInto('approle_secret_ids')
-      .values({ accessor, role_name: name, secret_hash: sha256(secretId), cidrs: JSON.stringify(cidrs), uses_remaining: uses, expires_at: expiresAt })
-      .execute();
+    await this.repo.insertSecretId({ accessor, roleName: name, secretHash: sha256(secretId), cidrs, usesRemaining: uses, expiresAt });
     return { secret_id: secretId, accessor, expires_at: expiresAt?.toISOString() ?? null, uses_remaining: uses };
   }
 
   async listSecretIds(name: string): Promise<SecretIdInfo[]> {
     await this.role(name);
-    const rows = await this.db
-      .selectFrom('approle_secret_ids')
-      .select(['accessor', 'cidrs', 'uses_remaining', 'expires_at', 'created_at'])
-      .where('role_name', '=', name)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date())]))
-      .orderBy('created_at')
-      .execute();
+    const rows = await this.repo.liveSecretIds(name, new Date());
     return rows.map((r) => ({
       accessor: r.accessor,
       cidrs: r.cidrs,
@@ -166,21 +144,16 @@ export class AppRoleService {
   }
 
   async revokeSecretId(name: string, accessor: string): Promise<void> {
-    const result = await this.db
-      .deleteFrom('approle_secret_ids')
-      .where('role_name', '=', name)
-      .where('accessor', '=', accessor)
-      .executeTakeFirst();
-    if (Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', 'no such secret_id accessor for this role');
+    if (!(await this.repo.deleteSecretId(name, accessor))) throw new CofferError('not_found', 'no such secret_id accessor for this role');
   }
 
   private async role(name: string) {
-    const row = ROLE_NAME.test(name) ? await this.db.selectFrom('approle_roles').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    const row = ROLE_NAME.test(name) ? await this.repo.find(name) : undefined;
+    if (!row) throw new CofferError('not_found', `role ${name} does not exist`);
     return row;
   }
 }
 
 export function checkRoleName(name: string): void {
-  if (!ROLE_NAME.test(name)) throw new CofferError(400, 'invalid_request', 'role names are 1-64 characters of a-z, 0-9, _, . and -');
+  if (!ROLE_NAME.test(name)) throw new CofferError('invalid_request', 'role names are 1-64 characters of a-z, 0-9, _, . and -');
 }

@@ -5,15 +5,31 @@
  * SPIFFE IDs, organisation; globs allowed) and what their tokens get. A role
  * with no constraint accepts nothing: deny by default.
  */
-import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { CofferError } from '../errors.js';
 import { globMatcher } from '../policy/policy.js';
-import type { Database } from '../storage/schema.js';
-import type { ClientCertificate } from '../http/client-cert.js';
+import type { CertRepo } from '../storage/repos/cert.js';
 import { ROLE_NAME, checkRoleName } from './approle.js';
 import type { LoginGuard } from './login-guard.js';
 import type { AuthResponse, TokenService } from './tokens.js';
+
+/**
+ * A client certificate that chains to the configured client CA: what the TLS
+ * listener verified (http/client-cert.ts), handed to the login as a value.
+ */
+export interface ClientCertificate {
+  /** Subject fields, e.g. `{ CN: 'ci-runner', O: 'Acme' }` (repeated fields are arrays). */
+  subject: Record<string, string | string[]>;
+  issuer: Record<string, string | string[]>;
+  serialNumber: string;
+  /** SHA-256 fingerprint, colon-separated hex (as node prints it). */
+  fingerprint256: string;
+  validFrom: string;
+  validTo: string;
+  /** Subject alternative names by kind. */
+  dnsNames: string[];
+  uris: string[];
+}
 
 const globs = z.array(z.string().min(1).max(512)).max(100).default([]);
 const seconds = z.number().int().min(0).max(10 * 365 * 86_400);
@@ -40,7 +56,7 @@ const anyMatch = (patterns: string[], values: string[]) => patterns.some((p) => 
 
 export class CertAuthService {
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: CertRepo,
     private readonly tokens: TokenService,
     private readonly guard: LoginGuard,
   ) {}
@@ -48,10 +64,10 @@ export class CertAuthService {
   async login(roleName: string, cert: ClientCertificate | undefined, client: string): Promise<AuthResponse> {
     this.guard.check(client, `cert:${roleName}`);
     if (!cert) {
-      throw new CofferError(401, 'login_failed', 'certificate login needs a client certificate that chains to the server\'s client CA (mutual TLS)');
+      throw new CofferError('login_failed', 'certificate login needs a client certificate that chains to the server\'s client CA (mutual TLS)');
     }
-    const row = ROLE_NAME.test(roleName) ? await this.db.selectFrom('cert_roles').selectAll().where('name', '=', roleName).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(401, 'login_failed', `certificate login failed: role ${roleName} does not exist`);
+    const row = ROLE_NAME.test(roleName) ? await this.repo.find(roleName) : undefined;
+    if (!row) throw new CofferError('login_failed', `certificate login failed: role ${roleName} does not exist`);
     const role = certRoleSchema.parse(row.config);
     const cn = list(cert.subject.CN);
     // Every constraint the role sets must hold (an unset one is not checked).
@@ -64,7 +80,7 @@ export class CertAuthService {
     for (const [what, patterns, values] of checks) {
       if (patterns.length > 0 && !anyMatch(patterns, values)) {
         this.guard.failure(client, `cert:${roleName}`);
-        throw new CofferError(403, 'permission_denied', `certificate login refused: the certificate's ${what} is not allowed by role ${roleName}`);
+        throw new CofferError('permission_denied', `certificate login refused: the certificate's ${what} is not allowed by role ${roleName}`);
       }
     }
     this.guard.success(client, `cert:${roleName}`);
@@ -82,27 +98,27 @@ export class CertAuthService {
 
   async putRole(name: string, config: CertRoleConfig): Promise<{ created: boolean }> {
     checkRoleName(name);
-    return this.db.transaction().execute(async (trx) => {
-      const existing = await trx.selectFrom('cert_roles').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
-      if (existing) await trx.updateTable('cert_roles').set({ config: JSON.stringify(config), updated_at: new Date() }).where('name', '=', name).execute();
-      else await trx.insertInto('cert_roles').values({ name, config: JSON.stringify(config) }).execute();
-      return { created: !existing };
+    return this.repo.transaction(async (trx) => {
+      const existed = await this.repo.lock(name, trx);
+      if (existed) await this.repo.update(name, config, trx);
+      else await this.repo.insert(name, config, trx);
+      return { created: !existed };
     });
   }
 
   async readRole(name: string): Promise<CertRoleConfig & { name: string }> {
-    const row = ROLE_NAME.test(name) ? await this.db.selectFrom('cert_roles').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    const row = ROLE_NAME.test(name) ? await this.repo.find(name) : undefined;
+    if (!row) throw new CofferError('not_found', `role ${name} does not exist`);
     return { name: row.name, ...certRoleSchema.parse(row.config) };
   }
 
   async listRoles(): Promise<string[]> {
-    return (await this.db.selectFrom('cert_roles').select('name').orderBy('name').execute()).map((r) => r.name);
+    return this.repo.names();
   }
 
   async deleteRole(name: string): Promise<void> {
-    const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('cert_roles').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    const deleted = ROLE_NAME.test(name) && (await this.repo.delete(name));
+    if (!deleted) throw new CofferError('not_found', `role ${name} does not exist`);
     await this.tokens.revokeIdentityPrefix(`cert:${name}:`);
   }
 }

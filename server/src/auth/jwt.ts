@@ -13,12 +13,11 @@
  * issuer takes effect on every server at its next login.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import type { Kysely } from 'kysely';
 import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { z } from 'zod';
 import { CofferError } from '../errors.js';
 import { globMatcher } from '../policy/policy.js';
-import type { Database } from '../storage/schema.js';
+import type { JwtRepo } from '../storage/repos/jwt.js';
 import type { LoginGuard } from './login-guard.js';
 import type { AuthResponse, TokenService } from './tokens.js';
 import { ROLE_NAME, checkRoleName } from './approle.js';
@@ -96,7 +95,7 @@ export class JwtAuthService {
   private readonly keySources = new Map<string, KeySource>();
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: JwtRepo,
     private readonly tokens: TokenService,
     private readonly guard: LoginGuard,
     private readonly options: JwtOptions,
@@ -105,11 +104,11 @@ export class JwtAuthService {
   async login(roleName: string, token: string, client: string): Promise<AuthResponse> {
     this.guard.check(client, `jwt:${roleName}`);
     const role = ROLE_NAME.test(roleName)
-      ? await this.db.selectFrom('jwt_roles').selectAll().where('name', '=', roleName).executeTakeFirst()
+      ? await this.repo.findRole(roleName)
       : undefined;
     if (!role) throw invalidJwt(`role ${roleName} does not exist`);
     const config = jwtRoleSchema.parse(role.config);
-    const issuerRow = await this.db.selectFrom('jwt_issuers').selectAll().where('name', '=', role.issuer).executeTakeFirst();
+    const issuerRow = await this.repo.findIssuer(role.issuer);
     if (!issuerRow) throw invalidJwt(`issuer ${role.issuer} does not exist`);
     const issuer = jwtIssuerSchema.parse(issuerRow.config);
 
@@ -174,7 +173,7 @@ export class JwtAuthService {
       return (await jwtVerify(token, source.get, options)).payload;
     } catch (err) {
       if (issuerUnreachable(err)) {
-        throw new CofferError(503, 'unavailable', `the keys of issuer ${name} could not be fetched; try again later`, undefined, 5);
+        throw new CofferError('unavailable', `the keys of issuer ${name} could not be fetched; try again later`, undefined, 5);
       }
       throw invalidJwt(describeJoseError(err));
     }
@@ -208,10 +207,10 @@ export class JwtAuthService {
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       doc = (await res.json()) as typeof doc;
     } catch (err) {
-      throw new CofferError(503, 'unavailable', `OIDC discovery at ${url} failed: ${(err as Error).message}`);
+      throw new CofferError('unavailable', `OIDC discovery at ${url} failed: ${(err as Error).message}`);
     }
-    if (doc.issuer !== expectedIssuer) throw new CofferError(503, 'unavailable', `OIDC discovery at ${url} names issuer ${String(doc.issuer)}, not ${expectedIssuer}`);
-    if (typeof doc.jwks_uri !== 'string' || !/^https?:\/\//.test(doc.jwks_uri)) throw new CofferError(503, 'unavailable', `OIDC discovery at ${url} has no jwks_uri`);
+    if (doc.issuer !== expectedIssuer) throw new CofferError('unavailable', `OIDC discovery at ${url} names issuer ${String(doc.issuer)}, not ${expectedIssuer}`);
+    if (typeof doc.jwks_uri !== 'string' || !/^https?:\/\//.test(doc.jwks_uri)) throw new CofferError('unavailable', `OIDC discovery at ${url} has no jwks_uri`);
     return doc.jwks_uri;
   }
 
@@ -219,58 +218,56 @@ export class JwtAuthService {
 
   async putIssuer(name: string, config: JwtIssuerConfig): Promise<{ created: boolean }> {
     checkRoleName(name);
-    return this.db.transaction().execute(async (trx) => {
-      const existing = await trx.selectFrom('jwt_issuers').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
-      if (existing) await trx.updateTable('jwt_issuers').set({ config: JSON.stringify(config), updated_at: new Date() }).where('name', '=', name).execute();
-      else await trx.insertInto('jwt_issuers').values({ name, config: JSON.stringify(config) }).execute();
-      return { created: !existing };
+    return this.repo.transaction(async (trx) => {
+      const existed = await this.repo.lockIssuer(name, trx);
+      if (existed) await this.repo.updateIssuer(name, config, trx);
+      else await this.repo.insertIssuer(name, config, trx);
+      return { created: !existed };
     });
   }
 
   async readIssuer(name: string): Promise<JwtIssuerConfig & { name: string }> {
-    const row = ROLE_NAME.test(name) ? await this.db.selectFrom('jwt_issuers').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `issuer ${name} does not exist`);
+    const row = ROLE_NAME.test(name) ? await this.repo.findIssuer(name) : undefined;
+    if (!row) throw new CofferError('not_found', `issuer ${name} does not exist`);
     return { name: row.name, ...jwtIssuerSchema.parse(row.config) };
   }
 
   async listIssuers(): Promise<string[]> {
-    return (await this.db.selectFrom('jwt_issuers').select('name').orderBy('name').execute()).map((r) => r.name);
+    return this.repo.issuerNames();
   }
 
   async deleteIssuer(name: string): Promise<void> {
-    const used = await this.db.selectFrom('jwt_roles').select('name').where('issuer', '=', name).executeTakeFirst();
-    if (used) throw new CofferError(409, 'conflict', `issuer ${name} is used by role ${used.name}; delete or move its roles first`);
-    const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('jwt_issuers').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `issuer ${name} does not exist`);
+    const used = await this.repo.roleUsingIssuer(name);
+    if (used !== undefined) throw new CofferError('conflict', `issuer ${name} is used by role ${used}; delete or move its roles first`);
+    const deleted = ROLE_NAME.test(name) && (await this.repo.deleteIssuer(name));
+    if (!deleted) throw new CofferError('not_found', `issuer ${name} does not exist`);
     this.keySources.delete(name);
   }
 
   async putRole(name: string, config: JwtRoleConfig): Promise<{ created: boolean }> {
     checkRoleName(name);
-    const issuer = await this.db.selectFrom('jwt_issuers').select('name').where('name', '=', config.issuer).executeTakeFirst();
-    if (!issuer) throw new CofferError(400, 'invalid_request', `issuer ${config.issuer} does not exist (PUT /v1/auth/jwt/issuers/${config.issuer} first)`);
-    return this.db.transaction().execute(async (trx) => {
-      const existing = await trx.selectFrom('jwt_roles').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
-      const values = { issuer: config.issuer, config: JSON.stringify(config) };
-      if (existing) await trx.updateTable('jwt_roles').set({ ...values, updated_at: new Date() }).where('name', '=', name).execute();
-      else await trx.insertInto('jwt_roles').values({ name, ...values }).execute();
-      return { created: !existing };
+    if (!(await this.repo.issuerExists(config.issuer))) throw new CofferError('invalid_request', `issuer ${config.issuer} does not exist (PUT /v1/auth/jwt/issuers/${config.issuer} first)`);
+    return this.repo.transaction(async (trx) => {
+      const existed = await this.repo.lockRole(name, trx);
+      if (existed) await this.repo.updateRole(name, config.issuer, config, trx);
+      else await this.repo.insertRole(name, config.issuer, config, trx);
+      return { created: !existed };
     });
   }
 
   async readRole(name: string): Promise<JwtRoleConfig & { name: string }> {
-    const row = ROLE_NAME.test(name) ? await this.db.selectFrom('jwt_roles').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    const row = ROLE_NAME.test(name) ? await this.repo.findRole(name) : undefined;
+    if (!row) throw new CofferError('not_found', `role ${name} does not exist`);
     return { name: row.name, ...jwtRoleSchema.parse(row.config) };
   }
 
   async listRoles(): Promise<string[]> {
-    return (await this.db.selectFrom('jwt_roles').select('name').orderBy('name').execute()).map((r) => r.name);
+    return this.repo.roleNames();
   }
 
   async deleteRole(name: string): Promise<void> {
-    const result = ROLE_NAME.test(name) ? await this.db.deleteFrom('jwt_roles').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `role ${name} does not exist`);
+    const deleted = ROLE_NAME.test(name) && (await this.repo.deleteRole(name));
+    if (!deleted) throw new CofferError('not_found', `role ${name} does not exist`);
     await this.tokens.revokeIdentityPrefix(`jwt:${name}:`);
   }
 }
@@ -315,9 +312,9 @@ function describeJoseError(err: unknown): string {
 }
 
 function invalidJwt(reason: string): CofferError {
-  return new CofferError(401, 'login_failed', `JWT login failed: ${reason}`);
+  return new CofferError('login_failed', `JWT login failed: ${reason}`);
 }
 
 function denied(reason: string): CofferError {
-  return new CofferError(403, 'permission_denied', `JWT login refused: ${reason}`);
+  return new CofferError('permission_denied', `JWT login refused: ${reason}`);
 }

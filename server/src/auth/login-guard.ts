@@ -146,5 +146,5 @@ function remember<V>(map: Map<string, V>, key: string, value: V): void {
 }
 
 function rateLimited(retryAfterSeconds: number): CofferError {
-  return new CofferError(429, 'rate_limited', 'too many login attempts; wait and try again', undefined, retryAfterSeconds);
+  return new CofferError('rate_limited', 'too many login attempts; wait and try again', undefined, retryAfterSeconds);
 }

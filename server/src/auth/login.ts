@@ -4,7 +4,7 @@ import { CofferError } from '../errors.js';
 
 /** One answer for every way a password or secret_id login can fail: no hint which part was wrong. */
 export function loginFailed(): CofferError {
-  return new CofferError(401, 'login_failed', 'login failed: invalid credentials');
+  return new CofferError('login_failed', 'login failed: invalid credentials');
 }
 
 /** The client's address with IPv4-mapped IPv6 (`::ffff:10.0.0.1`) unwrapped. */

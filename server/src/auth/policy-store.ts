@@ -5,12 +5,12 @@
  * reloads that policy when the notification arrives, and all of them reload
  * everything when the feed reconnects.
  */
-import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import { CofferError } from '../errors.js';
 import { CAPABILITIES, ROOT_POLICY, compilePolicy, type CompiledPolicy, type PolicyDocument, type PolicyLookup } from '../policy/policy.js';
+import { changeEvents, encodeChange } from '../cluster/events.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
-import type { Database } from '../storage/schema.js';
+import type { PoliciesRepo } from '../storage/repos/policies.js';
 
 export const POLICY_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
@@ -43,7 +43,7 @@ export class PolicyStore implements PolicyLookup {
   private compiled = new Map<string, CompiledPolicy>();
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: PoliciesRepo,
     private readonly feed: ChangeFeed,
   ) {}
 
@@ -52,7 +52,7 @@ export class PolicyStore implements PolicyLookup {
   }
 
   async loadAll(): Promise<void> {
-    const rows = await this.db.selectFrom('policies').select(['name', 'rules']).execute();
+    const rows = await this.repo.all();
     const next = new Map<string, CompiledPolicy>();
     for (const row of rows) {
       const doc = policyDocumentSchema.safeParse({ rules: row.rules });
@@ -63,7 +63,7 @@ export class PolicyStore implements PolicyLookup {
   }
 
   async reload(name: string): Promise<void> {
-    const row = await this.db.selectFrom('policies').select(['name', 'rules']).where('name', '=', name).executeTakeFirst();
+    const row = await this.repo.rules(name);
     const doc = row ? policyDocumentSchema.safeParse({ rules: row.rules }) : null;
     if (doc?.success) this.compiled.set(name, compilePolicy(name, doc.data));
     else this.compiled.delete(name);
@@ -71,15 +71,11 @@ export class PolicyStore implements PolicyLookup {
 
   async put(name: string, doc: PolicyDocument): Promise<{ created: boolean }> {
     checkName(name);
-    const created = await this.db.transaction().execute(async (trx) => {
-      const existing = await trx.selectFrom('policies').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
-      await trx
-        .insertInto('policies')
-        .values({ name, rules: JSON.stringify(doc.rules) })
-        .onConflict((oc) => oc.column('name').doUpdateSet({ rules: JSON.stringify(doc.rules), updated_at: new Date() }))
-        .execute();
+    const created = await this.repo.transaction(async (trx) => {
+      const existed = await this.repo.lock(name, trx);
+      await this.repo.upsert(name, doc.rules, trx);
       await this.feed.publish(trx, policyChange(name));
-      return !existing;
+      return !existed;
     });
     await this.reload(name);
     return { created };
@@ -89,8 +85,8 @@ export class PolicyStore implements PolicyLookup {
     if (name === ROOT_POLICY) {
       return { name, rules: [{ namespace: '*', path: '*', capabilities: [...CAPABILITIES], effect: 'allow' }], created_at: '', updated_at: '' };
     }
-    const row = await this.db.selectFrom('policies').selectAll().where('name', '=', name).executeTakeFirst();
-    if (!row) throw new CofferError(404, 'not_found', `policy ${name} does not exist`);
+    const row = await this.repo.find(name);
+    if (!row) throw new CofferError('not_found', `policy ${name} does not exist`);
     return {
       name: row.name,
       rules: policyDocumentSchema.parse({ rules: row.rules }).rules,
@@ -100,19 +96,18 @@ export class PolicyStore implements PolicyLookup {
   }
 
   async list(): Promise<string[]> {
-    const rows = await this.db.selectFrom('policies').select('name').orderBy('name').execute();
-    return [ROOT_POLICY, ...rows.map((r) => r.name)];
+    return [ROOT_POLICY, ...(await this.repo.names())];
   }
 
   async delete(name: string): Promise<void> {
     checkName(name);
-    const deleted = await this.db.transaction().execute(async (trx) => {
-      const result = await trx.deleteFrom('policies').where('name', '=', name).executeTakeFirst();
-      if (Number(result.numDeletedRows) > 0) await this.feed.publish(trx, policyChange(name));
-      return Number(result.numDeletedRows) > 0;
+    const deleted = await this.repo.transaction(async (trx) => {
+      const existed = await this.repo.delete(name, trx);
+      if (existed) await this.feed.publish(trx, policyChange(name));
+      return existed;
     });
     this.compiled.delete(name);
-    if (!deleted) throw new CofferError(404, 'not_found', `policy ${name} does not exist`);
+    if (!deleted) throw new CofferError('not_found', `policy ${name} does not exist`);
   }
 
   clear(): void {
@@ -121,12 +116,12 @@ export class PolicyStore implements PolicyLookup {
 }
 
 function checkName(name: string): void {
-  if (name === ROOT_POLICY) throw new CofferError(400, 'invalid_request', 'the root policy is built in and cannot be changed');
+  if (name === ROOT_POLICY) throw new CofferError('invalid_request', 'the root policy is built in and cannot be changed');
   if (!POLICY_NAME.test(name)) {
-    throw new CofferError(400, 'invalid_request', 'policy names are 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit');
+    throw new CofferError('invalid_request', 'policy names are 1-64 characters of a-z, 0-9, _ and -, starting with a letter or digit');
   }
 }
 
 export function policyChange(name: string): string {
-  return JSON.stringify({ kind: 'policy', name });
+  return encodeChange(changeEvents.policy(name));
 }

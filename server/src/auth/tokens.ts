@@ -11,11 +11,11 @@
  * servers through the change feed within the NOTIFY delay.
  */
 import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
 import type { AuthResponse, TokenInfo } from '@coffer/sdk/api';
 import jwt from 'jsonwebtoken';
-import type { Database } from '../storage/schema.js';
+import { changeEvents, encodeChange } from '../cluster/events.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
+import type { TokensRepo } from '../storage/repos/tokens.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import { ROOT_POLICY, type PolicyLookup, type Principal } from '../policy/policy.js';
 import { CofferError } from '../errors.js';
@@ -81,7 +81,7 @@ export function grantablePolicies(policies: readonly string[], parent?: Principa
 }
 
 export function tokensChange(): string {
-  return JSON.stringify({ kind: 'tokens' });
+  return encodeChange(changeEvents.tokens());
 }
 
 export class TokenService {
@@ -97,7 +97,7 @@ export class TokenService {
   readonly verified = new VerifiedTokenCache(10_000, (accessor) => this.revoked.has(accessor));
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: TokensRepo,
     signingKey: KeyMaterial,
     private readonly feed: ChangeFeed,
     private readonly grants: PolicyLookup,
@@ -109,13 +109,7 @@ export class TokenService {
 
   /** Loads the revocation list: at unseal, on every token change notification and when the feed reconnects. */
   async load(): Promise<void> {
-    const rows = await this.db
-      .selectFrom('tokens')
-      .select('accessor')
-      .where('revoked_at', 'is not', null)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date())]))
-      .execute();
-    const next = new Set(rows.map((r) => r.accessor));
+    const next = new Set(await this.repo.revokedUnexpired(new Date()));
     // Keep local revocations a concurrent reload could have missed (the row is committed before we add it).
     for (const accessor of this.revoked) next.add(accessor);
     this.revoked = next;
@@ -155,20 +149,17 @@ export class TokenService {
     const expiresAt = new Date(now + ttl * 1000);
     const maxExpiresAt = new Date(now + maxTtl * 1000);
     const metadata = spec.metadata ?? {};
-    await this.db
-      .insertInto('tokens')
-      .values({
-        accessor,
-        identity: spec.identity,
-        display_name: spec.displayName,
-        policies: JSON.stringify(policies),
-        metadata: JSON.stringify(metadata),
-        renewable: spec.renewable,
-        expires_at: expiresAt,
-        max_expires_at: maxExpiresAt,
-        ttl_seconds: ttl,
-      })
-      .execute();
+    await this.repo.insert({
+      accessor,
+      identity: spec.identity,
+      display_name: spec.displayName,
+      policies: JSON.stringify(policies),
+      metadata: JSON.stringify(metadata),
+      renewable: spec.renewable,
+      expires_at: expiresAt,
+      max_expires_at: maxExpiresAt,
+      ttl_seconds: ttl,
+    });
     return this.respond(
       { accessor, identity: spec.identity, displayName: spec.displayName, policies, metadata, renewable: spec.renewable },
       expiresAt,
@@ -181,33 +172,25 @@ export class TokenService {
     const key = this.verificationKey;
     if (!key) throw new Error('token service is closed');
     const accessor = newAccessor();
-    await this.db
-      .insertInto('tokens')
-      .values({ accessor, identity: 'root', display_name: 'root', policies: JSON.stringify([ROOT_POLICY]) })
-      .execute();
+    await this.repo.insertRoot(accessor);
     return signToken(key, rootTokenClaims(accessor));
   }
 
   /** A new JWT for the same accessor with a later expiry, never past the token's max TTL. */
   async renew(accessor: string, incrementSeconds?: number): Promise<AuthResponse> {
-    const row = await this.db.selectFrom('tokens').selectAll().where('accessor', '=', accessor).executeTakeFirst();
-    if (!row || row.revoked_at || this.revoked.has(accessor)) throw new CofferError(401, 'unauthenticated', 'token is invalid or revoked');
+    const row = await this.repo.find(accessor);
+    if (!row || row.revoked_at || this.revoked.has(accessor)) throw new CofferError('unauthenticated', 'token is invalid or revoked');
     if (!row.renewable || !row.expires_at || !row.max_expires_at) {
-      throw new CofferError(400, 'not_renewable', 'this token cannot be renewed; log in again');
+      throw new CofferError('not_renewable', 'this token cannot be renewed; log in again');
     }
     const now = Date.now();
-    if (row.expires_at.getTime() <= now) throw new CofferError(401, 'unauthenticated', 'token expired; log in again');
+    if (row.expires_at.getTime() <= now) throw new CofferError('unauthenticated', 'token expired; log in again');
     const increment = incrementSeconds ?? row.ttl_seconds ?? this.limits.defaultTtlSeconds;
     const expiresAt = new Date(Math.min(now + increment * 1000, row.max_expires_at.getTime()));
     if (expiresAt.getTime() - now < 1000) {
-      throw new CofferError(400, 'not_renewable', 'this token has reached its maximum lifetime; log in again');
+      throw new CofferError('not_renewable', 'this token has reached its maximum lifetime; log in again');
     }
-    await this.db
-      .updateTable('tokens')
-      .set({ expires_at: expiresAt })
-      .where('accessor', '=', accessor)
-      .where('revoked_at', 'is', null)
-      .execute();
+    await this.repo.extend(accessor, expiresAt);
     return this.respond(
       {
         accessor,
@@ -223,7 +206,7 @@ export class TokenService {
   }
 
   async lookup(accessor: string): Promise<TokenInfo | null> {
-    const row = await this.db.selectFrom('tokens').selectAll().where('accessor', '=', accessor).executeTakeFirst();
+    const row = await this.repo.find(accessor);
     if (!row || row.revoked_at || this.revoked.has(accessor)) return null;
     if (row.expires_at && row.expires_at.getTime() <= Date.now()) return null;
     return {
@@ -241,15 +224,10 @@ export class TokenService {
 
   /** Revokes one accessor (every JWT issued for it); true if it was live. */
   async revoke(accessor: string): Promise<boolean> {
-    const updated = await this.db.transaction().execute(async (trx) => {
-      const result = await trx
-        .updateTable('tokens')
-        .set({ revoked_at: sql<Date>`now()` })
-        .where('accessor', '=', accessor)
-        .where('revoked_at', 'is', null)
-        .executeTakeFirst();
+    const updated = await this.repo.transaction(async (trx) => {
+      const live = await this.repo.revoke(accessor, trx);
       await this.feed.publish(trx, tokensChange());
-      return Number(result.numUpdatedRows) > 0;
+      return live;
     });
     this.revoked.add(accessor);
     return updated;
@@ -266,17 +244,10 @@ export class TokenService {
   }
 
   private async revokeWhere(identity: string, prefix: boolean): Promise<number> {
-    const pattern = `${identity.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-    const accessors = await this.db.transaction().execute(async (trx) => {
-      const rows = await trx
-        .updateTable('tokens')
-        .set({ revoked_at: sql<Date>`now()` })
-        .where((eb) => (prefix ? eb('identity', 'like', pattern) : eb('identity', '=', identity)))
-        .where('revoked_at', 'is', null)
-        .returning('accessor')
-        .execute();
-      if (rows.length > 0) await this.feed.publish(trx, tokensChange());
-      return rows.map((r) => r.accessor);
+    const accessors = await this.repo.transaction(async (trx) => {
+      const revoked = await this.repo.revokeIdentity(identity, prefix, trx);
+      if (revoked.length > 0) await this.feed.publish(trx, tokensChange());
+      return revoked;
     });
     for (const accessor of accessors) this.revoked.add(accessor);
     return accessors.length;

@@ -7,10 +7,9 @@
  * next successful login. Argon2 runs only here, never on the request path.
  */
 import argon2 from 'argon2';
-import type { Kysely } from 'kysely';
 import { CofferError, conflict } from '../errors.js';
-import type { Database } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
+import type { UserpassRepo } from '../storage/repos/userpass.js';
 import type { LoginGuard } from './login-guard.js';
 import { loginFailed } from './login.js';
 import type { AuthResponse, TokenService } from './tokens.js';
@@ -46,7 +45,7 @@ export class UserpassService {
   private dummyHash: Promise<string> | null = null;
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly repo: UserpassRepo,
     private readonly tokens: TokenService,
     private readonly guard: LoginGuard,
     private readonly params: Argon2Params,
@@ -56,7 +55,7 @@ export class UserpassService {
     const subject = userSubject(username);
     this.guard.check(client, subject);
     const row = USERNAME.test(username)
-      ? await this.db.selectFrom('users').select(['username', 'password_hash', 'policies']).where('username', '=', username).executeTakeFirst()
+      ? await this.repo.credentials(username)
       : undefined;
     // argon2.verify compares in constant time; an unknown user costs the same argon2 run.
     const ok = await argon2.verify(row?.password_hash ?? (await this.dummy()), password).catch(() => false);
@@ -67,14 +66,9 @@ export class UserpassService {
     this.guard.success(client, subject);
     if (argon2.needsRehash(row.password_hash, { ...this.params })) {
       const hash = await this.hash(password);
-      await this.db.updateTable('users').set({ password_hash: hash }).where('username', '=', username).execute();
+      await this.repo.setPasswordHash(username, hash);
     }
-    const groups = await this.db
-      .selectFrom('group_members')
-      .innerJoin('groups', 'groups.name', 'group_members.group_name')
-      .select(['groups.name', 'groups.policies'])
-      .where('group_members.username', '=', username)
-      .execute();
+    const groups = await this.repo.groupsOf(username);
     const policies = unique([...row.policies, ...groups.flatMap((g) => g.policies)]);
     return this.tokens.issue({
       identity: `user:${username}`,
@@ -90,67 +84,47 @@ export class UserpassService {
   async putUser(username: string, input: { password?: string | undefined; policies?: string[] | undefined; groups?: string[] | undefined }): Promise<{ created: boolean }> {
     checkName(username, USERNAME, 'usernames are 1-128 characters of A-Z, a-z, 0-9, ., _, @ and -');
     const hash = input.password !== undefined ? await this.hash(input.password) : undefined;
-    return this.db.transaction().execute(async (trx) => {
-      const existing = await trx.selectFrom('users').select('username').where('username', '=', username).forUpdate().executeTakeFirst();
-      if (!existing) {
-        if (hash === undefined) throw new CofferError(400, 'invalid_request', 'a new user needs a password');
-        await trx
-          .insertInto('users')
-          .values({ username, password_hash: hash, policies: JSON.stringify(input.policies ?? []) })
-          .execute();
+    return this.repo.transaction(async (trx) => {
+      const existed = await this.repo.lockUser(username, trx);
+      if (!existed) {
+        if (hash === undefined) throw new CofferError('invalid_request', 'a new user needs a password');
+        await this.repo.insertUser({ username, passwordHash: hash, policies: input.policies ?? [] }, trx);
       } else {
-        await trx
-          .updateTable('users')
-          .set({
-            ...(hash !== undefined ? { password_hash: hash } : {}),
-            ...(input.policies !== undefined ? { policies: JSON.stringify(input.policies) } : {}),
-            updated_at: new Date(),
-          })
-          .where('username', '=', username)
-          .execute();
+        await this.repo.updateUser(username, { passwordHash: hash, policies: input.policies }, trx);
       }
       if (input.groups !== undefined) {
-        const known = input.groups.length
-          ? await trx.selectFrom('groups').select('name').where('name', 'in', input.groups).execute()
-          : [];
-        const missing = input.groups.filter((g) => !known.some((k) => k.name === g));
-        if (missing.length) throw new CofferError(400, 'invalid_request', `no such group: ${missing.join(', ')}`);
-        await trx.deleteFrom('group_members').where('username', '=', username).execute();
-        if (input.groups.length) {
-          await trx
-            .insertInto('group_members')
-            .values(unique(input.groups).map((g) => ({ group_name: g, username })))
-            .execute();
-        }
+        const known = await this.repo.existingGroups(input.groups, trx);
+        const missing = input.groups.filter((g) => !known.includes(g));
+        if (missing.length) throw new CofferError('invalid_request', `no such group: ${missing.join(', ')}`);
+        await this.repo.setUserGroups(username, unique(input.groups), trx);
       }
-      return { created: !existing };
+      return { created: !existed };
     });
   }
 
   async readUser(username: string): Promise<UserInfo> {
     const row = USERNAME.test(username)
-      ? await this.db.selectFrom('users').select(['username', 'policies', 'created_at', 'updated_at']).where('username', '=', username).executeTakeFirst()
+      ? await this.repo.findUser(username)
       : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `user ${username} does not exist`);
-    const groups = await this.db.selectFrom('group_members').select('group_name').where('username', '=', username).orderBy('group_name').execute();
+    if (!row) throw new CofferError('not_found', `user ${username} does not exist`);
+    const groups = await this.repo.groupNamesOf(username);
     return {
       username: row.username,
       policies: row.policies,
-      groups: groups.map((g) => g.group_name),
+      groups,
       created_at: row.created_at.toISOString(),
       updated_at: row.updated_at.toISOString(),
     };
   }
 
   async listUsers(): Promise<string[]> {
-    const rows = await this.db.selectFrom('users').select('username').orderBy('username').execute();
-    return rows.map((r) => r.username);
+    return this.repo.usernames();
   }
 
   /** Deletes the user and revokes every token they hold. */
   async deleteUser(username: string): Promise<void> {
-    const result = USERNAME.test(username) ? await this.db.deleteFrom('users').where('username', '=', username).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `user ${username} does not exist`);
+    const deleted = USERNAME.test(username) && (await this.repo.deleteUser(username));
+    if (!deleted) throw new CofferError('not_found', `user ${username} does not exist`);
     await this.tokens.revokeIdentity(`user:${username}`);
   }
 
@@ -163,19 +137,18 @@ export class UserpassService {
   async putGroup(name: string, input: { policies?: string[] | undefined; members?: string[] | undefined }): Promise<{ created: boolean }> {
     checkName(name, GROUP_NAME, 'group names are 1-64 characters of a-z, 0-9, _ and -');
     try {
-      return await this.db.transaction().execute(async (trx) => {
-        const existing = await trx.selectFrom('groups').select('name').where('name', '=', name).forUpdate().executeTakeFirst();
-        if (!existing) await trx.insertInto('groups').values({ name, policies: JSON.stringify(input.policies ?? []) }).execute();
-        else if (input.policies !== undefined) await trx.updateTable('groups').set({ policies: JSON.stringify(input.policies) }).where('name', '=', name).execute();
+      return await this.repo.transaction(async (trx) => {
+        const existed = await this.repo.lockGroup(name, trx);
+        if (!existed) await this.repo.insertGroup(name, input.policies ?? [], trx);
+        else if (input.policies !== undefined) await this.repo.setGroupPolicies(name, input.policies, trx);
         if (input.members !== undefined) {
           const members = unique(input.members);
-          const known = members.length ? await trx.selectFrom('users').select('username').where('username', 'in', members).execute() : [];
-          const missing = members.filter((m) => !known.some((k) => k.username === m));
-          if (missing.length) throw new CofferError(400, 'invalid_request', `no such user: ${missing.join(', ')}`);
-          await trx.deleteFrom('group_members').where('group_name', '=', name).execute();
-          if (members.length) await trx.insertInto('group_members').values(members.map((username) => ({ group_name: name, username }))).execute();
+          const known = await this.repo.existingUsers(members, trx);
+          const missing = members.filter((m) => !known.includes(m));
+          if (missing.length) throw new CofferError('invalid_request', `no such user: ${missing.join(', ')}`);
+          await this.repo.setGroupMembers(name, members, trx);
         }
-        return { created: !existing };
+        return { created: !existed };
       });
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict('conflict', `group ${name} was changed concurrently; retry`);
@@ -184,20 +157,19 @@ export class UserpassService {
   }
 
   async readGroup(name: string): Promise<GroupInfo> {
-    const row = GROUP_NAME.test(name) ? await this.db.selectFrom('groups').selectAll().where('name', '=', name).executeTakeFirst() : undefined;
-    if (!row) throw new CofferError(404, 'not_found', `group ${name} does not exist`);
-    const members = await this.db.selectFrom('group_members').select('username').where('group_name', '=', name).orderBy('username').execute();
-    return { name: row.name, policies: row.policies, members: members.map((m) => m.username) };
+    const row = GROUP_NAME.test(name) ? await this.repo.findGroup(name) : undefined;
+    if (!row) throw new CofferError('not_found', `group ${name} does not exist`);
+    const members = await this.repo.membersOf(name);
+    return { name: row.name, policies: row.policies, members };
   }
 
   async listGroups(): Promise<string[]> {
-    const rows = await this.db.selectFrom('groups').select('name').orderBy('name').execute();
-    return rows.map((r) => r.name);
+    return this.repo.groupNames();
   }
 
   async deleteGroup(name: string): Promise<void> {
-    const result = GROUP_NAME.test(name) ? await this.db.deleteFrom('groups').where('name', '=', name).executeTakeFirst() : null;
-    if (!result || Number(result.numDeletedRows) === 0) throw new CofferError(404, 'not_found', `group ${name} does not exist`);
+    const deleted = GROUP_NAME.test(name) && (await this.repo.deleteGroup(name));
+    if (!deleted) throw new CofferError('not_found', `group ${name} does not exist`);
   }
 
   private hash(password: string): Promise<string> {
@@ -213,7 +185,7 @@ export class UserpassService {
 const userSubject = (username: string) => `userpass:${username}`;
 
 function checkName(name: string, re: RegExp, message: string): void {
-  if (!re.test(name)) throw new CofferError(400, 'invalid_request', message);
+  if (!re.test(name)) throw new CofferError('invalid_request', message);
 }
 
 export function unique<T>(items: T[]): T[] {

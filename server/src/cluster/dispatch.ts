@@ -6,13 +6,12 @@
  * feed that was down may have missed changes: on 'up' the caches restart empty
  * and policies and tokens are reloaded.
  */
-import type { Transaction } from 'kysely';
 import type { PolicyStore } from '../auth/policy-store.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { Keyring } from '../keyring/keyring.js';
-import { applyChange, parseChange, type SecretReadCache } from '../secrets/read-cache.js';
+import { applyChange, type SecretReadCache } from '../secrets/read-cache.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
-import type { Database } from '../storage/schema.js';
+import { handleChange, parseChangeEvent, type ChangeHandlers } from './events.js';
 
 /** What the dispatch reaches while the server is unsealed. */
 export interface ChangeTargets {
@@ -29,32 +28,44 @@ export interface Dispatch {
   followRoot(): Promise<void>;
   /** Background failures (never given key material). */
   onError(what: string, err: unknown): void;
+  /**
+   * A notification that is not an event this server understands: `unknown-kind` (a newer
+   * server's, during a rolling upgrade) or `malformed`. Told the kind at most, never the payload.
+   */
+  onIgnored?(problem: 'malformed' | 'unknown-kind', kind: string | undefined): void;
 }
 
-/** Announces a new root key version, inside the transaction that put it in effect. */
-export function publishRootChange(feed: Pick<ChangeFeed, 'publish'>, trx: Transaction<Database>, version: number): Promise<void> {
-  return feed.publish(trx, JSON.stringify({ kind: 'root', version }));
-}
-
-/** A change-feed payload announcing a new root key version. */
-function isRootChange(payload: string): boolean {
-  try {
-    return (JSON.parse(payload) as { kind?: unknown }).kind === 'root';
-  } catch {
-    return false;
-  }
+/** What each kind of event does on this server. */
+export function changeHandlers(to: Dispatch): ChangeHandlers {
+  const { readCache } = to;
+  return {
+    secret: (event) => applyChange(readCache, event),
+    namespace: (event) => applyChange(readCache, event),
+    'namespace-keys': (event) => to.unsealed()?.keyring.evictNamespace(event.namespaceId),
+    // Reload failures are left to the next change or the feed's 'up' (which reloads everything).
+    policy: (event) => void to.unsealed()?.policies.reload(event.name).catch(() => undefined),
+    tokens: () => void to.unsealed()?.tokens.load().catch(() => undefined),
+    // A database outage here must not become an unhandled rejection (the next KEK unwrap follows again).
+    root: () => void to.followRoot().catch((err: unknown) => to.onError('following a root key change failed', err)),
+  };
 }
 
 export function dispatchChanges(changes: ChangeFeed, to: Dispatch): void {
   const { readCache } = to;
+  const handlers = changeHandlers(to);
   readCache.reset(changes.up);
   changes.events.on('change', (payload: string) => {
-    const event = parseChange(payload);
-    if (event?.kind === 'namespace-keys') to.unsealed()?.keyring.evictNamespace(event.namespaceId);
-    else if (event) applyChange(readCache, event);
-    // A database outage here must not become an unhandled rejection (the next KEK unwrap follows again).
-    else if (isRootChange(payload)) void to.followRoot().catch((err: unknown) => to.onError('following a root key change failed', err));
-    else applyAuthChange(to.unsealed(), payload);
+    const parsed = parseChangeEvent(payload);
+    if (!parsed.ok) {
+      to.onIgnored?.(parsed.problem, parsed.kind?.slice(0, 64));
+      return;
+    }
+    try {
+      handleChange(handlers, parsed.event);
+    } catch (err) {
+      // Thrown back into the LISTEN connection's notification handler, it would end the process.
+      to.onError(`handling a ${parsed.event.kind} change failed`, err);
+    }
   });
   changes.events.on('up', () => {
     readCache.reset(true);
@@ -63,17 +74,4 @@ export function dispatchChanges(changes: ChangeFeed, to: Dispatch): void {
     void to.unsealed()?.tokens.load().catch(() => undefined);
   });
   changes.events.on('down', () => readCache.reset(false));
-}
-
-/** Policy and token changes made by any server (this one included). */
-function applyAuthChange(services: ChangeTargets | null, payload: string): void {
-  if (!services) return;
-  let event: { kind?: unknown; name?: unknown };
-  try {
-    event = JSON.parse(payload) as typeof event;
-  } catch {
-    return;
-  }
-  if (event.kind === 'policy' && typeof event.name === 'string') void services.policies.reload(event.name).catch(() => undefined);
-  else if (event.kind === 'tokens') void services.tokens.load().catch(() => undefined);
 }

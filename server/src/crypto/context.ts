@@ -22,4 +22,13 @@ export const aad = {
   /** The value of one secret version, encrypted by its DEK. */
   secretValue: (namespaceId: string, secretId: string, version: number) =>
     encode(['secret-value', namespaceId, secretId, version]),
+  /** One version of a named key's material (kms/named-keys), wrapped by a KEK version. */
+  kmsKey: (namespaceId: string, keyId: string, name: string, type: string, version: number, kekVersion: number) =>
+    encode(['kms-key', namespaceId, keyId, name, type, version, kekVersion]),
+  /**
+   * Data an application encrypted with a named key version; `associated` is the
+   * caller's own associated data (base64 inside the JSON, so any bytes fit).
+   */
+  kmsData: (keyId: string, version: number, associated: Uint8Array) =>
+    encode(['kms-data', keyId, version, Buffer.from(associated).toString('base64')]),
 };

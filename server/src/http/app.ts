@@ -9,18 +9,12 @@ import type { Logger } from 'pino';
 import type { CofferCore } from '../core.js';
 import { sealedError } from '../errors.js';
 import { tokenAuth } from './auth.js';
-import { errorHandler, notFoundHandler } from './respond.js';
-import { authRouter } from './routes/auth.js';
-import { namespacesRouter } from './routes/namespaces.js';
-import { bulkRouter, secretsRouter } from './routes/secrets.js';
-import { sysRouter } from './routes/sys.js';
-import { byokRouter, escrowRouter } from './routes/keys.js';
+import { errorHandler, notFoundHandler, type ErrorClassifier } from './respond.js';
 import { clientCertificate } from './client-cert.js';
 import { requestObserver } from './observe.js';
 import type { CofferMetrics } from '../ops/metrics.js';
-import { auditRouter } from './routes/audit.js';
-import { capabilitiesRouter, policiesRouter } from './routes/policies.js';
-import { auditIntents, auditRequests } from './audit.js';
+import { auditDraft, auditIntents, auditRequests } from './audit.js';
+import { registerRoutes } from './register.js';
 import { refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
 
 export interface AppOptions {
@@ -32,6 +26,8 @@ export interface AppOptions {
   requestLog?: boolean | undefined;
   /** The listener asks for client certificates (mTLS): expose verified ones as res.locals.clientCertificate. */
   clientCertificates?: boolean | undefined;
+  /** Recognises failures from below the services (the database away); see http/respond.ts. */
+  classifyError?: ErrorClassifier | undefined;
 }
 
 export function buildApp(core: CofferCore, logger: Logger, options: AppOptions): Express {
@@ -65,22 +61,20 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
 
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);
   const requireToken = tokenAuth(core);
-  const guarded = [requireUnsealed, requireToken];
   // Before any handler: a request that may change state records its audit intent (or gets 503).
   app.use(auditIntents(core, requireToken));
 
-  app.use('/v1/sys/audit', guarded, auditRouter(core));
-  app.use('/v1/sys/policies', guarded, policiesRouter(core));
-  app.use('/v1/sys/capabilities-self', guarded, capabilitiesRouter());
-  app.use('/v1/sys', sysRouter(core, guarded, { metrics: options.metrics }));
-  app.use('/v1/auth', authRouter(core, requireUnsealed, guarded));
-  app.use('/v1/namespaces', guarded, namespacesRouter(core, options.maxPageSize));
-  app.use('/v1/secrets', guarded, secretsRouter(core, options.maxPageSize));
-  app.use('/v1/bulk', guarded, bulkRouter(core, options.maxPageSize));
-  app.use('/v1/byok', guarded, byokRouter(core));
-  app.use('/v1/escrow', guarded, escrowRouter(core));
+  // The route table (route-table.ts), each route behind the checks it declares.
+  registerRoutes(app, {
+    core,
+    maxPageSize: options.maxPageSize,
+    metrics: options.metrics,
+    requireUnsealed,
+    requireToken,
+    auditDraft: (req, res, status) => auditDraft(core, req, res, status),
+  });
 
   app.use(notFoundHandler);
-  app.use(errorHandler(logger, options.maxRequestBytes));
+  app.use(errorHandler(logger, options.maxRequestBytes, options.classifyError));
   return app;
 }

@@ -14,14 +14,14 @@
  */
 import type { Request, RequestHandler, Response } from 'express';
 import type { CofferCore } from '../core.js';
+import { httpStatus } from './status.js';
 import { auditUnavailable } from '../audit/audit-log.js';
-import { describeRequest, draftFor } from '../audit/entry.js';
+import { draftFor } from '../audit/entry.js';
 import type { Principal } from '../policy/policy.js';
+import type { AuditTarget } from './route.js';
+import { matchOf } from './route-template.js';
 
 const UNAUDITED = new Set(['/v1/sys/health', '/v1/sys/ready', '/v1/sys/metrics']);
-
-/** Reads that write: a GET of import parameters creates a one-time wrapping key. */
-const WRITING_READS = new Set(['byok.import_params', 'byok.root.import_params']);
 
 type End = Response['end'];
 
@@ -29,6 +29,7 @@ type End = Response['end'];
 export function auditDraft(core: CofferCore, req: Request, res: Response, status: number, principal?: Principal) {
   const draft = draftFor(
     req,
+    matchOf(req),
     status,
     res.locals.requestId as string,
     principal ?? (res.locals.principal as Principal | undefined),
@@ -42,21 +43,6 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
     if (target.path !== undefined) draft.path = target.path;
   }
   return draft;
-}
-
-interface AuditTarget {
-  namespace: string;
-  path: string | undefined;
-}
-
-/**
- * Names the namespace (and secret path) a handler routed to, for its audit entry.
- * Handlers call it as soon as they know the target (before the policy check, so a
- * denied attempt is found by namespace too); some learn it only from the database
- * (escrow requests by id). Without it the entry is described from the URL.
- */
-export function auditTarget(res: Response, namespace: string, path?: string): void {
-  res.locals.auditTarget = { namespace, path } satisfies AuditTarget;
 }
 
 export function auditRequests(core: CofferCore): RequestHandler {
@@ -75,7 +61,7 @@ export function auditRequests(core: CofferCore): RequestHandler {
           if (res.headersSent) return end.call(res);
           const { code, message, retryAfterSeconds } = auditUnavailable();
           const body = JSON.stringify({ error: { code, message, requestId: res.locals.requestId } });
-          res.statusCode = 503;
+          res.statusCode = httpStatus(auditUnavailable());
           res.removeHeader('ETag');
           res.setHeader('Retry-After', String(retryAfterSeconds));
           res.setHeader('Content-Type', 'application/json; charset=utf-8');
@@ -89,10 +75,10 @@ export function auditRequests(core: CofferCore): RequestHandler {
   };
 }
 
-/** Any method but GET/HEAD/OPTIONS may change state, and so may the few reads that write. */
+/** Any method but GET/HEAD/OPTIONS may change state, and so may the few reads whose route declares that they do. */
 function mayChangeState(req: Request): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') return true;
-  return req.method === 'GET' && req.path.startsWith('/v1/byok/') && WRITING_READS.has(describeRequest(req.method, req.originalUrl).action);
+  return matchOf(req).op?.changesState === true;
 }
 
 /**

@@ -65,7 +65,7 @@ export function tokenAuth(core: CofferCore): RequestHandler {
     } catch (err) {
       return next(err);
     }
-    if (raw === null) return next(new CofferError(401, 'unauthenticated', 'a token is required (Authorization: Bearer <token> or X-Coffer-Token)'));
+    if (raw === null) return next(new CofferError('unauthenticated', 'a token is required (Authorization: Bearer <token> or X-Coffer-Token)'));
     parsedToken.set(req, raw);
     // A token passport-jwt already verified is recognised by its hash: the signature check
     // and claim parsing are most of a read's CPU. Revocation is still checked on every hit.
@@ -103,7 +103,7 @@ export function requestToken(req: Request): string | null {
   const other = present(req.headers['x-coffer-token']);
   const fromCoffer = other === null ? null : checkToken(other);
   if (fromAuthorization !== null && fromCoffer !== null && fromAuthorization !== fromCoffer) {
-    throw new CofferError(400, 'invalid_request', 'the Authorization and X-Coffer-Token headers carry different tokens; send one');
+    throw new CofferError('invalid_request', 'the Authorization and X-Coffer-Token headers carry different tokens; send one');
   }
   return fromAuthorization ?? fromCoffer;
 }
@@ -120,16 +120,16 @@ function checkToken(value: string): string {
 }
 
 function invalidToken(reason: string): CofferError {
-  return new CofferError(401, 'unauthenticated', `token is invalid: ${reason}`);
+  return new CofferError('unauthenticated', `token is invalid: ${reason}`);
 }
 
 function unauthenticated(info: unknown): CofferError {
   const name = (info as { name?: string } | undefined)?.name;
-  return new CofferError(401, 'unauthenticated', name === 'TokenExpiredError' ? 'token expired; log in again' : 'token is invalid or revoked');
+  return new CofferError('unauthenticated', name === 'TokenExpiredError' ? 'token expired; log in again' : 'token is invalid or revoked');
 }
 
 export function principalOf(res: { locals: Record<string, unknown> }): Principal {
   const principal = res.locals.principal as Principal | undefined;
-  if (!principal) throw new CofferError(401, 'unauthenticated', 'a token is required');
+  if (!principal) throw new CofferError('unauthenticated', 'a token is required');
   return principal;
 }

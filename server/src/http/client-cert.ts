@@ -4,26 +4,14 @@
  * succeed without one (`rejectUnauthorized: false`), because token-based
  * callers must keep working. Whether the certificate chains to the configured
  * CA is decided here, per connection: only a verified certificate is exposed,
- * as `res.locals.clientCertificate`, which the `cert` login method
- * (POST /v1/auth/cert/login) turns into a token.
+ * as `res.locals.clientCertificate`, which the route of the `cert` login method
+ * (POST /v1/auth/cert/login) hands to the login as a value.
  */
 import type { RequestHandler, Response } from 'express';
 import type { TLSSocket } from 'node:tls';
+import type { ClientCertificate } from '../auth/cert.js';
 
-/** A client certificate that chains to the configured client CA. */
-export interface ClientCertificate {
-  /** Subject fields, e.g. `{ CN: 'ci-runner', O: 'Acme' }` (repeated fields are arrays). */
-  subject: Record<string, string | string[]>;
-  issuer: Record<string, string | string[]>;
-  serialNumber: string;
-  /** SHA-256 fingerprint, colon-separated hex (as node prints it). */
-  fingerprint256: string;
-  validFrom: string;
-  validTo: string;
-  /** Subject alternative names by kind. */
-  dnsNames: string[];
-  uris: string[];
-}
+export type { ClientCertificate } from '../auth/cert.js';
 
 /** `DNS:a.example, URI:spiffe://acme/ci, IP Address:10.0.0.1` → DNS names and URIs. */
 function subjectAltNames(raw: string | undefined): { dnsNames: string[]; uris: string[] } {

@@ -75,7 +75,7 @@ export function refuseDeclaredOversize(limit: number): RequestHandler {
         req.once('end', done);
         socket.once('close', done);
       });
-      return next(new CofferError(413, 'payload_too_large', `request body is larger than ${limit} bytes`));
+      return next(new CofferError('payload_too_large', `request body is larger than ${limit} bytes`));
     }
     next();
   };

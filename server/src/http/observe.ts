@@ -1,12 +1,12 @@
 /**
  * Per-request observation: Prometheus request metrics and the request log.
- * Both name the route template (see route-template.ts), never the raw path,
+ * Both name the route template (the route table's, see route-template.ts), never the raw path,
  * query string or body. The work is done once, when the response finishes.
  */
 import type { Request, Response } from 'express';
 import type { Logger } from 'pino';
 import type { CofferMetrics } from '../ops/metrics.js';
-import { routeTemplate } from './route-template.js';
+import { matchOf } from './route-template.js';
 
 export interface ObserveOptions {
   metrics?: CofferMetrics | undefined;
@@ -24,7 +24,7 @@ export function requestObserver(logger: Logger, options: ObserveOptions): (req: 
     // change its hidden class and slow express down more than this allocation costs.
     res.on('finish', () => {
       const seconds = (performance.now() - start) / 1e3;
-      const route = routeTemplate(req.originalUrl);
+      const route = matchOf(req).template;
       metrics?.observeRequest(req.method, route, res.statusCode, seconds);
       if (level) {
         logger[level](

@@ -1,155 +1,148 @@
 /**
- * The route template of a request, e.g. `/v1/secrets/:ns/:path`: what metrics
- * labels and request logs name instead of the raw path. A template never holds
- * a namespace, secret path, action name or query string, so label cardinality
- * stays small and logs stay free of names an organisation may consider
- * sensitive. Anything unrecognised is `unmatched`.
+ * What a request is, read from the route table (route-table.ts): its route
+ * template (`/v1/secrets/:ns/:path`), which metrics labels and request logs
+ * name instead of the raw path, and the audit action and target its entry
+ * names. One matcher for both, built from the same declarations express
+ * serves, so a route cannot be counted under one name and audited under
+ * another.
+ *
+ * A template never holds a namespace, secret path, action name or query
+ * string, so label cardinality stays small and logs stay free of names an
+ * organisation may consider sensitive. Anything unrecognised is `unmatched`.
+ * Matching is express's: case-sensitive, on the raw (undecoded) path, one
+ * optional trailing slash, `:name` one non-empty segment.
  */
-
-const SYS = new Set(['init', 'unseal', 'seal', 'seal-status', 'health', 'ready', 'metrics', 'audit', 'audit/verify', 'audit/hash', 'rotate-root', 'rotate-root/verify', 'seal-migrate']);
-/**
- * Auth and policy routes, `:name` standing for a user, group, role, issuer or
- * policy name. Shared with the audit log, which derives its action names from them.
- */
-export const AUTH_TEMPLATES = [
-  'userpass/login',
-  'approle/login',
-  'jwt/login',
-  'cert/login',
-  'token/lookup-self',
-  'token/renew-self',
-  'token/revoke-self',
-  'token/create',
-  'token/lookup-accessor',
-  'token/revoke-accessor',
-  'token/revoke-identity',
-  'userpass/users',
-  'userpass/users/:name',
-  'userpass/users/:name/unlock',
-  'groups',
-  'groups/:name',
-  'approle/roles',
-  'approle/roles/:name',
-  'approle/roles/:name/role-id',
-  'approle/roles/:name/secret-id',
-  'approle/roles/:name/secret-ids',
-  'approle/roles/:name/secret-id/revoke',
-  'approle/roles/:name/unlock',
-  'jwt/issuers',
-  'jwt/issuers/:name',
-  'jwt/roles',
-  'jwt/roles/:name',
-  'cert/roles',
-  'cert/roles/:name',
-] as const;
-
-const SYS_TEMPLATES = ['policies', 'policies/:name', 'capabilities-self', 'generate-root'] as const;
-
-/** Matches `rest` (no leading slash) against `templates`; returns the template and the `:name` it bound. */
-export function matchTemplate(rest: string, templates: readonly string[]): { template: string; name: string | null } | null {
-  const parts = trimSlash(rest).split('/');
-  for (const template of templates) {
-    const t = template.split('/');
-    if (t.length !== parts.length) continue;
-    let name: string | null = null;
-    let ok = true;
-    for (let i = 0; i < t.length && ok; i++) {
-      if (t[i] === ':name') {
-        name = parts[i]!;
-        ok = name.length > 0;
-      } else ok = t[i] === parts[i];
-    }
-    if (ok) return { template, name };
-  }
-  return null;
-}
-const SECRET_ACTIONS = new Set(['versions', 'rollback', 'delete', 'undelete', 'destroy', 'purge']);
-
-const NAMESPACE_SUBRESOURCES = new Set(['kek', 'kek/rotate', 'shred']);
+import type { Request } from 'express';
+import { isUnstorableText } from '../audit/storable.js';
+import type { Described } from '../audit/entry.js';
+import type { Mount, Operation, RoutePath } from './route.js';
+import { MOUNTS, ROUTES, otherwiseAction } from './route-table.js';
 
 export const UNMATCHED = 'unmatched';
 
-/** BYOK import and escrow export routes (`:name` is the namespace or the escrow request id). */
-export const BYOK_TEMPLATES = ['namespaces/:name/import-params', 'namespaces/:name/import', 'root/import-params', 'root/import'] as const;
-export const ESCROW_TEMPLATES = ['requests', 'requests/:name', 'requests/:name/approve', 'requests/:name/download'] as const;
+/** Every route template the server serves (the fuzz suite instantiates each of them). */
+export const ROUTE_TEMPLATES: readonly string[] = [...new Set(ROUTES.map((r) => r.template))];
+
+/** The templates of one mount, below its prefix (`userpass/users/:name`). */
+const below = (mount: Mount) => [...new Set(mount.paths.map((p) => p.template.slice(mount.prefix.length + 1)))];
+export const AUTH_TEMPLATES: readonly string[] = below(MOUNTS.find((m) => m.prefix === '/v1/auth')!);
+export const BYOK_TEMPLATES: readonly string[] = below(MOUNTS.find((m) => m.prefix === '/v1/byok')!);
+export const ESCROW_TEMPLATES: readonly string[] = below(MOUNTS.find((m) => m.prefix === '/v1/escrow')!);
+
+/** A request matched against the table. */
+export interface RequestMatch extends Described {
+  template: string;
+  /** The operation that serves it (HEAD is served by GET, as express does), if any. */
+  op: Operation | undefined;
+}
+
+interface Compiled {
+  path: RoutePath;
+  mount: Mount;
+  /** The template split at '/'; `:x` matches one non-empty segment. */
+  segments: string[];
+}
+
+/** Declared paths of express-routed mounts, by segment count. */
+const bySegments = new Map<number, Compiled[]>();
+for (const mount of MOUNTS) {
+  if (mount.own) continue;
+  for (const path of mount.paths) {
+    const segments = path.template.split('/');
+    const list = bySegments.get(segments.length) ?? [];
+    list.push({ path, mount, segments });
+    bySegments.set(segments.length, list);
+  }
+}
 
 /**
- * Every route template the server serves (the fuzz suite instantiates each of them).
- * Placeholders: `:ns`, `:name` (one segment), `:path` (a secret path), `:folder` (a folder).
+ * A `:name` path segment as express hands it to the handler (percent-decoded),
+ * so that `/v1/namespaces/n%73` is recorded as the namespace `ns` it served.
+ * Left as sent when it does not decode (express refuses it: 400).
  */
-export const ROUTE_TEMPLATES: readonly string[] = [
-  '/v1/secrets/:ns/:path',
-  ...[...SECRET_ACTIONS].map((action) => `/v1/secrets/:ns/:path:${action}`),
-  '/v1/secrets/:ns/:folder/',
-  '/v1/bulk/:ns/:folder',
-  '/v1/namespaces',
-  '/v1/namespaces/:name',
-  ...[...NAMESPACE_SUBRESOURCES].map((sub) => `/v1/namespaces/:name/${sub}`),
-  ...[...SYS, ...SYS_TEMPLATES].map((t) => `/v1/sys/${t}`),
-  ...AUTH_TEMPLATES.map((t) => `/v1/auth/${t}`),
-  ...BYOK_TEMPLATES.map((t) => `/v1/byok/${t}`),
-  ...ESCROW_TEMPLATES.map((t) => `/v1/escrow/${t}`),
-];
+function routedSegment(raw: string): string {
+  try {
+    const decoded = decodeURIComponent(raw);
+    return isUnstorableText(decoded) ? raw : decoded;
+  } catch {
+    return raw;
+  }
+}
 
-/** `url` is the request target as received (`req.originalUrl`), query string included or not. */
-export function routeTemplate(url: string): string {
+const within = (pathname: string, prefix: string) =>
+  pathname.startsWith(prefix) && (pathname.length === prefix.length || pathname.charCodeAt(prefix.length) === 47); /* '/' */
+
+/** Matches `method` + `url` (the request target as received, query string or not). */
+export function matchRequest(method: string, url: string): RequestMatch {
   const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  if (!path.startsWith('/v1/')) return UNMATCHED;
-  const slash = path.indexOf('/', 4);
-  const mount = slash === -1 ? path.slice(4) : path.slice(4, slash);
-  const rest = slash === -1 ? '' : path.slice(slash + 1);
-  switch (mount) {
-    case 'secrets':
-      return secretsTemplate(rest);
-    case 'bulk':
-      return '/v1/bulk/:ns/:folder';
-    case 'namespaces': {
-      const name = trimSlash(rest);
-      if (name === '') return '/v1/namespaces';
-      const slash = name.indexOf('/');
-      if (slash === -1) return '/v1/namespaces/:name';
-      const sub = name.slice(slash + 1);
-      return NAMESPACE_SUBRESOURCES.has(sub) ? `/v1/namespaces/:name/${sub}` : UNMATCHED;
-    }
-    case 'sys': {
-      const what = trimSlash(rest);
-      if (SYS.has(what)) return `/v1/sys/${what}`;
-      const m = matchTemplate(rest, SYS_TEMPLATES);
-      return m ? `/v1/sys/${m.template}` : UNMATCHED;
-    }
-    case 'auth': {
-      const m = matchTemplate(rest, AUTH_TEMPLATES);
-      return m ? `/v1/auth/${m.template}` : UNMATCHED;
-    }
-    case 'byok': {
-      const m = matchTemplate(rest, BYOK_TEMPLATES);
-      return m ? `/v1/byok/${m.template}` : UNMATCHED;
-    }
-    case 'escrow': {
-      const m = matchTemplate(rest, ESCROW_TEMPLATES);
-      return m ? `/v1/escrow/${m.template}` : UNMATCHED;
-    }
-    default:
-      return UNMATCHED;
+  const pathname = q === -1 ? url : url.slice(0, q);
+  const mount = MOUNTS.find((m) => within(pathname, m.prefix));
+  if (!mount) return { template: UNMATCHED, op: undefined, action: 'unknown', namespace: null, path: pathname.slice(0, 256) };
+
+  if (mount.own) {
+    const m = mount.own.match(pathname.slice(mount.prefix.length), pathname);
+    const op = m.path?.ops[method as keyof RoutePath['ops']];
+    const action = op?.action ?? (m.path ? otherwiseAction(m.path, method) : m.otherwise);
+    return { template: m.template, op, action, namespace: m.namespace, path: m.auditPath };
   }
+
+  const parts = pathname.split('/');
+  // One trailing slash is allowed (express's non-strict routing).
+  if (parts.length > 2 && parts[parts.length - 1] === '') parts.pop();
+  for (const c of bySegments.get(parts.length) ?? []) {
+    let name: string | null = null;
+    let ok = true;
+    for (let i = 0; i < parts.length && ok; i++) {
+      const s = c.segments[i]!;
+      if (s.charCodeAt(0) === 58 /* ':' */) {
+        ok = parts[i]!.length > 0;
+        if (s === ':name') name = parts[i]!;
+      } else ok = s === parts[i];
+    }
+    if (!ok) continue;
+    const ops = c.path.ops;
+    const op = ops[method as keyof typeof ops] ?? (method === 'HEAD' ? ops.GET : undefined);
+    const action = op?.action ?? otherwiseAction(c.path, method);
+    const names = c.mount.names;
+    const value = name === null || !names ? null : routedSegment(name).slice(0, names.max);
+    return {
+      template: c.path.template,
+      op,
+      action,
+      namespace: names?.as === 'namespace' ? value : null,
+      path: names?.as === 'path' ? value : null,
+    };
+  }
+  let namespace: string | null = null;
+  if (mount.unknown.namespaceFromFirstSegment) {
+    const first = pathname.slice(mount.prefix.length + 1).split('/')[0];
+    namespace = first ? routedSegment(first).slice(0, 64) : null;
+  }
+  return { template: UNMATCHED, op: undefined, action: mount.unknown.action, namespace, path: null };
 }
 
-/** `rest` is what follows `/v1/secrets/`: `ns`, `ns/folder/`, `ns/a/b`, `ns/a/b:action`. */
-function secretsTemplate(rest: string): string {
-  const slash = rest.indexOf('/');
-  let path = slash === -1 ? '' : rest.slice(slash + 1);
-  const colon = path.lastIndexOf(':');
-  let action: string | null = null;
-  if (colon !== -1) {
-    action = path.slice(colon + 1);
-    path = path.slice(0, colon);
-  }
-  if (path === '' || path.endsWith('/')) return action === null ? '/v1/secrets/:ns/:folder/' : '/v1/secrets/:ns/:folder/:*';
-  if (action === null) return '/v1/secrets/:ns/:path';
-  return SECRET_ACTIONS.has(action) ? `/v1/secrets/:ns/:path:${action}` : '/v1/secrets/:ns/:path:*';
+/** The route template of `url` (`req.originalUrl`), query string included or not. */
+export function routeTemplate(url: string): string {
+  return matchRequest('GET', url).template;
 }
 
-function trimSlash(s: string): string {
-  return s.endsWith('/') ? s.slice(0, -1) : s;
+/**
+ * Maps method + URL to the audit action and the namespace/path it touched.
+ * A handler that knows its target names it instead (route.ts `auditTarget`);
+ * this is what requests that never reached one are described by.
+ */
+export function describeRequest(method: string, url: string): Described {
+  const { action, namespace, path } = matchRequest(method, url);
+  return { action, namespace, path };
+}
+
+/** The request's match, computed once (metrics, the request log and the audit entry all ask). */
+const matched = new WeakMap<Request, RequestMatch>();
+export function matchOf(req: Request): RequestMatch {
+  let m = matched.get(req);
+  if (!m) {
+    m = matchRequest(req.method, req.originalUrl);
+    matched.set(req, m);
+  }
+  return m;
 }

@@ -4,19 +4,16 @@
  * The keyring is the only code that sees KEKs and DEKs in plaintext; it hands
  * back ciphertexts and plaintext values, never keys.
  */
-import type { Kysely } from 'kysely';
 import type { RootKey } from '../seal/root-key.js';
 import type { Executor } from '../storage/executor.js';
-import type { Database } from '../storage/schema.js';
+import type { NamespaceKeysRepo } from '../storage/repos/namespace-keys.js';
 import {
   KEY_BYTES,
   NONCE_LENGTH,
   generateKeyMaterial,
   openWithKey,
-  openWithKeyNative,
   randomNonces,
   sealWithKey,
-  sealWithKeyNative,
   zeroize,
   type KeyMaterial,
 } from '../crypto/aead.js';
@@ -41,7 +38,7 @@ export class Keyring {
   private readonly loading = new Map<string, Promise<KeyMaterial>>();
 
   constructor(
-    private readonly db: Kysely<Database>,
+    private readonly keys: Pick<NamespaceKeysRepo, 'findWrapped'>,
     private root: RootKey,
     cache: { ttlMs: number; maxEntries: number },
   ) {
@@ -64,7 +61,7 @@ export class Keyring {
    */
   async wrapKekMaterial(namespaceId: string, kekVersion: number, material?: KeyMaterial): Promise<Uint8Array> {
     if (material !== undefined && material.length !== KEY_BYTES) {
-      throw new CofferError(400, 'invalid_request', `KEK material must be ${KEY_BYTES * 8} bits`);
+      throw new CofferError('invalid_request', `KEK material must be ${KEY_BYTES * 8} bits`);
     }
     const kek = material ?? generateKeyMaterial();
     try {
@@ -89,10 +86,10 @@ export class Keyring {
     for (const row of rows) versions.add(row.kekVersion);
     return this.withKeks(namespaceId, [...versions], executor, (keks) => {
       const target = keks.get(targetVersion)!;
-      // Bulk work: OpenSSL's ChaCha20-Poly1305 (same envelopes) and one CSPRNG call per batch.
+      // Bulk work: one CSPRNG call per batch.
       const nonces = randomNonces(rows.length);
       return rows.map((row, i) => {
-        const dek = openWithKeyNative(
+        const dek = openWithKey(
           keks.get(row.kekVersion)!,
           row.wrappedDek,
           aad.dek(namespaceId, row.secretId, row.version, row.kekVersion),
@@ -100,7 +97,7 @@ export class Keyring {
         );
         try {
           const nonce = nonces.subarray(i * NONCE_LENGTH, (i + 1) * NONCE_LENGTH);
-          return sealWithKeyNative(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
+          return sealWithKey(target, dek, aad.dek(namespaceId, row.secretId, row.version, targetVersion), nonce);
         } finally {
           zeroize(dek);
         }
@@ -145,6 +142,48 @@ export class Keyring {
         zeroize(dek);
       }
     });
+  }
+
+  /**
+   * Wraps key material (a named key version, kms/named-keys) under a namespace
+   * KEK version, binding `context` (an aad.* value naming the row). The KEK
+   * never leaves the keyring; the caller keeps and zeroes `material`.
+   */
+  async wrapUnderKek(namespaceId: string, kekVersion: number, material: Uint8Array, context: Uint8Array, executor?: Executor): Promise<Uint8Array> {
+    return this.withKek(namespaceId, kekVersion, executor, (kek) => sealWithKey(kek, material, context));
+  }
+
+  /**
+   * Unwraps what `wrapUnderKek` wrapped; IntegrityError naming `what` if the
+   * bytes or their context were altered or moved. The caller owns and zeroes the result.
+   */
+  async unwrapUnderKek(namespaceId: string, kekVersion: number, wrapped: Uint8Array, context: Uint8Array, what: string, executor?: Executor): Promise<KeyMaterial> {
+    return this.withKek(namespaceId, kekVersion, executor, (kek) => openWithKey(kek, wrapped, context, what));
+  }
+
+  /**
+   * Moves material wrapped by `wrapUnderKek` to KEK version `targetVersion`
+   * (the KEK rewrap of a namespace); each row names the context it is under
+   * now and the one it gets. Returns the new wrapped bytes in input order.
+   */
+  async rewrapUnderKek(
+    namespaceId: string,
+    targetVersion: number,
+    rows: ReadonlyArray<{ kekVersion: number; wrapped: Uint8Array; from: Uint8Array; to: Uint8Array; what: string }>,
+    executor?: Executor,
+  ): Promise<Uint8Array[]> {
+    const versions = new Set<number>([targetVersion]);
+    for (const row of rows) versions.add(row.kekVersion);
+    return this.withKeks(namespaceId, [...versions], executor, (keks) =>
+      rows.map((row) => {
+        const material = openWithKey(keks.get(row.kekVersion)!, row.wrapped, row.from, row.what);
+        try {
+          return sealWithKey(keks.get(targetVersion)!, material, row.to);
+        } finally {
+          zeroize(material);
+        }
+      }),
+    );
   }
 
   /** Unwraps a system key (e.g. the token signing key). The caller owns and zeroes the result. */
@@ -222,14 +261,14 @@ export class Keyring {
     } else {
       let pending = this.loading.get(id);
       if (!pending) {
-        pending = this.loadKek(this.db, namespaceId, kekVersion).finally(() => this.loading.delete(id));
+        pending = this.loadKek(undefined, namespaceId, kekVersion).finally(() => this.loading.delete(id));
         this.loading.set(id, pending);
       }
       await pending;
     }
     // Re-read from the cache: a concurrent seal or eviction may have dropped it.
     const key = this.cache.get(id);
-    if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
+    if (!key) throw new CofferError('unavailable', 'key was evicted during use; retry');
     return fn(key);
   }
 
@@ -247,21 +286,17 @@ export class Keyring {
     const keks = new Map<number, KeyMaterial>();
     for (const version of kekVersions) {
       const key = this.cache.get(`${namespaceId}:${version}`);
-      if (!key) throw new CofferError(503, 'unavailable', 'key was evicted during use; retry');
+      if (!key) throw new CofferError('unavailable', 'key was evicted during use; retry');
       keks.set(version, key);
     }
     return fn(keks);
   }
 
-  private async loadKek(executor: Executor, namespaceId: string, kekVersion: number): Promise<KeyMaterial> {
-    const row = await executor
-      .selectFrom('namespace_keys')
-      .select(['wrapped_key', 'root_version'])
-      .where('namespace_id', '=', namespaceId)
-      .where('version', '=', kekVersion)
-      .executeTakeFirst();
+  /** Through `executor` inside a transaction; otherwise on the database (see withKek). */
+  private async loadKek(executor: Executor | undefined, namespaceId: string, kekVersion: number): Promise<KeyMaterial> {
+    const row = await this.keys.findWrapped(namespaceId, kekVersion, executor);
     if (!row || !row.wrapped_key) {
-      throw new CofferError(404, 'not_found', 'the key version for this data was destroyed');
+      throw new CofferError('not_found', 'the key version for this data was destroyed');
     }
     // Another server rotated the root key and this one has not followed yet: follow first.
     if (row.root_version > this.root.version) await this.onRootBehind();

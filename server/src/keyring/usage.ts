@@ -6,8 +6,8 @@
  * count — a crash or a rolled-back write only wastes reserved counts — which
  * is the safe direction for a usage limit.
  */
-import { sql } from 'kysely';
 import type { Executor } from '../storage/executor.js';
+import { namespaceKeysRepo, type NamespaceKeysRepo } from '../storage/repos/namespace-keys.js';
 
 /** The outcome of counting one encryption. */
 export interface UsageTicket {
@@ -24,6 +24,7 @@ export class KekUsage {
   private readonly reserved = new Map<string, number>();
 
   constructor(
+    private readonly keys: Pick<NamespaceKeysRepo, 'addEncryptions'>,
     private readonly block: number,
     readonly limit: number,
   ) {}
@@ -36,7 +37,7 @@ export class KekUsage {
       this.reserved.set(id, left - 1);
       return SPENT_FROM_MEMORY;
     }
-    const total = await addEncryptions(trx, namespaceId, kekVersion, this.block);
+    const total = await this.keys.addEncryptions(namespaceId, kekVersion, this.block, trx);
     return {
       // This write spends one of the block; the rest is spendable once the reservation is committed.
       commit: () => this.reserved.set(id, (this.reserved.get(id) ?? 0) + this.block - 1),
@@ -50,11 +51,10 @@ export class KekUsage {
   }
 }
 
-/** Adds `n` to a KEK version's encryption count; returns the new count. */
+/**
+ * Adds `n` to a KEK version's encryption count; returns the new count.
+ * Kept for kms/kek-lifecycle.ts until it takes the namespace_keys repo itself.
+ */
 export async function addEncryptions(trx: Executor, namespaceId: string, kekVersion: number, n: number): Promise<number> {
-  const { rows } = await sql<{ encryptions: string | number }>`
-    update namespace_keys set encryptions = encryptions + ${n}
-    where namespace_id = ${namespaceId} and version = ${kekVersion}
-    returning encryptions`.execute(trx);
-  return Number(rows[0]?.encryptions ?? 0);
+  return namespaceKeysRepo(trx).addEncryptions(namespaceId, kekVersion, n);
 }

@@ -13,7 +13,7 @@
  */
 import { createDecipheriv, createHash, createPrivateKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import type { Kysely, Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import { IMPORT_ALGORITHMS, type ImportAlgorithm, type ImportParams, type RotateRootResult } from '@coffer/sdk/api';
 import { CofferError, badRequest, notFound } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
@@ -22,6 +22,8 @@ import type { OaepHash, Pkcs11Token } from '../seal/pkcs11.js';
 import type { ImportDevice } from '../seal/seal.js';
 import { sealAad } from '../seal/seal-context.js';
 import type { NamespaceService } from '../secrets/namespace-service.js';
+import type { Transactor } from '../storage/executor.js';
+import type { ImportKeysRepo } from '../storage/repos/import-keys.js';
 import type { Database } from '../storage/schema.js';
 
 export { IMPORT_ALGORITHMS, type ImportAlgorithm };
@@ -44,7 +46,8 @@ export type ImportTarget = { kind: 'namespace'; namespace: string } | { kind: 'r
 
 /** What BYOK needs from the rest of the server (wired in app/compose.ts). */
 export interface ByokDeps {
-  db: Kysely<Database>;
+  db: Transactor;
+  importKeys: Pick<ImportKeysRepo, 'countOpen' | 'insert' | 'find' | 'spend' | 'listExpired' | 'retire'>;
   namespaces: Pick<NamespaceService, 'resolve' | 'rotateKek' | 'onKekRotated'>;
   keyring: Pick<Keyring, 'rootKey'>;
   /** The seal in effect: whether it takes key imports, and its device (null: software wrapping keys). */
@@ -60,10 +63,12 @@ export interface ByokDeps {
 }
 
 export class ByokService {
-  private readonly db: Kysely<Database>;
+  private readonly db: Transactor;
+  private readonly importKeys: ByokDeps['importKeys'];
 
   constructor(private readonly deps: ByokDeps) {
     this.db = deps.db;
+    this.importKeys = deps.importKeys;
   }
 
   /**
@@ -89,13 +94,8 @@ export class ByokService {
     // Expired parameters go now (their HSM key pairs too); and there is a bound on open ones, since
     // each holds an RSA key (in the HSM, a token object).
     await this.purgeExpired();
-    const open = await this.db
-      .selectFrom('import_keys')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('used_at', 'is', null)
-      .executeTakeFirstOrThrow();
-    if (Number(open.n) >= MAX_OPEN_IMPORTS) {
-      throw new CofferError(429, 'rate_limited', `${MAX_OPEN_IMPORTS} import parameters are open: use or let some expire first`);
+    if ((await this.importKeys.countOpen()) >= MAX_OPEN_IMPORTS) {
+      throw new CofferError('rate_limited', `${MAX_OPEN_IMPORTS} import parameters are open: use or let some expire first`);
     }
     const id = randomUUID();
     const expiresAt = new Date(Date.now() + IMPORT_PARAMS_TTL_MS);
@@ -111,9 +111,7 @@ export class ByokService {
       const { hash } = parts(algorithm);
       if (target.kind === 'root' && !(await token.supportsOaep(hsmLabel, hash))) {
         await token.destroyByLabel(hsmLabel);
-        throw new CofferError(
-          400,
-          'unsupported_algorithm',
+        throw new CofferError('unsupported_algorithm',
           `this HSM cannot do RSA-OAEP with ${hash.toUpperCase()} inside the token, and a root key must never leave it: use RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_1`,
         );
       }
@@ -132,21 +130,18 @@ export class ByokService {
     }
     const pem = publicKey.export({ format: 'pem', type: 'spki' }).toString();
     try {
-      await this.db
-        .insertInto('import_keys')
-        .values({
-          id,
-          target: target.kind,
-          namespace_id: namespaceId,
-          algorithm,
-          public_key: pem,
-          hsm_label: hsmLabel,
-          wrapped_private_key: wrappedPrivate,
-          root_version: rootVersion,
-          created_by: identity,
-          expires_at: expiresAt,
-        })
-        .execute();
+      await this.importKeys.insert({
+        id,
+        target: target.kind,
+        namespace_id: namespaceId,
+        algorithm,
+        public_key: pem,
+        hsm_label: hsmLabel,
+        wrapped_private_key: wrappedPrivate,
+        root_version: rootVersion,
+        created_by: identity,
+        expires_at: expiresAt,
+      });
     } catch (err) {
       if (token && hsmLabel) await token.destroyByLabel(hsmLabel).catch(() => undefined);
       throw err;
@@ -168,24 +163,19 @@ export class ByokService {
    */
   private async spend(target: ImportTarget, importToken: string) {
     if (!/^[0-9a-f-]{36}$/i.test(importToken)) throw badRequest('import_token is the token returned with the import parameters');
-    const row = await this.db.selectFrom('import_keys').selectAll().where('id', '=', importToken).executeTakeFirst();
+    const row = await this.importKeys.find(importToken);
     if (!row) throw notFound('no such import token');
     if (row.target !== target.kind) throw badRequest(`this import token is for a ${row.target} import`);
     if (target.kind === 'namespace') {
       const ns = await this.deps.namespaces.resolve(target.namespace);
       if (row.namespace_id !== ns.id) throw badRequest('this import token belongs to another namespace');
     }
-    const spent = await this.db
-      .updateTable('import_keys')
-      .set({ used_at: new Date(), wrapped_private_key: null })
-      .where('id', '=', row.id)
-      .where('used_at', 'is', null)
-      .executeTakeFirst();
+    const spent = await this.importKeys.spend(row.id, new Date());
     const expired = row.expires_at.getTime() <= Date.now();
-    if (Number(spent.numUpdatedRows) !== 1) throw new CofferError(410, 'gone', 'this import token was already used: get new import parameters');
+    if (!spent) throw new CofferError('gone', 'this import token was already used: get new import parameters');
     if (expired) {
       await this.dropHsmKey(row.hsm_label);
-      throw new CofferError(410, 'expired', 'these import parameters expired (they last 24 hours): get new ones');
+      throw new CofferError('expired', 'these import parameters expired (they last 24 hours): get new ones');
     }
     return row;
   }
@@ -225,7 +215,7 @@ export class ByokService {
     const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
     const token = this.deps.imports.device()?.token ?? null;
     if (row.hsm_label) {
-      if (!token) throw new CofferError(409, 'conflict', 'this import key is in an HSM the server no longer uses: get new import parameters');
+      if (!token) throw new CofferError('conflict', 'this import key is in an HSM the server no longer uses: get new import parameters');
       if (hash === 'sha1') {
         const handle = await token.unwrapImported(row.hsm_label, hash, twoStep, wrapped, { asRoot: false });
         return checkLength(await token.takeKeyValue(handle));
@@ -236,7 +226,7 @@ export class ByokService {
       block.fill(0);
       return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES)) : checkLength(first);
     }
-    if (!row.wrapped_private_key || row.root_version === null) throw new CofferError(410, 'gone', 'this import key is gone: get new import parameters');
+    if (!row.wrapped_private_key || row.root_version === null) throw new CofferError('gone', 'this import key is gone: get new import parameters');
     const der = await this.deps.keyring.rootKey.unwrapKey(row.wrapped_private_key, sealAad.importKey(row.id, row.root_version), 'an import wrapping key');
     try {
       const key = createPrivateKey({ key: Buffer.from(der), format: 'der', type: 'pkcs8' });
@@ -261,7 +251,7 @@ export class ByokService {
     try {
       const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
       return await this.deps.importRoot(async (token: Pkcs11Token, label: string) => {
-        if (!row.hsm_label) throw new CofferError(409, 'conflict', 'this import key is not in the HSM: get new import parameters');
+        if (!row.hsm_label) throw new CofferError('conflict', 'this import key is not in the HSM: get new import parameters');
         const handle = await token.unwrapImported(row.hsm_label, hash, twoStep, wrapped, { asRoot: true, label });
         // The key must be 256 bits. SoftHSM2 reports CKA_VALUE_LEN 0 for unwrapped keys, so there the
         // length is proven by the AES-KWP block instead (40 bytes: a 25-32 byte key; AES takes only 32 of
@@ -272,9 +262,9 @@ export class ByokService {
         if (!ok) {
           await token.destroyObject(handle).catch(() => undefined);
           if (described?.valueLen === 0 && !twoStep) {
-            throw new CofferError(400, 'unsupported_algorithm', 'this HSM does not report the length of an unwrapped key: import the root key with RSA_AES_KEY_WRAP_SHA_1');
+            throw new CofferError('unsupported_algorithm', 'this HSM does not report the length of an unwrapped key: import the root key with RSA_AES_KEY_WRAP_SHA_1');
           }
-          throw new CofferError(400, 'invalid_key_material', 'the imported root key must be 256 bits');
+          throw new CofferError('invalid_key_material', 'the imported root key must be 256 bits');
         }
         return handle;
       }, beforeCommit);
@@ -285,14 +275,9 @@ export class ByokService {
 
   /** Removes expired, unused import keys (HSM objects included). */
   async purgeExpired(): Promise<number> {
-    const rows = await this.db
-      .selectFrom('import_keys')
-      .select(['id', 'hsm_label'])
-      .where('used_at', 'is', null)
-      .where('expires_at', '<=', new Date())
-      .execute();
+    const rows = await this.importKeys.listExpired(new Date());
     for (const row of rows) {
-      await this.db.updateTable('import_keys').set({ used_at: new Date(), wrapped_private_key: null }).where('id', '=', row.id).execute();
+      await this.importKeys.retire(row.id, new Date());
       await this.dropHsmKey(row.hsm_label);
     }
     return rows.length;
@@ -300,7 +285,7 @@ export class ByokService {
 }
 
 function invalidMaterial(): CofferError {
-  return new CofferError(400, 'invalid_key_material', 'the wrapped key material does not unwrap with this import key and algorithm');
+  return new CofferError('invalid_key_material', 'the wrapped key material does not unwrap with this import key and algorithm');
 }
 
 function decodeB64(text: string): Uint8Array {
@@ -311,7 +296,7 @@ function decodeB64(text: string): Uint8Array {
 function checkLength(key: Uint8Array): KeyMaterial {
   if (key.length !== 32) {
     zeroize(key);
-    throw new CofferError(400, 'invalid_key_material', 'imported key material must be 256 bits (32 bytes)');
+    throw new CofferError('invalid_key_material', 'imported key material must be 256 bits (32 bytes)');
   }
   return key;
 }

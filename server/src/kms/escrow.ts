@@ -6,12 +6,15 @@
  * material appears only in the download response, wrapped.
  */
 import { createCipheriv, createPublicKey, publicEncrypt, randomBytes, randomUUID, constants, type KeyObject } from 'node:crypto';
-import type { Kysely, Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { EscrowAlgorithm, EscrowDownload, EscrowRequest } from '@coffer/sdk/api';
 import { CofferError, badRequest, notFound } from '../errors.js';
 import { zeroize } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { NamespaceService } from '../secrets/namespace-service.js';
+import type { Transactor } from '../storage/executor.js';
+import type { EscrowRequestsRepo } from '../storage/repos/escrow-requests.js';
+import type { NamespaceKeysRepo } from '../storage/repos/namespace-keys.js';
 import type { Database, EscrowRequestTable } from '../storage/schema.js';
 import type { Selectable } from 'kysely';
 
@@ -70,16 +73,20 @@ export function wrapForEscrow(kek: Uint8Array, publicKey: KeyObject, algorithm: 
 
 /** What escrow needs from the rest of the server (wired in app/compose.ts). */
 export interface EscrowDeps {
-  db: Kysely<Database>;
+  db: Transactor;
+  escrowRequests: Pick<EscrowRequestsRepo, 'insert' | 'findWithNamespace' | 'getForDownload' | 'listByNamespace' | 'approve' | 'markDownloaded'>;
+  namespaceKeys: Pick<NamespaceKeysRepo, 'findWrapped'>;
   namespaces: Pick<NamespaceService, 'resolve'>;
   keyring: Pick<Keyring, 'withKekMaterial'>;
 }
 
 export class EscrowService {
-  private readonly db: Kysely<Database>;
+  private readonly db: Transactor;
+  private readonly requests: EscrowDeps['escrowRequests'];
 
   constructor(private readonly deps: EscrowDeps) {
     this.db = deps.db;
+    this.requests = deps.escrowRequests;
   }
 
   async request(
@@ -89,42 +96,26 @@ export class EscrowService {
     parseEscrowPublicKey(input.publicKey);
     const ns = await this.deps.namespaces.resolve(input.namespace);
     const version = input.kekVersion ?? ns.currentKekVersion;
-    const key = await this.db
-      .selectFrom('namespace_keys')
-      .select(['wrapped_key'])
-      .where('namespace_id', '=', ns.id)
-      .where('version', '=', version)
-      .executeTakeFirst();
+    const key = await this.deps.namespaceKeys.findWrapped(ns.id, version);
     if (!key) throw notFound(`namespace "${ns.name}" has no KEK version ${version}`);
-    if (!key.wrapped_key) throw new CofferError(410, 'gone', `KEK version ${version} was destroyed`);
+    if (!key.wrapped_key) throw new CofferError('gone', `KEK version ${version} was destroyed`);
     const ttl = input.ttlSeconds ?? ESCROW_DEFAULT_TTL_SECONDS;
-    const row = await this.db
-      .insertInto('escrow_requests')
-      .values({
-        id: randomUUID(),
-        namespace_id: ns.id,
-        kek_version: version,
-        algorithm: input.algorithm,
-        public_key: input.publicKey,
-        requested_by: identity,
-        state: 'pending',
-        expires_at: new Date(Date.now() + ttl * 1000),
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    const row = await this.requests.insert({
+      id: randomUUID(),
+      namespace_id: ns.id,
+      kek_version: version,
+      algorithm: input.algorithm,
+      public_key: input.publicKey,
+      requested_by: identity,
+      expires_at: new Date(Date.now() + ttl * 1000),
+    });
     return view(row, ns.name);
   }
 
   /** The request and its namespace name (for the caller's authorisation check). */
   async get(id: string): Promise<EscrowRequest> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw notFound('no such escrow request');
-    const found = await this.db
-      .selectFrom('escrow_requests as e')
-      .innerJoin('namespaces as n', 'n.id', 'e.namespace_id')
-      .selectAll('e')
-      .select('n.name as namespace_name')
-      .where('e.id', '=', id)
-      .executeTakeFirst();
+    const found = await this.requests.findWithNamespace(id);
     if (!found) throw notFound('no such escrow request');
     return view(found, found.namespace_name);
   }
@@ -132,13 +123,7 @@ export class EscrowService {
   /** A namespace's requests, newest first (for the second admin to find what awaits approval). */
   async list(namespace: string, limit = 100): Promise<EscrowRequest[]> {
     const ns = await this.deps.namespaces.resolve(namespace, undefined, { allowDisabled: true });
-    const rows = await this.db
-      .selectFrom('escrow_requests')
-      .selectAll()
-      .where('namespace_id', '=', ns.id)
-      .orderBy('created_at', 'desc')
-      .limit(limit)
-      .execute();
+    const rows = await this.requests.listByNamespace(ns.id, limit);
     return rows.map((row) => view(row, ns.name));
   }
 
@@ -146,19 +131,12 @@ export class EscrowService {
   async approve(id: string, identity: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<EscrowRequest> {
     const current = await this.get(id);
     if (current.requested_by === identity) {
-      throw new CofferError(403, 'permission_denied', 'two-person rule: the approver must be a different identity than the requester');
+      throw new CofferError('permission_denied', 'two-person rule: the approver must be a different identity than the requester');
     }
-    if (current.state === 'expired') throw new CofferError(410, 'expired', 'this escrow request expired');
-    if (current.state !== 'pending') throw new CofferError(409, 'conflict', `this escrow request is ${current.state}`);
+    if (current.state === 'expired') throw new CofferError('expired', 'this escrow request expired');
+    if (current.state !== 'pending') throw new CofferError('conflict', `this escrow request is ${current.state}`);
     await this.db.transaction().execute(async (trx) => {
-      const done = await trx
-        .updateTable('escrow_requests')
-        .set({ state: 'approved', approved_by: identity, approved_at: new Date() })
-        .where('id', '=', id)
-        .where('state', '=', 'pending')
-        .where('expires_at', '>', new Date())
-        .executeTakeFirst();
-      if (Number(done.numUpdatedRows) !== 1) throw new CofferError(409, 'conflict', 'this escrow request changed meanwhile');
+      if (!(await this.requests.approve(id, identity, new Date(), trx))) throw new CofferError('conflict', 'this escrow request changed meanwhile');
       await beforeCommit?.(trx);
     });
     return this.get(id);
@@ -171,23 +149,16 @@ export class EscrowService {
     beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
   ): Promise<EscrowDownload> {
     const current = await this.get(id);
-    if (current.requested_by !== identity) throw new CofferError(403, 'permission_denied', 'only the requester downloads an approved escrow export');
-    if (current.state === 'downloaded') throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');
-    if (current.state === 'expired') throw new CofferError(410, 'expired', 'this escrow request expired');
-    if (current.state !== 'approved') throw new CofferError(409, 'conflict', 'this escrow request is not approved yet: a second admin must approve it');
-    const row = await this.db.selectFrom('escrow_requests').select(['namespace_id', 'public_key']).where('id', '=', id).executeTakeFirstOrThrow();
+    if (current.requested_by !== identity) throw new CofferError('permission_denied', 'only the requester downloads an approved escrow export');
+    if (current.state === 'downloaded') throw new CofferError('gone', 'this escrow export was already downloaded (single download)');
+    if (current.state === 'expired') throw new CofferError('expired', 'this escrow request expired');
+    if (current.state !== 'approved') throw new CofferError('conflict', 'this escrow request is not approved yet: a second admin must approve it');
+    const row = await this.requests.getForDownload(id);
     const publicKey = parseEscrowPublicKey(row.public_key);
     // Wrapped before the transaction: loading a KEK needs a connection, and PGlite has one.
     const wrapped = await this.deps.keyring.withKekMaterial(row.namespace_id, current.kek_version, (kek) => wrapForEscrow(kek, publicKey, current.algorithm as EscrowAlgorithm));
     await this.db.transaction().execute(async (trx) => {
-      const done = await trx
-        .updateTable('escrow_requests')
-        .set({ state: 'downloaded', downloaded_at: new Date() })
-        .where('id', '=', id)
-        .where('state', '=', 'approved')
-        .where('expires_at', '>', new Date())
-        .executeTakeFirst();
-      if (Number(done.numUpdatedRows) !== 1) throw new CofferError(410, 'gone', 'this escrow export was already downloaded (single download)');
+      if (!(await this.requests.markDownloaded(id, new Date(), trx))) throw new CofferError('gone', 'this escrow export was already downloaded (single download)');
       await beforeCommit?.(trx);
     });
     return { ...(await this.get(id)), wrapped_key_material: wrapped.toString('base64') };

@@ -19,23 +19,24 @@
  *   namespace is shredded, so a read that fetched a row (or a cached row)
  *   just before it was rewrapped still decrypts: reads never fail during a
  *   rotation.
+ *
+ * The server runs rotation, shredding and rewrap as scheduler jobs
+ * (kek-jobs.ts, jobs/scheduler.ts); the queries are storage/repos/kek-lifecycle.ts.
  */
-import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { KekStatus, ShredSchedule } from '@coffer/sdk/api';
 import type { Keyring } from '../keyring/keyring.js';
 import { addEncryptions, type KekUsage } from '../keyring/usage.js';
+import type { KekLifecycleRepo } from '../storage/repos/kek-lifecycle.js';
 import type { Database } from '../storage/schema.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from '../secrets/changes.js';
 import { countDeksToRewrap, retireUnreferenced, type NamespaceService } from '../secrets/namespace-service.js';
 import { NamespaceShredder, SHRED_DEFAULT_DAYS } from './shred.js';
 
-/** First key of the two-key advisory lock: "Coffer rewrap". The second is the namespace's hash. */
-const REWRAP_LOCK = 0x0c0ffe01;
-
 export interface KekLifecycleOptions {
   rewrapBatchSize: number;
   rewrapBatchDelayMs: number;
-  jobIntervalMs: number;
   /** Reports background failures (they are retried at the next run). */
   onError: (what: string, err: unknown) => void;
   /** Reports background events worth an operator's attention (rotation, shredding). */
@@ -61,16 +62,13 @@ type BatchOutcome = 'more' | 'completed' | 'idle' | 'busy';
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 export class KekLifecycle {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
-  /** Only a started runner (COFFER_KEK_RUN_JOBS) acts on kicks; otherwise the jobs are driven by hand. */
-  private started = false;
+  /** Called when rewrap work became due outside a rotation (a cancelled shred resumes a paused job). */
+  onRewrapDue: () => void = () => undefined;
   private readonly shredder: NamespaceShredder;
 
   constructor(
     private readonly db: Kysely<Database>,
+    private readonly repo: KekLifecycleRepo,
     private readonly keyring: Keyring,
     private readonly namespaces: NamespaceService,
     private readonly changes: Changes,
@@ -89,9 +87,9 @@ export class KekLifecycle {
       .setIsolationLevel('repeatable read')
       .execute(async (trx) => {
         const ns = await this.namespaces.resolve(name, trx, { allowDisabled: true });
-        const row = await trx.selectFrom('namespaces').selectAll().where('id', '=', ns.id).executeTakeFirstOrThrow();
-        const keys = await trx.selectFrom('namespace_keys').selectAll().where('namespace_id', '=', ns.id).orderBy('version').execute();
-        const job = await trx.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', ns.id).executeTakeFirst();
+        const row = await this.repo.namespace(ns.id, trx);
+        const keys = await this.repo.keys(ns.id, trx);
+        const job = await this.repo.rewrapJob(ns.id, trx);
         const remaining = job && job.state === 'running' ? await countDeksToRewrap(trx, ns.id, job.target_version) : 0;
         return { row, keys, job, remaining };
       });
@@ -139,115 +137,55 @@ export class KekLifecycle {
     let completedNamespace: string | null = null;
     let completedTarget = 0;
     const outcome = await this.db.transaction().execute(async (trx): Promise<BatchOutcome> => {
-      const { rows: lock } = await sql<{ ok: boolean }>`
-        select pg_try_advisory_xact_lock(${REWRAP_LOCK}::int, hashtext(${namespaceId}::text)) as ok`.execute(trx);
-      if (!lock[0]?.ok) return 'busy';
-      // FOR SHARE: a rotation (FOR UPDATE) waits for this batch, then restarts the job.
-      const ns = await trx
-        .selectFrom('namespaces')
-        .select(['id', 'name', 'current_kek_version', 'deletion_date'])
-        .where('id', '=', namespaceId)
-        .forShare()
-        .executeTakeFirst();
-      const job = await trx
-        .selectFrom('kek_rewrap_jobs')
-        .selectAll()
-        .where('namespace_id', '=', namespaceId)
-        .forUpdate()
-        .executeTakeFirst();
+      if (!(await this.repo.tryLockRewrap(namespaceId, trx))) return 'busy';
+      const ns = await this.repo.namespaceForBatch(namespaceId, trx);
+      const job = await this.repo.rewrapJobForUpdate(namespaceId, trx);
       // A namespace waiting to be shredded keeps its DEKs where they are.
       if (!ns || !job || job.state !== 'running' || ns.deletion_date) return 'idle';
       const target = job.target_version;
-      // Lock the target version's row before any DEK row: a write that reserves usage counts
-      // takes it before touching secret_versions too, so the two never wait on each other in a cycle.
-      await trx
-        .selectFrom('namespace_keys')
-        .select('version')
-        .where('namespace_id', '=', namespaceId)
-        .where('version', '=', target)
-        .forUpdate()
-        .execute();
-      // The batch's last path: the batchSize-th secret after the cursor (none: this is the last batch).
-      let bound = trx
-        .selectFrom('secrets')
-        .select('path')
-        .where('namespace_id', '=', namespaceId)
-        .orderBy('path')
-        .offset(this.options.rewrapBatchSize - 1)
-        .limit(1);
-      if (job.cursor_path !== null) bound = bound.where('path', '>', job.cursor_path);
-      const last = (await bound.executeTakeFirst())?.path ?? null;
-      let query = trx
-        .selectFrom('secret_versions as v')
-        .innerJoin('secrets as s', 's.id', 'v.secret_id')
-        .select(['v.secret_id', 'v.version', 'v.kek_version', 'v.wrapped_dek'])
-        .where('s.namespace_id', '=', namespaceId)
-        .where('v.wrapped_dek', 'is not', null)
-        .where('v.kek_version', '<>', target)
-        .forUpdate('v');
-      if (job.cursor_path !== null) query = query.where('s.path', '>', job.cursor_path);
-      if (last !== null) query = query.where('s.path', '<=', last);
-      const rows = await query.execute();
-      const deks = rows.map((r) => ({ secretId: r.secret_id, version: r.version, kekVersion: r.kek_version!, wrappedDek: r.wrapped_dek! }));
+      await this.repo.lockKeyVersion(namespaceId, target, trx);
+      const last = await this.repo.batchEnd(namespaceId, job.cursor_path, this.options.rewrapBatchSize, trx);
+      const deks = await this.repo.deksToRewrap(namespaceId, target, job.cursor_path, last, trx);
       const rewrapped = deks.length > 0 ? await this.keyring.rewrapDeks(namespaceId, target, deks, trx) : [];
-      if (deks.length > 0) {
-        // Three array parameters instead of three per row: far less to bind and parse.
-        await sql`
-          update secret_versions as v set wrapped_dek = d.w, kek_version = ${target}::int
-          from unnest(${deks.map((d) => d.secretId)}::uuid[], ${deks.map((d) => d.version)}::int[], ${rewrapped}::bytea[])
-            as d(secret_id, version, w)
-          where v.secret_id = d.secret_id and v.version = d.version`.execute(trx);
-      }
+      await this.repo.storeRewrapped(deks, rewrapped, target, trx);
       // Rewraps are encryptions under the target version too.
       if (deks.length > 0) await addEncryptions(trx, namespaceId, target, deks.length);
       const now = new Date();
+      const done = Number(job.rewrapped) + deks.length;
       if (last !== null) {
-        await trx
-          .updateTable('kek_rewrap_jobs')
-          .set({ cursor_path: last, rewrapped: Number(job.rewrapped) + deks.length, updated_at: now })
-          .where('namespace_id', '=', namespaceId)
-          .execute();
+        await this.repo.advanceRewrap(namespaceId, last, done, now, trx);
         return 'more';
       }
       // Past the last secret. Nothing can be left (writes since the rotation use the target);
       // if something is, it came from outside Coffer: start another pass rather than retire wrongly.
       if ((await countDeksToRewrap(trx, namespaceId, target)) > 0) {
-        await trx
-          .updateTable('kek_rewrap_jobs')
-          .set({ cursor_path: null, rewrapped: Number(job.rewrapped) + deks.length, updated_at: now })
-          .where('namespace_id', '=', namespaceId)
-          .execute();
+        await this.repo.advanceRewrap(namespaceId, null, done, now, trx);
         return 'more';
       }
-      await trx
-        .updateTable('kek_rewrap_jobs')
-        .set({ state: 'completed', cursor_path: null, rewrapped: Number(job.rewrapped) + deks.length, updated_at: now, completed_at: now })
-        .where('namespace_id', '=', namespaceId)
-        .execute();
+      await this.repo.completeRewrap(namespaceId, done, now, trx);
       await retireUnreferenced(trx, namespaceId, target);
       // Cached rows still name the old version (still readable): drop them so no cache refers to retired keys.
-      await publishChange(this.changes, trx, { kind: 'namespace', namespace: ns.name });
+      await publishChange(this.changes, trx, changeEvents.namespace(ns.name));
       completedNamespace = ns.name;
       completedTarget = target;
       return 'completed';
     });
     if (completedNamespace !== null) {
-      applyLocally(this.changes, { kind: 'namespace', namespace: completedNamespace });
+      applyLocally(this.changes, changeEvents.namespace(completedNamespace));
       this.options.onEvent('kek rewrap completed', { namespace: completedNamespace });
       await this.record({ action: 'namespace.kek.retire', namespace: completedNamespace, kekVersion: completedTarget });
     }
     return outcome;
   }
 
-  /** Runs every running rewrap job to completion (or until stopped, or another server has it). */
-  async runRewrapJobs(): Promise<void> {
-    const jobs = await this.db.selectFrom('kek_rewrap_jobs').select('namespace_id').where('state', '=', 'running').execute();
-    for (const { namespace_id } of jobs) {
+  /** Runs every running rewrap job to completion (or until `signal` aborts, or another server has it). */
+  async runRewrapJobs(signal?: AbortSignal): Promise<void> {
+    for (const namespaceId of await this.repo.runningRewrapJobs()) {
       for (;;) {
-        if (this.stopped) return;
-        const outcome = await this.rewrapBatch(namespace_id);
+        if (signal?.aborted) return;
+        const outcome = await this.rewrapBatch(namespaceId);
         if (outcome !== 'more') break;
-        if (this.options.rewrapBatchDelayMs > 0) await delay(this.options.rewrapBatchDelayMs);
+        if (this.options.rewrapBatchDelayMs > 0) await delay(this.options.rewrapBatchDelayMs, signal);
       }
     }
   }
@@ -261,34 +199,13 @@ export class KekLifecycle {
    * cannot make rotations chase each other). Safe on several servers: the
    * condition is re-checked under the namespace's row lock.
    */
-  async rotateDue(now = new Date()): Promise<number> {
-    const candidates = await this.db
-      .selectFrom('namespaces as n')
-      .innerJoin('namespace_keys as k', (join) => join.onRef('k.namespace_id', '=', 'n.id').onRef('k.version', '=', 'n.current_kek_version'))
-      .select(['n.id', 'n.name'])
-      .where('n.deletion_date', 'is', null)
-      .where((eb) =>
-        eb.or([
-          eb.and([
-            eb('n.rotation_period_seconds', 'is not', null),
-            sql<boolean>`k.created_at + make_interval(secs => n.rotation_period_seconds) <= ${now}`,
-          ]),
-          sql<boolean>`k.encryptions >= ${this.usage.limit}`,
-        ]),
-      )
-      .execute();
+  async rotateDue(now = new Date(), signal?: AbortSignal): Promise<number> {
+    const candidates = await this.repo.rotationCandidates(now, this.usage.limit);
     let rotated = 0;
     for (const candidate of candidates) {
-      if (this.stopped) break;
+      if (signal?.aborted) break;
       const result = await this.db.transaction().execute(async (trx) => {
-        const ns = await trx
-          .selectFrom('namespaces as n')
-          .innerJoin('namespace_keys as k', (join) => join.onRef('k.namespace_id', '=', 'n.id').onRef('k.version', '=', 'n.current_kek_version'))
-          .leftJoin('kek_rewrap_jobs as j', 'j.namespace_id', 'n.id')
-          .select(['n.rotation_period_seconds', 'n.deletion_date', 'k.created_at', 'k.encryptions', 'j.state as job_state'])
-          .where('n.id', '=', candidate.id)
-          .forUpdate('n')
-          .executeTakeFirst();
+        const ns = await this.repo.rotationFactsForUpdate(candidate.id, trx);
         if (!ns || ns.deletion_date) return null;
         const scheduled = ns.rotation_period_seconds !== null && ns.created_at.getTime() + ns.rotation_period_seconds * 1000 <= now.getTime();
         const worn = Number(ns.encryptions) >= this.usage.limit && ns.job_state !== 'running';
@@ -317,7 +234,7 @@ export class KekLifecycle {
   async cancelShred(name: string): Promise<ShredSchedule> {
     const schedule = await this.shredder.cancelShred(name);
     // A rewrap paused by the schedule may go on.
-    this.kick();
+    this.onRewrapDue();
     return schedule;
   }
 
@@ -334,57 +251,23 @@ export class KekLifecycle {
     }
   }
 
-  // --- background runner --------------------------------------------------
-
-  /** Starts the periodic run (and runs once now: a restarted server resumes interrupted jobs at once). */
-  start(): void {
-    this.stopped = false;
-    this.started = true;
-    this.timer = setInterval(() => this.kick(), this.options.jobIntervalMs);
-    this.timer.unref();
-    this.kick();
-  }
-
-  /** Asks for a run soon (after a rotation or when a write reached the usage limit). */
-  kick(): void {
-    if (this.stopped || !this.started) return;
-    void this.runOnce().catch((err: unknown) => this.options.onError('kek lifecycle run failed', err));
-  }
+  // --- one pass, driven by hand -------------------------------------------
 
   /**
-   * One pass: due rotations, due shreds, then rewrap jobs. Concurrent calls
-   * join the pass in progress, which then runs once more.
+   * Due rotations, due shreds, then rewrap jobs, in that order. The server runs
+   * them as three jobs (kms/kek-jobs.ts); this is the same work for callers that
+   * drive it themselves (COFFER_KEK_RUN_JOBS=false). A step's failure is reported
+   * and the next step still runs.
    */
-  runOnce(now?: Date): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          await this.step('rotation', () => this.rotateDue(now ?? new Date()));
-          await this.step('shredding', () => this.sweepShredding(now ?? new Date()));
-          await this.step('rewrap', () => this.runRewrapJobs());
-        } while (this.again && !this.stopped);
-      } finally {
-        this.running = undefined;
-      }
-    })();
-    return this.running;
-  }
-
-  /** Stops the runner; resolves when the batch in flight (if any) has finished. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running?.catch(() => undefined);
+  async runOnce(now?: Date, signal?: AbortSignal): Promise<void> {
+    await this.step('rotation', () => this.rotateDue(now ?? new Date(), signal));
+    if (signal?.aborted) return;
+    await this.step('shredding', () => this.sweepShredding(now ?? new Date()));
+    if (signal?.aborted) return;
+    await this.step('rewrap', () => this.runRewrapJobs(signal));
   }
 
   private async step(what: string, fn: () => Promise<unknown>): Promise<void> {
-    if (this.stopped) return;
     try {
       await fn();
     } catch (err) {
@@ -394,6 +277,17 @@ export class KekLifecycle {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+/** Waits `ms`, or less when `signal` aborts (a stop does not wait out the pause between batches). */
+function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }

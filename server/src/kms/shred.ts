@@ -5,14 +5,19 @@
  * under them unreadable wherever a copy of the database lives; the rows go too.
  * Runs on the KEK lifecycle's schedule (kek-lifecycle.ts), which reaches it.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { badRequest, conflict } from '../errors.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { KekUsage } from '../keyring/usage.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from '../secrets/changes.js';
-import { lockNamespaceRow } from '../secrets/namespace-service.js';
 import { checkNamespaceName } from '../secrets/names.js';
+import { namespaceKeysRepo, type NamespaceKeysRepo } from '../storage/repos/namespace-keys.js';
+import { namespacesRepo, type NamespacesRepo } from '../storage/repos/namespaces.js';
+import { rewrapJobsRepo, type RewrapJobsRepo } from '../storage/repos/rewrap-jobs.js';
+import { secretsRepo, type SecretsRepo } from '../storage/repos/secrets.js';
 import type { Database } from '../storage/schema.js';
+import { notFound } from '../errors.js';
 import type { ShredSchedule } from '@coffer/sdk/api';
 import type { BackgroundAuditEvent } from './kek-lifecycle.js';
 
@@ -22,6 +27,11 @@ export const SHRED_DEFAULT_DAYS = 30;
 const DAY_MS = 86_400_000;
 
 export class NamespaceShredder {
+  private readonly namespaces: Pick<NamespacesRepo, 'lockByName' | 'lockById' | 'update' | 'dueForShredding' | 'delete'>;
+  private readonly namespaceKeys: Pick<NamespaceKeysRepo, 'destroyAll' | 'deleteAll'>;
+  private readonly secrets: Pick<SecretsRepo, 'purgeNamespace'>;
+  private readonly rewrapJobs: Pick<RewrapJobsRepo, 'delete'>;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly keyring: Pick<Keyring, 'evictNamespace'>,
@@ -32,7 +42,20 @@ export class NamespaceShredder {
       /** Records a destruction in the audit log once it has committed. */
       record: (event: BackgroundAuditEvent) => Promise<void>;
     },
-  ) {}
+  ) {
+    // Built here from the database (kms/kek-lifecycle.ts constructs this class with it).
+    this.namespaces = namespacesRepo(db);
+    this.namespaceKeys = namespaceKeysRepo(db);
+    this.secrets = secretsRepo(db);
+    this.rewrapJobs = rewrapJobsRepo(db);
+  }
+
+  /** The namespace's row FOR UPDATE (writes in it finish first, new ones wait); 404 if absent. */
+  private async lock(name: string, trx: Transaction<Database>) {
+    const ns = await this.namespaces.lockByName(name, trx);
+    if (!ns) throw notFound(`namespace "${name}" not found`);
+    return ns;
+  }
 
   /**
    * Schedules the destruction of a namespace's key material after a waiting
@@ -47,19 +70,15 @@ export class NamespaceShredder {
     }
     const deletionDate = new Date(now.getTime() + pendingWindowDays * DAY_MS);
     await this.db.transaction().execute(async (trx) => {
-      const ns = await lockNamespaceRow(trx, name);
+      const ns = await this.lock(name, trx);
       if (ns.deletion_date) {
         throw conflict('conflict', `namespace "${name}" is already scheduled for shredding at ${ns.deletion_date.toISOString()}`);
       }
-      await trx
-        .updateTable('namespaces')
-        .set({ deletion_requested_at: now, deletion_date: deletionDate, updated_at: now })
-        .where('id', '=', ns.id)
-        .execute();
+      await this.namespaces.update(ns.id, { deletion_requested_at: now, deletion_date: deletionDate, updated_at: now }, trx);
       // Other servers drop their cached rows of this namespace (reads then see it disabled).
-      await publishChange(this.changes, trx, { kind: 'namespace', namespace: name });
+      await publishChange(this.changes, trx, changeEvents.namespace(name));
     });
-    applyLocally(this.changes, { kind: 'namespace', namespace: name });
+    applyLocally(this.changes, changeEvents.namespace(name));
     return { namespace: name, deletion_requested_at: now.toISOString(), deletion_date: deletionDate.toISOString() };
   }
 
@@ -67,16 +86,12 @@ export class NamespaceShredder {
   async cancelShred(name: string): Promise<ShredSchedule> {
     checkNamespaceName(name);
     await this.db.transaction().execute(async (trx) => {
-      const ns = await lockNamespaceRow(trx, name);
+      const ns = await this.lock(name, trx);
       if (!ns.deletion_date) throw conflict('conflict', `namespace "${name}" is not scheduled for shredding`);
-      await trx
-        .updateTable('namespaces')
-        .set({ deletion_requested_at: null, deletion_date: null, updated_at: new Date() })
-        .where('id', '=', ns.id)
-        .execute();
-      await publishChange(this.changes, trx, { kind: 'namespace', namespace: name });
+      await this.namespaces.update(ns.id, { deletion_requested_at: null, deletion_date: null, updated_at: new Date() }, trx);
+      await publishChange(this.changes, trx, changeEvents.namespace(name));
     });
-    applyLocally(this.changes, { kind: 'namespace', namespace: name });
+    applyLocally(this.changes, changeEvents.namespace(name));
     return { namespace: name, deletion_requested_at: null, deletion_date: null };
   }
 
@@ -88,42 +103,24 @@ export class NamespaceShredder {
    * are zeroed here and, through the change feed, on the other servers.
    */
   async sweepShredding(now = new Date()): Promise<string[]> {
-    const due = await this.db
-      .selectFrom('namespaces')
-      .select(['id', 'name'])
-      .where('deletion_date', 'is not', null)
-      .where('deletion_date', '<=', now)
-      .execute();
+    const due = await this.namespaces.dueForShredding(now);
     const destroyed: string[] = [];
     for (const candidate of due) {
       const done = await this.db.transaction().execute(async (trx) => {
-        const ns = await trx
-          .selectFrom('namespaces')
-          .select(['id', 'deletion_date'])
-          .where('id', '=', candidate.id)
-          .forUpdate()
-          .executeTakeFirst();
+        const ns = await this.namespaces.lockById(candidate.id, trx);
         if (!ns?.deletion_date || ns.deletion_date.getTime() > now.getTime()) return false;
         // Erase the key material first: from here on nothing under these keys can be decrypted.
-        await trx
-          .updateTable('namespace_keys')
-          .set({ wrapped_key: null, state: 'destroyed', destroyed_at: now })
-          .where('namespace_id', '=', ns.id)
-          .execute();
-        await trx
-          .deleteFrom('secret_versions')
-          .where('secret_id', 'in', (eb) => eb.selectFrom('secrets').select('id').where('namespace_id', '=', ns.id))
-          .execute();
-        await trx.deleteFrom('secrets').where('namespace_id', '=', ns.id).execute();
-        await trx.deleteFrom('kek_rewrap_jobs').where('namespace_id', '=', ns.id).execute();
-        await trx.deleteFrom('namespace_keys').where('namespace_id', '=', ns.id).execute();
-        await trx.deleteFrom('namespaces').where('id', '=', ns.id).execute();
-        await publishChange(this.changes, trx, { kind: 'namespace', namespace: candidate.name });
-        await publishChange(this.changes, trx, { kind: 'namespace-keys', namespaceId: ns.id });
+        await this.namespaceKeys.destroyAll(ns.id, now, trx);
+        await this.secrets.purgeNamespace(ns.id, trx);
+        await this.rewrapJobs.delete(ns.id, trx);
+        await this.namespaceKeys.deleteAll(ns.id, trx);
+        await this.namespaces.delete(ns.id, trx);
+        await publishChange(this.changes, trx, changeEvents.namespace(candidate.name));
+        await publishChange(this.changes, trx, changeEvents.namespaceKeys(ns.id));
         return true;
       });
       if (done) {
-        applyLocally(this.changes, { kind: 'namespace', namespace: candidate.name });
+        applyLocally(this.changes, changeEvents.namespace(candidate.name));
         this.keyring.evictNamespace(candidate.id);
         this.usage.forgetNamespace(candidate.id);
         destroyed.push(candidate.name);

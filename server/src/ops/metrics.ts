@@ -9,11 +9,31 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CofferCore } from '../core.js';
-import type { Keyring } from '../keyring/keyring.js';
-import type { PoolStats } from '../storage/db.js';
+import type { JobObserver } from '../jobs/scheduler.js';
 
+/** The KEK cache's size and lifetime hit/miss counts (keyring/keyring.ts `cacheStats`). */
+export interface KekCacheStats {
+  size: number;
+  hits: number;
+  misses: number;
+}
+
+/** Connection pool use (storage/db.ts `poolStats`). */
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+  max: number;
+}
+
+/** Where the metrics read from, handed in by app/compose.ts. */
 export interface MetricsSources {
   core: CofferCore;
+  /**
+   * The live keyring's KEK cache (undefined while sealed). Each unseal builds a new
+   * keyring whose counters start at zero; a new object here means a new keyring.
+   */
+  kekCache: () => { cacheStats(): KekCacheStats } | undefined;
   /** Connection pool use (PostgreSQL only). */
   poolStats?: (() => PoolStats) | undefined;
 }
@@ -42,6 +62,8 @@ export class CofferMetrics {
   private readonly durations: Histogram<'method' | 'route' | 'status'>;
   /** Children by `method status route`: a Map lookup is cheaper than prom-client's label hashing. */
   private readonly series = new Map<string, RequestSeries>();
+  /** Where the job scheduler counts runs; one per server, so the counts go on across seal/unseal. */
+  readonly jobs: JobObserver;
 
   constructor(sources: MetricsSources) {
     const { core } = sources;
@@ -82,7 +104,7 @@ export class CofferMetrics {
       },
     });
 
-    const kek = new KekCacheTotals(core);
+    const kek = new KekCacheTotals(sources.kekCache);
     new Gauge({
       name: 'coffer_kek_cache_entries',
       help: 'Unwrapped namespace keys (KEK versions) held in memory',
@@ -125,6 +147,32 @@ export class CofferMetrics {
         this.set(core.audit.queueDepth);
       },
     });
+
+    const jobRuns = new Counter({
+      name: 'coffer_job_runs_total',
+      help: 'Background job runs on this server (runs that held the job\'s cluster-wide lock), by job',
+      labelNames: ['job'],
+      registers,
+    });
+    const jobFailures = new Counter({
+      name: 'coffer_job_failures_total',
+      help: 'Background job runs that failed (retried with back-off), by job',
+      labelNames: ['job'],
+      registers,
+    });
+    const jobDuration = new Gauge({
+      name: 'coffer_job_last_duration_seconds',
+      help: 'How long the last run of a background job on this server took, by job',
+      labelNames: ['job'],
+      registers,
+    });
+    this.jobs = {
+      observe(job, outcome, seconds) {
+        jobRuns.inc({ job });
+        if (outcome === 'failed') jobFailures.inc({ job });
+        jobDuration.set({ job }, seconds);
+      },
+    };
 
     const poolStats = sources.poolStats;
     if (poolStats) {
@@ -170,15 +218,15 @@ export class CofferMetrics {
  * final counts are carried over when it is replaced.
  */
 class KekCacheTotals {
-  private last: Keyring | undefined;
+  private last: { cacheStats(): KekCacheStats } | undefined;
   private carriedHits = 0;
   private carriedMisses = 0;
 
-  constructor(private readonly core: CofferCore) {}
+  constructor(private readonly source: MetricsSources['kekCache']) {}
 
   /** The live keyring's cache stats; undefined while sealed. */
-  current(): { size: number; hits: number; misses: number } | undefined {
-    const keyring = this.core.isSealed ? undefined : this.core.services().keyring;
+  current(): KekCacheStats | undefined {
+    const keyring = this.source();
     if (keyring !== this.last) {
       if (this.last) {
         // A replaced keyring's counters stay readable after destroy().

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
-import { ConfigError, type Config } from '../config.js';
+import { ConfigError } from '../errors.js';
 
 /** The files behind the listener's secure context. */
 export interface TlsFiles {
@@ -15,7 +15,16 @@ export interface TlsFiles {
   clientCaFile?: string | undefined;
 }
 
-export function tlsFilesOf(config: Config): TlsFiles | undefined {
+/** The listener's settings, as the config names them (the config is handed in; this module does not read it). */
+export interface ListenSettings {
+  host: string;
+  allowInsecureHttp: boolean;
+  tlsCertFile?: string | undefined;
+  tlsKeyFile?: string | undefined;
+  tlsClientCaFile?: string | undefined;
+}
+
+export function tlsFilesOf(config: ListenSettings): TlsFiles | undefined {
   if (!config.tlsCertFile || !config.tlsKeyFile) return undefined;
   return { certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, clientCaFile: config.tlsClientCaFile };
 }
@@ -59,7 +68,7 @@ export function isLoopbackHost(host: string): boolean {
  * the API, so plain HTTP is refused off loopback unless explicitly allowed
  * (COFFER_ALLOW_INSECURE_HTTP=true, for a TLS-terminating proxy in front).
  */
-export function insecureListenProblem(config: Config): string | null {
+export function insecureListenProblem(config: ListenSettings): string | null {
   if (tlsFilesOf(config) || isLoopbackHost(config.host) || config.allowInsecureHttp) return null;
   return (
     `refusing to serve plain HTTP on the non-loopback address ${config.host}: tokens and secrets would cross the network unencrypted. ` +

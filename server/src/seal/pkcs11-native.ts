@@ -16,7 +16,7 @@ export type Handle = Buffer;
 /** The HSM could not be reached or refused: the server stays sealed (503) and writes nothing. */
 export class HsmUnavailableError extends CofferError {
   constructor(message: string) {
-    super(503, 'unavailable', `HSM: ${message}`);
+    super('unavailable', `HSM: ${message}`);
     this.name = 'HsmUnavailableError';
   }
 }

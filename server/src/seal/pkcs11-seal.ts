@@ -30,7 +30,7 @@ export class Pkcs11Seal implements Seal {
   private hsm(): Pkcs11Token {
     const settings = this.settings;
     if (!settings) {
-      throw new CofferError(503, 'unavailable', 'no PKCS#11 token is configured (COFFER_PKCS11_MODULE, COFFER_PKCS11_TOKEN_LABEL, COFFER_PKCS11_PIN_FILE)');
+      throw new CofferError('unavailable', 'no PKCS#11 token is configured (COFFER_PKCS11_MODULE, COFFER_PKCS11_TOKEN_LABEL, COFFER_PKCS11_PIN_FILE)');
     }
     this.token ??= Pkcs11Token.open(settings);
     return this.token;

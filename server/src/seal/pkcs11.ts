@@ -329,14 +329,14 @@ export class Pkcs11Token {
         return await this.lib.C_DecryptAsync(s, Buffer.from(block), Buffer.alloc(block.length));
       } catch (err) {
         if (codeOf(err) === undefined) throw this.unavailable(err);
-        throw new CofferError(400, 'invalid_key_material', 'the wrapped key material does not unwrap with this import key');
+        throw new CofferError('invalid_key_material', 'the wrapped key material does not unwrap with this import key');
       }
     });
   }
 
   private async privateKey(s: Handle, label: string): Promise<Handle> {
     const h = this.find(s, label, this.m.CKO_PRIVATE_KEY)[0];
-    if (!h) throw new CofferError(400, 'invalid_request', 'the import wrapping key is gone from the HSM (it expired or was used): get new import parameters');
+    if (!h) throw new CofferError('invalid_request', 'the import wrapping key is gone from the HSM (it expired or was used): get new import parameters');
     return h;
   }
 
@@ -364,24 +364,22 @@ export class Pkcs11Token {
       const unwrapFailed = (err: unknown): never => {
         const code = codeOf(err);
         if (code === m.CKR_ARGUMENTS_BAD || code === m.CKR_MECHANISM_PARAM_INVALID || code === m.CKR_MECHANISM_INVALID) {
-          throw new CofferError(
-            400,
-            'unsupported_algorithm',
+          throw new CofferError('unsupported_algorithm',
             `this HSM cannot unwrap with RSA-OAEP-${hash.toUpperCase()} (SoftHSM2 2.6 only does SHA-1); use RSAES_OAEP_SHA_1 or RSA_AES_KEY_WRAP_SHA_1`,
           );
         }
         if (code === undefined) throw this.unavailable(err);
-        throw new CofferError(400, 'invalid_key_material', 'the wrapped key material does not unwrap with this import key');
+        throw new CofferError('invalid_key_material', 'the wrapped key material does not unwrap with this import key');
       };
       if (!twoStep) {
-        if (wrapped.length !== rsaBytes) throw new CofferError(400, 'invalid_key_material', `RSAES_OAEP wrapped material is ${rsaBytes} bytes`);
+        if (wrapped.length !== rsaBytes) throw new CofferError('invalid_key_material', `RSAES_OAEP wrapped material is ${rsaBytes} bytes`);
         try {
           return await this.lib.C_UnwrapKeyAsync(s, oaepMechanism(this.m, hash), rsa, Buffer.from(wrapped), keyTemplate);
         } catch (err) {
           return unwrapFailed(err);
         }
       }
-      if (wrapped.length < rsaBytes + 40) throw new CofferError(400, 'invalid_key_material', 'RSA_AES_KEY_WRAP material is the RSA block followed by the AES-KWP wrapped key');
+      if (wrapped.length < rsaBytes + 40) throw new CofferError('invalid_key_material', 'RSA_AES_KEY_WRAP material is the RSA block followed by the AES-KWP wrapped key');
       let ephemeral: Handle;
       try {
         ephemeral = await this.lib.C_UnwrapKeyAsync(s, oaepMechanism(m, hash), rsa, Buffer.from(wrapped.subarray(0, rsaBytes)), ephemeralKeyTemplate(m));

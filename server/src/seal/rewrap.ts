@@ -1,18 +1,37 @@
 /**
- * Moves everything the root key wraps (namespace KEKs, system keys, software
- * BYOK private keys) from one root key version to the next. Runs inside the
- * caller's transaction together with the seal_config update, so a crash at any
- * point leaves either every row under the old root (and the old root in
- * effect) or every row under the new one.
+ * Moves everything the root key wraps from one root key version to the next:
+ * every column of the registry's ROOT_WRAPPED (storage/wrapped-tables.ts:
+ * namespace KEKs, system keys, software BYOK private keys), in its order.
+ * Runs inside the caller's transaction together with the seal_config update,
+ * so a crash at any point leaves either every row under the old root (and the
+ * old root in effect) or every row under the new one.
  */
 import type { Transaction } from 'kysely';
 import type { RewrapCounts } from '@coffer/sdk/api';
 import { zeroize } from '../crypto/aead.js';
 import { aad } from '../crypto/context.js';
 import type { Executor } from '../storage/executor.js';
+import { rootWrappedRepo, type RootWrappedRow } from '../storage/repos/root-wrapped.js';
 import type { Database } from '../storage/schema.js';
+import { ROOT_WRAPPED, type RootWrappedTable } from '../storage/wrapped-tables.js';
 import type { RootKey } from './root-key.js';
 import { sealAad } from './seal-context.js';
+
+/** How each registered table's AAD is built, and how its keys are named in errors. A new entry does not compile without one. */
+export const ROOT_WRAPPED_AAD: { readonly [T in RootWrappedTable]: { aad(values: RootWrappedRow['values'], rootVersion: number): Uint8Array; what(values: RootWrappedRow['values']): string } } = {
+  namespace_keys: {
+    aad: (v, root) => aad.kek(String(v.namespace_id), Number(v.version), root),
+    what: () => 'a namespace key',
+  },
+  system_keys: {
+    aad: (v, root) => aad.systemKey(String(v.name), Number(v.version), root),
+    what: (v) => `system key ${String(v.name)}`,
+  },
+  import_keys: {
+    aad: (v, root) => sealAad.importKey(String(v.id), root),
+    what: () => 'an import wrapping key',
+  },
+};
 
 export async function rewrapUnderNewRoot(trx: Transaction<Database>, from: RootKey, to: RootKey): Promise<RewrapCounts> {
   return rewrapRows(trx, from, to, null);
@@ -29,42 +48,15 @@ export async function rewrapStragglers(db: Executor, from: RootKey, to: RootKey)
 
 async function rewrapRows(db: Executor, from: RootKey, to: RootKey, onlyVersion: number | null): Promise<RewrapCounts> {
   const counts: RewrapCounts = { keks: 0, system_keys: 0, import_keys: 0 };
-  let keks = db.selectFrom('namespace_keys').select(['namespace_id', 'version', 'wrapped_key', 'root_version']).where('wrapped_key', 'is not', null);
-  if (onlyVersion !== null) keks = keks.where('root_version', '=', onlyVersion);
-  for (const row of await keks.execute()) {
-    const wrapped = await rewrapKey(from, to, row.wrapped_key!, aad.kek(row.namespace_id, row.version, row.root_version), aad.kek(row.namespace_id, row.version, to.version), 'a namespace key');
-    await db
-      .updateTable('namespace_keys')
-      .set({ wrapped_key: wrapped, root_version: to.version })
-      .where('namespace_id', '=', row.namespace_id)
-      .where('version', '=', row.version)
-      .where('root_version', '=', row.root_version)
-      .execute();
-    counts.keks += 1;
-  }
-  let sys = db.selectFrom('system_keys').select(['name', 'version', 'wrapped_key', 'root_version']);
-  if (onlyVersion !== null) sys = sys.where('root_version', '=', onlyVersion);
-  for (const row of await sys.execute()) {
-    const wrapped = await rewrapKey(from, to, row.wrapped_key, aad.systemKey(row.name, row.version, row.root_version), aad.systemKey(row.name, row.version, to.version), `system key ${row.name}`);
-    await db
-      .updateTable('system_keys')
-      .set({ wrapped_key: wrapped, root_version: to.version })
-      .where('name', '=', row.name)
-      .where('version', '=', row.version)
-      .where('root_version', '=', row.root_version)
-      .execute();
-    counts.system_keys += 1;
-  }
-  let imports = db
-    .selectFrom('import_keys')
-    .select(['id', 'wrapped_private_key', 'root_version'])
-    .where('wrapped_private_key', 'is not', null)
-    .where('used_at', 'is', null);
-  if (onlyVersion !== null) imports = imports.where('root_version', '=', onlyVersion);
-  for (const row of await imports.execute()) {
-    const wrapped = await rewrapKey(from, to, row.wrapped_private_key!, sealAad.importKey(row.id, row.root_version!), sealAad.importKey(row.id, to.version), 'an import wrapping key');
-    await db.updateTable('import_keys').set({ wrapped_private_key: wrapped, root_version: to.version }).where('id', '=', row.id).execute();
-    counts.import_keys += 1;
+  const repo = rootWrappedRepo(db);
+  for (const entry of ROOT_WRAPPED) {
+    const context = ROOT_WRAPPED_AAD[entry.table];
+    for (const row of await repo.rows(entry, onlyVersion)) {
+      const what = context.what(row.values);
+      const wrapped = await rewrapKey(from, to, row.wrapped, context.aad(row.values, row.rootVersion), context.aad(row.values, to.version), what);
+      await repo.replace(entry, row, wrapped, to.version);
+      counts[entry.count] += 1;
+    }
   }
   return counts;
 }

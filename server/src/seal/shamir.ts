@@ -39,7 +39,7 @@ export function decodeShare(text: string, threshold: number): Uint8Array {
   else if (BASE64.test(trimmed)) bytes = Buffer.from(trimmed, 'base64');
   if (!bytes || bytes.length !== expected) {
     zeroize(bytes);
-    throw new CofferError(400, 'invalid_shares', `a share is ${expected} bytes, base64 or hex encoded`);
+    throw new CofferError('invalid_shares', `a share is ${expected} bytes, base64 or hex encoded`);
   }
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
 }
@@ -70,7 +70,7 @@ export class ShareCollector {
     try {
       return this.threshold === 1 ? Uint8Array.from(collected[0]!) : await combine(collected);
     } catch {
-      throw new CofferError(400, 'invalid_shares', 'the shares do not combine; unseal progress was reset');
+      throw new CofferError('invalid_shares', 'the shares do not combine; unseal progress was reset');
     } finally {
       zeroize(...collected);
     }

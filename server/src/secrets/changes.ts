@@ -4,19 +4,23 @@
  * the commit (so a reader here sees its own write at once).
  */
 import type { Kysely, Transaction } from 'kysely';
+import { publishEvent, type ChangeEventOf } from '../cluster/events.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
 import type { Database } from '../storage/schema.js';
-import { applyChange, type ChangeEvent, type SecretReadCache } from './read-cache.js';
+import { applyChange, type SecretReadCache } from './read-cache.js';
+
+/** The events a secret or namespace change announces (cluster/events.ts constructs them). */
+export type SecretChange = ChangeEventOf<'secret' | 'namespace' | 'namespace-keys'>;
 
 export interface Changes {
   cache: SecretReadCache;
   feed: ChangeFeed;
 }
 
-export async function publishChange(changes: Changes, trx: Kysely<Database> | Transaction<Database>, event: ChangeEvent): Promise<void> {
-  await changes.feed.publish(trx, JSON.stringify(event));
+export async function publishChange(changes: Changes, trx: Kysely<Database> | Transaction<Database>, event: SecretChange): Promise<void> {
+  await publishEvent(changes.feed, trx, event);
 }
 
-export function applyLocally(changes: Changes, event: ChangeEvent): void {
+export function applyLocally(changes: Changes, event: SecretChange): void {
   applyChange(changes.cache, event);
 }

@@ -10,8 +10,7 @@
  * stay full while more visible names exist (see pagination.ts); a denied
  * folder is skipped in one step, not row by row.
  */
-import { sql, type Kysely } from 'kysely';
-import type { Database } from '../storage/schema.js';
+import type { SecretsRepo } from '../storage/repos/secrets.js';
 import { collectVisible, takePage, type PageRequest, type Verdict } from './pagination.js';
 
 /** May the caller `list` this path (a secret, or a folder ending in "/") of the namespace? */
@@ -21,8 +20,11 @@ export type MayList = (path: string) => boolean;
 const SAMPLE = 8;
 const DEEP_SCAN_BATCH = 256;
 
+/** The queries a listing makes. */
+export type ListingRepo = Pick<SecretsRepo, 'pathsUnder' | 'folderEntries'>;
+
 export async function listFolder(
-  db: Kysely<Database>,
+  db: ListingRepo,
   namespaceId: string,
   folder: string,
   page: PageRequest,
@@ -67,17 +69,8 @@ function hiddenFolder(folder: string, path: string, mayList: MayList): string | 
 const pastFolder = (prefix: string) => `${prefix}~`;
 
 /** Secret paths under `prefix`, in order. */
-function pathsUnder(db: Kysely<Database>, namespaceId: string, prefix: string) {
-  return (after: string, n: number) =>
-    db
-      .selectFrom('secrets')
-      .select('path')
-      .where('namespace_id', '=', namespaceId)
-      .where(sql<boolean>`starts_with(path, ${prefix})`)
-      .where('path', '>', after)
-      .orderBy('path')
-      .limit(n)
-      .execute();
+function pathsUnder(db: ListingRepo, namespaceId: string, prefix: string) {
+  return (after: string, n: number) => db.pathsUnder(namespaceId, prefix, after, n);
 }
 
 /** A name directly in the listed folder: a secret, or a sub-folder ("name/") with its first paths. */
@@ -87,17 +80,9 @@ interface Entry {
   more: boolean;
 }
 
-function entriesOf(db: Kysely<Database>, namespaceId: string, folder: string) {
-  const rest = sql<string>`substr(path, ${folder.length + 1})`;
-  const key = sql<string>`(case when strpos(${rest}, '/') > 0 then split_part(${rest}, '/', 1) || '/' else ${rest} end) collate "C"`;
+function entriesOf(db: ListingRepo, namespaceId: string, folder: string) {
   return async (after: string, n: number): Promise<Entry[]> => {
-    const { rows } = await sql<{ key: string; sample: string[]; total: number | string }>`
-      select key, (array_agg(path order by path))[1:${sql.lit(SAMPLE)}] as sample, count(*) as total
-      from (select path, ${key} as key from secrets where namespace_id = ${namespaceId} and starts_with(path, ${folder})) entries
-      where key > ${after}
-      group by key
-      order by key
-      limit ${n}`.execute(db);
-    return rows.map((r) => ({ key: r.key, sample: r.sample, more: Number(r.total) > SAMPLE }));
+    const rows = await db.folderEntries(namespaceId, folder, after, n, SAMPLE);
+    return rows.map((r) => ({ key: r.key, sample: r.sample, more: r.total > SAMPLE }));
   };
 }

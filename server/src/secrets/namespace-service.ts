@@ -3,15 +3,20 @@
  * created with it (v1) and destroyed with it.
  */
 import { randomUUID } from 'node:crypto';
-import type { Kysely, Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { KekRotation, NamespaceDetail, NamespacePage, NamespaceSummary } from '@coffer/sdk/api';
 import { badRequest, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KeyMaterial } from '../crypto/aead.js';
 import type { Keyring } from '../keyring/keyring.js';
-import type { Database, KekOrigin, KekState } from '../storage/schema.js';
+import type { Executor, Transactor } from '../storage/executor.js';
+import type { Repos } from '../storage/repos/index.js';
+import { namespaceKeysRepo } from '../storage/repos/namespace-keys.js';
+import { secretsRepo } from '../storage/repos/secrets.js';
+import type { Database, KekOrigin } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import { checkNamespaceName } from './names.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 
 export interface NamespaceRef {
@@ -29,13 +34,17 @@ export interface RotateKekOptions {
 
 const iso = (d: Date) => d.toISOString();
 
+/** The tables a namespace's life touches. */
+export type NamespaceRepos = Pick<Repos, 'namespaces' | 'namespaceKeys' | 'secrets' | 'rewrapJobs'>;
+
 export class NamespaceService {
   /** Called after a rotation commits (wakes the rewrap job runner). */
   onKekRotated: (namespaceId: string) => void = () => undefined;
 
   constructor(
-    private readonly db: Kysely<Database>,
-    private readonly keyring: Keyring,
+    private readonly db: Transactor,
+    private readonly repos: NamespaceRepos,
+    private readonly keyring: Pick<Keyring, 'wrapKekMaterial' | 'generateWrappedKek' | 'rootVersion' | 'evictNamespace'>,
     private readonly changes: Changes,
   ) {}
 
@@ -54,53 +63,21 @@ export class NamespaceService {
     if (origin === 'external' && !options.material) throw badRequest('an external KEK version needs its key material');
     if (origin === 'generated' && options.material) throw badRequest('imported key material has origin "external"');
     const run = async (trx: Transaction<Database>) => {
-      const ns = await lockNamespaceRow(trx, name);
+      const { namespaces, namespaceKeys, secrets, rewrapJobs } = this.repos;
+      const ns = await namespaces.lockByName(name, trx);
+      if (!ns) throw notFound(`namespace "${name}" not found`);
       if (ns.deletion_date) throw namespaceDisabled(name, ns.deletion_date);
-      const { max } = await trx
-        .selectFrom('namespace_keys')
-        .select((eb) => eb.fn.max<number>('version').as('max'))
-        .where('namespace_id', '=', ns.id)
-        .executeTakeFirstOrThrow();
-      const version = Number(max ?? 0) + 1;
+      const version = await namespaceKeys.nextVersion(ns.id, trx);
       const wrapped = await this.keyring.wrapKekMaterial(ns.id, version, options.material);
-      const inserted = await trx
-        .insertInto('namespace_keys')
-        .values({
-          namespace_id: ns.id,
-          version,
-          wrapped_key: wrapped,
-          root_version: this.keyring.rootVersion,
-          origin,
-          state: 'active',
-        })
-        .returning('created_at')
-        .executeTakeFirstOrThrow();
-      await trx
-        .updateTable('namespace_keys')
-        .set({ state: 'retiring' })
-        .where('namespace_id', '=', ns.id)
-        .where('state', '=', 'active')
-        .where('version', '<>', version)
-        .execute();
-      await trx.updateTable('namespaces').set({ current_kek_version: version, updated_at: new Date() }).where('id', '=', ns.id).execute();
-      const total = await countDeksToRewrap(trx, ns.id, version);
-      const now = new Date();
-      const job = {
-        target_version: version,
-        state: total === 0 ? ('completed' as const) : ('running' as const),
-        cursor_path: null,
-        total,
-        rewrapped: 0,
-        started_at: now,
-        updated_at: now,
-        completed_at: total === 0 ? now : null,
-      };
-      await trx
-        .insertInto('kek_rewrap_jobs')
-        .values({ namespace_id: ns.id, ...job })
-        .onConflict((oc) => oc.column('namespace_id').doUpdateSet(job))
-        .execute();
-      if (total === 0) await retireUnreferenced(trx, ns.id, version);
+      const inserted = await namespaceKeys.insertActive(
+        { namespace_id: ns.id, version, wrapped_key: wrapped, root_version: this.keyring.rootVersion, origin },
+        trx,
+      );
+      await namespaceKeys.markOthersRetiring(ns.id, version, trx);
+      await namespaces.update(ns.id, { current_kek_version: version, updated_at: new Date() }, trx);
+      const total = await secrets.countDeksToRewrap(ns.id, version, trx);
+      await rewrapJobs.restart(ns.id, version, total, new Date(), trx);
+      if (total === 0) await namespaceKeys.retireUnreferenced(ns.id, version, trx);
       return { id: ns.id, version, created_at: inserted.created_at, total };
     };
     const done = executor ? await run(executor) : await this.db.transaction().execute(run);
@@ -114,21 +91,11 @@ export class NamespaceService {
     const wrappedKek = await this.keyring.generateWrappedKek(id, 1);
     try {
       await this.db.transaction().execute(async (trx) => {
-        await trx
-          .insertInto('namespaces')
-          .values({ id, name, description, current_kek_version: 1, rotation_period_seconds: rotationPeriodSeconds })
-          .execute();
-        await trx
-          .insertInto('namespace_keys')
-          .values({
-            namespace_id: id,
-            version: 1,
-            wrapped_key: wrappedKek,
-            root_version: this.keyring.rootVersion,
-            origin: 'generated',
-            state: 'active',
-          })
-          .execute();
+        await this.repos.namespaces.insert({ id, name, description, current_kek_version: 1, rotation_period_seconds: rotationPeriodSeconds }, trx);
+        await this.repos.namespaceKeys.insertActive(
+          { namespace_id: id, version: 1, wrapped_key: wrappedKek, root_version: this.keyring.rootVersion, origin: 'generated' },
+          trx,
+        );
       });
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict('already_exists', `namespace "${name}" already exists`);
@@ -139,14 +106,7 @@ export class NamespaceService {
 
   /** The namespaces `mayList` lets the caller see, a full page at a time. */
   async list(page: PageRequest, mayList: (name: string) => boolean): Promise<NamespacePage> {
-    const fetch = (after: string, n: number) =>
-      this.db
-        .selectFrom('namespaces')
-        .select(['name', 'description', 'created_at', 'updated_at'])
-        .where('name', '>', after)
-        .orderBy('name')
-        .limit(n)
-        .execute();
+    const fetch = (after: string, n: number) => this.repos.namespaces.page(after, n);
     const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.name, (r) => mayList(r.name));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.name);
     return { namespaces: items.map(summary), next_cursor };
@@ -158,31 +118,22 @@ export class NamespaceService {
     const set: { updated_at: Date; description?: string; rotation_period_seconds?: number | null } = { updated_at: new Date() };
     if (changes.description !== undefined) set.description = changes.description;
     if (changes.rotationPeriodSeconds !== undefined) set.rotation_period_seconds = changes.rotationPeriodSeconds;
-    await this.db.updateTable('namespaces').set(set).where('id', '=', ns.id).execute();
+    await this.repos.namespaces.update(ns.id, set);
     return this.get(name);
   }
 
   async get(name: string): Promise<NamespaceDetail> {
-    const ns = await this.resolve(name, this.db, { allowDisabled: true });
+    const ns = await this.resolve(name, undefined, { allowDisabled: true });
     const [row, keys, count] = await Promise.all([
-      this.db.selectFrom('namespaces').selectAll().where('id', '=', ns.id).executeTakeFirstOrThrow(),
-      this.db
-        .selectFrom('namespace_keys')
-        .select(['version', 'origin', 'state', 'created_at'])
-        .where('namespace_id', '=', ns.id)
-        .orderBy('version')
-        .execute(),
-      this.db
-        .selectFrom('secrets')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('namespace_id', '=', ns.id)
-        .executeTakeFirstOrThrow(),
+      this.repos.namespaces.getById(ns.id),
+      this.repos.namespaceKeys.listVersions(ns.id),
+      this.repos.secrets.countInNamespace(ns.id),
     ]);
     return {
       ...summary(row),
       rotation_period: row.rotation_period_seconds,
       deletion_date: row.deletion_date ? iso(row.deletion_date) : null,
-      secret_count: Number(count.n),
+      secret_count: count,
       kek: {
         current_version: row.current_kek_version,
         versions: keys.map((k) => ({ version: k.version, origin: k.origin, state: k.state, created_at: iso(k.created_at) })),
@@ -196,27 +147,17 @@ export class NamespaceService {
    */
   async delete(name: string, force: boolean): Promise<{ secrets_deleted: number }> {
     checkNamespaceName(name);
-    const event = { kind: 'namespace', namespace: name } as const;
+    const event = changeEvents.namespace(name);
     const result = await this.db.transaction().execute(async (trx) => {
-      const ns = await trx
-        .selectFrom('namespaces')
-        .select('id')
-        .where('name', '=', name)
-        .forUpdate()
-        .executeTakeFirst();
+      const ns = await this.repos.namespaces.lockIdByName(name, trx);
       if (!ns) throw notFound(`namespace "${name}" not found`);
-      const { n } = await trx
-        .selectFrom('secrets')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('namespace_id', '=', ns.id)
-        .executeTakeFirstOrThrow();
-      const secrets = Number(n);
+      const secrets = await this.repos.secrets.countInNamespace(ns.id, trx);
       if (secrets > 0 && !force) {
         throw conflict('conflict', `namespace "${name}" holds ${secrets} secret(s); delete them first or pass force=true`);
       }
       // Keys first, explicitly: the cascade would do it, but the order states the intent.
-      await trx.deleteFrom('namespace_keys').where('namespace_id', '=', ns.id).execute();
-      await trx.deleteFrom('namespaces').where('id', '=', ns.id).execute();
+      await this.repos.namespaceKeys.deleteAll(ns.id, trx);
+      await this.repos.namespaces.delete(ns.id, trx);
       await publishChange(this.changes, trx, event);
       return { id: ns.id, secrets };
     });
@@ -231,15 +172,11 @@ export class NamespaceService {
    */
   async resolve(
     name: string,
-    executor: Kysely<Database> | Transaction<Database> = this.db,
+    executor?: Executor,
     options: { allowDisabled?: boolean } = {},
   ): Promise<NamespaceRef> {
     checkNamespaceName(name);
-    const row = await executor
-      .selectFrom('namespaces')
-      .select(['id', 'current_kek_version', 'deletion_date'])
-      .where('name', '=', name)
-      .executeTakeFirst();
+    const row = await this.repos.namespaces.findByName(name, executor);
     if (!row) throw notFound(`namespace "${name}" not found`);
     if (row.deletion_date && !options.allowDisabled) throw namespaceDisabled(name, row.deletion_date);
     return { id: row.id, name, currentKekVersion: row.current_kek_version };
@@ -250,34 +187,14 @@ function summary(row: { name: string; description: string; created_at: Date; upd
   return { name: row.name, description: row.description, created_at: iso(row.created_at), updated_at: iso(row.updated_at) };
 }
 
+// Kept for kms/kek-lifecycle.ts until it takes the repos itself.
+
 /** DEKs of a namespace (not destroyed) wrapped under any version other than `target`. */
-export async function countDeksToRewrap(executor: Kysely<Database> | Transaction<Database>, namespaceId: string, target: number): Promise<number> {
-  const { n } = await executor
-    .selectFrom('secret_versions as v')
-    .innerJoin('secrets as s', 's.id', 'v.secret_id')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('s.namespace_id', '=', namespaceId)
-    .where('v.wrapped_dek', 'is not', null)
-    .where('v.kek_version', '<>', target)
-    .executeTakeFirstOrThrow();
-  return Number(n);
+export async function countDeksToRewrap(executor: Executor, namespaceId: string, target: number): Promise<number> {
+  return secretsRepo(executor).countDeksToRewrap(namespaceId, target);
 }
 
 /** Marks every older, still-keyed version 'retired': no DEK references it any more. */
 export async function retireUnreferenced(trx: Transaction<Database>, namespaceId: string, current: number): Promise<void> {
-  const state: KekState = 'retired';
-  await trx
-    .updateTable('namespace_keys')
-    .set({ state, retired_at: new Date() })
-    .where('namespace_id', '=', namespaceId)
-    .where('version', '<>', current)
-    .where('state', 'in', ['active', 'retiring'])
-    .execute();
-}
-
-/** The namespace's row, locked for the rest of the transaction (writes in it wait); 404 if absent. */
-export async function lockNamespaceRow(trx: Transaction<Database>, name: string): Promise<{ id: string; deletion_date: Date | null }> {
-  const ns = await trx.selectFrom('namespaces').select(['id', 'deletion_date']).where('name', '=', name).forUpdate().executeTakeFirst();
-  if (!ns) throw notFound(`namespace "${name}" not found`);
-  return ns;
+  await namespaceKeysRepo(trx).retireUnreferenced(namespaceId, current);
 }

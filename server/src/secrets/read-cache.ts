@@ -15,6 +15,8 @@
  * The TTL only bounds how long a change made behind Coffer's back (directly
  * in the database) can go unseen.
  */
+import type { ChangeEvent } from '../cluster/events.js';
+
 export interface CachedVersion {
   namespace_id: string;
   secret_id: string;
@@ -97,28 +99,8 @@ export class SecretReadCache {
   }
 }
 
-/** Change notifications exchanged between servers (PostgreSQL NOTIFY payloads). */
-export type ChangeEvent =
-  | { kind: 'secret'; namespace: string; path: string }
-  | { kind: 'namespace'; namespace: string }
-  /** A namespace's key material was destroyed: every server zeroes its cached KEKs (not a read-cache matter). */
-  | { kind: 'namespace-keys'; namespaceId: string };
-
+/** Drops what a secret or namespace change makes stale; other kinds are not the read cache's business. */
 export function applyChange(cache: SecretReadCache, event: ChangeEvent): void {
   if (event.kind === 'secret') cache.invalidate(event.namespace, event.path);
   else if (event.kind === 'namespace') cache.invalidateNamespace(event.namespace);
-}
-
-export function parseChange(payload: string): ChangeEvent | null {
-  try {
-    const e = JSON.parse(payload) as { kind?: unknown; namespace?: unknown; path?: unknown; namespaceId?: unknown };
-    if (e.kind === 'namespace-keys' && typeof e.namespaceId === 'string') return { kind: 'namespace-keys', namespaceId: e.namespaceId };
-    if (e.kind === 'secret' && typeof e.namespace === 'string' && typeof e.path === 'string') {
-      return { kind: 'secret', namespace: e.namespace, path: e.path };
-    }
-    if (e.kind === 'namespace' && typeof e.namespace === 'string') return { kind: 'namespace', namespace: e.namespace };
-  } catch {
-    // not ours: ignore
-  }
-  return null;
 }

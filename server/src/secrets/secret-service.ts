@@ -4,17 +4,20 @@
  * Plaintext exists only in the request that asked for it.
  */
 import { randomUUID } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { BulkPage, Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { Keyring } from '../keyring/keyring.js';
+import type { Executor, Transactor } from '../storage/executor.js';
+import type { Repos } from '../storage/repos/index.js';
 import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
 import type { NamespaceService } from './namespace-service.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
 import { listFolder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
+import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedVersion } from './read-cache.js';
 
@@ -32,8 +35,8 @@ type StoredVersion = CachedVersion & { deletion_date: Date | null };
 
 export type VersionAction = 'delete' | 'undelete' | 'destroy';
 
-/** The stored columns of a version that reading it needs. */
-const VERSION_COLUMNS = ['v.version', 'v.type', 'v.metadata', 'v.kek_version', 'v.wrapped_dek', 'v.ciphertext', 'v.created_at'] as const;
+/** The tables a secret's life touches. */
+export type SecretRepos = Pick<Repos, 'namespaces' | 'secrets'>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -44,9 +47,10 @@ export class SecretService {
   onUsageLimit: (namespaceId: string) => void = () => undefined;
 
   constructor(
-    private readonly db: Kysely<Database>,
-    private readonly keyring: Keyring,
-    private readonly namespaces: NamespaceService,
+    private readonly db: Transactor,
+    private readonly repos: SecretRepos,
+    private readonly keyring: Pick<Keyring, 'encryptValue' | 'decryptValue'>,
+    private readonly namespaces: Pick<NamespaceService, 'resolve'>,
     private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
     private readonly usage: KekUsage,
@@ -54,7 +58,7 @@ export class SecretService {
 
   /** Runs a change in one transaction, announcing it to other servers and to the read cache. */
   private async change<T>(namespace: string, path: string, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
-    const event = { kind: 'secret', namespace, path } as const;
+    const event = changeEvents.secret(namespace, path);
     try {
       return await this.db.transaction().execute(async (trx) => {
         const result = await fn(trx);
@@ -75,26 +79,16 @@ export class SecretService {
     try {
       const result = await this.change(namespace, path, async (trx) => {
         // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write.
-        const ns = await trx
-          .selectFrom('namespaces')
-          .select(['id', 'current_kek_version', 'deletion_date'])
-          .where('name', '=', namespace)
-          .forShare()
-          .executeTakeFirst();
+        const ns = await this.repos.namespaces.lockForWrite(namespace, trx);
         if (!ns) throw notFound(`namespace "${namespace}" not found`);
         if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
         namespaceId = ns.id;
         // One statement creates the secret or takes the next version number, and row-locks it,
         // so concurrent writers each get their own version and none is lost.
-        const { rows } = await sql<{ id: string; current_version: number; max_versions: number }>`
-          insert into secrets (id, namespace_id, path, current_version, max_versions)
-          values (${randomUUID()}, ${ns.id}, ${path}, 1, ${req.max_versions ?? this.defaultMaxVersions})
-          on conflict (namespace_id, path) do update
-            set current_version = secrets.current_version + 1,
-                max_versions = coalesce(${req.max_versions ?? null}::int, secrets.max_versions),
-                updated_at = now()
-          returning id, current_version, max_versions`.execute(trx);
-        const secret = rows[0]!;
+        const secret = await this.repos.secrets.upsertForWrite(
+          { id: randomUUID(), namespaceId: ns.id, path, maxVersions: req.max_versions ?? null, defaultMaxVersions: this.defaultMaxVersions },
+          trx,
+        );
         const version = secret.current_version;
         if (req.cas !== undefined && req.cas !== version - 1) {
           throw conflict(
@@ -111,9 +105,8 @@ export class SecretService {
           trx,
         );
         ticket = await this.usage.countOne(trx, ns.id, encrypted.kekVersion);
-        const inserted = await trx
-          .insertInto('secret_versions')
-          .values({
+        const inserted = await this.repos.secrets.insertVersion(
+          {
             secret_id: secret.id,
             version,
             type: req.type,
@@ -121,15 +114,11 @@ export class SecretService {
             kek_version: encrypted.kekVersion,
             wrapped_dek: encrypted.wrappedDek,
             ciphertext: encrypted.ciphertext,
-          })
-          .returning('created_at')
-          .executeTakeFirstOrThrow();
+          },
+          trx,
+        );
         // Retention: versions beyond max_versions are removed with their DEKs.
-        await trx
-          .deleteFrom('secret_versions')
-          .where('secret_id', '=', secret.id)
-          .where('version', '<=', version - secret.max_versions)
-          .execute();
+        await this.repos.secrets.pruneVersions(secret.id, version - secret.max_versions, trx);
         return { namespace, path, version, created_at: inserted.created_at.toISOString() };
       });
       ticket?.commit();
@@ -149,10 +138,10 @@ export class SecretService {
     }
     if (row.deletion_date) throw namespaceDisabled(namespace, row.deletion_date);
     if (row.destroyed_at) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
     if (row.deleted_at) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
     }
     return this.view(namespace, path, row);
   }
@@ -164,7 +153,7 @@ export class SecretService {
     row: Omit<CachedVersion, 'deleted_at' | 'destroyed_at'>,
   ): Promise<SecretVersion> {
     if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
-      throw new CofferError(404, 'not_found', `version ${row.version} of secret "${path}" was destroyed`);
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" was destroyed`);
     }
     const plaintext = await this.keyring.decryptValue(
       { namespaceId: row.namespace_id, secretId: row.secret_id, version: row.version },
@@ -194,19 +183,9 @@ export class SecretService {
     return row;
   }
 
+  /** One query (the read path's only one when the KEK is cached). */
   private readRow(namespace: string, path: string, version?: number): Promise<StoredVersion | undefined> {
-    return this.db
-      .selectFrom('secrets as s')
-      .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
-      .innerJoin('secret_versions as v', (join) =>
-        version === undefined
-          ? join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version')
-          : join.onRef('v.secret_id', '=', 's.id').on('v.version', '=', version),
-      )
-      .select(['n.id as namespace_id', 'n.deletion_date', 's.id as secret_id', ...VERSION_COLUMNS, 'v.deleted_at', 'v.destroyed_at'])
-      .where('n.name', '=', namespace)
-      .where('s.path', '=', path)
-      .executeTakeFirst();
+    return this.repos.secrets.readVersion(namespace, path, version);
   }
 
   /**
@@ -223,7 +202,7 @@ export class SecretService {
   ): Promise<{ namespace: string; folder: string; keys: string[]; next_cursor: string | null }> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
-    return { namespace, folder, ...(await listFolder(this.db, ns.id, folder, page, recursive, mayList)) };
+    return { namespace, folder, ...(await listFolder(this.repos.secrets, ns.id, folder, page, recursive, mayList)) };
   }
 
   /**
@@ -239,21 +218,7 @@ export class SecretService {
   ): Promise<BulkPage> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
-    const fetch = (after: string, n: number) =>
-      this.db
-        .selectFrom('secrets as s')
-        .innerJoin('secret_versions as v', (join) =>
-          join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'),
-        )
-        .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
-        .where('s.namespace_id', '=', ns.id)
-        .where(sql<boolean>`starts_with(s.path, ${folder})`)
-        .where('s.path', '>', after)
-        .where('v.deleted_at', 'is', null)
-        .where('v.destroyed_at', 'is', null)
-        .orderBy('s.path')
-        .limit(n)
-        .execute();
+    const fetch = (after: string, n: number) => this.repos.secrets.currentVersionsPage(ns.id, folder, after, n);
     // Filtered before the page is cut, so a page is full while readable secrets remain and the
     // cursor is always a path the caller was given.
     const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => mayRead(r.path));
@@ -265,13 +230,8 @@ export class SecretService {
 
   async history(namespace: string, path: string): Promise<SecretHistory> {
     checkSecretPath(path);
-    const secret = await this.findSecret(this.db, namespace, path);
-    const versions = await this.db
-      .selectFrom('secret_versions')
-      .select(['version', 'type', 'metadata', 'created_at', 'deleted_at', 'destroyed_at'])
-      .where('secret_id', '=', secret.id)
-      .orderBy('version', 'desc')
-      .execute();
+    const secret = await this.findSecret(undefined, namespace, path);
+    const versions = await this.repos.secrets.history(secret.id);
     return {
       namespace,
       path,
@@ -305,12 +265,7 @@ export class SecretService {
     return this.change(namespace, path, async (trx) => {
       const secret = await this.findSecret(trx, namespace, path, true);
       const wanted = [...new Set(versions && versions.length > 0 ? versions : [secret.current_version])].sort((a, b) => a - b);
-      const existing = await trx
-        .selectFrom('secret_versions')
-        .select(['version', 'destroyed_at'])
-        .where('secret_id', '=', secret.id)
-        .where('version', 'in', wanted)
-        .execute();
+      const existing = await this.repos.secrets.findVersions(secret.id, wanted, trx);
       const found = new Set(existing.map((v) => v.version));
       const missing = wanted.filter((v) => !found.has(v));
       if (missing.length > 0) throw notFound(`secret "${path}" has no version ${missing.join(', ')}`);
@@ -320,16 +275,12 @@ export class SecretService {
           throw conflict('conflict', `version ${destroyed.join(', ')} of "${path}" was destroyed and cannot be undeleted`);
         }
       }
-      const update = trx.updateTable('secret_versions').where('secret_id', '=', secret.id).where('version', 'in', wanted);
       if (action === 'delete') {
-        await update.set({ deleted_at: new Date() }).where('deleted_at', 'is', null).execute();
+        await this.repos.secrets.markDeleted(secret.id, wanted, new Date(), trx);
       } else if (action === 'undelete') {
-        await update.set({ deleted_at: null }).execute();
+        await this.repos.secrets.undelete(secret.id, wanted, trx);
       } else {
-        await update
-          .set({ wrapped_dek: null, ciphertext: null, destroyed_at: new Date() })
-          .where('destroyed_at', 'is', null)
-          .execute();
+        await this.repos.secrets.destroyVersions(secret.id, wanted, new Date(), trx);
       }
       return { namespace, path, versions: wanted };
     });
@@ -351,21 +302,13 @@ export class SecretService {
     checkSecretPath(path);
     return this.change(namespace, path, async (trx) => {
       const secret = await this.findSecret(trx, namespace, path, true);
-      const removed = await trx.deleteFrom('secret_versions').where('secret_id', '=', secret.id).executeTakeFirst();
-      await trx.deleteFrom('secrets').where('id', '=', secret.id).execute();
-      return { namespace, path, versions_removed: Number(removed.numDeletedRows) };
+      const removed = await this.repos.secrets.purge(secret.id, trx);
+      return { namespace, path, versions_removed: removed };
     });
   }
 
-  private async findSecret(db: Kysely<Database> | Transaction<Database>, namespace: string, path: string, lock = false) {
-    let query = db
-      .selectFrom('secrets as s')
-      .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
-      .select(['s.id', 's.current_version', 's.max_versions', 's.created_at', 's.updated_at', 'n.deletion_date'])
-      .where('n.name', '=', namespace)
-      .where('s.path', '=', path);
-    if (lock) query = query.forUpdate('s');
-    const secret = await query.executeTakeFirst();
+  private async findSecret(db: Executor | undefined, namespace: string, path: string, lock = false) {
+    const secret = await this.repos.secrets.find(namespace, path, lock, db);
     if (secret?.deletion_date) throw namespaceDisabled(namespace, secret.deletion_date);
     if (!secret) {
       // Same executor: inside a transaction on PGlite, any other query would wait forever.

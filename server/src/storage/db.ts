@@ -11,6 +11,7 @@ import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
 import { lockDataDir, type DataDirLock } from './datadir-lock.js';
 import { LocalChangeFeed, PostgresChangeFeed, type ChangeFeed } from './change-feed.js';
+import { LocalJobLocks, PostgresJobLocks, type JobLocks } from './job-locks.js';
 import { redactUrl } from './redact-url.js';
 
 export type StorageKind = 'postgres' | 'pglite';
@@ -20,6 +21,8 @@ export interface Storage {
   kind: StorageKind;
   /** Changes made by other servers sharing the database. */
   changes: ChangeFeed;
+  /** Cluster-wide locks of background jobs (jobs/scheduler.ts). */
+  jobLocks: JobLocks;
   /** Where the data lives, for the log (credentials stripped). */
   location: string;
   /** Connection pool use; only PostgreSQL has a pool (PGlite is one in-process connection). */
@@ -44,10 +47,11 @@ export interface StorageOptions {
   poolSize?: number;
   /**
    * Told when a PostgreSQL connection breaks (a database restart, a terminated
-   * backend): `pool` for a pooled connection, `change-feed` for the LISTEN one.
+   * backend): `pool` for a pooled connection, `change-feed` for the LISTEN one,
+   * `job-locks` for the one holding background jobs' locks.
    * For the log only; the storage recovers by itself.
    */
-  onConnectionLost?: (where: 'pool' | 'change-feed', err: Error) => void;
+  onConnectionLost?: (where: 'pool' | 'change-feed' | 'job-locks', err: Error) => void;
 }
 
 /**
@@ -68,6 +72,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
   let location: string;
   let lock: DataDirLock | undefined;
   let changes: ChangeFeed;
+  let jobLocks: JobLocks;
   let poolStats: (() => PoolStats) | undefined;
   if (options.databaseUrl) {
     kind = 'postgres';
@@ -94,6 +99,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     pool.on('error', () => {});
     dialect = new PostgresDialect({ pool });
     changes = new PostgresChangeFeed(options.databaseUrl, (err) => options.onConnectionLost?.('change-feed', err));
+    jobLocks = new PostgresJobLocks(options.databaseUrl, (err) => options.onConnectionLost?.('job-locks', err));
   } else {
     kind = 'pglite';
     const { PGlite } = await import('@electric-sql/pglite');
@@ -114,6 +120,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     }
     dialect = new PGliteDialect(client);
     changes = new LocalChangeFeed();
+    jobLocks = new LocalJobLocks();
   }
   const db = new Kysely<Database>({ dialect });
   try {
@@ -130,8 +137,10 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     kind,
     location,
     changes,
+    jobLocks,
     ...(poolStats ? { poolStats } : {}),
     async close() {
+      await jobLocks.close();
       await changes.close();
       await db.destroy();
       lock?.release();

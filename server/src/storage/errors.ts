@@ -55,3 +55,4 @@ export function isConnectionError(err: unknown): boolean {
   }
   return false;
 }
+

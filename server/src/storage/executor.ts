@@ -8,3 +8,6 @@ import type { Kysely, Transaction } from 'kysely';
 import type { Database } from './schema.js';
 
 export type Executor = Kysely<Database> | Transaction<Database>;
+
+/** What a service needs of the database itself: to open a transaction (its queries go through the repos). */
+export type Transactor = Pick<Kysely<Database>, 'transaction'>;

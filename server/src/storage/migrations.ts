@@ -331,6 +331,59 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0008_kms_keys': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // Named keys for applications (kms/named-keys). Configuration only: the key material is in
+        // kms_key_versions. exportable and export_locked are one-way switches (the service refuses
+        // to turn them back; the check keeps them from being both). min_encryption_version 0 = no minimum.
+        `create table kms_keys (
+          id uuid primary key,
+          namespace_id uuid not null references namespaces (id) on delete cascade,
+          name text collate "C" not null,
+          type text not null check (type in ('aes256-gcm', 'xchacha20-poly1305', 'hmac-sha256', 'hmac-sha512',
+            'ed25519', 'ecdsa-p256', 'ecdsa-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096')),
+          latest_version int not null,
+          min_decryption_version int not null default 1,
+          min_encryption_version int not null default 0,
+          exportable boolean not null default false,
+          export_locked boolean not null default false,
+          deletion_allowed boolean not null default false,
+          auto_rotate_period_seconds int,
+          origin text not null check (origin in ('internal', 'external')),
+          hsm boolean not null default false,
+          created_at timestamptz not null default now(),
+          updated_at timestamptz not null default now(),
+          unique (namespace_id, name),
+          unique (id, namespace_id),
+          check (not (exportable and export_locked)),
+          check (min_decryption_version >= 1 and min_encryption_version >= 0)
+        )`,
+        // One row per key version: its material (raw key bytes, or PKCS#8 DER of a private key)
+        // wrapped by a namespace KEK version, AAD binding namespace, key id, key name, type,
+        // version and KEK version (crypto/context.ts aad.kmsKey), so a row moved to another key,
+        // namespace or version fails to unwrap. Crypto-shredding the namespace deletes its KEK
+        // rows and, through the cascade, these.
+        `create table kms_key_versions (
+          key_id uuid not null,
+          version int not null,
+          namespace_id uuid not null,
+          kek_version int not null,
+          wrapped_material bytea not null,
+          created_at timestamptz not null default now(),
+          primary key (key_id, version),
+          foreign key (key_id, namespace_id) references kms_keys (id, namespace_id) on delete cascade,
+          foreign key (namespace_id, kek_version) references namespace_keys (namespace_id, version) on delete cascade
+        )`,
+        // The KEK rewrap of a namespace looks its key versions up by KEK version.
+        `create index kms_key_versions_kek on kms_key_versions (namespace_id, kek_version)`,
+        // Scheduled rotation finds keys with a period.
+        `create index kms_keys_auto_rotate on kms_keys (auto_rotate_period_seconds) where auto_rotate_period_seconds is not null`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -250,6 +250,51 @@ export interface EscrowRequestTable {
   downloaded_at: Date | null;
 }
 
+export type KmsKeyTypeName =
+  | 'aes256-gcm'
+  | 'xchacha20-poly1305'
+  | 'hmac-sha256'
+  | 'hmac-sha512'
+  | 'ed25519'
+  | 'ecdsa-p256'
+  | 'ecdsa-p384'
+  | 'rsa-2048'
+  | 'rsa-3072'
+  | 'rsa-4096';
+
+/** A named key of a namespace (kms/named-keys): its configuration; the material is per version. */
+export interface KmsKeyTable {
+  id: string;
+  namespace_id: string;
+  name: string;
+  type: KmsKeyTypeName;
+  latest_version: number;
+  min_decryption_version: ColumnType<number, number | undefined, number>;
+  /** 0: no minimum of its own (min_decryption_version still applies). */
+  min_encryption_version: ColumnType<number, number | undefined, number>;
+  /** One-way: once true, never false again. */
+  exportable: ColumnType<boolean, boolean | undefined, boolean>;
+  /** One-way: permanently non-exportable. */
+  export_locked: ColumnType<boolean, boolean | undefined, boolean>;
+  deletion_allowed: ColumnType<boolean, boolean | undefined, boolean>;
+  auto_rotate_period_seconds: ColumnType<number | null, number | null | undefined, number | null>;
+  origin: 'internal' | 'external';
+  hsm: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: Generated<Date>;
+  updated_at: Timestamp;
+}
+
+export interface KmsKeyVersionTable {
+  key_id: string;
+  version: number;
+  namespace_id: string;
+  /** The namespace KEK version that wraps the material. */
+  kek_version: number;
+  /** Key bytes (symmetric) or PKCS#8 DER (private key), wrapped by the KEK (aad.kmsKey). */
+  wrapped_material: Bytes;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
   import_keys: ImportKeyTable;
   escrow_requests: EscrowRequestTable;
@@ -273,6 +318,8 @@ export interface Database {
   jwt_issuers: JwtIssuerTable;
   jwt_roles: JwtRoleTable;
   cert_roles: CertRoleTable;
+  kms_keys: KmsKeyTable;
+  kms_key_versions: KmsKeyVersionTable;
 }
 
 export type NamespaceRow = Selectable<NamespaceTable>;

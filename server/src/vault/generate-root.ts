@@ -17,7 +17,7 @@ export function generateRoot(vault: Vault, shareText: string | null): Promise<Ge
   return vault.exclusive(async () => {
     const services = vault.services();
     const config = vault.config;
-    if (!config) throw new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
+    if (!config) throw new CofferError('not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
     const slot = vault.shares.generateRoot;
     if (shareText === null) {
       slot.reset();
@@ -30,7 +30,7 @@ export function generateRoot(vault: Vault, shareText: string | null): Promise<Ge
       if (vault.sealOf(config).capabilities.recoveryKeys && config.recoveryCheck) openWithKey(candidate, config.recoveryCheck, sealAad.recoveryCheck(), 'the recovery key check');
       else openWithKey(candidate, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check');
     } catch {
-      throw new CofferError(400, 'invalid_shares', 'the shares do not reconstruct this server\'s root key; progress was reset');
+      throw new CofferError('invalid_shares', 'the shares do not reconstruct this server\'s root key; progress was reset');
     } finally {
       zeroize(candidate);
     }

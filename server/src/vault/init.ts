@@ -33,7 +33,7 @@ export function init(
 ): Promise<InitResult> {
   return vault.exclusive(async () => {
     const problem = validateShareConfig(shares, threshold);
-    if (problem) throw new CofferError(400, 'invalid_request', problem);
+    if (problem) throw new CofferError('invalid_request', problem);
     await vault.load();
     if (vault.config) throw conflict('already_initialized', 'Coffer is already initialised');
     const seal = vault.deps.seals.forInit;

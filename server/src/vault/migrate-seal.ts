@@ -67,7 +67,7 @@ export function migrateSeal(
         zeroize(oldKey);
       }
     }
-    if (!config.recoveryCheck) throw new CofferError(409, 'conflict', 'this server has no recovery key');
+    if (!config.recoveryCheck) throw new CofferError('conflict', 'this server has no recovery key');
     const recoveryKey = await keyFromShares(shareTexts, config.threshold, config.recoveryCheck, sealAad.recoveryCheck(), RECOVERY_CHECK_PLAINTEXT, 'recovery');
     const next = new InMemoryRootKey(Uint8Array.from(recoveryKey), version);
     try {

@@ -7,7 +7,7 @@
  */
 import type { Transaction } from 'kysely';
 import type { RewrapCounts } from '@coffer/sdk/api';
-import { publishRootChange } from '../cluster/dispatch.js';
+import { changeEvents, publishEvent } from '../cluster/events.js';
 import { aad } from '../crypto/context.js';
 import { conflict } from '../errors.js';
 import { rewrapStragglers, rewrapUnderNewRoot } from '../seal/rewrap.js';
@@ -36,7 +36,7 @@ export async function switchRoot(
     rewrapped = await rewrapUnderNewRoot(trx, current, next);
     await repos.sealConfig.switchRoot(configUpdate, next.version, trx);
     // Other servers sharing the database follow the new root (see follow-root.ts).
-    await publishRootChange(changes, trx, next.version);
+    await publishEvent(changes, trx, changeEvents.root(next.version));
     await beforeCommit?.(trx);
   });
   const previous = services.keyring.replaceRoot(next);

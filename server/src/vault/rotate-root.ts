@@ -41,9 +41,9 @@ export function rotateRoot(
     const shares = input.newShares ?? config.shares;
     const threshold = input.newThreshold ?? (input.newShares === undefined ? config.threshold : Math.min(config.threshold, shares));
     const problem = validateShareConfig(shares, threshold);
-    if (problem) throw new CofferError(400, 'invalid_request', problem);
+    if (problem) throw new CofferError('invalid_request', problem);
     if (!input.shares || input.shares.length === 0) {
-      throw new CofferError(400, 'invalid_shares', `rotating a Shamir root key needs ${config.threshold} of the current shares ("shares": [...])`);
+      throw new CofferError('invalid_shares', `rotating a Shamir root key needs ${config.threshold} of the current shares ("shares": [...])`);
     }
     zeroize(await keyFromShares(input.shares, config.threshold, config.rootCheck, aad.rootCheck(config.rootVersion), ROOT_CHECK_PLAINTEXT, 'root'));
     // Step 1 of 2: the next root key is generated and kept wrapped by the current one; nothing
@@ -76,7 +76,7 @@ export function verifyRotateRoot(vault: Vault, shareTexts: string[], beforeCommi
     const services = vault.services();
     const row = await vault.deps.repos.sealConfig.findPendingRoot();
     if (!row.pending_root || row.pending_shares === null || row.pending_threshold === null) {
-      throw new CofferError(409, 'conflict', 'no root rotation is waiting for verification (POST /v1/sys/rotate-root first)');
+      throw new CofferError('conflict', 'no root rotation is waiting for verification (POST /v1/sys/rotate-root first)');
     }
     const current = services.keyring.rootKey;
     const version = row.root_version + 1;
@@ -84,9 +84,9 @@ export function verifyRotateRoot(vault: Vault, shareTexts: string[], beforeCommi
     let candidate: KeyMaterial | null = null;
     try {
       candidate = await combineShareTexts(shareTexts, row.pending_threshold);
-      if (!candidate) throw new CofferError(400, 'invalid_shares', `${row.pending_threshold} distinct new shares are needed`);
+      if (!candidate) throw new CofferError('invalid_shares', `${row.pending_threshold} distinct new shares are needed`);
       if (candidate.length !== pendingKey.length || !timingSafeEqual(candidate, pendingKey)) {
-        throw new CofferError(400, 'invalid_shares', 'these are not the new shares of the pending root rotation');
+        throw new CofferError('invalid_shares', 'these are not the new shares of the pending root rotation');
       }
       const next = new InMemoryRootKey(Uint8Array.from(pendingKey), version);
       const rootCheck = sealWithKey(pendingKey, ROOT_CHECK_PLAINTEXT, aad.rootCheck(version));
@@ -121,7 +121,7 @@ export function importRoot(
     vault.services();
     const config = vault.config!;
     const seal = vault.sealOf(config);
-    if (!seal.capabilities.keyImport) throw new CofferError(400, 'invalid_request', 'importing the root key needs the PKCS#11 seal (with Shamir, rotate-root makes a new one)');
+    if (!seal.capabilities.keyImport) throw new CofferError('invalid_request', 'importing the root key needs the PKCS#11 seal (with Shamir, rotate-root makes a new one)');
     const version = config.rootVersion + 1;
     const fresh = await seal.importRoot(version, unwrapInto);
     return switchToStoredRoot(vault, seal, fresh, version, beforeCommit);

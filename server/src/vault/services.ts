@@ -9,6 +9,7 @@ import type { Keyring } from '../keyring/keyring.js';
 import type { ByokService } from '../kms/byok.js';
 import type { EscrowService } from '../kms/escrow.js';
 import type { KekLifecycle } from '../kms/kek-lifecycle.js';
+import type { Kms } from '../kms/named-keys/index.js';
 import type { NamespaceService } from '../secrets/namespace-service.js';
 import type { SecretService } from '../secrets/secret-service.js';
 
@@ -25,4 +26,6 @@ export interface Services {
   kek: KekLifecycle;
   byok: ByokService;
   escrow: EscrowService;
+  /** Named keys for applications: `kms.keys` administers them, `kms.ops` uses them. */
+  kms: Kms;
 }

@@ -47,17 +47,17 @@ export async function keyFromShares(
   what: string,
 ): Promise<KeyMaterial> {
   const key = await combineShareTexts(shareTexts, threshold);
-  if (!key) throw new CofferError(400, 'invalid_shares', `${threshold} distinct ${what} shares are needed`);
+  if (!key) throw new CofferError('invalid_shares', `${threshold} distinct ${what} shares are needed`);
   let opened: Uint8Array;
   try {
     opened = openWithKey(key, check, checkAad, `the ${what} key check`);
   } catch {
     zeroize(key);
-    throw new CofferError(400, 'invalid_shares', `the shares do not reconstruct this server's ${what} key`);
+    throw new CofferError('invalid_shares', `the shares do not reconstruct this server's ${what} key`);
   }
   if (Buffer.compare(Buffer.from(opened), Buffer.from(plaintext)) !== 0) {
     zeroize(key);
-    throw new CofferError(400, 'invalid_shares', `the shares do not reconstruct this server's ${what} key`);
+    throw new CofferError('invalid_shares', `the shares do not reconstruct this server's ${what} key`);
   }
   return key;
 }

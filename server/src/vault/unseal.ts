@@ -15,7 +15,7 @@ import type { SealConfig } from '../storage/repos/seal-config.js';
 import type { SealStatus } from './types.js';
 import type { Vault } from './vault.js';
 
-const notInitialized = () => new CofferError(400, 'not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
+const notInitialized = () => new CofferError('not_initialized', 'Coffer is not initialised yet (POST /v1/sys/init)');
 
 /** Accepts one share. */
 export function unseal(vault: Vault, shareText: string): Promise<SealStatus> {
@@ -28,14 +28,14 @@ export function unseal(vault: Vault, shareText: string): Promise<SealStatus> {
     if (seal.capabilities.autoUnseal) {
       // Recovery shares unseal (with the HSM) a server an operator sealed; otherwise {} retries the HSM.
       if (!vault.sealedByOperator || !config.recoveryCheck) {
-        throw new CofferError(400, 'invalid_request', 'this server is sealed by its HSM: shares do not unseal it; POST /v1/sys/unseal {} retries the HSM');
+        throw new CofferError('invalid_request', 'this server is sealed by its HSM: shares do not unseal it; POST /v1/sys/unseal {} retries the HSM');
       }
       const recovered = await vault.shares.unseal.add(shareText, config.threshold);
       if (!recovered) return vault.status();
       try {
         openWithKey(recovered, config.recoveryCheck, sealAad.recoveryCheck(), 'the recovery key check');
       } catch {
-        throw new CofferError(400, 'invalid_shares', 'the shares do not reconstruct this server\'s recovery key; unseal progress was reset');
+        throw new CofferError('invalid_shares', 'the shares do not reconstruct this server\'s recovery key; unseal progress was reset');
       } finally {
         zeroize(recovered);
       }
@@ -47,9 +47,7 @@ export function unseal(vault: Vault, shareText: string): Promise<SealStatus> {
       openWithKey(candidate, config.rootCheck, aad.rootCheck(config.rootVersion), 'the root key check');
     } catch {
       zeroize(candidate);
-      throw new CofferError(
-        400,
-        'invalid_shares',
+      throw new CofferError('invalid_shares',
         'the shares do not reconstruct this server\'s root key (a share is wrong or belongs to another Coffer); unseal progress was reset',
       );
     }
@@ -78,12 +76,10 @@ export function autoUnseal(vault: Vault): Promise<SealStatus> {
     const config = vault.config;
     if (!config) throw notInitialized();
     const seal = vault.sealOf(config);
-    if (!seal.capabilities.autoUnseal) throw new CofferError(400, 'invalid_request', 'this server uses the Shamir seal: unseal it with shares');
+    if (!seal.capabilities.autoUnseal) throw new CofferError('invalid_request', 'this server uses the Shamir seal: unseal it with shares');
     if (vault.unsealed) return vault.status();
     if (vault.sealedByOperator) {
-      throw new CofferError(
-        400,
-        'invalid_request',
+      throw new CofferError('invalid_request',
         'an operator sealed this server: unseal it with the recovery shares ({"share": …}, threshold times) or restart it',
       );
     }

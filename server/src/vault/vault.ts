@@ -11,6 +11,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { JobScheduler } from '../jobs/scheduler.js';
 import { sealedError } from '../errors.js';
 import type { RootKey } from '../seal/root-key.js';
 import type { ImportDevice, Seal, SealCapabilities, Seals } from '../seal/seal.js';
@@ -30,7 +31,7 @@ export interface VaultDeps {
   changes: Pick<ChangeFeed, 'publish'>;
   audit: Pick<AuditLog, 'checkpointNow' | 'close'>;
   /** Setup: the services around a root key (keyring → services), and their background jobs to start once in place. */
-  open(root: RootKey): Promise<{ services: Services; startJobs(): void }>;
+  open(root: RootKey): Promise<{ services: Services; jobs: Pick<JobScheduler, 'start' | 'stop'> }>;
   /** Teardown steps that run at every seal before the services are dropped, in order. */
   preSeal: ReadonlyArray<() => void>;
   /** Told of each state change (for the server log); never given key material. */
@@ -48,6 +49,8 @@ export class Vault {
   sealError: string | null = null;
   /** Sealed through POST /v1/sys/seal: an auto-unseal seal then opens only with the recovery shares (or a restart). */
   sealedByOperator = false;
+  /** The background jobs of the services while unsealed (jobs/scheduler.ts). */
+  private jobs: Pick<JobScheduler, 'start' | 'stop'> | null = null;
   /** Serialises the transitions so two operators cannot interleave them. */
   private transition: Promise<unknown> = Promise.resolve();
 
@@ -106,7 +109,8 @@ export class Vault {
   async unsealWith(root: RootKey): Promise<void> {
     const opened = await this.deps.open(root);
     this.unsealed = opened.services;
-    opened.startJobs();
+    this.jobs = opened.jobs;
+    opened.jobs.start();
     this.deps.onTransition?.('unsealed', { seal_type: this.config?.sealType, root_version: this.config?.rootVersion });
   }
 
@@ -115,7 +119,7 @@ export class Vault {
     return this.exclusive(async () => {
       // Sign the chain's head while the key is still here.
       await this.deps.audit.checkpointNow().catch(() => undefined);
-      await this.unsealed?.kek.stop();
+      await this.jobs?.stop();
       const wasUnsealed = this.unsealed !== null;
       this.dropKeys();
       // Auto-unseal seals: a deliberate seal is not undone by an anonymous POST /v1/sys/unseal {}.
@@ -127,7 +131,7 @@ export class Vault {
 
   /** Flushes and checkpoints the audit log, then zeroes every key. */
   async close(): Promise<void> {
-    await this.unsealed?.kek.stop();
+    await this.jobs?.stop();
     await this.deps.audit.close();
     this.dropKeys();
     this.deps.seals.close();
@@ -139,8 +143,9 @@ export class Vault {
     this.shares.unseal.reset();
     this.shares.generateRoot.reset();
     const services = this.unsealed;
+    void this.jobs?.stop();
+    this.jobs = null;
     if (services) {
-      void services.kek.stop();
       services.keyring.destroy();
       services.tokens.destroy();
       services.policies.clear();

@@ -1,10 +1,7 @@
 /** /v1/sys/audit: search, verify the hash chain, and HMAC a value to search for. Admin only. */
-import { Router } from 'express';
 import { z } from 'zod';
-import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
-import { isAdmin } from '../../policy/policy.js';
-import { principalOf } from '../auth.js';
+import { op, type Mount } from '../route.js';
 import { emptyQuery } from '../schemas.js';
 
 const searchQuery = z
@@ -24,29 +21,57 @@ const searchQuery = z
 
 const hashBody = z.object({ input: z.string().max(1024 * 1024) }).strict();
 
-export function auditRouter(core: CofferCore): Router {
-  const router = Router({ caseSensitive: true });
-  router.use((_req, res, next) => {
-    if (!isAdmin(principalOf(res))) return next(new CofferError(403, 'permission_denied', 'the audit log needs admin rights'));
-    next();
-  });
+/** Everything under the mount, known path or not, needs admin rights. */
+const ADMIN = { kind: 'admin', denied: 'the audit log needs admin rights' } as const;
 
-  router.get('/', async (req, res) => {
-    const q = searchQuery.parse(req.query);
-    res.json(await core.audit.search({ ...q, limit: q.limit ?? 100 }));
-  });
-
-  router.get('/verify', async (req, res) => {
-    emptyQuery.parse(req.query);
-    res.json(await core.audit.verify());
-  });
-
-  router.post('/hash', (req, res) => {
-    const { input } = hashBody.parse(req.body);
-    const hash = core.audit.hmac(input);
-    if (!hash) throw new CofferError(503, 'sealed', 'Coffer is sealed');
-    res.json({ hash });
-  });
-
-  return router;
-}
+export const auditMount: Mount = {
+  prefix: '/v1/sys/audit',
+  guard: ADMIN,
+  unknown: { action: 'sys.unknown' },
+  paths: [
+    {
+      template: '/v1/sys/audit',
+      ops: {
+        GET: op({
+          action: 'sys.audit',
+          access: ADMIN,
+          query: searchQuery,
+          handler: async (_req, res, { core, query }) => {
+            const q = query();
+            res.json(await core.audit.search({ ...q, limit: q.limit ?? 100 }));
+          },
+        }),
+      },
+    },
+    {
+      template: '/v1/sys/audit/verify',
+      ops: {
+        GET: op({
+          action: 'sys.audit.verify',
+          access: ADMIN,
+          query: emptyQuery,
+          handler: async (_req, res, { core, query }) => {
+            query();
+            res.json(await core.audit.verify());
+          },
+        }),
+      },
+    },
+    {
+      template: '/v1/sys/audit/hash',
+      ops: {
+        POST: op({
+          action: 'sys.audit.hash',
+          access: ADMIN,
+          body: hashBody,
+          handler: (_req, res, { core, body }) => {
+            const { input } = body();
+            const hash = core.audit.hmac(input);
+            if (!hash) throw new CofferError('sealed', 'Coffer is sealed');
+            res.json({ hash });
+          },
+        }),
+      },
+    },
+  ],
+};

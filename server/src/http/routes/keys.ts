@@ -6,16 +6,13 @@
  * is durable. Not inside the change's transaction: an append there races the
  * audit log's group commit for the next sequence number under load.
  */
-import { Router, type Response } from 'express';
 import { z } from 'zod';
-import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
-import { IMPORT_ALGORITHMS, type ByokService } from '../../kms/byok.js';
-import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS, type EscrowService } from '../../kms/escrow.js';
-import { isAdmin, isAllowed } from '../../policy/policy.js';
+import { IMPORT_ALGORITHMS } from '../../kms/byok.js';
+import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS } from '../../kms/escrow.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { auditTarget } from '../audit.js';
+import { auditTarget, nameParam, op, single, type Access, type Mount } from '../route.js';
 import { versionNumber } from '../schemas.js';
 
 const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSAES_OAEP_SHA_256') }).strict();
@@ -38,101 +35,153 @@ const emptyBody = z.object({}).strict();
 const escrowListQuery = z.object({ namespace: z.string().min(1).max(63) }).strict();
 const emptyQuery = z.object({}).strict();
 
-const denied = (what: string) => new CofferError(403, 'permission_denied', `${what} needs the admin capability`);
+const denied = (what: string) => new CofferError('permission_denied', `${what} needs the admin capability`);
+/** The admin capability on the namespace the request names (in its path, its body, or the escrow request it names). */
+const NAMESPACE_ADMIN: Access = { kind: 'scoped', capability: 'admin', denied: (_c, namespace) => denied(`namespace "${namespace}"`) };
+const ROOT_ADMIN: Access = { kind: 'admin', denied: 'importing the root key needs the admin capability' };
 
-function requireNamespaceAdmin(res: Response, namespace: string): void {
-  if (!isAllowed(principalOf(res), 'admin', namespace, '')) throw denied(`namespace "${namespace}"`);
-}
+export const byokMount: Mount = {
+  prefix: '/v1/byok',
+  guard: 'token',
+  names: { as: 'namespace', max: 64 },
+  unknown: { action: 'byok.unknown' },
+  paths: [
+    single('/v1/byok/namespaces/:name/import-params', 'GET', op({
+      action: 'byok.import_params',
+      access: NAMESPACE_ADMIN,
+      query: importParamsQuery,
+      // Creates a one-time wrapping key.
+      changesState: true,
+      handler: async (req, res, { core, query, authorize }) => {
+        const ns = checkNamespaceName(nameParam(req));
+        auditTarget(res, ns);
+        authorize(ns);
+        const q = query();
+        res.json(await core.services().byok.importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
+      },
+    })),
+    single('/v1/byok/namespaces/:name/import', 'POST', op({
+      action: 'byok.import',
+      access: NAMESPACE_ADMIN,
+      body: importBody,
+      bodyMayBeAbsent: true,
+      handler: async (req, res, { core, body: parse, authorize }) => {
+        const ns = checkNamespaceName(nameParam(req));
+        auditTarget(res, ns);
+        authorize(ns);
+        const body = parse();
+        const result = await core.services().byok.importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
+        res.json(result);
+      },
+    })),
+    single('/v1/byok/root/import-params', 'GET', op({
+      action: 'byok.root.import_params',
+      access: ROOT_ADMIN,
+      query: importParamsQuery,
+      changesState: true,
+      handler: async (_req, res, { core, query }) => {
+        const q = query();
+        res.json(await core.services().byok.importParams({ kind: 'root' }, q.algorithm, principalOf(res).identity));
+      },
+    })),
+    single('/v1/byok/root/import', 'POST', op({
+      action: 'byok.root.import',
+      access: ROOT_ADMIN,
+      body: importBody,
+      bodyMayBeAbsent: true,
+      handler: async (_req, res, { core, body: parse }) => {
+        const body = parse();
+        const result = await core.services().byok.importRootKey(body.import_token, body.encrypted_key_material);
+        res.json(result);
+      },
+    })),
+  ],
+};
 
-export function byokRouter(core: CofferCore): Router {
-  const router = Router({ caseSensitive: true });
-  const byok = (): ByokService => core.services().byok;
-
-  router.get('/namespaces/:ns/import-params', async (req, res) => {
-    const ns = checkNamespaceName(req.params.ns as string);
-    auditTarget(res, ns);
-    requireNamespaceAdmin(res, ns);
-    const q = importParamsQuery.parse(req.query);
-    res.json(await byok().importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
-  });
-
-  router.post('/namespaces/:ns/import', async (req, res) => {
-    const ns = checkNamespaceName(req.params.ns as string);
-    auditTarget(res, ns);
-    requireNamespaceAdmin(res, ns);
-    const body = importBody.parse(req.body ?? {});
-    const result = await byok().importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
-    res.json(result);
-  });
-
-  router.get('/root/import-params', async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw denied('importing the root key');
-    const q = importParamsQuery.parse(req.query);
-    res.json(await byok().importParams({ kind: 'root' }, q.algorithm, principalOf(res).identity));
-  });
-
-  router.post('/root/import', async (req, res) => {
-    if (!isAdmin(principalOf(res))) throw denied('importing the root key');
-    const body = importBody.parse(req.body ?? {});
-    const result = await byok().importRootKey(body.import_token, body.encrypted_key_material);
-    res.json(result);
-  });
-
-  return router;
-}
-
-export function escrowRouter(core: CofferCore): Router {
-  const router = Router({ caseSensitive: true });
-  const escrow = (): EscrowService => core.services().escrow;
-
-  router.post('/requests', async (req, res) => {
-    const body = escrowRequestBody.parse(req.body ?? {});
-    const ns = checkNamespaceName(body.namespace);
-    auditTarget(res, ns);
-    requireNamespaceAdmin(res, ns);
-    const created = await escrow().request(principalOf(res).identity, {
-      namespace: ns,
-      kekVersion: body.kek_version,
-      algorithm: body.algorithm,
-      publicKey: body.public_key,
-      ttlSeconds: body.ttl_seconds,
-    });
-    res.status(201).json(created);
-  });
-
-  router.get('/requests', async (req, res) => {
-    const q = escrowListQuery.parse(req.query);
-    const ns = checkNamespaceName(q.namespace);
-    auditTarget(res, ns);
-    requireNamespaceAdmin(res, ns);
-    res.json({ requests: await escrow().list(ns) });
-  });
-
-  router.get('/requests/:id', async (req, res) => {
-    emptyQuery.parse(req.query);
-    const found = await escrow().get(req.params.id as string);
-    auditTarget(res, found.namespace);
-    requireNamespaceAdmin(res, found.namespace);
-    res.json(found);
-  });
-
-  router.post('/requests/:id/approve', async (req, res) => {
-    emptyBody.parse(req.body ?? {});
-    const found = await escrow().get(req.params.id as string);
-    auditTarget(res, found.namespace);
-    requireNamespaceAdmin(res, found.namespace);
-    const approved = await escrow().approve(found.id, principalOf(res).identity);
-    res.json(approved);
-  });
-
-  router.post('/requests/:id/download', async (req, res) => {
-    emptyBody.parse(req.body ?? {});
-    const found = await escrow().get(req.params.id as string);
-    auditTarget(res, found.namespace);
-    requireNamespaceAdmin(res, found.namespace);
-    const downloaded = await escrow().download(found.id, principalOf(res).identity);
-    res.json(downloaded);
-  });
-
-  return router;
-}
+/** The escrow request id is the `:name`; the namespace is named once the request is loaded. */
+export const escrowMount: Mount = {
+  prefix: '/v1/escrow',
+  guard: 'token',
+  names: { as: 'path', max: 64 },
+  unknown: { action: 'escrow.unknown' },
+  paths: [
+    {
+      template: '/v1/escrow/requests',
+      otherwise: 'escrow.request',
+      ops: {
+        POST: op({
+          action: 'escrow.request',
+          access: NAMESPACE_ADMIN,
+          body: escrowRequestBody,
+          bodyMayBeAbsent: true,
+          handler: async (_req, res, { core, body: parse, authorize }) => {
+            const body = parse();
+            const ns = checkNamespaceName(body.namespace);
+            auditTarget(res, ns);
+            authorize(ns);
+            const created = await core.services().escrow.request(principalOf(res).identity, {
+              namespace: ns,
+              kekVersion: body.kek_version,
+              algorithm: body.algorithm,
+              publicKey: body.public_key,
+              ttlSeconds: body.ttl_seconds,
+            });
+            res.status(201).json(created);
+          },
+        }),
+        GET: op({
+          action: 'escrow.list',
+          access: NAMESPACE_ADMIN,
+          query: escrowListQuery,
+          handler: async (_req, res, { core, query, authorize }) => {
+            const q = query();
+            const ns = checkNamespaceName(q.namespace);
+            auditTarget(res, ns);
+            authorize(ns);
+            res.json({ requests: await core.services().escrow.list(ns) });
+          },
+        }),
+      },
+    },
+    single('/v1/escrow/requests/:name', 'GET', op({
+      action: 'escrow.read',
+      access: NAMESPACE_ADMIN,
+      query: emptyQuery,
+      handler: async (req, res, { core, query, authorize }) => {
+        query();
+        const found = await core.services().escrow.get(nameParam(req));
+        auditTarget(res, found.namespace);
+        authorize(found.namespace);
+        res.json(found);
+      },
+    })),
+    single('/v1/escrow/requests/:name/approve', 'POST', op({
+      action: 'escrow.approve',
+      access: NAMESPACE_ADMIN,
+      body: emptyBody,
+      bodyMayBeAbsent: true,
+      handler: async (req, res, { core, body, authorize }) => {
+        body();
+        const found = await core.services().escrow.get(nameParam(req));
+        auditTarget(res, found.namespace);
+        authorize(found.namespace);
+        const approved = await core.services().escrow.approve(found.id, principalOf(res).identity);
+        res.json(approved);
+      },
+    })),
+    single('/v1/escrow/requests/:name/download', 'POST', op({
+      action: 'escrow.download',
+      access: NAMESPACE_ADMIN,
+      body: emptyBody,
+      bodyMayBeAbsent: true,
+      handler: async (req, res, { core, body, authorize }) => {
+        body();
+        const found = await core.services().escrow.get(nameParam(req));
+        auditTarget(res, found.namespace);
+        authorize(found.namespace);
+        const downloaded = await core.services().escrow.download(found.id, principalOf(res).identity);
+        res.json(downloaded);
+      },
+    })),
+  ],
+};

@@ -1,15 +1,19 @@
-/** /v1/namespaces: create, list, get, delete. Administration needs admin rights. */
-import { Router, type Response } from 'express';
-import type { CofferCore } from '../../core.js';
+/** /v1/namespaces: create, list, get, update, delete; KEK lifecycle and shredding. Administration needs admin rights. */
+import type { Response } from 'express';
 import { CofferError } from '../../errors.js';
-import { isAdmin, isAllowed } from '../../policy/policy.js';
+import { isAdmin, isAllowed, type Capability } from '../../policy/policy.js';
 import { decodeCursor } from '../../secrets/pagination.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { auditTarget } from '../audit.js';
+import { auditTarget, nameParam, op, type Access, type Mount } from '../route.js';
 import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery, rotateKekBody, shredBody, updateNamespaceBody } from '../schemas.js';
 
-const denied = () => new CofferError(403, 'permission_denied', 'permission denied');
+const denied = () => new CofferError('permission_denied', 'permission denied');
+/** A capability on the namespace itself (path ''). */
+const on = (capability: Capability): Access => ({ kind: 'scoped', capability, denied });
+// A namespace admin (`admin` on a namespace glob) may create, read and delete the namespaces it matches;
+// namespace-scoped administration (KEK lifecycle, shredding) needs the admin capability on the namespace too.
+const ADMIN = on('admin');
 
 /** The namespace a `/:name` route serves, checked, and named in the request's audit entry. */
 const routedName = (res: Response, raw: string): string => {
@@ -18,87 +22,154 @@ const routedName = (res: Response, raw: string): string => {
   return name;
 };
 
-export function namespacesRouter(core: CofferCore, maxPageSize: number): Router {
-  const router = Router({ caseSensitive: true });
-  const listQuery = pageQuery(maxPageSize);
-
-  // A namespace admin (`admin` on a namespace glob) may create, read and delete the namespaces it matches.
-  router.post('/', async (req, res) => {
-    const body = createNamespaceBody.parse(req.body);
-    auditTarget(res, body.name);
-    if (!isAllowed(principalOf(res), 'admin', body.name, '')) throw denied();
-    res.status(201).json(await core.services().namespaces.create(body.name, body.description, body.rotation_period));
-  });
-
-  // Everyone may list; a non-admin sees only the namespaces it can list (pages stay full, and a
-  // cursor never names a namespace the caller was not shown).
-  router.get('/', async (req, res) => {
-    const principal = principalOf(res);
-    const q = listQuery.omit({ recursive: true }).parse(req.query);
-    const admin = isAdmin(principal);
-    res.json(
-      await core
-        .services()
-        .namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (name) => admin || isAllowed(principal, 'list', name, '')),
-    );
-  });
-
-  router.get('/:name', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    if (!isAllowed(principalOf(res), 'list', name, '')) throw denied();
-    emptyQuery.parse(req.query);
-    res.json(await core.services().namespaces.get(name));
-  });
-
-  // Namespace-scoped administration (KEK lifecycle, shredding): the admin capability on the namespace.
-  const requireNamespaceAdmin = (res: Response, name: string) => {
-    if (!isAllowed(principalOf(res), 'admin', name, '')) throw denied();
-  };
-
-  router.patch('/:name', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    requireNamespaceAdmin(res, name);
-    emptyQuery.parse(req.query);
-    const body = updateNamespaceBody.parse(req.body ?? {});
-    res.json(await core.services().namespaces.update(name, { description: body.description, rotationPeriodSeconds: body.rotation_period }));
-  });
-
-  router.get('/:name/kek', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    requireNamespaceAdmin(res, name);
-    emptyQuery.parse(req.query);
-    res.json(await core.services().kek.status(name));
-  });
-
-  router.post('/:name/kek/rotate', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    requireNamespaceAdmin(res, name);
-    emptyQuery.parse(req.query);
-    rotateKekBody.parse(req.body ?? {});
-    res.json(await core.services().namespaces.rotateKek(name));
-  });
-
-  router.post('/:name/shred', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    requireNamespaceAdmin(res, name);
-    emptyQuery.parse(req.query);
-    const body = shredBody.parse(req.body ?? {});
-    res.status(202).json(await core.services().kek.scheduleShred(name, body.pending_window_days));
-  });
-
-  router.delete('/:name/shred', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    requireNamespaceAdmin(res, name);
-    emptyQuery.parse(req.query);
-    res.json(await core.services().kek.cancelShred(name));
-  });
-
-  router.delete('/:name', async (req, res) => {
-    const name = routedName(res, req.params.name);
-    if (!isAllowed(principalOf(res), 'admin', name, '')) throw denied();
-    const q = deleteNamespaceQuery.parse(req.query);
-    res.json(await core.services().namespaces.delete(name, q.force === 'true'));
-  });
-
-  return router;
-}
+export const namespacesMount: Mount = {
+  prefix: '/v1/namespaces',
+  guard: 'token',
+  names: { as: 'namespace', max: 64 },
+  unknown: { action: 'namespace.unknown', namespaceFromFirstSegment: true },
+  paths: [
+    {
+      template: '/v1/namespaces',
+      otherwise: (method) => (method === 'DELETE' ? 'namespace.delete' : method === 'PATCH' ? 'namespace.update' : 'namespace.list'),
+      ops: {
+        POST: op({
+          action: 'namespace.create',
+          access: ADMIN,
+          body: createNamespaceBody,
+          handler: async (_req, res, { core, body: parse, authorize }) => {
+            const body = parse();
+            auditTarget(res, body.name);
+            authorize(body.name);
+            res.status(201).json(await core.services().namespaces.create(body.name, body.description, body.rotation_period));
+          },
+        }),
+        // Everyone may list; a non-admin sees only the namespaces it can list (pages stay full, and a
+        // cursor never names a namespace the caller was not shown).
+        GET: op({
+          action: 'namespace.list',
+          access: { kind: 'token' },
+          query: ({ maxPageSize }) => pageQuery(maxPageSize).omit({ recursive: true }),
+          handler: async (_req, res, { core, maxPageSize, query }) => {
+            const principal = principalOf(res);
+            const q = query();
+            const admin = isAdmin(principal);
+            res.json(
+              await core
+                .services()
+                .namespaces.list({ limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (name) => admin || isAllowed(principal, 'list', name, '')),
+            );
+          },
+        }),
+      },
+    },
+    {
+      template: '/v1/namespaces/:name',
+      otherwise: (method) => (method === 'POST' ? 'namespace.create' : 'namespace.read'),
+      ops: {
+        GET: op({
+          action: 'namespace.read',
+          access: on('list'),
+          query: emptyQuery,
+          handler: async (req, res, { core, query, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            query();
+            res.json(await core.services().namespaces.get(name));
+          },
+        }),
+        PATCH: op({
+          action: 'namespace.update',
+          access: ADMIN,
+          query: emptyQuery,
+          body: updateNamespaceBody,
+          bodyMayBeAbsent: true,
+          handler: async (req, res, { core, query, body: parse, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            query();
+            const body = parse();
+            res.json(await core.services().namespaces.update(name, { description: body.description, rotationPeriodSeconds: body.rotation_period }));
+          },
+        }),
+        DELETE: op({
+          action: 'namespace.delete',
+          access: ADMIN,
+          query: deleteNamespaceQuery,
+          handler: async (req, res, { core, query, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            const q = query();
+            res.json(await core.services().namespaces.delete(name, q.force === 'true'));
+          },
+        }),
+      },
+    },
+    {
+      template: '/v1/namespaces/:name/kek',
+      otherwise: 'namespace.kek.unknown',
+      ops: {
+        GET: op({
+          action: 'namespace.kek.read',
+          access: ADMIN,
+          query: emptyQuery,
+          handler: async (req, res, { core, query, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            query();
+            res.json(await core.services().kek.status(name));
+          },
+        }),
+      },
+    },
+    {
+      template: '/v1/namespaces/:name/kek/rotate',
+      ops: {
+        POST: op({
+          action: 'namespace.kek.rotate',
+          access: ADMIN,
+          query: emptyQuery,
+          body: rotateKekBody,
+          bodyMayBeAbsent: true,
+          handler: async (req, res, { core, query, body, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            query();
+            body();
+            res.json(await core.services().namespaces.rotateKek(name));
+          },
+        }),
+      },
+    },
+    {
+      template: '/v1/namespaces/:name/shred',
+      otherwise: 'namespace.shred.schedule',
+      ops: {
+        POST: op({
+          action: 'namespace.shred.schedule',
+          access: ADMIN,
+          query: emptyQuery,
+          body: shredBody,
+          bodyMayBeAbsent: true,
+          handler: async (req, res, { core, query, body: parse, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            query();
+            const body = parse();
+            res.status(202).json(await core.services().kek.scheduleShred(name, body.pending_window_days));
+          },
+        }),
+        DELETE: op({
+          action: 'namespace.shred.cancel',
+          access: ADMIN,
+          query: emptyQuery,
+          handler: async (req, res, { core, query, authorize }) => {
+            const name = routedName(res, nameParam(req));
+            authorize(name);
+            query();
+            res.json(await core.services().kek.cancelShred(name));
+          },
+        }),
+      },
+    },
+  ],
+};

@@ -11,19 +11,18 @@
  *   POST   …/{path}:purge         remove the secret with every version
  *
  * Path segments are [A-Za-z0-9._-], so the `:action` suffix cannot clash with
- * a secret name. The path is parsed here rather than by the router so that a
- * trailing slash (folder) and percent-encoding are handled exactly.
+ * a secret name. The path is parsed here rather than by express so that a
+ * trailing slash (folder) and percent-encoding are handled exactly; which
+ * declared route serves it is then read from the table below, like any other.
  */
-import { Router, type Request, type Response } from 'express';
-import type { CofferCore } from '../../core.js';
+import type { Request, Response } from 'express';
 import { CofferError, badRequest } from '../../errors.js';
 import { isAllowed, type Capability } from '../../policy/policy.js';
 import { checkFolder, checkNamespaceName, checkSecretPath } from '../../secrets/names.js';
 import { decodeCursor } from '../../secrets/pagination.js';
 import type { VersionAction } from '../../secrets/secret-service.js';
 import { principalOf } from '../auth.js';
-import { auditTarget } from '../audit.js';
-import { methodNotAllowed } from '../respond.js';
+import { auditTarget, op, type Access, type Mount, type Operation, type OwnMatch, type RoutePath, type RouteContext } from '../route.js';
 import { emptyQuery, pageQuery, readQuery, rollbackBody, versionsBody, writeSecretBody } from '../schemas.js';
 
 interface Target {
@@ -53,130 +52,217 @@ function parseTarget(rawPath: string): Target {
   return { namespace, path, folder, action };
 }
 
-const denied = (capability: Capability, t: Target) =>
-  new CofferError(403, 'permission_denied', `permission denied: ${capability} on ${t.namespace}:${t.path || '/'}`);
+const denied = (capability: Capability, namespace: string, path: string) =>
+  new CofferError('permission_denied', `permission denied: ${capability} on ${namespace}:${path || '/'}`);
+/** A capability on the secret path (or folder) the request names. */
+const on = (capability: Capability | readonly Capability[]): Access => ({ kind: 'scoped', capability, denied });
 
-export function secretsRouter(core: CofferCore, maxPageSize: number): Router {
-  const router = Router({ caseSensitive: true });
-  const listQuery = pageQuery(maxPageSize);
+/** The parsed target of the request being served (set by the dispatcher before the handler runs). */
+const targets = new WeakMap<Request, Target>();
 
-  const authorize = (res: Response, capability: Capability, t: Target) => {
-    if (!isAllowed(principalOf(res), capability, t.namespace, t.path)) throw denied(capability, t);
-  };
-
-  router.use(async (req: Request, res: Response) => {
-    const t = parseTarget(req.path);
-    auditTarget(res, t.namespace, t.path);
-    const secrets = core.services().secrets;
-
-    if (t.folder) {
-      if (t.action !== null) throw new CofferError(404, 'not_found', 'actions apply to secrets, not folders');
-      if (req.method !== 'GET') throw methodNotAllowed(['GET']);
-      authorize(res, 'list', t);
-      const q = listQuery.parse(req.query);
-      const principal = principalOf(res);
-      res.json(
-        await secrets.list(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, q.recursive === 'true', (path) =>
-          isAllowed(principal, 'list', t.namespace, path),
-        ),
-      );
-      return;
-    }
-
-    switch (t.action) {
-      case null:
-        switch (req.method) {
-          case 'GET': {
-            authorize(res, 'read', t);
-            const q = readQuery.parse(req.query);
-            res.json(await secrets.read(t.namespace, t.path, q.version));
-            return;
-          }
-          case 'PUT':
-          case 'POST': {
-            // `update` writes anything; `create` alone writes only secrets that do not exist yet
-            // (enforced atomically as a cas=0 write, so a race cannot turn it into an update).
-            const principal = principalOf(res);
-            const canUpdate = isAllowed(principal, 'update', t.namespace, t.path);
-            if (!canUpdate && !isAllowed(principal, 'create', t.namespace, t.path)) throw denied('create', t);
-            emptyQuery.parse(req.query);
-            const body = writeSecretBody.parse(req.body);
-            if (canUpdate) {
-              res.json(await secrets.write(t.namespace, t.path, body));
-              return;
-            }
-            try {
-              res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }));
-            } catch (err) {
-              if (err instanceof CofferError && err.code === 'cas_mismatch') throw denied('update', t);
-              throw err;
-            }
-            return;
-          }
-          case 'DELETE':
-            authorize(res, 'delete', t);
-            emptyQuery.parse(req.query);
-            res.json(await secrets.changeVersions(t.namespace, t.path, 'delete'));
-            return;
-          default:
-            throw methodNotAllowed(['GET', 'PUT', 'POST', 'DELETE']);
-        }
-      case 'versions':
-        if (req.method !== 'GET') throw methodNotAllowed(['GET']);
-        authorize(res, 'list', t);
-        emptyQuery.parse(req.query);
-        res.json(await secrets.history(t.namespace, t.path));
-        return;
-      case 'rollback': {
-        if (req.method !== 'POST') throw methodNotAllowed(['POST']);
-        authorize(res, 'update', t);
-        const body = rollbackBody.parse(req.body);
-        res.json(await secrets.rollback(t.namespace, t.path, body.version, body.cas));
-        return;
-      }
-      case 'delete':
-      case 'undelete':
-      case 'destroy': {
-        if (req.method !== 'POST') throw methodNotAllowed(['POST']);
-        authorize(res, t.action === 'destroy' ? 'destroy' : 'delete', t);
-        const body = versionsBody.parse(req.body ?? {});
-        res.json(await secrets.changeVersions(t.namespace, t.path, t.action as VersionAction, body.versions));
-        return;
-      }
-      case 'purge':
-        if (req.method !== 'POST') throw methodNotAllowed(['POST']);
-        authorize(res, 'destroy', t);
-        res.json(await secrets.purge(t.namespace, t.path));
-        return;
-      default:
-        throw new CofferError(404, 'not_found', `unknown action ":${t.action}"`);
-    }
-  });
-
-  return router;
+/** An operation on the request's secret target; the handler gets the parsed target. */
+function secretOp<Q, B>(
+  declared: Omit<Operation<Q, B>, 'handler'>,
+  handler: (t: Target, res: Response, ctx: RouteContext<Q, B>) => unknown,
+): Operation {
+  return op<Q, B>({ ...declared, handler: (req, res, ctx) => handler(targets.get(req)!, res, ctx) });
 }
+
+/** POST …:delete | :undelete | :destroy. */
+const versionOp = (action: VersionAction, capability: Capability) =>
+  secretOp(
+    { action: `secret.${action}`, access: on(capability), body: versionsBody, bodyMayBeAbsent: true },
+    async (t, res, { core, body, authorize }) => {
+      authorize(t.namespace, t.path);
+      res.json(await core.services().secrets.changeVersions(t.namespace, t.path, action, body().versions));
+    },
+  );
+
+const SECRET: RoutePath = {
+  template: '/v1/secrets/:ns/:path',
+  otherwise: (method) => `secret.${method.toLowerCase()}`,
+  ops: {
+    GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query, authorize }) => {
+      authorize(t.namespace, t.path);
+      const q = query();
+      res.json(await core.services().secrets.read(t.namespace, t.path, q.version));
+    }),
+    PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody }, (t, res, ctx) => write(t, res, ctx)),
+    POST: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody }, (t, res, ctx) => write(t, res, ctx)),
+    DELETE: secretOp({ action: 'secret.delete', access: on('delete'), query: emptyQuery }, async (t, res, { core, query, authorize }) => {
+      authorize(t.namespace, t.path);
+      query();
+      res.json(await core.services().secrets.changeVersions(t.namespace, t.path, 'delete'));
+    }),
+  },
+};
+
+/**
+ * `update` writes anything; `create` alone writes only secrets that do not exist yet
+ * (enforced atomically as a cas=0 write, so a race cannot turn it into an update).
+ */
+async function write(t: Target, res: Response, { core, query, body: parse }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>>) {
+  const secrets = core.services().secrets;
+  const principal = principalOf(res);
+  const canUpdate = isAllowed(principal, 'update', t.namespace, t.path);
+  if (!canUpdate && !isAllowed(principal, 'create', t.namespace, t.path)) throw denied('create', t.namespace, t.path);
+  query();
+  const body = parse();
+  if (canUpdate) {
+    res.json(await secrets.write(t.namespace, t.path, body));
+    return;
+  }
+  try {
+    res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }));
+  } catch (err) {
+    if (err instanceof CofferError && err.code === 'cas_mismatch') throw denied('update', t.namespace, t.path);
+    throw err;
+  }
+}
+
+const FOLDER: RoutePath = {
+  template: '/v1/secrets/:ns/:folder/',
+  ops: {
+    GET: secretOp(
+      { action: 'secret.list', access: on('list'), query: ({ maxPageSize }) => pageQuery(maxPageSize) },
+      async (t, res, { core, maxPageSize, query, authorize }) => {
+        authorize(t.namespace, t.path);
+        const q = query();
+        const principal = principalOf(res);
+        res.json(
+          await core.services().secrets.list(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, q.recursive === 'true', (path) =>
+            isAllowed(principal, 'list', t.namespace, path),
+          ),
+        );
+      },
+    ),
+  },
+};
+
+/** `…/{path}:{action}`, by action. */
+const ACTIONS = new Map<string, RoutePath>(
+  (
+    [
+      ['versions', 'GET', secretOp({ action: 'secret.history', access: on('list'), query: emptyQuery }, async (t, res, { core, query, authorize }) => {
+        authorize(t.namespace, t.path);
+        query();
+        res.json(await core.services().secrets.history(t.namespace, t.path));
+      })],
+      ['rollback', 'POST', secretOp({ action: 'secret.rollback', access: on('update'), body: rollbackBody }, async (t, res, { core, body: parse, authorize }) => {
+        authorize(t.namespace, t.path);
+        const body = parse();
+        res.json(await core.services().secrets.rollback(t.namespace, t.path, body.version, body.cas));
+      })],
+      ['delete', 'POST', versionOp('delete', 'delete')],
+      ['undelete', 'POST', versionOp('undelete', 'delete')],
+      ['destroy', 'POST', versionOp('destroy', 'destroy')],
+      ['purge', 'POST', secretOp({ action: 'secret.purge', access: on('destroy') }, async (t, res, { core, authorize }) => {
+        authorize(t.namespace, t.path);
+        res.json(await core.services().secrets.purge(t.namespace, t.path));
+      })],
+    ] as const
+  ).map(([action, method, operation]) => [action, { template: `/v1/secrets/:ns/:path:${action}`, ops: { [method]: operation } }]),
+);
+
+/** The namespace and path an audit entry names for a request no handler reached (as sent, bounded). */
+function rawTarget(rest: string): { namespace: string; path: string; suffix: string | null } {
+  const parts = rest.slice(1).split('/');
+  const namespace = parts[0]!.slice(0, 64);
+  let path = parts.slice(1).join('/').slice(0, 600);
+  let suffix: string | null = null;
+  const colon = path.lastIndexOf(':');
+  if (colon !== -1) {
+    suffix = path.slice(colon + 1);
+    path = path.slice(0, colon);
+  }
+  return { namespace, path, suffix };
+}
+
+/** The label of `/v1/secrets` + `rest`: `ns`, `ns/folder/`, `ns/a/b`, `ns/a/b:action`. */
+function secretsTemplate(rest: string): string {
+  const after = rest.startsWith('/') ? rest.slice(1) : rest;
+  const slash = after.indexOf('/');
+  let path = slash === -1 ? '' : after.slice(slash + 1);
+  const colon = path.lastIndexOf(':');
+  let action: string | null = null;
+  if (colon !== -1) {
+    action = path.slice(colon + 1);
+    path = path.slice(0, colon);
+  }
+  if (path === '' || path.endsWith('/')) return action === null ? FOLDER.template : '/v1/secrets/:ns/:folder/:*';
+  if (action === null) return SECRET.template;
+  return ACTIONS.get(action)?.template ?? '/v1/secrets/:ns/:path:*';
+}
+
+/** A request below the mount that names nothing (`/v1/secrets`, `/v1/bulk`). */
+const bare = (template: string, pathname: string): OwnMatch => ({ template, path: undefined, otherwise: 'unknown', namespace: null, auditPath: pathname.slice(0, 256) });
+
+export const secretsMount: Mount = {
+  prefix: '/v1/secrets',
+  guard: 'token',
+  unknown: { action: 'unknown' },
+  paths: [SECRET, FOLDER, ...ACTIONS.values()],
+  own: {
+    match(rest, pathname) {
+      const template = secretsTemplate(rest);
+      if (rest === '') return bare(template, pathname);
+      const { namespace, path, suffix } = rawTarget(rest);
+      if (suffix !== null) return { template, path: ACTIONS.get(suffix), otherwise: `secret.${suffix}`, namespace, auditPath: path };
+      return { template, path: path === '' || path.endsWith('/') ? FOLDER : SECRET, otherwise: '', namespace, auditPath: path };
+    },
+    dispatch: (serve) => (req, res) => {
+      const t = parseTarget(req.path);
+      auditTarget(res, t.namespace, t.path);
+      if (t.folder && t.action !== null) throw new CofferError('not_found', 'actions apply to secrets, not folders');
+      const path = t.folder ? FOLDER : t.action === null ? SECRET : ACTIONS.get(t.action);
+      if (!path) throw new CofferError('not_found', `unknown action ":${t.action}"`);
+      targets.set(req, t);
+      return serve(req, res, path, req.method);
+    },
+  },
+};
 
 /** GET /v1/bulk/{namespace}/{folder/}: every readable latest value under the folder, in one call. */
-export function bulkRouter(core: CofferCore, maxPageSize: number): Router {
-  const router = Router({ caseSensitive: true });
-  const query = pageQuery(maxPageSize).omit({ recursive: true });
-  router.use(async (req: Request, res: Response) => {
-    if (req.method !== 'GET') throw methodNotAllowed(['GET']);
-    const t = parseTarget(req.path);
-    auditTarget(res, t.namespace, t.path);
-    if (!t.folder || t.action !== null) throw badRequest('bulk reads take a folder: /v1/bulk/{namespace}/{folder/}');
-    const principal = principalOf(res);
-    // A bulk read is a listing of the folder plus a read of each secret in it: it needs `list`
-    // on the folder and returns only the secrets the caller may `read`.
-    if (!isAllowed(principal, 'list', t.namespace, t.path)) throw denied('list', t);
-    const q = query.parse(req.query);
-    res.json(
-      await core
-        .services()
-        .secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (path) =>
-          isAllowed(principal, 'read', t.namespace, path),
-        ),
-    );
-  });
-  return router;
-}
+const BULK: RoutePath = {
+  template: '/v1/bulk/:ns/:folder',
+  ops: {
+    GET: op({
+      action: 'secret.bulk_read',
+      // A bulk read is a listing of the folder plus a read of each secret in it: it needs `list`
+      // on the folder and returns only the secrets the caller may `read`.
+      access: on('list'),
+      query: ({ maxPageSize }) => pageQuery(maxPageSize).omit({ recursive: true }),
+      handler: async (req, res, { core, maxPageSize, query, authorize }) => {
+        const t = parseTarget(req.path);
+        auditTarget(res, t.namespace, t.path);
+        if (!t.folder || t.action !== null) throw badRequest('bulk reads take a folder: /v1/bulk/{namespace}/{folder/}');
+        const principal = principalOf(res);
+        authorize(t.namespace, t.path);
+        const q = query();
+        res.json(
+          await core
+            .services()
+            .secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (path) =>
+              isAllowed(principal, 'read', t.namespace, path),
+            ),
+        );
+      },
+    }),
+  },
+};
+
+export const bulkMount: Mount = {
+  prefix: '/v1/bulk',
+  guard: 'token',
+  unknown: { action: 'unknown' },
+  paths: [BULK],
+  own: {
+    match(rest, pathname) {
+      if (rest === '') return bare(BULK.template, pathname);
+      const { namespace, path } = rawTarget(rest);
+      return { template: BULK.template, path: BULK, otherwise: '', namespace, auditPath: path };
+    },
+    // The method is checked before the path (405 for anything but GET, whatever the path).
+    dispatch: (serve) => (req, res) => serve(req, res, BULK, req.method),
+  },
+};

@@ -1,0 +1,111 @@
+// The parts of the report added for issue 13: its table of figures (each a ratio of two
+// scenarios of this run, with the issue's aim), the scale scenario's table and the AEAD
+// micro-benchmark. Aims are printed, never enforced; errors in the scale runs fail the run
+// like any other scenario's.
+import { fmtInt, fmtMs, fmtRatio, table } from './report.mjs';
+
+const ok = (r) => r && !r.skipped;
+const verdict = (met) => (met === null ? 'n/a' : met ? 'met' : 'NOT MET');
+
+/**
+ * Issue 13's figures from this run's results (and the scale run, if any). Each row: figure,
+ * measured (the ratio and what it is made of), aim, met (true/false/null when not measured).
+ */
+export function issueFigures(results, scale) {
+  const r = (id) => (ok(results.get(id)) ? results.get(id) : null);
+  const rows = [];
+  // `cpu`: the same figure from the server's CPU time per request (scenario x's cost over y's), the
+  // reading to trust when other work shares the machine; it leaves out PostgreSQL's own CPU.
+  const add = (figure, value, detail, aim, met, cpu = null) => rows.push({ figure, value, detail, aim, met: value === null ? null : met, cpu });
+  const c = (x) => x?.serverCpuMsPerRequest ?? null;
+  const qc = (x, y) => (c(x) && c(y) ? c(x) / c(y) : null);
+  const [a, b0, b1, b3, c1, h1, p1, p2, p1s, p2s, p3] = ['a', 'b0', 'b1', 'b3', 'c1', 'h1', 'p1', 'p2', 'p1s', 'p2s', 'p3'].map(r);
+  const q = (x, y) => (x && y ? x / y : null);
+
+  const b1a = q(b1?.rps, a?.rps);
+  add('(b1) read, PostgreSQL / (a) hello-world', b1a, b1 && a ? `${fmtInt(b1.rps)} / ${fmtInt(a.rps)} req/s` : '', '≥ 0.5', b1a >= 0.5, qc(a, b1));
+  add('(b1) p99', b1?.p99 ?? null, b1 ? `${fmtMs(b1.p99)} ms` : '', '≤ 20 ms', b1?.p99 <= 20);
+  const p1a = q(p1?.rps, a?.rps);
+  add('(p1) read, durable PG, AppRole policy / (a)', p1a, p1 && a ? `${fmtInt(p1.rps)} / ${fmtInt(a.rps)} req/s, p99 ${fmtMs(p1.p99)} ms` : '', '≥ 0.5', p1a >= 0.5, qc(a, p1));
+  const bulk1 = q(p2s?.p50, p1s?.p50);
+  add('(p2)/(p1) bulk of 100 vs one read, 1 connection (p50)', bulk1, p1s && p2s ? `${fmtMs(p2s.p50)} vs ${fmtMs(p1s.p50)} ms` : '', '≤ 3×', bulk1 <= 3, qc(p2s, p1s));
+  const bulkN = q(p1?.rps, p2?.rps);
+  add('(p2)/(p1) bulk vs one read, throughput at the run\'s connections', bulkN, p1 && p2 ? `${fmtInt(p2.rps)} vs ${fmtInt(p1.rps)} req/s` : '', '≤ 3×', bulkN <= 3, qc(p2, p1));
+  const audit = b1 && b0 ? 1 - b1.rps / b0.rps : null;
+  add('audit cost: 1 − (b1)/(b0)', audit, b1 && b0 ? `${fmtInt(b1.rps)} vs ${fmtInt(b0.rps)} req/s` : '', '≤ 10%', audit <= 0.1, c(b1) && c(b0) ? 1 - c(b0) / c(b1) : null);
+  const hsm = q(h1?.rps, b1?.rps);
+  add('(h1) PKCS#11 seal / (b1) Shamir', hsm, h1 && b1 ? `${fmtInt(h1.rps)} / ${fmtInt(b1.rps)} req/s` : '', '≥ 0.9', hsm >= 0.9, qc(b1, h1));
+  const policy = q(b3?.rps, b1?.rps);
+  add('(b3) policy-checked user token / (b1) root', policy, b3 && b1 ? `${fmtInt(b3.rps)} / ${fmtInt(b1.rps)} req/s` : '', '≥ 0.9', policy >= 0.9, qc(b1, b3));
+  const writes = q(c1?.rps, b1?.rps);
+  add('(c1) writes / (b1) reads, PostgreSQL', writes, c1 && b1 ? `${fmtInt(c1.rps)} req/s (p99 ${fmtMs(c1.p99)} ms) / ${fmtInt(b1.rps)}` : '', '≥ 0.5', writes >= 0.5, qc(b1, c1));
+  const dWrites = q(p3?.rps, p1?.rps);
+  add('(p3) writes / (p1) reads, durable PG, AppRole', dWrites, p3 && p1 ? `${fmtInt(p3.rps)} req/s (p99 ${fmtMs(p3.p99)} ms) / ${fmtInt(p1.rps)}` : '', '≥ 0.5', dWrites >= 0.5, qc(p1, p3));
+  if (ok(scale)) {
+    const s = q(scale.large.readRandom.p50, scale.small.readRandom.p50);
+    add(`scale: random read p50 at ${fmtInt(scale.secrets)} / at 1k secrets`, s, `${fmtMs(scale.large.readRandom.p50)} vs ${fmtMs(scale.small.readRandom.p50)} ms`, '≤ 1.10', s <= 1.1, qc(scale.large.readRandom, scale.small.readRandom));
+    const b = q(scale.large.bulk.p50, scale.small.bulk.p50);
+    add(`scale: bulk read of a late folder p50, ${fmtInt(scale.secrets)} / 1k`, b, `${fmtMs(scale.large.bulk.p50)} vs ${fmtMs(scale.small.bulk.p50)} ms`, '≤ 1.10', b <= 1.1, qc(scale.large.bulk, scale.small.bulk));
+  } else {
+    add('scale: read latency at 1M / at 1k secrets', null, scale?.skipped ?? 'run npm run bench -- --scale', '≤ 1.10', null);
+  }
+  return rows;
+}
+
+/** Prints the figures; without the HTTP scenarios (--scale alone) only those that were measured. */
+export function printIssueFigures(rows, out, { all = true } = {}) {
+  if (!all) rows = rows.filter((row) => row.value !== null);
+  const fmt = (row, value) => {
+    if (value === null) return '-';
+    if (row.aim.endsWith('ms')) return `${fmtMs(value)} ms`;
+    if (row.aim.endsWith('%')) return `${(value * 100).toFixed(1)}%`;
+    return row.aim.endsWith('×') ? `${value.toFixed(1)}×` : fmtRatio(value);
+  };
+  out(
+    table(
+      rows.map((row) => [row.figure, fmt(row, row.value), row.detail, row.aim, verdict(row.met), fmt(row, row.cpu)]),
+      ['issue 13 figure', 'measured', 'from', 'aim', '', 'by srv CPU'],
+      [false, true, false, false, false, true],
+    ),
+  );
+  out('(aims are informational and do not fail the run; ratios from one run: compare them, not absolute req/s, across machines;');
+  out(' by srv CPU: the same figure from the server process\'s CPU time per request, without PostgreSQL\'s — steadier on a busy machine)');
+}
+
+/** The scale table; pushes errors and failed checks of its runs to `failures`. */
+export function printScale(scale, failures, out) {
+  if (!scale) return;
+  if (scale.skipped) {
+    out(`WARNING: the scale scenario was SKIPPED: ${scale.skipped}`);
+    return;
+  }
+  const parts = [
+    ['read one secret (cached once warm)', 'read'],
+    ['read random secrets, all namespaces', 'readRandom'],
+    ['bulk read of the late folder (100)', 'bulk'],
+    ['list the late folder', 'list'],
+    ['write (AppRole write policy)', 'write'],
+  ];
+  const rows = [];
+  for (const [what, key] of parts) {
+    const s = scale.small[key];
+    const l = scale.large[key];
+    rows.push([what, fmtInt(s.rps), fmtMs(s.p50), fmtMs(s.p99), fmtInt(l.rps), fmtMs(l.p50), fmtMs(l.p99), fmtRatio(l.p50 / s.p50)]);
+    for (const [tag, r] of [['1k', s], ['N', l]]) {
+      const errs = r.errors + r.warmup.errors;
+      const non2xx = r.non2xx + r.warmup.non2xx;
+      if (errs + non2xx > 0) failures.push(`scale ${what} @ ${tag}: ${errs} errors, ${non2xx} non-2xx`);
+      for (const p of r.problems ?? []) failures.push(`scale ${what} @ ${tag}: ${p}`);
+    }
+  }
+  const n = fmtInt(scale.secrets);
+  out(table(rows, ['scale (durable PG, AppRole)', 'req/s 1k', 'p50', 'p99', `req/s ${n}`, 'p50', 'p99', 'p50 N/1k'], [false, true, true, true, true, true, true, true]));
+  out(`server RSS: ${scale.small.rssMiB ?? '?'} MiB at 1k secrets, ${scale.large.rssMiB ?? '?'} MiB at ${n}; ${n} secrets across ${scale.namespaces} namespaces seeded in ${scale.seedSeconds.toFixed(1)} s`);
+}
+
+export function printAead(aead, out) {
+  if (!aead) return;
+  const rows = aead.sizes.map((s) => [`${s.size} B`, fmtInt(s.native), fmtInt(s.noble), `${s.ratio.toFixed(2)}×`, fmtInt(s.nativeOpen), fmtInt(s.nobleOpen), `${s.openRatio.toFixed(2)}×`]);
+  out(table(rows, ['AEAD (this process)', 'seal+open/s native', 'noble', 'ratio', 'open/s native', 'noble', 'ratio'], [false, true, true, true, true, true, true]));
+  out('(native: OpenSSL ChaCha20-Poly1305 under a noble HChaCha20 subkey, the server\'s path; noble: pure-JS XChaCha20-Poly1305; medians of alternating rounds)');
+}

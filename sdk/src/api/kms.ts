@@ -1,0 +1,226 @@
+/**
+ * The key management service: named keys of a namespace that applications use
+ * without ever holding them (encrypt/decrypt, data keys, sign/verify, HMAC).
+ * Bytes on the wire are standard base64. Ciphertexts, signatures and HMACs are
+ * `coffer:v<version>:<base64>` (the server's kms/named-keys/ciphertext.ts
+ * documents the bytes).
+ */
+
+export const KMS_KEY_TYPES = [
+  'aes256-gcm',
+  'xchacha20-poly1305',
+  'hmac-sha256',
+  'hmac-sha512',
+  'ed25519',
+  'ecdsa-p256',
+  'ecdsa-p384',
+  'rsa-2048',
+  'rsa-3072',
+  'rsa-4096',
+] as const;
+export type KmsKeyType = (typeof KMS_KEY_TYPES)[number];
+
+/** What a key can be used for; each operation has a policy capability of its own. */
+export const KMS_OPERATIONS = ['encrypt', 'decrypt', 'rewrap', 'datakey', 'sign', 'verify', 'hmac'] as const;
+export type KmsOperation = (typeof KMS_OPERATIONS)[number];
+
+/** Largest plaintext (decoded bytes) of one encrypt: larger data goes under a data key (datakey). */
+export const KMS_MAX_PLAINTEXT_BYTES = 64 * 1024;
+/** Most items in one batch request. */
+export const KMS_MAX_BATCH_ITEMS = 10_000;
+export const KMS_DATAKEY_BITS = [128, 256, 512] as const;
+export const KMS_MAX_RANDOM_BYTES = 1024;
+/** Shortest auto_rotate_period (seconds); 0 turns scheduled rotation off. */
+export const KMS_MIN_AUTO_ROTATE_SECONDS = 3600;
+
+export type KmsHashAlgorithm = 'sha2-256' | 'sha2-384' | 'sha2-512';
+/** RSA signatures: PSS (salt as long as the digest) or PKCS#1 v1.5. */
+export type KmsSignatureAlgorithm = 'pss' | 'pkcs1v15';
+/** ECDSA signature encoding: ASN.1 DER, or r‖s as in JWS (IEEE P1363). */
+export type KmsMarshaling = 'asn1' | 'jws';
+
+const KEY_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
+
+/** Why `name` is not a key name, or null when it is one. */
+export function kmsKeyNameProblem(name: string): string | null {
+  return KEY_NAME.test(name) ? null : 'key names are 1-128 characters of A-Z a-z 0-9 . _ - and do not start with "."';
+}
+
+export interface KmsKeyCreate {
+  type: KmsKeyType;
+  /** Opt-in and irreversible. */
+  exportable?: boolean;
+  /** Permanently non-exportable (irreversible; excludes exportable). */
+  export_locked?: boolean;
+  deletion_allowed?: boolean;
+  /** Seconds between scheduled rotations; 0 or absent: manual only. */
+  auto_rotate_period?: number;
+  /** Generate and keep the key in the HSM (not available yet). */
+  hsm?: boolean;
+}
+
+export interface KmsKeyConfigUpdate {
+  exportable?: boolean;
+  export_locked?: boolean;
+  deletion_allowed?: boolean;
+  min_decryption_version?: number;
+  /** 0: no minimum of its own (min_decryption_version still applies). Encryption uses the latest version unless told otherwise. */
+  min_encryption_version?: number;
+  auto_rotate_period?: number;
+}
+
+export interface KmsPublicKey {
+  pem: string;
+  jwk: Record<string, string>;
+}
+
+export interface KmsKeyVersionInfo {
+  version: number;
+  created_at: string;
+  /** Asymmetric keys only. */
+  public_key?: KmsPublicKey;
+}
+
+export interface KmsKeyInfo {
+  namespace: string;
+  name: string;
+  type: KmsKeyType;
+  origin: 'internal' | 'external';
+  hsm: boolean;
+  exportable: boolean;
+  export_locked: boolean;
+  deletion_allowed: boolean;
+  latest_version: number;
+  min_available_version: number;
+  min_decryption_version: number;
+  min_encryption_version: number;
+  /** Seconds; 0: manual rotation only. */
+  auto_rotate_period: number;
+  operations: KmsOperation[];
+  created_at: string;
+  updated_at: string;
+  versions: KmsKeyVersionInfo[];
+}
+
+export interface KmsKeySummary {
+  name: string;
+  type: KmsKeyType;
+  latest_version: number;
+}
+
+export interface KmsKeyPage {
+  namespace: string;
+  keys: KmsKeySummary[];
+  next_cursor: string | null;
+}
+
+export interface KmsEncryptRequest {
+  /** base64, at most KMS_MAX_PLAINTEXT_BYTES decoded. */
+  plaintext: string;
+  associated_data?: string;
+  key_version?: number;
+}
+
+export interface KmsDecryptRequest {
+  ciphertext: string;
+  associated_data?: string;
+}
+
+export interface KmsRewrapRequest {
+  ciphertext: string;
+  associated_data?: string;
+  /** The version to rewrap to (default: the one encryption uses). */
+  key_version?: number;
+}
+
+export interface KmsCiphertext {
+  ciphertext: string;
+  key_version: number;
+}
+
+export interface KmsPlaintext {
+  plaintext: string;
+  key_version: number;
+}
+
+export type KmsBatchOperation = 'encrypt' | 'decrypt' | 'rewrap';
+export type KmsBatchItem = KmsEncryptRequest | KmsDecryptRequest | KmsRewrapRequest;
+export type KmsBatchResult =
+  | (KmsCiphertext & { error?: never })
+  | (KmsPlaintext & { error?: never })
+  | { error: { code: string; message: string } };
+
+export interface KmsBatchResponse {
+  results: KmsBatchResult[];
+  /** How many items failed (each has `error`); the others succeeded. */
+  failed: number;
+}
+
+export interface KmsDataKeyRequest {
+  /** 'plaintext': the key and its wrapped form; 'wrapped': the wrapped form only. */
+  mode: 'plaintext' | 'wrapped';
+  bits?: (typeof KMS_DATAKEY_BITS)[number];
+  associated_data?: string;
+}
+
+export interface KmsDataKey {
+  /** The data key encrypted by the named key: `decrypt` returns it. */
+  ciphertext: string;
+  key_version: number;
+  /** base64, in 'plaintext' mode only. */
+  plaintext?: string;
+}
+
+export interface KmsSignRequest {
+  /** base64 of the message, or of its digest when `prehashed`. */
+  input: string;
+  prehashed?: boolean;
+  hash_algorithm?: KmsHashAlgorithm;
+  signature_algorithm?: KmsSignatureAlgorithm;
+  marshaling_algorithm?: KmsMarshaling;
+  key_version?: number;
+}
+
+export interface KmsSignature {
+  signature: string;
+  key_version: number;
+}
+
+export interface KmsVerifyRequest extends Omit<KmsSignRequest, 'key_version'> {
+  signature: string;
+}
+
+export interface KmsHmacRequest {
+  input: string;
+  key_version?: number;
+}
+
+export interface KmsHmac {
+  hmac: string;
+  key_version: number;
+}
+
+export interface KmsHmacVerifyRequest {
+  input: string;
+  hmac: string;
+}
+
+export interface KmsVerification {
+  valid: boolean;
+}
+
+export interface KmsRandomRequest {
+  bytes?: number;
+  format?: 'base64' | 'hex';
+}
+
+export interface KmsRandom {
+  random: string;
+}
+
+export interface KmsTrimResult {
+  namespace: string;
+  name: string;
+  min_available_version: number;
+  versions_removed: number;
+}

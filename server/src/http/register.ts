@@ -1,0 +1,106 @@
+/**
+ * Express registration of the route table: one router per mount, one express
+ * route per declared operation, each behind the checks its access declares.
+ * Nothing here names a route; what is served is exactly the table.
+ */
+import { Router, type Express, type Request, type RequestHandler, type Response } from 'express';
+import type { ZodType } from 'zod';
+import type { AuditDraft } from '../audit/entry.js';
+import type { CofferCore } from '../core.js';
+import { CofferError } from '../errors.js';
+import type { CofferMetrics } from '../ops/metrics.js';
+import { isAdmin, isAllowed } from '../policy/policy.js';
+import { principalOf } from './auth.js';
+import { methodNotAllowed } from './respond.js';
+import type { Access, Mount, Operation, RouteContext, RouteLimits, RoutePath, Schema } from './route.js';
+import { MOUNTS, ROUTES } from './route-table.js';
+
+export interface RouteDeps {
+  core: CofferCore;
+  maxPageSize: number;
+  metrics: CofferMetrics | undefined;
+  requireUnsealed: RequestHandler;
+  /** A valid token: sets res.locals.principal. */
+  requireToken: RequestHandler;
+  auditDraft(req: Request, res: Response, status: number): AuditDraft;
+}
+
+const resolve = <T>(schema: Schema<T> | undefined, limits: RouteLimits): ZodType<T> | undefined =>
+  typeof schema === 'function' ? schema(limits) : schema;
+
+/** The handler of an operation, with its schemas resolved once. */
+function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: Response) => unknown {
+  const query = resolve(operation.query, deps);
+  const body = resolve(operation.body, deps);
+  const { access, bodyMayBeAbsent } = operation;
+  return (req, res) => {
+    const ctx: RouteContext = {
+      core: deps.core,
+      maxPageSize: deps.maxPageSize,
+      metrics: deps.metrics,
+      query: () => (query ? query.parse(req.query) : req.query),
+      body: () => (body ? body.parse(bodyMayBeAbsent ? (req.body ?? {}) : req.body) : req.body),
+      authorize: (namespace, path = '') => authorize(access, res, namespace, path),
+      auditDraft: (status) => deps.auditDraft(req, res, status),
+    };
+    return operation.handler(req, res, ctx);
+  };
+}
+
+function authorize(access: Access, res: Response, namespace: string, path: string): void {
+  if (access.kind !== 'scoped') throw new Error(`authorize() on a route declared ${access.kind}: declare the capability it checks`);
+  const principal = principalOf(res);
+  const wanted = typeof access.capability === 'string' ? [access.capability] : access.capability;
+  if (!wanted.some((c) => isAllowed(principal, c, namespace, path))) throw access.denied(wanted[0]!, namespace, path);
+}
+
+const adminCheck = (denied: string): RequestHandler => (_req, res, next) =>
+  next(isAdmin(principalOf(res)) ? undefined : new CofferError('permission_denied', denied));
+
+/** The checks before an operation's handler, less what its mount already ran. */
+function checksOf(access: Access, mountGuard: Mount['guard'], deps: RouteDeps): RequestHandler[] {
+  if (access.kind === 'public') return [];
+  if (access.kind === 'login') return [deps.requireUnsealed];
+  const token = mountGuard === null ? [deps.requireUnsealed, deps.requireToken] : [];
+  if (access.kind !== 'admin') return token;
+  const mountAdmin = mountGuard !== null && mountGuard !== 'token' ? mountGuard.denied : undefined;
+  if (mountAdmin !== undefined && mountAdmin !== access.denied) throw new Error(`admin route under a mount with another admin check: ${access.denied}`);
+  return mountAdmin === undefined ? [...token, adminCheck(access.denied)] : token;
+}
+
+function guardOf(guard: Mount['guard'], deps: RouteDeps): RequestHandler[] {
+  if (guard === null) return [];
+  const token = [deps.requireUnsealed, deps.requireToken];
+  return guard === 'token' ? token : [...token, adminCheck(guard.denied)];
+}
+
+const lower = { GET: 'get', PUT: 'put', POST: 'post', DELETE: 'delete', PATCH: 'patch' } as const;
+
+/** Serves the route table on `app`. */
+export function registerRoutes(app: Express, deps: RouteDeps): void {
+  const enabled = (o: Operation) => o.enabled?.({ metrics: deps.metrics }) ?? true;
+  for (const mount of MOUNTS) {
+    const router = Router({ caseSensitive: true });
+    if (mount.own) {
+      const handlers = new Map<Operation, (req: Request, res: Response) => unknown>();
+      for (const path of mount.paths) for (const o of Object.values(path.ops)) handlers.set(o, handlerOf(o, deps));
+      const serve = (req: Request, res: Response, path: RoutePath, method: string) => {
+        const o = path.ops[method as keyof RoutePath['ops']];
+        if (!o) throw methodNotAllowed(Object.keys(path.ops));
+        return handlers.get(o)!(req, res);
+      };
+      router.use(...guardOf(mount.guard, deps), mount.own.dispatch(serve));
+    } else {
+      const routes = ROUTES.filter((r) => r.mount === mount && enabled(r.op));
+      const open = (r: (typeof routes)[number]) => r.op.access.kind === 'public' || r.op.access.kind === 'login';
+      const add = (r: (typeof routes)[number]) =>
+        router[lower[r.method]](r.template.slice(mount.prefix.length) || '/', ...checksOf(r.op.access, mount.guard, deps), handlerOf(r.op, deps));
+      // Routes without a token first: the mount's guard stands before everything else, unknown paths included.
+      for (const r of routes.filter(open)) add(r);
+      const guard = guardOf(mount.guard, deps);
+      if (guard.length > 0) router.use(...guard);
+      for (const r of routes.filter((r) => !open(r))) add(r);
+    }
+    app.use(mount.prefix, router);
+  }
+}

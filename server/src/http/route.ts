@@ -1,0 +1,166 @@
+/**
+ * A route declared as data: the one place that says what a method on a path
+ * template is called in the audit log, who may call it, what its query and
+ * body look like, and what handles it. The route table (route-table.ts) is a
+ * list of these; express registration (register.ts), the metrics and log label
+ * and the audit action (route-template.ts) are all read from it, so a route
+ * cannot be served under one name and audited or counted under another.
+ *
+ * Modelled on OpenBao's framework.Path (a pattern with operations) and
+ * Infisical's route-as-data.
+ */
+import type { Request, RequestHandler, Response } from 'express';
+import type { ZodType } from 'zod';
+import type { AuditDraft } from '../audit/entry.js';
+export type { Described } from '../audit/entry.js';
+import type { CofferCore } from '../core.js';
+import type { CofferError } from '../errors.js';
+import type { CofferMetrics } from '../ops/metrics.js';
+import type { Capability } from '../policy/policy.js';
+
+export type Method = 'GET' | 'PUT' | 'POST' | 'DELETE' | 'PATCH';
+export const METHODS: readonly Method[] = ['GET', 'PUT', 'POST', 'DELETE', 'PATCH'];
+
+/**
+ * Who may call a route. Everything but `scoped` is checked before the handler
+ * runs; a `scoped` route names its namespace (and path) only once it has read
+ * it (from the path, the body or the database), so its handler checks the
+ * declared capability with `ctx.authorize` where it learns the target.
+ */
+export type Access =
+  /** No token, also while sealed: init, unseal, status and probes. */
+  | { kind: 'public' }
+  /** No token, but unsealed: logins. */
+  | { kind: 'login' }
+  /** Any valid token; the handler shows only what the token may see. */
+  | { kind: 'token' }
+  /** Server-wide admin (root or an admin policy); `denied` is the 403's message. */
+  | { kind: 'admin'; denied: string }
+  /** A capability on the namespace (and path) the handler resolves. */
+  | { kind: 'scoped'; capability: Capability | readonly Capability[]; denied: (capability: Capability, namespace: string, path: string) => CofferError };
+
+/** The limits a schema may depend on (the server's configuration). */
+export interface RouteLimits {
+  maxPageSize: number;
+}
+
+export type Schema<T> = ZodType<T> | ((limits: RouteLimits) => ZodType<T>);
+
+/** What a handler gets besides the request and response. */
+export interface RouteContext<Q = unknown, B = unknown> {
+  readonly core: CofferCore;
+  readonly maxPageSize: number;
+  readonly metrics: CofferMetrics | undefined;
+  /** The query parsed with the declared schema (400 on a mismatch). */
+  query(): Q;
+  /** The body parsed with the declared schema (400 on a mismatch). */
+  body(): B;
+  /** 403 unless the caller holds the declared (`scoped`) capability on `namespace`:`path`. */
+  authorize(namespace: string, path?: string): void;
+  /** The audit entry this request gets with `status` (for handlers that audit inside their own transaction). */
+  auditDraft(status: number): AuditDraft;
+}
+
+export interface Operation<Q = unknown, B = unknown> {
+  /** The audit action, e.g. `secret.read`. */
+  action: string;
+  access: Access;
+  query?: Schema<Q> | undefined;
+  body?: Schema<B> | undefined;
+  /** An absent body is read as `{}` (else it fails the schema). */
+  bodyMayBeAbsent?: boolean | undefined;
+  /** A read that changes state (a one-time key): records an audit intent before it runs, like a write. */
+  changesState?: boolean | undefined;
+  /** Served only when this holds for the server's options (metrics). */
+  enabled?: ((options: { metrics: CofferMetrics | undefined }) => boolean) | undefined;
+  handler(req: Request, res: Response, ctx: RouteContext<Q, B>): unknown;
+}
+
+/** One path template and the operations served on it. */
+export interface RoutePath {
+  /** The full template (`/v1/namespaces/:name/kek`): the metrics and log label. */
+  template: string;
+  ops: Partial<Record<Method, Operation>>;
+  /**
+   * The audit action of a request with another method (answered 404 or 405),
+   * as it has always been named; by default the action of the first operation.
+   */
+  otherwise?: string | ((method: string) => string) | undefined;
+}
+
+/** What a `:name` segment names in the audit entry, and how much of it is kept. */
+export interface AuditName {
+  as: 'namespace' | 'path';
+  max: number;
+}
+
+/** A request's match in a mount that routes by its own rules (secrets, bulk). */
+export interface OwnMatch {
+  /** The label (a declared template, or one for requests no route serves). */
+  template: string;
+  /** The declared path whose operations name the request, if any. */
+  path: RoutePath | undefined;
+  /** The action when `path` has none for the method. */
+  otherwise: string;
+  namespace: string | null;
+  auditPath: string | null;
+}
+
+/**
+ * Requests under `prefix` (express `app.use(prefix, …)`), in the order express
+ * tries them. `guard` runs before everything in the mount that is not a
+ * public or login route, also before a 404: an unknown path under a guarded
+ * mount answers 401 to a caller without a token, as it always has.
+ */
+export interface Mount {
+  prefix: string;
+  guard: 'token' | { kind: 'admin'; denied: string } | null;
+  paths: RoutePath[];
+  /** What `:name` segments name in audit entries. */
+  names?: AuditName | undefined;
+  /** Requests under the mount that no template matches. */
+  unknown: { action: string; namespaceFromFirstSegment?: boolean | undefined };
+  /**
+   * A mount that routes by its own rules (secret paths hold `/` and `:action`):
+   * `match` labels and describes a request from the path below the prefix, and
+   * `dispatch` serves it (from the same declared paths).
+   */
+  own?:
+    | {
+        match(rest: string, pathname: string): OwnMatch;
+        dispatch(serve: (req: Request, res: Response, path: RoutePath, method: string) => unknown): RequestHandler;
+      }
+    | undefined;
+}
+
+/** Erases an operation's query and body types so that operations of different shapes share one table. */
+export function op<Q, B>(operation: Operation<Q, B>): Operation {
+  return operation as unknown as Operation;
+}
+
+/** The `:name` segment of the request's path, percent-decoded (by express). */
+export function nameParam(req: Request): string {
+  const value = req.params.name;
+  return typeof value === 'string' ? value : '';
+}
+
+/** A path served with one method. */
+export function single(template: string, method: Method, operation: Operation): RoutePath {
+  return { template, ops: { [method]: operation } };
+}
+
+/** The namespace (and secret path) a handler routed to, named in its audit entry instead of what the URL seems to say. */
+export interface AuditTarget {
+  namespace: string;
+  path: string | undefined;
+}
+
+/**
+ * Names the namespace (and secret path) a handler routed to, for its audit entry.
+ * Handlers call it as soon as they know the target (before the policy check, so a
+ * denied attempt is found by namespace too); some learn it only from the database
+ * (escrow requests by id). Without it the entry is described from the URL.
+ */
+export function auditTarget(res: Response, namespace: string, path?: string): void {
+  res.locals.auditTarget = { namespace, path } satisfies AuditTarget;
+}

@@ -1,0 +1,223 @@
+/**
+ * secrets and secret_versions: a secret's path and version counter, and each
+ * version's DEK (wrapped by a namespace KEK version, see wrapped-tables.ts)
+ * and value ciphertext.
+ *
+ * Locks, and why:
+ *  - a write's `upsertForWrite` creates the secret or takes its next version
+ *    number in one statement, and row-locks it: concurrent writers of one
+ *    path each get their own version, none is lost;
+ *  - version changes and purges take the secret row FOR UPDATE (`find` with
+ *    `lock`), so they serialise with writes of the same path;
+ *  - reads take no lock: a version's row never changes except to be deleted,
+ *    destroyed or rewrapped, and every one of those leaves it readable or
+ *    reports it gone.
+ */
+import { sql, type Kysely } from 'kysely';
+import type { Executor } from '../executor.js';
+import type { Database } from '../schema.js';
+
+/** The stored columns of a version that reading it needs. */
+const VERSION_COLUMNS = ['v.version', 'v.type', 'v.metadata', 'v.kek_version', 'v.wrapped_dek', 'v.ciphertext', 'v.created_at'] as const;
+
+export interface NewSecretVersion {
+  secret_id: string;
+  version: number;
+  type: string;
+  /** JSON text. */
+  metadata: string;
+  kek_version: number;
+  wrapped_dek: Uint8Array;
+  ciphertext: Uint8Array;
+}
+
+export function secretsRepo(db: Kysely<Database>) {
+  return {
+    /**
+     * Creates the secret at version 1, or moves an existing one to its next
+     * version (changing max_versions when given); row-locks it until the
+     * transaction ends. One statement, so two writers never take the same
+     * version number.
+     */
+    async upsertForWrite(
+      row: { id: string; namespaceId: string; path: string; maxVersions: number | null; defaultMaxVersions: number },
+      tx: Executor,
+    ): Promise<{ id: string; current_version: number; max_versions: number }> {
+      const { rows } = await sql<{ id: string; current_version: number; max_versions: number }>`
+          insert into secrets (id, namespace_id, path, current_version, max_versions)
+          values (${row.id}, ${row.namespaceId}, ${row.path}, 1, ${row.maxVersions ?? row.defaultMaxVersions})
+          on conflict (namespace_id, path) do update
+            set current_version = secrets.current_version + 1,
+                max_versions = coalesce(${row.maxVersions}::int, secrets.max_versions),
+                updated_at = now()
+          returning id, current_version, max_versions`.execute(tx);
+      return rows[0]!;
+    },
+
+    async insertVersion(row: NewSecretVersion, tx: Executor = db): Promise<{ created_at: Date }> {
+      return tx.insertInto('secret_versions').values(row).returning('created_at').executeTakeFirstOrThrow();
+    },
+
+    /** Retention: versions up to `upTo` are removed with their DEKs. */
+    async pruneVersions(secretId: string, upTo: number, tx: Executor = db): Promise<void> {
+      await tx.deleteFrom('secret_versions').where('secret_id', '=', secretId).where('version', '<=', upTo).execute();
+    },
+
+    /**
+     * One version of a secret (default: the current one) with its namespace's
+     * id and shredding state: the read path's single query.
+     */
+    async readVersion(namespace: string, path: string, version: number | undefined, tx: Executor = db) {
+      return tx
+        .selectFrom('secrets as s')
+        .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+        .innerJoin('secret_versions as v', (join) =>
+          version === undefined
+            ? join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version')
+            : join.onRef('v.secret_id', '=', 's.id').on('v.version', '=', version),
+        )
+        .select(['n.id as namespace_id', 'n.deletion_date', 's.id as secret_id', ...VERSION_COLUMNS, 'v.deleted_at', 'v.destroyed_at'])
+        .where('n.name', '=', namespace)
+        .where('s.path', '=', path)
+        .executeTakeFirst();
+    },
+
+    /** Up to `limit` secrets under `folder` after path `after`, in path order, with their readable current version. */
+    async currentVersionsPage(namespaceId: string, folder: string, after: string, limit: number, tx: Executor = db) {
+      return tx
+        .selectFrom('secrets as s')
+        .innerJoin('secret_versions as v', (join) => join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'))
+        .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
+        .where('s.namespace_id', '=', namespaceId)
+        .where(sql<boolean>`starts_with(s.path, ${folder})`)
+        .where('s.path', '>', after)
+        .where('v.deleted_at', 'is', null)
+        .where('v.destroyed_at', 'is', null)
+        .orderBy('s.path')
+        .limit(limit)
+        .execute();
+    },
+
+    /** A secret by namespace name and path, with the namespace's shredding state; FOR UPDATE of the secret row with `lock`. */
+    async find(namespace: string, path: string, lock: boolean, tx: Executor = db) {
+      let query = tx
+        .selectFrom('secrets as s')
+        .innerJoin('namespaces as n', 'n.id', 's.namespace_id')
+        .select(['s.id', 's.current_version', 's.max_versions', 's.created_at', 's.updated_at', 'n.deletion_date'])
+        .where('n.name', '=', namespace)
+        .where('s.path', '=', path);
+      if (lock) query = query.forUpdate('s');
+      return query.executeTakeFirst();
+    },
+
+    /** Every version's metadata, newest first. */
+    async history(secretId: string, tx: Executor = db) {
+      return tx
+        .selectFrom('secret_versions')
+        .select(['version', 'type', 'metadata', 'created_at', 'deleted_at', 'destroyed_at'])
+        .where('secret_id', '=', secretId)
+        .orderBy('version', 'desc')
+        .execute();
+    },
+
+    /** Which of `versions` exist, and whether they were destroyed. */
+    async findVersions(secretId: string, versions: number[], tx: Executor = db) {
+      return tx
+        .selectFrom('secret_versions')
+        .select(['version', 'destroyed_at'])
+        .where('secret_id', '=', secretId)
+        .where('version', 'in', versions)
+        .execute();
+    },
+
+    /** Soft delete (versions already deleted keep their first deletion time). */
+    async markDeleted(secretId: string, versions: number[], at: Date, tx: Executor = db): Promise<void> {
+      await tx.updateTable('secret_versions').where('secret_id', '=', secretId).where('version', 'in', versions).set({ deleted_at: at }).where('deleted_at', 'is', null).execute();
+    },
+
+    async undelete(secretId: string, versions: number[], tx: Executor = db): Promise<void> {
+      await tx.updateTable('secret_versions').where('secret_id', '=', secretId).where('version', 'in', versions).set({ deleted_at: null }).execute();
+    },
+
+    /** Erases the wrapped DEK and ciphertext: the version can never be read again. */
+    async destroyVersions(secretId: string, versions: number[], at: Date, tx: Executor = db): Promise<void> {
+      await tx
+        .updateTable('secret_versions')
+        .where('secret_id', '=', secretId)
+        .where('version', 'in', versions)
+        .set({ wrapped_dek: null, ciphertext: null, destroyed_at: at })
+        .where('destroyed_at', 'is', null)
+        .execute();
+    },
+
+    /** Removes a secret with all its versions; returns how many versions went. */
+    async purge(secretId: string, tx: Executor = db): Promise<number> {
+      const removed = await tx.deleteFrom('secret_versions').where('secret_id', '=', secretId).executeTakeFirst();
+      await tx.deleteFrom('secrets').where('id', '=', secretId).execute();
+      return Number(removed.numDeletedRows);
+    },
+
+    /** Crypto-shredding: every version (wrapped DEKs, ciphertexts) and secret of a namespace. */
+    async purgeNamespace(namespaceId: string, tx: Executor = db): Promise<void> {
+      await tx
+        .deleteFrom('secret_versions')
+        .where('secret_id', 'in', (eb) => eb.selectFrom('secrets').select('id').where('namespace_id', '=', namespaceId))
+        .execute();
+      await tx.deleteFrom('secrets').where('namespace_id', '=', namespaceId).execute();
+    },
+
+    async countInNamespace(namespaceId: string, tx: Executor = db): Promise<number> {
+      const { n } = await tx
+        .selectFrom('secrets')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('namespace_id', '=', namespaceId)
+        .executeTakeFirstOrThrow();
+      return Number(n);
+    },
+
+    /** DEKs of a namespace (not destroyed) wrapped under any version other than `target`. */
+    async countDeksToRewrap(namespaceId: string, target: number, tx: Executor = db): Promise<number> {
+      const { n } = await tx
+        .selectFrom('secret_versions as v')
+        .innerJoin('secrets as s', 's.id', 'v.secret_id')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('s.namespace_id', '=', namespaceId)
+        .where('v.wrapped_dek', 'is not', null)
+        .where('v.kek_version', '<>', target)
+        .executeTakeFirstOrThrow();
+      return Number(n);
+    },
+
+    /** Up to `limit` secret paths starting with `prefix` after `after`, in path order ("C" collation). */
+    async pathsUnder(namespaceId: string, prefix: string, after: string, limit: number, tx: Executor = db) {
+      return tx
+        .selectFrom('secrets')
+        .select('path')
+        .where('namespace_id', '=', namespaceId)
+        .where(sql<boolean>`starts_with(path, ${prefix})`)
+        .where('path', '>', after)
+        .orderBy('path')
+        .limit(limit)
+        .execute();
+    },
+
+    /**
+     * The names directly in `folder` after `after`, in order: a secret, or a
+     * sub-folder ("name/") with its first `sample` paths and how many it holds.
+     */
+    async folderEntries(namespaceId: string, folder: string, after: string, limit: number, sample: number, tx: Executor = db) {
+      const rest = sql<string>`substr(path, ${folder.length + 1})`;
+      const key = sql<string>`(case when strpos(${rest}, '/') > 0 then split_part(${rest}, '/', 1) || '/' else ${rest} end) collate "C"`;
+      const { rows } = await sql<{ key: string; sample: string[]; total: number | string }>`
+      select key, (array_agg(path order by path))[1:${sql.lit(sample)}] as sample, count(*) as total
+      from (select path, ${key} as key from secrets where namespace_id = ${namespaceId} and starts_with(path, ${folder})) entries
+      where key > ${after}
+      group by key
+      order by key
+      limit ${limit}`.execute(tx);
+      return rows.map((r) => ({ key: r.key, sample: r.sample, total: Number(r.total) }));
+    },
+  };
+}
+
+export type SecretsRepo = ReturnType<typeof secretsRepo>;
