@@ -14,6 +14,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
   [['status', 'operator'], async () => (await import('./commands/sys.js')).registerSys],
   [['login', 'logout', 'token'], async () => (await import('./commands/login.js')).registerLogin],
   [['config'], async () => (await import('./commands/config.js')).registerConfig],
+  [['setup'], async () => (await import('./commands/setup.js')).registerSetup],
   [['ns'], async () => (await import('./commands/ns.js')).registerNamespaces],
   [['secret'], async () => (await import('./commands/secret.js')).registerSecrets],
   [['run', 'export'], async () => (await import('./commands/run.js')).registerRun],
@@ -103,7 +104,7 @@ function baseProgram(): Command {
       ),
     )
     .addOption(new Option('--profile <name>', 'config profile (default: default_profile of the config file, else "default")').env('COFFER_PROFILE'))
-    .addOption(new Option('--format <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(new Option('--format <format>', 'output format: table (for people; bold on a terminal unless NO_COLOR), json or yaml').choices(['table', 'json', 'yaml']).default('table'))
     // Wherever it appears, except after `audit tail`, whose -n is its line count (see commands/audit.ts).
     .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands (a filter for audit commands)').env('COFFER_NAMESPACE'))
     // -V only: `--version` is `secret get`'s option, and commander would give it to the program
@@ -136,7 +137,7 @@ function baseProgram(): Command {
     `
 Exit codes: 0 ok, 1 error, 2 usage, 3 denied (no/bad token, 401/403), 4 not found,
 5 sealed or unavailable (503, no answer); \`coffer run\` exits with its command's code.
-Settings: flags > COFFER_ADDR / COFFER_TOKEN / COFFER_NAMESPACE > profile (coffer config) > defaults.
+Settings: flags > COFFER_ADDR / COFFER_TOKEN / COFFER_NAMESPACE > .coffer.yaml (coffer setup) > profile (coffer config) > defaults.
 `,
   );
   return program;

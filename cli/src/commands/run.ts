@@ -63,7 +63,7 @@ function namespaceOf(ctx: Context, opts: FolderOptions): string {
 function folderOptions(cmd: Command): Command {
   return cmd
     .option('--ns <name>', 'namespace to read (default: the global -n/--namespace)')
-    .option('--prefix <folder/>', 'folder to read, recursively; names are relative to it (default: the namespace root)')
+    .option('--prefix <folder/>', 'folder to read, recursively; names are relative to it (default: .coffer.yaml\'s folder, else the namespace root)')
     .option(
       '--allow-partial',
       'go on without the secrets this token may list but not read (named on stderr); without it they fail the command (exit 3)',
@@ -113,7 +113,7 @@ export function registerRun(program: Command): void {
       .action(async (argv: string[], opts: RunOptions, cmd: Command) => {
         const ctx = Context.of(cmd);
         const namespace = namespaceOf(ctx, opts);
-        const folder = normalizeFolder(opts.prefix ?? '');
+        const folder = normalizeFolder(ctx.folder(opts.prefix, namespace));
         if (argv.length === 0) throw usageError('no command given: coffer run [options] -- COMMAND [ARGS...]');
         const fileEnv = opts.envFile !== undefined ? await readEnvFile(opts.envFile) : new Map<string, string>();
 
@@ -206,7 +206,7 @@ export function registerRun(program: Command): void {
         const ctx = Context.of(cmd);
         opts.as = exportFormat(cmd, opts.as);
         const namespace = namespaceOf(ctx, opts);
-        const folder = normalizeFolder(opts.prefix ?? '');
+        const folder = normalizeFolder(ctx.folder(opts.prefix, namespace));
         let githubEnv: string | undefined;
         if (opts.as === 'github') {
           githubEnv = process.env.GITHUB_ENV;

@@ -87,6 +87,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     audit,
     open: openServices,
     preSeal: [() => audit.setKey(null), () => readCache.reset(changes.up)],
+    onTransition: (state, fields) => logger.info(fields, state),
   });
   dispatchChanges(changes, {
     readCache,

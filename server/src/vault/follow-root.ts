@@ -24,6 +24,7 @@ export function followRoot(vault: Vault): Promise<void> {
     } catch (err) {
       vault.sealError = `the root key changed on another server and this one could not follow (${(err as Error).message}): unseal it again`;
       vault.dropKeys();
+      vault.deps.onTransition?.('sealed', { reason: 'could not follow a root key change made by another server' });
     }
   });
 }

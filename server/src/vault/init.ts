@@ -74,6 +74,7 @@ export function init(
         await beforeCommit?.(trx);
       });
       await vault.load();
+      vault.deps.onTransition?.('initialised', { seal_type: seal.type, shares, threshold });
       if (autoUnseal) {
         // Unseal right away: the seal is here, nobody needs to type a share.
         await vault.unsealWith(fresh.root);

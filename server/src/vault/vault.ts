@@ -34,6 +34,8 @@ export interface VaultDeps {
   open(root: RootKey): Promise<{ services: Services; jobs: Pick<JobScheduler, 'start' | 'stop'> }>;
   /** Teardown steps that run at every seal before the services are dropped, in order. */
   preSeal: ReadonlyArray<() => void>;
+  /** Told of each state change (for the server log); never given key material. */
+  onTransition?: (state: 'initialised' | 'unsealed' | 'sealed', fields: Record<string, unknown>) => void;
 }
 
 export class Vault {
@@ -109,6 +111,7 @@ export class Vault {
     this.unsealed = opened.services;
     this.jobs = opened.jobs;
     opened.jobs.start();
+    this.deps.onTransition?.('unsealed', { seal_type: this.config?.sealType, root_version: this.config?.rootVersion });
   }
 
   /** Zeroes every key in memory; data endpoints answer 503 until the next unseal. */
@@ -117,9 +120,11 @@ export class Vault {
       // Sign the chain's head while the key is still here.
       await this.deps.audit.checkpointNow().catch(() => undefined);
       await this.jobs?.stop();
+      const wasUnsealed = this.unsealed !== null;
       this.dropKeys();
       // Auto-unseal seals: a deliberate seal is not undone by an anonymous POST /v1/sys/unseal {}.
       this.sealedByOperator = true;
+      if (wasUnsealed) this.deps.onTransition?.('sealed', { by: 'operator' });
       return this.status();
     });
   }
