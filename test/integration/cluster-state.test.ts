@@ -46,9 +46,20 @@ describeIfPostgres('cluster-wide state on one PostgreSQL', () => {
 
   it('an init on one server shows on the other without a restart', async () => {
     expect((await api(b.url, 'GET', '/v1/sys/health')).status).toBe(501);
+    // A third server misses the notification (its listeners are gone): its status endpoints look at the database.
+    const c = await startTestServer(store, guard);
+    c.storage.changes.events.removeAllListeners('change');
+    expect((await api(c.url, 'GET', '/v1/sys/health')).status).toBe(501);
     const init = await api(a.url, 'POST', '/v1/sys/init', { body: { shares: 3, threshold: 2 } });
     expect(init.status).toBe(200);
     token = init.body.root_token;
+    try {
+      const fromDb = await eventually(() => api(c.url, 'GET', '/v1/sys/health'), (r) => r.status === 503, 10_000);
+      expect(fromDb.body).toMatchObject({ initialized: true, sealed: true });
+      expect((await api(c.url, 'GET', '/v1/sys/seal-status')).body).toMatchObject({ initialized: true, sealed: true, threshold: 2 });
+    } finally {
+      await c.stop();
+    }
     // The change feed tells b (no request to b needed).
     const seen = await eventually(async () => b.core.status().initialized, (v) => v, 10_000);
     expect(seen).toBe(true);
