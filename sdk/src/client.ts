@@ -247,8 +247,12 @@ export class NamespacesApi {
 export class SecretsApi {
   constructor(private readonly http: Transport) {}
 
-  async get(namespace: string, path: string, options: { version?: number } = {}): Promise<SecretVersion> {
-    return this.http.request({ method: 'GET', path: secretUrl(namespace, path), query: { version: options.version } });
+  /**
+   * `minVersion`: read-your-writes across servers behind a load balancer — pass the version a
+   * write returned, and no server answers with an older one from its cache.
+   */
+  async get(namespace: string, path: string, options: { version?: number; minVersion?: number } = {}): Promise<SecretVersion> {
+    return this.http.request({ method: 'GET', path: secretUrl(namespace, path), query: { version: options.version, min_version: options.minVersion } });
   }
 
   /** Writes a new version. Not retried: a repeat would add another version. */

@@ -129,9 +129,14 @@ export class SecretService {
     }
   }
 
-  async read(namespace: string, path: string, version?: number): Promise<SecretVersion> {
+  /**
+   * `minVersion`: the reader has seen that version (its own write, perhaps on another server), so a
+   * cached older one is not served; the database always has the newest committed version. Closes
+   * the window between a commit on one server and its notification reaching this one.
+   */
+  async read(namespace: string, path: string, version?: number, minVersion?: number): Promise<SecretVersion> {
     checkSecretPath(path);
-    const row = version === undefined ? await this.readLatestRow(namespace, path) : await this.readRow(namespace, path, version);
+    const row = version === undefined ? await this.readLatestRow(namespace, path, minVersion) : await this.readRow(namespace, path, version);
     if (!row) {
       await this.namespaces.resolve(namespace);
       throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
@@ -169,9 +174,9 @@ export class SecretService {
   }
 
   /** The latest version's stored row: from the read cache, or the database (then cached). */
-  private async readLatestRow(namespace: string, path: string): Promise<StoredVersion | undefined> {
+  private async readLatestRow(namespace: string, path: string, minVersion?: number): Promise<StoredVersion | undefined> {
     const cache = this.changes.cache;
-    const cached = cache.get(namespace, path);
+    const cached = cache.get(namespace, path, minVersion);
     if (cached) return { ...cached, deletion_date: null };
     const generation = cache.generation;
     const row = await this.readRow(namespace, path);

@@ -85,7 +85,7 @@ const SECRET: RoutePath = {
     GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query, authorize }) => {
       authorize(t.namespace, t.path);
       const q = query();
-      res.json(await core.services().secrets.read(t.namespace, t.path, q.version));
+      res.json(await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
     }),
     PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody }, (t, res, ctx) => write(t, res, ctx)),
     POST: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody }, (t, res, ctx) => write(t, res, ctx)),
