@@ -224,3 +224,35 @@ export interface KmsTrimResult {
   min_available_version: number;
   versions_removed: number;
 }
+
+/** Operations addressed as `/v1/kms/{ns}/{operation}/{name}` (Vault transit style). */
+export type KmsKeyOperationPath = 'encrypt' | 'decrypt' | 'rewrap' | 'sign' | 'verify' | 'hmac';
+
+/**
+ * Every KMS URL path, in one place for the server's route declarations and
+ * the SDK. Arguments go into the path as given: the SDK passes names it has
+ * validated (namespaceProblem, kmsKeyNameProblem), and the server passes
+ * express parameters (`kmsPaths.key(':ns', ':name')`) to get its patterns.
+ */
+export const kmsPaths = {
+  /** GET: list (limit, cursor). */
+  keys: (ns: string) => `/v1/kms/${ns}/keys`,
+  /** POST: create; GET: read; DELETE: delete. */
+  key: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}`,
+  /** POST: settings of KmsKeyConfigUpdate. */
+  config: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/config`,
+  /** POST: a new version. */
+  rotate: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/rotate`,
+  /** POST {min_available_version}. */
+  trim: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/trim`,
+  /** GET: the public key (PEM and JWK) of an asymmetric key (version query optional). */
+  publicKey: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/public-key`,
+  /** POST: one item; verify takes `signature` or `hmac`. */
+  operation: (ns: string, operation: KmsKeyOperationPath, name: string) => `/v1/kms/${ns}/${operation}/${name}`,
+  /** POST {items}: up to KMS_MAX_BATCH_ITEMS encrypts, decrypts or rewraps. */
+  batch: (ns: string, operation: KmsBatchOperation, name: string) => `/v1/kms/${ns}/${operation}/${name}/batch`,
+  /** POST KmsDataKeyRequest minus mode (the mode is in the path). */
+  datakey: (ns: string, mode: KmsDataKeyRequest['mode'], name: string) => `/v1/kms/${ns}/datakey/${mode}/${name}`,
+  /** POST KmsRandomRequest. */
+  random: () => '/v1/kms/random',
+} as const;
