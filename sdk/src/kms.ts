@@ -20,6 +20,7 @@ import {
   type KmsKeyConfigUpdate,
   type KmsKeyCreate,
   type KmsKeyInfo,
+  type KmsKeyType,
   type KmsKeyPage,
   type KmsKeySummary,
   type KmsMarshaling,
@@ -176,7 +177,7 @@ export class KmsApi {
     const r = await this.http.request<KmsDataKey>({
       method: 'POST',
       path,
-      body: { mode, bits: options.bits, associated_data: optB64(options.associatedData) },
+      body: { bits: options.bits, associated_data: optB64(options.associatedData) },
       idempotent: true,
     });
     return { ciphertext: r.ciphertext, key_version: r.key_version, ...(r.plaintext !== undefined ? { plaintext: bytes(r.plaintext) } : {}) };
@@ -203,13 +204,13 @@ export class KmsApi {
   }
 
   /** The public key (PEM and JWK) of an asymmetric key, for whoever may verify. */
-  async publicKey(namespace: string, name: string, options: { version?: number } = {}): Promise<KmsPublicKey & { key_version?: number }> {
+  async publicKey(namespace: string, name: string, options: { version?: number } = {}): Promise<KmsPublicKey & { name: string; type: KmsKeyType; key_version: number }> {
     return this.http.request({ method: 'GET', path: kmsPaths.publicKey(checkNamespace(namespace), checkKeyName(name)), query: { version: options.version } });
   }
 
   /** Random bytes from the server's CSPRNG (or HSM), at most KMS_MAX_RANDOM_BYTES. */
   async random(count = 32): Promise<Buffer> {
-    const r = await this.http.request<KmsRandom>({ method: 'POST', path: kmsPaths.random(), body: { bytes: count, format: 'base64' }, idempotent: true });
+    const r = await this.http.request<KmsRandom>({ method: 'GET', path: kmsPaths.random(), query: { bytes: count, format: 'base64' } });
     return bytes(r.random);
   }
 

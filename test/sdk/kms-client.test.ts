@@ -85,10 +85,10 @@ describe('client.kms requests', () => {
       ['POST', '/v1/kms/app/verify/s', { input: b64('msg'), signature: 'coffer:v1:SIG', marshaling_algorithm: 'jws' }],
       ['POST', '/v1/kms/app/hmac/h', { input: b64('msg') }],
       ['POST', '/v1/kms/app/verify/h', { input: b64('msg'), hmac: 'coffer:v1:MAC' }],
-      ['POST', '/v1/kms/app/datakey/plaintext/k1', { mode: 'plaintext', bits: 256 }],
-      ['POST', '/v1/kms/app/encrypt/k1/batch', { items: [{ plaintext: b64('a') }, { plaintext: b64('b') }] }],
-      ['GET', '/v1/kms/app/keys/s/public-key?version=1', undefined],
-      ['POST', '/v1/kms/random', { bytes: 4, format: 'base64' }],
+      ['POST', '/v1/kms/app/datakey/plaintext/k1', { bits: 256 }],
+      ['POST', '/v1/kms/app/batch/encrypt/k1', { items: [{ plaintext: b64('a') }, { plaintext: b64('b') }] }],
+      ['GET', '/v1/kms/app/public-key/s?version=1', undefined],
+      ['GET', '/v1/kms/random?bytes=4&format=base64', undefined],
     ]);
   });
 
@@ -131,7 +131,7 @@ describe('client.kms envelopes', () => {
     const opened = await collect(c.kms.decryptStream(one(envelope)));
     expect(opened.equals(data)).toBe(true);
     expect(calls.map((x) => [x.url.pathname, x.body])).toEqual([
-      ['/v1/kms/app/datakey/plaintext/files', { mode: 'plaintext', bits: 256 }],
+      ['/v1/kms/app/datakey/plaintext/files', { bits: 256 }],
       ['/v1/kms/app/decrypt/files', { ciphertext: 'coffer:v4:V1JBUFBFRA==' }],
     ]);
     // No request carried the data.

@@ -245,14 +245,14 @@ export const kmsPaths = {
   rotate: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/rotate`,
   /** POST {min_available_version}. */
   trim: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/trim`,
-  /** GET: the public key (PEM and JWK) of an asymmetric key (version query optional). */
-  publicKey: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/public-key`,
+  /** GET: the public key (PEM and JWK) of an asymmetric key (version query optional); for whoever may verify. */
+  publicKey: (ns: string, name: string) => `/v1/kms/${ns}/public-key/${name}`,
   /** POST: one item; verify takes `signature` or `hmac`. */
   operation: (ns: string, operation: KmsKeyOperationPath, name: string) => `/v1/kms/${ns}/${operation}/${name}`,
-  /** POST {items}: up to KMS_MAX_BATCH_ITEMS encrypts, decrypts or rewraps. */
-  batch: (ns: string, operation: KmsBatchOperation, name: string) => `/v1/kms/${ns}/${operation}/${name}/batch`,
+  /** POST {items}: up to KMS_MAX_BATCH_ITEMS encrypts, decrypts or rewraps; 207 when any item failed. */
+  batch: (ns: string, operation: KmsBatchOperation, name: string) => `/v1/kms/${ns}/batch/${operation}/${name}`,
   /** POST KmsDataKeyRequest minus mode (the mode is in the path). */
   datakey: (ns: string, mode: KmsDataKeyRequest['mode'], name: string) => `/v1/kms/${ns}/datakey/${mode}/${name}`,
-  /** POST KmsRandomRequest. */
+  /** GET ?bytes=&format= (KmsRandomRequest). */
   random: () => '/v1/kms/random',
 } as const;
