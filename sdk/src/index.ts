@@ -84,6 +84,6 @@ export {
   KMS_MAX_PLAINTEXT_BYTES,
   KMS_MAX_RANDOM_BYTES,
   kmsKeyNameProblem,
-  kmsPaths,
+  KMS_PATHS,
 } from './api/kms.js';
 export type * from './api/kms.js';

@@ -5,11 +5,11 @@
  * Bytes go in as Uint8Array or string (UTF-8) and come back as Buffer; the SDK
  * does the base64 of the wire. Operations change no state on the server, so
  * they are retried like reads; creating, rotating and deleting keys are not.
- * Every URL comes from `kmsPaths` (api/kms.ts), shared with the server.
+ * Every URL comes from `KMS_PATHS` (api/kms.ts), beside the wire types.
  */
 import {
   kmsKeyNameProblem,
-  kmsPaths,
+  KMS_PATHS,
   type KmsBatchItem,
   type KmsBatchOperation,
   type KmsBatchResponse,
@@ -20,12 +20,11 @@ import {
   type KmsKeyConfigUpdate,
   type KmsKeyCreate,
   type KmsKeyInfo,
-  type KmsKeyType,
   type KmsKeyPage,
   type KmsKeySummary,
   type KmsMarshaling,
   type KmsPlaintext,
-  type KmsPublicKey,
+  type KmsPublicKeyInfo,
   type KmsRandom,
   type KmsSignature,
   type KmsSignatureAlgorithm,
@@ -83,16 +82,16 @@ export class KmsKeysApi {
   constructor(private readonly http: Transport) {}
 
   async create(namespace: string, name: string, options: KmsKeyCreate): Promise<KmsKeyInfo> {
-    return this.http.request({ method: 'POST', path: kmsPaths.key(checkNamespace(namespace), checkKeyName(name)), body: options, idempotent: false });
+    return this.http.request({ method: 'POST', path: KMS_PATHS.key(checkNamespace(namespace), checkKeyName(name)), body: options, idempotent: false });
   }
 
   async read(namespace: string, name: string): Promise<KmsKeyInfo> {
-    return this.http.request({ method: 'GET', path: kmsPaths.key(checkNamespace(namespace), checkKeyName(name)) });
+    return this.http.request({ method: 'GET', path: KMS_PATHS.key(checkNamespace(namespace), checkKeyName(name)) });
   }
 
   /** One page; pass `next_cursor` back as `cursor`. */
   async list(namespace: string, options: PageOptions = {}): Promise<KmsKeyPage> {
-    return this.http.request({ method: 'GET', path: kmsPaths.keys(checkNamespace(namespace)), query: { limit: options.limit, cursor: options.cursor } });
+    return this.http.request({ method: 'GET', path: KMS_PATHS.keyList(checkNamespace(namespace)), query: { limit: options.limit, cursor: options.cursor } });
   }
 
   async *listAll(namespace: string, options: { pageSize?: number } = {}): AsyncGenerator<KmsKeySummary> {
@@ -106,19 +105,19 @@ export class KmsKeysApi {
 
   /** Setting the same values again changes nothing, so this is retried. */
   async config(namespace: string, name: string, changes: KmsKeyConfigUpdate): Promise<KmsKeyInfo> {
-    return this.http.request({ method: 'POST', path: kmsPaths.config(checkNamespace(namespace), checkKeyName(name)), body: changes, idempotent: true });
+    return this.http.request({ method: 'POST', path: KMS_PATHS.config(checkNamespace(namespace), checkKeyName(name)), body: changes, idempotent: true });
   }
 
   /** A new version takes new encryptions. Not retried: each call adds a version. */
   async rotate(namespace: string, name: string): Promise<KmsKeyInfo> {
-    return this.http.request({ method: 'POST', path: kmsPaths.rotate(checkNamespace(namespace), checkKeyName(name)), body: {}, idempotent: false });
+    return this.http.request({ method: 'POST', path: KMS_PATHS.rotate(checkNamespace(namespace), checkKeyName(name)), body: {}, idempotent: false });
   }
 
   /** Destroys the versions below `minAvailableVersion` (at most min_decryption_version). */
   async trim(namespace: string, name: string, minAvailableVersion: number): Promise<KmsTrimResult> {
     return this.http.request({
       method: 'POST',
-      path: kmsPaths.trim(checkNamespace(namespace), checkKeyName(name)),
+      path: KMS_PATHS.trim(checkNamespace(namespace), checkKeyName(name)),
       body: { min_available_version: minAvailableVersion },
       idempotent: true,
     });
@@ -126,7 +125,7 @@ export class KmsKeysApi {
 
   /** Only a key with deletion_allowed; everything it encrypted is lost. */
   async delete(namespace: string, name: string): Promise<{ namespace: string; name: string; versions_deleted: number }> {
-    return this.http.request({ method: 'DELETE', path: kmsPaths.key(checkNamespace(namespace), checkKeyName(name)) });
+    return this.http.request({ method: 'DELETE', path: KMS_PATHS.key(checkNamespace(namespace), checkKeyName(name)) });
   }
 }
 
@@ -137,8 +136,8 @@ export class KmsApi {
     this.keys = new KmsKeysApi(http);
   }
 
-  private op<T>(namespace: string, operation: Parameters<typeof kmsPaths.operation>[1], name: string, body: object): Promise<T> {
-    const path = kmsPaths.operation(checkNamespace(namespace), operation, checkKeyName(name));
+  private op<T>(namespace: string, operation: 'encrypt' | 'decrypt' | 'rewrap' | 'sign' | 'verify' | 'hmac', name: string, body: object): Promise<T> {
+    const path = KMS_PATHS[operation](checkNamespace(namespace), checkKeyName(name));
     return this.http.request({ method: 'POST', path, body, idempotent: true });
   }
 
@@ -162,7 +161,7 @@ export class KmsApi {
    * result or an error per item in order; `failed` counts the errors.
    */
   async batch(namespace: string, name: string, operation: KmsBatchOperation, items: KmsBatchItem[]): Promise<KmsBatchResponse> {
-    const path = kmsPaths.batch(checkNamespace(namespace), operation, checkKeyName(name));
+    const path = KMS_PATHS.batch(checkNamespace(namespace), checkKeyName(name), operation);
     return this.http.request({ method: 'POST', path, body: { items }, idempotent: true });
   }
 
@@ -173,7 +172,7 @@ export class KmsApi {
     options: AadOption & { mode?: 'plaintext' | 'wrapped'; bits?: 128 | 256 | 512 } = {},
   ): Promise<DataKey> {
     const mode = options.mode ?? 'plaintext';
-    const path = kmsPaths.datakey(checkNamespace(namespace), mode, checkKeyName(name));
+    const path = KMS_PATHS.datakey(checkNamespace(namespace), checkKeyName(name), mode);
     const r = await this.http.request<KmsDataKey>({
       method: 'POST',
       path,
@@ -204,13 +203,13 @@ export class KmsApi {
   }
 
   /** The public key (PEM and JWK) of an asymmetric key, for whoever may verify. */
-  async publicKey(namespace: string, name: string, options: { version?: number } = {}): Promise<KmsPublicKey & { name: string; type: KmsKeyType; key_version: number }> {
-    return this.http.request({ method: 'GET', path: kmsPaths.publicKey(checkNamespace(namespace), checkKeyName(name)), query: { version: options.version } });
+  async publicKey(namespace: string, name: string, options: { version?: number } = {}): Promise<KmsPublicKeyInfo> {
+    return this.http.request({ method: 'GET', path: KMS_PATHS.publicKey(checkNamespace(namespace), checkKeyName(name)), query: { version: options.version } });
   }
 
   /** Random bytes from the server's CSPRNG (or HSM), at most KMS_MAX_RANDOM_BYTES. */
   async random(count = 32): Promise<Buffer> {
-    const r = await this.http.request<KmsRandom>({ method: 'GET', path: kmsPaths.random(), query: { bytes: count, format: 'base64' } });
+    const r = await this.http.request<KmsRandom>({ method: 'GET', path: KMS_PATHS.random, query: { bytes: count, format: 'base64' } });
     return bytes(r.random);
   }
 

@@ -1,9 +1,9 @@
-// client.kms over a scripted fetch: the requests it builds (every URL from kmsPaths), the
+// client.kms over a scripted fetch: the requests it builds (every URL from KMS_PATHS), the
 // base64 it does for the caller, what it retries, and the envelope helpers' use of data keys.
 // test/e2e/cli-kms.test.ts runs the same calls against a real server.
 
 import { randomBytes } from 'node:crypto';
-import { CofferClient, kmsPaths, type FetchFn } from '@coffer/sdk';
+import { CofferClient, KMS_PATHS, type FetchFn } from '@coffer/sdk';
 import { referenceDecrypt } from '../fixtures/envelope-reference.js';
 import { failure, json, scripted } from '../helpers/fetch.js';
 
@@ -21,13 +21,12 @@ async function* one(data: Buffer): AsyncGenerator<Buffer> {
   yield data;
 }
 
-describe('kmsPaths', () => {
-  it('builds every KMS path, and express patterns from parameter names', () => {
-    expect(kmsPaths.key('app', 'k1')).toBe('/v1/kms/app/keys/k1');
-    expect(kmsPaths.operation('app', 'encrypt', 'k1')).toBe('/v1/kms/app/encrypt/k1');
-    expect(kmsPaths.datakey('app', 'wrapped', 'k1')).toBe('/v1/kms/app/datakey/wrapped/k1');
-    expect(kmsPaths.random()).toBe('/v1/kms/random');
-    expect(kmsPaths.rotate(':ns', ':name')).toBe('/v1/kms/:ns/keys/:name/rotate');
+describe('KMS_PATHS', () => {
+  it('builds the KMS paths', () => {
+    expect(KMS_PATHS.key('app', 'k1')).toBe('/v1/kms/app/keys/k1');
+    expect(KMS_PATHS.encrypt('app', 'k1')).toBe('/v1/kms/app/encrypt/k1');
+    expect(KMS_PATHS.datakey('app', 'k1', 'wrapped')).toBe('/v1/kms/app/datakey/wrapped/k1');
+    expect(KMS_PATHS.random).toBe('/v1/kms/random');
   });
 });
 

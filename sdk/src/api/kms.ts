@@ -225,34 +225,40 @@ export interface KmsTrimResult {
   versions_removed: number;
 }
 
-/** Operations addressed as `/v1/kms/{ns}/{operation}/{name}` (Vault transit style). */
-export type KmsKeyOperationPath = 'encrypt' | 'decrypt' | 'rewrap' | 'sign' | 'verify' | 'hmac';
+/** Body of POST /v1/kms/{ns}/batch/{encrypt|decrypt|rewrap}/{name}; answered 200 when every item succeeded, 207 when any failed. */
+export interface KmsBatchRequest {
+  items: KmsBatchItem[];
+}
+
+/** GET /v1/kms/{ns}/public-key/{name}[?version=N]. */
+export interface KmsPublicKeyInfo extends KmsPublicKey {
+  name: string;
+  type: KmsKeyType;
+  key_version: number;
+}
+
+const seg = encodeURIComponent;
 
 /**
- * Every KMS URL path, in one place for the server's route declarations and
- * the SDK. Arguments go into the path as given: the SDK passes names it has
- * validated (namespaceProblem, kmsKeyNameProblem), and the server passes
- * express parameters (`kmsPaths.key(':ns', ':name')`) to get its patterns.
+ * The KMS's HTTP paths (server/src/http/routes/kms.ts), Vault transit's with the
+ * namespace in front. `verify` takes a KmsVerifyRequest (signature) or a
+ * KmsHmacVerifyRequest (hmac). Key administration: create POST keys(ns, name)
+ * with a KmsKeyCreate, read GET, delete DELETE; list GET keyList(ns)?limit&cursor.
  */
-export const kmsPaths = {
-  /** GET: list (limit, cursor). */
-  keys: (ns: string) => `/v1/kms/${ns}/keys`,
-  /** POST: create; GET: read; DELETE: delete. */
-  key: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}`,
-  /** POST: settings of KmsKeyConfigUpdate. */
-  config: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/config`,
-  /** POST: a new version. */
-  rotate: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/rotate`,
-  /** POST {min_available_version}. */
-  trim: (ns: string, name: string) => `/v1/kms/${ns}/keys/${name}/trim`,
-  /** GET: the public key (PEM and JWK) of an asymmetric key (version query optional); for whoever may verify. */
-  publicKey: (ns: string, name: string) => `/v1/kms/${ns}/public-key/${name}`,
-  /** POST: one item; verify takes `signature` or `hmac`. */
-  operation: (ns: string, operation: KmsKeyOperationPath, name: string) => `/v1/kms/${ns}/${operation}/${name}`,
-  /** POST {items}: up to KMS_MAX_BATCH_ITEMS encrypts, decrypts or rewraps; 207 when any item failed. */
-  batch: (ns: string, operation: KmsBatchOperation, name: string) => `/v1/kms/${ns}/batch/${operation}/${name}`,
-  /** POST KmsDataKeyRequest minus mode (the mode is in the path). */
-  datakey: (ns: string, mode: KmsDataKeyRequest['mode'], name: string) => `/v1/kms/${ns}/datakey/${mode}/${name}`,
-  /** GET ?bytes=&format= (KmsRandomRequest). */
-  random: () => '/v1/kms/random',
+export const KMS_PATHS = {
+  random: '/v1/kms/random',
+  keyList: (ns: string) => `/v1/kms/${seg(ns)}/keys`,
+  key: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}`,
+  config: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/config`,
+  rotate: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/rotate`,
+  trim: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/trim`,
+  publicKey: (ns: string, name: string) => `/v1/kms/${seg(ns)}/public-key/${seg(name)}`,
+  encrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/encrypt/${seg(name)}`,
+  decrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/decrypt/${seg(name)}`,
+  rewrap: (ns: string, name: string) => `/v1/kms/${seg(ns)}/rewrap/${seg(name)}`,
+  datakey: (ns: string, name: string, mode: KmsDataKeyRequest['mode']) => `/v1/kms/${seg(ns)}/datakey/${mode}/${seg(name)}`,
+  sign: (ns: string, name: string) => `/v1/kms/${seg(ns)}/sign/${seg(name)}`,
+  verify: (ns: string, name: string) => `/v1/kms/${seg(ns)}/verify/${seg(name)}`,
+  hmac: (ns: string, name: string) => `/v1/kms/${seg(ns)}/hmac/${seg(name)}`,
+  batch: (ns: string, name: string, operation: KmsBatchOperation) => `/v1/kms/${seg(ns)}/batch/${operation}/${seg(name)}`,
 } as const;
