@@ -195,4 +195,13 @@ describe('coffer kms against a real server', () => {
     expect(r.stderr).toMatch(/fails authentication/);
     expect((await readdir(dir)).filter((f) => f.startsWith('bad.out') || f.startsWith('.bad.out'))).toEqual([]);
   });
+
+  it('encrypt-file from stdin and decrypt-file to stdout', async () => {
+    const text = `${'streamed line\n'.repeat(10_000)}end`;
+    const sealed = path.join(dir, 'stream.cfev');
+    await ok(['kms', 'encrypt-file', 'cli-files', '--in', '-', '--out', sealed], text);
+    expect((await readFile(sealed)).includes(Buffer.from('streamed line'))).toBe(false);
+    expect(await ok(['kms', 'decrypt-file', '--in', sealed, '--out', '-'])).toBe(text);
+    expect((await coffer(['kms', 'encrypt-file', 'cli-files', '--in', '-'], text)).code).toBe(2); // where to?
+  });
 });
