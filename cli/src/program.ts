@@ -21,6 +21,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
   [['audit'], async () => (await import('./commands/audit.js')).registerAudit],
   [['policy', 'user', 'approle', 'jwt', 'cert'], async () => (await import('./commands/admin.js')).registerAdmin],
   [['byok', 'escrow'], async () => (await import('./commands/keys.js')).registerKeys],
+  [['kms'], async () => (await import('./commands/kms.js')).registerKms],
   [['completion'], async () => (await import('./commands/completion.js')).registerCompletion],
 ];
 
@@ -106,7 +107,7 @@ function baseProgram(): Command {
     .addOption(new Option('--profile <name>', 'config profile (default: default_profile of the config file, else "default")').env('COFFER_PROFILE'))
     .addOption(new Option('--format <format>', 'output format: table (for people; bold on a terminal unless NO_COLOR), json or yaml').choices(['table', 'json', 'yaml']).default('table'))
     // Wherever it appears, except after `audit tail`, whose -n is its line count (see commands/audit.ts).
-    .addOption(new Option('-n, --namespace <name>', 'namespace for secret commands (a filter for audit commands)').env('COFFER_NAMESPACE'))
+    .addOption(new Option('-n, --namespace <name>', 'namespace for secret and kms commands (a filter for audit commands)').env('COFFER_NAMESPACE'))
     // -V only: `--version` is `secret get`'s option, and commander would give it to the program
     // (main.ts answers a --version before the command name, see asksVersion).
     .version(CLI_VERSION, '-V', 'print the CLI version (also --version before any command, or `coffer version`)');

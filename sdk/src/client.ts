@@ -9,6 +9,7 @@ import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } f
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
 import { invalidArgument } from './errors.js';
+import { KmsApi } from './kms.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
 import { Transport, type FetchFn, type Query } from './transport.js';
 import type {
@@ -71,6 +72,8 @@ export class CofferClient {
   readonly byok: ByokApi;
   /** Two-person escrow exports of namespace KEK versions. */
   readonly escrow: EscrowApi;
+  /** Named keys for applications: encrypt/decrypt, data keys, sign/verify, HMAC, envelopes of any size. */
+  readonly kms: KmsApi;
   private readonly http: Transport;
 
   constructor(options: CofferClientOptions) {
@@ -93,6 +96,7 @@ export class CofferClient {
     this.audit = new AuditApi(this.http);
     this.byok = new ByokApi(this.http);
     this.escrow = new EscrowApi(this.http);
+    this.kms = new KmsApi(this.http);
   }
 
   /**

@@ -62,3 +62,28 @@ export {
   type SealMigrateResult,
   type ShredSchedule,
 } from './keys.js';
+export { KmsApi, KmsKeysApi, type AadOption, type Bytes, type DataKey, type DecryptedData, type SignOptions } from './kms.js';
+export {
+  ENVELOPE_DEFAULT_CHUNK,
+  ENVELOPE_MAX_CHUNK,
+  ENVELOPE_MIN_CHUNK,
+  envelopeDecrypt,
+  envelopeEncrypt,
+  readEnvelopeMeta,
+  transformFile,
+  type EnvelopeMeta,
+  type EnvelopeOptions,
+  type FileOptions,
+  type FileProgress,
+  type Unwrap,
+} from './envelope.js';
+export {
+  KMS_DATAKEY_BITS,
+  KMS_KEY_TYPES,
+  KMS_MAX_BATCH_ITEMS,
+  KMS_MAX_PLAINTEXT_BYTES,
+  KMS_MAX_RANDOM_BYTES,
+  kmsKeyNameProblem,
+  KMS_PATHS,
+} from './api/kms.js';
+export type * from './api/kms.js';

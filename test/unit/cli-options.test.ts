@@ -25,7 +25,7 @@ function sample(item: { argChoices?: string[]; parseArg?: <T>(value: string, pre
   if (item.argChoices?.length) return { raw: item.argChoices[0]!, parsed: item.argChoices[0]! };
   if (!item.parseArg) return { raw: 'x', parsed: 'x' };
   // A fixed time before durations: --since 30m parses to a moment that moves.
-  for (const raw of ['1', '2026-01-02T03:04:05.000Z', '30m', 'x', 'a=b', 'read']) {
+  for (const raw of ['1', '2026-01-02T03:04:05.000Z', '30m', '30d', 'true', 'x', 'a=b', 'read']) {
     try {
       return { raw, parsed: item.parseArg(raw, item.defaultValue) };
     } catch {
