@@ -28,6 +28,10 @@ export const configSchema = z.object({
   /** How long an unwrapped KEK stays in memory after its last use. */
   kekCacheTtlSeconds: int(1, 86_400).default(300),
   kekCacheMaxEntries: int(1, 1_000_000).default(1024),
+  /** Named KMS keys kept in memory with their unwrapped versions (0 = off). */
+  kmsKeyCacheMaxEntries: int(0, 1_000_000).default(1024),
+  /** Upper bound on how long a change made directly in the database (not through Coffer) can go unseen. */
+  kmsKeyCacheTtlSeconds: int(1, 86_400).default(60),
   /** Latest encrypted versions kept in memory for reads without a database round trip (0 = off). */
   secretCacheMaxEntries: int(0, 10_000_000).default(10_000),
   /** Upper bound on how long a change made directly in the database (not through Coffer) can go unseen. */
@@ -179,6 +183,8 @@ const ENV: Record<string, keyof Config> = {
   COFFER_MAX_REQUEST_BYTES: 'maxRequestBytes',
   COFFER_KEK_CACHE_TTL_SECONDS: 'kekCacheTtlSeconds',
   COFFER_KEK_CACHE_MAX_ENTRIES: 'kekCacheMaxEntries',
+  COFFER_KMS_KEY_CACHE_MAX_ENTRIES: 'kmsKeyCacheMaxEntries',
+  COFFER_KMS_KEY_CACHE_TTL_SECONDS: 'kmsKeyCacheTtlSeconds',
   COFFER_SECRET_CACHE_MAX_ENTRIES: 'secretCacheMaxEntries',
   COFFER_SECRET_CACHE_TTL_SECONDS: 'secretCacheTtlSeconds',
   COFFER_DEFAULT_MAX_VERSIONS: 'defaultMaxVersions',

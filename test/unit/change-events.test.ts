@@ -20,6 +20,7 @@ const SAMPLES: { [K in ChangeKind]: ChangeEventOf<K> } = {
   secret: changeEvents.secret('payments-prod', 'db/password'),
   namespace: changeEvents.namespace('payments-prod'),
   'namespace-keys': changeEvents.namespaceKeys('0b5f3c1e-6f1e-4c43-9d1a-8d5a3f0e2b7c'),
+  'kms-key': changeEvents.kmsKey('0b5f3c1e-6f1e-4c43-9d1a-8d5a3f0e2b7c', '5d2e8a90-1c3b-4f6e-8a7d-2b9c0e1f3a4d'),
   policy: changeEvents.policy('readers'),
   tokens: changeEvents.tokens(),
   root: changeEvents.root(3),
@@ -118,6 +119,12 @@ describe('change-feed dispatch', () => {
         reload: async (name) => void calls.push(`policies.reload ${name}`),
       },
       tokens: { load: async () => void calls.push('tokens.load') },
+      kms: {
+        cache: {
+          apply: (event) => void calls.push(`kms ${event.kind}`),
+          reset: (enabled) => void calls.push(`kms.reset ${enabled}`),
+        },
+      },
     };
     dispatchChanges(feed, {
       readCache,
@@ -141,9 +148,18 @@ describe('change-feed dispatch', () => {
     emit(encodeChange(SAMPLES.namespace));
     expect(readCache.get('payments-prod', 'other')).toBeUndefined();
     expect(readCache.get('elsewhere', 'x')).toBeDefined();
-    for (const kind of ['namespace-keys', 'policy', 'tokens', 'root', 'init'] as const) emit(encodeChange(SAMPLES[kind]));
+    for (const kind of ['namespace-keys', 'kms-key', 'policy', 'tokens', 'root', 'init'] as const) emit(encodeChange(SAMPLES[kind]));
     await new Promise((r) => setImmediate(r));
-    expect(calls).toEqual([`evict ${SAMPLES['namespace-keys'].namespaceId}`, 'policies.reload readers', 'tokens.load', 'followRoot', 'followInit']);
+    expect(calls).toEqual([
+      'kms namespace',
+      `evict ${SAMPLES['namespace-keys'].namespaceId}`,
+      'kms namespace-keys',
+      'kms kms-key',
+      'policies.reload readers',
+      'tokens.load',
+      'followRoot',
+      'followInit',
+    ]);
     expect(ignored).toEqual([]);
   });
 
@@ -167,7 +183,7 @@ describe('change-feed dispatch', () => {
 
   it('while sealed, service events wait for the reload at unseal', async () => {
     const { calls, emit } = setup({ sealed: true });
-    for (const kind of ['namespace-keys', 'policy', 'tokens'] as const) emit(encodeChange(SAMPLES[kind]));
+    for (const kind of ['namespace-keys', 'kms-key', 'policy', 'tokens'] as const) emit(encodeChange(SAMPLES[kind]));
     await new Promise((r) => setImmediate(r));
     expect(calls).toEqual([]);
   });

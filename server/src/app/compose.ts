@@ -27,7 +27,7 @@ import { EscrowService } from '../kms/escrow.js';
 import { JobScheduler } from '../jobs/scheduler.js';
 import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
 import { KekLifecycle } from '../kms/kek-lifecycle.js';
-import { createKms } from '../kms/named-keys/index.js';
+import { createKms, KmsKeyCache } from '../kms/named-keys/index.js';
 import { kmsRotationJob } from '../kms/named-keys/jobs.js';
 import { CofferMetrics } from '../ops/metrics.js';
 import { Pkcs11Seal } from '../seal/pkcs11-seal.js';
@@ -122,11 +122,13 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const tokens = new TokenService(repos.tokens, signingKey, changes, policies, auth.tokens);
       audit.setKey(await openSystemKey(repos.systemKeys, keyring, AUDIT_KEY));
       await tokens.load();
-      const secretChanges = { cache: readCache, feed: changes };
+      // Off while the feed is down (dispatch turns it on and off): its invalidation comes through the feed.
+      const kmsKeys = new KmsKeyCache(config.kmsKeyCacheMaxEntries, config.kmsKeyCacheTtlSeconds * 1000, changes.up);
+      const secretChanges = { cache: readCache, feed: changes, kmsKeys };
       const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
       const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
-      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
+      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring, feed: changes, cache: kmsKeys });
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
         namedKeys: kms.keys,
         rewrapBatchSize: config.kekRewrapBatchSize,

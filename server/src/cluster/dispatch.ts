@@ -10,6 +10,7 @@
 import type { PolicyStore } from '../auth/policy-store.js';
 import type { TokenService } from '../auth/tokens.js';
 import type { Keyring } from '../keyring/keyring.js';
+import type { KmsKeyCache } from '../kms/named-keys/key-cache.js';
 import { applyChange, type SecretReadCache } from '../secrets/read-cache.js';
 import type { ChangeFeed } from '../storage/change-feed.js';
 import { handleChange, parseChangeEvent, type ChangeHandlers } from './events.js';
@@ -19,6 +20,7 @@ export interface ChangeTargets {
   keyring: Pick<Keyring, 'evictNamespace'>;
   policies: Pick<PolicyStore, 'loadAll' | 'reload'>;
   tokens: Pick<TokenService, 'load'>;
+  kms: { cache: Pick<KmsKeyCache, 'apply' | 'reset'> };
 }
 
 export interface Dispatch {
@@ -43,8 +45,15 @@ export function changeHandlers(to: Dispatch): ChangeHandlers {
   const { readCache } = to;
   return {
     secret: (event) => applyChange(readCache, event),
-    namespace: (event) => applyChange(readCache, event),
-    'namespace-keys': (event) => to.unsealed()?.keyring.evictNamespace(event.namespaceId),
+    namespace: (event) => {
+      applyChange(readCache, event);
+      to.unsealed()?.kms.cache.apply(event);
+    },
+    'namespace-keys': (event) => {
+      to.unsealed()?.keyring.evictNamespace(event.namespaceId);
+      to.unsealed()?.kms.cache.apply(event);
+    },
+    'kms-key': (event) => to.unsealed()?.kms.cache.apply(event),
     // Reload failures are left to the next change or the feed's 'up' (which reloads everything).
     policy: (event) => void to.unsealed()?.policies.reload(event.name).catch(() => undefined),
     tokens: () => void to.unsealed()?.tokens.load().catch(() => undefined),
@@ -73,11 +82,15 @@ export function dispatchChanges(changes: ChangeFeed, to: Dispatch): void {
   });
   changes.events.on('up', () => {
     readCache.reset(true);
+    to.unsealed()?.kms.cache.reset(true);
     // Changes may have been missed while the feed was down.
     void to.unsealed()?.policies.loadAll().catch(() => undefined);
     void to.unsealed()?.tokens.load().catch(() => undefined);
     // An init may have been among them (status endpoints also look again while uninitialised).
     void to.followInit().catch(() => undefined);
   });
-  changes.events.on('down', () => readCache.reset(false));
+  changes.events.on('down', () => {
+    readCache.reset(false);
+    to.unsealed()?.kms.cache.reset(false);
+  });
 }

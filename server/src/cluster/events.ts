@@ -25,6 +25,8 @@ const SCHEMAS = {
   namespace: z.object({ kind: z.literal('namespace'), namespace: name }),
   /** A namespace's key material was destroyed: every server zeroes its cached KEKs (not a read-cache matter). */
   'namespace-keys': z.object({ kind: z.literal('namespace-keys'), namespaceId: name }),
+  /** A named KMS key was rotated, configured, trimmed, deleted or rewrapped: KMS key caches drop it. */
+  'kms-key': z.object({ kind: z.literal('kms-key'), namespaceId: name, keyId: name }),
   /** A policy was written or deleted: reload it. */
   policy: z.object({ kind: z.literal('policy'), name }),
   /** Tokens were revoked: reload the revocation list. */
@@ -49,6 +51,7 @@ export const changeEvents = {
   secret: (namespace: string, path: string): ChangeEventOf<'secret'> => ({ kind: 'secret', namespace, path }),
   namespace: (namespace: string): ChangeEventOf<'namespace'> => ({ kind: 'namespace', namespace }),
   namespaceKeys: (namespaceId: string): ChangeEventOf<'namespace-keys'> => ({ kind: 'namespace-keys', namespaceId }),
+  kmsKey: (namespaceId: string, keyId: string): ChangeEventOf<'kms-key'> => ({ kind: 'kms-key', namespaceId, keyId }),
   policy: (policy: string): ChangeEventOf<'policy'> => ({ kind: 'policy', name: policy }),
   tokens: (): ChangeEventOf<'tokens'> => ({ kind: 'tokens' }),
   root: (version: number): ChangeEventOf<'root'> => ({ kind: 'root', version }),

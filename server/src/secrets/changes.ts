@@ -15,6 +15,8 @@ export type SecretChange = ChangeEventOf<'secret' | 'namespace' | 'namespace-key
 export interface Changes {
   cache: SecretReadCache;
   feed: ChangeFeed;
+  /** The KMS key cache (kms/named-keys/key-cache.ts): namespace events drop its keys too. */
+  kmsKeys?: { apply(event: SecretChange): void };
 }
 
 export async function publishChange(changes: Changes, trx: Kysely<Database> | Transaction<Database>, event: SecretChange): Promise<void> {
@@ -23,4 +25,5 @@ export async function publishChange(changes: Changes, trx: Kysely<Database> | Tr
 
 export function applyLocally(changes: Changes, event: SecretChange): void {
   applyChange(changes.cache, event);
+  changes.kmsKeys?.apply(event);
 }

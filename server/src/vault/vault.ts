@@ -170,6 +170,7 @@ export class Vault {
     this.jobs = null;
     if (services) {
       services.keyring.destroy();
+      services.kms.cache.close();
       services.tokens.destroy();
       services.policies.clear();
       this.unsealed = null;

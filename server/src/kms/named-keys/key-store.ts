@@ -8,10 +8,13 @@ import type { KmsKeyType } from '@coffer/sdk/api';
 import { kmsKeyNameProblem } from '@coffer/sdk/api';
 import { aad } from '../../crypto/context.js';
 import { badRequest, CofferError, namespaceDisabled, notFound } from '../../errors.js';
+import { changeEvents, publishEvent } from '../../cluster/events.js';
 import type { Keyring } from '../../keyring/keyring.js';
+import type { ChangeFeed } from '../../storage/change-feed.js';
 import type { NamespaceService } from '../../secrets/namespace-service.js';
 import type { Executor } from '../../storage/executor.js';
 import type { KmsKeyRow, KmsKeysRepo, KmsKeyVersionRow } from '../../storage/repos/kms-keys.js';
+import type { KmsKeyCache } from './key-cache.js';
 
 export type KeyringForKeys = Pick<Keyring, 'wrapUnderKek' | 'unwrapUnderKek' | 'rewrapUnderKek'>;
 
@@ -19,6 +22,9 @@ export interface KeyStoreDeps {
   repo: KmsKeysRepo;
   namespaces: Pick<NamespaceService, 'resolve'>;
   keyring: KeyringForKeys;
+  /** Where key changes are announced to every server's KMS key cache. */
+  feed: Pick<ChangeFeed, 'publish'>;
+  cache: KmsKeyCache;
 }
 
 /** A key as found for an operation: its row and the namespace it is in. */
@@ -50,6 +56,20 @@ export class KeyStore {
     const row = await this.repo.findKey(ns.id, name, executor);
     if (!row) throw notFound(`key "${name}" not found in namespace "${namespace}"`);
     return { namespace, namespaceId: ns.id, row };
+  }
+
+  /**
+   * Inside the transaction of a change to a key: tells every server (at the
+   * commit) to drop it from its KMS key cache. The caller also calls `changed`
+   * after the commit, so this server needs no round trip through the database.
+   */
+  announce(namespaceId: string, keyId: string, trx: Executor): Promise<void> {
+    return publishEvent(this.deps.feed, trx, changeEvents.kmsKey(namespaceId, keyId));
+  }
+
+  /** After the commit of a change to a key: this server's cache drops it at once. */
+  changed(namespaceId: string, keyId: string): void {
+    this.deps.cache.invalidateKey(namespaceId, keyId);
   }
 
   /** Inside a change: the namespace row share-locked (see the repo), refused while it awaits shredding. */

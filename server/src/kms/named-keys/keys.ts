@@ -127,7 +127,7 @@ export class NamedKeys {
   /** Changes settings; the irreversible ones only in their one direction. All checks pass, or nothing changes. */
   async updateConfig(namespace: string, name: string, req: KmsKeyConfigUpdate): Promise<KmsKeyInfo> {
     checkKeyName(name);
-    await this.db.transaction().execute(async (trx) => {
+    const changed = await this.db.transaction().execute(async (trx) => {
       const ns = await this.store.lockNamespace(namespace, trx);
       const row = await this.lockKey(ns.id, namespace, name, trx);
       const minAvailable = (await this.store.repo.minVersion(row.id, trx)) ?? row.latest_version;
@@ -159,7 +159,10 @@ export class NamedKeys {
       changes.min_decryption_version = minDecrypt;
       changes.min_encryption_version = minEncrypt;
       await this.store.repo.updateKey(row.id, changes, trx);
+      await this.store.announce(ns.id, row.id, trx);
+      return { namespaceId: ns.id, keyId: row.id };
     });
+    this.store.changed(changed.namespaceId, changed.keyId);
     return this.read(namespace, name);
   }
 
@@ -169,7 +172,7 @@ export class NamedKeys {
     const { row } = await this.store.find(namespace, name);
     const material = await generateMaterial(row.type);
     try {
-      await this.db.transaction().execute(async (trx) => {
+      const ns = await this.db.transaction().execute(async (trx) => {
         const ns = await this.store.lockNamespace(namespace, trx);
         const locked = await this.lockKey(ns.id, namespace, name, trx);
         // Deleted and re-created (possibly with another type) while the material was generated.
@@ -177,7 +180,10 @@ export class NamedKeys {
         const version = locked.latest_version + 1;
         await this.store.storeVersion(ns, locked, version, material, trx);
         await this.store.repo.updateKey(locked.id, { latest_version: version }, trx);
+        await this.store.announce(ns.id, locked.id, trx);
+        return ns;
       });
+      this.store.changed(ns.id, row.id);
     } finally {
       zeroize(material);
     }
@@ -192,7 +198,7 @@ export class NamedKeys {
   async trim(namespace: string, name: string, minAvailable: number): Promise<KmsTrimResult> {
     checkKeyName(name);
     checkVersionNumber(minAvailable, 'min_available_version');
-    return this.db.transaction().execute(async (trx) => {
+    const { result, namespaceId, keyId } = await this.db.transaction().execute(async (trx) => {
       const ns = await this.store.lockNamespace(namespace, trx);
       const row = await this.lockKey(ns.id, namespace, name, trx);
       if (minAvailable < 1) throw badRequest('min_available_version must be at least 1');
@@ -204,14 +210,17 @@ export class NamedKeys {
       }
       const removed = await this.store.repo.deleteVersionsBelow(row.id, minAvailable, trx);
       const min = (await this.store.repo.minVersion(row.id, trx)) ?? row.latest_version;
-      return { namespace, name, min_available_version: min, versions_removed: removed };
+      await this.store.announce(ns.id, row.id, trx);
+      return { result: { namespace, name, min_available_version: min, versions_removed: removed }, namespaceId: ns.id, keyId: row.id };
     });
+    this.store.changed(namespaceId, keyId);
+    return result;
   }
 
   /** Deletes a key with every version: refused unless its deletion_allowed is set. */
   async delete(namespace: string, name: string): Promise<{ namespace: string; name: string; versions_deleted: number }> {
     checkKeyName(name);
-    return this.db.transaction().execute(async (trx) => {
+    const { result, namespaceId, keyId } = await this.db.transaction().execute(async (trx) => {
       const ns = await this.store.lockNamespace(namespace, trx);
       const row = await this.lockKey(ns.id, namespace, name, trx);
       if (!row.deletion_allowed) {
@@ -219,8 +228,11 @@ export class NamedKeys {
       }
       const versions = (await this.store.repo.listVersions(row.id, trx)).length;
       await this.store.repo.deleteKey(row.id, trx);
-      return { namespace, name, versions_deleted: versions };
+      await this.store.announce(ns.id, row.id, trx);
+      return { result: { namespace, name, versions_deleted: versions }, namespaceId: ns.id, keyId: row.id };
     });
+    this.store.changed(namespaceId, keyId);
+    return result;
   }
 
   /**
@@ -245,9 +257,13 @@ export class NamedKeys {
           if (latest && latest.created_at.getTime() + row.auto_rotate_period_seconds * 1000 > now.getTime()) return false;
           await this.store.storeVersion(ns, row, row.latest_version + 1, material, trx);
           await this.store.repo.updateKey(row.id, { latest_version: row.latest_version + 1 }, trx);
-          return true;
+          await this.store.announce(ns.id, row.id, trx);
+          return ns.id;
         });
-        if (done) rotated.push(`${due.namespace}/${due.name}`);
+        if (done !== false) {
+          this.store.changed(done, found.id);
+          rotated.push(`${due.namespace}/${due.name}`);
+        }
       } finally {
         zeroize(material);
       }
@@ -277,6 +293,9 @@ export class NamedKeys {
       trx,
     );
     for (const [i, r] of rows.entries()) await this.store.repo.setWrapped(r.key_id, r.version, target, rewrapped[i]!, trx);
+    // The material is unchanged, but no cache should outlive the KEK version it was opened under;
+    // the commit's notification (this server's too) drops these keys everywhere.
+    for (const keyId of new Set(rows.map((r) => r.key_id))) await this.store.announce(namespaceId, keyId, trx);
     return rows.length;
   }
 

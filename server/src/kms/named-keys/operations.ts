@@ -2,8 +2,10 @@
  * What applications do with named keys: encrypt/decrypt (and batches of
  * them), rewrap, data keys, sign/verify, HMAC, random bytes. Inputs and
  * outputs are the wire's (base64, `coffer:v<n>:…`, see ciphertext.ts); each
- * call loads the key once, unwraps only the versions it needs and zeroes them
- * before returning. Plaintext never outlives the call except in the answer.
+ * call loads the key once, unwraps only the versions it needs and zeroes its
+ * copies before returning. Rows, unwrapped versions and parsed private keys
+ * come from the KMS key cache (key-cache.ts) when it has them. Plaintext never
+ * outlives the call except in the answer.
  */
 import { constants, createHmac, privateDecrypt, publicEncrypt, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import {
@@ -40,6 +42,7 @@ import { badRequest, CofferError } from '../../errors.js';
 import type { KmsKeyRow } from '../../storage/repos/kms-keys.js';
 import { decodeBase64, decodeVersioned, encodeCiphertext, encodeVersioned, keyTag, parseCiphertext, toBase64 } from './ciphertext.js';
 import { HASHES, KEY_TYPES } from './key-types.js';
+import type { CachedVersion, KmsKeyCache } from './key-cache.js';
 import type { KeyStore } from './key-store.js';
 import { privateKeyOf } from './material.js';
 import { resolveSignOptions, signWith, verifyWith } from './signing.js';
@@ -47,15 +50,19 @@ import { resolveSignOptions, signWith, verifyWith } from './signing.js';
 const EMPTY = new Uint8Array(0);
 
 /**
- * One call's view of a key: its row, and the versions it unwrapped (kept for
- * the rest of the call, zeroed by close()).
+ * One call's view of a key: its row, and copies of the versions it needs
+ * (kept for the rest of the call, zeroed by close()). The cache's own buffers
+ * are only copied: an invalidation during one of the call's awaits zeroes them.
  */
 class KeySession {
   private readonly material = new Map<number, Uint8Array>();
   private readonly privateKeys = new Map<number, KeyObject>();
+  private readonly cached = new Map<number, CachedVersion>();
 
   constructor(
     private readonly store: KeyStore,
+    private readonly cache: KmsKeyCache,
+    private readonly where: { namespace: string; name: string; generation: number },
     readonly row: KmsKeyRow,
   ) {}
 
@@ -65,10 +72,26 @@ class KeySession {
 
   /** Loads (once) every version in `versions`, so items of a batch do not each query. */
   async load(versions: Iterable<number>): Promise<void> {
-    const missing = [...new Set(versions)].filter((v) => !this.material.has(v));
+    const { namespace, name, generation } = this.where;
+    const missing: number[] = [];
+    for (const v of new Set(versions)) {
+      if (this.material.has(v)) continue;
+      const hit = this.cache.version(namespace, name, this.row.id, v);
+      if (hit) {
+        this.material.set(v, new Uint8Array(hit.material));
+        this.cached.set(v, hit);
+      } else {
+        missing.push(v);
+      }
+    }
     if (missing.length === 0) return;
     const rows = await this.store.versions(this.row, missing);
-    for (const v of missing) this.material.set(v, await this.store.open(this.row, rows.get(v)!));
+    for (const v of missing) {
+      const material = await this.store.open(this.row, rows.get(v)!);
+      this.material.set(v, material);
+      const stored = this.cache.putVersion(namespace, name, this.row.id, v, material, generation);
+      if (stored) this.cached.set(v, stored);
+    }
   }
 
   /** Material of a loaded version. */
@@ -79,11 +102,14 @@ class KeySession {
   }
 
   privateKey(version: number): KeyObject {
-    let k = this.privateKeys.get(version);
+    let k = this.privateKeys.get(version) ?? this.cached.get(version)?.privateKey;
     if (!k) {
       k = privateKeyOf(this.key(version));
-      this.privateKeys.set(version, k);
+      // Parsing PKCS#8 costs more than an Ed25519 signature: keep it with the cached version.
+      const entry = this.cached.get(version);
+      if (entry) entry.privateKey = k;
     }
+    this.privateKeys.set(version, k);
     return k;
   }
 
@@ -91,11 +117,15 @@ class KeySession {
     for (const m of this.material.values()) zeroize(m);
     this.material.clear();
     this.privateKeys.clear();
+    this.cached.clear();
   }
 }
 
 export class KeyOperations {
-  constructor(private readonly store: KeyStore) {}
+  constructor(
+    private readonly store: KeyStore,
+    private readonly cache: KmsKeyCache,
+  ) {}
 
   async encrypt(namespace: string, name: string, req: KmsEncryptRequest): Promise<KmsCiphertext> {
     return this.withKey(namespace, name, 'encrypt', async (s) => {
@@ -346,11 +376,18 @@ export class KeyOperations {
 
   /** Finds the key, checks that its type supports `operation`, runs `fn`, and zeroes what it unwrapped. */
   private async withKey<T>(namespace: string, name: string, operation: KmsOperation, fn: (s: KeySession) => Promise<T>): Promise<T> {
-    const { row } = await this.store.find(namespace, name);
+    // Before any query: a change invalidated meanwhile is not cached (key-cache.ts).
+    const generation = this.cache.generation;
+    let row = this.cache.key(namespace, name)?.row;
+    if (!row) {
+      const found = await this.store.find(namespace, name);
+      row = found.row;
+      this.cache.putKey(namespace, name, found.namespaceId, row, generation);
+    }
     if (!KEY_TYPES[row.type].operations.includes(operation)) {
       throw badRequest(`key "${name}" is a ${row.type} key, which does not support ${operation}`);
     }
-    const session = new KeySession(this.store, row);
+    const session = new KeySession(this.store, this.cache, { namespace, name, generation }, row);
     try {
       return await fn(session);
     } finally {
