@@ -172,7 +172,7 @@ export class NamedKeys {
     const { row } = await this.store.find(namespace, name);
     const material = await generateMaterial(row.type);
     try {
-      const ns = await this.db.transaction().execute(async (trx) => {
+      const namespaceId = await this.db.transaction().execute(async (trx) => {
         const ns = await this.store.lockNamespace(namespace, trx);
         const locked = await this.lockKey(ns.id, namespace, name, trx);
         // Deleted and re-created (possibly with another type) while the material was generated.
@@ -181,9 +181,9 @@ export class NamedKeys {
         await this.store.storeVersion(ns, locked, version, material, trx);
         await this.store.repo.updateKey(locked.id, { latest_version: version }, trx);
         await this.store.announce(ns.id, locked.id, trx);
-        return ns;
+        return ns.id;
       });
-      this.store.changed(ns.id, row.id);
+      this.store.changed(namespaceId, row.id);
     } finally {
       zeroize(material);
     }
