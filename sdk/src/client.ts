@@ -8,7 +8,11 @@
 import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
+import type { BackupVerifyResult, RestoreResult } from './api/backup.js';
 import { invalidArgument } from './errors.js';
+
+/** The backup file's media type (api/backup.ts; not imported: that module needs node:crypto). */
+const BACKUP_MEDIA_TYPE = 'application/x-ndjson';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
 import { Transport, type FetchFn, type Query } from './transport.js';
 import type {
@@ -152,6 +156,23 @@ export class SysApi {
 
   async seal(): Promise<SealStatus> {
     return this.http.request({ method: 'POST', path: '/v1/sys/seal', body: {} });
+  }
+
+  /** A backup (admin): the response, its body the backup file to stream to disk (format: @coffer/sdk/api backup.ts). */
+  async backup(): Promise<Response> {
+    return this.http.raw({ method: 'GET', path: '/v1/sys/backup' });
+  }
+
+  /** Proves on this unsealed server that every wrapped key of `backup` opens (admin); answers counts, never keys. */
+  async verifyBackup(backup: string): Promise<BackupVerifyResult> {
+    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/backup/verify', upload: backup, contentType: BACKUP_MEDIA_TYPE });
+    return (await res.json()) as BackupVerifyResult;
+  }
+
+  /** Restores `backup` into this uninitialised server, which is then sealed (unseal with the original shares). Not retried. */
+  async restore(backup: string): Promise<RestoreResult> {
+    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload: backup, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
+    return (await res.json()) as RestoreResult;
   }
 
   /**

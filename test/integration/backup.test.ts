@@ -4,13 +4,15 @@
 // On PGlite and PostgreSQL, through the real app.
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
-import { parseBackup } from '@coffer/sdk/api';
+import { parseBackup as parseWith } from '@coffer/sdk/api';
+import { sha256Hex } from '@coffer/server/vault/backup';
 import type { RunningServer } from '@coffer/server/server';
 import { TABLES } from '@coffer/server/storage/wrapped-tables';
 import { api, createStore, describeEachStorage, expectError, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
 
 const NDJSON = { 'content-type': 'application/x-ndjson' };
 const b64 = (s: string) => Buffer.from(s).toString('base64');
+const parseBackup = (text: string) => parseWith(text, sha256Hex);
 
 /** The backup with its trailer's SHA-256 recomputed (what an attacker who edits a file would do). */
 function rehash(text: string): string {

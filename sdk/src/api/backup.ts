@@ -15,10 +15,12 @@
  * one that opens, so an edited backup is caught by `backup verify --server`
  * even when its SHA-256 was recomputed. Restore checks structure and SHA-256.
  *
- * Checked here without any key (offline `coffer operator backup verify`).
- * Uses node:crypto: the CLI and the server run on Node.
+ * Checked here without any key (offline `coffer operator backup verify`). The
+ * wire contract imports nothing: callers pass SHA-256 (node:crypto on Node).
  */
-import { createHash } from 'node:crypto';
+
+/** SHA-256 of the parts, concatenated (strings as UTF-8), as lowercase hex. */
+export type Sha256Hex = (...parts: Array<string | Uint8Array>) => string;
 
 export const BACKUP_FORMAT = 1;
 export const BACKUP_MEDIA_TYPE = 'application/x-ndjson';
@@ -72,28 +74,30 @@ export class BackupFormatError extends Error {
 }
 
 /** The fingerprint of stored bytes (a wrapped key): not the key, and not reversible. */
-export function fingerprint(bytes: Uint8Array): string {
-  return createHash('sha256').update('coffer backup fingerprint v1\0').update(bytes).digest('hex').slice(0, 32);
+export function fingerprint(bytes: Uint8Array, sha256: Sha256Hex): string {
+  return sha256('coffer backup fingerprint v1\0', bytes).slice(0, 32);
 }
 
 /** PostgreSQL's JSON form of bytea ("\\x0a0b…") back to bytes. */
 export function byteaOf(value: unknown): Uint8Array | null {
   if (typeof value !== 'string' || !/^\\x([0-9a-f]{2})*$/i.test(value)) return null;
-  return Buffer.from(value.slice(2), 'hex');
+  const out = new Uint8Array((value.length - 2) / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(value.slice(2 + 2 * i, 4 + 2 * i), 16);
+  return out;
 }
 
 /** What the trailer's fingerprints are computed from: the root check value and every root-wrapped row. */
-export function fingerprintsOf(header: BackupHeader, rows: ReadonlyMap<string, readonly string[]>): Record<string, string> {
+export function fingerprintsOf(header: BackupHeader, rows: ReadonlyMap<string, readonly string[]>, sha256: Sha256Hex): Record<string, string> {
   const out: Record<string, string> = {};
   for (const text of rows.get('seal_config') ?? []) {
     const check = byteaOf((JSON.parse(text) as Record<string, unknown>).root_check);
-    if (check) out.root_check = fingerprint(check);
+    if (check) out.root_check = fingerprint(check, sha256);
   }
   for (const entry of header.root_wrapped) {
     for (const text of rows.get(entry.table) ?? []) {
       const row = JSON.parse(text) as Record<string, unknown>;
       const bytes = byteaOf(row[entry.column]);
-      if (bytes) out[[entry.table, ...entry.key.map((k) => String(row[k]))].join('/')] = fingerprint(bytes);
+      if (bytes) out[[entry.table, ...entry.key.map((k) => String(row[k]))].join('/')] = fingerprint(bytes, sha256);
     }
   }
   return out;
@@ -138,7 +142,7 @@ function checkHeader(value: unknown): BackupHeader {
  * order, the trailer last, row counts, fingerprints and the SHA-256 of the
  * content. Throws BackupFormatError naming the first problem.
  */
-export function parseBackup(text: string): ParsedBackup {
+export function parseBackup(text: string, sha256: Sha256Hex): ParsedBackup {
   if (!text.endsWith('\n')) throw new BackupFormatError('the backup is truncated (no final newline)');
   const lines = text.slice(0, -1).split('\n');
   const last = lines.length - 1;
@@ -150,7 +154,7 @@ export function parseBackup(text: string): ParsedBackup {
   }
   const trailer = end as unknown as BackupTrailer;
   const contentLength = text.length - lines[last]!.length - 1;
-  const digest = createHash('sha256').update(text.slice(0, contentLength), 'utf8').digest('hex');
+  const digest = sha256(text.slice(0, contentLength));
   if (digest !== trailer.sha256) throw new BackupFormatError('the SHA-256 of the content does not match the trailer: the backup was altered or damaged');
 
   const rows = new Map<string, string[]>();
@@ -178,7 +182,7 @@ export function parseBackup(text: string): ParsedBackup {
     if (trailer.counts[table] !== n) throw new BackupFormatError(`table ${table}: ${n} rows, the manifest says ${String(trailer.counts[table])}`);
   }
   if (Object.keys(trailer.counts).length !== header.tables.length) throw new BackupFormatError('the manifest counts tables that are not in the backup');
-  const expected = fingerprintsOf(header, rows);
+  const expected = fingerprintsOf(header, rows, sha256);
   const keys = new Set([...Object.keys(expected), ...Object.keys(trailer.fingerprints)]);
   for (const k of keys) if (expected[k] !== trailer.fingerprints[k]) throw new BackupFormatError(`fingerprint of ${k} does not match the manifest`);
   return { header, trailer, rows };

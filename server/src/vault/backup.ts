@@ -25,6 +25,7 @@ import {
   type BackupTrailer,
   type BackupVerifyResult,
   type ParsedBackup,
+  type Sha256Hex,
 } from '@coffer/sdk/api';
 import { openWithKey, zeroize, type KeyMaterial } from '../crypto/aead.js';
 import { aad } from '../crypto/context.js';
@@ -36,6 +37,13 @@ import { dumpTable, insertOrder, schemaTables, schemaVersion } from '../storage/
 import { sealConfigRepo } from '../storage/repos/seal-config.js';
 import type { Database } from '../storage/schema.js';
 import { ROOT_WRAPPED, TABLES } from '../storage/wrapped-tables.js';
+
+/** SHA-256 for the backup format's checks (the wire contract imports no crypto of its own). */
+export const sha256Hex: Sha256Hex = (...parts) => {
+  const hash = createHash('sha256');
+  for (const part of parts) hash.update(part);
+  return hash.digest('hex');
+};
 
 /** The tables a backup holds: the registry's, which the schema must not exceed. */
 export const BACKUP_TABLES: readonly string[] = Object.keys(TABLES);
@@ -96,7 +104,7 @@ export async function writeBackup(
   const sealed = await root.wrapKey(new Uint8Array(digest), aad.backupDigest(header.created_at, root.version));
   const trailer: BackupTrailer = {
     counts,
-    fingerprints: fingerprintsOf(header, kept),
+    fingerprints: fingerprintsOf(header, kept, sha256Hex),
     sha256: digest.toString('hex'),
     digest_seal: Buffer.from(sealed).toString('base64'),
   };

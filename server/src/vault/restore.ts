@@ -22,13 +22,13 @@ import { CofferError, conflict } from '../errors.js';
 import { isInitialised, replaceAll, schemaTables, schemaVersion } from '../storage/repos/backup.js';
 import type { RootKey } from '../seal/root-key.js';
 import type { Database } from '../storage/schema.js';
-import { BACKUP_TABLES } from './backup.js';
+import { BACKUP_TABLES, sha256Hex } from './backup.js';
 import type { Vault } from './vault.js';
 
 /** A parsed, hash-checked backup, or 400 naming the problem. */
 export function readBackup(text: string): ParsedBackup {
   try {
-    return parseBackup(text);
+    return parseBackup(text, sha256Hex);
   } catch (err) {
     if (err instanceof BackupFormatError) throw new CofferError(err.unsupported ? 'unsupported_backup' : 'invalid_backup', err.message);
     throw err;
@@ -45,7 +45,7 @@ export function restore(vault: Vault, text: string, beforeCommit?: (trx: Transac
     if (header.seal.type !== sealType) {
       throw new CofferError(
         'seal_mismatch',
-        `the backup was made under the ${header.seal.type} seal and this server is configured for ${sealType}: configure the same seal (COFFER_SEAL${header.seal.type === 'pkcs11' ? ' and the HSM holding the original root key' : ''})`,
+        `the backup was made under the ${header.seal.type} seal and this server is configured for ${sealType}: configure the same seal (COFFER_SEAL${vault.deps.seals.of(header.seal.type).capabilities.storedKeys ? ' and the HSM holding the original root key' : ''})`,
       );
     }
     const extra = header.tables.filter((t) => !BACKUP_TABLES.includes(t));
