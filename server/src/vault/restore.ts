@@ -97,12 +97,18 @@ async function proveSealHoldsRoot(vault: Vault, sealRow: string): Promise<void> 
   const rootCheck = byteaOf(row.root_check);
   if (!rootCheck) throw new CofferError('invalid_backup', 'the backup\'s seal configuration has no root check value');
   const label = typeof row.hsm_key_label === 'string' ? row.hsm_key_label : null;
+  const mismatch = () =>
+    new CofferError('seal_mismatch', `the HSM does not hold the backup's root key (label ${label ?? '(none)'}): configure the token that holds it`);
+  // A device that cannot be reached stays a 503 (try again); a reachable one without the key is a 409.
+  const device = seal.importDevice();
+  if (device && label !== null && (await device.token.findAesKey(label)) === null) throw mismatch();
   let root: RootKey;
   try {
     root = await seal.unsealRoot({ rootVersion: Number(row.root_version), rootCheck, hsmKeyLabel: label, rootChain: byteaOf(row.root_chain) });
   } catch (err) {
-    if (err instanceof CofferError && err.code === 'unavailable') throw err;
-    throw new CofferError('seal_mismatch', `the HSM does not hold the backup's root key (label ${label ?? '(none)'}): configure the token that holds it`);
+    // The key object is there (or the seal has no device to ask): one that fails the root check is another key.
+    if (device && label !== null) throw mismatch();
+    throw err;
   }
   root.destroy();
 }
