@@ -166,13 +166,13 @@ export class SysApi {
   /** Proves on this unsealed server that every wrapped key of `backup` opens (admin); answers counts, never keys. */
   async verifyBackup(backup: string): Promise<BackupVerifyResult> {
     const res = await this.http.raw({ method: 'POST', path: '/v1/sys/backup/verify', upload: backup, contentType: BACKUP_MEDIA_TYPE });
-    return (await res.json()) as BackupVerifyResult;
+    return JSON.parse(await res.text()) as BackupVerifyResult;
   }
 
   /** Restores `backup` into this uninitialised server, which is then sealed (unseal with the original shares). Not retried. */
   async restore(backup: string): Promise<RestoreResult> {
     const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload: backup, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
-    return (await res.json()) as RestoreResult;
+    return JSON.parse(await res.text()) as RestoreResult;
   }
 
   /**

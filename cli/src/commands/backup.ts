@@ -9,7 +9,7 @@ import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBackup, type Sha256Hex } from '@coffer/sdk/api';
 import type { Command } from 'commander';
 import { Context } from '../context.js';
-import { CliError, EXIT } from '../errors.js';
+import { CliError, EXIT, usageError } from '../errors.js';
 import { fields } from '../output.js';
 import { examples } from './common.js';
 
@@ -94,21 +94,24 @@ export function registerBackup(operator: Command): void {
     operator
       .command('backup')
       .description('write a backup of everything the server stores (admin): keys stay wrapped by the root key; file mode 0600')
-      .requiredOption('--out <file>', 'where to write the backup')
+      .option('--out <file>', 'where to write the backup (required)')
       .option('--force', 'replace FILE if it exists (only once the new backup is complete)')
-      .action(async (opts: { out: string; force?: boolean }, cmd: Command) => {
+      .action(async (opts: { out?: string; force?: boolean }, cmd: Command) => {
         const ctx = Context.of(cmd);
+        // Not a requiredOption: commander would demand it of `backup verify` too.
+        if (!opts.out) throw usageError('give the file to write: --out FILE');
+        const out = opts.out;
         if (!opts.force) {
-          const exists = await open(opts.out, 'r').then(
+          const exists = await open(out, 'r').then(
             async (f) => (await f.close(), true),
             () => false,
           );
-          if (exists) throw new CliError(`${opts.out} exists: choose another file or pass --force`);
+          if (exists) throw new CliError(`${out} exists: choose another file or pass --force`);
         }
         const response = await ctx.client({ auth: true }).sys.backup();
         if (!response.body) throw new CliError('the server sent no backup');
         // Written beside the target and renamed when complete and checked: a cut stream never replaces a good backup.
-        const partial = `${opts.out}.partial`;
+        const partial = `${out}.partial`;
         try {
           await download(response.body, partial);
         } catch (err) {
@@ -123,8 +126,8 @@ export function registerBackup(operator: Command): void {
           await unlink(partial).catch(() => undefined);
           throw err;
         }
-        await rename(partial, opts.out);
-        ctx.print({ file: opts.out, header: parsed.header, counts: parsed.trailer.counts, sha256: parsed.trailer.sha256 }, () => summary(opts.out, parsed));
+        await rename(partial, out);
+        ctx.print({ file: out, header: parsed.header, counts: parsed.trailer.counts, sha256: parsed.trailer.sha256 }, () => summary(out, parsed));
       }),
     'coffer operator backup --out coffer-$(date +%F).backup',
     'coffer operator backup verify coffer-2026-01-01.backup --server',
