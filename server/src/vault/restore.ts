@@ -18,6 +18,7 @@
  */
 import type { Transaction } from 'kysely';
 import { BackupFormatError, byteaOf, parseBackup, type ParsedBackup, type RestoreResult } from '@coffer/sdk/api';
+import { changeEvents, publishEvent } from '../cluster/events.js';
 import { CofferError, conflict } from '../errors.js';
 import { isInitialised, replaceAll, schemaTables, schemaVersion } from '../storage/repos/backup.js';
 import type { RootKey } from '../seal/root-key.js';
@@ -75,11 +76,14 @@ export function restore(vault: Vault, text: string, beforeCommit?: (trx: Transac
         // A row that does not fit the schema (an edited backup whose hash was recomputed).
         throw new CofferError('invalid_backup', 'the backup\'s rows do not fit the schema (edited or damaged)');
       }
+      // Other servers sharing the database learn that it is initialised now (as after an init).
+      await publishEvent(vault.deps.changes, trx, changeEvents.init());
       await beforeCommit?.(trx);
       return Object.fromEntries(header.tables.map((t) => [t, backup.rows.get(t)!.length]));
     });
     await vault.load();
     vault.sealError = null;
+    vault.deps.onTransition?.('initialised', { restored_from_backup: header.created_at, seal_type: header.seal.type, root_version: header.seal.root_version });
     return { restored, seal_type: header.seal.type, root_version: header.seal.root_version, sealed: true };
   });
 }
