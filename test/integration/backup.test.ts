@@ -162,6 +162,8 @@ describeEachStorage('backup and restore', (kind) => {
       expectError(await restore(newer), 400, 'unsupported_backup');
       const otherSchema = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace(/"schema":"[^"]+"/, '"schema":"9999_future"')));
       expectError(await restore(otherSchema), 400, 'unsupported_backup');
+      const oddName = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace('"type":"shamir"', '"type":"<b>x</b>"')));
+      expectError(await restore(oddName), 400, 'invalid_backup');
       const pkcs11 = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace('"type":"shamir"', '"type":"pkcs11"')));
       const mismatch = await restore(pkcs11);
       expectError(mismatch, 409, 'seal_mismatch');

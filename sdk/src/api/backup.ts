@@ -134,6 +134,12 @@ function checkHeader(value: unknown): BackupHeader {
     value.tables.every((t) => typeof t === 'string') &&
     Array.isArray(value.root_wrapped);
   if (!ok) throw new BackupFormatError('the header is incomplete (created_at, schema, seal, tables, root_wrapped)');
+  // Names that end up in messages and SQL identifiers: plain ones only.
+  const names =
+    /^[a-z0-9-]{1,32}$/.test(seal.type as string) &&
+    /^[A-Za-z0-9_.-]{0,128}$/.test(value.schema as string) &&
+    (value.tables as string[]).every((t) => /^[a-z_][a-z0-9_]{0,62}$/.test(t));
+  if (!names) throw new BackupFormatError('the header names a seal type, schema or table that is not a plain name');
   return value as unknown as BackupHeader;
 }
 
