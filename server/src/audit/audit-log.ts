@@ -208,6 +208,12 @@ export class AuditLog {
     }
   }
 
+  /** The chain was replaced underneath this server (a restore): its head and last checkpoint are read afresh. */
+  forgetHead(): void {
+    this.writer.forgetHead();
+    this.writer.lastCheckpointSeq = 0;
+  }
+
   /** Recovers due intents now (a dead process's, at start-up), then periodically. */
   async startRecovery(): Promise<void> {
     if (this.enabled) await this.recovery.start();

@@ -13,6 +13,8 @@ export const aad = {
   /** A namespace KEK version wrapped by a root key version. */
   kek: (namespaceId: string, kekVersion: number, rootVersion: number) =>
     encode(['kek', namespaceId, kekVersion, rootVersion]),
+  /** A backup's content digest (SHA-256), sealed by the root key so that only a holder of the root key can make one. */
+  backupDigest: (createdAt: string, rootVersion: number) => encode(['backup-digest', createdAt, rootVersion]),
   /** A server-internal key (e.g. token signing) wrapped by a root key version. */
   systemKey: (name: string, version: number, rootVersion: number) =>
     encode(['system-key', name, version, rootVersion]),
