@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
-import type { BulkPage, Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
+import type { Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { Keyring } from '../keyring/keyring.js';
@@ -49,7 +49,7 @@ export class SecretService {
   constructor(
     private readonly db: Transactor,
     private readonly repos: SecretRepos,
-    private readonly keyring: Pick<Keyring, 'encryptValue' | 'decryptValue'>,
+    private readonly keyring: Pick<Keyring, 'encryptValue' | 'decryptValue' | 'decryptValues'>,
     private readonly namespaces: Pick<NamespaceService, 'resolve'>,
     private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
@@ -78,17 +78,19 @@ export class SecretService {
     let namespaceId = '';
     try {
       const result = await this.change(namespace, path, async (trx) => {
-        // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write.
-        const ns = await this.repos.namespaces.lockForWrite(namespace, trx);
-        if (!ns) throw notFound(`namespace "${namespace}" not found`);
-        if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
-        namespaceId = ns.id;
-        // One statement creates the secret or takes the next version number, and row-locks it,
+        // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write,
+        // and in the same statement create the secret or take the next version number, row-locking it,
         // so concurrent writers each get their own version and none is lost.
-        const secret = await this.repos.secrets.upsertForWrite(
-          { id: randomUUID(), namespaceId: ns.id, path, maxVersions: req.max_versions ?? null, defaultMaxVersions: this.defaultMaxVersions },
+        const locked = await this.repos.secrets.lockNamespaceAndUpsert(
+          namespace,
+          { id: randomUUID(), path, maxVersions: req.max_versions ?? null, defaultMaxVersions: this.defaultMaxVersions },
           trx,
         );
+        if (!locked) throw notFound(`namespace "${namespace}" not found`);
+        const { namespace: ns, secret } = locked;
+        if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
+        if (!secret) throw new Error('the upsert of a secret in a live namespace returned no row');
+        namespaceId = ns.id;
         const version = secret.current_version;
         if (req.cas !== undefined && req.cas !== version - 1) {
           throw conflict(
@@ -105,20 +107,24 @@ export class SecretService {
           trx,
         );
         ticket = await this.usage.countOne(trx, ns.id, encrypted.kekVersion);
-        const inserted = await this.repos.secrets.insertVersion(
-          {
-            secret_id: secret.id,
-            version,
-            type: req.type,
-            metadata: JSON.stringify(req.metadata),
-            kek_version: encrypted.kekVersion,
-            wrapped_dek: encrypted.wrappedDek,
-            ciphertext: encrypted.ciphertext,
-          },
-          trx,
-        );
-        // Retention: versions beyond max_versions are removed with their DEKs.
-        await this.repos.secrets.pruneVersions(secret.id, version - secret.max_versions, trx);
+        const row = {
+          secret_id: secret.id,
+          version,
+          type: req.type,
+          metadata: JSON.stringify(req.metadata),
+          kek_version: encrypted.kekVersion,
+          wrapped_dek: encrypted.wrappedDek,
+          ciphertext: encrypted.ciphertext,
+        };
+        // Retention: versions beyond max_versions are removed with their DEKs (with the insert when it can).
+        const upTo = version - secret.max_versions;
+        let inserted: { created_at: Date };
+        if (upTo < version) {
+          inserted = await this.repos.secrets.insertVersionAndPrune(row, upTo, trx);
+        } else {
+          inserted = await this.repos.secrets.insertVersion(row, trx);
+          await this.repos.secrets.pruneVersions(secret.id, upTo, trx);
+        }
         return { namespace, path, version, created_at: inserted.created_at.toISOString() };
       });
       ticket?.commit();
@@ -209,13 +215,15 @@ export class SecretService {
    * The latest readable version of every secret under a folder, decrypted, in
    * path order — what a pipeline injects. `mayRead` filters out what the
    * caller may not see; deleted and destroyed latest versions are skipped.
+   *
+   * Returns the BulkPage as the JSON text `JSON.stringify` makes of it, built
+   * row by row as each value is decrypted: a value's plaintext is the JSON
+   * text `write` made of its data, so it goes into the page as it is, without
+   * a parse and a second stringify (the bulk read's largest cost after the
+   * AEAD). It cannot leave before the request's audit entry is durable, so
+   * the text is one body, not a stream.
    */
-  async bulkRead(
-    namespace: string,
-    folder: string,
-    page: PageRequest,
-    mayRead: (path: string) => boolean,
-  ): Promise<BulkPage> {
+  async bulkRead(namespace: string, folder: string, page: PageRequest, mayRead: (path: string) => boolean): Promise<string> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
     const fetch = (after: string, n: number) => this.repos.secrets.currentVersionsPage(ns.id, folder, after, n);
@@ -223,9 +231,23 @@ export class SecretService {
     // cursor is always a path the caller was given.
     const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => mayRead(r.path));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
-    const secrets: SecretVersion[] = [];
-    for (const row of items) secrets.push(await this.view(namespace, row.path, { ...row, namespace_id: ns.id }));
-    return { namespace, folder, secrets, next_cursor };
+    const stored = items.map((row) => {
+      if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+        throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
+      }
+      return { secretId: row.secret_id, version: row.version, kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext };
+    });
+    // Key order as in `view` and BulkPage: the text equals JSON.stringify of the page `view` built.
+    const head = `{"namespace":${JSON.stringify(namespace)},"path":`;
+    let text = `{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`;
+    await this.keyring.decryptValues(ns.id, stored, (plaintext, i) => {
+      const row = items[i]!;
+      text +=
+        (i === 0 ? head : ',' + head) +
+        `${JSON.stringify(row.path)},"version":${row.version},"type":${JSON.stringify(row.type)},"data":${decoder.decode(plaintext)},` +
+        `"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`;
+    });
+    return `${text}],"next_cursor":${JSON.stringify(next_cursor)}}`;
   }
 
   async history(namespace: string, path: string): Promise<SecretHistory> {

@@ -239,13 +239,14 @@ const BULK: RoutePath = {
         const principal = principalOf(res);
         authorize(t.namespace, t.path);
         const q = query();
-        res.json(
-          await core
-            .services()
-            .secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (path) =>
-              isAllowed(principal, 'read', t.namespace, path),
-            ),
-        );
+        const body = await core
+          .services()
+          .secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (path) =>
+            isAllowed(principal, 'read', t.namespace, path),
+          );
+        // The page is JSON text already (see bulkRead); the same headers as res.json.
+        if (!res.get('Content-Type')) res.set('Content-Type', 'application/json');
+        res.send(body);
       },
     }),
   },
