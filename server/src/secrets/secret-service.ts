@@ -70,7 +70,11 @@ export class SecretService {
     }
   }
 
-  async write(namespace: string, path: string, req: WriteRequest): Promise<WriteResult> {
+  /**
+   * Writes a new version. `within` runs last inside the write's transaction
+   * (the request's audit intent, which must commit with the change or not at all).
+   */
+  async write(namespace: string, path: string, req: WriteRequest, within?: (trx: Transaction<Database>) => Promise<void>): Promise<WriteResult> {
     checkSecretPath(path);
     validateSecretData(req.type, req.data);
     const plaintext = encoder.encode(JSON.stringify(req.data));
@@ -125,6 +129,7 @@ export class SecretService {
           inserted = await this.repos.secrets.insertVersion(row, trx);
           await this.repos.secrets.pruneVersions(secret.id, upTo, trx);
         }
+        await within?.(trx);
         return { namespace, path, version, created_at: inserted.created_at.toISOString() };
       });
       ticket?.commit();
