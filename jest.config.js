@@ -9,7 +9,9 @@ const config = {
   testMatch: ['**/*.test.js'],
   transform: {},
   moduleFileExtensions: ['js', 'mjs', 'cjs', 'json'],
-  testTimeout: 60000,
+  // Hooks too: a beforeAll that starts a server process and seeds it through the CLI takes
+  // minutes, not seconds, on a loaded 2-core runner (test/helpers/process.ts, START_TIMEOUT_MS).
+  testTimeout: 300000,
   maxWorkers: 2,
   verbose: false,
   // Mocks/spies never leak between tests.

@@ -26,6 +26,8 @@
 //        AppRole machine tokens with a read/list (write) policy: a read, a bulk read of a folder of
 //        100 secrets of ~500 B, and writes; (p1)/(p2) also at 1 connection (not in --quick), so
 //        the bulk/single ratio comes from one run (scenarios/durable.mjs)
+//   (k1)-(k4) KMS (issue 14) on the (b1) server: encrypt 1 KiB, a data key, an Ed25519 signature,
+//        a batch of 1,000 encrypts per request; reported as ratios to (b1) of the same run (not in --quick)
 //   aead AEAD micro-benchmark: seal+open of 500 B (and 32 B) values, the server's native path vs
 //        pure-JS @noble/ciphers, in this process (bench/aead.mjs); alone with --aead
 //   scale  only with --scale: N secrets (--scale-secrets, COFFER_BENCH_SCALE_SECRETS; default
@@ -70,6 +72,7 @@ import { benchCli } from './bench/scenarios/cli.mjs';
 import { measureWrites, readRequest } from './bench/scenarios/http.mjs';
 import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench/scenarios/identity.mjs';
 import { runDurable } from './bench/scenarios/durable.mjs';
+import { KMS_IDS, kmsRequests } from './bench/scenarios/kms.mjs';
 import { measureRewrap } from './bench/scenarios/rewrap.mjs';
 import { runScale } from './bench/scenarios/scale.mjs';
 import { createBenchDatabase, softHsmToken, startCoffer, startHello, startPostgres } from './bench/servers.mjs';
@@ -108,7 +111,7 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1'];
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...KMS_IDS];
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
@@ -119,10 +122,14 @@ async function main() {
       pgVersion = pg.version;
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       try {
-        if (['b1', 'c1', 'b3', 'l1', 'l2', 'l3'].some(wanted)) {
+        if (['b1', 'c1', 'b3', 'l1', 'l2', 'l3', ...KMS_IDS].some(wanted)) {
           const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
           try {
             if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
+            if (KMS_IDS.some(wanted)) {
+              const kms = await kmsRequests(server);
+              for (const id of KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
+            }
             if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
             if (['b3', 'l1', 'l2', 'l3'].some(wanted)) {
               const policyRead = await policyReadRequest(server, READ_PATH);

@@ -31,8 +31,38 @@ export function configDir(): string {
   return path.join(base, 'coffer');
 }
 
+/** The keys of a CLI profile file; any other top-level key means the file is something else. */
+const CONFIG_KEYS = new Set(['default_profile', 'profiles']);
+
+let warnedOldName = false;
+
+/**
+ * COFFER_CLI_CONFIG, else config.json in the config dir. COFFER_CONFIG is the
+ * server's config file (issue 12: one name for both made each break the other);
+ * the CLI still honours it, with a warning, but only when it names a file that
+ * is a CLI profile file: a server config there is left alone.
+ */
 export function configFilePath(): string {
-  return process.env.COFFER_CONFIG || path.join(configDir(), 'config.json');
+  if (process.env.COFFER_CLI_CONFIG) return process.env.COFFER_CLI_CONFIG;
+  const old = process.env.COFFER_CONFIG;
+  if (old && looksLikeProfileFile(old)) {
+    if (!warnedOldName) {
+      warnedOldName = true;
+      process.stderr.write(`Warning: COFFER_CONFIG names the server's config file; for the CLI's profiles use COFFER_CLI_CONFIG=${old}\n`);
+    }
+    return old;
+  }
+  return path.join(configDir(), 'config.json');
+}
+
+/** Is `file` a JSON object with only CLI profile keys? (Unreadable or missing: no.) */
+function looksLikeProfileFile(file: string): boolean {
+  try {
+    const value: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    return typeof value === 'object' && value !== null && !Array.isArray(value) && Object.keys(value).every((k) => CONFIG_KEYS.has(k));
+  } catch {
+    return false;
+  }
 }
 
 const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -74,6 +104,14 @@ export function readConfig(): ConfigFile {
 function checkConfig(value: unknown, file: string): ConfigFile {
   const bad = (why: string) => new CliError(`the config file ${file}: ${why}`);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad('expected a JSON object');
+  const foreign = Object.keys(value).filter((k) => !CONFIG_KEYS.has(k));
+  if (foreign.length > 0) {
+    // Most likely coffer-server's JSON config (COFFER_CONFIG): writing profiles into it would stop the server.
+    throw bad(
+      `not a coffer CLI profile file (unknown key${foreign.length === 1 ? '' : 's'} ${foreign.slice(0, 3).join(', ')}: a server config?); ` +
+        'point COFFER_CLI_CONFIG at the CLI\'s own file, or unset it for the default',
+    );
+  }
   const { default_profile, profiles } = value as Record<string, unknown>;
   if (default_profile !== undefined && typeof default_profile !== 'string') throw bad('default_profile must be a string');
   if (profiles !== undefined && (typeof profiles !== 'object' || profiles === null || Array.isArray(profiles))) throw bad('profiles must be an object');
@@ -87,9 +125,21 @@ function checkConfig(value: unknown, file: string): ConfigFile {
   return value as ConfigFile;
 }
 
-/** Writes config.json (0600: it names token files and servers, nothing secret, but it is nobody else's business). */
+/**
+ * Writes config.json (0600: it names token files and servers, nothing secret, but it is
+ * nobody else's business). The file on disk is checked again first: profiles are never
+ * written over a file that is not a profile file (a server config that appeared since the read).
+ */
 export function writeConfig(config: ConfigFile): void {
-  writeFileAtomic(configFilePath(), `${JSON.stringify(config, null, 2)}\n`);
+  const file = configFilePath();
+  let current: unknown;
+  try {
+    current = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new CliError(`cannot write the config file ${file}: it is not a JSON profile file; not overwritten`);
+  }
+  if (current !== undefined) checkConfig(current, file);
+  writeFileAtomic(file, `${JSON.stringify(config, null, 2)}\n`);
 }
 
 export interface ResolvedProfile {

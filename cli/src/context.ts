@@ -12,11 +12,12 @@ import type { Command } from 'commander';
 import { DEFAULT_ADDRESS, DEFAULT_PROFILE, configFilePath, readConfig, readTokenFile, resolveProfile, writeConfig, type ConfigFile, type Profile, type ResolvedProfile } from './config.js';
 import { CliError, EXIT, usageError } from './errors.js';
 import { nodeFetch } from './http-fetch.js';
-import { json } from './output.js';
+import { json, yaml } from './output.js';
+import { findProject, type Project } from './project.js';
 
 export const CLI_VERSION = '0.1.0';
 
-export type Format = 'table' | 'json';
+export type Format = 'table' | 'json' | 'yaml';
 
 export interface GlobalOptions {
   addr?: string;
@@ -68,9 +69,28 @@ export class Context {
     return profile;
   }
 
-  /** --addr / COFFER_ADDR, then the profile's address, then http://127.0.0.1:8200. */
+  private projectCache: Project | null | undefined;
+
+  /** The nearest .coffer.yaml (coffer setup), looked for only when a setting is not given by flag or env. */
+  project(): Project | undefined {
+    if (this.projectCache === undefined) this.projectCache = findProject() ?? null;
+    return this.projectCache ?? undefined;
+  }
+
+  /** --addr / COFFER_ADDR, then .coffer.yaml, then the profile's address, then http://127.0.0.1:8200. */
   address(): string {
-    return this.globals.addr || this.profile().settings.address || DEFAULT_ADDRESS;
+    return this.globals.addr || this.project()?.settings.address || this.profile().settings.address || DEFAULT_ADDRESS;
+  }
+
+  /**
+   * The folder of run/export/secret list: the command's own argument, else
+   * .coffer.yaml's folder when reading the project's namespace (a folder of one
+   * namespace means nothing in another), else the namespace root.
+   */
+  folder(given: string | undefined, namespace: string): string {
+    if (given !== undefined) return given;
+    const settings = this.project()?.settings;
+    return settings?.folder !== undefined && (settings.namespace === undefined || settings.namespace === namespace) ? settings.folder : '';
   }
 
   /** A client; with `auth`, one that carries the token, which is then required. `fetch` lets a command watch its responses. */
@@ -79,16 +99,21 @@ export class Context {
     return new CofferClient({ address: this.address(), token, userAgent: `coffer-cli/${CLI_VERSION}`, fetch: options.fetch ?? nodeFetch });
   }
 
-  /** The namespace: -n/--namespace, COFFER_NAMESPACE, then the profile's namespace. */
+  /** The namespace: -n/--namespace, COFFER_NAMESPACE, then .coffer.yaml, then the profile's namespace. */
   namespace(): string {
-    const name = this.globals.namespace || this.profile().settings.namespace;
-    if (!name) throw usageError('no namespace: pass -n/--namespace NAME, set COFFER_NAMESPACE or a profile namespace, or use a coffer://namespace/path reference');
+    const name = this.globals.namespace || this.project()?.settings.namespace || this.profile().settings.namespace;
+    if (!name) {
+      throw usageError(
+        'no namespace: pass -n/--namespace NAME, set COFFER_NAMESPACE, run `coffer setup -n NAME` in the project, set a profile namespace, or use a coffer://namespace/path reference',
+      );
+    }
     return checkNamespace(name);
   }
 
-  /** JSON of `value` with --format json, else the text `render` returns. */
+  /** JSON or YAML of `value` with --format json|yaml, else the text `render` returns. */
   print(value: unknown, render: () => string): void {
-    process.stdout.write(this.globals.format === 'json' ? json(value) : render());
+    const format = this.globals.format;
+    process.stdout.write(format === 'json' ? json(value) : format === 'yaml' ? yaml(value) : render());
   }
 
   /** --token, then COFFER_TOKEN, then the profile's token file. */

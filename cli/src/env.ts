@@ -30,14 +30,54 @@ export function envName(relativePath: string, field: string | undefined): string
 /** Where a variable's value came from, for collision errors. */
 type Origin = string;
 
+export interface FolderEnv {
+  env: Map<string, string>;
+  /** Paths under the folder the token may list but not read: their variables are missing from `env`. */
+  withheld: string[];
+}
+
+/** `ns:folder/` (`ns:/` for the root), as messages name a folder. */
+export const folderLabel = (namespace: string, folder: string) => `${namespace}:${folder || '/'}`;
+
 /**
  * Every latest value under `folder`, in one bulk read (the SDK follows pages),
- * as env vars in a stable order (by path, then field).
+ * as env vars in a stable order (by path, then field), and what was withheld.
+ * Unless `allowPartial`, a withheld secret fails the whole read (exit 3): an
+ * app started without a variable it expects fails later and further from the cause.
+ * A folder with nothing this token can see is a 404 from the server (exit 4).
  */
-export async function fetchFolderEnv(client: CofferClient, namespace: string, folder: string): Promise<Map<string, string>> {
+export async function fetchFolderEnv(
+  client: CofferClient,
+  namespace: string,
+  folder: string,
+  options: { allowPartial: boolean },
+): Promise<FolderEnv> {
   const prefix = normalizeFolder(folder);
-  const secrets = await client.secrets.bulk(namespace, prefix);
-  return mapSecrets(secrets, prefix);
+  let result;
+  try {
+    result = await client.secrets.bulk(namespace, prefix);
+  } catch (err) {
+    if (err instanceof CofferError && err.code === 'not_found') {
+      throw new CliError(`${err.message}; check --ns and --prefix (\`coffer secret list\` shows what this token can see)`, EXIT.notFound, 'not_found', {
+        cause: err,
+      });
+    }
+    throw err;
+  }
+  const { secrets, withheld } = result;
+  if (withheld.length > 0) {
+    const names = withheld.join(', ');
+    if (!options.allowPartial) {
+      throw new CliError(
+        `this token may list but not read ${withheld.length} secret(s) under ${folderLabel(namespace, prefix)}: ${names}; ` +
+          'nothing was injected (grant read, narrow --prefix, or pass --allow-partial to go on without them)',
+        EXIT.denied,
+        'permission_denied',
+      );
+    }
+    process.stderr.write(`Warning: skipped ${withheld.length} secret(s) under ${folderLabel(namespace, prefix)} this token may not read: ${names}\n`);
+  }
+  return { env: mapSecrets(secrets, prefix), withheld };
 }
 
 export function mapSecrets(secrets: SecretVersion[], prefix: string): Map<string, string> {

@@ -45,11 +45,19 @@ export function createNodeFetch(clientCert?: ClientCertificate): FetchFn {
   const signal = init.signal ?? undefined;
   if (signal?.aborted) throw signal.reason;
 
-  const options: RequestOptions & { ca?: string; cert?: string; key?: string } = { method: init.method ?? 'GET', headers, signal: signal as AbortSignal | undefined };
+  const options: RequestOptions & { ca?: string; cert?: string; key?: string; servername?: string; rejectUnauthorized?: boolean } = {
+    method: init.method ?? 'GET',
+    headers,
+    signal: signal as AbortSignal | undefined,
+  };
   if (url.protocol === 'https:') {
     const ca = customCa();
     if (ca !== undefined) options.ca = ca;
     if (clientCert) Object.assign(options, clientCert);
+    // As VAULT_TLS_SERVER_NAME: sent as SNI and checked against the certificate instead of the address's host.
+    const serverName = process.env.COFFER_TLS_SERVER_NAME;
+    if (serverName) options.servername = serverName;
+    if (skipVerify()) options.rejectUnauthorized = false;
   }
   return new Promise<MiniResponse>((resolve, reject) => {
     const req = request(url, options, (res: IncomingMessage) => {
@@ -108,4 +116,22 @@ function customCa(): string | undefined {
     caCache = { file, pem };
   }
   return caCache.pem;
+}
+
+let skipWarned = false;
+
+/**
+ * COFFER_SKIP_VERIFY (as VAULT_SKIP_VERIFY): the server's certificate is not
+ * checked at all. For a test setup only, so it says so on every use (once per run).
+ */
+function skipVerify(): boolean {
+  if (!/^(1|true|yes)$/i.test(process.env.COFFER_SKIP_VERIFY ?? '')) return false;
+  if (!skipWarned) {
+    skipWarned = true;
+    process.stderr.write(
+      'WARNING: COFFER_SKIP_VERIFY is set: the server\'s TLS certificate is NOT verified. Anyone on the network path can\n' +
+        'read and change this traffic, your token and secrets included. Use COFFER_CACERT for a private CA instead.\n',
+    );
+  }
+  return true;
 }

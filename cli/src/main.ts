@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 /** `coffer`: parse, run one command, map the outcome to an exit code (see errors.ts). */
+import { CofferError } from '@coffer/sdk';
 import { EXIT, reportError } from './errors.js';
-import { buildProgram } from './program.js';
+import { CLI_VERSION } from './context.js';
+import { asksVersion, buildProgram } from './program.js';
 
 // `coffer secret list | head -1` closes our stdout early: that is not an error.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -10,9 +12,11 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 });
 
 try {
-  await (await buildProgram(process.argv.slice(2))).parseAsync(process.argv);
+  if (asksVersion(process.argv.slice(2))) process.stdout.write(`${CLI_VERSION}\n`);
+  else await (await buildProgram(process.argv.slice(2))).parseAsync(process.argv);
 } catch (err) {
-  const code = reportError(err, (text) => process.stderr.write(text));
+  const hint = err instanceof CofferError && err.status === 0 ? await (await import('./network-hints.js')).networkHint(err) : undefined;
+  const code = reportError(err, (text) => process.stderr.write(text), hint);
   // Set, not process.exit(): stdout may still be flushing.
   process.exitCode = code;
 }

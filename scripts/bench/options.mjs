@@ -30,10 +30,18 @@ export const SCENARIOS = [
   { id: 'p1', label: '(p1) read, durable PG, AppRole read/list policy', backend: 'postgres-durable', kind: 'read' },
   { id: 'p2', label: '(p2) bulk read 100 × 500 B, durable PG, AppRole', backend: 'postgres-durable', kind: 'read' },
   { id: 'p3', label: '(p3) write, durable PG, AppRole write policy', backend: 'postgres-durable', kind: 'write' },
+  // The KMS (issue 14), on the (b1) server: compared with its read in the same run (scenarios/kms.mjs).
+  { id: 'k1', label: '(k1) KMS encrypt 1 KiB, PostgreSQL', backend: 'postgres', kind: 'kms' },
+  { id: 'k2', label: '(k2) KMS datakey 256-bit, PostgreSQL', backend: 'postgres', kind: 'kms' },
+  { id: 'k3', label: '(k3) KMS sign ed25519, PostgreSQL', backend: 'postgres', kind: 'kms' },
+  { id: 'k4', label: '(k4) KMS batch of 1,000 encrypts, PostgreSQL', backend: 'postgres', kind: 'kms' },
 ];
 export const DURABLE_IDS = ['p1s', 'p2s', 'p1', 'p2', 'p3'];
-/** Left out of --quick unless named in --only: the 1-connection runs, the slowest for what they add to a smoke test. */
-export const NOT_IN_QUICK = ['p1s', 'p2s'];
+/**
+ * Left out of --quick unless named in --only: the 1-connection runs, the slowest for what they add
+ * to a smoke test, and the KMS scenarios (the HTTP and crypto paths they exercise are tested).
+ */
+export const NOT_IN_QUICK = ['p1s', 'p2s', 'k1', 'k2', 'k3', 'k4'];
 export const scenario = (id) => SCENARIOS.find((s) => s.id === id);
 
 /** CLI and SDK scenarios (d1, d2): timed per run, reported in their own table. */
@@ -61,7 +69,7 @@ export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 export const WRITE_MAX_VERSIONS = 5;
 
 export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,p1s,p2s,p1,p2,p3,r1,r2,d1,d2,aead,scale]
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
                            [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--cpu-prof DIR] [--server FILE]`;
 
 export function parseOptions(argv) {

@@ -17,6 +17,7 @@ import type {
   AuditQuery,
   AuditVerifyResult,
   BulkPage,
+  BulkResult,
   HealthStatus,
   InitResult,
   NamespaceDeleteResult,
@@ -246,8 +247,12 @@ export class NamespacesApi {
 export class SecretsApi {
   constructor(private readonly http: Transport) {}
 
-  async get(namespace: string, path: string, options: { version?: number } = {}): Promise<SecretVersion> {
-    return this.http.request({ method: 'GET', path: secretUrl(namespace, path), query: { version: options.version } });
+  /**
+   * `minVersion`: read-your-writes across servers behind a load balancer — pass the version a
+   * write returned, and no server answers with an older one from its cache.
+   */
+  async get(namespace: string, path: string, options: { version?: number; minVersion?: number } = {}): Promise<SecretVersion> {
+    return this.http.request({ method: 'GET', path: secretUrl(namespace, path), query: { version: options.version, min_version: options.minVersion } });
   }
 
   /** Writes a new version. Not retried: a repeat would add another version. */
@@ -303,17 +308,27 @@ export class SecretsApi {
     return this.http.request({ method: 'POST', path: secretUrl(namespace, path, ':purge'), body: {} });
   }
 
-  /** The latest readable version of every secret under a folder (recursively), all pages. */
-  async bulk(namespace: string, folder = '', options: { pageSize?: number } = {}): Promise<SecretVersion[]> {
-    const path = `/v1/bulk/${checkNamespace(namespace)}/${normalizeFolder(folder)}`;
+  /**
+   * The latest readable version of every secret under a folder (recursively), all pages,
+   * and the paths the caller may list but not read (`withheld`: check it before treating
+   * `secrets` as the whole folder). A folder with nothing the caller can see rejects with
+   * not_found (404).
+   */
+  async bulk(namespace: string, folder = '', options: { pageSize?: number } = {}): Promise<BulkResult> {
+    const ns = checkNamespace(namespace);
+    const prefix = normalizeFolder(folder);
+    const path = `/v1/bulk/${ns}/${prefix}`;
     const secrets: SecretVersion[] = [];
+    const withheld: string[] = [];
     let cursor: string | undefined;
     do {
       const page = await this.http.request<BulkPage>({ method: 'GET', path, query: { limit: options.pageSize, cursor } });
       secrets.push(...page.secrets);
+      // A server older than the field withholds silently; nothing to add then.
+      withheld.push(...(page.withheld ?? []));
       cursor = page.next_cursor ?? undefined;
     } while (cursor);
-    return secrets;
+    return { namespace: ns, folder: prefix, secrets, withheld };
   }
 
   private async changeVersions(namespace: string, path: string, action: string, versions?: number[]): Promise<VersionsResult> {

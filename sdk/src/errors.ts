@@ -21,6 +21,8 @@ export class CofferError extends Error {
   readonly code: CofferErrorCode;
   /** The server's X-Request-Id, to find the request in its log and audit trail. */
   readonly requestId: string | undefined;
+  /** For 429 and 503 answers: how long the server asked the client to wait (its Retry-After), when it said. */
+  retryAfterMs?: number;
 
   constructor(status: number, code: CofferErrorCode, message: string, requestId?: string, options?: { cause?: unknown }) {
     super(message, options);

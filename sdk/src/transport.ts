@@ -162,9 +162,7 @@ export class Transport {
 }
 
 /** A 429/503 answer, with the server's Retry-After when it sent one. */
-class RetryableHttpError extends CofferError {
-  retryAfterMs: number | undefined;
-}
+class RetryableHttpError extends CofferError {}
 
 function isRetryable(err: CofferError): boolean {
   return err.code === 'unavailable' || err.code === 'timeout' || err.status === 429 || err.status === 503;
@@ -187,7 +185,8 @@ function errorFromResponse(response: Response, text: string, headerRequestId: st
   }
   if (response.status !== 429 && response.status !== 503) return new CofferError(response.status, code, message, requestId);
   const err = new RetryableHttpError(response.status, code, message, requestId);
-  err.retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+  const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+  if (retryAfterMs !== undefined) err.retryAfterMs = retryAfterMs;
   return err;
 }
 

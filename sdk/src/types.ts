@@ -13,6 +13,7 @@ export type {
   AuditPage,
   AuditVerifyResult,
   BulkPage,
+  BulkResult,
   HealthStatus,
   InitResult,
   KekVersion,

@@ -4,14 +4,17 @@
  * the state machine is vault/vault.ts, each ceremony is its own file in
  * vault/, and everything is built in app/compose.ts.
  */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Kysely, Transaction } from 'kysely';
+import type { NodeJobStatus } from '@coffer/sdk/api';
 import type { AuditLog } from './audit/audit-log.js';
 import type { SecretReadCache } from './secrets/read-cache.js';
 import type { Pkcs11Token } from './seal/pkcs11.js';
 import type { SealType } from './seal/seal.js';
 import { pingDatabase, type DatabaseCheck } from './storage/db.js';
 import type { Database } from './storage/schema.js';
-import { followRoot } from './vault/follow-root.js';
+import { followInit, followRoot } from './vault/follow-root.js';
 import { generateRoot } from './vault/generate-root.js';
 import { init } from './vault/init.js';
 import { migrateSeal } from './vault/migrate-seal.js';
@@ -26,7 +29,16 @@ export type { GenerateRootProgress, InitResult, RotateRootResult, SealMigrateRes
 /** Runs inside a ceremony's transaction just before commit (its audit entry): if it throws, nothing changes. */
 type BeforeCommit = (trx: Transaction<Database>) => Promise<void>;
 
+/** Which server this is, in health, readiness and metrics: host, process and a per-start suffix. */
+export function newNodeId(): string {
+  return `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
+
 export class CofferCore {
+  /** Which server this is (newNodeId). */
+  readonly node = newNodeId();
+
   constructor(
     private readonly vault: Vault,
     readonly audit: AuditLog,
@@ -54,6 +66,26 @@ export class CofferCore {
 
   status(): SealStatus {
     return this.vault.status();
+  }
+
+  /**
+   * The status endpoints call this first: while uninitialised, seal_config is looked at again
+   * (at most once a second), so an init on another server shows even without its notification.
+   * A database that does not answer leaves the status as known.
+   */
+  async lookForInit(): Promise<void> {
+    if (this.vault.config) return;
+    await followInit(this.vault, { force: false }).catch(() => undefined);
+  }
+
+  /** This server's background jobs (none while sealed): which of them it is running, and ran last. */
+  jobs(): NodeJobStatus[] {
+    return this.vault.jobStatus().map((j) => ({
+      name: j.name,
+      running: j.running,
+      last: j.lastOutcome,
+      last_run_at: j.lastRunAt?.toISOString() ?? null,
+    }));
   }
 
   /** The unsealed services, or 503 sealed. */

@@ -2,6 +2,7 @@
 /**
  * coffer-server [--dev] [--host H] [--port P] [--data-dir DIR] [migrate]
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
@@ -18,10 +19,17 @@ options:
   --host HOST         address to listen on (COFFER_HOST, default 127.0.0.1)
   --port PORT         port to listen on (COFFER_PORT, default 8200)
   --data-dir DIR      embedded store directory (COFFER_DATA_DIR, default ./data)
+  -V, --version       print the server version
   -h, --help          show this help
 
 PostgreSQL is used when COFFER_DATABASE_URL is set; otherwise the embedded PGlite store.
 All settings: see README.md, "Configuration".`;
+
+/** The package's version (dist/main.js sits one level below package.json, in the repo and in a packed install). */
+function serverVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return String(pkg.version);
+}
 
 async function main(): Promise<number> {
   let parsed;
@@ -34,6 +42,7 @@ async function main(): Promise<number> {
         port: { type: 'string' },
         'data-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
     });
   } catch (err) {
@@ -43,6 +52,10 @@ async function main(): Promise<number> {
   const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`${serverVersion()}\n`);
     return 0;
   }
   const command = positionals[0] ?? 'serve';

@@ -395,7 +395,7 @@ describe('completion, help, exit codes, JSON', () => {
     expect(complete(['coffer', '-n', 'app', 'secret', 'hi'])).toEqual(['history']);
     expect(complete(['coffer', 'login', ''])).toEqual(expect.arrayContaining(['userpass', 'approle', 'oidc', 'token']));
     expect(complete(['coffer', 'run', '--fa'])).toEqual(['--fallback', '--fallback-max-age']);
-    expect(complete(['coffer', 'token', 'lookup', '--format', ''])).toEqual(['table', 'json']);
+    expect(complete(['coffer', 'token', 'lookup', '--format', ''])).toEqual(['table', 'json', 'yaml']);
   });
 
   it('zsh completion loads through bashcompinit', async () => {

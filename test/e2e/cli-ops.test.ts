@@ -208,7 +208,10 @@ describe('coffer key-lifecycle commands against a real server (Shamir seal, PGli
     expect(pending.shares).toHaveLength(4);
     // The old shares are not the new ones: verification refuses them.
     expect((await c.run(['operator', 'rotate-root', 'verify'], { input: shares.join('\n') })).code).toBe(1);
-    const done = await c.json<{ state: string; root_version: number }>(['operator', 'rotate-root', 'verify'], { input: pending.shares.slice(1).join('\n') });
+    // --shares-file, as README and --help show it (rotate-root's own --shares-file once swallowed it).
+    const newSharesFile = path.join(dir, 'verify-shares.txt');
+    await writeFile(newSharesFile, `${pending.shares.slice(1).join('\n')}\n`, { mode: 0o600 });
+    const done = await c.json<{ state: string; root_version: number }>(['operator', 'rotate-root', 'verify', '--shares-file', newSharesFile]);
     expect(done).toMatchObject({ state: 'completed', root_version: pending.root_version });
     expect((await c.json(['status'])).root_version).toBe(pending.root_version);
 

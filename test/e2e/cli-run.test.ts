@@ -118,7 +118,7 @@ describe('coffer run', () => {
   it('propagates the exit code', async () => {
     const result = await coffer(['run', '--ns', NS, '--', 'node', '-e', 'process.exit(7)']);
     expect(result.code).toBe(7);
-    expect(result.stderr).toBe('');
+    expect(result.stderr).toBe(`coffer: injected 8 variables from ${NS}:/\n`);
   });
 
   it('exits 128+N when the command is killed by signal N', async () => {

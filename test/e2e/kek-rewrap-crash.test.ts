@@ -1,11 +1,15 @@
 // A KEK rewrap survives kill -9: a real coffer-server over real PostgreSQL is killed at several
 // points of a slowed-down rewrap job (small batches with a pause between them), restarted and
 // unsealed; every secret still reads at each step, progress never goes back, and the job completes.
+// The namespace also holds KMS named keys: their versions move last, and each still opens after.
 import { api, initAndUnseal, unsealWith } from '../helpers/server.js';
 import { createTestDatabase, describeIfPostgres, type TestDatabase } from '../helpers/env.js';
 import { startServerProcess, type ServerProcess } from '../helpers/process.js';
 
 const SECRETS = 60;
+/** KMS key versions under the old KEK: two of an AES key, one of an Ed25519 key. */
+const KEY_VERSIONS = 3;
+const b64 = (s: string) => Buffer.from(s).toString('base64');
 const running: ServerProcess[] = [];
 afterAll(async () => {
   await Promise.all(running.map((p) => p.stop('SIGKILL')));
@@ -71,8 +75,14 @@ describeIfPostgres('KEK rewrap across kill -9 (PostgreSQL, real processes)', () 
       const batch = Array.from({ length: 10 }, (_, j) => api(p.url, 'PUT', `/v1/secrets/crash/${path(i + j)}`, { token, body: { data: { value: `value-${i + j}` } } }));
       for (const w of await Promise.all(batch)) expect(w.status).toBe(200);
     }
+    const kms = (path: string, body: unknown) => api(p.url, 'POST', `/v1/kms/crash/${path}`, { token, body });
+    expect((await kms('keys/data', { type: 'aes256-gcm' })).status).toBe(201);
+    expect((await kms('keys/data/rotate', {})).status).toBe(200);
+    expect((await kms('keys/release', { type: 'ed25519' })).status).toBe(201);
+    const sealed = [(await kms('encrypt/data', { plaintext: b64('one'), key_version: 1 })).body.ciphertext, (await kms('encrypt/data', { plaintext: b64('two') })).body.ciphertext];
+    const signature = (await kms('sign/release', { input: b64('artifact') })).body.signature;
     const rotated = await api(p.url, 'POST', '/v1/namespaces/crash/kek/rotate', { token, body: {} });
-    expect(rotated.body).toMatchObject({ version: 2, deks_to_rewrap: SECRETS });
+    expect(rotated.body).toMatchObject({ version: 2, deks_to_rewrap: SECRETS + KEY_VERSIONS });
 
     // Kill at once (the first batch may or may not have committed), then at three points mid-job.
     expect(await p.stop('SIGKILL')).toBe('SIGKILL');
@@ -84,7 +94,7 @@ describeIfPostgres('KEK rewrap across kill -9 (PostgreSQL, real processes)', () 
       expect(after.target_version).toBe(2);
       // Committed progress survived the kill; the batch in flight (if any) rolled back and is redone.
       expect(after.rewrapped).toBeGreaterThanOrEqual(lastSeen);
-      expect(after.rewrapped + after.remaining).toBe(SECRETS);
+      expect(after.rewrapped + after.remaining).toBe(SECRETS + KEY_VERSIONS);
       // Reads while the resumed job runs.
       await expectAllRead(p.url);
       lastSeen = await killWhen(p, killAt);
@@ -99,12 +109,16 @@ describeIfPostgres('KEK rewrap across kill -9 (PostgreSQL, real processes)', () 
       await new Promise((r) => setTimeout(r, 50));
       status = await progress(p.url);
     }
-    expect(status.rewrap).toMatchObject({ state: 'completed', target_version: 2, total: SECRETS, rewrapped: SECRETS, remaining: 0 });
+    expect(status.rewrap).toMatchObject({ state: 'completed', target_version: 2, total: SECRETS + KEY_VERSIONS, rewrapped: SECRETS + KEY_VERSIONS, remaining: 0 });
     expect(status.versions.map((v: { version: number; state: string }) => [v.version, v.state])).toEqual([
       [1, 'retired'],
       [2, 'active'],
     ]);
     await expectAllRead(p.url);
+    const opened = (path: string, body: unknown) => api(p.url, 'POST', `/v1/kms/crash/${path}`, { token, body });
+    expect((await opened('decrypt/data', { ciphertext: sealed[0] })).body.plaintext).toBe(b64('one'));
+    expect((await opened('decrypt/data', { ciphertext: sealed[1] })).body.plaintext).toBe(b64('two'));
+    expect((await opened('verify/release', { input: b64('artifact'), signature })).body).toEqual({ valid: true });
     await p.stop();
   });
 });

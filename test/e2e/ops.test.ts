@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { api, initAndUnseal, unsealWith } from '../helpers/server.js';
 import { createTestDatabase, describeIfPostgres, type TestDatabase } from '../helpers/env.js';
-import { freePort, runServerCommand, startServerProcess, type ServerProcess } from '../helpers/process.js';
+import { START_TIMEOUT_MS, freePort, runServerCommand, startServerProcess, type ServerProcess } from '../helpers/process.js';
 import { CertDir, httpsRequest, type CertFiles } from '../helpers/tls.js';
 
 const running: ServerProcess[] = [];
@@ -22,9 +22,9 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `check` until it returns a value (not undefined) or `what` times out after 20 s. */
+/** Polls `check` until it returns a value (not undefined) or `what` times out (sized for a loaded 2-core machine). */
 async function eventually<T>(what: string, check: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;

@@ -7,6 +7,15 @@ import { freePort } from '#lib/port.mjs';
 
 export { freePort };
 
+/**
+ * How long a server process may take to start, and a CLI run to finish. Sized for a
+ * loaded 2-core CI runner (load average 20 seen while six suites ran side by side: a
+ * dev server took over 30 s to print its token), not for an idle laptop; they only
+ * bound how long a real failure takes to report.
+ */
+export const START_TIMEOUT_MS = 150_000;
+export const CLI_TIMEOUT_MS = 120_000;
+
 export const SERVER_MAIN = fileURLToPath(new URL('../../../server/dist/main.js', import.meta.url));
 export const CLI_MAIN = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url));
 
@@ -33,7 +42,7 @@ export async function startServerProcess(env: Record<string, string>, args: stri
   let exitedEarly = false;
   void run.exited.then(() => (exitedEarly = true));
   // A server that accepted the connection may answer as slowly as it must (a busy machine).
-  const ready = await waitForHttp(`${url}/v1/sys/health`, { timeoutMs: 30_000, intervalMs: 50, requestTimeoutMs: 0, stopIf: () => exitedEarly });
+  const ready = await waitForHttp(`${url}/v1/sys/health`, { timeoutMs: START_TIMEOUT_MS, intervalMs: 50, requestTimeoutMs: 0, stopIf: () => exitedEarly });
   if ('ended' in ready) throw new Error(`coffer-server exited during start-up:\n${run.output()}`);
   if ('timedOut' in ready) {
     run.child.kill('SIGKILL');
@@ -87,7 +96,8 @@ export function startDevServer(): Promise<DevServer> {
       void stop();
       reject(new Error(`${why}\n--- server stdout ---\n${stdout}\n--- server stderr ---\n${stderr}`));
     };
-    const timer = setTimeout(() => fail('dev server did not print its token within 30 s'), 30_000);
+    // The token is printed once the server listens, is initialised and unsealed: the real condition.
+    const timer = setTimeout(() => fail(`dev server did not print its token within ${START_TIMEOUT_MS / 1000} s`), START_TIMEOUT_MS);
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.stdout.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
@@ -124,7 +134,7 @@ export function runCli(args: string[], options: { env: Record<string, string | u
   child.stdin.on('error', () => {}); // the CLI may exit without reading stdin
   child.stdin.end(options.input ?? '');
   return new Promise((resolve, reject) => {
-    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const killer = setTimeout(() => child.kill('SIGKILL'), CLI_TIMEOUT_MS);
     child.once('error', reject);
     child.once('close', (code) => {
       clearTimeout(killer);

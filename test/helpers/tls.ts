@@ -44,10 +44,10 @@ export class CertDir {
   readonly dir = mkdtempSync(join(tmpdir(), 'coffer-tls-'));
 
   /** A self-signed server certificate for 127.0.0.1 / localhost (the client trusts it directly). */
-  server(name: string, cn = 'coffer-test'): CertFiles {
+  server(name: string, cn = 'coffer-test', subjectAltName = 'IP:127.0.0.1,DNS:localhost'): CertFiles {
     openssl(
       ['req', '-x509', ...EC, '-keyout', `${name}-key.pem`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${cn}`,
-        '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
+        '-addext', `subjectAltName=${subjectAltName}`],
       this.dir,
     );
     return files(this.dir, name);

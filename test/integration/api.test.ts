@@ -441,6 +441,21 @@ describeEachStorage('Coffer HTTP API', (kind) => {
       ]);
       const all = await api(base, 'GET', '/v1/bulk/ci/', auth());
       expect(all.body.secrets).toHaveLength(5);
+      expect(all.body.withheld).toEqual([]);
+    });
+
+    it('answers 404 for a bulk read of a folder with no secrets, the root of an empty namespace too (issue 12)', async () => {
+      // A typo in a deploy job's folder must not look like a folder that holds nothing.
+      const missing = await api(base, 'GET', '/v1/bulk/ci/none/', auth());
+      expectError(missing, 404, 'not_found');
+      expect(missing.body.error.message).toBe('no secrets under ci:none/');
+      expect((await api(base, 'POST', '/v1/namespaces', { ...auth(), body: { name: 'ci-empty' } })).status).toBe(201);
+      expectError(await api(base, 'GET', '/v1/bulk/ci-empty/', auth()), 404, 'not_found');
+      // Only deleted secrets left: nothing to read either.
+      expect((await api(base, 'PUT', '/v1/secrets/ci-empty/gone/x', { ...auth(), body: { data: { v: '1' } } })).status).toBe(200);
+      expect((await api(base, 'GET', '/v1/bulk/ci-empty/gone/', auth())).status).toBe(200);
+      expect((await api(base, 'DELETE', '/v1/secrets/ci-empty/gone/x', auth())).status).toBe(200);
+      expectError(await api(base, 'GET', '/v1/bulk/ci-empty/gone/', auth()), 404, 'not_found');
     });
 
     it('paginates a bulk read', async () => {

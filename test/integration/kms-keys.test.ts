@@ -257,7 +257,6 @@ describeEachStorage('KMS named keys', (kind) => {
     const sealed = await kms().ops.encrypt('other', 'rot-aes', { plaintext: b64('survives rotation') });
     const signed = await kms().ops.sign('other', 'rot-ec', { input: b64('m') });
     const rotation = await server.core.services().namespaces.rotateKek('other');
-    await server.core.services().kek.runRewrapJobs();
     const nsId = (await versionRow('other', 'rot-aes', 1)).namespace_id;
     expect(await kms().keys.countToRewrap(nsId, rotation.version)).toBeGreaterThanOrEqual(2);
     // Still under the old KEK version, which is kept: everything opens.
@@ -265,14 +264,13 @@ describeEachStorage('KMS named keys', (kind) => {
     await kms().keys.rotate('other', 'rot-aes');
     expect((await versionRow('other', 'rot-aes', 2)).kek_version).toBe(rotation.version);
 
-    let moved = 0;
-    for (;;) {
-      const n = await server.core.db.transaction().execute((trx) => kms().keys.rewrapToKek(nsId, rotation.version, trx, 2));
-      if (n === 0) break;
-      moved += n;
-    }
-    expect(moved).toBeGreaterThanOrEqual(2);
+    // The namespace's rewrap job moves them (in batches of at most `limit`, here driven by hand for
+    // part of them first), and only then retires the old KEK version.
+    expect(await server.core.db.transaction().execute((trx) => kms().keys.rewrapToKek(nsId, rotation.version, trx, 1))).toBe(1);
+    await server.core.services().kek.runRewrapJobs();
     expect(await kms().keys.countToRewrap(nsId, rotation.version)).toBe(0);
+    expect(await server.core.db.transaction().execute((trx) => kms().keys.rewrapToKek(nsId, rotation.version, trx, 2))).toBe(0);
+    expect((await server.core.services().kek.status('other')).versions.find((v) => v.version === rotation.version - 1)?.state).toBe('retired');
     expect((await versionRow('other', 'rot-aes', 1)).kek_version).toBe(rotation.version);
     expect(text((await kms().ops.decrypt('other', 'rot-aes', sealed)).plaintext)).toBe('survives rotation');
     expect(await kms().ops.verify('other', 'rot-ec', { input: b64('m'), signature: signed.signature })).toEqual({ valid: true });

@@ -119,6 +119,75 @@ describeEachStorage('listing visibility', (kind) => {
     }
   });
 
+  it('a folder with nothing the caller can see is a 404 for a bulk read, like one that does not exist (issue 12)', async () => {
+    const nope = await api(base, 'GET', '/v1/bulk/ns/nope/', { token: reader });
+    expectError(nope, 404, 'not_found');
+    // Same answer whether denied secrets are there or not: the 404 names nothing.
+    for (const folder of ['team/', 'onlyhidden/']) {
+      const res = await api(base, 'GET', `/v1/bulk/ns/${folder}`, { token: reader });
+      expectError(res, 404, 'not_found');
+      expect(res.body.error.message).toBe(`no secrets under ns:${folder}`);
+      expect((await api(base, 'GET', `/v1/bulk/ns/${folder}`, { token: root })).status).toBe(200);
+    }
+  });
+
+  describe('a bulk read names what it withholds: listable but not readable (issue 12)', () => {
+    let lister: string;
+    const all = [...visible, ...hidden].sort();
+    // What the lister may list but not read, and what it may neither see nor be told about.
+    const withheld = ['app/db', ...hidden.filter((p) => p.startsWith('mixed/'))].sort();
+    const unnamed = (p: string) => p.startsWith('admin/') || p.startsWith('team/');
+
+    beforeAll(async () => {
+      expect((await api(base, 'PUT', '/v1/sys/policies/ns-lister', asRoot({
+        rules: [
+          { namespace: 'ns', path: '*', capabilities: ['read', 'list'] },
+          { namespace: 'ns', path: 'app/db', capabilities: ['read'], effect: 'deny' },
+          { namespace: 'ns', path: 'mixed/h*', capabilities: ['read'], effect: 'deny' },
+          { namespace: 'ns', path: 'admin/*', capabilities: ['read', 'list'], effect: 'deny' },
+          // team/a and team/b may be listed one by one, but their folder may not: not named.
+          { namespace: 'ns', path: 'team/', capabilities: ['list'], effect: 'deny' },
+          { namespace: 'ns', path: 'team/*', capabilities: ['read'], effect: 'deny' },
+        ],
+      }))).status).toBe(201);
+      lister = (await api(base, 'POST', '/v1/auth/token/create', asRoot({ policies: ['ns-lister'] }))).body.auth.client_token;
+    });
+
+    it('in one page, and never names what the caller may not list', async () => {
+      const res = await api(base, 'GET', '/v1/bulk/ns/', { token: lister });
+      expect(res.status).toBe(200);
+      expect(res.body.withheld).toEqual(withheld);
+      expect(res.body.secrets.map((s: { path: string }) => s.path)).toEqual(all.filter((p) => !withheld.includes(p) && !unnamed(p)));
+      expect(JSON.stringify(res.body)).not.toMatch(/admin\/|team\//);
+      // Everything withheld: 200 with no secrets, not a 404 (the caller knows what it lacks).
+      const mixed = await api(base, 'GET', '/v1/bulk/ns/mixed/', { token: lister });
+      expect(mixed.body.withheld).toEqual(withheld.filter((p) => p.startsWith('mixed/')));
+      expect(mixed.body.secrets.map((s: { path: string }) => s.path)).toEqual(['mixed/v']);
+    });
+
+    it('across pages, which stay full counting withheld names, with cursors only on names shown', async () => {
+      for (const limit of [1, 2, 5]) {
+        const secrets: string[] = [];
+        const names: string[] = [];
+        let cursor: string | null = null;
+        for (let pages = 0; pages < 200; pages++) {
+          const res: ApiResponse = await api(base, 'GET', `/v1/bulk/ns/?limit=${limit}${cursor ? `&cursor=${cursor}` : ''}`, { token: lister });
+          expect(res.status).toBe(200);
+          const page = (res.body.secrets as Array<{ path: string }>).map((s) => s.path);
+          secrets.push(...page);
+          names.push(...(res.body.withheld as string[]));
+          cursor = res.body.next_cursor;
+          if (!cursor) break;
+          expect(page.length + res.body.withheld.length).toBe(limit);
+          expect([...page, ...res.body.withheld]).toContain(decode(cursor));
+        }
+        expect(cursor).toBeNull();
+        expect(names).toEqual(withheld);
+        expect(secrets).toEqual(all.filter((p) => !withheld.includes(p) && !unnamed(p)));
+      }
+    });
+  });
+
   it('the namespace list keeps its pages full and its cursors to namespaces the caller may list', async () => {
     const { items, cursors } = await allPages('/v1/namespaces', 1, reader, 'namespaces');
     expect(items).toEqual(['ns', 'ns-two']);

@@ -63,13 +63,17 @@ describe('CofferClient requests', () => {
   it('follows next_cursor for bulk reads and listAll', async () => {
     const secret = (path: string) => ({ namespace: 'app', path, version: 1, type: 'generic', data: { v: path }, metadata: {}, created_at: 'now' });
     const { fetch, calls } = scripted(
-      json(200, { secrets: [secret('a'), secret('b')], next_cursor: 'Yg' }),
-      json(200, { secrets: [secret('c')], next_cursor: null }),
+      json(200, { secrets: [secret('a'), secret('b')], withheld: ['db/x'], next_cursor: 'Yg' }),
+      json(200, { secrets: [secret('c')], withheld: ['db/y'], next_cursor: null }),
       json(200, { namespaces: [{ name: 'x' }], next_cursor: 'eA' }),
       json(200, { namespaces: [{ name: 'y' }], next_cursor: null }),
     );
     const c = client(fetch);
-    expect((await c.secrets.bulk('app', 'db/')).map((s) => s.path)).toEqual(['a', 'b', 'c']);
+    const bulk = await c.secrets.bulk('app', 'db');
+    expect(bulk.secrets.map((s) => s.path)).toEqual(['a', 'b', 'c']);
+    // The withheld names of every page, so a caller can tell a partial set from the whole folder.
+    expect(bulk.withheld).toEqual(['db/x', 'db/y']);
+    expect(bulk.folder).toBe('db/');
     expect(calls[1]!.url.search).toBe('?cursor=Yg');
     const names: string[] = [];
     for await (const ns of c.namespaces.listAll({ pageSize: 1 })) names.push(ns.name);

@@ -23,6 +23,7 @@ const SAMPLES: { [K in ChangeKind]: ChangeEventOf<K> } = {
   policy: changeEvents.policy('readers'),
   tokens: changeEvents.tokens(),
   root: changeEvents.root(3),
+  init: changeEvents.init(),
 };
 
 const MALFORMED = [
@@ -122,6 +123,7 @@ describe('change-feed dispatch', () => {
       readCache,
       unsealed: () => (opts.sealed ? null : targets),
       followRoot: async () => void calls.push('followRoot'),
+      followInit: async () => void calls.push('followInit'),
       onError: (what) => errors.push(what),
       onIgnored: (problem, kind) => ignored.push([problem, kind]),
     });
@@ -139,9 +141,9 @@ describe('change-feed dispatch', () => {
     emit(encodeChange(SAMPLES.namespace));
     expect(readCache.get('payments-prod', 'other')).toBeUndefined();
     expect(readCache.get('elsewhere', 'x')).toBeDefined();
-    for (const kind of ['namespace-keys', 'policy', 'tokens', 'root'] as const) emit(encodeChange(SAMPLES[kind]));
+    for (const kind of ['namespace-keys', 'policy', 'tokens', 'root', 'init'] as const) emit(encodeChange(SAMPLES[kind]));
     await new Promise((r) => setImmediate(r));
-    expect(calls).toEqual([`evict ${SAMPLES['namespace-keys'].namespaceId}`, 'policies.reload readers', 'tokens.load', 'followRoot']);
+    expect(calls).toEqual([`evict ${SAMPLES['namespace-keys'].namespaceId}`, 'policies.reload readers', 'tokens.load', 'followRoot', 'followInit']);
     expect(ignored).toEqual([]);
   });
 

@@ -9,6 +9,7 @@ import { Context } from '../context.js';
 import { CliError, usageError } from '../errors.js';
 import { readSecretFromStdin, readStdin } from '../input.js';
 import { json } from '../output.js';
+import { writeNewPrivateFile } from '../private-file.js';
 import { examples, integer } from './common.js';
 
 /** A JSON object from FILE or '-' (stdin). The content is never echoed in errors. */
@@ -158,7 +159,7 @@ export function registerAdmin(program: Command): void {
     program.command('approle').description('manage AppRole roles (admin): machines log in with a role id and a secret id'),
     'coffer approle write deployer --policy deploy --token-ttl 900',
     'coffer approle role-id deployer',
-    'coffer approle secret-id deployer > secret-id.txt',
+    'coffer approle secret-id deployer --out secret-id.txt',
   );
   examples(
     approle
@@ -204,12 +205,23 @@ export function registerAdmin(program: Command): void {
       .description('create a secret id for a role and print it (stdout only: redirect it to where it is needed)')
       .argument('<role>')
       .option('--cidrs <cidrs>', 'comma-separated CIDRs this secret id may log in from', list)
-      .action(async (role: string, o: { cidrs?: string[] }, cmd: Command) => {
+      .option('--out <file>', 'write the secret id to FILE (created mode 0600, never overwritten) instead of stdout')
+      .action(async (role: string, o: { cidrs?: string[]; out?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const result = await ctx.client({ auth: true }).admin.createSecretId(role, { cidrs: o.cidrs });
-        ctx.print(result, () => `${result.secret_id}\n`);
+        const create = () => ctx.client({ auth: true }).admin.createSecretId(role, { cidrs: o.cidrs });
+        if (o.out === undefined) {
+          const result = await create();
+          ctx.print(result, () => `${result.secret_id}\n`);
+          return;
+        }
+        const file = o.out;
+        const { secret_id: _id, ...rest } = await writeNewPrivateFile(file, async () => {
+          const result = await create();
+          return { content: `${result.secret_id}\n`, result };
+        });
+        ctx.print({ ...rest, secret_id_file: file }, () => `Secret id for ${role} written to ${file} (mode 0600)\n`);
       }),
-    'coffer approle secret-id deployer > secret-id.txt',
+    'coffer approle secret-id deployer --out secret-id.txt   # 0600; with "> file" mind your umask',
     'coffer approle secret-id deployer --cidrs 10.0.0.0/8 --format json',
   );
   examples(

@@ -5,7 +5,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { EXIT, exitCodeFor, usageError } from '../errors.js';
 import { readSecretFromStdin } from '../input.js';
-import { table } from '../output.js';
+import { table, yaml } from '../output.js';
 import { examples, integer } from './common.js';
 
 const OUTCOMES: AuditOutcome[] = ['success', 'denied', 'error', 'unknown'];
@@ -166,7 +166,10 @@ export function registerAudit(program: Command): void {
       };
       const client = ctx.client({ auth: true, fetch: opts.follow ? recording : undefined });
       const filter = filterOf(ctx, cmd, opts);
-      const print = (e: AuditEntry) => process.stdout.write(ctx.globals.format === 'json' ? `${JSON.stringify(e)}\n` : `${row(e).join('  ')}\n`);
+      const format = ctx.globals.format;
+      // A stream: JSON lines, or one YAML document per entry.
+      const print = (e: AuditEntry) =>
+        process.stdout.write(format === 'json' ? `${JSON.stringify(e)}\n` : format === 'yaml' ? `---\n${yaml(e)}` : `${row(e).join('  ')}\n`);
 
       // One entry even for -n 0: following starts after the newest.
       const recent = await newest(client, filter, opts.follow ? Math.max(opts.lines, 1) : opts.lines);

@@ -19,7 +19,7 @@ export function registerConfig(program: Command): void {
     program
       .command('config')
       .description(
-        'manage profiles in the config file ($XDG_CONFIG_HOME/coffer/config.json, else ~/.config/coffer/config.json; COFFER_CONFIG overrides). ' +
+        'manage profiles in the config file ($XDG_CONFIG_HOME/coffer/config.json, else ~/.config/coffer/config.json; COFFER_CLI_CONFIG overrides). ' +
           'A profile holds address, namespace and token_file. Precedence: flags > COFFER_ADDR/COFFER_TOKEN/COFFER_NAMESPACE > profile > defaults. ' +
           'The profile is --profile, else COFFER_PROFILE, else default_profile, else "default".',
       ),

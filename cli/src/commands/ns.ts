@@ -3,7 +3,7 @@ import type { KekStatus, NamespaceDetail, NamespaceSummary, ShredSchedule } from
 import { InvalidArgumentError, type Command } from 'commander';
 import { Context } from '../context.js';
 import { usageError } from '../errors.js';
-import { fields, table } from '../output.js';
+import { fields, progressBar, table } from '../output.js';
 import { duration, examples, integer, plural } from './common.js';
 
 /** --rotation-period: a duration (90d, 12w, 24h) in seconds, or "off" for no scheduled rotation (commander would turn a null into ''). */
@@ -136,12 +136,17 @@ export function registerNamespaces(program: Command): void {
       .command('status')
       .description('KEK versions, encryptions per version, schedule and rewrap job progress (admin on the namespace)')
       .argument('<name>')
-      .action(async (name: string, _opts: object, cmd: Command) => {
+      .option('--watch', 'follow a running rewrap job until it completes: a progress bar on a terminal, a line per change otherwise (stderr); then the status')
+      .option('--interval <seconds>', 'with --watch: seconds between polls', integer(1), 2)
+      .action(async (name: string, opts: { watch?: boolean; interval: number }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const status = await ctx.client({ auth: true }).namespaces.kekStatus(name);
+        const client = ctx.client({ auth: true });
+        let status = await client.namespaces.kekStatus(name);
+        if (opts.watch) status = await watchRewrap(status, () => client.namespaces.kekStatus(name), opts.interval * 1000);
         ctx.print(status, () => renderKek(status));
       }),
     'coffer ns kek status payments-prod',
+    'coffer ns kek status payments-prod --watch',
     'coffer ns kek status payments-prod --format json | jq .rewrap',
   );
   examples(
@@ -152,7 +157,12 @@ export function registerNamespaces(program: Command): void {
       .action(async (name: string, _opts: object, cmd: Command) => {
         const ctx = Context.of(cmd);
         const r = await ctx.client({ auth: true }).namespaces.rotateKek(name);
-        ctx.print(r, () => `Namespace ${r.namespace}: KEK version ${r.version} (${r.origin}) is current; ${plural(r.deks_to_rewrap, 'DEK')} to rewrap\n`);
+        ctx.print(
+          r,
+          () =>
+            `Namespace ${r.namespace}: KEK version ${r.version} (${r.origin}) is current; ${plural(r.deks_to_rewrap, 'DEK')} to rewrap\n` +
+            (r.deks_to_rewrap > 0 ? `A background job rewraps them; follow it with: coffer ns kek status ${r.namespace} --watch\n` : ''),
+        );
       }),
     'coffer ns kek rotate payments-prod',
   );
@@ -198,4 +208,36 @@ export function registerNamespaces(program: Command): void {
     'coffer ns delete scratch',
     'coffer ns delete old-team --force',
   );
+}
+
+/**
+ * Polls until the rewrap job is no longer running (or there is none), showing
+ * its progress on stderr: a bar redrawn in place on a terminal, else one line
+ * per change (CI logs). Returns the last status.
+ */
+async function watchRewrap(first: KekStatus, poll: () => Promise<KekStatus>, intervalMs: number): Promise<KekStatus> {
+  const tty = process.stderr.isTTY === true;
+  let status = first;
+  let last = '';
+  for (;;) {
+    const job = status.rewrap;
+    if (!job) {
+      process.stderr.write(`no rewrap job for ${status.namespace}: every DEK is under KEK v${status.current_version}\n`);
+      return status;
+    }
+    const done = job.total - job.remaining;
+    if (tty) {
+      process.stderr.write(`\r\u001b[2K${progressBar(done, job.total)}  rewrap to v${job.target_version}: ${done}/${job.total}, ${job.remaining} remaining`);
+    } else {
+      const line = `rewrap to v${job.target_version}: ${done}/${job.total} rewrapped, ${job.remaining} remaining (${job.state})`;
+      if (line !== last) process.stderr.write(`${line}\n`);
+      last = line;
+    }
+    if (job.state !== 'running') {
+      if (tty) process.stderr.write('\n');
+      return status;
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    status = await poll();
+  }
 }

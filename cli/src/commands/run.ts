@@ -8,13 +8,14 @@ import { checkNamespace, normalizeFolder } from '@coffer/sdk';
 import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
-import { MAPPING_HELP, fetchFolderEnv, readEnvFile, resolveRefs, resolveRefsOffline } from '../env.js';
+import { MAPPING_HELP, fetchFolderEnv, folderLabel, readEnvFile, resolveRefs, resolveRefsOffline } from '../env.js';
 import { json } from '../output.js';
 import { duration, examples } from './common.js';
 
 interface FolderOptions {
   ns?: string;
   prefix?: string;
+  allowPartial?: boolean;
 }
 
 /** Forwarded to the command. USR1 too: Node reserves it for its inspector, which coffer does not need. */
@@ -62,8 +63,27 @@ function namespaceOf(ctx: Context, opts: FolderOptions): string {
 function folderOptions(cmd: Command): Command {
   return cmd
     .option('--ns <name>', 'namespace to read (default: the global -n/--namespace)')
-    .option('--prefix <folder/>', 'folder to read, recursively; names are relative to it (default: the namespace root)');
+    .option('--prefix <folder/>', 'folder to read, recursively; names are relative to it (default: .coffer.yaml\'s folder, else the namespace root)')
+    .option(
+      '--allow-partial',
+      'go on without the secrets this token may list but not read (named on stderr); without it they fail the command (exit 3)',
+    );
 }
+
+/** Said on stderr every time, so a log shows what the command got (names and counts only, never values). */
+function reportCount(verb: string, count: number, namespace: string, folder: string): void {
+  process.stderr.write(`coffer: ${verb} ${count} variable${count === 1 ? '' : 's'} from ${folderLabel(namespace, folder)}\n`);
+}
+
+const FOLDER_HELP = `
+Missing secrets:
+  Nothing is started (run) or printed (export) when the folder holds secrets
+  this token may list but not read (exit 3, their paths named), or when the
+  token sees no secret under the folder at all: a misspelt --prefix or an
+  empty folder (exit 4). --allow-partial goes on without the unreadable ones
+  and names them on stderr. Either way stderr says how many variables came
+  from where ("coffer: injected 3 variables from app:prod/").
+`;
 
 export function registerRun(program: Command): void {
   examples(
@@ -73,7 +93,7 @@ export function registerRun(program: Command): void {
         .summary('run a command with a folder of secrets in its environment')
         .description(
           'run a command with every secret under a folder in its environment (read in one bulk request). ' +
-            'The command is not started if anything cannot be read. Values in the environment or in --env-file ' +
+            'The command is not started if anything cannot be read (see Missing secrets below). Values in the environment or in --env-file ' +
             'that are exactly a coffer://namespace/path[#field][?version=N] reference are replaced by the value ' +
             'they name. Precedence, lowest first: the inherited environment, the folder\'s secrets, --env-file; ' +
             'references are resolved last. Signals are forwarded to the command (see Signals below); coffer exits ' +
@@ -89,11 +109,11 @@ export function registerRun(program: Command): void {
       )
       .option('--fallback-max-age <duration>', 'refuse a fallback copy older than this (30m, 12h, 7d; default: any age)', duration)
       .option('--forward-signals', 'forward SIGINT/SIGQUIT to the command even on a terminal (see below)')
-      .addHelpText('after', MAPPING_HELP + RUN_HELP)
+      .addHelpText('after', MAPPING_HELP + FOLDER_HELP + RUN_HELP)
       .action(async (argv: string[], opts: RunOptions, cmd: Command) => {
         const ctx = Context.of(cmd);
         const namespace = namespaceOf(ctx, opts);
-        const folder = normalizeFolder(opts.prefix ?? '');
+        const folder = normalizeFolder(ctx.folder(opts.prefix, namespace));
         if (argv.length === 0) throw usageError('no command given: coffer run [options] -- COMMAND [ARGS...]');
         const fileEnv = opts.envFile !== undefined ? await readEnvFile(opts.envFile) : new Map<string, string>();
 
@@ -122,9 +142,11 @@ export function registerRun(program: Command): void {
         };
 
         let env: Map<string, string>;
+        let injected: number;
         try {
           const client = ctx.client({ auth: true });
-          const folderEnv = await fetchFolderEnv(client, namespace, folder);
+          const { env: folderEnv } = await fetchFolderEnv(client, namespace, folder, { allowPartial: opts.allowPartial === true });
+          injected = folderEnv.size;
           const built = build(folderEnv);
           env = built.env;
           const refs = await resolveRefs(client, env, built.refCandidates);
@@ -153,10 +175,12 @@ export function registerRun(program: Command): void {
             `Warning: ${err instanceof Error ? err.message : String(err)}; using the fallback copy from ${createdAt} (${opts.fallback})\n`,
           );
           const built = build(new Map(Object.entries(data.env)));
+          injected = Object.keys(data.env).length;
           env = built.env;
           resolveRefsOffline(env, built.refCandidates, data.refs);
         }
 
+        reportCount('injected', injected, namespace, folder);
         process.exitCode = await runChild(argv, Object.fromEntries(env), { forwardTerminalSignals: opts.forwardSignals === true });
       }),
     'coffer -n app run -- ./server --port 8080',
@@ -173,21 +197,22 @@ export function registerRun(program: Command): void {
           'print every secret under a folder as environment variables. --as dotenv: KEY="value" (\\ " newline escaped); ' +
             'json: one object; shell: export KEY=\'value\' lines for eval; github: appends KEY<<DELIMITER blocks to the ' +
             'file named by $GITHUB_ENV and prints ::add-mask:: for every value line; gitlab: dotenv for artifacts:reports:dotenv ' +
-            '(single-line values only). --as, not --format: --format is the global table|json option.',
+            '(single-line values only). The global --format json means --as json; other --format values are refused (choose with --as).',
         ),
     )
       .addOption(new Option('--as <format>', 'output format').choices(EXPORT_FORMATS).default('dotenv'))
-      .addHelpText('after', MAPPING_HELP)
+      .addHelpText('after', MAPPING_HELP + FOLDER_HELP)
       .action(async (opts: FolderOptions & { as: ExportFormat }, cmd: Command) => {
         const ctx = Context.of(cmd);
+        opts.as = exportFormat(cmd, opts.as);
         const namespace = namespaceOf(ctx, opts);
-        const folder = normalizeFolder(opts.prefix ?? '');
+        const folder = normalizeFolder(ctx.folder(opts.prefix, namespace));
         let githubEnv: string | undefined;
         if (opts.as === 'github') {
           githubEnv = process.env.GITHUB_ENV;
           if (!githubEnv) throw usageError('--as github needs $GITHUB_ENV (set by GitHub Actions) to name the file to append to');
         }
-        const env = await fetchFolderEnv(ctx.client({ auth: true }), namespace, folder);
+        const { env } = await fetchFolderEnv(ctx.client({ auth: true }), namespace, folder, { allowPartial: opts.allowPartial === true });
         const entries = [...env];
         switch (opts.as) {
           case 'dotenv':
@@ -223,12 +248,28 @@ export function registerRun(program: Command): void {
             break;
           }
         }
+        reportCount('exported', entries.length, namespace, folder);
       }),
     'coffer -n app export --prefix prod/ > .env',
     'eval "$(coffer -n app export --as shell)"',
     'coffer -n app export --prefix ci/ --as github   # in a GitHub Actions step',
     'coffer -n app export --as gitlab > deploy.env   # artifacts: reports: dotenv: deploy.env',
   );
+}
+
+/**
+ * --as, or the global --format when given on the command line: `--format json` is
+ * `--as json` (what a user of the other commands expects), and a --format export
+ * has no equivalent for (table) is refused rather than silently printing dotenv.
+ */
+function exportFormat(cmd: Command, as: ExportFormat): ExportFormat {
+  if (cmd.getOptionValueSourceWithGlobals('format') !== 'cli') return as;
+  const format = String(cmd.optsWithGlobals<{ format: string }>().format);
+  if (format !== 'json') {
+    throw usageError(`coffer export has no --format ${format} output; choose one with --as ${EXPORT_FORMATS.join('|')}`);
+  }
+  if (cmd.getOptionValueSource('as') === 'cli' && as !== 'json') throw usageError(`--format json and --as ${as} disagree; give one of them`);
+  return 'json';
 }
 
 /** "value" with \ " and line breaks escaped (read back by --env-file and common dotenv parsers). */

@@ -117,11 +117,12 @@ export function registerSecrets(program: Command): void {
       .command('list')
       .summary('list a folder')
       .description('list a folder: its secrets and sub-folders (ending in "/"), or with --recursive every secret under it')
-      .argument('[folder]', 'folder path; the namespace root when absent', '')
+      .argument('[folder]', 'folder path; when absent, .coffer.yaml\'s folder, else the namespace root')
       .option('-r, --recursive', 'every secret path under the folder')
-      .action(async (folder: string, opts: { recursive?: boolean }, cmd: Command) => {
+      .action(async (folderArg: string | undefined, opts: { recursive?: boolean }, cmd: Command) => {
         const ctx = Context.of(cmd);
         const namespace = ctx.namespace();
+        const folder = ctx.folder(folderArg, namespace);
         const normalized = normalizeFolder(folder);
         const keys: string[] = [];
         for await (const key of ctx.client({ auth: true }).secrets.listAll(namespace, folder, { recursive: opts.recursive })) keys.push(key);

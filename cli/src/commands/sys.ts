@@ -5,14 +5,15 @@ import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
 import { readShares, readStdin, promptHidden } from '../input.js';
-import { fields, table } from '../output.js';
-import { examples, integer } from './common.js';
+import { fields, green, red, table, yellow } from '../output.js';
+import { examples, integer, plural } from './common.js';
+import { writeNewPrivateFile } from '../private-file.js';
 
 function renderStatus(s: SealStatus, address: string): string {
   return fields([
     ['Address', address],
-    ['Initialized', s.initialized],
-    ['Sealed', s.sealed],
+    ['Initialized', s.initialized ? 'true' : yellow('false')],
+    ['Sealed', s.sealed ? red('true') : green('false')],
     ['Seal type', s.seal_type],
     ['Shares', s.shares],
     ['Threshold', s.threshold],
@@ -83,29 +84,68 @@ export function registerSys(program: Command): void {
       .description('initialise a new server: prints the unseal shares (PKCS#11 seal: recovery shares) and the root token, once')
       .option('--shares <n>', 'number of unseal shares', integer(1), 5)
       .option('--threshold <m>', 'shares needed to unseal', integer(1), 3)
-      .action(async (opts: { shares: number; threshold: number }, cmd: Command) => {
+      .option('--shares-out <file>', 'write the shares to FILE (created mode 0600, never overwritten; one per line) instead of stdout')
+      .action(async (opts: { shares: number; threshold: number; sharesOut?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
         // The server takes shares/threshold as the recovery share counts under the PKCS#11 seal.
-        const result = await ctx.client({ auth: false }).sys.init({ shares: opts.shares, threshold: opts.threshold });
-        ctx.print(result, () => renderInit(result));
+        const init = () => ctx.client({ auth: false }).sys.init({ shares: opts.shares, threshold: opts.threshold });
+        if (opts.sharesOut === undefined) {
+          const result = await init();
+          ctx.print(result, () => renderInit(result));
+          return;
+        }
+        const file = opts.sharesOut;
+        const result = await writeNewPrivateFile(file, async () => {
+          const result = await init();
+          const shares = 'recovery_shares' in result ? result.recovery_shares : result.shares;
+          return { content: `${shares.join('\n')}\n`, result };
+        });
+        // The shares went to the file only; the root token is still shown once, here.
+        const { shares: _s, recovery_shares: _r, ...rest } = result as typeof result & { shares?: string[]; recovery_shares?: string[] };
+        const count = 'recovery_shares' in result ? result.recovery_shares.length : result.shares.length;
+        ctx.print({ ...rest, shares_file: file }, () =>
+          table([['Root token', result.root_token]]) +
+          `\n${count} ${'recovery_shares' in result ? 'recovery' : 'unseal'} shares written to ${file} (mode 0600), one per line.\n` +
+          `Give each line to a different operator and delete the file; unseal with \`coffer operator unseal\` (or --shares-file).\n` +
+          'Keep the root token safe: it is not shown again.\n',
+        );
       }),
     'coffer operator init',
+    'coffer operator init --shares 5 --threshold 3 --shares-out shares.txt',
     'coffer operator init --shares 3 --threshold 2 --format json > init.json',
   );
 
   examples(
     operator
       .command('unseal')
-      .description('submit one unseal share; read from stdin when SHARE is absent or "-" (prompted for, unechoed, on a terminal)')
+      .description(
+        'submit one unseal share, read from stdin when SHARE is absent or "-" (prompted for, unechoed, on a terminal); ' +
+          'or every share of --shares-file, one after the other, until the server is unsealed',
+      )
       .argument('[share]', 'the share (prefer stdin: arguments show up in shell history and ps)')
+      .option('--shares-file <file>', 'shares, one per line ("-" for stdin), applied in turn')
       .option('--reset', 'abandon the unseal attempt in progress')
-      .action(async (shareArg: string | undefined, opts: { reset?: boolean }, cmd: Command) => {
+      .action(async (shareArg: string | undefined, opts: { reset?: boolean; sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
         const client = ctx.client({ auth: false });
         let status: SealStatus;
+        if (opts.sharesFile !== undefined && (opts.reset || shareArg !== undefined)) throw usageError('--shares-file takes no SHARE argument and no --reset');
         if (opts.reset) {
           if (shareArg !== undefined) throw usageError('--reset takes no share');
           status = await client.sys.resetUnseal();
+        } else if (opts.sharesFile !== undefined) {
+          const shares = await readShares(opts.sharesFile, 1, 'Unseal share');
+          status = await client.sys.unseal(shares[0]!);
+          let used = 1;
+          for (const share of shares.slice(1)) {
+            if (!status.sealed) break;
+            status = await client.sys.unseal(share);
+            used++;
+          }
+          if (status.sealed && ctx.globals.format === 'table') {
+            const missing = (status.threshold ?? 0) - status.progress;
+            process.stderr.write(`Applied ${plural(used, 'share')}; still sealed: ${missing > 0 ? `${plural(missing, 'more share')} needed` : 'the shares were not enough'}.\n`);
+          }
         } else {
           const share = shareArg === undefined || shareArg === '-' ? await readShare() : shareArg;
           if (!share) throw usageError('no unseal share given');
@@ -115,6 +155,7 @@ export function registerSys(program: Command): void {
       }),
     'coffer operator unseal            # prompts for the share',
     'coffer operator unseal - < share-1.txt',
+    'coffer operator unseal --shares-file shares.txt',
     'coffer operator unseal --reset',
   );
 

@@ -76,7 +76,7 @@ export async function benchCli(opts, wanted) {
         const samples = [];
         for (let i = 0; i < n; i++) {
           const t0 = process.hrtime.bigint();
-          const secrets = await client.secrets.bulk('bench', 'run/');
+          const { secrets } = await client.secrets.bulk('bench', 'run/');
           samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
           if (secrets.length !== CLI_SECRETS) throw new BenchError(`bulk fetch returned ${secrets.length} secrets, expected ${CLI_SECRETS}`);
         }

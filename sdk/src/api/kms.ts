@@ -224,3 +224,41 @@ export interface KmsTrimResult {
   min_available_version: number;
   versions_removed: number;
 }
+
+/** Body of POST /v1/kms/{ns}/batch/{encrypt|decrypt|rewrap}/{name}; answered 200 when every item succeeded, 207 when any failed. */
+export interface KmsBatchRequest {
+  items: KmsBatchItem[];
+}
+
+/** GET /v1/kms/{ns}/public-key/{name}[?version=N]. */
+export interface KmsPublicKeyInfo extends KmsPublicKey {
+  name: string;
+  type: KmsKeyType;
+  key_version: number;
+}
+
+const seg = encodeURIComponent;
+
+/**
+ * The KMS's HTTP paths (server/src/http/routes/kms.ts), Vault transit's with the
+ * namespace in front. `verify` takes a KmsVerifyRequest (signature) or a
+ * KmsHmacVerifyRequest (hmac). Key administration: create POST keys(ns, name)
+ * with a KmsKeyCreate, read GET, delete DELETE; list GET keyList(ns)?limit&cursor.
+ */
+export const KMS_PATHS = {
+  random: '/v1/kms/random',
+  keyList: (ns: string) => `/v1/kms/${seg(ns)}/keys`,
+  key: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}`,
+  config: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/config`,
+  rotate: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/rotate`,
+  trim: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/trim`,
+  publicKey: (ns: string, name: string) => `/v1/kms/${seg(ns)}/public-key/${seg(name)}`,
+  encrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/encrypt/${seg(name)}`,
+  decrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/decrypt/${seg(name)}`,
+  rewrap: (ns: string, name: string) => `/v1/kms/${seg(ns)}/rewrap/${seg(name)}`,
+  datakey: (ns: string, name: string, mode: KmsDataKeyRequest['mode']) => `/v1/kms/${seg(ns)}/datakey/${mode}/${seg(name)}`,
+  sign: (ns: string, name: string) => `/v1/kms/${seg(ns)}/sign/${seg(name)}`,
+  verify: (ns: string, name: string) => `/v1/kms/${seg(ns)}/verify/${seg(name)}`,
+  hmac: (ns: string, name: string) => `/v1/kms/${seg(ns)}/hmac/${seg(name)}`,
+  batch: (ns: string, name: string, operation: KmsBatchOperation) => `/v1/kms/${seg(ns)}/batch/${operation}/${seg(name)}`,
+} as const;

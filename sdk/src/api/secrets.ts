@@ -64,9 +64,30 @@ export interface PurgeResult {
   versions_removed: number;
 }
 
+/**
+ * One page of `GET /v1/bulk/{ns}/{folder/}`. A folder under which the caller
+ * can see nothing (no secret, or none it may read or list) is a 404 not_found,
+ * so a typo in a folder name never looks like an empty set of secrets.
+ */
 export interface BulkPage {
   namespace: string;
   folder: string;
+  /** The latest version of every secret in this page the caller may `read` (deleted or destroyed latest versions are skipped). */
   secrets: SecretVersion[];
+  /**
+   * Full paths of the secrets in this page the caller may list (the listing rule: `list` on
+   * the secret and on every folder between) but not read: left out of `secrets`. Secrets the
+   * caller may neither read nor list are not named.
+   */
+  withheld: string[];
   next_cursor: string | null;
+}
+
+/** Every page of a bulk read: what the SDK's `secrets.bulk()` returns. */
+export interface BulkResult {
+  namespace: string;
+  folder: string;
+  secrets: SecretVersion[];
+  /** Paths the caller may list but not read, left out of `secrets` (see BulkPage). */
+  withheld: string[];
 }

@@ -23,6 +23,20 @@ export interface HealthStatus {
   standby: boolean;
   /** Seconds since the epoch, as the server's clock sees it. */
   server_time_utc: number;
+  /** Which server answered (host, process, a per-start suffix): behind a load balancer, tells them apart. */
+  node: string;
+  /** Its background jobs (none while sealed): each runs on one server at a time, under a cluster-wide lock. */
+  jobs: NodeJobStatus[];
+}
+
+/** A background job as one server sees it. */
+export interface NodeJobStatus {
+  name: string;
+  /** A run is in progress on this server (it holds the job's cluster-wide lock). */
+  running: boolean;
+  /** This server's last attempt: ok/failed (it ran the job), busy (another server held the lock), null (none yet). */
+  last: 'ok' | 'failed' | 'busy' | null;
+  last_run_at: string | null;
 }
 
 export type InitResult = ShamirInitResult | Pkcs11InitResult;

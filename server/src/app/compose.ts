@@ -12,7 +12,7 @@ import { FileSink, StdoutSink, type LineSink } from '../audit/sinks.js';
 import { AppRoleService } from '../auth/approle.js';
 import { CertAuthService } from '../auth/cert.js';
 import { JwtAuthService } from '../auth/jwt.js';
-import { LoginGuard } from '../auth/login-guard.js';
+import { LoginGuard, SharedLockouts } from '../auth/login-guard.js';
 import { PolicyStore } from '../auth/policy-store.js';
 import { TOKEN_SIGNING_KEY, TokenService } from '../auth/tokens.js';
 import { UserpassService } from '../auth/userpass.js';
@@ -39,7 +39,7 @@ import { SecretReadCache } from '../secrets/read-cache.js';
 import { SecretService } from '../secrets/secret-service.js';
 import type { Storage } from '../storage/db.js';
 import { createRepos } from '../storage/repos/index.js';
-import { followRoot } from '../vault/follow-root.js';
+import { followInit, followRoot } from '../vault/follow-root.js';
 import { importRoot } from '../vault/rotate-root.js';
 import type { Services } from '../vault/services.js';
 import { Vault } from '../vault/vault.js';
@@ -87,11 +87,13 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     audit,
     open: openServices,
     preSeal: [() => audit.setKey(null), () => readCache.reset(changes.up)],
+    onTransition: (state, fields) => logger.info(fields, state),
   });
   dispatchChanges(changes, {
     readCache,
     unsealed: () => vault.unsealed,
     followRoot: () => followRoot(vault),
+    followInit: () => followInit(vault, { onError: (err) => log.error('automatic unseal after an init on another server failed', err) }),
     onError: log.error,
     // A newer server's event during a rolling upgrade is expected; anything else on our channel is not.
     onIgnored: (problem, kind) =>
@@ -124,7 +126,9 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
       const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
+      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
+        namedKeys: kms.keys,
         rewrapBatchSize: config.kekRewrapBatchSize,
         rewrapBatchDelayMs: config.kekRewrapBatchDelayMs,
         onError: (what, err) => log.error(what, err),
@@ -139,7 +143,6 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       });
       // The vault starts them once the services are in place and stops them (waiting) at seal and shutdown.
       const jobs = new JobScheduler({ locks: storage.jobLocks, onError: log.error, observer: metrics.jobs });
-      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring });
       // False: no background jobs (tests drive `services().kek` and `services().kms` by hand).
       if (config.kekRunJobs) {
         jobs.add(kmsRotationJob(kms.keys, config.kekJobIntervalSeconds * 1000));
@@ -148,7 +151,8 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         secrets.onUsageLimit = () => jobs.kick(KEK_JOBS.rotation);
         kek.onRewrapDue = () => jobs.kick(KEK_JOBS.rewrap);
       }
-      const guard = new LoginGuard(auth.guard);
+      // Failure counts in the database: every server sharing it draws on one guessing budget.
+      const guard = new LoginGuard(auth.guard, { lockouts: new SharedLockouts(repos.loginFailures, auth.guard, log.error) });
       const services: Services = {
         keyring,
         tokens,

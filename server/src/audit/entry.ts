@@ -93,6 +93,9 @@ export function draftFor(
     if ((described.action === 'auth.jwt.login' || described.action === 'auth.cert.login') && typeof body.role === 'string') described.path = body.role.slice(0, 64);
     if (described.action === 'auth.approle.login') put('role_id', body.role_id);
     if (typeof body.accessor === 'string') put('accessor', body.accessor);
+    // KMS operations: the associated data is context the caller may treat as sensitive (a tenant or
+    // record id), so only its HMAC is kept; plaintext, ciphertext, signatures and key bytes never are.
+    if (described.action.startsWith('kms.')) put('associated_data', body.associated_data);
   }
   let namespace = described.namespace;
   if (described.action === 'namespace.create' && body && typeof body.name === 'string') namespace = body.name.slice(0, 64);

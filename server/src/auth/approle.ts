@@ -52,7 +52,7 @@ export class AppRoleService {
 
   async login(roleId: string, secretId: string, client: string): Promise<AuthResponse> {
     const subject = roleSubject(roleId);
-    this.guard.check(client, subject);
+    await this.guard.check(client, subject);
     const hash = sha256(secretId);
     const now = new Date();
     const found = await this.repo.transaction(async (trx) => {
@@ -68,10 +68,10 @@ export class AppRoleService {
       return { name: role.name, config };
     });
     if (!found) {
-      this.guard.failure(client, subject);
+      await this.guard.failure(client, subject);
       throw loginFailed();
     }
-    this.guard.success(client, subject);
+    await this.guard.success(client, subject);
     const { config } = found;
     return this.tokens.issue({
       identity: `approle:${found.name}`,
@@ -114,7 +114,7 @@ export class AppRoleService {
     return (await this.role(name)).role_id;
   }
 
-  /** Lifts the role's login lockout on this server; true if one was in force. */
+  /** Lifts the role's login lockout (on every server sharing the database); true if one was in force. */
   async unlock(name: string): Promise<boolean> {
     return this.guard.unlock(roleSubject((await this.role(name)).role_id));
   }

@@ -62,7 +62,7 @@ export class CertAuthService {
   ) {}
 
   async login(roleName: string, cert: ClientCertificate | undefined, client: string): Promise<AuthResponse> {
-    this.guard.check(client, `cert:${roleName}`);
+    await this.guard.check(client, `cert:${roleName}`);
     if (!cert) {
       throw new CofferError('login_failed', 'certificate login needs a client certificate that chains to the server\'s client CA (mutual TLS)');
     }
@@ -79,11 +79,11 @@ export class CertAuthService {
     ];
     for (const [what, patterns, values] of checks) {
       if (patterns.length > 0 && !anyMatch(patterns, values)) {
-        this.guard.failure(client, `cert:${roleName}`);
+        await this.guard.failure(client, `cert:${roleName}`);
         throw new CofferError('permission_denied', `certificate login refused: the certificate's ${what} is not allowed by role ${roleName}`);
       }
     }
-    this.guard.success(client, `cert:${roleName}`);
+    await this.guard.success(client, `cert:${roleName}`);
     const name = cn[0] ?? cert.uris[0] ?? cert.dnsNames[0] ?? cert.serialNumber;
     return this.tokens.issue({
       identity: `cert:${roleName}:${name.slice(0, 256)}`,

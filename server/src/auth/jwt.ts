@@ -102,7 +102,7 @@ export class JwtAuthService {
   ) {}
 
   async login(roleName: string, token: string, client: string): Promise<AuthResponse> {
-    this.guard.check(client, `jwt:${roleName}`);
+    await this.guard.check(client, `jwt:${roleName}`);
     const role = ROLE_NAME.test(roleName)
       ? await this.repo.findRole(roleName)
       : undefined;

@@ -13,9 +13,13 @@
  * IPv6 clients count by their /64 (one host or site usually holds a whole
  * /64, so single addresses would be free to rotate through). A locked subject
  * is refused with 429 whether or not it exists and whatever the password, so
- * lockouts reveal nothing about which names are real. State is per server
- * process: with N servers an attacker gets at most N times the budget, and an
- * unlock lifts the lockout on the server that receives it.
+ * lockouts reveal nothing about which names are real.
+ *
+ * The failure counts and lockouts live in a `LockoutStore`: in the database
+ * (storage/repos/login-failures.ts) when servers share one, so N servers give
+ * a guesser the budget of one and an unlock on any server lifts the lockout
+ * everywhere; in memory for a single process (and the unit tests). The request
+ * rate bucket stays per process: it is a brake on load, not the guessing budget.
  */
 import { isIP } from 'node:net';
 import { CofferError } from '../errors.js';
@@ -32,6 +36,25 @@ export interface LoginGuardOptions {
   lockoutMaxMs: number;
 }
 
+/** Where failure counts and lockouts are kept. `client` is already a clientKey. */
+export interface LockoutStore {
+  /** Milliseconds until the subject is open again for this client (0: open now). */
+  lockedForMs(subject: string, client: string): Promise<number>;
+  failure(subject: string, client: string): Promise<void>;
+  success(subject: string, client: string): Promise<void>;
+  /** Lifts every lockout of the subject; true if one was in force. */
+  unlock(subject: string): Promise<boolean>;
+}
+
+/** The store a database-backed guard uses (storage/repos/login-failures.ts has this shape). */
+export interface SharedLockoutRepo {
+  lockedForMs(subject: string, client: string): Promise<number>;
+  countFailure(subject: string, client: string, rule: { max: number; baseMs: number; maxMs: number }): Promise<void>;
+  clear(subject: string, client: string): Promise<void>;
+  unlock(subject: string): Promise<boolean>;
+  prune(idleMs: number): Promise<number>;
+}
+
 interface Bucket {
   tokens: number;
   at: number;
@@ -43,21 +66,28 @@ interface Failures {
 }
 
 const MAX_TRACKED = 100_000;
+/** The per-subject-across-clients row of the shared store. */
+const ALL_CLIENTS = '';
+/** Counts nobody failed on for a day (and that lock nothing) are forgotten. */
+const PRUNE_IDLE_MS = 24 * 3600_000;
+/** Roughly one failure in this many prunes the shared store. */
+const PRUNE_EVERY = 256;
 
 export class LoginGuard {
   private readonly buckets = new Map<string, Bucket>();
-  /** Keyed by `subject \n client`. */
-  private readonly perClient = new Map<string, Failures>();
-  /** Keyed by subject. */
-  private readonly total = new Map<string, Failures>();
+  private readonly lockouts: LockoutStore;
+  private readonly now: () => number;
 
   constructor(
     private readonly options: LoginGuardOptions,
-    private readonly now: () => number = Date.now,
-  ) {}
+    deps: { lockouts?: LockoutStore; now?: () => number } = {},
+  ) {
+    this.now = deps.now ?? Date.now;
+    this.lockouts = deps.lockouts ?? new MemoryLockouts(options, this.now);
+  }
 
   /** Throws 429 when the client is over its rate or the subject is locked out (for this client, or for all). */
-  check(client: string, subject: string): void {
+  async check(client: string, subject: string): Promise<void> {
     const now = this.now();
     const from = clientKey(client);
     const rate = this.options.ratePerSecond;
@@ -73,22 +103,54 @@ export class LoginGuard {
       b.tokens -= 1;
       remember(this.buckets, from, b);
     }
-    const until = Math.max(this.perClient.get(pairKey(subject, from))?.lockedUntil ?? 0, this.total.get(subject)?.lockedUntil ?? 0);
-    if (until > now) throw rateLimited((until - now) / 1000);
+    const waitMs = await this.lockouts.lockedForMs(subject, from);
+    if (waitMs > 0) throw rateLimited(waitMs / 1000);
   }
 
-  failure(client: string, subject: string): void {
-    this.count(this.perClient, pairKey(subject, clientKey(client)), this.options.maxFailures);
+  failure(client: string, subject: string): Promise<void> {
+    return this.lockouts.failure(subject, clientKey(client));
+  }
+
+  success(client: string, subject: string): Promise<void> {
+    return this.lockouts.success(subject, clientKey(client));
+  }
+
+  /** Lifts every lockout of `subject` (on every server when the store is shared); true if one was in force. */
+  unlock(subject: string): Promise<boolean> {
+    return this.lockouts.unlock(subject);
+  }
+}
+
+/** One process's counts, as before servers shared them. */
+export class MemoryLockouts implements LockoutStore {
+  /** Keyed by `subject \n client`. */
+  private readonly perClient = new Map<string, Failures>();
+  /** Keyed by subject. */
+  private readonly total = new Map<string, Failures>();
+
+  constructor(
+    private readonly options: LoginGuardOptions,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  lockedForMs(subject: string, client: string): Promise<number> {
+    const until = Math.max(this.perClient.get(pairKey(subject, client))?.lockedUntil ?? 0, this.total.get(subject)?.lockedUntil ?? 0);
+    return Promise.resolve(Math.max(0, until - this.now()));
+  }
+
+  failure(subject: string, client: string): Promise<void> {
+    this.count(this.perClient, pairKey(subject, client), this.options.maxFailures);
     this.count(this.total, subject, this.options.maxFailuresTotal);
+    return Promise.resolve();
   }
 
-  success(client: string, subject: string): void {
-    this.perClient.delete(pairKey(subject, clientKey(client)));
+  success(subject: string, client: string): Promise<void> {
+    this.perClient.delete(pairKey(subject, client));
     this.total.delete(subject);
+    return Promise.resolve();
   }
 
-  /** Lifts every lockout of `subject` on this server (an admin's unlock); true if one was in force. */
-  unlock(subject: string): boolean {
+  unlock(subject: string): Promise<boolean> {
     const now = this.now();
     let locked = (this.total.get(subject)?.lockedUntil ?? 0) > now;
     this.total.delete(subject);
@@ -98,7 +160,7 @@ export class LoginGuard {
       if (f.lockedUntil > now) locked = true;
       this.perClient.delete(key);
     }
-    return locked;
+    return Promise.resolve(locked);
   }
 
   private count(map: Map<string, Failures>, key: string, max: number): void {
@@ -110,6 +172,37 @@ export class LoginGuard {
       f.lockedUntil = this.now() + ms;
     }
     remember(map, key, f);
+  }
+}
+
+/** Counts in the database every server shares: the same rules, on the database's clock. */
+export class SharedLockouts implements LockoutStore {
+  private failures = 0;
+
+  constructor(
+    private readonly repo: SharedLockoutRepo,
+    private readonly options: LoginGuardOptions,
+    private readonly onError: (what: string, err: unknown) => void = () => undefined,
+  ) {}
+
+  lockedForMs(subject: string, client: string): Promise<number> {
+    return this.repo.lockedForMs(subject, client);
+  }
+
+  async failure(subject: string, client: string): Promise<void> {
+    const { maxFailures, maxFailuresTotal, lockoutBaseMs: baseMs, lockoutMaxMs: maxMs } = this.options;
+    await this.repo.countFailure(subject, client, { max: maxFailures, baseMs, maxMs });
+    await this.repo.countFailure(subject, ALL_CLIENTS, { max: maxFailuresTotal, baseMs, maxMs });
+    // The table is bounded by pruning instead of an LRU: now and then, by whichever server fails a login.
+    if (++this.failures % PRUNE_EVERY === 0) void this.repo.prune(PRUNE_IDLE_MS).catch((err: unknown) => this.onError('pruning login failures failed', err));
+  }
+
+  success(subject: string, client: string): Promise<void> {
+    return this.repo.clear(subject, client);
+  }
+
+  unlock(subject: string): Promise<boolean> {
+    return this.repo.unlock(subject);
   }
 }
 

@@ -53,17 +53,17 @@ export class UserpassService {
 
   async login(username: string, password: string, client: string): Promise<AuthResponse> {
     const subject = userSubject(username);
-    this.guard.check(client, subject);
+    await this.guard.check(client, subject);
     const row = USERNAME.test(username)
       ? await this.repo.credentials(username)
       : undefined;
     // argon2.verify compares in constant time; an unknown user costs the same argon2 run.
     const ok = await argon2.verify(row?.password_hash ?? (await this.dummy()), password).catch(() => false);
     if (!row || !ok) {
-      this.guard.failure(client, subject);
+      await this.guard.failure(client, subject);
       throw loginFailed();
     }
-    this.guard.success(client, subject);
+    await this.guard.success(client, subject);
     if (argon2.needsRehash(row.password_hash, { ...this.params })) {
       const hash = await this.hash(password);
       await this.repo.setPasswordHash(username, hash);
@@ -128,8 +128,8 @@ export class UserpassService {
     await this.tokens.revokeIdentity(`user:${username}`);
   }
 
-  /** Lifts the user's login lockout on this server; true if one was in force. */
-  unlock(username: string): boolean {
+  /** Lifts the user's login lockout (on every server sharing the database); true if one was in force. */
+  unlock(username: string): Promise<boolean> {
     checkName(username, USERNAME, 'usernames are 1-128 characters of A-Z, a-z, 0-9, ., _, @ and -');
     return this.guard.unlock(userSubject(username));
   }

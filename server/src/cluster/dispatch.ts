@@ -4,7 +4,8 @@
  * changes keep the read cache and the KEK cache in step; policy and token
  * changes reload those; a new root key version makes the vault follow it. A
  * feed that was down may have missed changes: on 'up' the caches restart empty
- * and policies and tokens are reloaded.
+ * and policies and tokens are reloaded. An init elsewhere makes a server that
+ * started uninitialised read the seal configuration (and auto-unseal if it can).
  */
 import type { PolicyStore } from '../auth/policy-store.js';
 import type { TokenService } from '../auth/tokens.js';
@@ -26,6 +27,8 @@ export interface Dispatch {
   unsealed(): ChangeTargets | null;
   /** Follows a root key version another server put in effect (vault/follow-root.ts). */
   followRoot(): Promise<void>;
+  /** Reads the seal configuration again if this server has not seen an init yet (vault/follow-root.ts). */
+  followInit(): Promise<void>;
   /** Background failures (never given key material). */
   onError(what: string, err: unknown): void;
   /**
@@ -47,6 +50,7 @@ export function changeHandlers(to: Dispatch): ChangeHandlers {
     tokens: () => void to.unsealed()?.tokens.load().catch(() => undefined),
     // A database outage here must not become an unhandled rejection (the next KEK unwrap follows again).
     root: () => void to.followRoot().catch((err: unknown) => to.onError('following a root key change failed', err)),
+    init: () => void to.followInit().catch((err: unknown) => to.onError('following an init failed', err)),
   };
 }
 
@@ -72,6 +76,8 @@ export function dispatchChanges(changes: ChangeFeed, to: Dispatch): void {
     // Changes may have been missed while the feed was down.
     void to.unsealed()?.policies.loadAll().catch(() => undefined);
     void to.unsealed()?.tokens.load().catch(() => undefined);
+    // An init may have been among them (status endpoints also look again while uninitialised).
+    void to.followInit().catch(() => undefined);
   });
   changes.events.on('down', () => readCache.reset(false));
 }

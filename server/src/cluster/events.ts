@@ -31,6 +31,8 @@ const SCHEMAS = {
   tokens: z.object({ kind: z.literal('tokens') }),
   /** A new root key version is in effect: follow it (vault/follow-root.ts). */
   root: z.object({ kind: z.literal('root'), version: z.number().int().min(1) }),
+  /** The vault was initialised (on some server): servers started before read seal_config again. */
+  init: z.object({ kind: z.literal('init') }),
 } as const;
 
 type Schemas = typeof SCHEMAS;
@@ -50,6 +52,7 @@ export const changeEvents = {
   policy: (policy: string): ChangeEventOf<'policy'> => ({ kind: 'policy', name: policy }),
   tokens: (): ChangeEventOf<'tokens'> => ({ kind: 'tokens' }),
   root: (version: number): ChangeEventOf<'root'> => ({ kind: 'root', version }),
+  init: (): ChangeEventOf<'init'> => ({ kind: 'init' }),
 };
 
 export function encodeChange(event: ChangeEvent): string {

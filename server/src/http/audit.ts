@@ -43,6 +43,8 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
     draft.namespace = target.namespace;
     if (target.path !== undefined) draft.path = target.path;
   }
+  const version = res.locals.auditVersion as number | undefined;
+  if (version !== undefined) draft.version = version;
   return draft;
 }
 
@@ -77,14 +79,19 @@ export function auditRequests(core: CofferCore): RequestHandler {
 }
 
 /**
- * Any method but GET/HEAD/OPTIONS may change state, and so may the few reads whose route declares
- * that they do — except on routes that record the intent inside their change's transaction.
+ * Any method but GET/HEAD/OPTIONS may change state unless its route declares otherwise, and so may
+ * the few reads whose route declares that they do.
  */
+function mayChangeState(req: Request, op: Operation | undefined): boolean {
+  const declared = op?.changesState;
+  if (declared !== undefined) return declared;
+  return req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+}
+
+/** A request that may change state records its intent first, unless its route records it inside its change's transaction. */
 function needsIntentFirst(req: Request): boolean {
   const op = matchOf(req).op;
-  if (op?.intentInTransaction === true) return false;
-  if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') return true;
-  return op?.changesState === true;
+  return op?.intentInTransaction !== true && mayChangeState(req, op);
 }
 
 /**
@@ -119,7 +126,7 @@ export function auditIntents(core: CofferCore, requireToken: RequestHandler): Re
  */
 export function intentMissing(core: CofferCore, req: Request, res: Response, op: Operation): boolean {
   if (!core.audit.enabled || res.locals.auditIntent === true || op.intentInTransaction === true || UNAUDITED.has(req.path)) return false;
-  return (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') || op.changesState === true;
+  return mayChangeState(req, op);
 }
 
 /** The request's token's principal, or undefined; never an error, never res.locals.principal. */

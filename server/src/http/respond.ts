@@ -3,6 +3,7 @@ import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { ZodError } from 'zod';
 import { CofferError } from '../errors.js';
+import { routeTemplate } from './route-template.js';
 import { EdgeError, httpStatus } from './status.js';
 
 /**
@@ -60,10 +61,13 @@ export function errorHandler(logger: Logger, bodyLimit: number, classify?: Error
     let mapped = toCofferError(err, bodyLimit, classify);
     if (!mapped) {
       // A bug. Log what we know (never request bodies: they may hold secrets) and say little.
-      logger.error({ err, requestId, method: req.method, route: req.baseUrl }, 'unhandled error');
+      logger.error({ err, requestId, method: req.method, route: routeTemplate(req.originalUrl) }, 'unhandled error');
       mapped = new CofferError('internal', 'internal error; the server log has details under this request id');
+    } else if (mapped.code === 'sealed') {
+      // Expected while sealed (clients, probes and load balancers keep asking): not an error of the server's.
+      logger.debug({ requestId, method: req.method, route: routeTemplate(req.originalUrl), code: mapped.code }, mapped.message);
     } else if (httpStatus(mapped) >= 500) {
-      logger.error({ requestId, method: req.method, route: req.baseUrl, code: mapped.code }, mapped.message);
+      logger.error({ requestId, method: req.method, route: routeTemplate(req.originalUrl), code: mapped.code }, mapped.message);
     }
     if (res.headersSent) return;
     res.locals.errorCode = mapped.code;

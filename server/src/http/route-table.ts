@@ -10,6 +10,7 @@
 import { auditMount } from './routes/audit.js';
 import { authMount } from './routes/auth.js';
 import { byokMount, escrowMount } from './routes/keys.js';
+import { kmsMount } from './routes/kms.js';
 import { namespacesMount } from './routes/namespaces.js';
 import { capabilitiesMount, policiesMount } from './routes/policies.js';
 import { bulkMount, secretsMount } from './routes/secrets.js';
@@ -27,6 +28,7 @@ export const MOUNTS: readonly Mount[] = [
   bulkMount,
   byokMount,
   escrowMount,
+  kmsMount,
 ];
 
 /** One served route: a method on a path template. */

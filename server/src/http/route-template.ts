@@ -91,12 +91,14 @@ export function matchRequest(method: string, url: string): RequestMatch {
   if (parts.length > 2 && parts[parts.length - 1] === '') parts.pop();
   for (const c of bySegments.get(parts.length) ?? []) {
     let name: string | null = null;
+    let ns: string | null = null;
     let ok = true;
     for (let i = 0; i < parts.length && ok; i++) {
       const s = c.segments[i]!;
       if (s.charCodeAt(0) === 58 /* ':' */) {
         ok = parts[i]!.length > 0;
         if (s === ':name') name = parts[i]!;
+        else if (s === ':ns') ns = parts[i]!;
       } else ok = s === parts[i];
     }
     if (!ok) continue;
@@ -109,7 +111,8 @@ export function matchRequest(method: string, url: string): RequestMatch {
       template: c.path.template,
       op,
       action,
-      namespace: names?.as === 'namespace' ? value : null,
+      // `:ns` names the namespace where `:name` names something inside it (a KMS key).
+      namespace: names?.as === 'namespace' ? value : ns === null ? null : routedSegment(ns).slice(0, 64),
       path: names?.as === 'path' ? value : null,
     };
   }

@@ -72,7 +72,12 @@ export interface Operation<Q = unknown, B = unknown> {
   body?: Schema<B> | undefined;
   /** An absent body is read as `{}` (else it fails the schema). */
   bodyMayBeAbsent?: boolean | undefined;
-  /** A read that changes state (a one-time key): records an audit intent before it runs, like a write. */
+  /**
+   * Whether the request may change stored state, when its method says otherwise: `true` for a
+   * read that does (a one-time key: an audit intent is recorded before it runs, like a write),
+   * `false` for a POST that changes nothing (a KMS encryption: no intent; its entry is still
+   * durable before the response leaves). Unset: every method but GET/HEAD/OPTIONS may.
+   */
   changesState?: boolean | undefined;
   /**
    * The handler records the audit intent inside the transaction of its change
@@ -163,6 +168,11 @@ export function single(template: string, method: Method, operation: Operation): 
 export interface AuditTarget {
   namespace: string;
   path: string | undefined;
+}
+
+/** Names the version (of a secret or KMS key) a handler used, for its audit entry. */
+export function auditVersion(res: Response, version: number): void {
+  res.locals.auditVersion = version;
 }
 
 /**

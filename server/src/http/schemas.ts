@@ -113,7 +113,8 @@ const positiveInt = z
   .transform(Number)
   .refine((n) => n <= INT4_MAX, `must be at most ${INT4_MAX}`);
 
-export const readQuery = z.object({ version: positiveInt.optional() }).strict();
+/** min_version: read-your-writes across servers (the version a write returned; see SecretService.read). */
+export const readQuery = z.object({ version: positiveInt.optional(), min_version: positiveInt.optional() }).strict();
 
 export const pageQuery = (maxPageSize: number) =>
   z

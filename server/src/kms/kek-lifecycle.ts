@@ -23,7 +23,7 @@
  * The server runs rotation, shredding and rewrap as scheduler jobs
  * (kek-jobs.ts, jobs/scheduler.ts); the queries are storage/repos/kek-lifecycle.ts.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { KekStatus, ShredSchedule } from '@coffer/sdk/api';
 import type { Keyring } from '../keyring/keyring.js';
 import { addEncryptions, type KekUsage } from '../keyring/usage.js';
@@ -47,6 +47,19 @@ export interface KekLifecycleOptions {
    * cannot be undone); the audit log's own fail-closed rule then stops requests.
    */
   audit?: (event: BackgroundAuditEvent) => Promise<void>;
+  /**
+   * The KMS's named-key versions, also wrapped by the namespace KEK (kms/named-keys): the job
+   * moves them to the target version too, and retires an old version only once neither a DEK
+   * nor a key version references it.
+   */
+  namedKeys?: NamedKeyVersions | undefined;
+}
+
+/** What the rewrap job needs of the named keys (NamedKeys implements it). */
+export interface NamedKeyVersions {
+  /** Moves up to `limit` key versions to `target` in `trx`; 0 when none is left. */
+  rewrapToKek(namespaceId: string, target: number, trx: Transaction<Database>, limit?: number): Promise<number>;
+  countToRewrap(namespaceId: string, target: number, executor?: Transaction<Database>): Promise<number>;
 }
 
 /** A change no request asked for: scheduled or usage-limit rotation, retirement, destruction. */
@@ -90,7 +103,7 @@ export class KekLifecycle {
         const row = await this.repo.namespace(ns.id, trx);
         const keys = await this.repo.keys(ns.id, trx);
         const job = await this.repo.rewrapJob(ns.id, trx);
-        const remaining = job && job.state === 'running' ? await countDeksToRewrap(trx, ns.id, job.target_version) : 0;
+        const remaining = job && job.state === 'running' ? await this.countToRewrap(trx, ns.id, job.target_version) : 0;
         return { row, keys, job, remaining };
       });
     const current = keys.find((k) => k.version === row.current_kek_version);
@@ -156,13 +169,20 @@ export class KekLifecycle {
         await this.repo.advanceRewrap(namespaceId, last, done, now, trx);
         return 'more';
       }
-      // Past the last secret. Nothing can be left (writes since the rotation use the target);
+      // Past the last secret: the named keys' versions next (a few per key, so all in this
+      // transaction, in batches of the same size).
+      let keyVersions = 0;
+      const namedKeys = this.options.namedKeys;
+      for (let n = 0; namedKeys && (n = await namedKeys.rewrapToKek(namespaceId, target, trx, this.options.rewrapBatchSize)) > 0; ) keyVersions += n;
+      if (keyVersions > 0) await addEncryptions(trx, namespaceId, target, keyVersions);
+      const finished = done + keyVersions;
+      // Nothing can be left (writes since the rotation use the target);
       // if something is, it came from outside Coffer: start another pass rather than retire wrongly.
-      if ((await countDeksToRewrap(trx, namespaceId, target)) > 0) {
-        await this.repo.advanceRewrap(namespaceId, null, done, now, trx);
+      if ((await this.countToRewrap(trx, namespaceId, target)) > 0) {
+        await this.repo.advanceRewrap(namespaceId, null, finished, now, trx);
         return 'more';
       }
-      await this.repo.completeRewrap(namespaceId, done, now, trx);
+      await this.repo.completeRewrap(namespaceId, finished, now, trx);
       await retireUnreferenced(trx, namespaceId, target);
       // Cached rows still name the old version (still readable): drop them so no cache refers to retired keys.
       await publishChange(this.changes, trx, changeEvents.namespace(ns.name));
@@ -176,6 +196,12 @@ export class KekLifecycle {
       await this.record({ action: 'namespace.kek.retire', namespace: completedNamespace, kekVersion: completedTarget });
     }
     return outcome;
+  }
+
+  /** DEKs and named-key versions of a namespace still under a KEK version other than `target`. */
+  private async countToRewrap(trx: Transaction<Database>, namespaceId: string, target: number): Promise<number> {
+    const keys = this.options.namedKeys ? await this.options.namedKeys.countToRewrap(namespaceId, target, trx) : 0;
+    return (await countDeksToRewrap(trx, namespaceId, target)) + keys;
   }
 
   /** Runs every running rewrap job to completion (or until `signal` aborts, or another server has it). */

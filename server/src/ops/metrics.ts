@@ -87,6 +87,28 @@ export class CofferMetrics {
       registers,
     });
 
+    // Per node: every server serves its own /v1/sys/metrics; these say which one it is and which
+    // background jobs it is running (each runs on one server at a time, under a cluster-wide lock).
+    new Gauge({
+      name: 'coffer_node_info',
+      help: 'Always 1; the node label is the server\'s id (as in /v1/sys/health)',
+      labelNames: ['node'],
+      registers,
+      collect() {
+        this.reset();
+        this.set({ node: core.node }, 1);
+      },
+    });
+    new Gauge({
+      name: 'coffer_job_ran_here',
+      help: '1 when this server ran the job\'s last run (held its lock), 0 when another server held it',
+      labelNames: ['job'],
+      registers,
+      collect() {
+        this.reset();
+        for (const job of core.jobs()) if (job.last !== null) this.set({ job: job.name }, job.last === 'busy' ? 0 : 1);
+      },
+    });
     new Gauge({
       name: 'coffer_initialized',
       help: '1 when the server is initialised (a root key exists), else 0',

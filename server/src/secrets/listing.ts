@@ -56,6 +56,11 @@ export async function listFolder(
   return { keys: items.map((e) => e.key), next_cursor };
 }
 
+/** Would a listing of `folder` (recursive) show the secret at `path` to this caller? The rule above, for one path. */
+export function listedUnder(folder: string, path: string, mayList: MayList): boolean {
+  return hiddenFolder(folder, path, mayList) === null && mayList(path);
+}
+
 /** The first folder strictly below `folder` on the way to `path` that the caller may not list, or null. */
 function hiddenFolder(folder: string, path: string, mayList: MayList): string | null {
   for (let i = path.indexOf('/', folder.length); i !== -1; i = path.indexOf('/', i + 1)) {

@@ -35,7 +35,7 @@ export interface RotateKekOptions {
 const iso = (d: Date) => d.toISOString();
 
 /** The tables a namespace's life touches. */
-export type NamespaceRepos = Pick<Repos, 'namespaces' | 'namespaceKeys' | 'secrets' | 'rewrapJobs'>;
+export type NamespaceRepos = Pick<Repos, 'namespaces' | 'namespaceKeys' | 'secrets' | 'rewrapJobs' | 'kmsKeys'>;
 
 export class NamespaceService {
   /** Called after a rotation commits (wakes the rewrap job runner). */
@@ -75,7 +75,9 @@ export class NamespaceService {
       );
       await namespaceKeys.markOthersRetiring(ns.id, version, trx);
       await namespaces.update(ns.id, { current_kek_version: version, updated_at: new Date() }, trx);
-      const total = await secrets.countDeksToRewrap(ns.id, version, trx);
+      // The DEKs and the KMS's named-key versions (kms/named-keys), both wrapped by the KEK: retiring the
+      // old version while either still references it would label a needed key as unused.
+      const total = (await secrets.countDeksToRewrap(ns.id, version, trx)) + (await this.repos.kmsKeys.countUnderOtherKek(ns.id, version, trx));
       await rewrapJobs.restart(ns.id, version, total, new Date(), trx);
       if (total === 0) await namespaceKeys.retireUnreferenced(ns.id, version, trx);
       return { id: ns.id, version, created_at: inserted.created_at, total };

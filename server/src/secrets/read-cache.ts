@@ -12,6 +12,8 @@
  *   re-insert what a concurrent write just invalidated;
  * - if the change feed is interrupted, the cache is emptied and stays off
  *   until the feed is back.
+ * - a reader who has seen a newer version than the cached one (min_version,
+ *   e.g. its own write through another server) skips the entry.
  * The TTL only bounds how long a change made behind Coffer's back (directly
  * in the database) can go unseen.
  */
@@ -56,12 +58,16 @@ export class SecretReadCache {
     return this.gen;
   }
 
-  get(namespace: string, path: string): CachedVersion | undefined {
+  /**
+   * The cached latest version; none when it is older than `minVersion` (a reader who has seen a
+   * newer one, whose notification has not arrived yet: the entry goes, the database answers).
+   */
+  get(namespace: string, path: string, minVersion = 0): CachedVersion | undefined {
     if (!this.enabled) return undefined;
     const key = namespace + SEP + path;
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    if (entry.expiresAt <= this.now()) {
+    if (entry.expiresAt <= this.now() || entry.value.version < minVersion) {
       this.entries.delete(key);
       return undefined;
     }

@@ -15,7 +15,7 @@ import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
 import type { NamespaceService } from './namespace-service.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
-import { listFolder, type MayList } from './listing.js';
+import { listFolder, listedUnder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
 import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
@@ -140,9 +140,14 @@ export class SecretService {
     }
   }
 
-  async read(namespace: string, path: string, version?: number): Promise<SecretVersion> {
+  /**
+   * `minVersion`: the reader has seen that version (its own write, perhaps on another server), so a
+   * cached older one is not served; the database always has the newest committed version. Closes
+   * the window between a commit on one server and its notification reaching this one.
+   */
+  async read(namespace: string, path: string, version?: number, minVersion?: number): Promise<SecretVersion> {
     checkSecretPath(path);
-    const row = version === undefined ? await this.readLatestRow(namespace, path) : await this.readRow(namespace, path, version);
+    const row = version === undefined ? await this.readLatestRow(namespace, path, minVersion) : await this.readRow(namespace, path, version);
     if (!row) {
       await this.namespaces.resolve(namespace);
       throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
@@ -180,9 +185,9 @@ export class SecretService {
   }
 
   /** The latest version's stored row: from the read cache, or the database (then cached). */
-  private async readLatestRow(namespace: string, path: string): Promise<StoredVersion | undefined> {
+  private async readLatestRow(namespace: string, path: string, minVersion?: number): Promise<StoredVersion | undefined> {
     const cache = this.changes.cache;
-    const cached = cache.get(namespace, path);
+    const cached = cache.get(namespace, path, minVersion);
     if (cached) return { ...cached, deletion_date: null };
     const generation = cache.generation;
     const row = await this.readRow(namespace, path);
@@ -217,9 +222,12 @@ export class SecretService {
   }
 
   /**
-   * The latest readable version of every secret under a folder, decrypted, in
-   * path order — what a pipeline injects. `mayRead` filters out what the
-   * caller may not see; deleted and destroyed latest versions are skipped.
+   * The latest version of every secret under a folder, decrypted, in path
+   * order — what a pipeline injects. Secrets the caller may `read` are
+   * returned; those it may only list (listing.ts's rule) are named in
+   * `withheld`, so a partial set is never mistaken for the whole; the rest are
+   * not named. Deleted and destroyed latest versions are skipped. Nothing
+   * visible at all under the folder is a 404: a misspelt folder is not empty.
    *
    * Returns the BulkPage as the JSON text `JSON.stringify` makes of it, built
    * row by row as each value is decrypted: a value's plaintext is the JSON
@@ -228,15 +236,27 @@ export class SecretService {
    * AEAD). It cannot leave before the request's audit entry is durable, so
    * the text is one body, not a stream.
    */
-  async bulkRead(namespace: string, folder: string, page: PageRequest, mayRead: (path: string) => boolean): Promise<string> {
+  async bulkRead(
+    namespace: string,
+    folder: string,
+    page: PageRequest,
+    access: { mayRead: (path: string) => boolean; mayList: MayList },
+  ): Promise<string> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
     const fetch = (after: string, n: number) => this.repos.secrets.currentVersionsPage(ns.id, folder, after, n);
-    // Filtered before the page is cut, so a page is full while readable secrets remain and the
-    // cursor is always a path the caller was given.
-    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => mayRead(r.path));
+    // Filtered before the page is cut, so a page is full while visible secrets remain and the
+    // cursor is always a path the caller was given (as a secret or a withheld name).
+    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => access.mayRead(r.path) || listedUnder(folder, r.path, access.mayList));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
-    const stored = items.map((row) => {
+    if (items.length === 0 && page.after === '') throw notFound(`no secrets under ${namespace}:${folder || '/'}`);
+    const readable: typeof items = [];
+    const withheld: string[] = [];
+    for (const row of items) {
+      if (access.mayRead(row.path)) readable.push(row);
+      else withheld.push(row.path);
+    }
+    const stored = readable.map((row) => {
       if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
         throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
       }
@@ -246,13 +266,13 @@ export class SecretService {
     const head = `{"namespace":${JSON.stringify(namespace)},"path":`;
     let text = `{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`;
     await this.keyring.decryptValues(ns.id, stored, (plaintext, i) => {
-      const row = items[i]!;
+      const row = readable[i]!;
       text +=
         (i === 0 ? head : ',' + head) +
         `${JSON.stringify(row.path)},"version":${row.version},"type":${JSON.stringify(row.type)},"data":${decoder.decode(plaintext)},` +
         `"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`;
     });
-    return `${text}],"next_cursor":${JSON.stringify(next_cursor)}}`;
+    return `${text}],"withheld":${JSON.stringify(withheld)},"next_cursor":${JSON.stringify(next_cursor)}}`;
   }
 
   async history(namespace: string, path: string): Promise<SecretHistory> {

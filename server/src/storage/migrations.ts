@@ -384,6 +384,27 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0009_login_failures': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // Login failures shared by every server on this database (auth/login-guard.ts), so N servers
+        // do not give a guesser N times the budget. One row per (subject, client address or /64);
+        // client '' is the subject's count across all clients (the ceiling that locks it for everyone).
+        `create table login_failures (
+          subject text collate "C" not null,
+          client text collate "C" not null,
+          failures int not null check (failures >= 1),
+          locked_until timestamptz,
+          updated_at timestamptz not null default now(),
+          primary key (subject, client)
+        )`,
+        // Pruning finds rows nobody has failed on for a while.
+        `create index login_failures_updated on login_failures (updated_at)`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

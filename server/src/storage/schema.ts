@@ -295,7 +295,17 @@ export interface KmsKeyVersionTable {
   created_at: Generated<Date>;
 }
 
+/** Shared login lockout state (storage/repos/login-failures.ts); client '' = across all clients. */
+export interface LoginFailureTable {
+  subject: string;
+  client: string;
+  failures: number;
+  locked_until: Date | null;
+  updated_at: Timestamp;
+}
+
 export interface Database {
+  login_failures: LoginFailureTable;
   import_keys: ImportKeyTable;
   escrow_requests: EscrowRequestTable;
   audit_log: AuditLogTable;

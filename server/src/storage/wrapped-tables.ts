@@ -154,6 +154,7 @@ export const TABLES: { readonly [T in TableName]: TableClass } = {
   kek_rewrap_jobs: { kind: 'plain' },
   escrow_requests: { kind: 'plain' },
   tokens: { kind: 'plain' },
+  login_failures: { kind: 'plain' },
   policies: { kind: 'plain' },
   users: { kind: 'plain' },
   groups: { kind: 'plain' },

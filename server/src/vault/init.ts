@@ -12,6 +12,7 @@
  * the init does not commit.
  */
 import type { Transaction } from 'kysely';
+import { changeEvents, publishEvent } from '../cluster/events.js';
 import { TOKEN_SIGNING_KEY, newAccessor, rootTokenClaims, signToken } from '../auth/tokens.js';
 import { generateKeyMaterial, sealWithKey, zeroize } from '../crypto/aead.js';
 import { aad } from '../crypto/context.js';
@@ -71,9 +72,12 @@ export function init(
         // What every init stores besides the seal configuration: the wrapped token-signing key and the first root token's row.
         await repos.systemKeys.insert({ name: TOKEN_SIGNING_KEY, version: 1, wrapped_key: wrappedSigningKey, root_version: rootVersion }, trx);
         await repos.tokens.insertRoot(accessor, trx);
+        // Servers started before this init learn of it at the commit (cluster/dispatch.ts).
+        await publishEvent(vault.deps.changes, trx, changeEvents.init());
         await beforeCommit?.(trx);
       });
       await vault.load();
+      vault.deps.onTransition?.('initialised', { seal_type: seal.type, shares, threshold });
       if (autoUnseal) {
         // Unseal right away: the seal is here, nobody needs to type a share.
         await vault.unsealWith(fresh.root);

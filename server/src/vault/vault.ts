@@ -11,7 +11,7 @@
  */
 import type { Kysely } from 'kysely';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { JobScheduler } from '../jobs/scheduler.js';
+import type { JobScheduler, JobStatus } from '../jobs/scheduler.js';
 import { sealedError } from '../errors.js';
 import type { RootKey } from '../seal/root-key.js';
 import type { ImportDevice, Seal, SealCapabilities, Seals } from '../seal/seal.js';
@@ -31,9 +31,11 @@ export interface VaultDeps {
   changes: Pick<ChangeFeed, 'publish'>;
   audit: Pick<AuditLog, 'checkpointNow' | 'close'>;
   /** Setup: the services around a root key (keyring → services), and their background jobs to start once in place. */
-  open(root: RootKey): Promise<{ services: Services; jobs: Pick<JobScheduler, 'start' | 'stop'> }>;
+  open(root: RootKey): Promise<{ services: Services; jobs: Pick<JobScheduler, 'start' | 'stop' | 'status'> }>;
   /** Teardown steps that run at every seal before the services are dropped, in order. */
   preSeal: ReadonlyArray<() => void>;
+  /** Told of each state change (for the server log); never given key material. */
+  onTransition?: (state: 'initialised' | 'unsealed' | 'sealed', fields: Record<string, unknown>) => void;
 }
 
 export class Vault {
@@ -48,9 +50,11 @@ export class Vault {
   /** Sealed through POST /v1/sys/seal: an auto-unseal seal then opens only with the recovery shares (or a restart). */
   sealedByOperator = false;
   /** The background jobs of the services while unsealed (jobs/scheduler.ts). */
-  private jobs: Pick<JobScheduler, 'start' | 'stop'> | null = null;
+  private jobs: Pick<JobScheduler, 'start' | 'stop' | 'status'> | null = null;
   /** Serialises the transitions so two operators cannot interleave them. */
   private transition: Promise<unknown> = Promise.resolve();
+  /** When seal_config was last looked at while uninitialised (lookForInit). */
+  private lastLook = 0;
 
   constructor(readonly deps: VaultDeps) {}
 
@@ -61,6 +65,22 @@ export class Vault {
   /** Reads the seal configuration; the server starts sealed. */
   async load(): Promise<void> {
     this.config = await this.deps.repos.sealConfig.find();
+  }
+
+  /**
+   * While this server has seen no init, reads seal_config again (throttled to once a second
+   * unless `force`): an init on another server shows here without a restart, even when its
+   * change notification was missed. True when this call found it. Never turns a configuration
+   * back into none (an init in this process may have loaded one meanwhile).
+   */
+  async lookForInit(force = false): Promise<boolean> {
+    const now = Date.now();
+    if (this.config || (!force && now - this.lastLook < 1000)) return false;
+    this.lastLook = now;
+    const found = await this.deps.repos.sealConfig.find();
+    if (!found || this.config) return false;
+    this.config = found;
+    return true;
   }
 
   /** The seal a configuration names. */
@@ -87,6 +107,11 @@ export class Vault {
     };
   }
 
+  /** This server's background jobs and what each did last (empty while sealed). */
+  jobStatus(): JobStatus[] {
+    return this.jobs?.status() ?? [];
+  }
+
   /** The unsealed services, or 503 sealed. */
   services(): Services {
     if (!this.unsealed) throw sealedError();
@@ -109,6 +134,7 @@ export class Vault {
     this.unsealed = opened.services;
     this.jobs = opened.jobs;
     opened.jobs.start();
+    this.deps.onTransition?.('unsealed', { seal_type: this.config?.sealType, root_version: this.config?.rootVersion });
   }
 
   /** Zeroes every key in memory; data endpoints answer 503 until the next unseal. */
@@ -117,9 +143,11 @@ export class Vault {
       // Sign the chain's head while the key is still here.
       await this.deps.audit.checkpointNow().catch(() => undefined);
       await this.jobs?.stop();
+      const wasUnsealed = this.unsealed !== null;
       this.dropKeys();
       // Auto-unseal seals: a deliberate seal is not undone by an anonymous POST /v1/sys/unseal {}.
       this.sealedByOperator = true;
+      if (wasUnsealed) this.deps.onTransition?.('sealed', { by: 'operator' });
       return this.status();
     });
   }

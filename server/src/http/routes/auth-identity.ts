@@ -163,15 +163,15 @@ export const identityPaths: RoutePath[] = [
     remove: (s, name) => s.cert.deleteRole(name),
   }),
 
-  // --- lockouts (per server process: the counters are not shared between servers) ---
+  // --- lockouts (kept in the database: an unlock on one server lifts them on all) ---
   single('/v1/auth/userpass/users/:name/unlock', 'POST', op({
     action: 'auth.userpass.users.unlock',
     access: admin('unlocking users'),
     body: emptyBody,
     bodyMayBeAbsent: true,
-    handler: (req, res, { core, body }) => {
+    handler: async (req, res, { core, body }) => {
       body();
-      res.json({ unlocked: core.services().userpass.unlock(nameParam(req)) });
+      res.json({ unlocked: await core.services().userpass.unlock(nameParam(req)) });
     },
   })),
   single('/v1/auth/approle/roles/:name/unlock', 'POST', op({

@@ -85,7 +85,7 @@ const SECRET: RoutePath = {
     GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query, authorize }) => {
       authorize(t.namespace, t.path);
       const q = query();
-      res.json(await core.services().secrets.read(t.namespace, t.path, q.version));
+      res.json(await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
     }),
     // A write is one transaction: its audit intent commits with it (one group commit less per write).
     PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
@@ -223,14 +223,14 @@ export const secretsMount: Mount = {
   },
 };
 
-/** GET /v1/bulk/{namespace}/{folder/}: every readable latest value under the folder, in one call. */
+/** GET /v1/bulk/{namespace}/{folder/}: every readable latest value under the folder, in one call, and the names withheld. */
 const BULK: RoutePath = {
   template: '/v1/bulk/:ns/:folder',
   ops: {
     GET: op({
       action: 'secret.bulk_read',
       // A bulk read is a listing of the folder plus a read of each secret in it: it needs `list`
-      // on the folder and returns only the secrets the caller may `read`.
+      // on the folder, returns the secrets the caller may `read` and names those it may only list.
       access: on('list'),
       query: ({ maxPageSize }) => pageQuery(maxPageSize).omit({ recursive: true }),
       handler: async (req, res, { core, maxPageSize, query, authorize }) => {
@@ -240,11 +240,10 @@ const BULK: RoutePath = {
         const principal = principalOf(res);
         authorize(t.namespace, t.path);
         const q = query();
-        const body = await core
-          .services()
-          .secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (path) =>
-            isAllowed(principal, 'read', t.namespace, path),
-          );
+        const body = await core.services().secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, {
+          mayRead: (path) => isAllowed(principal, 'read', t.namespace, path),
+          mayList: (path) => isAllowed(principal, 'list', t.namespace, path),
+        });
         // The page is JSON text already (see bulkRead); the same headers as res.json.
         if (!res.get('Content-Type')) res.set('Content-Type', 'application/json');
         res.send(body);

@@ -22,8 +22,9 @@ export const sysMount: Mount = {
           action: 'sys.seal-status',
           access: PUBLIC,
           query: emptyQuery,
-          handler: (_req, res, ctx) => {
+          handler: async (_req, res, ctx) => {
             ctx.query();
+            await ctx.core.lookForInit();
             res.json(ctx.core.status());
           },
         }),
@@ -31,15 +32,17 @@ export const sysMount: Mount = {
     },
     {
       // Load-balancer friendly: 200 active, 503 sealed, 501 not initialised (Vault's codes), each
-      // overridable (?sealedcode=200 turns it into a liveness probe). No HA yet: never a standby.
+      // overridable (?sealedcode=200 turns it into a liveness probe). Every server is active (never a
+      // standby); `node` and `jobs` say which server answered and which background jobs it runs.
       template: '/v1/sys/health',
       ops: {
         GET: op({
           action: 'sys.health',
           access: PUBLIC,
           query: healthQuery,
-          handler: (_req, res, { core, query }) => {
+          handler: async (_req, res, { core, query }) => {
             const q = query();
+            await core.lookForInit();
             const s = core.status();
             const standby = false;
             const status = !s.initialized
@@ -54,6 +57,8 @@ export const sysMount: Mount = {
               sealed: s.sealed,
               standby,
               server_time_utc: Math.floor(Date.now() / 1000),
+              node: core.node,
+              jobs: core.jobs(),
             } satisfies HealthStatus);
           },
         }),
@@ -70,6 +75,7 @@ export const sysMount: Mount = {
           handler: async (_req, res, { core, query }) => {
             query();
             const database = await core.pingDatabase(READY_DB_TIMEOUT_MS);
+            await core.lookForInit();
             const s = core.status();
             const audit = core.audit.enabled ? core.audit.state : undefined;
             const ready = s.initialized && !s.sealed && database === 'ok' && (audit === undefined || audit === 'ok');
@@ -83,6 +89,8 @@ export const sysMount: Mount = {
                 // lasts until an audit write succeeds again (one is retried every few seconds).
                 ...(audit === undefined ? {} : { audit }),
               },
+              node: core.node,
+              jobs: core.jobs(),
             });
           },
         }),

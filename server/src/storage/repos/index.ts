@@ -19,6 +19,7 @@ import { namespacesRepo } from './namespaces.js';
 import { rewrapJobsRepo } from './rewrap-jobs.js';
 import { rootWrappedRepo } from './root-wrapped.js';
 import { kmsKeysRepo } from './kms-keys.js';
+import { loginFailuresRepo } from './login-failures.js';
 import { policiesRepo } from './policies.js';
 import { sealConfigRepo } from './seal-config.js';
 import { secretsRepo } from './secrets.js';
@@ -47,6 +48,7 @@ export function createRepos(db: Kysely<Database>) {
     approle: approleRepo(db),
     jwt: jwtRepo(db),
     cert: certRepo(db),
+    loginFailures: loginFailuresRepo(db),
   };
 }
 
