@@ -66,6 +66,9 @@ export interface AuditStore {
   intents: AuditIntentsRepo;
 }
 
+/** The transaction of a change its request's intent is recorded in (`intendWithin`). */
+export type ChangeTransaction = Transaction<Database>;
+
 /** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
   new CofferError('unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
@@ -168,6 +171,22 @@ export class AuditLog {
     if (this.stalled || this.closed) throw auditUnavailable();
     try {
       await this.withTimeout(this.intents.record(storable(draft), new Date()));
+    } catch (err) {
+      this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded; the request was refused');
+      throw auditUnavailable();
+    }
+  }
+
+  /**
+   * `intend` inside the transaction of the request's change (see intents.ts
+   * `recordWithin`): throws `auditUnavailable` (→ 503) if it cannot, which
+   * rolls the change back. Its entry is then appended with `{ intent: true }`.
+   */
+  async intendWithin(trx: ChangeTransaction, draft: AuditDraft): Promise<void> {
+    if (!this.enabled) return;
+    if (this.stalled || this.closed) throw auditUnavailable();
+    try {
+      await this.intents.recordWithin(trx, storable(draft), new Date());
     } catch (err) {
       this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded; the request was refused');
       throw auditUnavailable();
