@@ -19,6 +19,9 @@ import {
   type KmsHmac,
   type KmsKeyConfigUpdate,
   type KmsKeyCreate,
+  type KmsKeyExport,
+  type KmsKeyExportRequest,
+  type KmsKeyImport,
   type KmsKeyInfo,
   type KmsKeyPage,
   type KmsKeySummary,
@@ -31,6 +34,7 @@ import {
   type KmsTrimResult,
   type KmsVerification,
 } from './api/kms.js';
+import type { ImportAlgorithm, ImportParams } from './api/keys.js';
 import { envelopeDecrypt, envelopeEncrypt, transformFile, type EnvelopeMeta, type EnvelopeOptions, type FileOptions } from './envelope.js';
 import { invalidArgument } from './errors.js';
 import { checkNamespace } from './names.js';
@@ -121,6 +125,29 @@ export class KmsKeysApi {
       body: { min_available_version: minAvailableVersion },
       idempotent: true,
     });
+  }
+
+  /**
+   * BYOK, step 1: a one-time RSA-3072 wrapping key of the namespace (24 hours).
+   * Not retried: each call makes a wrapping key.
+   */
+  async importParams(namespace: string, name: string, algorithm: ImportAlgorithm = 'RSA_AES_KEY_WRAP_SHA_256'): Promise<ImportParams> {
+    return this.http.request({ method: 'GET', path: KMS_PATHS.importParams(checkNamespace(namespace), checkKeyName(name)), query: { algorithm }, idempotent: false });
+  }
+
+  /** BYOK, step 2: a new key (origin external) from material wrapped under the import parameters. The token is spent either way. */
+  async import(namespace: string, name: string, request: KmsKeyImport): Promise<KmsKeyInfo> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.import(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: false });
+  }
+
+  /** The next version of an imported key from wrapped material. */
+  async importVersion(namespace: string, name: string, request: { import_token: string; encrypted_key_material: string }): Promise<KmsKeyInfo> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.importVersion(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: false });
+  }
+
+  /** One version of an exportable key, wrapped under `request.public_key` (see unwrapExport in the README). */
+  async export(namespace: string, name: string, request: KmsKeyExportRequest): Promise<KmsKeyExport> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.export(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: true });
   }
 
   /** Only a key with deletion_allowed; everything it encrypted is lost. */
