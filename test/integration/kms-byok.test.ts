@@ -3,7 +3,7 @@
 // format, Ed25519 and ECDSA signatures), imported versions, exports wrapped under the caller's RSA
 // key that open to the key in use, refusals (non-exportable, locked, wrong type, reused token, no
 // key-admin) that change nothing, and audit entries without key bytes — real server, PGlite.
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
+import { constants, createCipheriv, createDecipheriv, createPrivateKey, privateDecrypt, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
 import type { RunningServer } from '@coffer/server/server';
 import { escrowKeyPair, unwrapEscrow, wrapForImport, type WrapAlgorithm } from '../helpers/byok.js';
 import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
@@ -128,6 +128,20 @@ describe('BYOK and export of named keys', () => {
       const local = nodeSign(hash, message, pair.privateKey).toString('base64');
       expect((await call('POST', `/v1/kms/${NS}/verify/${name}`, { input: b64(message), signature: `coffer:v1:${local}` })).body).toEqual({ valid: true });
     }
+  }, 60_000);
+
+  it('imports an RSA-4096 private key (the largest material): Coffer encrypts, node:crypto decrypts with the documented OAEP label', async () => {
+    const pair = generateKeyPairSync('rsa', { modulusLength: 4096 });
+    const res = await call('POST', `/v1/kms/${NS}/keys/imp-rsa/import`, { type: 'rsa-4096', ...(await wrapped('imp-rsa', pair.privateKey.export({ format: 'der', type: 'pkcs8' }))) });
+    expect(res.status).toBe(201);
+    const enc = await call('POST', `/v1/kms/${NS}/encrypt/imp-rsa`, { plaintext: b64('small secret'), associated_data: b64('ctx') });
+    const bytes = Buffer.from(enc.body.ciphertext.replace(/^coffer:v1:/, ''), 'base64');
+    expect(bytes[0]).toBe(3);
+    const plain = privateDecrypt(
+      { key: pair.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256', oaepLabel: dataAad(await keyId('imp-rsa'), 1, Buffer.from('ctx')) },
+      bytes.subarray(9),
+    );
+    expect(plain.toString()).toBe('small secret');
   }, 60_000);
 
   it('refuses bad imports with a 4xx and creates nothing; a spent token stays spent', async () => {
