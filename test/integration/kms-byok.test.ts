@@ -3,10 +3,12 @@
 // format, Ed25519 and ECDSA signatures), imported versions, exports wrapped under the caller's RSA
 // key that open to the key in use, refusals (non-exportable, locked, wrong type, reused token, no
 // key-admin) that change nothing, and audit entries without key bytes — real server, PGlite.
-import { constants, createCipheriv, createDecipheriv, createPrivateKey, privateDecrypt, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
+import { constants, createCipheriv, createDecipheriv, createHmac, createPrivateKey, privateDecrypt, createPublicKey, generateKeyPairSync, randomBytes, sign as nodeSign, verify as nodeVerify } from 'node:crypto';
 import type { RunningServer } from '@coffer/server/server';
 import { escrowKeyPair, unwrapEscrow, wrapForImport, type WrapAlgorithm } from '../helpers/byok.js';
+import { describeIfSoftHsm } from '../helpers/env.js';
 import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
+import { createSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 const b64 = (s: string | Uint8Array) => Buffer.from(s).toString('base64');
 const NS = 'byok-k';
@@ -257,4 +259,54 @@ describe('BYOK and export of named keys', () => {
     for (const s of secrets) expect(bodies.includes(s)).toBe(false);
     expect(bodies).not.toMatch(/encrypted_key_material|wrapped_key_material|PRIVATE KEY/);
   });
+});
+
+// Under the PKCS#11 seal the wrapping key's private half lives in the HSM: SHA-256 imports of any
+// length go through the token's raw RSA; SHA-1 ones (which would unwrap into an HSM AES key object) refuse.
+describeIfSoftHsm('BYOK of named keys under the PKCS#11 seal (SoftHSM2)', () => {
+  let hsm: SoftHsm;
+  let store: TestStore;
+  let server: RunningServer;
+  let root: string;
+  const call = (method: string, path: string, body?: unknown) => api(server.url, method, path, { token: root, ...(body === undefined ? {} : { body }) });
+  beforeAll(async () => {
+    hsm = createSoftHsm(['kms-byok']);
+    store = await createStore('pglite');
+    server = await startTestServer(store, { kekRunJobs: false, ...hsm.config('kms-byok') });
+    const init = await api(server.url, 'POST', '/v1/sys/init', { body: { recovery_shares: 1, recovery_threshold: 1 } });
+    expect(init.status).toBe(200);
+    root = init.body.root_token as string;
+    expect((await call('POST', '/v1/namespaces', { name: 'hsm-ns' })).status).toBe(201);
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+    await store?.cleanup();
+    hsm?.cleanup();
+  });
+
+  it('imports a 512-bit HMAC key and an Ed25519 key with the SHA-256 algorithms; refuses SHA-1 ones', async () => {
+    const mac = randomBytes(64);
+    const p1 = await call('GET', '/v1/kms/hsm-ns/keys/mac/import-params?algorithm=RSA_AES_KEY_WRAP_SHA_256');
+    expect(p1.body.wrapping_key_origin).toBe('hsm');
+    const r1 = await call('POST', '/v1/kms/hsm-ns/keys/mac/import', { type: 'hmac-sha512', import_token: p1.body.import_token, encrypted_key_material: wrapForImport(mac, p1.body.public_key, 'RSA_AES_KEY_WRAP_SHA_256') });
+    expect(r1.status).toBe(201);
+    const tag = await call('POST', '/v1/kms/hsm-ns/hmac/mac', { input: b64('body') });
+    expect(tag.body.hmac).toBe(`coffer:v1:${createHmac('sha512', mac).update('body').digest('base64')}`);
+
+    const ed = generateKeyPairSync('ed25519');
+    const p2 = await call('GET', '/v1/kms/hsm-ns/keys/ed/import-params?algorithm=RSAES_OAEP_SHA_256');
+    const r2 = await call('POST', '/v1/kms/hsm-ns/keys/ed/import', {
+      type: 'ed25519',
+      import_token: p2.body.import_token,
+      encrypted_key_material: wrapForImport(ed.privateKey.export({ format: 'der', type: 'pkcs8' }), p2.body.public_key, 'RSAES_OAEP_SHA_256'),
+    });
+    expect(r2.status).toBe(201);
+    const sig = await call('POST', '/v1/kms/hsm-ns/sign/ed', { input: b64('m') });
+    expect(nodeVerify(null, Buffer.from('m'), ed.publicKey, Buffer.from(sig.body.signature.replace(/^coffer:v1:/, ''), 'base64'))).toBe(true);
+
+    const p3 = await call('GET', '/v1/kms/hsm-ns/keys/sha1/import-params?algorithm=RSA_AES_KEY_WRAP_SHA_1');
+    const r3 = await call('POST', '/v1/kms/hsm-ns/keys/sha1/import', { type: 'aes256-gcm', import_token: p3.body.import_token, encrypted_key_material: wrapForImport(randomBytes(32), p3.body.public_key, 'RSA_AES_KEY_WRAP_SHA_1') });
+    expect([r3.status, r3.body.error?.code ?? r3.body.code]).toEqual([400, 'unsupported_algorithm']);
+    expect((await call('GET', '/v1/kms/hsm-ns/keys/sha1')).status).toBe(404);
+  }, 60_000);
 });
