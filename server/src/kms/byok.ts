@@ -210,7 +210,7 @@ export class ByokService {
 
   /**
    * Spends a namespace import token and unwraps material for a named key
-   * (kms/named-keys/import.ts): any length, which `check` validates (and may
+   * (kms/named-keys/transfer.ts): any length, which `check` validates (and may
    * replace; it zeroes what it refuses). The caller zeroes the result.
    * Under the PKCS#11 seal only the SHA-256 algorithms: the SHA-1 ones unwrap
    * into an HSM AES key object, which holds neither 512-bit HMAC keys nor
