@@ -10,7 +10,7 @@
  *
  * Only what Transport needs is implemented: method, headers, a string body, an
  * AbortSignal, and a response with status, statusText, ok, headers.get() and
- * text(). Redirects are never followed (the SDK asks for redirect: 'error'; a
+ * text() (or a streamed `body`, for backups). Redirects are never followed (the SDK asks for redirect: 'error'; a
  * 3xx is returned as a non-ok response, which the SDK reports as an error).
  * Network failures are thrown as TypeError('fetch failed', { cause }) like
  * fetch does, so the SDK's error messages stay the same.
@@ -25,6 +25,8 @@ interface MiniResponse {
   ok: boolean;
   headers: { get(name: string): string | null };
   text(): Promise<string>;
+  /** The body as a stream, for large downloads; take it before text() (which then holds only what came before). */
+  readonly body: ReadableStream<Uint8Array>;
 }
 
 /** A client certificate to present on HTTPS connections (`coffer login cert`). */
@@ -62,14 +64,42 @@ export function createNodeFetch(clientCert?: ClientCertificate): FetchFn {
   return new Promise<MiniResponse>((resolve, reject) => {
     const req = request(url, options, (res: IncomingMessage) => {
       const chunks: Buffer[] = [];
+      // Set once `body` is taken (a backup download): chunks go to the stream instead, with back-pressure.
+      let sink: ReadableStreamDefaultController<Uint8Array> | null = null;
+      let ended = false;
       // The body is read eagerly: the SDK always reads it, and the timeout must cover it.
       const text = new Promise<string>((resolveText, rejectText) => {
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolveText(Buffer.concat(chunks).toString('utf8')));
-        res.on('error', (err) => rejectText(failed(err, signal)));
-        res.on('aborted', () => rejectText(failed(new Error('aborted'), signal)));
+        res.on('data', (c: Buffer) => {
+          if (!sink) return void chunks.push(c);
+          sink.enqueue(new Uint8Array(c));
+          if ((sink.desiredSize ?? 1) <= 0) res.pause();
+        });
+        res.on('end', () => {
+          ended = true;
+          sink?.close();
+          resolveText(Buffer.concat(chunks).toString('utf8'));
+        });
+        const fail = (err: Error) => {
+          const reason = failed(err, signal);
+          sink?.error(reason);
+          rejectText(reason);
+        };
+        res.on('error', fail);
+        res.on('aborted', () => fail(new Error('aborted')));
       });
       text.catch(() => {}); // surfaced when text() is awaited
+      let body: ReadableStream<Uint8Array> | undefined;
+      const stream = () =>
+        (body ??= new ReadableStream<Uint8Array>({
+          start(controller) {
+            sink = controller;
+            for (const c of chunks.splice(0)) controller.enqueue(new Uint8Array(c));
+            if (ended) controller.close();
+          },
+          pull() {
+            res.resume();
+          },
+        }));
       const status = res.statusCode ?? 0;
       resolve({
         status,
@@ -82,6 +112,9 @@ export function createNodeFetch(clientCert?: ClientCertificate): FetchFn {
           },
         },
         text: () => text,
+        get body() {
+          return stream();
+        },
       });
     });
     req.on('error', (err) => reject(failed(err, signal)));

@@ -8,6 +8,7 @@
 import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
+import type { BackupVerifyResult, RestoreResult } from './api/backup.js';
 import { invalidArgument } from './errors.js';
 import { KmsApi } from './kms.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
@@ -36,6 +37,9 @@ import type {
   VersionsResult,
   WriteResult,
 } from './types.js';
+
+/** The backup file's media type (api/backup.ts; not imported: that module needs node:crypto). */
+const BACKUP_MEDIA_TYPE = 'application/x-ndjson';
 
 export const SDK_VERSION = '0.1.0';
 
@@ -157,6 +161,23 @@ export class SysApi {
 
   async seal(): Promise<SealStatus> {
     return this.http.request({ method: 'POST', path: '/v1/sys/seal', body: {} });
+  }
+
+  /** A backup (admin): the response, its body the backup file to stream to disk (format: @coffer/sdk/api backup.ts). */
+  async backup(): Promise<Response> {
+    return this.http.raw({ method: 'GET', path: '/v1/sys/backup' });
+  }
+
+  /** Proves on this unsealed server that every wrapped key of `backup` opens (admin); answers counts, never keys. */
+  async verifyBackup(backup: string): Promise<BackupVerifyResult> {
+    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/backup/verify', upload: backup, contentType: BACKUP_MEDIA_TYPE });
+    return JSON.parse(await res.text()) as BackupVerifyResult;
+  }
+
+  /** Restores `backup` into this uninitialised server, which is then sealed (unseal with the original shares). Not retried. */
+  async restore(backup: string): Promise<RestoreResult> {
+    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload: backup, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
+    return JSON.parse(await res.text()) as RestoreResult;
   }
 
   /**

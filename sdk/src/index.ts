@@ -62,7 +62,7 @@ export {
   type SealMigrateResult,
   type ShredSchedule,
 } from './keys.js';
-export { KmsApi, KmsKeysApi, type AadOption, type Bytes, type DataKey, type DecryptedData, type SignOptions } from './kms.js';
+export { KmsApi, KmsKeysApi, unwrapKeyExport, type AadOption, type Bytes, type DataKey, type DecryptedData, type SignOptions } from './kms.js';
 export {
   ENVELOPE_DEFAULT_CHUNK,
   ENVELOPE_MAX_CHUNK,

@@ -19,6 +19,9 @@ import {
   type KmsHmac,
   type KmsKeyConfigUpdate,
   type KmsKeyCreate,
+  type KmsKeyExport,
+  type KmsKeyExportRequest,
+  type KmsKeyImport,
   type KmsKeyInfo,
   type KmsKeyPage,
   type KmsKeySummary,
@@ -31,6 +34,8 @@ import {
   type KmsTrimResult,
   type KmsVerification,
 } from './api/kms.js';
+import type { ImportAlgorithm, ImportParams } from './api/keys.js';
+import { constants, createCipheriv, createDecipheriv, privateDecrypt, publicEncrypt, randomBytes, KeyObject } from 'node:crypto';
 import { envelopeDecrypt, envelopeEncrypt, transformFile, type EnvelopeMeta, type EnvelopeOptions, type FileOptions } from './envelope.js';
 import { invalidArgument } from './errors.js';
 import { checkNamespace } from './names.js';
@@ -78,6 +83,29 @@ export interface DataKey {
   plaintext?: Buffer;
 }
 
+/** RFC 5649's alternative IV, as the server (kms/byok.ts, kms/escrow.ts) and `openssl -id-aes256-wrap-pad` use. */
+const KWP_IV = Buffer.from('A65959A6', 'hex');
+const isKeyObject = (m: Uint8Array | KeyObject): m is KeyObject => m instanceof KeyObject;
+
+/**
+ * Opens a key export (KmsKeysApi.export) with the private half of the RSA key
+ * it was wrapped under: the raw key bytes, or the PKCS#8 DER private key
+ * (`material_format`). Overwrite the result (fill(0)) when done.
+ */
+export function unwrapKeyExport(exported: Pick<KmsKeyExport, 'algorithm' | 'wrapped_key_material'>, privateKey: KeyObject): Buffer {
+  const wrapped = Buffer.from(exported.wrapped_key_material, 'base64');
+  const rsa = (data: Buffer) => privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, data);
+  if (exported.algorithm === 'RSAES_OAEP_SHA_256') return rsa(wrapped);
+  const bytes = (privateKey.asymmetricKeyDetails?.modulusLength ?? 0) / 8;
+  const ephemeral = rsa(wrapped.subarray(0, bytes));
+  try {
+    const kwp = createDecipheriv('id-aes256-wrap-pad', ephemeral, KWP_IV);
+    return Buffer.concat([kwp.update(wrapped.subarray(bytes)), kwp.final()]);
+  } finally {
+    ephemeral.fill(0);
+  }
+}
+
 export class KmsKeysApi {
   constructor(private readonly http: Transport) {}
 
@@ -121,6 +149,51 @@ export class KmsKeysApi {
       body: { min_available_version: minAvailableVersion },
       idempotent: true,
     });
+  }
+
+  /**
+   * BYOK, step 1: a one-time RSA-3072 wrapping key of the namespace (24 hours).
+   * Not retried: each call makes a wrapping key.
+   */
+  async importParams(namespace: string, name: string, algorithm: ImportAlgorithm = 'RSA_AES_KEY_WRAP_SHA_256'): Promise<ImportParams> {
+    return this.http.request({ method: 'GET', path: KMS_PATHS.importParams(checkNamespace(namespace), checkKeyName(name)), query: { algorithm }, idempotent: false });
+  }
+
+  /** BYOK, step 2: a new key (origin external) from material wrapped under the import parameters. The token is spent either way. */
+  async import(namespace: string, name: string, request: KmsKeyImport): Promise<KmsKeyInfo> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.import(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: false });
+  }
+
+  /** The next version of an imported key from wrapped material. */
+  async importVersion(namespace: string, name: string, request: { import_token: string; encrypted_key_material: string }): Promise<KmsKeyInfo> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.importVersion(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: false });
+  }
+
+  /** One version of an exportable key, wrapped under `request.public_key` (see unwrapExport in the README). */
+  async export(namespace: string, name: string, request: KmsKeyExportRequest): Promise<KmsKeyExport> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.export(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: true });
+  }
+
+  /**
+   * BYOK in one call: gets import parameters, wraps `material` here
+   * (RSA_AES_KEY_WRAP_SHA_256, so the server never sees it unwrapped in
+   * transit) and imports it — as a new key with `create`, else as the next
+   * version of the imported key. `material`: raw bytes of a symmetric key,
+   * or a private key (KeyObject, or PEM/DER the caller parsed) for asymmetric types.
+   */
+  async importMaterial(namespace: string, name: string, material: Uint8Array | KeyObject, create?: KmsKeyCreate): Promise<KmsKeyInfo> {
+    const params = await this.importParams(namespace, name, 'RSA_AES_KEY_WRAP_SHA_256');
+    const raw = isKeyObject(material) ? material.export({ format: 'der', type: 'pkcs8' }) : Buffer.from(material.buffer, material.byteOffset, material.byteLength);
+    const ephemeral = randomBytes(32);
+    try {
+      const head = publicEncrypt({ key: params.public_key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, ephemeral);
+      const kwp = createCipheriv('id-aes256-wrap-pad', ephemeral, KWP_IV);
+      const wrapped = { import_token: params.import_token, encrypted_key_material: Buffer.concat([head, kwp.update(raw), kwp.final()]).toString('base64') };
+      return create ? await this.import(namespace, name, { ...create, ...wrapped }) : await this.importVersion(namespace, name, wrapped);
+    } finally {
+      ephemeral.fill(0);
+      if (isKeyObject(material)) raw.fill(0);
+    }
   }
 
   /** Only a key with deletion_allowed; everything it encrypted is lost. */

@@ -104,6 +104,36 @@ export class Transport {
     }
   }
 
+  /**
+   * One attempt whose body is a file, not JSON: `upload` is sent as is with
+   * `contentType`, and a 2xx response is returned unread (a backup streams for
+   * longer than any request timeout: the timeout covers only the wait for the
+   * response's headers). Errors are raised as `request` raises them.
+   */
+  async raw(req: { method: Method; path: string; upload?: string; contentType?: string; anonymous?: boolean }): Promise<Response> {
+    const headers: Record<string, string> = { 'User-Agent': this.options.userAgent };
+    if (this.token !== undefined && !req.anonymous) headers.Authorization = `Bearer ${this.token}`;
+    if (req.contentType) headers['Content-Type'] = req.contentType;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
+    let response: Response;
+    try {
+      response = await this.options.fetch(new URL(this.base + req.path), { method: req.method, headers, body: req.upload, redirect: 'error', signal: abort.signal });
+    } catch (err) {
+      throw this.networkError(err);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (response.ok) return response;
+    let text = '';
+    try {
+      text = await response.text();
+    } catch {
+      // The status line is enough to report.
+    }
+    throw errorFromResponse(response, text, response.headers.get('x-request-id') ?? undefined);
+  }
+
   private async once<T>(req: ApiRequest): Promise<T> {
     const url = new URL(this.base + req.path);
     for (const [key, value] of Object.entries(req.query ?? {})) {

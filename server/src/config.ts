@@ -103,6 +103,12 @@ export const configSchema = z.object({
   kekJobIntervalSeconds: int(1, 86_400).default(30),
   /** Run the background KEK jobs on this server (off: tests drive them; another server does). */
   kekRunJobs: bool.default(true),
+  /** Scheduled backups (jobs/scheduled-backup.ts): written to this directory while unsealed; none without it. */
+  backupDir: z.string().min(1).optional(),
+  /** How often a scheduled backup is written. */
+  backupIntervalSeconds: int(60, 30 * 86_400).default(86_400),
+  /** How many scheduled backups are kept (the oldest are deleted). */
+  backupKeep: int(1, 10_000).default(7),
   // --- operations ---
   /** TLS certificate chain (PEM) and its key; both or neither. Reloaded on SIGHUP. */
   tlsCertFile: z.string().min(1).optional(),
@@ -200,6 +206,9 @@ const ENV: Record<string, keyof Config> = {
   COFFER_KEK_REWRAP_BATCH_DELAY_MS: 'kekRewrapBatchDelayMs',
   COFFER_KEK_JOB_INTERVAL_SECONDS: 'kekJobIntervalSeconds',
   COFFER_KEK_RUN_JOBS: 'kekRunJobs',
+  COFFER_BACKUP_DIR: 'backupDir',
+  COFFER_BACKUP_INTERVAL_SECONDS: 'backupIntervalSeconds',
+  COFFER_BACKUP_KEEP: 'backupKeep',
   COFFER_TLS_CERT_FILE: 'tlsCertFile',
   COFFER_TLS_KEY_FILE: 'tlsKeyFile',
   COFFER_TLS_CLIENT_CA_FILE: 'tlsClientCaFile',

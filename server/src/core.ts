@@ -22,6 +22,9 @@ import { importRoot, rotateRoot, verifyRotateRoot } from './vault/rotate-root.js
 import type { Services } from './vault/services.js';
 import type { GenerateRootProgress, InitResult, RotateRootResult, SealMigrateResult, SealStatus } from './vault/types.js';
 import { autoUnseal, resetUnseal, unseal } from './vault/unseal.js';
+import { verifyKeysOpen, writeBackup } from './vault/backup.js';
+import { readBackup, restore } from './vault/restore.js';
+import type { BackupVerifyResult, RestoreResult } from '@coffer/sdk/api';
 import type { Vault } from './vault/vault.js';
 
 export type { GenerateRootProgress, InitResult, RotateRootResult, SealMigrateResult, SealStatus, Services };
@@ -44,6 +47,8 @@ export class CofferCore {
     readonly audit: AuditLog,
     /** Lives across seal/unseal; emptied on both, and kept in step with other servers by the change feed. */
     readonly readCache: SecretReadCache,
+    /** PGlite's one connection must not be held while a client reads a backup slowly. */
+    private readonly storageKind: 'postgres' | 'pglite' = 'pglite',
   ) {}
 
   get db(): Kysely<Database> {
@@ -149,6 +154,31 @@ export class CofferCore {
   /** Follows a root key another server put in effect, or seals (vault/follow-root.ts). */
   followRoot(): Promise<void> {
     return followRoot(this.vault);
+  }
+
+  /** A consistent snapshot of everything stored, still wrapped by the root key (vault/backup.ts). */
+  async backup(write: (chunk: string) => Promise<void>): Promise<void> {
+    const root = this.services().keyring.rootKey;
+    await writeBackup(this.db, root, write, { stream: this.storageKind === 'postgres' });
+  }
+
+  /** Proves every wrapped key of a backup opens under the root key in effect; counts only (vault/backup.ts). */
+  verifyBackup(text: string): Promise<BackupVerifyResult> {
+    const root = this.services().keyring.rootKey;
+    return verifyKeysOpen(readBackup(text), root);
+  }
+
+  /** A backup into this uninitialised server, which is then sealed (vault/restore.ts). */
+  async restore(text: string, beforeCommit?: BeforeCommit): Promise<RestoreResult> {
+    try {
+      return await restore(this.vault, text, async (trx) => {
+        // The restore's own entry goes on top of the restored chain, not of what this server wrote before.
+        this.audit.forgetHead();
+        await beforeCommit?.(trx);
+      });
+    } finally {
+      this.audit.forgetHead();
+    }
   }
 
   /** The open token for BYOK (null with a seal that has no device). */

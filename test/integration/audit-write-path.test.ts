@@ -154,6 +154,25 @@ describeEachStorage('audit write path', (kind) => {
     expect(found.body.entries.map((e: { request_id: string }) => e.request_id)).toContain(requestId);
   });
 
+  it('a write whose intent cannot be recorded with it is refused (503) and changes nothing', async () => {
+    // A secret write records its intent inside its own transaction (intentInTransaction).
+    await sql`alter table audit_intents rename to audit_intents_away`.execute(db());
+    let res: ApiResponse;
+    try {
+      res = await api(base, 'PUT', '/v1/secrets/batch/no-intent', { token, body: { data: { v: 'no-intent-value-8a1' } } });
+    } finally {
+      await sql`alter table audit_intents_away rename to audit_intents`.execute(db());
+    }
+    expect(res.status).toBe(503);
+    expect(res.body.error.code).toBe('unavailable');
+    expect(res.text).not.toContain('no-intent-value-8a1');
+    expect((await api(base, 'GET', '/v1/secrets/batch/no-intent', { token })).status).toBe(404);
+    expect(await entryOf(res.headers.get('x-request-id')!)).toMatchObject({ action: 'secret.write', path: 'no-intent', status: 503, error_code: 'unavailable' });
+    // The next write goes through, its intent deleted with its entry.
+    expect((await api(base, 'PUT', '/v1/secrets/batch/no-intent', { token, body: { data: { v: 'x' } } })).status).toBe(200);
+    expect(await server.core.audit.verify()).toMatchObject({ ok: true, pending_intents: 0 });
+  });
+
   it('logs no query parameter of a failing statement', async () => {
     await sql`alter table audit_log rename to audit_log_away`.execute(db());
     try {

@@ -7,6 +7,7 @@ import { KMS_CAPABILITIES, SECRET_CAPABILITIES, type Capability } from '@coffer/
 import { ROUTES } from '@coffer/server/http/route-table';
 import { describeRequest, routeTemplate } from '@coffer/server/http/route-template';
 import type { RunningServer } from '@coffer/server/server';
+import { escrowKeyPair } from '../helpers/byok.js';
 import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
 
 const NS = 'km';
@@ -41,6 +42,11 @@ describe('KMS authorization matrix', () => {
     { method: 'POST', path: `/v1/kms/${NS}/keys/k-aes/config`, body: () => ({ auto_rotate_period: 0 }), needs: 'key-admin', key: 'k-aes', ok: 200 },
     { method: 'POST', path: `/v1/kms/${NS}/keys/k-aes/rotate`, body: () => ({}), needs: 'key-admin', key: 'k-aes', ok: 200 },
     { method: 'POST', path: `/v1/kms/${NS}/keys/k-aes/trim`, body: () => ({ min_available_version: 1 }), needs: 'key-admin', key: 'k-aes', ok: 200 },
+    { method: 'GET', path: `/v1/kms/${NS}/keys/k-aes/import-params`, needs: 'key-admin', key: 'k-aes', ok: 200 },
+    // Past authorisation, a made-up import token is the caller's 400 (a real import: kms-byok.test.ts).
+    { method: 'POST', path: `/v1/kms/${NS}/keys/k-imp/import`, body: () => ({ type: 'aes256-gcm', import_token: 'not-a-token', encrypted_key_material: 'AAAA' }), needs: 'key-admin', key: 'k-imp', ok: 400 },
+    { method: 'POST', path: `/v1/kms/${NS}/keys/k-aes/import-version`, body: () => ({ import_token: 'not-a-token', encrypted_key_material: 'AAAA' }), needs: 'key-admin', key: 'k-aes', ok: 400 },
+    { method: 'POST', path: `/v1/kms/${NS}/keys/k-exp/export`, body: () => ({ public_key: state.exportKey }), needs: 'key-admin', key: 'k-exp', ok: 200 },
     { method: 'GET', path: `/v1/kms/${NS}/public-key/k-ed`, needs: 'verify', key: 'k-ed', ok: 200 },
     { method: 'POST', path: `/v1/kms/${NS}/encrypt/k-aes`, body: () => ({ plaintext: b64('p') }), needs: 'encrypt', key: 'k-aes', ok: 200 },
     { method: 'POST', path: `/v1/kms/${NS}/decrypt/k-aes`, body: () => ({ ciphertext: state.ciphertext }), needs: 'decrypt', key: 'k-aes', ok: 200 },
@@ -62,12 +68,13 @@ describe('KMS authorization matrix', () => {
     base = server.url;
     ({ token: root } = await initAndUnseal(base, 1, 1));
     expect((await api(base, 'POST', '/v1/namespaces', asRoot({ name: NS }))).status).toBe(201);
-    for (const [name, type, extra] of [['k-aes', 'aes256-gcm', {}], ['k-ed', 'ed25519', {}], ['k-mac', 'hmac-sha256', {}], ['k-del', 'aes256-gcm', { deletion_allowed: true }]] as const) {
+    for (const [name, type, extra] of [['k-aes', 'aes256-gcm', {}], ['k-ed', 'ed25519', {}], ['k-mac', 'hmac-sha256', {}], ['k-del', 'aes256-gcm', { deletion_allowed: true }], ['k-exp', 'aes256-gcm', { exportable: true }]] as const) {
       expect((await api(base, 'POST', `/v1/kms/${NS}/keys/${name}`, asRoot({ type, ...extra }))).status).toBe(201);
     }
     state.ciphertext = (await api(base, 'POST', `/v1/kms/${NS}/encrypt/k-aes`, asRoot({ plaintext: b64('secret') }))).body.ciphertext;
     state.signature = (await api(base, 'POST', `/v1/kms/${NS}/sign/k-ed`, asRoot({ input: b64('m') }))).body.signature;
     state.hmac = (await api(base, 'POST', `/v1/kms/${NS}/hmac/k-mac`, asRoot({ input: b64('m') }))).body.hmac;
+    state.exportKey = escrowKeyPair(2048).publicPem;
   }, 60_000);
   afterAll(async () => {
     await server?.stop();

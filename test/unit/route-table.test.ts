@@ -84,6 +84,6 @@ describe('the route table', () => {
 
   it('says which reads change state (an audit intent is recorded first)', () => {
     const writingReads = ROUTES.filter((r) => r.op.changesState).map((r) => `${r.method} ${r.template}`);
-    expect(writingReads).toEqual(['GET /v1/byok/namespaces/:name/import-params', 'GET /v1/byok/root/import-params']);
+    expect(writingReads).toEqual(['GET /v1/byok/namespaces/:name/import-params', 'GET /v1/byok/root/import-params', 'GET /v1/kms/:ns/keys/:name/import-params']);
   });
 });

@@ -9,6 +9,7 @@ import { usageError } from '../errors.js';
 import { fields, table } from '../output.js';
 import { duration, examples, integer } from './common.js';
 import { registerKmsData } from './kms-data.js';
+import { registerKmsTransfer } from './kms-transfer.js';
 
 /** --auto-rotate: a duration like 30d, or 0 for manual rotation only → seconds. */
 function rotationPeriod(value: string): number {
@@ -58,7 +59,7 @@ export function registerKms(program: Command): void {
     'coffer -n app kms encrypt-file payments --in backup.tar --out backup.tar.cfev',
   );
   const key = examples(
-    kms.command('key').description('create, read, list, configure, rotate, trim and delete named keys'),
+    kms.command('key').description('create, read, list, configure, rotate, trim, delete, import and export named keys'),
     'coffer -n app kms key list',
     'coffer -n app kms key read payments',
   );
@@ -199,6 +200,8 @@ export function registerKms(program: Command): void {
       }),
     'coffer -n app kms key config old-key --deletion-allowed true && coffer -n app kms key delete old-key',
   );
+
+  registerKmsTransfer(key);
 
   registerKmsData(kms);
 }

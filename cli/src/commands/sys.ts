@@ -6,6 +6,7 @@ import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
 import { readShares, readStdin, promptHidden } from '../input.js';
 import { fields, green, red, table, yellow } from '../output.js';
+import { registerBackup } from './backup.js';
 import { examples, integer, plural } from './common.js';
 import { writeNewPrivateFile } from '../private-file.js';
 
@@ -77,6 +78,8 @@ export function registerSys(program: Command): void {
     'coffer operator init --shares 5 --threshold 3',
     'coffer operator unseal < share-1.txt',
   );
+
+  registerBackup(operator);
 
   examples(
     operator

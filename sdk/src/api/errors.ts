@@ -32,6 +32,10 @@ export const ERROR_CODES = [
   'login_failed',
   'rate_limited',
   'not_renewable',
+  // backup and restore
+  'invalid_backup',
+  'unsupported_backup',
+  'seal_mismatch',
   'internal',
 ] as const;
 

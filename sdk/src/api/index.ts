@@ -16,3 +16,4 @@ export * from './namespaces.js';
 export * from './refs.js';
 export * from './secrets.js';
 export * from './sys.js';
+export * from './backup.js';

@@ -59,6 +59,44 @@ export interface KmsKeyCreate {
   hsm?: boolean;
 }
 
+/**
+ * BYOK for a named key: a KmsKeyCreate plus the material wrapped under the
+ * import parameters (GET KMS_PATHS.importParams). Symmetric keys are their raw
+ * bytes, private keys PKCS#8 DER; the wrapping is that of the namespace KEK import.
+ */
+export interface KmsKeyImport extends KmsKeyCreate {
+  import_token: string;
+  /** Base64 of the wrapped material (RSA_AES_KEY_WRAP_* for anything over a few hundred bytes). */
+  encrypted_key_material: string;
+}
+
+/** A new version of an imported key (Vault transit's import_version). */
+export interface KmsKeyImportVersion {
+  import_token: string;
+  encrypted_key_material: string;
+}
+
+export interface KmsKeyExportRequest {
+  /** The RSA public key (PEM, 2048-8192 bits) the material is wrapped under. */
+  public_key: string;
+  /** Default RSA_AES_KEY_WRAP_SHA_256 (fits every key type). */
+  algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256';
+  /** Default: the latest version. */
+  version?: number;
+}
+
+/** One key version wrapped under the caller's public key, in the escrow format (api/keys.ts). */
+export interface KmsKeyExport {
+  namespace: string;
+  name: string;
+  type: KmsKeyType;
+  key_version: number;
+  algorithm: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256';
+  /** 'raw': symmetric key bytes; 'pkcs8-der': the private key. */
+  material_format: 'raw' | 'pkcs8-der';
+  wrapped_key_material: string;
+}
+
 export interface KmsKeyConfigUpdate {
   exportable?: boolean;
   export_locked?: boolean;
@@ -252,6 +290,10 @@ export const KMS_PATHS = {
   config: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/config`,
   rotate: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/rotate`,
   trim: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/trim`,
+  importParams: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/import-params`,
+  import: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/import`,
+  importVersion: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/import-version`,
+  export: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/export`,
   publicKey: (ns: string, name: string) => `/v1/kms/${seg(ns)}/public-key/${seg(name)}`,
   encrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/encrypt/${seg(name)}`,
   decrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/decrypt/${seg(name)}`,

@@ -25,6 +25,7 @@ import { KekUsage } from '../keyring/usage.js';
 import { ByokService } from '../kms/byok.js';
 import { EscrowService } from '../kms/escrow.js';
 import { JobScheduler } from '../jobs/scheduler.js';
+import { scheduledBackupJob } from '../jobs/scheduled-backup.js';
 import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
 import { KekLifecycle } from '../kms/kek-lifecycle.js';
 import { createKms, KmsKeyCache } from '../kms/named-keys/index.js';
@@ -99,7 +100,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     onIgnored: (problem, kind) =>
       problem === 'unknown-kind' ? logger.debug({ kind }, 'change notification of an unknown kind ignored') : logger.warn({ kind }, 'malformed change notification ignored'),
   });
-  const core = new CofferCore(vault, audit, readCache);
+  const core = new CofferCore(vault, audit, readCache, storage.kind);
   const metrics = new CofferMetrics({
     core,
     kekCache: () => (core.isSealed ? undefined : core.services().keyring),
@@ -152,6 +153,18 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         namespaces.onKekRotated = () => jobs.kick(KEK_JOBS.rewrap);
         secrets.onUsageLimit = () => jobs.kick(KEK_JOBS.rotation);
         kek.onRewrapDue = () => jobs.kick(KEK_JOBS.rewrap);
+      }
+      if (config.backupDir) {
+        const dir = config.backupDir;
+        jobs.add(
+          scheduledBackupJob({
+            dir,
+            intervalMs: config.backupIntervalSeconds * 1000,
+            keep: config.backupKeep,
+            backup: (write) => core.backup(write),
+            onWritten: (file, bytes) => log.event('scheduled backup written', { dir, file, bytes }),
+          }),
+        );
       }
       // Failure counts in the database: every server sharing it draws on one guessing budget.
       const guard = new LoginGuard(auth.guard, { lockouts: new SharedLockouts(repos.loginFailures, auth.guard, log.error) });

@@ -66,6 +66,9 @@ export interface AuditStore {
   intents: AuditIntentsRepo;
 }
 
+/** The transaction of a change its request's intent is recorded in (`intendWithin`). */
+export type ChangeTransaction = Transaction<Database>;
+
 /** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
   new CofferError('unavailable', 'the audit log cannot record this request, so it was not served; see the server log', undefined, 1);
@@ -174,6 +177,22 @@ export class AuditLog {
     }
   }
 
+  /**
+   * `intend` inside the transaction of the request's change (see intents.ts
+   * `recordWithin`): throws `auditUnavailable` (→ 503) if it cannot, which
+   * rolls the change back. Its entry is then appended with `{ intent: true }`.
+   */
+  async intendWithin(trx: ChangeTransaction, draft: AuditDraft): Promise<void> {
+    if (!this.enabled) return;
+    if (this.stalled || this.closed) throw auditUnavailable();
+    try {
+      await this.intents.recordWithin(trx, storable(draft), new Date());
+    } catch (err) {
+      this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded; the request was refused');
+      throw auditUnavailable();
+    }
+  }
+
   /** Resolves once the entry is durable in every sink; rejects (→ 503) otherwise. */
   append(draft: AuditDraft, options: { intent?: boolean; time?: Date } = {}): Promise<void> {
     if (!this.enabled) return Promise.resolve();
@@ -206,6 +225,12 @@ export class AuditLog {
       // The transaction may still roll back: read the head afresh next time.
       this.writer.forgetHead();
     }
+  }
+
+  /** The chain was replaced underneath this server (a restore): its head and last checkpoint are read afresh. */
+  forgetHead(): void {
+    this.writer.forgetHead();
+    this.writer.lastCheckpointSeq = 0;
   }
 
   /** Recovers due intents now (a dead process's, at start-up), then periodically. */

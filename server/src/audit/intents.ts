@@ -21,9 +21,13 @@
  * An intent is an independent row: no sequence, no lock, one batched INSERT.
  *
  * Inserts are group-committed like entries: requests arriving together share
- * one INSERT.
+ * one INSERT. A route whose change is one transaction (a secret write) records
+ * its intent in that transaction instead (`recordWithin`): a committed change
+ * still always has its intent, a rolled-back one needs none, and the write
+ * waits for one commit less.
  */
 import { randomUUID } from 'node:crypto';
+import type { Executor } from '../storage/executor.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import type { AuditDraft } from './entry.js';
 
@@ -60,6 +64,14 @@ export class AuditIntents {
         this.flushing = null;
       });
     });
+  }
+
+  /**
+   * Records an intent inside the caller's transaction (the change it announces): the two commit
+   * together or not at all, without a group commit of their own before the change.
+   */
+  async recordWithin(trx: Executor, draft: AuditDraft, time: Date): Promise<void> {
+    await this.repo.insert(this.owner, [{ requestId: draft.request_id, time, draft: JSON.stringify(draft) }], trx);
   }
 
   private async drain(): Promise<void> {

@@ -7,12 +7,38 @@
 const encoder = new TextEncoder();
 const encode = (parts: Array<string | number>) => encoder.encode(JSON.stringify(['coffer/v1', ...parts]));
 
+/**
+ * The JSON text of `['coffer/v1', ...head, ...tail]` for many tails under one head: what `encode`
+ * gives, byte for byte (a JSON array is its elements' JSON joined by commas), without
+ * re-stringifying the head for each row of a bulk read.
+ */
+function encoderWithHead(head: Array<string | number>): (tail: Array<string | number>) => Uint8Array {
+  const prefix = JSON.stringify(['coffer/v1', ...head]).slice(0, -1);
+  return (tail) => {
+    let text = prefix;
+    for (const part of tail) text += ',' + JSON.stringify(part);
+    return encoder.encode(text + ']');
+  };
+}
+
+/** AADs of many secret versions of one namespace (bulk reads): equal to `aad.dek` and `aad.secretValue`. */
+export function namespaceAads(namespaceId: string) {
+  const dek = encoderWithHead(['dek', namespaceId]);
+  const value = encoderWithHead(['secret-value', namespaceId]);
+  return {
+    dek: (secretId: string, version: number, kekVersion: number) => dek([secretId, version, kekVersion]),
+    secretValue: (secretId: string, version: number) => value([secretId, version]),
+  };
+}
+
 export const aad = {
   /** The fixed check value proving that a reconstructed root key is the right one. */
   rootCheck: (rootVersion: number) => encode(['root-check', rootVersion]),
   /** A namespace KEK version wrapped by a root key version. */
   kek: (namespaceId: string, kekVersion: number, rootVersion: number) =>
     encode(['kek', namespaceId, kekVersion, rootVersion]),
+  /** A backup's content digest (SHA-256), sealed by the root key so that only a holder of the root key can make one. */
+  backupDigest: (createdAt: string, rootVersion: number) => encode(['backup-digest', createdAt, rootVersion]),
   /** A server-internal key (e.g. token signing) wrapped by a root key version. */
   systemKey: (name: string, version: number, rootVersion: number) =>
     encode(['system-key', name, version, rootVersion]),

@@ -15,6 +15,7 @@ import { requestObserver } from './observe.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import { auditDraft, auditIntents, auditRequests } from './audit.js';
 import { registerRoutes } from './register.js';
+import { isBackupUpload } from './routes/backup.js';
 import { refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
 
 export interface AppOptions {
@@ -54,9 +55,11 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.use(auditRequests(core));
   // Refused requests are audited like any other (as `unknown` when nothing was routed).
   app.use(requireOriginForm);
-  app.use(refuseDeclaredOversize(options.maxRequestBytes));
+  // A backup file uploaded for verify or restore is read by its route, with its own limit (routes/backup.ts).
+  const oversize = refuseDeclaredOversize(options.maxRequestBytes);
+  app.use((req, res, next) => (isBackupUpload(req) ? next() : oversize(req, res, next)));
   // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
-  app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: () => true }));
+  app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: (req) => !isBackupUpload(req as express.Request) }));
   app.use(refuseUnsafeBody);
 
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);
@@ -72,6 +75,7 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
     requireUnsealed,
     requireToken,
     auditDraft: (req, res, status) => auditDraft(core, req, res, status),
+    intendWithin: (trx, draft) => core.audit.intendWithin(trx, draft),
   });
 
   app.use(notFoundHandler);

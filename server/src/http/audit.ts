@@ -7,7 +7,8 @@
  *
  * A request that may change state first records an intent (audit/intents.ts)
  * before its handler runs, so that a change is never committed without an
- * entry even when the entry's own append fails afterwards or the process dies.
+ * entry even when the entry's own append fails afterwards or the process dies;
+ * a route declaring `intentInTransaction` records it inside its change instead.
  *
  * Load-balancer probes (health, readiness, metrics) are not audited: they
  * would be most of the log and say nothing about who touched what.
@@ -18,7 +19,7 @@ import { httpStatus } from './status.js';
 import { auditUnavailable } from '../audit/audit-log.js';
 import { draftFor } from '../audit/entry.js';
 import type { Principal } from '../policy/policy.js';
-import type { AuditTarget } from './route.js';
+import type { AuditTarget, Operation } from './route.js';
 import { matchOf } from './route-template.js';
 
 const UNAUDITED = new Set(['/v1/sys/health', '/v1/sys/ready', '/v1/sys/metrics']);
@@ -77,11 +78,20 @@ export function auditRequests(core: CofferCore): RequestHandler {
   };
 }
 
-/** Any method but GET/HEAD/OPTIONS may change state unless its route declares otherwise, and so may the few reads whose route declares that they do. */
-function mayChangeState(req: Request): boolean {
-  const declared = matchOf(req).op?.changesState;
+/**
+ * Any method but GET/HEAD/OPTIONS may change state unless its route declares otherwise, and so may
+ * the few reads whose route declares that they do.
+ */
+function mayChangeState(req: Request, op: Operation | undefined): boolean {
+  const declared = op?.changesState;
   if (declared !== undefined) return declared;
   return req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS';
+}
+
+/** A request that may change state records its intent first, unless its route records it inside its change's transaction. */
+function needsIntentFirst(req: Request): boolean {
+  const op = matchOf(req).op;
+  return op?.intentInTransaction !== true && mayChangeState(req, op);
 }
 
 /**
@@ -95,7 +105,7 @@ function mayChangeState(req: Request): boolean {
 export function auditIntents(core: CofferCore, requireToken: RequestHandler): RequestHandler {
   const audit = core.audit;
   return (req, res, next) => {
-    if (!audit.enabled || UNAUDITED.has(req.path) || !mayChangeState(req)) return next();
+    if (!audit.enabled || UNAUDITED.has(req.path) || !needsIntentFirst(req)) return next();
     void verifiedPrincipal(requireToken, req)
       .then((principal) => audit.intend(auditDraft(core, req, res, 0, principal)))
       .then(
@@ -106,6 +116,17 @@ export function auditIntents(core: CofferCore, requireToken: RequestHandler): Re
         (err: unknown) => next(err),
       );
   };
+}
+
+/**
+ * The request reached `op` (which needs its intent before it runs) without
+ * one: the intent middleware judged by the URL's route, and that route declared
+ * `intentInTransaction` where the one serving it does not. Never on a URL both
+ * read alike; the check keeps a misreading from skipping an intent.
+ */
+export function intentMissing(core: CofferCore, req: Request, res: Response, op: Operation): boolean {
+  if (!core.audit.enabled || res.locals.auditIntent === true || op.intentInTransaction === true || UNAUDITED.has(req.path)) return false;
+  return mayChangeState(req, op);
 }
 
 /** The request's token's principal, or undefined; never an error, never res.locals.principal. */

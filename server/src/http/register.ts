@@ -5,11 +5,13 @@
  */
 import { Router, type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { ZodType } from 'zod';
+import type { ChangeTransaction } from '../audit/audit-log.js';
 import type { AuditDraft } from '../audit/entry.js';
 import type { CofferCore } from '../core.js';
 import { CofferError } from '../errors.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import { isAdmin, isAllowed } from '../policy/policy.js';
+import { intentMissing } from './audit.js';
 import { principalOf } from './auth.js';
 import { methodNotAllowed } from './respond.js';
 import type { Access, Mount, Operation, RouteContext, RouteLimits, RoutePath, Schema } from './route.js';
@@ -23,6 +25,8 @@ export interface RouteDeps {
   /** A valid token: sets res.locals.principal. */
   requireToken: RequestHandler;
   auditDraft(req: Request, res: Response, status: number): AuditDraft;
+  /** Records a request's audit intent inside the transaction of its change. */
+  intendWithin(trx: ChangeTransaction, draft: AuditDraft): Promise<void>;
 }
 
 const resolve = <T>(schema: Schema<T> | undefined, limits: RouteLimits): ZodType<T> | undefined =>
@@ -42,7 +46,19 @@ function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: R
       body: () => (body ? body.parse(bodyMayBeAbsent ? (req.body ?? {}) : req.body) : req.body),
       authorize: (namespace, path = '') => authorize(access, res, namespace, path),
       auditDraft: (status) => deps.auditDraft(req, res, status),
+      intendWithin: async (trx) => {
+        if (!operation.intentInTransaction) throw new Error('intendWithin() on a route that records its intent before it runs');
+        if (res.locals.auditIntent === true) return; // recorded before the handler already (intentMissing)
+        await deps.intendWithin(trx, deps.auditDraft(req, res, 0));
+        res.locals.auditIntent = true;
+      },
     };
+    if (intentMissing(deps.core, req, res, operation)) {
+      return deps.core.audit.intend(deps.auditDraft(req, res, 0)).then(() => {
+        res.locals.auditIntent = true;
+        return operation.handler(req, res, ctx);
+      });
+    }
     return operation.handler(req, res, ctx);
   };
 }

@@ -11,6 +11,7 @@
  */
 import type { Request, RequestHandler, Response } from 'express';
 import type { ZodType } from 'zod';
+import type { ChangeTransaction } from '../audit/audit-log.js';
 import type { AuditDraft } from '../audit/entry.js';
 export type { Described } from '../audit/entry.js';
 import type { CofferCore } from '../core.js';
@@ -59,6 +60,8 @@ export interface RouteContext<Q = unknown, B = unknown> {
   authorize(namespace: string, path?: string): void;
   /** The audit entry this request gets with `status` (for handlers that audit inside their own transaction). */
   auditDraft(status: number): AuditDraft;
+  /** Records this request's audit intent inside `trx` (operations declaring `intentInTransaction`). */
+  intendWithin(trx: ChangeTransaction): Promise<void>;
 }
 
 export interface Operation<Q = unknown, B = unknown> {
@@ -76,6 +79,13 @@ export interface Operation<Q = unknown, B = unknown> {
    * durable before the response leaves). Unset: every method but GET/HEAD/OPTIONS may.
    */
   changesState?: boolean | undefined;
+  /**
+   * The handler records the audit intent inside the transaction of its change
+   * (RouteContext.intendWithin) instead of before it runs: for a handler whose
+   * every change is that one transaction (a secret write). Not recording it
+   * there would leave a change without its intent: declare it only then.
+   */
+  intentInTransaction?: boolean | undefined;
   /** Served only when this holds for the server's options (metrics). */
   enabled?: ((options: { metrics: CofferMetrics | undefined }) => boolean) | undefined;
   handler(req: Request, res: Response, ctx: RouteContext<Q, B>): unknown;

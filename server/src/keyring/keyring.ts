@@ -17,7 +17,7 @@ import {
   zeroize,
   type KeyMaterial,
 } from '../crypto/aead.js';
-import { aad } from '../crypto/context.js';
+import { aad, namespaceAads } from '../crypto/context.js';
 import { KekCache } from './kek-cache.js';
 import { CofferError } from '../errors.js';
 
@@ -141,6 +141,34 @@ export class Keyring {
       } finally {
         zeroize(dek);
       }
+    });
+  }
+
+  /**
+   * Decrypts many secret versions of one namespace (a bulk read): the KEKs are
+   * looked up once and the AADs share their namespace prefix. `use` gets each
+   * plaintext in input order and must be done with it when it returns: it is
+   * zeroed right after. IntegrityError as `decryptValue`.
+   */
+  async decryptValues(namespaceId: string, rows: ReadonlyArray<{ secretId: string; version: number } & EncryptedValue>, use: (plaintext: Uint8Array, index: number) => void): Promise<void> {
+    const versions = [...new Set(rows.map((r) => r.kekVersion))];
+    const aads = namespaceAads(namespaceId);
+    const what = 'a secret version';
+    await this.withKeks(namespaceId, versions, undefined, (keks) => {
+      rows.forEach((row, i) => {
+        const dek = openWithKey(keks.get(row.kekVersion)!, row.wrappedDek, aads.dek(row.secretId, row.version, row.kekVersion), what);
+        let plaintext: Uint8Array;
+        try {
+          plaintext = openWithKey(dek, row.ciphertext, aads.secretValue(row.secretId, row.version), what);
+        } finally {
+          zeroize(dek);
+        }
+        try {
+          use(plaintext, i);
+        } finally {
+          zeroize(plaintext);
+        }
+      });
     });
   }
 

@@ -208,9 +208,31 @@ export class ByokService {
     }
   }
 
+  /**
+   * Spends a namespace import token and unwraps material for a named key
+   * (kms/named-keys/transfer.ts): any length, which `check` validates (and may
+   * replace; it zeroes what it refuses). The caller zeroes the result.
+   * Under the PKCS#11 seal only the SHA-256 algorithms: the SHA-1 ones unwrap
+   * into an HSM AES key object, which holds neither 512-bit HMAC keys nor
+   * PKCS#8 private keys.
+   */
+  async unwrapForNamedKey(namespace: string, importToken: string, wrappedB64: string, check: (material: Uint8Array) => KeyMaterial): Promise<KeyMaterial> {
+    const wrapped = decodeB64(wrappedB64, MAX_NAMED_KEY_B64);
+    const row = await this.spend({ kind: 'namespace', namespace }, importToken);
+    try {
+      if (row.hsm_label && parts(row.algorithm as ImportAlgorithm).hash === 'sha1') {
+        throw new CofferError('unsupported_algorithm', 'under the PKCS#11 seal, named keys import with RSAES_OAEP_SHA_256 or RSA_AES_KEY_WRAP_SHA_256: get new import parameters');
+      }
+      return await this.unwrapForNamespace(row, wrapped, check);
+    } finally {
+      await this.dropHsmKey(row.hsm_label);
+    }
+  }
+
   private async unwrapForNamespace(
     row: { id: string; algorithm: string; hsm_label: string | null; wrapped_private_key: Uint8Array | null; root_version: number | null },
     wrapped: Uint8Array,
+    checkLength: (key: Uint8Array) => KeyMaterial = check256,
   ): Promise<KeyMaterial> {
     const { hash, twoStep } = parts(row.algorithm as ImportAlgorithm);
     const token = this.deps.imports.device()?.token ?? null;
@@ -224,7 +246,7 @@ export class ByokService {
       const block = await token.rawRsaDecrypt(row.hsm_label, wrapped.subarray(0, RSA_BYTES));
       const first = oaepDecodeSha256(block);
       block.fill(0);
-      return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES)) : checkLength(first);
+      return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES), checkLength) : checkLength(first);
     }
     if (!row.wrapped_private_key || row.root_version === null) throw new CofferError('gone', 'this import key is gone: get new import parameters');
     const der = await this.deps.keyring.rootKey.unwrapKey(row.wrapped_private_key, sealAad.importKey(row.id, row.root_version), 'an import wrapping key');
@@ -238,7 +260,7 @@ export class ByokService {
       } catch {
         throw invalidMaterial();
       }
-      return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES)) : checkLength(first);
+      return twoStep ? kwpUnwrap(first, wrapped.subarray(RSA_BYTES), checkLength) : checkLength(first);
     } finally {
       zeroize(der);
     }
@@ -288,12 +310,15 @@ function invalidMaterial(): CofferError {
   return new CofferError('invalid_key_material', 'the wrapped key material does not unwrap with this import key and algorithm');
 }
 
-function decodeB64(text: string): Uint8Array {
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length > 4096) throw badRequest('encrypted_key_material is base64');
+/** A wrapped RSA-4096 PKCS#8 key (about 2,800 bytes) fits with room to spare. */
+export const MAX_NAMED_KEY_B64 = 8192;
+
+function decodeB64(text: string, max = 4096): Uint8Array {
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length > max) throw badRequest('encrypted_key_material is base64');
   return new Uint8Array(Buffer.from(text, 'base64'));
 }
 
-function checkLength(key: Uint8Array): KeyMaterial {
+function check256(key: Uint8Array): KeyMaterial {
   if (key.length !== 32) {
     zeroize(key);
     throw new CofferError('invalid_key_material', 'imported key material must be 256 bits (32 bytes)');
@@ -302,7 +327,7 @@ function checkLength(key: Uint8Array): KeyMaterial {
 }
 
 /** Second step of RSA_AES_KEY_WRAP: the target key under the ephemeral AES key with RFC 5649. */
-function kwpUnwrap(ephemeral: Uint8Array, wrapped: Uint8Array): KeyMaterial {
+function kwpUnwrap(ephemeral: Uint8Array, wrapped: Uint8Array, checkLength: (key: Uint8Array) => KeyMaterial = check256): KeyMaterial {
   try {
     if (ephemeral.length !== 32) throw invalidMaterial();
     const decipher = createDecipheriv('id-aes256-wrap-pad', ephemeral, KWP_IV);

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
-import type { BulkPage, Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
+import type { Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { Keyring } from '../keyring/keyring.js';
@@ -49,7 +49,7 @@ export class SecretService {
   constructor(
     private readonly db: Transactor,
     private readonly repos: SecretRepos,
-    private readonly keyring: Pick<Keyring, 'encryptValue' | 'decryptValue'>,
+    private readonly keyring: Pick<Keyring, 'encryptValue' | 'decryptValue' | 'decryptValues'>,
     private readonly namespaces: Pick<NamespaceService, 'resolve'>,
     private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
@@ -70,7 +70,11 @@ export class SecretService {
     }
   }
 
-  async write(namespace: string, path: string, req: WriteRequest): Promise<WriteResult> {
+  /**
+   * Writes a new version. `within` runs last inside the write's transaction
+   * (the request's audit intent, which must commit with the change or not at all).
+   */
+  async write(namespace: string, path: string, req: WriteRequest, within?: (trx: Transaction<Database>) => Promise<void>): Promise<WriteResult> {
     checkSecretPath(path);
     validateSecretData(req.type, req.data);
     const plaintext = encoder.encode(JSON.stringify(req.data));
@@ -78,17 +82,19 @@ export class SecretService {
     let namespaceId = '';
     try {
       const result = await this.change(namespace, path, async (trx) => {
-        // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write.
-        const ns = await this.repos.namespaces.lockForWrite(namespace, trx);
-        if (!ns) throw notFound(`namespace "${namespace}" not found`);
-        if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
-        namespaceId = ns.id;
-        // One statement creates the secret or takes the next version number, and row-locks it,
+        // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write,
+        // and in the same statement create the secret or take the next version number, row-locking it,
         // so concurrent writers each get their own version and none is lost.
-        const secret = await this.repos.secrets.upsertForWrite(
-          { id: randomUUID(), namespaceId: ns.id, path, maxVersions: req.max_versions ?? null, defaultMaxVersions: this.defaultMaxVersions },
+        const locked = await this.repos.secrets.lockNamespaceAndUpsert(
+          namespace,
+          { id: randomUUID(), path, maxVersions: req.max_versions ?? null, defaultMaxVersions: this.defaultMaxVersions },
           trx,
         );
+        if (!locked) throw notFound(`namespace "${namespace}" not found`);
+        const { namespace: ns, secret } = locked;
+        if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
+        if (!secret) throw new Error('the upsert of a secret in a live namespace returned no row');
+        namespaceId = ns.id;
         const version = secret.current_version;
         if (req.cas !== undefined && req.cas !== version - 1) {
           throw conflict(
@@ -105,20 +111,25 @@ export class SecretService {
           trx,
         );
         ticket = await this.usage.countOne(trx, ns.id, encrypted.kekVersion);
-        const inserted = await this.repos.secrets.insertVersion(
-          {
-            secret_id: secret.id,
-            version,
-            type: req.type,
-            metadata: JSON.stringify(req.metadata),
-            kek_version: encrypted.kekVersion,
-            wrapped_dek: encrypted.wrappedDek,
-            ciphertext: encrypted.ciphertext,
-          },
-          trx,
-        );
-        // Retention: versions beyond max_versions are removed with their DEKs.
-        await this.repos.secrets.pruneVersions(secret.id, version - secret.max_versions, trx);
+        const row = {
+          secret_id: secret.id,
+          version,
+          type: req.type,
+          metadata: JSON.stringify(req.metadata),
+          kek_version: encrypted.kekVersion,
+          wrapped_dek: encrypted.wrappedDek,
+          ciphertext: encrypted.ciphertext,
+        };
+        // Retention: versions beyond max_versions are removed with their DEKs (with the insert when it can).
+        const upTo = version - secret.max_versions;
+        let inserted: { created_at: Date };
+        if (upTo < version) {
+          inserted = await this.repos.secrets.insertVersionAndPrune(row, upTo, trx);
+        } else {
+          inserted = await this.repos.secrets.insertVersion(row, trx);
+          await this.repos.secrets.pruneVersions(secret.id, upTo, trx);
+        }
+        await within?.(trx);
         return { namespace, path, version, created_at: inserted.created_at.toISOString() };
       });
       ticket?.commit();
@@ -217,13 +228,20 @@ export class SecretService {
    * `withheld`, so a partial set is never mistaken for the whole; the rest are
    * not named. Deleted and destroyed latest versions are skipped. Nothing
    * visible at all under the folder is a 404: a misspelt folder is not empty.
+   *
+   * Returns the BulkPage as the JSON text `JSON.stringify` makes of it, built
+   * row by row as each value is decrypted: a value's plaintext is the JSON
+   * text `write` made of its data, so it goes into the page as it is, without
+   * a parse and a second stringify (the bulk read's largest cost after the
+   * AEAD). It cannot leave before the request's audit entry is durable, so
+   * the text is one body, not a stream.
    */
   async bulkRead(
     namespace: string,
     folder: string,
     page: PageRequest,
     access: { mayRead: (path: string) => boolean; mayList: MayList },
-  ): Promise<BulkPage> {
+  ): Promise<string> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
     const fetch = (after: string, n: number) => this.repos.secrets.currentVersionsPage(ns.id, folder, after, n);
@@ -232,13 +250,29 @@ export class SecretService {
     const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => access.mayRead(r.path) || listedUnder(folder, r.path, access.mayList));
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
     if (items.length === 0 && page.after === '') throw notFound(`no secrets under ${namespace}:${folder || '/'}`);
-    const secrets: SecretVersion[] = [];
+    const readable: typeof items = [];
     const withheld: string[] = [];
     for (const row of items) {
-      if (access.mayRead(row.path)) secrets.push(await this.view(namespace, row.path, { ...row, namespace_id: ns.id }));
+      if (access.mayRead(row.path)) readable.push(row);
       else withheld.push(row.path);
     }
-    return { namespace, folder, secrets, withheld, next_cursor };
+    const stored = readable.map((row) => {
+      if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+        throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
+      }
+      return { secretId: row.secret_id, version: row.version, kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext };
+    });
+    // Key order as in `view` and BulkPage: the text equals JSON.stringify of the page `view` built.
+    const head = `{"namespace":${JSON.stringify(namespace)},"path":`;
+    let text = `{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`;
+    await this.keyring.decryptValues(ns.id, stored, (plaintext, i) => {
+      const row = readable[i]!;
+      text +=
+        (i === 0 ? head : ',' + head) +
+        `${JSON.stringify(row.path)},"version":${row.version},"type":${JSON.stringify(row.type)},"data":${decoder.decode(plaintext)},` +
+        `"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`;
+    });
+    return `${text}],"withheld":${JSON.stringify(withheld)},"next_cursor":${JSON.stringify(next_cursor)}}`;
   }
 
   async history(namespace: string, path: string): Promise<SecretHistory> {

@@ -10,6 +10,10 @@
  *   POST   /v1/kms/{ns}/keys/{name}/config                configure         key-admin
  *   POST   /v1/kms/{ns}/keys/{name}/rotate                rotate            key-admin
  *   POST   /v1/kms/{ns}/keys/{name}/trim                  trim versions     key-admin
+ *   GET    /v1/kms/{ns}/keys/{name}/import-params         BYOK wrapping key key-admin
+ *   POST   /v1/kms/{ns}/keys/{name}/import                import a new key  key-admin
+ *   POST   /v1/kms/{ns}/keys/{name}/import-version        import a version  key-admin
+ *   POST   /v1/kms/{ns}/keys/{name}/export                wrapped export    key-admin
  *   GET    /v1/kms/{ns}/public-key/{name}[?version=N]     PEM and JWK       verify
  *   POST   /v1/kms/{ns}/encrypt/{name}                    encrypt
  *   POST   /v1/kms/{ns}/decrypt/{name}                    decrypt
@@ -40,6 +44,9 @@ import {
   type KmsBatchOperation,
 } from '@coffer/sdk/api';
 import { badRequest, CofferError } from '../../errors.js';
+import { IMPORT_ALGORITHMS, MAX_NAMED_KEY_B64 } from '../../kms/byok.js';
+import { ESCROW_ALGORITHMS } from '../../kms/escrow.js';
+import { KeyTransfer } from '../../kms/named-keys/transfer.js';
 import { maySeeKey } from '../../policy/kms.js';
 import type { Capability } from '../../policy/policy.js';
 import { decodeCursor } from '../../secrets/pagination.js';
@@ -81,6 +88,13 @@ const configBody = z
   })
   .strict();
 const trimBody = z.object({ min_available_version: versionNumber }).strict();
+const wrappedMaterial = { import_token: z.string().min(1).max(64), encrypted_key_material: z.string().min(1).max(MAX_NAMED_KEY_B64) };
+const importBody = createBody.extend(wrappedMaterial).strict();
+const importVersionBody = z.object(wrappedMaterial).strict();
+const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSA_AES_KEY_WRAP_SHA_256') }).strict();
+const exportBody = z
+  .object({ public_key: z.string().min(1).max(16_384), algorithm: z.enum(ESCROW_ALGORITHMS).default('RSA_AES_KEY_WRAP_SHA_256'), version: versionNumber.optional() })
+  .strict();
 const emptyBody = z.object({}).strict();
 const encryptBody = z.object({ plaintext: b64, associated_data: b64.optional(), key_version: versionNumber.optional() }).strict();
 const decryptBody = z.object({ ciphertext: value, associated_data: b64.optional() }).strict();
@@ -261,6 +275,39 @@ export const kmsMount: Mount = {
     KEY,
     single('/v1/kms/:ns/keys/:name/config', 'POST', adminOp('kms.key.config', configBody, ({ ns, name }, body, _res, { core }) => core.services().kms.keys.updateConfig(ns, name, body))),
     single('/v1/kms/:ns/keys/:name/rotate', 'POST', adminOp('kms.key.rotate', emptyBody, ({ ns, name }, _body, _res, { core }) => core.services().kms.keys.rotate(ns, name))),
+    // BYOK for named keys (kms/named-keys/transfer.ts): parameters of the namespace's one-time wrapping key, then the import.
+    single('/v1/kms/:ns/keys/:name/import-params', 'GET', op({
+      action: 'kms.key.import_params',
+      access: on('key-admin'),
+      query: importParamsQuery,
+      // Creates a one-time wrapping key.
+      changesState: true,
+      handler: async (req, res, { core, query, authorize }) => {
+        const { ns } = routedKey(req, res, authorize);
+        const q = query();
+        res.json(await core.services().byok.importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
+      },
+    })),
+    single('/v1/kms/:ns/keys/:name/import', 'POST', adminOp('kms.key.import', importBody, ({ ns, name }, body, _res, { core }) =>
+      new KeyTransfer(core.services().kms.keys, core.services().byok).importKey(ns, name, body), 201)),
+    single('/v1/kms/:ns/keys/:name/import-version', 'POST', adminOp('kms.key.import_version', importVersionBody, ({ ns, name }, body, _res, { core }) =>
+      new KeyTransfer(core.services().kms.keys, core.services().byok).importVersion(ns, name, body))),
+    single('/v1/kms/:ns/keys/:name/export', 'POST', op({
+      action: 'kms.key.export',
+      access: on('key-admin'),
+      query: emptyQuery,
+      body: exportBody,
+      changesState: false,
+      handler: async (req, res, { core, query, body, authorize }) => {
+        const { ns, name } = routedKey(req, res, authorize);
+        query();
+        const b = body();
+        if (b.version !== undefined) auditVersion(res, b.version);
+        const result = await new KeyTransfer(core.services().kms.keys, core.services().byok).exportKey(ns, name, b);
+        auditVersion(res, result.key_version);
+        res.json(result);
+      },
+    })),
     single('/v1/kms/:ns/keys/:name/trim', 'POST', adminOp('kms.key.trim', trimBody, ({ ns, name }, body, _res, { core }) => core.services().kms.keys.trim(ns, name, body.min_available_version))),
     single('/v1/kms/:ns/public-key/:name', 'GET', op({
       action: 'kms.public_key',

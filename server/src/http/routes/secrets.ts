@@ -87,8 +87,9 @@ const SECRET: RoutePath = {
       const q = query();
       res.json(await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
     }),
-    PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody }, (t, res, ctx) => write(t, res, ctx)),
-    POST: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody }, (t, res, ctx) => write(t, res, ctx)),
+    // A write is one transaction: its audit intent commits with it (one group commit less per write).
+    PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
+    POST: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
     DELETE: secretOp({ action: 'secret.delete', access: on('delete'), query: emptyQuery }, async (t, res, { core, query, authorize }) => {
       authorize(t.namespace, t.path);
       query();
@@ -101,7 +102,7 @@ const SECRET: RoutePath = {
  * `update` writes anything; `create` alone writes only secrets that do not exist yet
  * (enforced atomically as a cas=0 write, so a race cannot turn it into an update).
  */
-async function write(t: Target, res: Response, { core, query, body: parse }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>>) {
+async function write(t: Target, res: Response, { core, query, body: parse, intendWithin }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>>) {
   const secrets = core.services().secrets;
   const principal = principalOf(res);
   const canUpdate = isAllowed(principal, 'update', t.namespace, t.path);
@@ -109,11 +110,11 @@ async function write(t: Target, res: Response, { core, query, body: parse }: Rou
   query();
   const body = parse();
   if (canUpdate) {
-    res.json(await secrets.write(t.namespace, t.path, body));
+    res.json(await secrets.write(t.namespace, t.path, body, intendWithin));
     return;
   }
   try {
-    res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }));
+    res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }, intendWithin));
   } catch (err) {
     if (err instanceof CofferError && err.code === 'cas_mismatch') throw denied('update', t.namespace, t.path);
     throw err;
@@ -239,12 +240,13 @@ const BULK: RoutePath = {
         const principal = principalOf(res);
         authorize(t.namespace, t.path);
         const q = query();
-        res.json(
-          await core.services().secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, {
-            mayRead: (path) => isAllowed(principal, 'read', t.namespace, path),
-            mayList: (path) => isAllowed(principal, 'list', t.namespace, path),
-          }),
-        );
+        const body = await core.services().secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, {
+          mayRead: (path) => isAllowed(principal, 'read', t.namespace, path),
+          mayList: (path) => isAllowed(principal, 'list', t.namespace, path),
+        });
+        // The page is JSON text already (see bulkRead); the same headers as res.json.
+        if (!res.get('Content-Type')) res.set('Content-Type', 'application/json');
+        res.send(body);
       },
     }),
   },

@@ -2,6 +2,7 @@
 import type { HealthStatus } from '@coffer/sdk/api';
 import { CofferError } from '../../errors.js';
 import { op, type Mount } from '../route.js';
+import { backupPaths } from './backup.js';
 import { emptyQuery, healthQuery, initBody, rotateRootBody, sealMigrateBody, verifyRotateRootBody, unsealBody } from '../schemas.js';
 
 /** How long readiness waits for the database to answer `select 1`. */
@@ -231,5 +232,6 @@ export const sysMount: Mount = {
         }),
       },
     },
+    ...backupPaths,
   ],
 };

@@ -56,9 +56,24 @@ export class NamedKeys {
     }
     if (req.hsm === true) throw new CofferError('unsupported_algorithm', 'HSM-resident named keys are not available yet');
     if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
-    const period = checkPeriod(req.auto_rotate_period);
+    checkPeriod(req.auto_rotate_period);
     // Key pairs take a while (RSA-4096: seconds): generate before any lock is taken.
     const material = await generateMaterial(req.type);
+    try {
+      return await this.createWith(namespace, name, req, material, 'internal');
+    } finally {
+      zeroize(material);
+    }
+  }
+
+  /**
+   * Stores a new key whose version 1 is `material` (generated, or imported with
+   * origin 'external'); the caller validated the request's type and zeroes the material.
+   */
+  async createWith(namespace: string, name: string, req: KmsKeyCreate, material: Uint8Array, origin: 'internal' | 'external'): Promise<KmsKeyInfo> {
+    checkKeyName(name);
+    if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
+    const period = checkPeriod(req.auto_rotate_period);
     try {
       await this.db.transaction().execute(async (trx) => {
         const ns = await this.store.lockNamespace(namespace, trx);
@@ -73,7 +88,7 @@ export class NamedKeys {
             export_locked: req.export_locked === true,
             deletion_allowed: req.deletion_allowed === true,
             auto_rotate_period_seconds: period,
-            origin: 'internal',
+            origin,
             hsm: false,
           },
           trx,
@@ -83,8 +98,6 @@ export class NamedKeys {
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict('already_exists', `key "${name}" already exists in namespace "${namespace}"`);
       throw err;
-    } finally {
-      zeroize(material);
     }
     return this.read(namespace, name);
   }
@@ -172,21 +185,29 @@ export class NamedKeys {
     const { row } = await this.store.find(namespace, name);
     const material = await generateMaterial(row.type);
     try {
-      const namespaceId = await this.db.transaction().execute(async (trx) => {
-        const ns = await this.store.lockNamespace(namespace, trx);
-        const locked = await this.lockKey(ns.id, namespace, name, trx);
-        // Deleted and re-created (possibly with another type) while the material was generated.
-        if (locked.id !== row.id) throw conflict('conflict', `key "${name}" changed during the rotation; retry`);
-        const version = locked.latest_version + 1;
-        await this.store.storeVersion(ns, locked, version, material, trx);
-        await this.store.repo.updateKey(locked.id, { latest_version: version }, trx);
-        await this.store.announce(ns.id, locked.id, trx);
-        return ns.id;
-      });
-      this.store.changed(namespaceId, row.id);
+      return await this.addVersion(namespace, name, row.id, material);
     } finally {
       zeroize(material);
     }
+  }
+
+  /**
+   * Stores `material` (of the key's type; the caller zeroes it) as the next
+   * version of key `keyId` and makes it the latest: a rotation, or an imported version.
+   */
+  async addVersion(namespace: string, name: string, keyId: string, material: Uint8Array): Promise<KmsKeyInfo> {
+    const namespaceId = await this.db.transaction().execute(async (trx) => {
+      const ns = await this.store.lockNamespace(namespace, trx);
+      const locked = await this.lockKey(ns.id, namespace, name, trx);
+      // Deleted and re-created (possibly with another type) while the material was prepared.
+      if (locked.id !== keyId) throw conflict('conflict', `key "${name}" changed meanwhile; retry`);
+      const version = locked.latest_version + 1;
+      await this.store.storeVersion(ns, locked, version, material, trx);
+      await this.store.repo.updateKey(locked.id, { latest_version: version }, trx);
+      await this.store.announce(ns.id, locked.id, trx);
+      return ns.id;
+    });
+    this.store.changed(namespaceId, keyId);
     return this.read(namespace, name);
   }
 

@@ -13,8 +13,9 @@
  *    destroyed or rewrapped, and every one of those leaves it readable or
  *    reports it gone.
  */
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Executor } from '../executor.js';
+import { prefixRange } from '../prefix-range.js';
 import type { Database } from '../schema.js';
 
 /** The stored columns of a version that reading it needs. */
@@ -30,6 +31,59 @@ export interface NewSecretVersion {
   wrapped_dek: Uint8Array;
   ciphertext: Uint8Array;
 }
+
+/**
+ * `column` starts with `prefix`, as a range of the "C" collation the paths are stored in, so
+ * that the (namespace_id, path) index scans just the folder: a folder late in a namespace of a
+ * million paths costs what an early one does (test/contract/secret-repos checks the plan).
+ */
+function underPrefix(column: 'path' | 's.path', prefix: string): RawBuilder<boolean> {
+  const { lower, upper } = prefixRange(prefix);
+  const ref = sql.ref(column);
+  if (prefix === '') return sql<boolean>`true`;
+  if (upper === null) return sql<boolean>`(${ref} >= ${lower} and starts_with(${ref}, ${prefix}))`;
+  return sql<boolean>`(${ref} >= ${lower} and ${ref} < ${upper})`;
+}
+
+/** The folder queries, built but not run: the repository runs them, the contract test EXPLAINs them. */
+export const folderQueries = {
+  currentVersionsPage(tx: Executor, namespaceId: string, folder: string, after: string, limit: number) {
+    return tx
+      .selectFrom('secrets as s')
+      .innerJoin('secret_versions as v', (join) => join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'))
+      .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
+      .where('s.namespace_id', '=', namespaceId)
+      .where(underPrefix('s.path', folder))
+      .where('s.path', '>', after)
+      .where('v.deleted_at', 'is', null)
+      .where('v.destroyed_at', 'is', null)
+      .orderBy('s.path')
+      .limit(limit);
+  },
+
+  pathsUnder(tx: Executor, namespaceId: string, prefix: string, after: string, limit: number) {
+    return tx
+      .selectFrom('secrets')
+      .select('path')
+      .where('namespace_id', '=', namespaceId)
+      .where(underPrefix('path', prefix))
+      .where('path', '>', after)
+      .orderBy('path')
+      .limit(limit);
+  },
+
+  folderEntries(namespaceId: string, folder: string, after: string, limit: number, sample: number) {
+    const rest = sql<string>`substr(path, ${folder.length + 1})`;
+    const key = sql<string>`(case when strpos(${rest}, '/') > 0 then split_part(${rest}, '/', 1) || '/' else ${rest} end) collate "C"`;
+    return sql<{ key: string; sample: string[]; total: number | string }>`
+      select key, (array_agg(path order by path))[1:${sql.lit(sample)}] as sample, count(*) as total
+      from (select path, ${key} as key from secrets where namespace_id = ${namespaceId} and ${underPrefix('path', folder)}) entries
+      where key > ${after}
+      group by key
+      order by key
+      limit ${limit}`;
+  },
+};
 
 export function secretsRepo(db: Kysely<Database>) {
   return {
@@ -51,6 +105,58 @@ export function secretsRepo(db: Kysely<Database>) {
                 max_versions = coalesce(${row.maxVersions}::int, secrets.max_versions),
                 updated_at = now()
           returning id, current_version, max_versions`.execute(tx);
+      return rows[0]!;
+    },
+
+    /**
+     * A write's first statement: `upsertForWrite` behind the namespace's FOR
+     * SHARE lock (namespaces.ts `lockForWrite`), one round trip for the two.
+     * No namespace: undefined. A namespace being shredded (deletion_date set):
+     * no secret is touched and `secret` is undefined.
+     */
+    async lockNamespaceAndUpsert(
+      namespace: string,
+      row: { id: string; path: string; maxVersions: number | null; defaultMaxVersions: number },
+      tx: Executor,
+    ) {
+      const { rows } = await sql<{
+        namespace_id: string;
+        current_kek_version: number;
+        deletion_date: Date | null;
+        id: string | null;
+        current_version: number | null;
+        max_versions: number | null;
+      }>`
+          with ns as (select id, current_kek_version, deletion_date from namespaces where name = ${namespace} for share),
+          secret as (
+            insert into secrets (id, namespace_id, path, current_version, max_versions)
+            select ${row.id}::uuid, ns.id, ${row.path}::text, 1, ${row.maxVersions ?? row.defaultMaxVersions}::int from ns where ns.deletion_date is null
+            on conflict (namespace_id, path) do update
+              set current_version = secrets.current_version + 1,
+                  max_versions = coalesce(${row.maxVersions}::int, secrets.max_versions),
+                  updated_at = now()
+            returning id, current_version, max_versions)
+          select ns.id as namespace_id, ns.current_kek_version, ns.deletion_date, secret.id, secret.current_version, secret.max_versions
+          from ns left join secret on true`.execute(tx);
+      const r = rows[0];
+      if (!r) return undefined;
+      const namespaceRow = { id: r.namespace_id, current_kek_version: r.current_kek_version, deletion_date: r.deletion_date };
+      const secret = r.id === null ? undefined : { id: r.id, current_version: r.current_version!, max_versions: r.max_versions! };
+      return { namespace: namespaceRow, secret };
+    },
+
+    /**
+     * `insertVersion` and then `pruneVersions(row.secret_id, upTo)` in one
+     * statement. Only for `upTo` below the new version: the delete does not see
+     * the row inserted beside it.
+     */
+    async insertVersionAndPrune(row: NewSecretVersion, upTo: number, tx: Executor): Promise<{ created_at: Date }> {
+      if (upTo >= row.version) throw new RangeError('insertVersionAndPrune cannot prune the version it inserts');
+      const { rows } = await sql<{ created_at: Date }>`
+          with pruned as (delete from secret_versions where secret_id = ${row.secret_id} and version <= ${upTo})
+          insert into secret_versions (secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
+          values (${row.secret_id}, ${row.version}, ${row.type}, ${row.metadata}::jsonb, ${row.kek_version}, ${row.wrapped_dek}, ${row.ciphertext})
+          returning created_at`.execute(tx);
       return rows[0]!;
     },
 
@@ -84,18 +190,7 @@ export function secretsRepo(db: Kysely<Database>) {
 
     /** Up to `limit` secrets under `folder` after path `after`, in path order, with their readable current version. */
     async currentVersionsPage(namespaceId: string, folder: string, after: string, limit: number, tx: Executor = db) {
-      return tx
-        .selectFrom('secrets as s')
-        .innerJoin('secret_versions as v', (join) => join.onRef('v.secret_id', '=', 's.id').onRef('v.version', '=', 's.current_version'))
-        .select(['s.id as secret_id', 's.path', ...VERSION_COLUMNS])
-        .where('s.namespace_id', '=', namespaceId)
-        .where(sql<boolean>`starts_with(s.path, ${folder})`)
-        .where('s.path', '>', after)
-        .where('v.deleted_at', 'is', null)
-        .where('v.destroyed_at', 'is', null)
-        .orderBy('s.path')
-        .limit(limit)
-        .execute();
+      return folderQueries.currentVersionsPage(tx, namespaceId, folder, after, limit).execute();
     },
 
     /** A secret by namespace name and path, with the namespace's shredding state; FOR UPDATE of the secret row with `lock`. */
@@ -190,15 +285,7 @@ export function secretsRepo(db: Kysely<Database>) {
 
     /** Up to `limit` secret paths starting with `prefix` after `after`, in path order ("C" collation). */
     async pathsUnder(namespaceId: string, prefix: string, after: string, limit: number, tx: Executor = db) {
-      return tx
-        .selectFrom('secrets')
-        .select('path')
-        .where('namespace_id', '=', namespaceId)
-        .where(sql<boolean>`starts_with(path, ${prefix})`)
-        .where('path', '>', after)
-        .orderBy('path')
-        .limit(limit)
-        .execute();
+      return folderQueries.pathsUnder(tx, namespaceId, prefix, after, limit).execute();
     },
 
     /**
@@ -206,15 +293,7 @@ export function secretsRepo(db: Kysely<Database>) {
      * sub-folder ("name/") with its first `sample` paths and how many it holds.
      */
     async folderEntries(namespaceId: string, folder: string, after: string, limit: number, sample: number, tx: Executor = db) {
-      const rest = sql<string>`substr(path, ${folder.length + 1})`;
-      const key = sql<string>`(case when strpos(${rest}, '/') > 0 then split_part(${rest}, '/', 1) || '/' else ${rest} end) collate "C"`;
-      const { rows } = await sql<{ key: string; sample: string[]; total: number | string }>`
-      select key, (array_agg(path order by path))[1:${sql.lit(sample)}] as sample, count(*) as total
-      from (select path, ${key} as key from secrets where namespace_id = ${namespaceId} and starts_with(path, ${folder})) entries
-      where key > ${after}
-      group by key
-      order by key
-      limit ${limit}`.execute(tx);
+      const { rows } = await folderQueries.folderEntries(namespaceId, folder, after, limit, sample).execute(tx);
       return rows.map((r) => ({ key: r.key, sample: r.sample, total: Number(r.total) }));
     },
   };

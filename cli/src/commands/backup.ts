@@ -1,0 +1,177 @@
+/**
+ * `coffer operator backup [--out FILE]`, `coffer operator backup verify FILE`,
+ * `coffer operator restore FILE`. A backup holds every key of the vault, still
+ * wrapped by the root key: written 0600, never over an existing file unless
+ * --force, and only once complete (a cut stream leaves nothing behind).
+ */
+import { createHash } from 'node:crypto';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBackup, type Sha256Hex } from '@coffer/sdk/api';
+import type { Command } from 'commander';
+import { Context } from '../context.js';
+import { CliError, EXIT, usageError } from '../errors.js';
+import { fields } from '../output.js';
+import { examples } from './common.js';
+
+const sha256Hex: Sha256Hex = (...parts) => {
+  const hash = createHash('sha256');
+  for (const part of parts) hash.update(part);
+  return hash.digest('hex');
+};
+
+async function readBackupFile(file: string): Promise<{ text: string; parsed: ParsedBackup }> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`);
+  }
+  try {
+    return { text, parsed: parseBackup(text, sha256Hex) };
+  } catch (err) {
+    if (err instanceof BackupFormatError) throw new CliError(`${file} is not a sound Coffer backup: ${err.message}`);
+    throw err;
+  }
+}
+
+function summary(file: string, b: ParsedBackup): string {
+  const rows = Object.values(b.trailer.counts).reduce((a, n) => a + n, 0);
+  return fields([
+    ['File', file],
+    ['Format', b.header.format],
+    ['Created', b.header.created_at],
+    ['Schema', b.header.schema],
+    ['Seal', `${b.header.seal.type}, root key version ${b.header.seal.root_version}, ${b.header.seal.threshold} of ${b.header.seal.shares} shares`],
+    ['Tables', b.header.tables.length],
+    ['Rows', rows],
+    ['Keys (fingerprints)', Object.keys(b.trailer.fingerprints).length],
+    ['SHA-256', b.trailer.sha256],
+  ]);
+}
+
+function renderVerify(r: BackupVerifyResult): string {
+  return fields([
+    ['Opens under the server\'s root key', r.ok],
+    ['Root check', r.root_check],
+    ['Sealed digest', r.digest],
+    ['Root-wrapped keys', `${r.root_wrapped.opened} opened, ${r.root_wrapped.failed} failed`],
+    ['KEK-wrapped keys', `${r.kek_wrapped.opened} opened, ${r.kek_wrapped.failed} failed`],
+    ['Secret values', `${r.values.opened} decrypted, ${r.values.failed} failed`],
+    ['Failures', r.failures.length > 0 ? r.failures.join(', ') : null],
+  ]);
+}
+
+/** Streams the response body to `out` (mode 0600), with a progress line on a terminal. */
+async function download(body: ReadableStream<Uint8Array>, out: string): Promise<number> {
+  const file = await open(out, 'wx', 0o600);
+  const tty = process.stderr.isTTY === true;
+  let bytes = 0;
+  let table = '';
+  let shown = 0;
+  try {
+    for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+      await file.write(chunk);
+      bytes += chunk.length;
+      if (tty) {
+        const m = /\{"table":"([a-z_]+)"\}\n(?![\s\S]*\{"table":")/.exec(Buffer.from(chunk).toString('utf8'));
+        if (m) table = m[1]!;
+        if (Date.now() - shown > 200) {
+          shown = Date.now();
+          process.stderr.write(`\r\x1b[Kbackup: ${(bytes / 1024 / 1024).toFixed(1)} MiB${table ? `, table ${table}` : ''}`);
+        }
+      }
+    }
+    await file.sync();
+  } finally {
+    await file.close();
+    if (tty) process.stderr.write('\r\x1b[K');
+  }
+  return bytes;
+}
+
+export function registerBackup(operator: Command): void {
+  const backup = examples(
+    operator
+      .command('backup')
+      .description('write a backup of everything the server stores (admin): keys stay wrapped by the root key; file mode 0600')
+      .option('--out <file>', 'where to write the backup (required)')
+      .option('--force', 'replace FILE if it exists (only once the new backup is complete)')
+      .action(async (opts: { out?: string; force?: boolean }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        // Not a requiredOption: commander would demand it of `backup verify` too.
+        if (!opts.out) throw usageError('give the file to write: --out FILE');
+        const out = opts.out;
+        if (!opts.force) {
+          const exists = await open(out, 'r').then(
+            async (f) => (await f.close(), true),
+            () => false,
+          );
+          if (exists) throw new CliError(`${out} exists: choose another file or pass --force`);
+        }
+        const response = await ctx.client({ auth: true }).sys.backup();
+        if (!response.body) throw new CliError('the server sent no backup');
+        // Written beside the target and renamed when complete and checked: a cut stream never replaces a good backup.
+        const partial = `${out}.partial`;
+        try {
+          await download(response.body, partial);
+        } catch (err) {
+          await unlink(partial).catch(() => undefined);
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CliError(`${partial} exists (another backup running?): remove it first`);
+          throw new CliError(`the backup was cut off (${err instanceof Error ? err.message : 'stream failed'}); nothing was written`, EXIT.unavailable);
+        }
+        let parsed: ParsedBackup;
+        try {
+          ({ parsed } = await readBackupFile(partial));
+        } catch (err) {
+          await unlink(partial).catch(() => undefined);
+          throw err;
+        }
+        await rename(partial, out);
+        ctx.print({ file: out, header: parsed.header, counts: parsed.trailer.counts, sha256: parsed.trailer.sha256 }, () => summary(out, parsed));
+      }),
+    'coffer operator backup --out coffer-$(date +%F).backup',
+    'coffer operator backup verify coffer-2026-01-01.backup --server',
+  );
+
+  examples(
+    backup
+      .command('verify')
+      .description('check a backup file offline (structure, counts, fingerprints, SHA-256); with --server, also prove on the running, unsealed server that every wrapped key opens (admin)')
+      .argument('<file>', 'the backup file')
+      .option('--server', 'upload it to the server (COFFER_ADDR) to prove that every wrapped key and value opens; nothing is stored')
+      .action(async (file: string, opts: { server?: boolean }, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const { text, parsed } = await readBackupFile(file);
+        if (!opts.server) {
+          ctx.print({ ok: true, header: parsed.header, counts: parsed.trailer.counts, sha256: parsed.trailer.sha256 }, () => `${summary(file, parsed)}Structure, counts, fingerprints and SHA-256: OK\n`);
+          return;
+        }
+        const result = await ctx.client({ auth: true }).sys.verifyBackup(text);
+        ctx.print(result, () => summary(file, parsed) + renderVerify(result));
+        if (!result.ok) process.exitCode = EXIT.error;
+      }),
+    'coffer operator backup verify coffer.backup',
+    'coffer operator backup verify coffer.backup --server',
+  );
+
+  examples(
+    operator
+      .command('restore')
+      .description('restore a backup into a new, UNINITIALISED server (same seal type and Coffer version); it is then sealed and unseals with the ORIGINAL shares (or HSM key)')
+      .argument('<file>', 'the backup file')
+      .action(async (file: string, _opts: object, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const { text } = await readBackupFile(file);
+        const result = await ctx.client({ auth: false }).sys.restore(text);
+        ctx.print(result, () =>
+          fields([
+            ['Restored rows', Object.values(result.restored).reduce((a, n) => a + n, 0)],
+            ['Seal type', result.seal_type],
+            ['Root key version', result.root_version],
+            ['Sealed', result.sealed],
+          ]) + `\nUnseal with the original ${result.seal_type === 'pkcs11' ? 'HSM key (automatic at start) or recovery shares' : 'unseal shares'}: \`coffer operator unseal\`.\n`,
+        );
+      }),
+    'coffer operator restore coffer.backup',
+  );
+}

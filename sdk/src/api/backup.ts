@@ -1,0 +1,216 @@
+/**
+ * The backup format (`GET /v1/sys/backup`, `coffer operator backup`): UTF-8
+ * JSON lines, every line ending in "\n", in this order:
+ *
+ *   {"coffer_backup": BackupHeader}            the first half of the manifest
+ *   {"table": "<name>"}                         one section per table, in header.tables order
+ *   {"r": <row>}                                one line per row: PostgreSQL's to_jsonb(row)
+ *   ...                                          (bytea as "\\x<hex>", timestamps with microseconds)
+ *   {"end": BackupTrailer}                      counts, fingerprints, SHA-256, sealed digest
+ *
+ * Everything is stored as the database holds it: keys stay wrapped by the root
+ * key (KEKs, system keys) or by a KEK (DEKs, named keys), values stay encrypted.
+ * `sha256` covers every byte before the trailer line; `digest_seal` is that
+ * digest wrapped by the root key (AEAD): only a holder of the root key can make
+ * one that opens, so an edited backup is caught by `backup verify --server`
+ * even when its SHA-256 was recomputed. Restore checks structure and SHA-256.
+ *
+ * Checked here without any key (offline `coffer operator backup verify`). The
+ * wire contract imports nothing: callers pass SHA-256 (node:crypto on Node).
+ */
+
+/** SHA-256 of the parts, concatenated (strings as UTF-8), as lowercase hex. */
+export type Sha256Hex = (...parts: Array<string | Uint8Array>) => string;
+
+export const BACKUP_FORMAT = 1;
+export const BACKUP_MEDIA_TYPE = 'application/x-ndjson';
+
+/** A root-wrapped column, as the server's registry names it (for fingerprints). */
+export interface BackupWrappedColumn {
+  table: string;
+  key: string[];
+  column: string;
+}
+
+export interface BackupHeader {
+  format: number;
+  created_at: string;
+  /** The last schema migration of the server that made it: restore needs the same schema. */
+  schema: string;
+  seal: { type: string; root_version: number; shares: number; threshold: number; hsm_key_label: string | null };
+  /** Every table, in the order they are written (and restored: parents before children). */
+  tables: string[];
+  /** What the root key wraps: the rows fingerprinted in the trailer. */
+  root_wrapped: BackupWrappedColumn[];
+}
+
+export interface BackupTrailer {
+  counts: Record<string, number>;
+  /** SHA-256 (first 16 bytes, hex) of each stored wrapped key and of the root check value: identifies keys, reveals nothing. */
+  fingerprints: Record<string, string>;
+  sha256: string;
+  /** The content's SHA-256 wrapped by the root key (base64). */
+  digest_seal: string;
+}
+
+/** A parsed backup; rows are kept as their JSON text (parsed on demand). */
+export interface ParsedBackup {
+  header: BackupHeader;
+  trailer: BackupTrailer;
+  /** table → the row lines' JSON texts (the `<row>` of `{"r": <row>}`). */
+  rows: Map<string, string[]>;
+}
+
+/** A backup that is not well formed; the message says where. */
+export class BackupFormatError extends Error {
+  constructor(
+    message: string,
+    /** The format is newer than this reader knows (refused, not "corrupt"). */
+    readonly unsupported = false,
+  ) {
+    super(message);
+    this.name = 'BackupFormatError';
+  }
+}
+
+/** The fingerprint of stored bytes (a wrapped key): not the key, and not reversible. */
+export function fingerprint(bytes: Uint8Array, sha256: Sha256Hex): string {
+  return sha256('coffer backup fingerprint v1\0', bytes).slice(0, 32);
+}
+
+/** PostgreSQL's JSON form of bytea ("\\x0a0b…") back to bytes. */
+export function byteaOf(value: unknown): Uint8Array | null {
+  if (typeof value !== 'string' || !/^\\x([0-9a-f]{2})*$/i.test(value)) return null;
+  const out = new Uint8Array((value.length - 2) / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(value.slice(2 + 2 * i, 4 + 2 * i), 16);
+  return out;
+}
+
+/** What the trailer's fingerprints are computed from: the root check value and every root-wrapped row. */
+export function fingerprintsOf(header: BackupHeader, rows: ReadonlyMap<string, readonly string[]>, sha256: Sha256Hex): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const text of rows.get('seal_config') ?? []) {
+    const check = byteaOf((JSON.parse(text) as Record<string, unknown>).root_check);
+    if (check) out.root_check = fingerprint(check, sha256);
+  }
+  for (const entry of header.root_wrapped) {
+    for (const text of rows.get(entry.table) ?? []) {
+      const row = JSON.parse(text) as Record<string, unknown>;
+      const bytes = byteaOf(row[entry.column]);
+      if (bytes) out[[entry.table, ...entry.key.map((k) => String(row[k]))].join('/')] = fingerprint(bytes, sha256);
+    }
+  }
+  return out;
+}
+
+const object = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function parseLine(line: string, at: number): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new BackupFormatError(`line ${at}: not JSON`);
+  }
+  if (!object(value)) throw new BackupFormatError(`line ${at}: not a JSON object`);
+  return value;
+}
+
+function checkHeader(value: unknown): BackupHeader {
+  if (!object(value)) throw new BackupFormatError('line 1: not a Coffer backup (no "coffer_backup" header)');
+  const format = value.format;
+  if (typeof format !== 'number' || !Number.isInteger(format)) throw new BackupFormatError('the header has no format version');
+  if (format > BACKUP_FORMAT) {
+    throw new BackupFormatError(`backup format ${format} is newer than this Coffer understands (${BACKUP_FORMAT}): use a newer Coffer`, true);
+  }
+  const seal = value.seal;
+  const ok =
+    typeof value.created_at === 'string' &&
+    typeof value.schema === 'string' &&
+    object(seal) &&
+    typeof seal.type === 'string' &&
+    typeof seal.root_version === 'number' &&
+    Array.isArray(value.tables) &&
+    value.tables.every((t) => typeof t === 'string') &&
+    Array.isArray(value.root_wrapped);
+  if (!ok) throw new BackupFormatError('the header is incomplete (created_at, schema, seal, tables, root_wrapped)');
+  // Names that end up in messages and SQL identifiers: plain ones only.
+  const names =
+    /^[a-z0-9-]{1,32}$/.test(seal.type as string) &&
+    /^[A-Za-z0-9_.-]{0,128}$/.test(value.schema as string) &&
+    (value.tables as string[]).every((t) => /^[a-z_][a-z0-9_]{0,62}$/.test(t));
+  if (!names) throw new BackupFormatError('the header names a seal type, schema or table that is not a plain name');
+  return value as unknown as BackupHeader;
+}
+
+/**
+ * Parses and checks a whole backup: header, one section per declared table in
+ * order, the trailer last, row counts, fingerprints and the SHA-256 of the
+ * content. Throws BackupFormatError naming the first problem.
+ */
+export function parseBackup(text: string, sha256: Sha256Hex): ParsedBackup {
+  if (!text.endsWith('\n')) throw new BackupFormatError('the backup is truncated (no final newline)');
+  const lines = text.slice(0, -1).split('\n');
+  const last = lines.length - 1;
+  const first = parseLine(lines[0] ?? '', 1);
+  const header = checkHeader(first.coffer_backup);
+  const end = parseLine(lines[last] ?? '', last + 1).end;
+  if (lines.length < 2 || !object(end) || !object(end.counts) || !object(end.fingerprints) || typeof end.sha256 !== 'string' || typeof end.digest_seal !== 'string') {
+    throw new BackupFormatError('the backup is truncated or has no trailer ("end" line)');
+  }
+  const trailer = end as unknown as BackupTrailer;
+  const contentLength = text.length - lines[last]!.length - 1;
+  const digest = sha256(text.slice(0, contentLength));
+  if (digest !== trailer.sha256) throw new BackupFormatError('the SHA-256 of the content does not match the trailer: the backup was altered or damaged');
+
+  const rows = new Map<string, string[]>();
+  let current: string[] | null = null;
+  let section = 0;
+  for (let i = 1; i < last; i++) {
+    const line = lines[i]!;
+    if (line.startsWith('{"r":')) {
+      if (!current) throw new BackupFormatError(`line ${i + 1}: a row before any table section`);
+      if (!line.endsWith('}')) throw new BackupFormatError(`line ${i + 1}: malformed row`);
+      const row = line.slice(5, -1);
+      if (!object(parseLine(row, i + 1))) throw new BackupFormatError(`line ${i + 1}: malformed row`);
+      current.push(row);
+      continue;
+    }
+    const table = parseLine(line, i + 1).table;
+    if (typeof table !== 'string' || table !== header.tables[section]) throw new BackupFormatError(`line ${i + 1}: expected the section of table ${header.tables[section] ?? '(none)'}`);
+    current = [];
+    rows.set(table, current);
+    section++;
+  }
+  if (section !== header.tables.length) throw new BackupFormatError(`sections missing: ${header.tables.slice(section).join(', ')}`);
+  for (const table of header.tables) {
+    const n = rows.get(table)!.length;
+    if (trailer.counts[table] !== n) throw new BackupFormatError(`table ${table}: ${n} rows, the manifest says ${String(trailer.counts[table])}`);
+  }
+  if (Object.keys(trailer.counts).length !== header.tables.length) throw new BackupFormatError('the manifest counts tables that are not in the backup');
+  const expected = fingerprintsOf(header, rows, sha256);
+  const keys = new Set([...Object.keys(expected), ...Object.keys(trailer.fingerprints)]);
+  for (const k of keys) if (expected[k] !== trailer.fingerprints[k]) throw new BackupFormatError(`fingerprint of ${k} does not match the manifest`);
+  return { header, trailer, rows };
+}
+
+/** What `POST /v1/sys/backup/verify` answers: counts only, never a key. */
+export interface BackupVerifyResult {
+  ok: boolean;
+  root_check: boolean;
+  /** The sealed digest opened under the server's root key and matches the content. */
+  digest: boolean;
+  root_wrapped: { opened: number; failed: number };
+  kek_wrapped: { opened: number; failed: number };
+  /** Secret values decrypted with their DEKs (and thrown away). */
+  values: { opened: number; failed: number };
+  /** The first failures, by table and key (at most 20). */
+  failures: string[];
+}
+
+export interface RestoreResult {
+  restored: Record<string, number>;
+  seal_type: string;
+  root_version: number;
+  sealed: true;
+}

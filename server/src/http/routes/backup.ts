@@ -1,0 +1,115 @@
+/**
+ * /v1/sys/backup, /v1/sys/backup/verify, /v1/sys/restore (vault/backup.ts,
+ * vault/restore.ts). A backup holds every wrapped key: it is as sensitive as
+ * the database itself, so only a server-wide admin takes one, and its audit
+ * entry is durable before the first byte leaves (a streamed response cannot
+ * be held back at its end like others: see http/audit.ts).
+ *
+ * Uploads (verify, restore) are the backup file as sent, `application/x-ndjson`,
+ * read here up to MAX_BACKUP_BYTES instead of by the JSON body parser (whose
+ * limit is sized for API calls).
+ */
+import type { Request } from 'express';
+import { BACKUP_MEDIA_TYPE } from '@coffer/sdk/api';
+import { CofferError } from '../../errors.js';
+import { op, type RoutePath } from '../route.js';
+import { emptyQuery } from '../schemas.js';
+
+/** The largest backup a server accepts for verify or restore (held in memory while checked). */
+export const MAX_BACKUP_BYTES = 512 * 1024 * 1024;
+
+const UPLOADS = new Set(['/v1/sys/backup/verify', '/v1/sys/restore']);
+
+/** An upload of a backup file: left alone by the JSON body parser and its size limit. */
+export const isBackupUpload = (req: Request): boolean =>
+  // req.path is relative to a router's mount: the full path is baseUrl + path.
+  UPLOADS.has(req.baseUrl + req.path) && req.is(BACKUP_MEDIA_TYPE) === BACKUP_MEDIA_TYPE;
+
+/** The uploaded backup's text, or 415 / 413. */
+async function backupText(req: Request): Promise<string> {
+  if (!isBackupUpload(req)) throw new CofferError('unsupported_media_type', `send the backup file as ${BACKUP_MEDIA_TYPE}`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BACKUP_BYTES) throw new CofferError('payload_too_large', `a backup larger than ${MAX_BACKUP_BYTES} bytes is not accepted`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+const ADMIN = { kind: 'admin', denied: 'backups need admin rights' } as const;
+
+export const backupPaths: RoutePath[] = [
+  {
+    template: '/v1/sys/backup',
+    ops: {
+      GET: op({
+        action: 'sys.backup',
+        access: ADMIN,
+        query: emptyQuery,
+        handler: async (_req, res, { core, query, auditDraft }) => {
+          query();
+          // Fails (503) before anything is sent when the entry cannot be made durable.
+          await core.audit.append(auditDraft(200));
+          res.locals.audited = true;
+          let started = false;
+          const write = async (chunk: string) => {
+            if (!started) {
+              started = true;
+              res.status(200);
+              res.setHeader('Content-Type', `${BACKUP_MEDIA_TYPE}; charset=utf-8`);
+              res.setHeader('Content-Disposition', 'attachment; filename="coffer-backup.ndjson"');
+              res.setHeader('Cache-Control', 'no-store');
+            }
+            if (!res.write(chunk)) await new Promise<void>((resolve) => res.once('drain', resolve).once('close', resolve));
+            if (res.destroyed) throw new Error('the client went away during the backup');
+          };
+          try {
+            await core.backup(write);
+          } catch (err) {
+            // Once bytes are out the status is sent: cut the stream, and the client sees no trailer.
+            if (started) {
+              res.destroy(err instanceof Error ? err : undefined);
+              return;
+            }
+            throw err;
+          }
+          res.end();
+        },
+      }),
+    },
+  },
+  {
+    template: '/v1/sys/backup/verify',
+    ops: {
+      POST: op({
+        action: 'sys.backup.verify',
+        access: ADMIN,
+        query: emptyQuery,
+        handler: async (req, res, { core, query }) => {
+          query();
+          res.json(await core.verifyBackup(await backupText(req)));
+        },
+      }),
+    },
+  },
+  {
+    // Like init: an uninitialised server has no token to ask for.
+    template: '/v1/sys/restore',
+    ops: {
+      POST: op({
+        action: 'sys.restore',
+        access: { kind: 'public' },
+        query: emptyQuery,
+        handler: async (req, res, { core, query, auditDraft }) => {
+          query();
+          const text = await backupText(req);
+          const result = await core.restore(text, (trx) => core.audit.appendWithin(trx, auditDraft(200)));
+          res.locals.audited = true;
+          res.status(200).json(result);
+        },
+      }),
+    },
+  },
+];
