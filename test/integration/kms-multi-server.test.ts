@@ -1,9 +1,11 @@
 // The KMS key cache with two Coffer servers on one PostgreSQL: a key that server b has cached
 // (row, unwrapped versions, parsed private key) follows every change made through server a —
-// deletion, a raised min_decryption_version, a rotation, a shred — through the change feed, and
+// deletion, a raised min_decryption_version, a rotation, an imported version, a shred — through the change feed, and
 // this server's own changes apply at once. Each test first makes b use the key twice and checks
 // that b serves it from its cache, so a missing invalidation would show as a stale answer.
+import { randomBytes } from 'node:crypto';
 import type { RunningServer } from '@coffer/server/server';
+import { wrapForImport } from '../helpers/byok.js';
 import { describeIfPostgres } from '../helpers/env.js';
 import { api, createStore, expectError, eventually, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
 
@@ -88,6 +90,21 @@ describeIfPostgres('KMS key cache across two servers on one PostgreSQL', () => {
     expect(signed.body.signature).toMatch(/^coffer:v2:/);
     // What b signed with the new version verifies on a (the same key, not a stale one).
     expect((await post(a, 'kmsa/verify/sig', { input: b64('message'), signature: signed.body.signature })).body.valid).toBe(true);
+  });
+
+  it('a version imported on a is the one b encrypts with', async () => {
+    const wrapped = async (name: string, material: Buffer) => {
+      const params = await api(a.url, 'GET', `/v1/kms/kmsa/keys/${name}/import-params?algorithm=RSA_AES_KEY_WRAP_SHA_256`, { token });
+      expect(params.status).toBe(200);
+      return { import_token: params.body.import_token as string, encrypted_key_material: wrapForImport(material, params.body.public_key, 'RSA_AES_KEY_WRAP_SHA_256') };
+    };
+    expect((await post(a, 'kmsa/keys/imp/import', { type: 'aes256-gcm', ...(await wrapped('imp', randomBytes(32))) })).status).toBe(201);
+    await warmOnB('kmsa', 'imp');
+    expect((await post(a, 'kmsa/keys/imp/import-version', await wrapped('imp', randomBytes(32)))).status).toBe(200);
+    expect((await encrypt(a, 'kmsa', 'imp')).body.key_version).toBe(2);
+    const enc = await eventually(() => encrypt(b, 'kmsa', 'imp'), (r) => r.body.key_version === 2, WAIT_MS);
+    expect(enc.body.key_version).toBe(2);
+    expect((await decrypt(a, 'kmsa', 'imp', enc.body.ciphertext)).body.plaintext).toBe(b64('hello'));
   });
 
   it('a shred scheduled on a disables the namespace\'s keys on b; the sweep zeroes b\'s cached material', async () => {
