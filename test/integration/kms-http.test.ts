@@ -107,6 +107,10 @@ describeEachStorage('KMS over HTTP', (kind) => {
     const random = await call('GET', '/v1/kms/random?bytes=16&format=hex');
     expect(random.body.random).toMatch(/^[0-9a-f]{32}$/);
     expect((await call('GET', '/v1/kms/random?bytes=5000')).status).toBe(400);
+    // Too many digits for the query's pattern: the same message, naming the range.
+    const huge = await call('GET', '/v1/kms/random?bytes=1000000');
+    expect(huge.status).toBe(400);
+    expect(huge.body.error.message).toContain('from 1 to 1024');
 
     const read = await call('GET', '/v1/kms/kh/keys/app');
     expect(read.body.versions.map((v: { version: number }) => v.version)).toEqual([1, 2]);

@@ -39,6 +39,7 @@ import {
   KMS_DATAKEY_BITS,
   KMS_KEY_TYPES,
   KMS_MAX_BATCH_ITEMS,
+  KMS_MAX_RANDOM_BYTES,
   kmsKeyNameProblem,
   type KmsBatchItem,
   type KmsBatchOperation,
@@ -121,7 +122,7 @@ const randomQuery = z
   .object({
     bytes: z
       .string()
-      .regex(/^[1-9][0-9]{0,4}$/, 'bytes is a whole number')
+      .regex(/^[1-9][0-9]{0,4}$/, `bytes is a whole number from 1 to ${KMS_MAX_RANDOM_BYTES}`)
       .transform(Number)
       .optional(),
     format: z.enum(['base64', 'hex']).optional(),
