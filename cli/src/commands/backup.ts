@@ -10,6 +10,7 @@ import { BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBac
 import type { Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
+import { readShares } from '../input.js';
 import { fields } from '../output.js';
 import { examples } from './common.js';
 
@@ -157,21 +158,38 @@ export function registerBackup(operator: Command): void {
   examples(
     operator
       .command('restore')
-      .description('restore a backup into a new, UNINITIALISED server (same seal type and Coffer version); it is then sealed and unseals with the ORIGINAL shares (or HSM key)')
+      .description(
+        'restore a backup into a new, UNINITIALISED server (same seal type and Coffer version). A Shamir backup needs the threshold of its ORIGINAL unseal shares ' +
+          '(prompted for on a terminal, else --shares-file or stdin): they prove the backup is unedited before anything is written, and unseal the server afterwards. ' +
+          'A PKCS#11 backup needs the HSM holding the original root key',
+      )
       .argument('<file>', 'the backup file')
-      .action(async (file: string, _opts: object, cmd: Command) => {
+      .option('--shares-file <file>', 'the original unseal shares, one per line ("-" for stdin)')
+      .action(async (file: string, opts: { sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const { text } = await readBackupFile(file);
-        const result = await ctx.client({ auth: false }).sys.restore(text);
+        const { text, parsed } = await readBackupFile(file);
+        const seal = parsed.header.seal;
+        // The HSM holds a PKCS#11 backup's root key; a Shamir one is rebuilt from the shares.
+        const needsShares = seal.type !== 'pkcs11';
+        if (!needsShares && opts.sharesFile !== undefined) throw usageError('a PKCS#11 backup is restored with the HSM key: give no --shares-file');
+        const client = ctx.client({ auth: false });
+        // Asked first so nobody types shares for a restore that cannot happen (the server checks again).
+        if ((await client.sys.status()).initialized) throw new CliError('Coffer is already initialised: restore only into a new, uninitialised server');
+        const shares = needsShares ? await readShares(opts.sharesFile, seal.threshold, 'Original unseal share') : undefined;
+        const result = await client.sys.restore(text, { shares });
         ctx.print(result, () =>
           fields([
             ['Restored rows', Object.values(result.restored).reduce((a, n) => a + n, 0)],
             ['Seal type', result.seal_type],
             ['Root key version', result.root_version],
             ['Sealed', result.sealed],
-          ]) + `\nUnseal with the original ${result.seal_type === 'pkcs11' ? 'HSM key (automatic at start) or recovery shares' : 'unseal shares'}: \`coffer operator unseal\`.\n`,
+          ]) +
+          (result.sealed
+            ? `\nUnseal with the original ${result.seal_type === 'pkcs11' ? 'HSM key (automatic at start) or recovery shares' : 'unseal shares'}: \`coffer operator unseal\`.\n`
+            : '\nThe backup\'s sealed digest was proven with the original root key, which now unseals the server.\n'),
         );
       }),
-    'coffer operator restore coffer.backup',
+    'coffer operator restore coffer.backup                 # prompts for the original unseal shares',
+    'coffer operator restore coffer.backup --shares-file shares.txt',
   );
 }
