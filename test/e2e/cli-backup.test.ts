@@ -42,6 +42,7 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
   const dir = tempDir('coffer-cli-backup-');
   const home = tempDir('coffer-cli-backup-home-');
   const file = path.join(dir, 'coffer.backup');
+  const sharesFile = path.join(dir, 'shares.txt');
   let server: ServerProcess;
   let token: string | undefined;
   let shares: string[];
@@ -59,6 +60,7 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
     shares = init.shares;
     token = init.root_token;
     for (const share of shares.slice(0, 2)) await ok(['operator', 'unseal', '-'], `${share}\n`);
+    await writeFile(sharesFile, `${shares[0]}\n${shares[1]}\n`, { mode: 0o600 });
     await ok(['ns', 'create', 'ops']);
     await ok(['-n', 'ops', 'secret', 'put', 'db', 'password=-'], 'first\n');
     await ok(['-n', 'ops', 'secret', 'put', 'db', 'password=-'], 'second\n');
@@ -77,6 +79,24 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
     expect(proved).toMatchObject({ ok: true, values: { opened: 2, failed: 0 } });
   });
 
+  it('proves a backup offline with the original shares: every key opens; an edit with a recomputed SHA-256 does not', async () => {
+    const proved = JSON.parse(await ok(['operator', 'backup', 'verify', file, '--shares-file', sharesFile, '--format', 'json'])) as Record<string, unknown>;
+    expect(proved).toMatchObject({ ok: true, root_check: true, digest: true, values: { opened: 2, failed: 0 }, failures: [] });
+    // From stdin too (the way a prompt is answered when there is no terminal).
+    expect(await ok(['operator', 'backup', 'verify', file, '--shares'], `${shares[2]}\n${shares[1]}\n`)).toMatch(/Sealed digest\s+true/);
+    const forged = path.join(dir, 'forged-offline.backup');
+    await writeFile(forged, rehash((await readFile(file, 'utf8')).replace('"ops"', '"opz"')));
+    const caught = await run(['operator', 'backup', 'verify', forged, '--shares-file', sharesFile, '--format', 'json']);
+    expect(caught.code).not.toBe(0);
+    expect(JSON.parse(caught.stdout)).toMatchObject({ ok: false, digest: false, root_check: true });
+    const wrong = await run(['operator', 'backup', 'verify', file, '--shares'], `${shares[0]}\n${shares[0]}\n`);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toMatch(/distinct original unseal shares/);
+    for (const share of shares) expect(wrong.stderr + wrong.stdout).not.toContain(share);
+    const both = await run(['operator', 'backup', 'verify', file, '--server', '--shares-file', sharesFile]);
+    expect(both.code).not.toBe(0);
+  });
+
   it('refuses an edited backup offline, and restore into an initialised server', async () => {
     const edited = path.join(dir, 'edited.backup');
     await writeFile(edited, (await readFile(file, 'utf8')).replace('"ops"', '"opz"'));
@@ -92,8 +112,6 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
     await server.stop('SIGKILL');
     rmSync(path.join(dir, 'data-a'), { recursive: true, force: true });
     server = await start({ COFFER_DATA_DIR: path.join(dir, 'data-b') });
-    const sharesFile = path.join(dir, 'shares.txt');
-    await writeFile(sharesFile, `${shares[0]}\n${shares[1]}\n`, { mode: 0o600 });
     // An edit with a recomputed SHA-256 passes the offline checks, but not the restore.
     const forged = path.join(dir, 'forged.backup');
     await writeFile(forged, rehash((await readFile(file, 'utf8')).replace('"ops"', '"opz"')));

@@ -50,9 +50,34 @@ function summary(file: string, b: ParsedBackup): string {
   ]);
 }
 
-function renderVerify(r: BackupVerifyResult): string {
+/** The server package's offline check (vault/backup-shares.ts): one implementation of the key checks, not a copy. */
+interface OfflineVerifier {
+  verifyBackupWithShares(backup: ParsedBackup, shares: readonly string[]): Promise<BackupVerifyResult>;
+}
+// A variable, so the CLI neither type-checks against nor has to ship the server package.
+const OFFLINE_VERIFIER = '@coffer/server/vault/backup-shares';
+
+async function verifyOffline(backup: ParsedBackup, shares: string[]): Promise<BackupVerifyResult> {
+  let verifier: OfflineVerifier;
+  try {
+    verifier = (await import(OFFLINE_VERIFIER)) as OfflineVerifier;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    throw new CliError('proving a backup with shares offline needs the Coffer server package (@coffer/server) installed beside the CLI; or prove it with --server');
+  }
+  try {
+    return await verifier.verifyBackupWithShares(backup, shares);
+  } catch (err) {
+    // The server's CofferError (code, message): its messages never quote a share.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && err instanceof Error) throw new CliError(`${err.message} (${code})`);
+    throw err;
+  }
+}
+
+function renderVerify(r: BackupVerifyResult, under = 'the server\'s root key'): string {
   return fields([
-    ['Opens under the server\'s root key', r.ok],
+    [`Opens under ${under}`, r.ok],
     ['Root check', r.root_check],
     ['Sealed digest', r.digest],
     ['Root-wrapped keys', `${r.root_wrapped.opened} opened, ${r.root_wrapped.failed} failed`],
@@ -137,21 +162,34 @@ export function registerBackup(operator: Command): void {
   examples(
     backup
       .command('verify')
-      .description('check a backup file offline (structure, counts, fingerprints, SHA-256); with --server, also prove on the running, unsealed server that every wrapped key opens (admin)')
+      .description(
+        'check a backup file offline (structure, counts, fingerprints, SHA-256). With --shares or --shares-file (Shamir), also prove offline, with the ORIGINAL ' +
+          'unseal shares, that the sealed digest and every wrapped key and value open; with --server, prove it on the running, unsealed server (admin)',
+      )
       .argument('<file>', 'the backup file')
       .option('--server', 'upload it to the server (COFFER_ADDR) to prove that every wrapped key and value opens; nothing is stored')
-      .action(async (file: string, opts: { server?: boolean }, cmd: Command) => {
+      .option('--shares', 'prove it offline with the original unseal shares, prompted for on a terminal (else read from stdin)')
+      .option('--shares-file <file>', 'prove it offline with the original unseal shares in FILE, one per line ("-" for stdin)')
+      .action(async (file: string, opts: { server?: boolean; shares?: boolean; sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
         const { text, parsed } = await readBackupFile(file);
-        if (!opts.server) {
+        const withShares = opts.shares === true || opts.sharesFile !== undefined;
+        if (withShares && opts.server) throw usageError('give --server or the shares (--shares, --shares-file), not both');
+        if (!opts.server && !withShares) {
           ctx.print({ ok: true, header: parsed.header, counts: parsed.trailer.counts, sha256: parsed.trailer.sha256 }, () => `${summary(file, parsed)}Structure, counts, fingerprints and SHA-256: OK\n`);
           return;
         }
-        const result = await ctx.client({ auth: true }).sys.verifyBackup(text);
-        ctx.print(result, () => summary(file, parsed) + renderVerify(result));
+        let result: BackupVerifyResult;
+        if (withShares) {
+          if (parsed.header.seal.type === 'pkcs11') throw usageError('a PKCS#11 backup\'s root key is in its HSM, not in shares: prove it with --server');
+          const shares = await readShares(opts.sharesFile, parsed.header.seal.threshold, 'Original unseal share');
+          result = await verifyOffline(parsed, shares);
+        } else result = await ctx.client({ auth: true }).sys.verifyBackup(text);
+        ctx.print(result, () => summary(file, parsed) + renderVerify(result, withShares ? 'the shares\' root key' : 'the server\'s root key'));
         if (!result.ok) process.exitCode = EXIT.error;
       }),
     'coffer operator backup verify coffer.backup',
+    'coffer operator backup verify coffer.backup --shares-file shares.txt',
     'coffer operator backup verify coffer.backup --server',
   );
 

@@ -27,15 +27,15 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import { BackupFormatError, byteaOf, parseBackup, type ParsedBackup, type RestoreResult } from '@coffer/sdk/api';
 import { changeEvents, publishEvent } from '../cluster/events.js';
-import { openWithKey, zeroize } from '../crypto/aead.js';
+import { zeroize } from '../crypto/aead.js';
 import { aad } from '../crypto/context.js';
 import { CofferError, conflict } from '../errors.js';
 import { isInitialised, replaceAll, schemaTables, schemaVersion } from '../storage/repos/backup.js';
-import { InMemoryRootKey, type RootKey } from '../seal/root-key.js';
-import { ROOT_CHECK_PLAINTEXT } from '../seal/seal-context.js';
-import { combineShareTexts, MAX_SHARES } from '../seal/shamir.js';
+import type { RootKey } from '../seal/root-key.js';
+import { MAX_SHARES } from '../seal/shamir.js';
 import type { Database } from '../storage/schema.js';
 import { BACKUP_TABLES, sha256Hex } from './backup.js';
+import { rootFromShares, rootRefOf } from './backup-shares.js';
 import type { Vault } from './vault.js';
 
 /** A parsed, hash-checked backup, or 400 naming the problem. */
@@ -173,37 +173,10 @@ function proveDigest(backup: ParsedBackup, opened: Uint8Array): void {
  * from the HSM (a seal that stores its root key), else rebuilt from the original shares.
  */
 async function rootOfBackup(vault: Vault, sealRow: string, shares: string[] | null): Promise<RootKey> {
-  const seal = vault.deps.seals.forInit;
-  const row = JSON.parse(sealRow) as Record<string, unknown>;
-  const rootCheck = byteaOf(row.root_check);
-  const rootVersion = Number(row.root_version);
-  if (!rootCheck || !Number.isInteger(rootVersion) || rootVersion < 1) {
-    throw new CofferError('invalid_backup', 'the backup\'s seal configuration has no root check value');
-  }
-  if (seal.capabilities.storedKeys) {
-    if (shares) throw new CofferError('invalid_request', 'this seal holds the root key in its HSM: a restore takes no shares');
-    return proveSealHoldsRoot(vault, row, rootCheck, rootVersion);
-  }
-  const threshold = Number(row.threshold);
-  if (!Number.isInteger(threshold) || threshold < 1 || threshold > MAX_SHARES) throw new CofferError('invalid_backup', 'the backup\'s seal configuration has no valid threshold');
-  if (!shares) {
-    throw new CofferError('invalid_shares', `a Shamir backup is restored with ${threshold} of its ORIGINAL unseal shares: they prove the backup is the root key's (coffer operator restore prompts for them)`);
-  }
-  const key = await combineShareTexts(shares, threshold);
-  if (!key) throw new CofferError('invalid_shares', `${threshold} distinct original unseal shares are needed`);
-  let same = false;
-  try {
-    const opened = openWithKey(key, rootCheck, aad.rootCheck(rootVersion), 'the root key check');
-    same = opened.length === ROOT_CHECK_PLAINTEXT.length && timingSafeEqual(opened, ROOT_CHECK_PLAINTEXT);
-    zeroize(opened);
-  } catch {
-    same = false;
-  }
-  if (!same) {
-    zeroize(key);
-    throw new CofferError('invalid_shares', 'the shares do not reconstruct the backup\'s root key (a share is wrong or belongs to another Coffer)');
-  }
-  return new InMemoryRootKey(key, rootVersion);
+  if (!vault.deps.seals.forInit.capabilities.storedKeys) return rootFromShares(sealRow, shares);
+  if (shares) throw new CofferError('invalid_request', 'this seal holds the root key in its HSM: a restore takes no shares');
+  const { row, rootCheck, rootVersion } = rootRefOf(sealRow);
+  return proveSealHoldsRoot(vault, row, rootCheck, rootVersion);
 }
 
 /**
