@@ -50,6 +50,15 @@ export interface Pkcs11Settings {
   sessions: number;
 }
 
+/** What Pkcs11Token.use hands its callback: the library, the constants and a session from the pool. */
+export interface TokenContext {
+  lib: Pkcs11Types.PKCS11;
+  m: Pkcs11Module;
+  session: Handle;
+  /** Handles of objects with this label and class. */
+  find(label: string, cls: number): Handle[];
+}
+
 export interface RsaKeyPairRef {
   publicKey: KeyObject;
   label: string;
@@ -419,6 +428,14 @@ export class Pkcs11Token {
   /** Random bytes from the token's generator. */
   async random(n: number): Promise<Buffer> {
     return this.guard(() => this.withSession((s) => this.lib.C_GenerateRandom(s, Buffer.alloc(n))));
+  }
+
+  /**
+   * Runs `fn` on a pooled session with the raw library (seal/pkcs11-kms.ts builds the
+   * named-key operations on it). A failure that is not a CofferError is a 503.
+   */
+  async use<T>(fn: (ctx: TokenContext) => Promise<T> | T): Promise<T> {
+    return this.guard(() => this.withSession((session) => fn({ lib: this.lib, m: this.m, session, find: (label, cls) => this.find(session, label, cls) })));
   }
 
   /** Maps a PKCS#11 failure to 503 (device gone, session lost…) unless it is already a CofferError. */
