@@ -130,7 +130,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
       const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring, feed: changes, cache: kmsKeys, device: () => vault.importDevice() });
-      namespaces.beforeDelete = (namespaceId) => kms.keys.destroyNamespaceDeviceKeys(namespaceId);
+      namespaces.beforeDelete = (namespaceId, trx) => kms.keys.destroyNamespaceDeviceKeys(namespaceId, trx);
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
         namedKeys: kms.keys,
         rewrapBatchSize: config.kekRewrapBatchSize,

@@ -168,7 +168,9 @@ export class Pkcs11NamedKeys {
       const h = secret ?? priv;
       if (!h) return 'absent';
       try {
-        lib.C_GetAttributeValue(session, h, [{ type: secret ? m.CKA_VALUE : m.CKA_PRIVATE_EXPONENT }]);
+        // A secret key's or EC private key's value is CKA_VALUE; an RSA private key's secret, its private exponent.
+        const rsa = !secret && lib.C_GetAttributeValue(session, h, [{ type: m.CKA_KEY_TYPE }])[0]?.value.readUInt32LE(0) === m.CKK_RSA;
+        lib.C_GetAttributeValue(session, h, [{ type: rsa ? m.CKA_PRIVATE_EXPONENT : m.CKA_VALUE }]);
         return 'readable';
       } catch (err) {
         return codeOf(err) === m.CKR_ATTRIBUTE_SENSITIVE ? 'sensitive' : 'refused';

@@ -392,8 +392,8 @@ export class NamedKeys {
    * Crypto-shredding: destroys the token objects of the namespace's HSM-resident keys before
    * its rows go (the shred sweep calls this first and stops while it fails).
    */
-  async destroyNamespaceDeviceKeys(namespaceId: string): Promise<void> {
-    await this.store.hsm.destroyNamespace(namespaceId, await this.store.repo.hasHsmKeys(namespaceId));
+  async destroyNamespaceDeviceKeys(namespaceId: string, executor?: Executor): Promise<void> {
+    await this.store.hsm.destroyNamespace(namespaceId, await this.store.repo.hasHsmKeys(namespaceId, executor));
   }
 
   /** Stores version `version`: wraps software material, or names the HSM key and stores its wrapped reference. */
