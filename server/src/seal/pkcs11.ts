@@ -34,9 +34,10 @@ import {
   type Handle,
   type OaepHash,
   type Pkcs11Module,
+  type TokenContext,
 } from './pkcs11-native.js';
 
-export { HsmUnavailableError, type OaepHash };
+export { HsmUnavailableError, type OaepHash, type TokenContext };
 
 export interface Pkcs11Settings {
   /** Path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so. */
@@ -48,15 +49,6 @@ export interface Pkcs11Settings {
   pin: string;
   /** Sessions kept open for concurrent operations (more than ~2 does not help on 2 cores). */
   sessions: number;
-}
-
-/** What Pkcs11Token.use hands its callback: the library, the constants and a session from the pool. */
-export interface TokenContext {
-  lib: Pkcs11Types.PKCS11;
-  m: Pkcs11Module;
-  session: Handle;
-  /** Handles of objects with this label and class. */
-  find(label: string, cls: number): Handle[];
 }
 
 export interface RsaKeyPairRef {
