@@ -163,6 +163,26 @@ describeIfSoftHsm('HSM-resident named keys (SoftHSM2)', () => {
     expect(Buffer.from(dec2.body.plaintext, 'base64').toString()).toBe('from outside');
   }, 120_000);
 
+  it('a version row swapped to another HSM key fails as integrity_error instead of using the other key', async () => {
+    for (const name of ['swap-a', 'swap-b']) expect((await call('POST', `/v1/kms/hk/keys/${name}`, { type: 'aes256-gcm', hsm: true })).status).toBe(201);
+    const rowOf = async (name: string) =>
+      server.core.db
+        .selectFrom('kms_key_versions as v')
+        .innerJoin('kms_keys as k', 'k.id', 'v.key_id')
+        .select(['v.key_id', 'v.wrapped_material'])
+        .where('k.name', '=', name)
+        .where('v.version', '=', 1)
+        .executeTakeFirstOrThrow();
+    const a = await rowOf('swap-a');
+    const b = await rowOf('swap-b');
+    await server.core.db.updateTable('kms_key_versions').set({ wrapped_material: a.wrapped_material }).where('key_id', '=', b.key_id).where('version', '=', 1).execute();
+    server.core.services().kms.cache.clear();
+    expectError(await call('POST', '/v1/kms/hk/encrypt/swap-b', { plaintext: b64('x') }), 500, 'integrity_error');
+    await server.core.db.updateTable('kms_key_versions').set({ wrapped_material: b.wrapped_material }).where('key_id', '=', b.key_id).where('version', '=', 1).execute();
+    server.core.services().kms.cache.clear();
+    expect((await call('POST', '/v1/kms/hk/encrypt/swap-b', { plaintext: b64('x') })).status).toBe(200);
+  });
+
   it('refuses what an HSM-resident key cannot be, and changes nothing', async () => {
     for (const type of ['ed25519', 'xchacha20-poly1305']) {
       const r = await call('POST', '/v1/kms/hk/keys/nope', { type, hsm: true });
