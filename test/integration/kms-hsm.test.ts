@@ -5,6 +5,7 @@
 // CKR_ATTRIBUTE_SENSITIVE), and the lifecycle: rotation makes a new object, trim / delete /
 // namespace deletion / crypto-shredding destroy them, a KEK rotation leaves them alone.
 import { constants, createHash, createPublicKey, publicEncrypt, verify as nodeVerify } from 'node:crypto';
+import { CofferError } from '@coffer/server/errors';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfSoftHsm } from '../helpers/env.js';
 import { api, createStore, expectError, initAndUnseal, startTestServer, storageKinds, type TestStore } from '../helpers/server.js';
@@ -230,6 +231,29 @@ describeIfSoftHsm('HSM-resident named keys (SoftHSM2)', () => {
     expect(await server.core.services().kek.sweepShredding(new Date(now.getTime() + 8 * DAY))).toEqual(['hk-shred']);
     expect(await hsmKeys().objectLabels(id)).toEqual([]);
     expect(await hsmKeys().tokenKeys().tryReadSecret(`coffer-root-kms-${id}-x-v1`)).toBe('absent');
+  }, 60_000);
+
+  it('crypto-shredding waits while the token cannot be reached: the rows stay until the objects are gone', async () => {
+    expect((await call('POST', '/v1/namespaces', { name: 'hk-later' })).status).toBe(201);
+    const id = await nsId('hk-later');
+    expect((await call('POST', '/v1/kms/hk-later/keys/k', { type: 'aes256-gcm', hsm: true })).status).toBe(201);
+    const now = new Date();
+    await server.core.services().kek.scheduleShred('hk-later', 7, now);
+    // The token goes away (what the seal reports when it cannot reach it).
+    const store = hsmKeys() as unknown as { device: () => unknown };
+    const device = store.device;
+    store.device = () => {
+      throw new CofferError('unavailable', 'HSM: token unreachable (test)');
+    };
+    try {
+      expect(await server.core.services().kek.sweepShredding(new Date(now.getTime() + 8 * DAY))).toEqual([]);
+    } finally {
+      store.device = device;
+    }
+    expect(await server.core.db.selectFrom('kms_keys').select('id').where('namespace_id', '=', id).execute()).toHaveLength(1);
+    expect(await hsmKeys().objectLabels(id)).toHaveLength(1);
+    expect(await server.core.services().kek.sweepShredding(new Date(now.getTime() + 8 * DAY))).toEqual(['hk-later']);
+    expect(await hsmKeys().objectLabels(id)).toEqual([]);
   }, 60_000);
 });
 
