@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { Storage } from '@coffer/server/storage/db';
-import { JobFencedError, runFenced } from '@coffer/server/storage/job-fence';
+import { JobFencedError, outsideJobFence, runFenced } from '@coffer/server/storage/job-fence';
 import { JOB_LOCK_CLASS, type HeldJobLock } from '@coffer/server/storage/job-locks';
 import type { Database } from '@coffer/server/storage/schema';
 import { describeContract, eventually } from './backends.js';
@@ -99,6 +99,20 @@ describeContract('job fencing', (backend) => {
     const outside = randomUUID();
     await backend.storage.db.transaction().execute((trx) => write(trx, outside));
     expect(await exists(backend.storage, outside)).toBe(true);
+    // Only the run is fenced: shared work it sets going (the audit log's writer) and work left
+    // behind after the run (a timer it armed) write as anything else does.
+    const shared = randomUUID();
+    await runFenced(lockA.fence, () => outsideJobFence(() => backend.storage.db.transaction().execute((trx) => write(trx, shared))));
+    expect(await exists(backend.storage, shared)).toBe(true);
+    const afterRun = randomUUID();
+    let armed!: Promise<void>;
+    await runFenced(lockA.fence, async () => {
+      armed = new Promise<void>((resolve, reject) =>
+        setTimeout(() => backend.storage.db.transaction().execute((trx) => write(trx, afterRun)).then(resolve, reject), 50),
+      );
+    });
+    await armed;
+    expect(await exists(backend.storage, afterRun)).toBe(true);
     await lockA.release();
     await lockB.release();
   });

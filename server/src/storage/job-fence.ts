@@ -30,6 +30,13 @@
  * keep the next one from taking over (only the instant between check and
  * COMMIT does); a transaction whose check fails rolls back everything it did.
  *
+ * Only the job's run is fenced: the scope ends with the run, so a timer or
+ * loop the run happened to start (its context outlives it) is not checked
+ * afterwards, and machinery shared with requests that a job may set going
+ * (the audit log's batch writer) leaves the scope explicitly
+ * (`outsideJobFence`): one server's lost lease must not refuse its requests'
+ * audit entries.
+ *
  * Read-only transactions are not checked (they write nothing, and FOR SHARE
  * is refused in them). Single statements outside a transaction are not
  * fenced: jobs write in transactions. PGlite has one process, so its locks
@@ -53,16 +60,34 @@ export class JobFencedError extends Error {
   }
 }
 
-const current = new AsyncLocalStorage<JobFence | null>();
-
-/** Runs `work` so that every transaction it opens commits only while `fence` holds (null: unfenced). */
-export function runFenced<T>(fence: JobFence | null, work: () => Promise<T>): Promise<T> {
-  return current.run(fence, work);
+interface Scope {
+  fence: JobFence;
+  /** False once the run has ended. */
+  active: boolean;
 }
 
-/** The fence of the job whose work is running here, if any. */
+const current = new AsyncLocalStorage<Scope | null>();
+
+/** Runs `work` so that every transaction it opens commits only while `fence` holds (null: unfenced). */
+export async function runFenced<T>(fence: JobFence | null, work: () => Promise<T>): Promise<T> {
+  if (!fence) return current.run(null, work);
+  const scope: Scope = { fence, active: true };
+  try {
+    return await current.run(scope, work);
+  } finally {
+    scope.active = false;
+  }
+}
+
+/** Runs `work` outside any job's fence: for work shared with requests that a job may start. */
+export function outsideJobFence<T>(work: () => T): T {
+  return current.run(null, work);
+}
+
+/** The fence of the job whose run is in progress here, if any. */
 export function currentFence(): JobFence | null {
-  return current.getStore() ?? null;
+  const scope = current.getStore();
+  return scope?.active ? scope.fence : null;
 }
 
 /** Wraps a dialect's driver so that job transactions are fenced (PostgreSQL). */
