@@ -43,14 +43,26 @@ const BACKUP_MEDIA_TYPE = 'application/x-ndjson';
 
 export const SDK_VERSION = '0.1.0';
 
+/** The failover contract's defaults (README "Failover"): up to 30 retries within 30 s (the budget binds first). */
+export const DEFAULT_RETRIES = 30;
+export const DEFAULT_RETRY_BUDGET_MS = 30_000;
+
 export interface CofferClientOptions {
   /** Base URL of the server, e.g. http://127.0.0.1:8200 (a path prefix is kept). */
   address: string;
   token?: string;
   /** Per attempt, including reading the body. Default 30 s. */
   timeoutMs?: number;
-  /** Extra attempts for idempotent calls on network errors, 429 and 503. Default 2. */
+  /**
+   * Most extra attempts: for idempotent calls on network errors, timeouts, 429, 502, 503 and 504;
+   * for any call whose connection was refused (it never reached a server). Default 30; the budget usually ends retrying first.
+   */
   retries?: number;
+  /**
+   * No retry starts later than this after the first attempt (0: fail at the first error).
+   * Default 30 s: a database restart or a server's death behind a load balancer.
+   */
+  retryBudgetMs?: number;
   /** Base delay of the exponential backoff. Default 250 ms. */
   retryBaseDelayMs?: number;
   fetch?: FetchFn;
@@ -85,9 +97,10 @@ export class CofferClient {
       address: options.address,
       token: options.token,
       timeoutMs: options.timeoutMs ?? 30_000,
-      retries: options.retries ?? 2,
+      retries: options.retries ?? DEFAULT_RETRIES,
+      retryBudgetMs: options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS,
       retryBaseDelayMs: options.retryBaseDelayMs ?? 250,
-      retryMaxDelayMs: 30_000,
+      retryMaxDelayMs: 5_000,
       fetch: options.fetch ?? globalThis.fetch,
       userAgent: [options.userAgent, `coffer-sdk/${SDK_VERSION}`].filter(Boolean).join(' '),
     });

@@ -26,6 +26,7 @@ import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
 import { isConnectionError, pgErrorCode } from '../storage/errors.js';
+import { outsideJobFence } from '../storage/job-fence.js';
 import type { AuditRepo } from '../storage/repos/audit.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import { systemDraft, type AuditDraft, type AuditEntry } from './entry.js';
@@ -273,7 +274,9 @@ export class AuditLog {
   }
 
   private kick(): void {
-    this.flushing ??= this.drain().finally(() => {
+    // Outside any job's fence (storage/job-fence.ts): a job's entry may start the drain, which then
+    // writes every request's entries; a lease the job lost must not refuse theirs.
+    this.flushing ??= outsideJobFence(() => this.drain()).finally(() => {
       this.flushing = null;
     });
   }
