@@ -75,6 +75,8 @@ export const auditUnavailable = () =>
 
 /** How often a failing audit log tries to write again when no request does. */
 const PROBE_INTERVAL_MS = 2000;
+/** Accessor HMACs remembered (accessorHmac); the map starts over when full. */
+const ACCESSOR_HMACS = 10_000;
 const SYSTEM_IDENTITY = { id: 'system:audit', display_name: 'audit log' } as const;
 
 /** A database error about the statement (not the connection or the server): other entries may still go in. */
@@ -98,6 +100,7 @@ export class AuditLog {
   /** Set while a write has outlived its timeout: new requests fail at once instead of piling up. */
   private stalled = false;
   private fieldKey: KeyMaterial | null = null;
+  private readonly accessorHmacs = new Map<string, string>();
   private checkpointKey: KeyMaterial | null = null;
   private readonly writer: EntryWriter;
   private readonly intents: AuditIntents;
@@ -149,6 +152,7 @@ export class AuditLog {
   setKey(auditKey: KeyMaterial | null): void {
     zeroize(this.fieldKey, this.checkpointKey);
     this.fieldKey = this.checkpointKey = null;
+    this.accessorHmacs.clear();
     if (!auditKey) return;
     this.fieldKey = new Uint8Array(createHmac('sha256', auditKey).update('coffer audit field hmac v1').digest());
     this.checkpointKey = new Uint8Array(createHmac('sha256', auditKey).update('coffer audit checkpoint v1').digest());
@@ -159,6 +163,23 @@ export class AuditLog {
   hmac(value: string): string | null {
     if (!this.fieldKey) return null;
     return `hmac-sha256:${createHmac('sha256', this.fieldKey).update(value, 'utf8').digest('hex')}`;
+  }
+
+  /**
+   * `hmac` of a token accessor, remembered: every request of a token names
+   * the same one, and the HMAC was a visible share of a read's CPU. Only
+   * accessors are kept (they are in memory anyway, in the verified-token
+   * cache and the revocation list), never other hashed values such as secret
+   * data; forgotten with the key.
+   */
+  accessorHmac(accessor: string): string | null {
+    const known = this.accessorHmacs.get(accessor);
+    if (known !== undefined) return known;
+    const digest = this.hmac(accessor);
+    if (digest === null) return null;
+    if (this.accessorHmacs.size >= ACCESSOR_HMACS) this.accessorHmacs.clear();
+    this.accessorHmacs.set(accessor, digest);
+    return digest;
   }
 
   /**
