@@ -308,21 +308,40 @@ export class AuditLog {
     return new Promise((resolve) => setImmediate(resolve));
   }
 
+  /**
+   * One batch in flight at a time (each is chained after the last). When a
+   * batch has been written and more entries queued meanwhile, the next batch
+   * is sent before the written one's requests are released: the database
+   * works on it while this thread writes those responses, instead of after.
+   * Nothing is released or sent early: the next batch follows a committed one.
+   */
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.probeDue) {
-      this.probeDue = false;
-      await this.gather();
-      const batch = this.queue.splice(0, this.options.maxBatch);
-      if (this.outage) batch.unshift(this.resumedEntry(this.outage));
-      if (batch.length === 0) continue;
-      let results: Array<Error | null>;
-      try {
-        results = await this.withTimeout(this.writeBatch(batch));
-      } catch (err) {
-        results = batch.map(() => (err instanceof Error ? err : new Error(String(err))));
+    let next: { batch: Pending[]; write: Promise<Array<Error | null>> } | null = null;
+    while (next || this.queue.length > 0 || this.probeDue) {
+      let current = next;
+      next = null;
+      if (!current) {
+        this.probeDue = false;
+        await this.gather();
+        current = this.cut();
+        if (!current) continue;
       }
-      this.settle(batch, results);
+      const results = await current.write;
+      // Not during an outage: settling this batch ends it, and the next one must not carry a second resumed entry.
+      if (this.queue.length > 0 && !this.outage && results.every((r) => r === null)) next = this.cut();
+      this.settle(current.batch, results);
     }
+  }
+
+  /** Takes the next batch off the queue and starts writing it; null if there is nothing to write. */
+  private cut(): { batch: Pending[]; write: Promise<Array<Error | null>> } | null {
+    const batch = this.queue.splice(0, this.options.maxBatch);
+    if (this.outage) batch.unshift(this.resumedEntry(this.outage));
+    if (batch.length === 0) return null;
+    const write = this.withTimeout(this.writeBatch(batch)).catch((err: unknown) =>
+      batch.map(() => (err instanceof Error ? err : new Error(String(err)))),
+    );
+    return { batch, write };
   }
 
   private settle(batch: Pending[], results: Array<Error | null>): void {
