@@ -312,8 +312,9 @@ export class AuditLog {
    * One batch in flight at a time (each is chained after the last). When a
    * batch has been written and more entries queued meanwhile, the next batch
    * is sent before the written one's requests are released: the database
-   * works on it while this thread writes those responses, instead of after.
-   * Nothing is released or sent early: the next batch follows a committed one.
+   * works on it while this thread writes those responses, instead of after
+   * (PostgreSQL only). Nothing is released or sent early: the next batch
+   * follows a committed one.
    */
   private async drain(): Promise<void> {
     let next: { batch: Pending[]; write: Promise<Array<Error | null>> } | null = null;
@@ -328,7 +329,9 @@ export class AuditLog {
       }
       const results = await current.write;
       // Not during an outage: settling this batch ends it, and the next one must not carry a second resumed entry.
-      if (this.queue.length > 0 && !this.outage && results.every((r) => r === null)) next = this.cut();
+      // Not on PGlite (exclusive): its queries run on this thread, so nothing would overlap, and the pause in
+      // gather() is what gives its batches more than one entry.
+      if (this.queue.length > 0 && !this.outage && !this.options.exclusive && results.every((r) => r === null)) next = this.cut();
       this.settle(current.batch, results);
     }
   }
