@@ -15,7 +15,6 @@ import { requestObserver } from './observe.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import { auditDraft, auditIntents, auditRequests } from './audit.js';
 import { registerRoutes } from './register.js';
-import { inSequence } from './in-sequence.js';
 import { isBackupUpload } from './routes/backup.js';
 import { refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
 
@@ -43,7 +42,7 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.set('case sensitive routing', true);
 
   const observe = requestObserver(logger, { metrics: options.metrics, requestLog: options.requestLog });
-  const requestId: RequestHandler = (req, res, next) => {
+  app.use((req, res, next) => {
     const requestId = randomUUID();
     res.locals.requestId = requestId;
     res.setHeader('X-Request-Id', requestId);
@@ -51,26 +50,22 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
     // Metrics and request log: method, route template and status only (paths may be sensitive, values always are).
     observe(req, res);
     next();
-  };
+  });
+  if (options.clientCertificates) app.use(clientCertificate);
+  app.use(auditRequests(core));
+  // Refused requests are audited like any other (as `unknown` when nothing was routed).
+  app.use(requireOriginForm);
   // A backup file uploaded for verify or restore is read by its route, with its own limit (routes/backup.ts).
   const oversize = refuseDeclaredOversize(options.maxRequestBytes);
+  app.use((req, res, next) => (isBackupUpload(req) ? next() : oversize(req, res, next)));
+  // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
+  app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: (req) => !isBackupUpload(req as express.Request) }));
+  app.use(refuseUnsafeBody);
+
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);
   const requireToken = tokenAuth(core);
-  app.use(
-    inSequence([
-      requestId,
-      ...(options.clientCertificates ? [clientCertificate] : []),
-      auditRequests(core),
-      // Refused requests are audited like any other (as `unknown` when nothing was routed).
-      requireOriginForm,
-      (req, res, next) => (isBackupUpload(req) ? next() : oversize(req, res, next)),
-      // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
-      express.json({ limit: options.maxRequestBytes, strict: true, type: (req) => !isBackupUpload(req as express.Request) }),
-      refuseUnsafeBody,
-      // Before any handler: a request that may change state records its audit intent (or gets 503).
-      auditIntents(core, requireToken),
-    ]),
-  );
+  // Before any handler: a request that may change state records its audit intent (or gets 503).
+  app.use(auditIntents(core, requireToken));
 
   // The route table (route-table.ts), each route behind the checks it declares.
   registerRoutes(app, {

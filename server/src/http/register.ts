@@ -12,7 +12,6 @@ import { CofferError } from '../errors.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import { isAdmin, isAllowed } from '../policy/policy.js';
 import { intentMissing } from './audit.js';
-import { inSequence } from './in-sequence.js';
 import { principalOf } from './auth.js';
 import { methodNotAllowed } from './respond.js';
 import type { Access, Mount, Operation, RouteContext, RouteLimits, RoutePath, Schema } from './route.js';
@@ -106,7 +105,7 @@ export function registerRoutes(app: Express, deps: RouteDeps): void {
         if (!o) throw methodNotAllowed(Object.keys(path.ops));
         return handlers.get(o)!(req, res);
       };
-      router.use(inSequence([...guardOf(mount.guard, deps), mount.own.dispatch(serve)]));
+      router.use(...guardOf(mount.guard, deps), mount.own.dispatch(serve));
     } else {
       const routes = ROUTES.filter((r) => r.mount === mount && enabled(r.op));
       const open = (r: (typeof routes)[number]) => r.op.access.kind === 'public' || r.op.access.kind === 'login';
