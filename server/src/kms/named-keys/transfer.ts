@@ -25,7 +25,7 @@ import type { ByokService } from '../byok.js';
 import { parseEscrowPublicKey, wrapForEscrow } from '../escrow.js';
 import { checkKeyName } from './key-store.js';
 import { KEY_TYPES } from './key-types.js';
-import type { NamedKeys } from './keys.js';
+import { EXTERNAL_NO_AUTO_ROTATE, type NamedKeys } from './keys.js';
 
 const CURVES: Record<string, string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1' };
 
@@ -77,6 +77,7 @@ export class KeyTransfer {
     if (!spec) throw badRequest('type is a KMS key type');
     if (req.hsm === true) throw new CofferError('unsupported_algorithm', 'HSM-resident named keys are not available yet');
     if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
+    if (req.auto_rotate_period !== undefined && req.auto_rotate_period !== 0) throw badRequest(EXTERNAL_NO_AUTO_ROTATE);
     // Refused before the import token is spent: a key of that name exists already.
     if (await this.exists(namespace, name)) throw new CofferError('already_exists', `key "${name}" already exists in namespace "${namespace}"`);
     const { import_token, encrypted_key_material, ...create } = req;
