@@ -11,7 +11,7 @@ import { KMS_KEY_TYPES, unwrapKeyExport, type KmsKeyType } from '@coffer/sdk';
 import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, usageError } from '../errors.js';
-import { examples, integer } from './common.js';
+import { duration, examples, integer } from './common.js';
 
 const SYMMETRIC = new Set<string>(['aes256-gcm', 'xchacha20-poly1305', 'hmac-sha256', 'hmac-sha512']);
 
@@ -49,7 +49,7 @@ async function writeNew(file: string, data: Buffer | string): Promise<void> {
 
 type ImportOpts = { keyFile: string; type?: KmsKeyType; exportable?: boolean; exportLocked?: boolean; deletionAllowed?: boolean };
 type ExportOpts = { publicKey?: string; request?: string; out: string; privateKey?: string; version?: number; algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256' };
-type ExportRequestOpts = { publicKey: string; version?: number; algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256'; ttl?: number };
+type ExportRequestOpts = { publicKey: string; version?: number; algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256'; /** Milliseconds. */ ttl?: number };
 
 export function registerKmsTransfer(key: Command): void {
   examples(
@@ -130,14 +130,14 @@ export function registerKmsTransfer(key: Command): void {
       .argument('<name>')
       .requiredOption('--public-key <file>', 'RSA public key (PEM, 2048-8192 bits) the export will be wrapped under')
       .option('--version <n>', 'key version (default: the latest)', integer(1))
-      .option('--ttl <seconds>', 'how long it may be approved and used (default 24 h, at most 7 days)', integer(60))
+      .option('--ttl <duration>', 'how long it may be approved and used (1m to 7d; default 24h)', duration)
       .addOption(new Option('--algorithm <name>', 'wrapping (default RSA_AES_KEY_WRAP_SHA_256)').choices(['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256']))
       .action(async (name: string, opts: ExportRequestOpts, cmd: Command) => {
         const ctx = Context.of(cmd);
         const publicKey = (await readFileOr(opts.publicKey, 'the public key')).toString('utf8');
         const r = await ctx
           .client({ auth: true })
-          .kms.keys.requestExport(ctx.namespace(), name, { public_key: publicKey, algorithm: opts.algorithm, version: opts.version, ttl_seconds: opts.ttl });
+          .kms.keys.requestExport(ctx.namespace(), name, { public_key: publicKey, algorithm: opts.algorithm, version: opts.version, ttl_seconds: opts.ttl === undefined ? undefined : Math.round(opts.ttl / 1000) });
         ctx.print(r, () => `Export request ${r.id} for key ${name} version ${r.kms_key?.version}: pending until another identity runs \`coffer escrow approve ${r.id}\`; then \`coffer kms key export ${name} --request ${r.id} --out FILE\`\n`);
       }),
     'coffer -n app kms key export-request payments --public-key escrow.pub',
