@@ -257,7 +257,7 @@ export class NamespacesApi {
   }
 
   /** Changes the description and/or the KEK rotation period (seconds, null = no scheduled rotation). */
-  async update(name: string, changes: { description?: string; rotation_period?: number | null }): Promise<NamespaceDetail> {
+  async update(name: string, changes: { description?: string; rotation_period?: number | null; kms_export_approval?: boolean }): Promise<NamespaceDetail> {
     return this.http.request({ method: 'PATCH', path: ns(name), body: changes, idempotent: true });
   }
 

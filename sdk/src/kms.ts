@@ -20,6 +20,7 @@ import {
   type KmsKeyConfigUpdate,
   type KmsKeyCreate,
   type KmsKeyExport,
+  type KmsKeyExportApprovalRequest,
   type KmsKeyExportRequest,
   type KmsKeyImport,
   type KmsKeyInfo,
@@ -34,7 +35,7 @@ import {
   type KmsTrimResult,
   type KmsVerification,
 } from './api/kms.js';
-import type { ImportAlgorithm, ImportParams } from './api/keys.js';
+import type { EscrowRequest, ImportAlgorithm, ImportParams } from './api/keys.js';
 import { constants, createCipheriv, createDecipheriv, privateDecrypt, publicEncrypt, randomBytes, KeyObject } from 'node:crypto';
 import { envelopeDecrypt, envelopeEncrypt, transformFile, type EnvelopeMeta, type EnvelopeOptions, type FileOptions } from './envelope.js';
 import { invalidArgument } from './errors.js';
@@ -170,8 +171,15 @@ export class KmsKeysApi {
   }
 
   /** One version of an exportable key, wrapped under `request.public_key` (see unwrapExport in the README). */
+  /** With `request_id` (namespaces with kms_export_approval) the export uses the approval up: not retried. */
   async export(namespace: string, name: string, request: KmsKeyExportRequest): Promise<KmsKeyExport> {
-    return this.http.request({ method: 'POST', path: KMS_PATHS.export(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: true });
+    const path = KMS_PATHS.export(checkNamespace(namespace), checkKeyName(name));
+    return this.http.request({ method: 'POST', path, body: request, idempotent: request.request_id === undefined });
+  }
+
+  /** Asks for a second identity's approval of an export (approved with `client.escrow.approve(id)`). */
+  async requestExport(namespace: string, name: string, request: KmsKeyExportApprovalRequest): Promise<EscrowRequest> {
+    return this.http.request({ method: 'POST', path: KMS_PATHS.exportRequests(checkNamespace(namespace), checkKeyName(name)), body: request, idempotent: false });
   }
 
   /**

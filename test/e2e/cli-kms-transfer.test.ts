@@ -7,6 +7,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { CofferError, unwrapKeyExport } from '@coffer/sdk';
 import { devWorld } from '../helpers/dev-world.js';
+import { runCli } from '../helpers/process.js';
 
 const NS = 'kmsxfer';
 const world = devWorld(NS, 'coffer-xfer');
@@ -69,5 +70,41 @@ describe('BYOK and export through the SDK and the CLI', () => {
     await ok(['kms', 'key', 'export', 'cli-ed', '--public-key', pub, '--private-key', priv, '--out', edOut]);
     const back = createPrivateKey(await readFile(edOut));
     expect(back.export({ format: 'der', type: 'pkcs8' }).equals(ed.privateKey.export({ format: 'der', type: 'pkcs8' }))).toBe(true);
+  }, 120_000);
+
+  it('CLI: a namespace that requires approval: export-request, another identity approves (coffer escrow approve), export --request once', async () => {
+    const ns = 'kmsxfer-2p';
+    await world.client.namespaces.create(ns);
+    await world.client.kms.keys.create(ns, 'k', { type: 'aes256-gcm', exportable: true });
+    await world.client.namespaces.update(ns, { kms_export_approval: true });
+    const call = async (method: string, p: string, body: unknown) => {
+      const res = await fetch(world.server.address + p, { method, headers: { authorization: `Bearer ${world.server.rootToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      expect(res.status).toBeLessThan(300);
+      return (await res.json()) as { auth?: { client_token: string } };
+    };
+    await call('PUT', '/v1/sys/policies/approver', { rules: [{ namespace: ns, path: '*', capabilities: ['admin'] }] });
+    const bob = (await call('POST', '/v1/auth/token/create', { policies: ['approver'], display_name: 'bob' })).auth!.client_token;
+    const as = (token: string, args: string[]) => runCli(['-n', ns, ...args], { env: { HOME: world.home, COFFER_ADDR: world.server.address, COFFER_TOKEN: token } });
+
+    const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 3072 });
+    const pub = path.join(world.dir, '2p.pub');
+    const priv = path.join(world.dir, '2p.key');
+    await writeFile(pub, publicKey.export({ format: 'pem', type: 'spki' }));
+    await writeFile(priv, privateKey.export({ format: 'pem', type: 'pkcs8' }));
+    // A plain export is refused, saying what to do.
+    const plain = await as(world.server.rootToken, ['kms', 'key', 'export', 'k', '--public-key', pub, '--out', path.join(world.dir, '2p-plain.key')]);
+    expect(plain.code).not.toBe(0);
+    expect(plain.stderr).toMatch(/two-person approval/);
+    const requested = await as(world.server.rootToken, ['--format', 'json', 'kms', 'key', 'export-request', 'k', '--public-key', pub, '--ttl', '1h']);
+    expect(requested.code).toBe(0);
+    const id = (JSON.parse(requested.stdout) as { id: string }).id;
+    // The requester cannot approve; bob can; then the requester exports once.
+    expect((await as(world.server.rootToken, ['escrow', 'approve', id])).code).not.toBe(0);
+    expect((await as(bob, ['escrow', 'approve', id])).code).toBe(0);
+    const out = path.join(world.dir, '2p-out.key');
+    const exported = await as(world.server.rootToken, ['kms', 'key', 'export', 'k', '--request', id, '--private-key', priv, '--out', out]);
+    expect(exported.code).toBe(0);
+    expect((await readFile(out)).length).toBe(32);
+    expect((await as(world.server.rootToken, ['kms', 'key', 'export', 'k', '--request', id, '--out', path.join(world.dir, '2p-again.key')])).code).not.toBe(0);
   }, 120_000);
 });

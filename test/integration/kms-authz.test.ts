@@ -47,6 +47,7 @@ describe('KMS authorization matrix', () => {
     { method: 'POST', path: `/v1/kms/${NS}/keys/k-imp/import`, body: () => ({ type: 'aes256-gcm', import_token: 'not-a-token', encrypted_key_material: 'AAAA' }), needs: 'key-admin', key: 'k-imp', ok: 400 },
     { method: 'POST', path: `/v1/kms/${NS}/keys/k-aes/import-version`, body: () => ({ import_token: 'not-a-token', encrypted_key_material: 'AAAA' }), needs: 'key-admin', key: 'k-aes', ok: 400 },
     { method: 'POST', path: `/v1/kms/${NS}/keys/k-exp/export`, body: () => ({ public_key: state.exportKey }), needs: 'key-admin', key: 'k-exp', ok: 200 },
+    { method: 'POST', path: `/v1/kms/${NS}/keys/k-exp/export-requests`, body: () => ({ public_key: state.exportKey }), needs: 'key-admin', key: 'k-exp', ok: 201 },
     { method: 'GET', path: `/v1/kms/${NS}/public-key/k-ed`, needs: 'verify', key: 'k-ed', ok: 200 },
     { method: 'POST', path: `/v1/kms/${NS}/encrypt/k-aes`, body: () => ({ plaintext: b64('p') }), needs: 'encrypt', key: 'k-aes', ok: 200 },
     { method: 'POST', path: `/v1/kms/${NS}/decrypt/k-aes`, body: () => ({ ciphertext: state.ciphertext }), needs: 'decrypt', key: 'k-aes', ok: 200 },

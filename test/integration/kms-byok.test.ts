@@ -189,6 +189,37 @@ describe('BYOK and export of named keys', () => {
     expect(await versionCount()).toBe(before + 2);
   }, 120_000);
 
+  it('an imported key rotates only by importing: rotate is a 400 naming import-version, auto_rotate_period is refused, the job skips it', async () => {
+    const material = randomBytes(32);
+    // No period at import...
+    const withPeriod = await call('POST', `/v1/kms/${NS}/keys/ext-rot/import`, { type: 'aes256-gcm', auto_rotate_period: 3600, ...(await wrapped('ext-rot', material)) });
+    expect(withPeriod.status).toBe(400);
+    expect(withPeriod.body.error.message).toMatch(/auto_rotate_period.*imported.*import-version/);
+    const res = await call('POST', `/v1/kms/${NS}/keys/ext-rot/import`, { type: 'aes256-gcm', ...(await wrapped('ext-rot', material)) });
+    expect(res.status).toBe(201);
+    // ...nor by config (0, "off", is fine)...
+    const config = await call('POST', `/v1/kms/${NS}/keys/ext-rot/config`, { auto_rotate_period: 3600 });
+    expect(config.status).toBe(400);
+    expect(config.body.error.message).toMatch(/imported key/);
+    expect((await call('POST', `/v1/kms/${NS}/keys/ext-rot/config`, { auto_rotate_period: 0 })).status).toBe(200);
+    // ...and no generated version: a manual rotate says to import the next version.
+    const rotate = await call('POST', `/v1/kms/${NS}/keys/ext-rot/rotate`, {});
+    expect(rotate.status).toBe(400);
+    expect(rotate.body.error.message).toMatch(/origin external.*import-version/);
+    expect((await call('GET', `/v1/kms/${NS}/keys/ext-rot`)).body).toMatchObject({ latest_version: 1, auto_rotate_period: 0 });
+    // A period stored before these rules (set behind the service's back) does not make the job rotate it;
+    // a generated key with the same period is rotated in the same run.
+    expect((await call('POST', `/v1/kms/${NS}/keys/int-rot`, { type: 'aes256-gcm', auto_rotate_period: 3600 })).status).toBe(201);
+    await server.core.db.updateTable('kms_keys').set({ auto_rotate_period_seconds: 3600 }).where('id', '=', await keyId('ext-rot')).execute();
+    const rotated = await server.core.services().kms.keys.rotateDue(new Date(Date.now() + 2 * 3600_000));
+    expect(rotated).toContain(`${NS}/int-rot`);
+    expect(rotated).not.toContain(`${NS}/ext-rot`);
+    expect((await call('GET', `/v1/kms/${NS}/keys/ext-rot`)).body.latest_version).toBe(1);
+    // The imported material is still the key in use.
+    const enc = await call('POST', `/v1/kms/${NS}/encrypt/ext-rot`, { plaintext: b64('still mine') });
+    expect((await localDecrypt('ext-rot', material, enc.body.ciphertext, Buffer.alloc(0))).toString()).toBe('still mine');
+  }, 60_000);
+
   it('exports an exportable key wrapped under the caller RSA key: it opens to the key in use; non-exportable and locked keys refuse', async () => {
     const { publicPem, privateKey } = escrowKeyPair();
     // A Coffer-generated exportable AES key: export, unwrap, and decrypt Coffer's ciphertext locally.

@@ -4,9 +4,9 @@
 import { constants, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { CAPABILITIES, KMS_CAPABILITIES, SECRET_CAPABILITIES } from '@coffer/sdk/api';
-import { NONCE_BYTES, rawOpen, rawSeal } from '@coffer/server/crypto/raw-aead';
+import { NONCE_BYTES, rawOpen, rawSeal, rawSealAfter } from '@coffer/server/crypto/raw-aead';
 import { CofferError } from '@coffer/server/errors';
-import { decodeVersioned, encodeCiphertext, keyTag, parseCiphertext } from '@coffer/server/kms/named-keys/ciphertext';
+import { ciphertextHeader, decodeVersioned, encodeCiphertext, keyTag, parseCiphertext } from '@coffer/server/kms/named-keys/ciphertext';
 import { resolveSignOptions, signWith, verifyWith, type SignOptions } from '@coffer/server/kms/named-keys/signing';
 import { compilePolicy, isAllowed, type PolicyRule, type Principal } from '@coffer/server/policy/policy';
 import { mayUseKey, maySeeKey } from '@coffer/server/policy/kms';
@@ -185,6 +185,27 @@ describe('RSA against node:crypto', () => {
 
 describe('ciphertext strings', () => {
   const keyId = '6f1d7c1e-9a51-4a31-9a55-0d2b8c2f4a10';
+
+  it('random nonces never repeat, across the blocks they are drawn in; a header goes first, the rest as rawSeal', () => {
+    const key = new Uint8Array(32).fill(7);
+    for (const alg of ['aes-256-gcm', 'xchacha20-poly1305'] as const) {
+      const n = NONCE_BYTES[alg];
+      const seen = new Set<string>();
+      // More nonces than one block holds (256 × 24 bytes), so block boundaries are crossed.
+      for (let i = 0; i < 1200; i++) seen.add(toHex(rawSeal(alg, key, utf8('x'), new Uint8Array(0)).subarray(0, n)));
+      expect(seen.size).toBe(1200);
+      const header = ciphertextHeader(1, keyId);
+      const sealed = rawSealAfter(header, alg, key, utf8('after the header'), utf8('aad'));
+      expect(toHex(sealed.subarray(0, header.length))).toBe(toHex(header));
+      expect(Buffer.from(rawOpen(alg, key, sealed.subarray(header.length), utf8('aad'))!).toString()).toBe('after the header');
+      const nonce = new Uint8Array(n).fill(3);
+      expect(toHex(rawSealAfter(header, alg, key, utf8('p'), utf8('a'), nonce).subarray(header.length))).toBe(toHex(rawSeal(alg, key, utf8('p'), utf8('a'), nonce)));
+    }
+    // The remembered key tag is the computed one, for every key.
+    for (const id of [keyId, '00000000-0000-4000-8000-000000000000']) {
+      expect(toHex(keyTag(id))).toBe(createHash('sha256').update(`coffer/kms-key-tag\0${id}`).digest('hex').slice(0, 16));
+    }
+  });
 
   it('coffer:v<version>:<base64> of format ‖ key tag ‖ body', () => {
     const body = hex('00112233445566778899aabbccddeeff0011');

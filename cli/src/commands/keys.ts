@@ -56,7 +56,7 @@ function renderEscrow(r: EscrowRequest): string {
   return fields([
     ['ID', r.id],
     ['Namespace', r.namespace],
-    ['KEK version', r.kek_version],
+    r.kms_key ? ['Key', `${r.kms_key.name} version ${r.kms_key.version}`] : ['KEK version', r.kek_version],
     ['Algorithm', r.algorithm],
     ['State', r.state],
     ['Requested by', r.requested_by],
@@ -194,7 +194,7 @@ export function registerKeys(program: Command): void {
         ctx.print({ requests }, () =>
           requests.length
             ? table(
-                requests.map((r) => [r.id, `v${r.kek_version}`, r.state, r.requested_by, r.approved_by ?? '-', r.expires_at]),
+                requests.map((r) => [r.id, r.kms_key ? `key ${r.kms_key.name} v${r.kms_key.version}` : `v${r.kek_version}`, r.state, r.requested_by, r.approved_by ?? '-', r.expires_at]),
                 ['ID', 'VERSION', 'STATE', 'REQUESTED BY', 'APPROVED BY', 'EXPIRES'],
               )
             : '',

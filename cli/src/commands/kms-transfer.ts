@@ -11,7 +11,7 @@ import { KMS_KEY_TYPES, unwrapKeyExport, type KmsKeyType } from '@coffer/sdk';
 import { Option, type Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, usageError } from '../errors.js';
-import { examples, integer } from './common.js';
+import { duration, examples, integer } from './common.js';
 
 const SYMMETRIC = new Set<string>(['aes256-gcm', 'xchacha20-poly1305', 'hmac-sha256', 'hmac-sha512']);
 
@@ -48,7 +48,8 @@ async function writeNew(file: string, data: Buffer | string): Promise<void> {
 }
 
 type ImportOpts = { keyFile: string; type?: KmsKeyType; exportable?: boolean; exportLocked?: boolean; deletionAllowed?: boolean };
-type ExportOpts = { publicKey: string; out: string; privateKey?: string; version?: number; algorithm: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256' };
+type ExportOpts = { publicKey?: string; request?: string; out: string; privateKey?: string; version?: number; algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256' };
+type ExportRequestOpts = { publicKey: string; version?: number; algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256'; /** Milliseconds. */ ttl?: number };
 
 export function registerKmsTransfer(key: Command): void {
   examples(
@@ -87,16 +88,21 @@ export function registerKmsTransfer(key: Command): void {
       .command('export')
       .description('export one version of an exportable key, wrapped under your RSA public key; with --private-key, unwrapped here')
       .argument('<name>')
-      .requiredOption('--public-key <file>', 'RSA public key (PEM, 2048-8192 bits) to wrap the key under')
+      .option('--public-key <file>', 'RSA public key (PEM, 2048-8192 bits) to wrap the key under (not with --request)')
+      .option('--request <id>', 'an approved export request (namespaces that require approval): its public key, version and algorithm are used, once')
       .requiredOption('--out <file>', 'new file (0600) for the wrapped key (raw bytes), or the key itself with --private-key')
       .option('--private-key <file>', 'the matching RSA private key: unwrap here and write the key (raw bytes, or a PKCS#8 PEM private key)')
       .option('--version <n>', 'key version (default: the latest)', integer(1))
-      .addOption(new Option('--algorithm <name>', 'wrapping').choices(['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256']).default('RSA_AES_KEY_WRAP_SHA_256'))
+      .addOption(new Option('--algorithm <name>', 'wrapping (default RSA_AES_KEY_WRAP_SHA_256)').choices(['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256']))
       .action(async (name: string, opts: ExportOpts, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const publicKey = (await readFileOr(opts.publicKey, 'the public key')).toString('utf8');
+        if ((opts.publicKey === undefined) === (opts.request === undefined)) throw usageError('give --public-key, or --request with an approved export request');
+        if (opts.request !== undefined && (opts.version !== undefined || opts.algorithm !== undefined)) throw usageError('--version and --algorithm are the approved request\'s: leave them out with --request');
+        const publicKey = opts.publicKey === undefined ? undefined : (await readFileOr(opts.publicKey, 'the public key')).toString('utf8');
         const unwrapWith = opts.privateKey ? privateKeyFrom(await readFileOr(opts.privateKey, 'the private key'), opts.privateKey) : undefined;
-        const r = await ctx.client({ auth: true }).kms.keys.export(ctx.namespace(), name, { public_key: publicKey, algorithm: opts.algorithm, version: opts.version });
+        const r = await ctx
+          .client({ auth: true })
+          .kms.keys.export(ctx.namespace(), name, publicKey === undefined ? { request_id: opts.request! } : { public_key: publicKey, algorithm: opts.algorithm, version: opts.version });
         if (unwrapWith) {
           const material = unwrapKeyExport(r, unwrapWith);
           try {
@@ -114,5 +120,26 @@ export function registerKmsTransfer(key: Command): void {
       }),
     'coffer -n app kms key export payments --public-key escrow.pub --out payments.wrapped',
     'coffer -n app kms key export payments --public-key escrow.pub --private-key escrow.key --out payments.key',
+    'coffer -n app kms key export payments --request 3f1c…  --private-key escrow.key --out payments.key   # approved request',
+  );
+
+  examples(
+    key
+      .command('export-request')
+      .description('ask for a second identity\'s approval to export a key (namespaces with kms_export_approval); approve with `coffer escrow approve <id>`')
+      .argument('<name>')
+      .requiredOption('--public-key <file>', 'RSA public key (PEM, 2048-8192 bits) the export will be wrapped under')
+      .option('--version <n>', 'key version (default: the latest)', integer(1))
+      .option('--ttl <duration>', 'how long it may be approved and used (1m to 7d; default 24h)', duration)
+      .addOption(new Option('--algorithm <name>', 'wrapping (default RSA_AES_KEY_WRAP_SHA_256)').choices(['RSAES_OAEP_SHA_256', 'RSA_AES_KEY_WRAP_SHA_256']))
+      .action(async (name: string, opts: ExportRequestOpts, cmd: Command) => {
+        const ctx = Context.of(cmd);
+        const publicKey = (await readFileOr(opts.publicKey, 'the public key')).toString('utf8');
+        const r = await ctx
+          .client({ auth: true })
+          .kms.keys.requestExport(ctx.namespace(), name, { public_key: publicKey, algorithm: opts.algorithm, version: opts.version, ttl_seconds: opts.ttl === undefined ? undefined : Math.round(opts.ttl / 1000) });
+        ctx.print(r, () => `Export request ${r.id} for key ${name} version ${r.kms_key?.version}: pending until another identity runs \`coffer escrow approve ${r.id}\`; then \`coffer kms key export ${name} --request ${r.id} --out FILE\`\n`);
+      }),
+    'coffer -n app kms key export-request payments --public-key escrow.pub',
   );
 }

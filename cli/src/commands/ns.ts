@@ -50,6 +50,7 @@ function renderDetail(ns: NamespaceDetail): string {
     ['Updated', ns.updated_at],
     ['Secrets', ns.secret_count],
     ['Rotation period', ns.rotation_period ? `${ns.rotation_period}s` : null],
+    ['KMS export approval', ns.kms_export_approval ? 'required (two-person)' : null],
     ['Shred date', ns.deletion_date ?? null],
     ['KEK version', ns.kek.current_version],
     ['KEK versions', keks],
@@ -115,11 +116,16 @@ export function registerNamespaces(program: Command): void {
       .argument('<name>')
       .option('--description <text>', 'what the namespace is for')
       .option('--rotation-period <duration>', 'rotate the KEK this often (1h to 10 years: 24h, 90d, 12w), or "off"', rotationPeriod)
-      .action(async (name: string, opts: { description?: string; rotationPeriod?: number | 'off' }, cmd: Command) => {
+      .option('--kms-export-approval', 'exports of the namespace\'s named keys need a second identity\'s approval (cannot be undone)')
+      .action(async (name: string, opts: { description?: string; rotationPeriod?: number | 'off'; kmsExportApproval?: boolean }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        if (opts.description === undefined && opts.rotationPeriod === undefined) throw usageError('give --description and/or --rotation-period');
+        if (opts.description === undefined && opts.rotationPeriod === undefined && !opts.kmsExportApproval) {
+          throw usageError('give --description, --rotation-period and/or --kms-export-approval');
+        }
         const period = opts.rotationPeriod === 'off' ? null : opts.rotationPeriod;
-        const updated = await ctx.client({ auth: true }).namespaces.update(name, { description: opts.description, rotation_period: period });
+        const updated = await ctx
+          .client({ auth: true })
+          .namespaces.update(name, { description: opts.description, rotation_period: period, ...(opts.kmsExportApproval ? { kms_export_approval: true } : {}) });
         ctx.print(updated, () => renderDetail(updated));
       }),
     'coffer ns update payments-prod --rotation-period 90d',

@@ -20,7 +20,10 @@ export interface ImportParams {
 export interface EscrowRequest {
   id: string;
   namespace: string;
-  kek_version: number;
+  /** The KEK version escrowed; null when the request exports a named key (`kms_key`). */
+  kek_version: number | null;
+  /** Set when the request exports a version of a named key (namespaces with `kms_export_approval`). */
+  kms_key?: { name: string; version: number } | null;
   algorithm: string;
   state: 'pending' | 'approved' | 'downloaded' | 'expired';
   requested_by: string;

@@ -77,12 +77,27 @@ export interface KmsKeyImportVersion {
 }
 
 export interface KmsKeyExportRequest {
-  /** The RSA public key (PEM, 2048-8192 bits) the material is wrapped under. */
-  public_key: string;
-  /** Default RSA_AES_KEY_WRAP_SHA_256 (fits every key type). */
+  /** The RSA public key (PEM, 2048-8192 bits) the material is wrapped under; not with request_id. */
+  public_key?: string;
+  /** Default RSA_AES_KEY_WRAP_SHA_256 (fits every key type); not with request_id. */
   algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256';
-  /** Default: the latest version. */
+  /** Default: the latest version; not with request_id. */
   version?: number;
+  /**
+   * An approved export request of this key (POST …/export-requests, approved by another
+   * identity with POST /v1/escrow/requests/{id}/approve): required when the namespace has
+   * `kms_export_approval`. Its public key, algorithm and version are used; it works once.
+   */
+  request_id?: string;
+}
+
+/** Body of POST /v1/kms/{ns}/keys/{name}/export-requests (the answer is an EscrowRequest). */
+export interface KmsKeyExportApprovalRequest {
+  public_key: string;
+  algorithm?: 'RSAES_OAEP_SHA_256' | 'RSA_AES_KEY_WRAP_SHA_256';
+  version?: number;
+  /** How long the request may be approved and used; default 24 h, at most 7 days. */
+  ttl_seconds?: number;
 }
 
 /** One key version wrapped under the caller's public key, in the escrow format (api/keys.ts). */
@@ -294,6 +309,7 @@ export const KMS_PATHS = {
   import: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/import`,
   importVersion: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/import-version`,
   export: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/export`,
+  exportRequests: (ns: string, name: string) => `/v1/kms/${seg(ns)}/keys/${seg(name)}/export-requests`,
   publicKey: (ns: string, name: string) => `/v1/kms/${seg(ns)}/public-key/${seg(name)}`,
   encrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/encrypt/${seg(name)}`,
   decrypt: (ns: string, name: string) => `/v1/kms/${seg(ns)}/decrypt/${seg(name)}`,

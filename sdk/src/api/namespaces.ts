@@ -21,6 +21,8 @@ export interface NamespaceDetail extends NamespaceSummary {
   secret_count: number;
   /** Seconds between scheduled KEK rotations; null: manual only. (Absent from servers before KEK rotation.) */
   rotation_period?: number | null;
+  /** Exports of its named keys need a second identity's approval (one-way). (Absent from older servers.) */
+  kms_export_approval?: boolean;
   /** Set while a crypto-shred is scheduled: the namespace is disabled until then. */
   deletion_date?: string | null;
   kek: { current_version: number; versions: KekVersion[] };

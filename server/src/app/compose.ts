@@ -104,6 +104,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
   const metrics = new CofferMetrics({
     core,
     kekCache: () => (core.isSealed ? undefined : core.services().keyring),
+    kmsKeyCache: () => (core.isSealed ? undefined : core.services().kms.cache),
     poolStats: storage.poolStats?.bind(storage),
   });
   return { core, audit, metrics };

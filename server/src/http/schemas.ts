@@ -77,9 +77,13 @@ export const updateNamespaceBody = z
   .object({
     description: z.string().max(1024).optional(),
     rotation_period: rotationPeriod.optional(),
+    kms_export_approval: z.boolean().optional(),
   })
   .strict()
-  .refine((b) => b.description !== undefined || b.rotation_period !== undefined, 'give description and/or rotation_period');
+  .refine(
+    (b) => b.description !== undefined || b.rotation_period !== undefined || b.kms_export_approval !== undefined,
+    'give description, rotation_period and/or kms_export_approval',
+  );
 
 export const rotateKekBody = z.object({}).strict();
 

@@ -4,6 +4,11 @@
  * a different admin (another principal identity) approves, the requester
  * downloads once. Requests expire. Every step is an audited request; the key
  * material appears only in the download response, wrapped.
+ *
+ * The same records approve exports of named keys in namespaces with
+ * `kms_export_approval` (kms/named-keys/transfer.ts): such a request names a
+ * key version instead of a KEK version, is approved the same way, and is used
+ * once by the key's export route instead of the escrow download.
  */
 import { createCipheriv, createPublicKey, publicEncrypt, randomBytes, randomUUID, constants, type KeyObject } from 'node:crypto';
 import type { Transaction } from 'kysely';
@@ -23,7 +28,7 @@ export const ESCROW_DEFAULT_TTL_SECONDS = 24 * 3600;
 export const ESCROW_MAX_TTL_SECONDS = 7 * 24 * 3600;
 const KWP_IV = Buffer.from('A65959A6', 'hex');
 
-type Row = Selectable<EscrowRequestTable>;
+type Row = Selectable<EscrowRequestTable> & { kms_key_name?: string | null };
 
 function view(row: Row, namespace: string): EscrowRequest {
   const expired = row.state !== 'downloaded' && row.expires_at.getTime() <= Date.now();
@@ -31,6 +36,7 @@ function view(row: Row, namespace: string): EscrowRequest {
     id: row.id,
     namespace,
     kek_version: row.kek_version,
+    kms_key: row.kms_key_id !== null && row.kms_key_version !== null ? { name: row.kms_key_name ?? '', version: row.kms_key_version } : null,
     algorithm: row.algorithm,
     state: expired ? 'expired' : row.state,
     requested_by: row.requested_by,
@@ -120,6 +126,45 @@ export class EscrowService {
     return view(found, found.namespace_name);
   }
 
+  /** A named key's export request (the key's export route checks exportability first). */
+  async requestKeyExport(
+    identity: string,
+    input: { namespace: string; namespaceId: string; keyId: string; version: number; algorithm: EscrowAlgorithm; publicKey: string; ttlSeconds?: number | undefined },
+  ): Promise<EscrowRequest> {
+    parseEscrowPublicKey(input.publicKey);
+    const ttl = input.ttlSeconds ?? ESCROW_DEFAULT_TTL_SECONDS;
+    const row = await this.requests.insert({
+      id: randomUUID(),
+      namespace_id: input.namespaceId,
+      kek_version: null,
+      kms_key_id: input.keyId,
+      kms_key_version: input.version,
+      algorithm: input.algorithm,
+      public_key: input.publicKey,
+      requested_by: identity,
+      expires_at: new Date(Date.now() + ttl * 1000),
+    });
+    return this.get(row.id);
+  }
+
+  /**
+   * The approved export request `id` of key `keyId`, if `identity` may use it
+   * now: what to wrap (version) and how (public key, algorithm). Mark it used
+   * with `completeKeyExport` once the material is wrapped.
+   */
+  async approvedKeyExport(id: string, identity: string, keyId: string): Promise<{ version: number; publicKey: KeyObject; algorithm: EscrowAlgorithm }> {
+    const current = await this.get(id);
+    const row = await this.requests.getForDownload(id);
+    if (row.kms_key_id !== keyId || current.kms_key == null) throw badRequest('request_id is not an export request of this key');
+    this.checkDownload(current, identity);
+    return { version: current.kms_key.version, publicKey: parseEscrowPublicKey(row.public_key), algorithm: current.algorithm as EscrowAlgorithm };
+  }
+
+  /** Uses an approved export request up (compare-and-set: one approval, one export). */
+  async completeKeyExport(id: string): Promise<void> {
+    if (!(await this.requests.markDownloaded(id, new Date()))) throw new CofferError('gone', 'this export request was already used (one approval, one export) or expired');
+  }
+
   /** A namespace's requests, newest first (for the second admin to find what awaits approval). */
   async list(namespace: string, limit = 100): Promise<EscrowRequest[]> {
     const ns = await this.deps.namespaces.resolve(namespace, undefined, { allowDisabled: true });
@@ -149,18 +194,29 @@ export class EscrowService {
     beforeCommit?: (trx: Transaction<Database>) => Promise<void>,
   ): Promise<EscrowDownload> {
     const current = await this.get(id);
-    if (current.requested_by !== identity) throw new CofferError('permission_denied', 'only the requester downloads an approved escrow export');
-    if (current.state === 'downloaded') throw new CofferError('gone', 'this escrow export was already downloaded (single download)');
-    if (current.state === 'expired') throw new CofferError('expired', 'this escrow request expired');
-    if (current.state !== 'approved') throw new CofferError('conflict', 'this escrow request is not approved yet: a second admin must approve it');
+    if (current.kms_key || current.kek_version === null) {
+      throw badRequest(`this request exports key "${current.kms_key?.name ?? ''}": export it with POST /v1/kms/${current.namespace}/keys/{name}/export {"request_id": "${id}"}`);
+    }
+    this.checkDownload(current, identity);
+    const kekVersion = current.kek_version;
     const row = await this.requests.getForDownload(id);
     const publicKey = parseEscrowPublicKey(row.public_key);
     // Wrapped before the transaction: loading a KEK needs a connection, and PGlite has one.
-    const wrapped = await this.deps.keyring.withKekMaterial(row.namespace_id, current.kek_version, (kek) => wrapForEscrow(kek, publicKey, current.algorithm as EscrowAlgorithm));
+    const wrapped = await this.deps.keyring.withKekMaterial(row.namespace_id, kekVersion, (kek) => wrapForEscrow(kek, publicKey, current.algorithm as EscrowAlgorithm));
     await this.db.transaction().execute(async (trx) => {
       if (!(await this.requests.markDownloaded(id, new Date(), trx))) throw new CofferError('gone', 'this escrow export was already downloaded (single download)');
       await beforeCommit?.(trx);
     });
     return { ...(await this.get(id)), wrapped_key_material: wrapped.toString('base64') };
+  }
+
+  /** Only the requester, once, after a second identity approved, before it expires. */
+  private checkDownload(current: EscrowRequest, identity: string): void {
+    if (current.requested_by !== identity) throw new CofferError('permission_denied', 'only the requester uses an approved export request');
+    if (current.state === 'downloaded') throw new CofferError('gone', 'this export request was already used (one approval, one export)');
+    if (current.state === 'expired') throw new CofferError('expired', 'this export request expired');
+    if (current.state !== 'approved') {
+      throw new CofferError('conflict', 'this export request is not approved yet: a different identity must approve it (POST /v1/escrow/requests/{id}/approve)');
+    }
   }
 }

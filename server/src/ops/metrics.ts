@@ -10,6 +10,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CofferCore } from '../core.js';
 import type { JobObserver } from '../jobs/scheduler.js';
+import type { KmsKeyCacheStats } from '../kms/named-keys/key-cache.js';
 
 /** The KEK cache's size and lifetime hit/miss counts (keyring/keyring.ts `cacheStats`). */
 export interface KekCacheStats {
@@ -34,6 +35,8 @@ export interface MetricsSources {
    * keyring whose counters start at zero; a new object here means a new keyring.
    */
   kekCache: () => { cacheStats(): KekCacheStats } | undefined;
+  /** The live named-key cache (kms/named-keys/key-cache.ts; undefined while sealed; a new one per unseal). */
+  kmsKeyCache?: (() => { stats(): KmsKeyCacheStats } | undefined) | undefined;
   /** Connection pool use (PostgreSQL only). */
   poolStats?: (() => PoolStats) | undefined;
 }
@@ -126,7 +129,7 @@ export class CofferMetrics {
       },
     });
 
-    const kek = new KekCacheTotals(sources.kekCache);
+    const kek = new CarriedTotals(sources.kekCache, (k) => k.cacheStats(), ['hits', 'misses'] as const);
     new Gauge({
       name: 'coffer_kek_cache_entries',
       help: 'Unwrapped namespace keys (KEK versions) held in memory',
@@ -153,6 +156,42 @@ export class CofferMetrics {
         this.inc(kek.totals().misses);
       },
     });
+    const kmsSource = sources.kmsKeyCache;
+    if (kmsSource) {
+      const kmsKeys = new CarriedTotals(kmsSource, (c) => c.stats(), ['hits', 'misses', 'evictedCapacity', 'evictedExpired'] as const);
+      new Gauge({
+        name: 'coffer_kms_key_cache_entries',
+        help: 'Named KMS keys (row and unwrapped versions) held in memory',
+        registers,
+        collect() {
+          this.set(kmsKeys.current()?.size ?? 0);
+        },
+      });
+      const total = (name: string, help: string, pick: 'hits' | 'misses') =>
+        new Counter({
+          name,
+          help,
+          registers,
+          collect() {
+            this.reset();
+            this.inc(kmsKeys.totals()[pick]);
+          },
+        });
+      total('coffer_kms_key_cache_hits_total', 'Named-key lookups answered from memory', 'hits');
+      total('coffer_kms_key_cache_misses_total', 'Named-key lookups that went to the database (and then a KEK unwrap)', 'misses');
+      new Counter({
+        name: 'coffer_kms_key_cache_evictions_total',
+        help: 'Named keys dropped from memory other than by a change: reason "capacity" (size bound) or "expired" (TTL)',
+        labelNames: ['reason'],
+        registers,
+        collect() {
+          this.reset();
+          const t = kmsKeys.totals();
+          this.inc({ reason: 'capacity' }, t.evictedCapacity);
+          this.inc({ reason: 'expired' }, t.evictedExpired);
+        },
+      });
+    }
     new Gauge({
       name: 'coffer_secret_read_cache_entries',
       help: 'Latest encrypted secret versions held in memory for reads',
@@ -235,34 +274,38 @@ export class CofferMetrics {
 }
 
 /**
- * KEK cache hit/miss totals that keep counting across seal/unseal: each unseal
- * builds a new Keyring whose counters start at zero, so the last keyring's
- * final counts are carried over when it is replaced.
+ * Cache counters that keep counting across seal/unseal: each unseal builds a
+ * new cache (the keyring's KEK cache, the named-key cache) whose counters
+ * start at zero, so the last one's final counts are carried over when it is
+ * replaced (a replaced cache's counters stay readable after it is closed).
  */
-class KekCacheTotals {
-  private last: { cacheStats(): KekCacheStats } | undefined;
-  private carriedHits = 0;
-  private carriedMisses = 0;
+class CarriedTotals<O, K extends string, S extends { size: number } & Record<K, number>> {
+  private last: O | undefined;
+  private readonly carried: Record<K, number>;
 
-  constructor(private readonly source: MetricsSources['kekCache']) {}
-
-  /** The live keyring's cache stats; undefined while sealed. */
-  current(): KekCacheStats | undefined {
-    const keyring = this.source();
-    if (keyring !== this.last) {
-      if (this.last) {
-        // A replaced keyring's counters stay readable after destroy().
-        const final = this.last.cacheStats();
-        this.carriedHits += final.hits;
-        this.carriedMisses += final.misses;
-      }
-      this.last = keyring;
-    }
-    return keyring?.cacheStats();
+  constructor(
+    private readonly source: () => O | undefined,
+    private readonly stats: (cache: O) => S,
+    private readonly keys: readonly K[],
+  ) {
+    this.carried = Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
   }
 
-  totals(): { hits: number; misses: number } {
+  /** The live cache's stats; undefined while sealed. */
+  current(): S | undefined {
+    const cache = this.source();
+    if (cache !== this.last) {
+      if (this.last) {
+        const final = this.stats(this.last);
+        for (const k of this.keys) this.carried[k] += final[k];
+      }
+      this.last = cache;
+    }
+    return cache === undefined ? undefined : this.stats(cache);
+  }
+
+  totals(): Record<K, number> {
     const now = this.current();
-    return { hits: this.carriedHits + (now?.hits ?? 0), misses: this.carriedMisses + (now?.misses ?? 0) };
+    return Object.fromEntries(this.keys.map((k) => [k, this.carried[k] + (now?.[k] ?? 0)])) as Record<K, number>;
   }
 }

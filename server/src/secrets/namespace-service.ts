@@ -116,14 +116,30 @@ export class NamespaceService {
     return { namespaces: items.map(summary), next_cursor };
   }
 
-  /** Changes a namespace's description and/or KEK rotation period (null = manual rotation only). */
-  async update(name: string, changes: { description?: string; rotationPeriodSeconds?: number | null }): Promise<NamespaceDetail> {
+  /**
+   * Changes a namespace's description, KEK rotation period (null = manual
+   * rotation only) and/or kms_export_approval, which is one-way: a single
+   * admin switching it off would defeat the two-person rule it stands for.
+   */
+  async update(name: string, changes: { description?: string | undefined; rotationPeriodSeconds?: number | null | undefined; kmsExportApproval?: boolean | undefined }): Promise<NamespaceDetail> {
     const ns = await this.resolve(name);
-    const set: { updated_at: Date; description?: string; rotation_period_seconds?: number | null } = { updated_at: new Date() };
+    const set: { updated_at: Date; description?: string; rotation_period_seconds?: number | null; kms_export_approval?: boolean } = { updated_at: new Date() };
     if (changes.description !== undefined) set.description = changes.description;
     if (changes.rotationPeriodSeconds !== undefined) set.rotation_period_seconds = changes.rotationPeriodSeconds;
+    if (changes.kmsExportApproval !== undefined) {
+      if (!changes.kmsExportApproval && (await this.exportApprovalRequired(name))) {
+        throw badRequest(`namespace "${name}" requires two-person approval for key exports (kms_export_approval), which cannot be undone`);
+      }
+      set.kms_export_approval = changes.kmsExportApproval;
+    }
     await this.repos.namespaces.update(ns.id, set);
     return this.get(name);
+  }
+
+  /** Whether exports of the namespace's named keys need an approved escrow request (kms/named-keys/transfer.ts). */
+  async exportApprovalRequired(name: string): Promise<boolean> {
+    const ns = await this.resolve(name, undefined, { allowDisabled: true });
+    return (await this.repos.namespaces.getById(ns.id)).kms_export_approval;
   }
 
   async get(name: string): Promise<NamespaceDetail> {
@@ -136,6 +152,7 @@ export class NamespaceService {
     return {
       ...summary(row),
       rotation_period: row.rotation_period_seconds,
+      kms_export_approval: row.kms_export_approval,
       deletion_date: row.deletion_date ? iso(row.deletion_date) : null,
       secret_count: count,
       kek: {

@@ -422,6 +422,27 @@ const migrations: Record<string, Migration> = {
         .execute(db);
     },
   },
+  '0011_kms_export_approval': {
+    async up(db: Kysely<unknown>) {
+      for (const statement of [
+        // A namespace whose named-key exports need a second person (issue 14, "two-person approval
+        // when the namespace requires it"). One-way: the service refuses to turn it off.
+        `alter table namespaces add column kms_export_approval boolean not null default false`,
+        // The approval records are the escrow requests': a request either escrows a KEK version
+        // (kek_version) or exports a named key's version (kms_key_id and kms_key_version).
+        `alter table escrow_requests alter column kek_version drop not null`,
+        `alter table escrow_requests add column kms_key_id uuid`,
+        `alter table escrow_requests add column kms_key_version int`,
+        `alter table escrow_requests add constraint escrow_requests_kms_key_fkey
+          foreign key (kms_key_id, namespace_id) references kms_keys (id, namespace_id) on delete cascade`,
+        `alter table escrow_requests add constraint escrow_requests_subject check (
+          (kek_version is not null and kms_key_id is null and kms_key_version is null)
+          or (kek_version is null and kms_key_id is not null and kms_key_version is not null))`,
+      ]) {
+        await sql.raw(statement).execute(db);
+      }
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -46,6 +46,8 @@ export interface NamespaceTable {
   deletion_requested_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   /** Set while a crypto-shred is scheduled: the namespace is disabled until then, destroyed at it. */
   deletion_date: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  /** Named-key exports need an approved escrow request (a second identity); one-way. */
+  kms_export_approval: ColumnType<boolean, boolean | undefined, boolean>;
 }
 
 export interface NamespaceKeyTable {
@@ -238,7 +240,10 @@ export interface ImportKeyTable {
 export interface EscrowRequestTable {
   id: string;
   namespace_id: string;
-  kek_version: number;
+  /** The KEK version escrowed; null when the request exports a named key (kms_key_id). */
+  kek_version: number | null;
+  kms_key_id: ColumnType<string | null, string | null | undefined, string | null>;
+  kms_key_version: ColumnType<number | null, number | null | undefined, number | null>;
   algorithm: string;
   public_key: string;
   requested_by: string;

@@ -14,6 +14,7 @@
  *   POST   /v1/kms/{ns}/keys/{name}/import                import a new key  key-admin
  *   POST   /v1/kms/{ns}/keys/{name}/import-version        import a version  key-admin
  *   POST   /v1/kms/{ns}/keys/{name}/export                wrapped export    key-admin
+ *   POST   /v1/kms/{ns}/keys/{name}/export-requests       ask for approval  key-admin (approved at /v1/escrow/requests/{id}/approve)
  *   GET    /v1/kms/{ns}/public-key/{name}[?version=N]     PEM and JWK       verify
  *   POST   /v1/kms/{ns}/encrypt/{name}                    encrypt
  *   POST   /v1/kms/{ns}/decrypt/{name}                    decrypt
@@ -55,6 +56,7 @@ import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
 import { auditTarget, auditVersion, op, single, type Access, type Mount, type Operation, type RouteContext, type RoutePath } from '../route.js';
 import { emptyQuery, INT4_MAX, pageQuery, readQuery, versionNumber } from '../schemas.js';
+import type { Services } from '../../vault/services.js';
 
 const denied = (capability: Capability, namespace: string, key: string) =>
   new CofferError('permission_denied', key === '' ? `permission denied: no KMS capability on namespace "${namespace}"` : `permission denied: ${capability} on key "${key}" of namespace "${namespace}"`);
@@ -94,7 +96,20 @@ const importBody = createBody.extend(wrappedMaterial).strict();
 const importVersionBody = z.object(wrappedMaterial).strict();
 const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSA_AES_KEY_WRAP_SHA_256') }).strict();
 const exportBody = z
-  .object({ public_key: z.string().min(1).max(16_384), algorithm: z.enum(ESCROW_ALGORITHMS).default('RSA_AES_KEY_WRAP_SHA_256'), version: versionNumber.optional() })
+  .object({
+    public_key: z.string().min(1).max(16_384).optional(),
+    algorithm: z.enum(ESCROW_ALGORITHMS).optional(),
+    version: versionNumber.optional(),
+    request_id: z.string().uuid('request_id is the id of an export request').optional(),
+  })
+  .strict();
+const exportRequestBody = z
+  .object({
+    public_key: z.string().min(1).max(16_384),
+    algorithm: z.enum(ESCROW_ALGORITHMS).optional(),
+    version: versionNumber.optional(),
+    ttl_seconds: z.number().int().optional(),
+  })
   .strict();
 const emptyBody = z.object({}).strict();
 const encryptBody = z.object({ plaintext: b64, associated_data: b64.optional(), key_version: versionNumber.optional() }).strict();
@@ -130,6 +145,9 @@ const randomQuery = z
   .strict();
 
 // --- helpers -----------------------------------------------------------------
+
+/** Import and export of named keys, with the escrow records that approve exports. */
+const transfer = (s: Services) => new KeyTransfer(s.kms.keys, s.byok, { escrow: s.escrow, namespaces: s.namespaces });
 
 /** The namespace and key a `/:ns/…/:name` route serves: checked (400), named in the audit entry, then authorised (403). */
 function routedKey(req: Request, res: Response, authorize: (ns: string, path?: string) => void): { ns: string; name: string } {
@@ -290,9 +308,9 @@ export const kmsMount: Mount = {
       },
     })),
     single('/v1/kms/:ns/keys/:name/import', 'POST', adminOp('kms.key.import', importBody, ({ ns, name }, body, _res, { core }) =>
-      new KeyTransfer(core.services().kms.keys, core.services().byok).importKey(ns, name, body), 201)),
+      transfer(core.services()).importKey(ns, name, body), 201)),
     single('/v1/kms/:ns/keys/:name/import-version', 'POST', adminOp('kms.key.import_version', importVersionBody, ({ ns, name }, body, _res, { core }) =>
-      new KeyTransfer(core.services().kms.keys, core.services().byok).importVersion(ns, name, body))),
+      transfer(core.services()).importVersion(ns, name, body))),
     single('/v1/kms/:ns/keys/:name/export', 'POST', op({
       action: 'kms.key.export',
       access: on('key-admin'),
@@ -304,9 +322,23 @@ export const kmsMount: Mount = {
         query();
         const b = body();
         if (b.version !== undefined) auditVersion(res, b.version);
-        const result = await new KeyTransfer(core.services().kms.keys, core.services().byok).exportKey(ns, name, b);
+        const result = await transfer(core.services()).exportKey(ns, name, b, principalOf(res).identity);
         auditVersion(res, result.key_version);
         res.json(result);
+      },
+    })),
+    single('/v1/kms/:ns/keys/:name/export-requests', 'POST', op({
+      action: 'kms.key.export_request',
+      access: on('key-admin'),
+      query: emptyQuery,
+      body: exportRequestBody,
+      handler: async (req, res, { core, query, body, authorize }) => {
+        const { ns, name } = routedKey(req, res, authorize);
+        query();
+        const b = body();
+        const created = await transfer(core.services()).requestExport(ns, name, principalOf(res).identity, b);
+        if (created.kms_key) auditVersion(res, created.kms_key.version);
+        res.status(201).json(created);
       },
     })),
     single('/v1/kms/:ns/keys/:name/trim', 'POST', adminOp('kms.key.trim', trimBody, ({ ns, name }, body, _res, { core }) => core.services().kms.keys.trim(ns, name, body.min_available_version))),

@@ -88,7 +88,11 @@ export const namespacesMount: Mount = {
             authorize(name);
             query();
             const body = parse();
-            res.json(await core.services().namespaces.update(name, { description: body.description, rotationPeriodSeconds: body.rotation_period }));
+            res.json(await core.services().namespaces.update(name, {
+                description: body.description,
+                rotationPeriodSeconds: body.rotation_period,
+                kmsExportApproval: body.kms_export_approval,
+              }));
           },
         }),
         DELETE: op({

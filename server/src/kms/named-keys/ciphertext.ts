@@ -28,9 +28,28 @@ const PREFIX = /^coffer:v([1-9][0-9]{0,8}):([A-Za-z0-9+/]*={0,2})$/;
 export const KEY_TAG_BYTES = 8;
 const HEADER = 1 + KEY_TAG_BYTES;
 
-/** Identifies a key (by its id) inside its ciphertexts. */
+// A SHA-256 per ciphertext made or checked was a tenth of a batch's time: tags are remembered by
+// key id (ids are not secret; a full map is simply emptied).
+const tags = new Map<string, Uint8Array>();
+const MAX_TAGS = 4096;
+
+/** Identifies a key (by its id) inside its ciphertexts. Shared: read it, do not change it. */
 export function keyTag(keyId: string): Uint8Array {
-  return new Uint8Array(createHash('sha256').update('coffer/kms-key-tag\0').update(keyId).digest().subarray(0, KEY_TAG_BYTES));
+  let tag = tags.get(keyId);
+  if (!tag) {
+    tag = new Uint8Array(createHash('sha256').update('coffer/kms-key-tag\0').update(keyId).digest().subarray(0, KEY_TAG_BYTES));
+    if (tags.size >= MAX_TAGS) tags.clear();
+    tags.set(keyId, tag);
+  }
+  return tag;
+}
+
+/** The bytes before the body: format ‖ key tag. */
+export function ciphertextHeader(format: number, keyId: string): Uint8Array {
+  const header = new Uint8Array(HEADER);
+  header[0] = format;
+  header.set(keyTag(keyId), 1);
+  return header;
 }
 
 export function encodeVersioned(version: number, bytes: Uint8Array): string {
@@ -50,8 +69,7 @@ export function decodeVersioned(value: string, what: string): { version: number;
 
 export function encodeCiphertext(version: number, format: number, keyId: string, body: Uint8Array): string {
   const out = new Uint8Array(HEADER + body.length);
-  out[0] = format;
-  out.set(keyTag(keyId), 1);
+  out.set(ciphertextHeader(format, keyId), 0);
   out.set(body, HEADER);
   return encodeVersioned(version, out);
 }

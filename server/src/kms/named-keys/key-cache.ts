@@ -46,6 +46,10 @@ export interface KmsKeyCacheStats {
   size: number;
   hits: number;
   misses: number;
+  /** Entries pushed out to stay within the size bound (least recently used first). */
+  evictedCapacity: number;
+  /** Entries dropped because their TTL ran out (on use or by the sweeper). */
+  evictedExpired: number;
 }
 
 const SEP = '\u0000';
@@ -58,6 +62,8 @@ export class KmsKeyCache {
   private enabled: boolean;
   hits = 0;
   misses = 0;
+  evictedCapacity = 0;
+  evictedExpired = 0;
 
   constructor(
     private readonly maxEntries: number,
@@ -96,6 +102,7 @@ export class KmsKeyCache {
     while (this.entries.size > this.maxEntries) {
       const [oldestId, oldest] = this.entries.entries().next().value as [string, Entry];
       this.drop(oldestId, oldest);
+      this.evictedCapacity++;
     }
   }
 
@@ -160,7 +167,12 @@ export class KmsKeyCache {
 
   sweep(): void {
     const now = this.now();
-    for (const [id, entry] of this.entries) if (entry.expiresAt <= now) this.drop(id, entry);
+    for (const [id, entry] of this.entries) {
+      if (entry.expiresAt <= now) {
+        this.drop(id, entry);
+        this.evictedExpired++;
+      }
+    }
   }
 
   clear(): void {
@@ -175,7 +187,7 @@ export class KmsKeyCache {
   }
 
   stats(): KmsKeyCacheStats {
-    return { size: this.entries.size, hits: this.hits, misses: this.misses };
+    return { size: this.entries.size, hits: this.hits, misses: this.misses, evictedCapacity: this.evictedCapacity, evictedExpired: this.evictedExpired };
   }
 
   /** Material held (tests check that what leaves is zeroed). */
@@ -191,6 +203,7 @@ export class KmsKeyCache {
     if (!entry) return undefined;
     if (entry.expiresAt <= this.now()) {
       this.drop(id, entry);
+      this.evictedExpired++;
       return undefined;
     }
     this.entries.delete(id);

@@ -42,6 +42,8 @@ export type Transactor = Pick<Kysely<Database>, 'transaction'>;
 
 /** Ten years: a longer period is a typo, not a policy. */
 const MAX_AUTO_ROTATE_SECONDS = 10 * 366 * 24 * 3600;
+export const EXTERNAL_NO_AUTO_ROTATE =
+  'auto_rotate_period cannot be set on an imported key (origin external): Coffer cannot generate its material; rotate it by importing a new version (import-version)';
 
 export class NamedKeys {
   readonly store: KeyStore;
@@ -105,6 +107,7 @@ export class NamedKeys {
     checkKeyName(name);
     if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
     const period = checkPeriod(req.auto_rotate_period);
+    if (origin === 'external' && period !== null) throw badRequest(EXTERNAL_NO_AUTO_ROTATE);
     try {
       await this.db.transaction().execute(async (trx) => {
         const ns = await this.store.lockNamespace(namespace, trx);
@@ -202,7 +205,10 @@ export class NamedKeys {
         if (typeof req.deletion_allowed !== 'boolean') throw badRequest('deletion_allowed must be true or false');
         changes.deletion_allowed = req.deletion_allowed;
       }
-      if (req.auto_rotate_period !== undefined) changes.auto_rotate_period_seconds = checkPeriod(req.auto_rotate_period);
+      if (req.auto_rotate_period !== undefined) {
+        changes.auto_rotate_period_seconds = checkPeriod(req.auto_rotate_period);
+        if (row.origin === 'external' && changes.auto_rotate_period_seconds !== null) throw badRequest(EXTERNAL_NO_AUTO_ROTATE);
+      }
       const minDecrypt = req.min_decryption_version === undefined ? row.min_decryption_version : checkVersionNumber(req.min_decryption_version, 'min_decryption_version');
       const minEncrypt = req.min_encryption_version === undefined ? row.min_encryption_version : checkVersionNumber(req.min_encryption_version, 'min_encryption_version');
       if (minDecrypt < 1 || minDecrypt > row.latest_version) throw badRequest(`min_decryption_version must be between 1 and the latest version (${row.latest_version})`);
@@ -220,10 +226,17 @@ export class NamedKeys {
     return this.read(namespace, name);
   }
 
-  /** Adds a version with fresh material and makes it the latest. */
+  /** Adds a version with fresh material and makes it the latest (keys Coffer generated only). */
   async rotate(namespace: string, name: string): Promise<KmsKeyInfo> {
     checkKeyName(name);
     const { row } = await this.store.find(namespace, name);
+    // Like AWS KMS: new material for an imported key comes from its owner, never from Coffer.
+    if (row.origin === 'external') {
+      throw badRequest(
+        `key "${name}" holds imported material (origin external): Coffer does not generate versions for it; ` +
+          `import the next version with POST /v1/kms/${namespace}/keys/${name}/import-version (CLI: coffer kms key import NAME --key-file FILE, without --type)`,
+      );
+    }
     if (row.hsm) {
       const pending = await this.store.hsm.generate(row.type, row.namespace_id, row.id);
       try {
@@ -335,7 +348,8 @@ export class NamedKeys {
           const ns = await this.store.lockNamespace(due.namespace, trx);
           const row = await this.store.repo.findKey(ns.id, due.name, trx, 'update');
           // Gone, re-created (the material was made for the key found before), or no longer scheduled.
-          if (!row || row.id !== found.id || row.hsm !== found.hsm || row.auto_rotate_period_seconds === null) return false;
+          // Imported keys are never rotated with generated material (a period set before that rule is ignored).
+          if (!row || row.id !== found.id || row.hsm !== found.hsm || row.auto_rotate_period_seconds === null || row.origin !== 'internal') return false;
           const [latest] = await this.store.repo.findVersions(row.id, [row.latest_version], trx);
           if (latest && latest.created_at.getTime() + row.auto_rotate_period_seconds * 1000 > now.getTime()) return false;
           await this.storePrepared(ns, row, row.latest_version + 1, prepared, trx);

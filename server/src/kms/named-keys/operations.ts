@@ -37,10 +37,10 @@ import {
 } from '@coffer/sdk/api';
 import { zeroize } from '../../crypto/aead.js';
 import { aad } from '../../crypto/context.js';
-import { rawOpen, rawSeal } from '../../crypto/raw-aead.js';
+import { rawOpen, rawSealAfter } from '../../crypto/raw-aead.js';
 import { badRequest, CofferError } from '../../errors.js';
 import type { KmsKeyRow } from '../../storage/repos/kms-keys.js';
-import { decodeBase64, decodeVersioned, encodeCiphertext, encodeVersioned, keyTag, parseCiphertext, toBase64 } from './ciphertext.js';
+import { ciphertextHeader, decodeBase64, decodeVersioned, encodeCiphertext, encodeVersioned, keyTag, parseCiphertext, toBase64 } from './ciphertext.js';
 import { HASHES, KEY_TYPES } from './key-types.js';
 import type { CachedVersion, KmsKeyCache } from './key-cache.js';
 import type { KeyStore } from './key-store.js';
@@ -58,6 +58,8 @@ class KeySession {
   private readonly material = new Map<number, Uint8Array>();
   private readonly privateKeys = new Map<number, KeyObject>();
   private readonly cached = new Map<number, CachedVersion>();
+  /** AAD of each version for empty associated data (every item of a typical batch): encoded once. */
+  private readonly bareAads = new Map<number, Uint8Array>();
 
   constructor(
     private readonly store: KeyStore,
@@ -125,6 +127,17 @@ class KeySession {
     }
     this.privateKeys.set(version, k);
     return k;
+  }
+
+  /** The AAD of data under `version` with the caller's associated data (crypto/context.ts aad.kmsData). */
+  aad(version: number, associated: Uint8Array): Uint8Array {
+    if (associated.length > 0) return aad.kmsData(this.row.id, version, associated);
+    let bare = this.bareAads.get(version);
+    if (!bare) {
+      bare = aad.kmsData(this.row.id, version, associated);
+      this.bareAads.set(version, bare);
+    }
+    return bare;
   }
 
   close(): void {
@@ -326,28 +339,32 @@ export class KeyOperations {
 
   private async seal(s: KeySession, version: number, plaintext: Uint8Array, associated: Uint8Array): Promise<KmsCiphertext> {
     const spec = KEY_TYPES[s.type];
-    const context = aad.kmsData(s.row.id, version, associated);
-    let body: Uint8Array;
+    const context = s.aad(version, associated);
     if (spec.family === 'aead' && s.hsm) {
       // The same body as rawSeal's (nonce ‖ ciphertext ‖ tag): clients cannot tell the keys apart.
-      body = await this.store.hsm.sealGcm(s.hsmLabel(version), plaintext, context);
-    } else if (spec.family === 'aead') {
-      body = rawSeal(s.type === 'aes256-gcm' ? 'aes-256-gcm' : 'xchacha20-poly1305', s.key(version), plaintext, context);
-    } else {
-      const key = await s.publicSide(version);
-      const max = Math.ceil(key.asymmetricKeyDetails!.modulusLength! / 8) - 2 * 32 - 2;
-      if (plaintext.length > max) {
-        throw badRequest(`a ${s.type} key encrypts at most ${max} bytes (RSA-OAEP-SHA-256); use a symmetric key or a data key for more`);
-      }
-      body = new Uint8Array(publicEncrypt({ key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256', oaepLabel: context }, plaintext));
+      const body = await this.store.hsm.sealGcm(s.hsmLabel(version), plaintext, context);
+      return { ciphertext: encodeCiphertext(version, spec.format!, s.row.id, body), key_version: version };
     }
+    if (spec.family === 'aead') {
+      // Sealed straight after the ciphertext header: one buffer, one base64.
+      const header = ciphertextHeader(spec.format!, s.row.id);
+      const sealed = rawSealAfter(header, s.type === 'aes256-gcm' ? 'aes-256-gcm' : 'xchacha20-poly1305', s.key(version), plaintext, context);
+      return { ciphertext: encodeVersioned(version, sealed), key_version: version };
+    }
+    // Encrypting needs only the public side (an HSM-resident key's private half stays in the token).
+    const key = await s.publicSide(version);
+    const max = Math.ceil(key.asymmetricKeyDetails!.modulusLength! / 8) - 2 * 32 - 2;
+    if (plaintext.length > max) {
+      throw badRequest(`a ${s.type} key encrypts at most ${max} bytes (RSA-OAEP-SHA-256); use a symmetric key or a data key for more`);
+    }
+    const body = new Uint8Array(publicEncrypt({ key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256', oaepLabel: context }, plaintext));
     return { ciphertext: encodeCiphertext(version, spec.format!, s.row.id, body), key_version: version };
   }
 
   /** Every check in the order that gives the clearest message; a failed open is the caller's ciphertext or AAD. */
   private async open(s: KeySession, ciphertext: string, associated: Uint8Array): Promise<{ version: number; plaintext: Uint8Array }> {
     const parsed = this.checkCiphertext(s, ciphertext);
-    const context = aad.kmsData(s.row.id, parsed.version, associated);
+    const context = s.aad(parsed.version, associated);
     let plaintext: Uint8Array | null;
     if (s.hsm) {
       const label = s.hsmLabel(parsed.version);

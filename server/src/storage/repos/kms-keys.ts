@@ -147,6 +147,8 @@ export function kmsKeysRepo(db: Kysely<Database>) {
         .innerJoin('kms_key_versions as v', (join) => join.onRef('v.key_id', '=', 'k.id').onRef('v.version', '=', 'k.latest_version'))
         .select(['n.name as namespace', 'k.name', 'k.auto_rotate_period_seconds', 'v.created_at'])
         .where('k.auto_rotate_period_seconds', 'is not', null)
+        // Imported keys rotate only by importing (kms/named-keys/keys.ts rotate).
+        .where('k.origin', '=', 'internal')
         .where('n.deletion_date', 'is', null)
         .where(sql<boolean>`v.created_at + make_interval(secs => k.auto_rotate_period_seconds) <= ${now}`)
         .execute();

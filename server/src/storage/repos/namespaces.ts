@@ -77,7 +77,7 @@ export function namespacesRepo(db: Kysely<Database>) {
     /** Description, rotation period, current KEK version or shredding schedule. */
     async update(
       id: string,
-      set: Pick<Updateable<NamespaceTable>, 'description' | 'rotation_period_seconds' | 'current_kek_version' | 'deletion_requested_at' | 'deletion_date'> & {
+      set: Pick<Updateable<NamespaceTable>, 'description' | 'rotation_period_seconds' | 'current_kek_version' | 'deletion_requested_at' | 'deletion_date' | 'kms_export_approval'> & {
         updated_at: Date;
       },
       tx: Executor = db,
