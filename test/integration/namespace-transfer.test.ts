@@ -3,7 +3,7 @@
 // marks; exportable named keys that decrypt and verify what the source made; non-exportable keys
 // skipped), a PKCS#11-sealed target, and refusals that change nothing: wrong target key, tampered
 // or truncated bundles, a non-empty namespace, non-admin callers — real servers, PGlite.
-import { generateKeyPairSync } from 'node:crypto';
+import { constants, createCipheriv, createHash, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes } from 'node:crypto';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfSoftHsm } from '../helpers/env.js';
 import { api, createStore, expectError, initAndUnseal, startTestServer, type ApiResponse, type TestStore } from '../helpers/server.js';
@@ -67,6 +67,40 @@ function tamperRecord(bundle: string, seq: number): string {
   rec.sealed = rec.sealed.slice(0, i) + (rec.sealed[i] === 'A' ? 'B' : 'A') + rec.sealed.slice(i + 1);
   lines[seq + 1] = JSON.stringify(rec);
   return lines.join('\n');
+}
+
+/** A bundle made here, as sdk/src/api/namespace-transfer.ts documents the format, sealed for `pem`. */
+function craftBundle(pem: string, records: unknown[]): string {
+  const key = createPublicKey(pem);
+  const transfer = randomBytes(32);
+  const ephemeral = randomBytes(32);
+  const kwp = createCipheriv('id-aes256-wrap-pad', ephemeral, Buffer.from('A65959A6', 'hex'));
+  const wrapped = Buffer.concat([publicEncrypt({ key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, ephemeral), kwp.update(transfer), kwp.final()]);
+  const header = JSON.stringify({
+    coffer_namespace_export: {
+      format: 1,
+      namespace: 'crafted',
+      created_at: new Date().toISOString(),
+      target_key_sha256: createHash('sha256').update(key.export({ format: 'der', type: 'spki' })).digest('hex'),
+      wrapping_algorithm: 'RSA_AES_KEY_WRAP_SHA_256',
+      wrapped_transfer_key: wrapped.toString('base64'),
+      content_cipher: 'AES-256-GCM',
+      skipped_keys: [],
+    },
+  });
+  const digest = createHash('sha256').update(header).digest();
+  const all = [...records, { kind: 'end', records: records.length + 1, secrets: 0, versions: 0, keys: 0 }];
+  const lines = all.map((record, seq) => {
+    const nonce = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', transfer, nonce);
+    const aad = Buffer.alloc(36);
+    digest.copy(aad);
+    aad.writeUInt32BE(seq, 32);
+    cipher.setAAD(aad);
+    const sealed = Buffer.concat([nonce, cipher.update(JSON.stringify(record)), cipher.final(), cipher.getAuthTag()]);
+    return JSON.stringify({ seq, sealed: sealed.toString('base64') });
+  });
+  return [header, ...lines, ''].join('\n');
 }
 
 describe('namespace export and import between servers', () => {
@@ -190,6 +224,30 @@ describe('namespace export and import between servers', () => {
     }
     expectError(await importBundle(target, 'tampered', 'not a bundle\n'), 400, 'invalid_bundle');
     expectError(await api(target.server.url, 'POST', '/v1/namespaces/tampered/import', { token: target.token, body: { x: 1 } }), 415, 'unsupported_media_type');
+  });
+
+  it('reads a bundle made by other software to the documented format, and refuses malformed records with 400', async () => {
+    const secret = (path: string, data: Record<string, string> | null, version = 1) => ({
+      kind: 'secret', path, current_version: version, max_versions: 10, created_at: '2026-01-01T00:00:00.000Z', updated_at: '2026-01-01T00:00:00.000Z',
+      versions: [{ version, type: 'generic', metadata: {}, data, created_at: '2026-01-01T00:00:00.000Z', deleted_at: null, destroyed_at: null }],
+    });
+    const good = await importBundle(target, 'crafted', craftBundle(await importKey(target, 'crafted'), [secret('a/b', { v: 'crafted-value' })]));
+    expect(good.status).toBe(200);
+    expect((await target.call('GET', '/v1/secrets/crafted/a/b')).body).toMatchObject({ version: 1, data: { v: 'crafted-value' } });
+    const bad: Array<[string, unknown[]]> = [
+      ['the same path twice', [secret('x', { v: '1' }), secret('x', { v: '2' })]],
+      ['a version after current_version', [secret('x', { v: '1' }, 1), { ...secret('y', { v: '1' }, 1), current_version: 0 }]],
+      ['no value on a live version', [secret('x', null)]],
+      ['an impossible max_versions', [{ ...secret('x', { v: '1' }), max_versions: 0 }]],
+      ['a path the server refuses', [secret('../etc', { v: '1' })]],
+      ['a key without versions', [{ kind: 'key', id: '00000000-0000-4000-8000-000000000000', name: 'k', type: 'aes256-gcm', origin: 'internal', latest_version: 1, min_decryption_version: 0, min_encryption_version: 0, deletion_allowed: false, auto_rotate_period: null, versions: [] }]],
+      ['key material of the wrong length', [{ kind: 'key', id: '00000000-0000-4000-8000-000000000001', name: 'k', type: 'aes256-gcm', origin: 'internal', latest_version: 1, min_decryption_version: 0, min_encryption_version: 0, deletion_allowed: false, auto_rotate_period: null, versions: [{ version: 1, material: randomBytes(16).toString('base64'), created_at: '2026-01-01T00:00:00.000Z' }] }]],
+    ];
+    for (const [what, records] of bad) {
+      const res = await importBundle(target, 'crafted-bad', craftBundle(await importKey(target, 'crafted-bad'), records));
+      expect({ what, status: res.status }).toEqual({ what, status: 400 });
+      expect(await isEmpty(target, 'crafted-bad')).toBe(true);
+    }
   });
 
   it('refuses a non-empty namespace and a missing one, and callers without admin rights on either side', async () => {

@@ -16,6 +16,7 @@ import {
   type NamespaceExportHeader,
   type NamespaceExportRecord,
 } from '@coffer/sdk/api';
+import { z } from 'zod';
 import { zeroize, type KeyMaterial } from '../../crypto/aead.js';
 import { CofferError } from '../../errors.js';
 import { wrapForEscrow } from '../escrow.js';
@@ -87,6 +88,51 @@ export class BundleWriter {
   }
 }
 
+/**
+ * The shape of an opened record. Sealed records come from a server that held
+ * the transfer key, but a bundle made by other software (or a newer Coffer)
+ * is still refused as a 400, never stored half-understood.
+ */
+const time = z.iso.datetime({ offset: true });
+const version = z.number().int().min(1).max(2 ** 31 - 1);
+const strings = z.record(z.string(), z.string());
+const RECORD = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('namespace'), description: z.string().max(1024), rotation_period: z.number().int().min(3600).max(315_360_000).nullable() }),
+  z.object({
+    kind: z.literal('secret'),
+    path: z.string().min(1).max(512),
+    current_version: version,
+    max_versions: z.number().int().min(1).max(1000),
+    created_at: time,
+    updated_at: time,
+    versions: z.array(
+      z.object({
+        version,
+        type: z.string().max(32),
+        metadata: strings,
+        data: strings.nullable(),
+        created_at: time,
+        deleted_at: time.nullable(),
+        destroyed_at: time.nullable(),
+      }),
+    ),
+  }),
+  z.object({
+    kind: z.literal('key'),
+    id: z.uuid(),
+    name: z.string().min(1).max(128),
+    type: z.string().max(32),
+    origin: z.enum(['internal', 'external']),
+    latest_version: version,
+    min_decryption_version: z.number().int().min(0),
+    min_encryption_version: z.number().int().min(0),
+    deletion_allowed: z.boolean(),
+    auto_rotate_period: z.number().int().min(1).nullable(),
+    versions: z.array(z.object({ version, material: z.base64(), created_at: time })).min(1),
+  }),
+  z.object({ kind: z.literal('end'), records: z.number().int(), secrets: z.number().int(), versions: z.number().int(), keys: z.number().int() }),
+]);
+
 /** A bundle's header and its sealed lines, checked for shape only (nothing opened yet). */
 export interface ParsedBundle {
   header: NamespaceExportHeader;
@@ -146,11 +192,17 @@ export function openRecords(bundle: ParsedBundle, transferKey: KeyMaterial): Nam
       } catch {
         throw invalidBundle();
       }
+      let parsed: unknown;
       try {
-        return JSON.parse(plain.toString('utf8')) as NamespaceExportRecord;
+        parsed = JSON.parse(plain.toString('utf8'));
+      } catch {
+        throw invalidBundle(`record ${seq} of the bundle is not JSON`);
       } finally {
         plain.fill(0);
       }
+      const checked = RECORD.safeParse(parsed);
+      if (!checked.success) throw invalidBundle(`record ${seq} of the bundle is not one this server reads (${checked.error.issues[0]?.path.join('.') || 'kind'}): import it with the Coffer version that made it`);
+      return checked.data as NamespaceExportRecord;
     });
     const end = records.at(-1);
     if (!end || end.kind !== 'end' || end.records !== records.length) throw invalidBundle('the bundle is truncated: its end record is missing');

@@ -25,6 +25,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type {
+  NamespaceExportRecord,
   NamespaceExportKey,
   NamespaceExportSecret,
   NamespaceImportResult,
@@ -180,6 +181,7 @@ export class NamespaceTransfer {
       throw err;
     }
     const records = openRecords(bundle, transferKey);
+    checkUnique(records);
     const counts: TransferCounts = { secrets: 0, versions: 0, keys: 0, skipped_keys: bundle.header.skipped_keys.length };
     const event = changeEvents.namespace(namespace);
     try {
@@ -307,6 +309,28 @@ export class NamespaceTransfer {
 }
 
 type Trx = Transaction<Database>;
+
+/** Paths, key names and ids, and version numbers each appear once (else the inserts would clash midway). */
+function checkUnique(records: readonly NamespaceExportRecord[]): void {
+  const seen = new Set<string>();
+  const once = (what: string) => {
+    if (seen.has(what)) throw invalidBundle(`the bundle names ${what} twice`);
+    seen.add(what);
+  };
+  for (const r of records) {
+    if (r.kind === 'secret') {
+      once(`secret ${r.path}`);
+      for (const v of r.versions) once(`secret ${r.path} version ${v.version}`);
+    } else if (r.kind === 'key') {
+      once(`key ${r.name}`);
+      once(`key id ${r.id}`);
+      for (const v of r.versions) {
+        once(`key ${r.name} version ${v.version}`);
+        if (v.version > r.latest_version) throw invalidBundle(`key "${r.name}" has a version after its latest`);
+      }
+    }
+  }
+}
 
 function nonEmpty(namespace: string): CofferError {
   return conflict('conflict', `namespace "${namespace}" is not empty: a namespace export is imported into a new or empty namespace`);
