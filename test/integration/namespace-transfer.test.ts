@@ -6,7 +6,7 @@
 import { constants, createCipheriv, createHash, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes } from 'node:crypto';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfSoftHsm } from '../helpers/env.js';
-import { api, createStore, expectError, initAndUnseal, startTestServer, type ApiResponse, type TestStore } from '../helpers/server.js';
+import { api, createStore, expectError, initAndUnseal, startTestServer, storageKinds, type ApiResponse, type StorageKind, type TestStore } from '../helpers/server.js';
 import { createSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -19,8 +19,8 @@ interface Server {
   call(method: string, path: string, body?: unknown, token?: string): Promise<ApiResponse>;
 }
 
-async function start(overrides: Record<string, unknown> = {}, init = true): Promise<Server> {
-  const store = await createStore('pglite');
+async function start(overrides: Record<string, unknown> = {}, init = true, kind: StorageKind = 'pglite'): Promise<Server> {
+  const store = await createStore(kind);
   const server = await startTestServer(store, { kekRunJobs: false, ...overrides });
   const token = init
     ? (await initAndUnseal(server.url, 1, 1)).token
@@ -267,6 +267,7 @@ describe('namespace export and import between servers', () => {
   });
 });
 
+// The target also runs on PostgreSQL when the run has one (the import's batched inserts on both stores).
 describeIfSoftHsm('namespace import into a PKCS#11-sealed server (SoftHSM2)', () => {
   let hsm: SoftHsm;
   let source: Server;
@@ -274,7 +275,7 @@ describeIfSoftHsm('namespace import into a PKCS#11-sealed server (SoftHSM2)', ()
   beforeAll(async () => {
     hsm = createSoftHsm(['nsx']);
     source = await start();
-    target = await start(hsm.config('nsx'), false);
+    target = await start(hsm.config('nsx'), false, storageKinds().includes('postgres') ? 'postgres' : 'pglite');
   }, 120_000);
   afterAll(async () => {
     await stop(source);
@@ -285,6 +286,9 @@ describeIfSoftHsm('namespace import into a PKCS#11-sealed server (SoftHSM2)', ()
   it('unwraps the transfer key with an HSM-generated import key', async () => {
     expect((await source.call('POST', '/v1/namespaces', { name: 'team' })).status).toBe(201);
     expect((await source.call('PUT', '/v1/secrets/team/a/b', { data: { v: 'hsm-moved' } })).status).toBe(200);
+    expect((await source.call('PUT', '/v1/secrets/team/a/b', { data: { v: 'hsm-moved-2' } })).status).toBe(200);
+    expect((await source.call('POST', '/v1/kms/team/keys/k', { type: 'ed25519', exportable: true })).status).toBe(201);
+    const signature = (await source.call('POST', '/v1/kms/team/sign/k', { input: b64('on the source') })).body.signature;
     const params = await (async () => {
       expect((await target.call('POST', '/v1/namespaces', { name: 'team' })).status).toBe(201);
       return (await target.call('GET', '/v1/byok/namespaces/team/import-params?algorithm=RSA_AES_KEY_WRAP_SHA_256')).body;
@@ -292,6 +296,8 @@ describeIfSoftHsm('namespace import into a PKCS#11-sealed server (SoftHSM2)', ()
     expect(params.wrapping_key_origin).toBe('hsm');
     const res = await importBundle(target, 'team', await exportFor(source, 'team', params.public_key));
     expect(res.status).toBe(200);
-    expect((await target.call('GET', '/v1/secrets/team/a/b')).body.data).toEqual({ v: 'hsm-moved' });
+    expect((await target.call('GET', '/v1/secrets/team/a/b')).body.data).toEqual({ v: 'hsm-moved-2' });
+    expect((await target.call('GET', '/v1/secrets/team/a/b?version=1')).body.data).toEqual({ v: 'hsm-moved' });
+    expect((await target.call('POST', '/v1/kms/team/verify/k', { input: b64('on the source'), signature })).body.valid).toBe(true);
   });
 });

@@ -43,7 +43,7 @@ import type { NamespaceService } from '../../secrets/namespace-service.js';
 import { isUniqueViolation } from '../../storage/errors.js';
 import type { Transactor } from '../../storage/executor.js';
 import type { Repos } from '../../storage/repos/index.js';
-import type { ImportedSecretVersion } from '../../storage/repos/namespace-transfer.js';
+import type { ImportedSecret, ImportedSecretVersion } from '../../storage/repos/namespace-transfer.js';
 import type { Database, KmsKeyTypeName } from '../../storage/schema.js';
 import type { ByokService } from '../byok.js';
 import { parseEscrowPublicKey } from '../escrow.js';
@@ -53,6 +53,8 @@ import { checkImportedMaterial } from '../named-keys/transfer.js';
 import { BundleWriter, invalidBundle, openRecords, parseBundle } from './bundle.js';
 
 const PAGE = 200;
+/** Rows per insert statement (well under PostgreSQL's 65535 parameters at 11 columns). */
+const FLUSH_ROWS = 500;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -192,11 +194,22 @@ export class NamespaceTransfer {
         if (!(await this.deps.repos.namespaceTransfer.isEmpty(locked.id, trx))) throw nonEmpty(namespace);
         const target = { id: locked.id, kekVersion: locked.current_kek_version };
         let encryptions = 0;
+        // Rows go in a few statements, not two per secret: one PGlite round trip costs milliseconds.
+        const pending: { secrets: ImportedSecret[]; versions: ImportedSecretVersion[] } = { secrets: [], versions: [] };
+        const flush = async () => {
+          await this.deps.repos.namespaceTransfer.insertSecrets(pending.secrets, pending.versions, trx);
+          pending.secrets = [];
+          pending.versions = [];
+        };
         for (const record of records) {
           if (record.kind === 'namespace') {
             await this.deps.repos.namespaces.update(locked.id, { description: String(record.description ?? ''), rotation_period_seconds: record.rotation_period ?? null, updated_at: new Date() }, trx);
           } else if (record.kind === 'secret') {
-            encryptions += await this.importSecret(target, record, trx);
+            const prepared = await this.prepareSecret(target, record, trx);
+            pending.secrets.push(prepared.secret);
+            pending.versions.push(...prepared.versions);
+            if (pending.secrets.length >= FLUSH_ROWS || pending.versions.length >= FLUSH_ROWS) await flush();
+            encryptions += prepared.encryptions;
             counts.secrets++;
             counts.versions += record.versions.length;
           } else if (record.kind === 'key') {
@@ -206,6 +219,7 @@ export class NamespaceTransfer {
             throw invalidBundle(`the bundle holds a record of an unknown kind: import it with a newer Coffer`);
           }
         }
+        await flush();
         if (encryptions > 0) await this.deps.repos.namespaceKeys.addEncryptions(target.id, target.kekVersion, encryptions, trx);
         await publishChange(this.deps.changes, trx, event);
       });
@@ -218,8 +232,12 @@ export class NamespaceTransfer {
     };
   }
 
-  /** Returns how many values it encrypted. */
-  private async importSecret(ns: { id: string; kekVersion: number }, record: NamespaceExportSecret, trx: Trx): Promise<number> {
+  /** A secret's rows, its values encrypted under the namespace's KEK, and how many it encrypted. */
+  private async prepareSecret(
+    ns: { id: string; kekVersion: number },
+    record: NamespaceExportSecret,
+    trx: Trx,
+  ): Promise<{ secret: ImportedSecret; versions: ImportedSecretVersion[]; encryptions: number }> {
     checkSecretPath(record.path);
     const secretId = randomUUID();
     const rows: ImportedSecretVersion[] = [];
@@ -250,20 +268,16 @@ export class NamespaceTransfer {
         plaintext.fill(0);
       }
     }
-    await this.deps.repos.namespaceTransfer.insertSecret(
-      {
-        id: secretId,
-        namespace_id: ns.id,
-        path: record.path,
-        current_version: record.current_version,
-        max_versions: record.max_versions,
-        created_at: new Date(record.created_at),
-        updated_at: new Date(record.updated_at),
-      },
-      rows,
-      trx,
-    );
-    return encryptions;
+    const secret = {
+      id: secretId,
+      namespace_id: ns.id,
+      path: record.path,
+      current_version: record.current_version,
+      max_versions: record.max_versions,
+      created_at: new Date(record.created_at),
+      updated_at: new Date(record.updated_at),
+    };
+    return { secret, versions: rows, encryptions };
   }
 
   private async importKey(ns: { id: string; kekVersion: number }, record: NamespaceExportKey, trx: Trx): Promise<void> {

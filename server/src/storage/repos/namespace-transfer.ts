@@ -99,8 +99,9 @@ export function namespaceTransferRepo(db: Kysely<Database>) {
       return tx.selectFrom('kms_keys').selectAll().where('namespace_id', '=', namespaceId).orderBy('name').execute();
     },
 
-    async insertSecret(row: ImportedSecret, versions: readonly ImportedSecretVersion[], tx: Executor): Promise<void> {
-      await tx.insertInto('secrets').values(row).execute();
+    /** Secrets and their versions, a batch at a time (the secrets first: versions reference them). */
+    async insertSecrets(secrets: readonly ImportedSecret[], versions: readonly ImportedSecretVersion[], tx: Executor): Promise<void> {
+      if (secrets.length > 0) await tx.insertInto('secrets').values([...secrets]).execute();
       if (versions.length > 0) await tx.insertInto('secret_versions').values([...versions]).execute();
     },
 
