@@ -8,7 +8,7 @@
 import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
-import type { BackupVerifyResult, RestoreResult } from './api/backup.js';
+import { restoreUpload, type BackupVerifyResult, type RestoreResult } from './api/backup.js';
 import type { ImportParams } from './api/keys.js';
 import type { NamespaceImportResult } from './api/namespace-transfer.js';
 import { CofferError, invalidArgument } from './errors.js';
@@ -176,9 +176,15 @@ export class SysApi {
     return JSON.parse(await res.text()) as BackupVerifyResult;
   }
 
-  /** Restores `backup` into this uninitialised server, which is then sealed (unseal with the original shares). Not retried. */
-  async restore(backup: string): Promise<RestoreResult> {
-    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload: backup, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
+  /**
+   * Restores `backup` into this uninitialised server. A Shamir backup needs the threshold of its
+   * ORIGINAL unseal `shares`: they prove the backup's sealed digest before anything is written,
+   * and unseal the server afterwards. A PKCS#11 backup takes none (the HSM holds the root key).
+   * Not retried.
+   */
+  async restore(backup: string, options: { shares?: readonly string[] } = {}): Promise<RestoreResult> {
+    const upload = restoreUpload(backup, options.shares);
+    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
     return JSON.parse(await res.text()) as RestoreResult;
   }
 
