@@ -15,7 +15,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
   [['login', 'logout', 'token'], async () => (await import('./commands/login.js')).registerLogin],
   [['config'], async () => (await import('./commands/config.js')).registerConfig],
   [['setup'], async () => (await import('./commands/setup.js')).registerSetup],
-  [['ns'], async () => (await import('./commands/ns.js')).registerNamespaces],
+  [['ns', 'namespace'], async () => (await import('./commands/ns.js')).registerNamespaces],
   [['secret'], async () => (await import('./commands/secret.js')).registerSecrets],
   [['run', 'export'], async () => (await import('./commands/run.js')).registerRun],
   [['audit'], async () => (await import('./commands/audit.js')).registerAudit],

@@ -9,7 +9,9 @@ import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } f
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
 import { restoreUpload, type BackupVerifyResult, type RestoreResult } from './api/backup.js';
-import { invalidArgument } from './errors.js';
+import type { ImportParams } from './api/keys.js';
+import type { NamespaceImportResult } from './api/namespace-transfer.js';
+import { CofferError, invalidArgument } from './errors.js';
 import { KmsApi } from './kms.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
 import { Transport, type FetchFn, type Query } from './transport.js';
@@ -280,6 +282,42 @@ export class NamespacesApi {
   /** Cancels a scheduled shred within its window; nothing is lost. */
   async cancelShred(name: string): Promise<ShredSchedule> {
     return this.http.request({ method: 'DELETE', path: `${ns(name)}/shred`, idempotent: false });
+  }
+
+  /**
+   * The target side of a move (admin): this namespace's import key (created with the namespace
+   * when `create` and it is missing). Hand `public_key` to the source's `export`. One import per key, 24 h.
+   */
+  async importKey(name: string, options: { create?: boolean } = {}): Promise<ImportParams> {
+    if (options.create) {
+      try {
+        await this.create(name);
+      } catch (err) {
+        if (!(err instanceof CofferError && err.code === 'already_exists')) throw err;
+      }
+    }
+    return this.http.request({
+      method: 'GET',
+      path: `/v1/byok/namespaces/${checkNamespace(name)}/import-params`,
+      query: { algorithm: 'RSA_AES_KEY_WRAP_SHA_256' },
+      idempotent: false,
+    });
+  }
+
+  /**
+   * The namespace's secrets (every retained version) and exportable named keys, sealed for the
+   * target's import key `publicKeyPem` (server admin): the bundle file's text (format:
+   * @coffer/sdk/api namespace-transfer.ts). Secret values leave only inside the bundle.
+   */
+  async export(name: string, publicKeyPem: string): Promise<string> {
+    const res = await this.http.raw({ method: 'POST', path: `${ns(name)}/export`, upload: JSON.stringify({ public_key: publicKeyPem }), contentType: 'application/json' });
+    return res.text();
+  }
+
+  /** Imports a bundle into this server's namespace `name` (existing, empty; its import key made the bundle). Not retried: one attempt per import key. */
+  async import(name: string, bundle: string): Promise<NamespaceImportResult> {
+    const res = await this.http.raw({ method: 'POST', path: `${ns(name)}/import`, upload: bundle, contentType: BACKUP_MEDIA_TYPE });
+    return JSON.parse(await res.text()) as NamespaceImportResult;
   }
 
   /** Deleting a namespace destroys its keys: without `force`, refused (409) while it holds secrets. */

@@ -62,6 +62,7 @@ export {
   type SealMigrateResult,
   type ShredSchedule,
 } from './keys.js';
+export type { NamespaceExportHeader, NamespaceImportResult } from './api/namespace-transfer.js';
 export { KmsApi, KmsKeysApi, unwrapKeyExport, type AadOption, type Bytes, type DataKey, type DecryptedData, type SignOptions } from './kms.js';
 export {
   ENVELOPE_DEFAULT_CHUNK,

@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 /**
  * coffer-server [--dev] [--host H] [--port P] [--data-dir DIR] [migrate]
+ * coffer-server hsm-restore-root --label L --key-file F
  */
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, pkcs11SettingsOf, type Config } from './config.js';
+import { CofferError } from './errors.js';
+import { restoreRootKey } from './seal/pkcs11-restore-root.js';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
 import { openStorage, migrate } from './storage/db.js';
@@ -13,6 +17,10 @@ import { insecureListenProblem, isLoopbackHost } from './ops/tls.js';
 
 const USAGE = `usage: coffer-server [options]            run the server
        coffer-server migrate [options]    bring the database schema up to date and exit
+       coffer-server hsm-restore-root --label LABEL --key-file FILE
+                                          lost HSM: put a root key the operators kept (one imported
+                                          with BYOK) into the NEW token of COFFER_PKCS11_*, as LABEL
+                                          (the backup's hsm_key_label); no server may be running
 
 options:
   --dev               try-it-out mode: in-memory store, initialised and unsealed, root token printed
@@ -41,6 +49,8 @@ async function main(): Promise<number> {
         host: { type: 'string' },
         port: { type: 'string' },
         'data-dir': { type: 'string' },
+        label: { type: 'string' },
+        'key-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -59,7 +69,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const command = positionals[0] ?? 'serve';
-  if (!['serve', 'migrate'].includes(command) || positionals.length > 1) {
+  if (!['serve', 'migrate', 'hsm-restore-root'].includes(command) || positionals.length > 1) {
     process.stderr.write(`unknown command: ${positionals.join(' ')}\n${USAGE}\n`);
     return 2;
   }
@@ -82,6 +92,7 @@ async function main(): Promise<number> {
   const logger = createLogger(config.logLevel);
 
   try {
+    if (command === 'hsm-restore-root') return await hsmRestoreRoot(config, values.label, values['key-file']);
     if (command === 'migrate') {
       const storage = await openStorage({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
       const applied = await migrate(storage.db);
@@ -107,6 +118,35 @@ async function main(): Promise<number> {
     }
     logger.fatal({ err }, 'coffer-server failed to start');
     return 1;
+  }
+}
+
+/** `hsm-restore-root`: see seal/pkcs11-restore-root.ts. Prints what it did; never the key. */
+async function hsmRestoreRoot(config: Config, label: string | undefined, keyFile: string | undefined): Promise<number> {
+  const settings = pkcs11SettingsOf(config);
+  if (!settings || !label || !keyFile || !/^[A-Za-z0-9._-]{1,64}$/.test(label)) {
+    process.stderr.write('coffer-server hsm-restore-root: needs the COFFER_PKCS11_* settings of the new token, --label (the backup\'s hsm_key_label) and --key-file (the 32-byte root key)\n');
+    return 2;
+  }
+  let material: Buffer;
+  try {
+    material = await readFile(keyFile);
+  } catch (err) {
+    process.stderr.write(`coffer-server hsm-restore-root: cannot read ${keyFile} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})\n`);
+    return 2;
+  }
+  try {
+    const restored = await restoreRootKey(settings, label, material);
+    process.stdout.write(`root key "${restored.label}" is on the token (sensitive, not extractable); start the server and restore the backup (it unseals if this is its root key)\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof CofferError) {
+      process.stderr.write(`coffer-server hsm-restore-root: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    material.fill(0);
   }
 }
 

@@ -5,6 +5,7 @@ import { Context } from '../context.js';
 import { usageError } from '../errors.js';
 import { fields, progressBar, table } from '../output.js';
 import { duration, examples, integer, plural } from './common.js';
+import { registerNamespaceTransfer } from './ns-transfer.js';
 
 /** --rotation-period: a duration (90d, 12w, 24h) in seconds, or "off" for no scheduled rotation (commander would turn a null into ''). */
 function rotationPeriod(value: string): number | 'off' {
@@ -59,10 +60,11 @@ function renderDetail(ns: NamespaceDetail): string {
 
 export function registerNamespaces(program: Command): void {
   const ns = examples(
-    program.command('ns').description('manage namespaces (each has its own encryption key)'),
+    program.command('ns').alias('namespace').description('manage namespaces (each has its own encryption key)'),
     'coffer ns create payments-prod --description "payments, production"',
     'coffer ns list',
   );
+  registerNamespaceTransfer(ns);
 
   examples(
     ns

@@ -62,6 +62,8 @@ export interface AuditEntry {
   hashed: Record<string, string>;
   /** The handler's status when the caller got another (the audit log refused the response with 503; the change, if any, took effect). */
   handler_status?: number;
+  /** How many things a bulk operation moved (namespace export and import): numbers, never names or values. */
+  counts?: Record<string, number>;
   /** Why the entry is not a plain record of a response: recovered from an intent, refused by an audit sink, or an audit incident. */
   reason?: string;
 }

@@ -36,6 +36,9 @@ export const ERROR_CODES = [
   'invalid_backup',
   'unsupported_backup',
   'seal_mismatch',
+  // namespace export and import
+  'invalid_bundle',
+  'wrong_import_key',
   'internal',
 ] as const;
 

@@ -17,3 +17,4 @@ export * from './refs.js';
 export * from './secrets.js';
 export * from './sys.js';
 export * from './backup.js';
+export * from './namespace-transfer.js';

@@ -24,6 +24,7 @@ import { openSystemKey } from '../keyring/system-key.js';
 import { KekUsage } from '../keyring/usage.js';
 import { ByokService } from '../kms/byok.js';
 import { EscrowService } from '../kms/escrow.js';
+import { NamespaceTransfer } from '../kms/namespace-transfer/index.js';
 import { JobScheduler } from '../jobs/scheduler.js';
 import { scheduledBackupJob } from '../jobs/scheduled-backup.js';
 import { KEK_JOBS, kekJobs } from '../kms/kek-jobs.js';
@@ -170,6 +171,14 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       }
       // Failure counts in the database: every server sharing it draws on one guessing budget.
       const guard = new LoginGuard(auth.guard, { lockouts: new SharedLockouts(repos.loginFailures, auth.guard, log.error) });
+      const byok = new ByokService({
+        db,
+        importKeys: repos.importKeys,
+        namespaces,
+        keyring,
+        imports: { inSeal: () => vault.capabilities()?.keyImport === true, device: () => vault.importDevice() },
+        importRoot: (unwrapInto, beforeCommit) => importRoot(vault, unwrapInto, beforeCommit),
+      });
       const services: Services = {
         keyring,
         tokens,
@@ -181,14 +190,8 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
         jwt: new JwtAuthService(repos.jwt, tokens, guard, auth.jwt),
         cert: new CertAuthService(repos.cert, tokens, guard),
         kek,
-        byok: new ByokService({
-          db,
-          importKeys: repos.importKeys,
-          namespaces,
-          keyring,
-          imports: { inSeal: () => vault.capabilities()?.keyImport === true, device: () => vault.importDevice() },
-          importRoot: (unwrapInto, beforeCommit) => importRoot(vault, unwrapInto, beforeCommit),
-        }),
+        byok,
+        namespaceTransfer: new NamespaceTransfer({ db, repos, namespaces, keyring, keyStore: kms.keys.store, byok, changes: secretChanges }),
         escrow: new EscrowService({ db, escrowRequests: repos.escrowRequests, namespaceKeys: repos.namespaceKeys, namespaces, keyring }),
         kms,
       };

@@ -16,6 +16,7 @@ import type { CofferMetrics } from '../ops/metrics.js';
 import { auditDraft, auditIntents, auditRequests } from './audit.js';
 import { registerRoutes } from './register.js';
 import { isBackupUpload } from './routes/backup.js';
+import { isNamespaceImportUpload } from './routes/namespace-transfer.js';
 import { refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
 
 export interface AppOptions {
@@ -57,9 +58,9 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.use(requireOriginForm);
   // A backup file uploaded for verify or restore is read by its route, with its own limit (routes/backup.ts).
   const oversize = refuseDeclaredOversize(options.maxRequestBytes);
-  app.use((req, res, next) => (isBackupUpload(req) ? next() : oversize(req, res, next)));
+  app.use((req, res, next) => (isBackupUpload(req) || isNamespaceImportUpload(req) ? next() : oversize(req, res, next)));
   // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
-  app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: (req) => !isBackupUpload(req as express.Request) }));
+  app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: (req) => !isBackupUpload(req as express.Request) && !isNamespaceImportUpload(req as express.Request) }));
   app.use(refuseUnsafeBody);
 
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);

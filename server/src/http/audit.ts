@@ -46,6 +46,8 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
   }
   const version = res.locals.auditVersion as number | undefined;
   if (version !== undefined) draft.version = version;
+  const counts = res.locals.auditCounts as Record<string, number> | undefined;
+  if (counts) draft.counts = { ...counts };
   return draft;
 }
 

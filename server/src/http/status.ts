@@ -18,6 +18,8 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   invalid_key_material: 400,
   invalid_backup: 400,
   unsupported_backup: 400,
+  invalid_bundle: 400,
+  wrong_import_key: 400,
   unauthenticated: 401,
   login_failed: 401,
   permission_denied: 403,

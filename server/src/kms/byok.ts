@@ -11,7 +11,7 @@
  *                                     key under AES key wrap with padding (RFC 5649)
  * Which of them work depends on the seal and target; see `supportedAlgorithms`.
  */
-import { createDecipheriv, createHash, createPrivateKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
+import { createDecipheriv, createHash, createPrivateKey, createPublicKey, generateKeyPair, privateDecrypt, randomUUID, constants, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Transaction } from 'kysely';
 import { IMPORT_ALGORITHMS, type ImportAlgorithm, type ImportParams, type RotateRootResult } from '@coffer/sdk/api';
@@ -47,7 +47,7 @@ export type ImportTarget = { kind: 'namespace'; namespace: string } | { kind: 'r
 /** What BYOK needs from the rest of the server (wired in app/compose.ts). */
 export interface ByokDeps {
   db: Transactor;
-  importKeys: Pick<ImportKeysRepo, 'countOpen' | 'insert' | 'find' | 'spend' | 'listExpired' | 'retire'>;
+  importKeys: Pick<ImportKeysRepo, 'countOpen' | 'insert' | 'find' | 'spend' | 'listExpired' | 'retire' | 'listOpenForNamespace'>;
   namespaces: Pick<NamespaceService, 'resolve' | 'rotateKek' | 'onKekRotated'>;
   keyring: Pick<Keyring, 'rootKey'>;
   /** The seal in effect: whether it takes key imports, and its device (null: software wrapping keys). */
@@ -224,6 +224,35 @@ export class ByokService {
         throw new CofferError('unsupported_algorithm', 'under the PKCS#11 seal, named keys import with RSAES_OAEP_SHA_256 or RSA_AES_KEY_WRAP_SHA_256: get new import parameters');
       }
       return await this.unwrapForNamespace(row, wrapped, check);
+    } finally {
+      await this.dropHsmKey(row.hsm_label);
+    }
+  }
+
+  /**
+   * Spends the namespace's open import key whose public key has SHA-256
+   * fingerprint `fingerprint` (hex, of its DER SPKI) and unwraps a 256-bit
+   * transfer key of a namespace export (kms/namespace-transfer). A fingerprint
+   * no open key of the namespace has is refused before anything is spent.
+   * The caller zeroes the result.
+   */
+  async unwrapTransferKey(namespace: string, fingerprint: string, wrappedB64: string): Promise<KeyMaterial> {
+    const ns = await this.deps.namespaces.resolve(namespace);
+    const open = await this.importKeys.listOpenForNamespace(ns.id);
+    const match = open.find((row) => createHash('sha256').update(createPublicKey(row.public_key).export({ format: 'der', type: 'spki' })).digest('hex') === fingerprint);
+    if (!match) {
+      throw new CofferError(
+        'wrong_import_key',
+        `this bundle was made for an import key that is not an open import key of namespace "${namespace}" on this server (used, or another server's or namespace's): get this namespace's import key and export again`,
+      );
+    }
+    if (match.algorithm !== 'RSA_AES_KEY_WRAP_SHA_256') {
+      throw new CofferError('wrong_import_key', 'a namespace export is wrapped with RSA_AES_KEY_WRAP_SHA_256: get import parameters with that algorithm and export again');
+    }
+    const wrapped = decodeB64(wrappedB64, 8192);
+    const row = await this.spend({ kind: 'namespace', namespace }, match.id);
+    try {
+      return await this.unwrapForNamespace(row, wrapped);
     } finally {
       await this.dropHsmKey(row.hsm_label);
     }

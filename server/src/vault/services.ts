@@ -10,6 +10,7 @@ import type { ByokService } from '../kms/byok.js';
 import type { EscrowService } from '../kms/escrow.js';
 import type { KekLifecycle } from '../kms/kek-lifecycle.js';
 import type { Kms } from '../kms/named-keys/index.js';
+import type { NamespaceTransfer } from '../kms/namespace-transfer/index.js';
 import type { NamespaceService } from '../secrets/namespace-service.js';
 import type { SecretService } from '../secrets/secret-service.js';
 
@@ -26,6 +27,8 @@ export interface Services {
   kek: KekLifecycle;
   byok: ByokService;
   escrow: EscrowService;
+  /** Portable export and import of a whole namespace (issue 15). */
+  namespaceTransfer: NamespaceTransfer;
   /** Named keys for applications: `kms.keys` administers them, `kms.ops` uses them. */
   kms: Kms;
 }

@@ -6,6 +6,7 @@ import { decodeCursor } from '../../secrets/pagination.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
 import { auditTarget, nameParam, op, type Access, type Mount } from '../route.js';
+import { namespaceTransferPaths } from './namespace-transfer.js';
 import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery, rotateKekBody, shredBody, updateNamespaceBody } from '../schemas.js';
 
 const denied = () => new CofferError('permission_denied', 'permission denied');
@@ -175,5 +176,6 @@ export const namespacesMount: Mount = {
         }),
       },
     },
+    ...namespaceTransferPaths,
   ],
 };

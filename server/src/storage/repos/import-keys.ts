@@ -27,6 +27,16 @@ export function importKeysRepo(db: Kysely<Database>) {
       return tx.selectFrom('import_keys').selectAll().where('id', '=', id).executeTakeFirst();
     },
 
+    /** A namespace's unused import keys (at most the server-wide bound): a bundle names its key by fingerprint. */
+    async listOpenForNamespace(namespaceId: string, tx: Executor = db) {
+      return tx
+        .selectFrom('import_keys')
+        .select(['id', 'algorithm', 'public_key'])
+        .where('namespace_id', '=', namespaceId)
+        .where('used_at', 'is', null)
+        .execute();
+    },
+
     /**
      * Spends an import key: marks it used and forgets its wrapped private key.
      * Guarded by `used_at is null`, so of two concurrent attempts exactly one

@@ -15,6 +15,7 @@ import { kekLifecycleRepo } from './kek-lifecycle.js';
 import { escrowRequestsRepo } from './escrow-requests.js';
 import { importKeysRepo } from './import-keys.js';
 import { namespaceKeysRepo } from './namespace-keys.js';
+import { namespaceTransferRepo } from './namespace-transfer.js';
 import { namespacesRepo } from './namespaces.js';
 import { rewrapJobsRepo } from './rewrap-jobs.js';
 import { rootWrappedRepo } from './root-wrapped.js';
@@ -35,6 +36,7 @@ export function createRepos(db: Kysely<Database>) {
     tokens: tokensRepo(db),
     namespaces: namespacesRepo(db),
     namespaceKeys: namespaceKeysRepo(db),
+    namespaceTransfer: namespaceTransferRepo(db),
     secrets: secretsRepo(db),
     rewrapJobs: rewrapJobsRepo(db),
     importKeys: importKeysRepo(db),
