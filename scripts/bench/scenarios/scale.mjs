@@ -11,9 +11,10 @@
 // before anything is measured. First 1,000 secrets in all, measured; then filled up to N,
 // measured again on the same server process. Requests use AppRole machine tokens (read/list
 // policy; write policy for the writes). Measured each time: a read of one secret (served from the
-// secret cache once warm), reads of random secrets across all namespaces (mostly the database
-// path once N outgrows the cache), the bulk read and the list of the late folder, and writes; and
-// the server's RSS afterwards.
+// secret cache once warm), reads of random secrets across all namespaces (cache hits at 1k,
+// mostly misses once N outgrows the cache), the same with ?version=1 (the database path at both
+// sizes), the bulk read and the list of the late folder, and writes; and the server's RSS
+// afterwards. COFFER_BENCH_SCALE_EXPLAIN=1 adds the plans of a read and of the bulk page.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
