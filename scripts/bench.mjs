@@ -28,6 +28,8 @@
 //        the bulk/single ratio comes from one run (scenarios/durable.mjs)
 //   (k1)-(k4) KMS (issue 14) on the (b1) server: encrypt 1 KiB, a data key, an Ed25519 signature,
 //        a batch of 1,000 encrypts per request; reported as ratios to (b1) of the same run (not in --quick)
+//   (h2)/(h3) on the (h1) server: KMS encrypt 1 KiB with a software key and with an HSM-resident key
+//        (generated in SoftHSM2, GCM in the token); (h3) reported against (h2) (not in --quick)
 //   aead AEAD micro-benchmark: seal+open of 500 B (and 32 B) values, the server's native path vs
 //        pure-JS @noble/ciphers, in this process (bench/aead.mjs); alone with --aead
 //   scale  only with --scale: N secrets (--scale-secrets, COFFER_BENCH_SCALE_SECRETS; default
@@ -72,7 +74,7 @@ import { benchCli } from './bench/scenarios/cli.mjs';
 import { measureWrites, readRequest } from './bench/scenarios/http.mjs';
 import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench/scenarios/identity.mjs';
 import { runDurable } from './bench/scenarios/durable.mjs';
-import { KMS_IDS, kmsRequests } from './bench/scenarios/kms.mjs';
+import { HSM_KMS_IDS, hsmKmsRequests, KMS_IDS, kmsRequests } from './bench/scenarios/kms.mjs';
 import { measureRewrap } from './bench/scenarios/rewrap.mjs';
 import { runScale } from './bench/scenarios/scale.mjs';
 import { createBenchDatabase, softHsmToken, startCoffer, startHello, startPostgres } from './bench/servers.mjs';
@@ -111,7 +113,7 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...KMS_IDS];
+  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...HSM_KMS_IDS, ...KMS_IDS];
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
@@ -149,16 +151,20 @@ async function main() {
             await stopChild(server.child);
           }
         }
-        if (wanted('h1')) {
+        if (['h1', ...HSM_KMS_IDS].some(wanted)) {
           const hsm = softHsmToken();
           if (!hsm) {
             if (CI) throw new BenchError('SoftHSM2 (softhsm2-util, libsofthsm2.so) is required under CI=true for scenario h1');
-            results.set('h1', { skipped: 'SoftHSM2 not found (apt-get install softhsm2)' });
+            for (const id of ['h1', ...HSM_KMS_IDS]) if (wanted(id)) results.set(id, { skipped: 'SoftHSM2 not found (apt-get install softhsm2)' });
           } else {
             const url = await createBenchDatabase('coffer_bench_hsm');
             const server = await startCoffer('postgres-pkcs11', { COFFER_DATABASE_URL: url, ...hsm.env }, opts);
             try {
-              results.set('h1', await measure(SCENARIOS.find((x) => x.id === 'h1'), server, readRequest(server), opts));
+              if (wanted('h1')) results.set('h1', await measure(SCENARIOS.find((x) => x.id === 'h1'), server, readRequest(server), opts));
+              if (HSM_KMS_IDS.some(wanted)) {
+                const kms = await hsmKmsRequests(server);
+                for (const id of HSM_KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
+              }
             } finally {
               await stopChild(server.child);
             }

@@ -25,6 +25,10 @@ export interface GlobalOptions {
   format: Format;
   namespace?: string;
   profile?: string;
+  /** --max-retries / COFFER_MAX_RETRIES */
+  maxRetries?: number;
+  /** --retry-budget / COFFER_RETRY_BUDGET, in seconds */
+  retryBudget?: number;
 }
 
 export class Context {
@@ -93,10 +97,23 @@ export class Context {
     return settings?.folder !== undefined && (settings.namespace === undefined || settings.namespace === namespace) ? settings.folder : '';
   }
 
-  /** A client; with `auth`, one that carries the token, which is then required. `fetch` lets a command watch its responses. */
-  client(options: { auth: boolean; fetch?: FetchFn; token?: string }): CofferClient {
+  /**
+   * A client; with `auth`, one that carries the token, which is then required. `fetch` lets a command watch its responses.
+   * Retries follow the SDK's failover defaults unless --max-retries / --retry-budget say otherwise;
+   * `retryBudgetMs` is a command's own default (one with a fallback copy need not wait out an outage).
+   */
+  client(options: { auth: boolean; fetch?: FetchFn; token?: string; retryBudgetMs?: number }): CofferClient {
     const token = options.token ?? (options.auth ? this.token() : undefined);
-    return new CofferClient({ address: this.address(), token, userAgent: `coffer-cli/${CLI_VERSION}`, fetch: options.fetch ?? nodeFetch });
+    const { maxRetries, retryBudget } = this.globals;
+    const retryBudgetMs = retryBudget !== undefined ? retryBudget * 1000 : options.retryBudgetMs;
+    return new CofferClient({
+      address: this.address(),
+      token,
+      userAgent: `coffer-cli/${CLI_VERSION}`,
+      fetch: options.fetch ?? nodeFetch,
+      ...(maxRetries !== undefined ? { retries: maxRetries } : {}),
+      ...(retryBudgetMs !== undefined ? { retryBudgetMs } : {}),
+    });
   }
 
   /** The namespace: -n/--namespace, COFFER_NAMESPACE, then .coffer.yaml, then the profile's namespace. */

@@ -1,6 +1,6 @@
 /** The `coffer` command tree and its global options. */
 import { Command, Option } from 'commander';
-import { examples } from './commands/common.js';
+import { examples, integer } from './commands/common.js';
 import { CLI_VERSION } from './context.js';
 
 type Register = (program: Command) => void;
@@ -26,7 +26,7 @@ const MODULES: Array<[string[], () => Promise<Register>]> = [
 ];
 
 /** Global options that take a value, to find the command name in argv. */
-const VALUED_GLOBALS = new Set(['--addr', '--token', '--format', '-n', '--namespace', '--profile']);
+const VALUED_GLOBALS = new Set(['--addr', '--token', '--format', '-n', '--namespace', '--profile', '--max-retries', '--retry-budget']);
 
 /** The first word of argv that is not a global option or its value (the command name), if any. */
 export function commandName(args: readonly string[]): string | undefined {
@@ -103,6 +103,12 @@ function baseProgram(): Command {
       new Option('--token <token>', `token (default: the profile's token file, written by coffer login); prefer the env var, arguments show in ps`).env(
         'COFFER_TOKEN',
       ),
+    )
+    .addOption(
+      new Option('--max-retries <n>', 'most retries of a request the server could not answer (default 30; see --retry-budget)').env('COFFER_MAX_RETRIES').argParser(integer(0)),
+    )
+    .addOption(
+      new Option('--retry-budget <seconds>', 'retry for at most this long, to ride out a failover (default 30; 0 fails at once)').env('COFFER_RETRY_BUDGET').argParser(integer(0)),
     )
     .addOption(new Option('--profile <name>', 'config profile (default: default_profile of the config file, else "default")').env('COFFER_PROFILE'))
     .addOption(new Option('--format <format>', 'output format: table (for people; bold on a terminal unless NO_COLOR), json or yaml').choices(['table', 'json', 'yaml']).default('table'))

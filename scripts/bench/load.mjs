@@ -1,6 +1,6 @@
 // Load generation: one autocannon run with per-request latencies, and a measurement
 // (warm-up, then the measured run) that keeps the server's last words when requests failed.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { info } from './common.mjs';
 import { fmtInt, fmtMs } from './report.mjs';
@@ -73,6 +73,33 @@ function cpuMs(pid) {
   }
 }
 
+/**
+ * CPU time of the running PostgreSQL cluster (postmaster and its children, backends included), in
+ * ms; null without one or off Linux. The audit log's cost is mostly here, not in the server.
+ */
+function postgresCpuMs() {
+  const dataDir = session.cluster?.dataDir;
+  if (!dataDir) return null;
+  try {
+    const postmaster = Number(readFileSync(`${dataDir}/postmaster.pid`, 'utf8').split('\n')[0]);
+    let total = cpuMs(postmaster) ?? 0;
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      let stat;
+      try {
+        stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      } catch {
+        continue;
+      }
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === postmaster) total += cpuMs(entry) ?? 0;
+    }
+    return total;
+  } catch {
+    return null;
+  }
+}
+
 /** Warm-up, then the measured run. Returns the measured stats plus what the warm-up saw. */
 export async function measure(scenario, server, request, opts, onResponse) {
   info(`${scenario.label}: warm-up ${opts.warmup} s, then ${opts.duration} s at ${opts.connections} connections`);
@@ -80,10 +107,13 @@ export async function measure(scenario, server, request, opts, onResponse) {
   if (session.shuttingDown) throw new Error('interrupted');
   const pid = server.child?.child?.pid;
   const cpuBefore = pid ? cpuMs(pid) : null;
+  const dbBefore = postgresCpuMs();
   const stats = await runLoad(request, opts.duration, opts.connections, onResponse);
   if (session.shuttingDown) throw new Error('interrupted');
   const cpuAfter = pid ? cpuMs(pid) : null;
+  const dbAfter = postgresCpuMs();
   stats.serverCpuMsPerRequest = cpuBefore !== null && cpuAfter !== null && stats.requests > 0 ? (cpuAfter - cpuBefore) / stats.requests : null;
+  stats.dbCpuMsPerRequest = dbBefore !== null && dbAfter !== null && stats.requests > 0 ? (dbAfter - dbBefore) / stats.requests : null;
   stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
   if (stats.errors + stats.non2xx + warm.errors + warm.non2xx > 0) {
     // Keep what the server said (it logs 5xx causes at warn level and above) for the failure report.
@@ -94,7 +124,9 @@ export async function measure(scenario, server, request, opts, onResponse) {
       .map((l) => (l.length > 600 ? `${l.slice(0, 600)}…` : l))
       .join('\n');
   }
-  const cpu = stats.serverCpuMsPerRequest === null ? '' : `, server CPU ${stats.serverCpuMsPerRequest.toFixed(3)} ms/req`;
+  const cpu =
+    (stats.serverCpuMsPerRequest === null ? '' : `, server CPU ${stats.serverCpuMsPerRequest.toFixed(3)} ms/req`) +
+    (stats.dbCpuMsPerRequest === null ? '' : `, PostgreSQL CPU ${stats.dbCpuMsPerRequest.toFixed(3)} ms/req`);
   info(`  ${fmtInt(stats.rps)} req/s, p50 ${fmtMs(stats.p50)} ms, p99 ${fmtMs(stats.p99)} ms${cpu}, errors ${stats.errors}, non-2xx ${stats.non2xx}`);
   return stats;
 }

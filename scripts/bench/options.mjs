@@ -22,6 +22,9 @@ export const SCENARIOS = [
   { id: 'l3', label: '(l3) login JWT (RS256, cached JWKS)', backend: 'postgres', kind: 'login' },
   // The PKCS#11 seal (SoftHSM2): reads never touch the HSM with a warm KEK cache (aim: within 10% of b1).
   { id: 'h1', label: '(h1) read, PostgreSQL, PKCS#11 seal', backend: 'postgres', kind: 'read' },
+  // KMS encrypt 1 KiB on the (h1) server: a software aes256-gcm key and an HSM-resident one (issue 14).
+  { id: 'h2', label: '(h2) KMS encrypt 1 KiB, software key, PKCS#11 seal', backend: 'postgres', kind: 'kms' },
+  { id: 'h3', label: '(h3) KMS encrypt 1 KiB, HSM-resident key (SoftHSM2)', backend: 'postgres', kind: 'kms' },
   // What users run (issue 13): PostgreSQL with durability on, AppRole machine tokens whose policy
   // is checked per request; a bulk read of a 100-secret folder next to the single read, at 1
   // connection and at the run's count (scenarios/durable.mjs).
@@ -41,7 +44,7 @@ export const DURABLE_IDS = ['p1s', 'p2s', 'p1', 'p2', 'p3'];
  * Left out of --quick unless named in --only: the 1-connection runs, the slowest for what they add
  * to a smoke test, and the KMS scenarios (the HTTP and crypto paths they exercise are tested).
  */
-export const NOT_IN_QUICK = ['p1s', 'p2s', 'k1', 'k2', 'k3', 'k4'];
+export const NOT_IN_QUICK = ['p1s', 'p2s', 'k1', 'k2', 'k3', 'k4', 'h2', 'h3'];
 export const scenario = (id) => SCENARIOS.find((s) => s.id === id);
 
 /** CLI and SDK scenarios (d1, d2): timed per run, reported in their own table. */
@@ -69,7 +72,7 @@ export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 export const WRITE_MAX_VERSIONS = 5;
 
 export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
+                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,h2,h3,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
                            [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--cpu-prof DIR] [--server FILE]`;
 
 export function parseOptions(argv) {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_SERVER_MAIN, banner, info, out, requireFromRoot, requireFromServer } from './common.mjs';
 import { issueFigures, printAead, printIssueFigures, printScale } from './figures.mjs';
-import { printKms } from './scenarios/kms.mjs';
+import { printHsmKms, printKms } from './scenarios/kms.mjs';
 import { AIM, AIM_TEXT, CLI_AIM_MS, REWRAP_AIM, REWRAP_SCENARIOS, SCENARIOS, scenario } from './options.mjs';
 
 export const fmtInt = (n) => (n === null || n === undefined ? '-' : Math.round(n).toLocaleString('en-US'));
@@ -120,6 +120,7 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)} (aim ≥ 0.90)`);
   }
   printKms(results, ratios, out);
+  printHsmKms(results, ratios, out);
   if (rewrapResults.size > 0) {
     const rewrapRows = [];
     for (const s of REWRAP_SCENARIOS) {

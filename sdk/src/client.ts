@@ -8,7 +8,7 @@
 import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
-import type { BackupVerifyResult, RestoreResult } from './api/backup.js';
+import { restoreUpload, type BackupVerifyResult, type RestoreResult } from './api/backup.js';
 import { invalidArgument } from './errors.js';
 import { KmsApi } from './kms.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
@@ -43,14 +43,26 @@ const BACKUP_MEDIA_TYPE = 'application/x-ndjson';
 
 export const SDK_VERSION = '0.1.0';
 
+/** The failover contract's defaults (README "Failover"): up to 30 retries within 30 s (the budget binds first). */
+export const DEFAULT_RETRIES = 30;
+export const DEFAULT_RETRY_BUDGET_MS = 30_000;
+
 export interface CofferClientOptions {
   /** Base URL of the server, e.g. http://127.0.0.1:8200 (a path prefix is kept). */
   address: string;
   token?: string;
   /** Per attempt, including reading the body. Default 30 s. */
   timeoutMs?: number;
-  /** Extra attempts for idempotent calls on network errors, 429 and 503. Default 2. */
+  /**
+   * Most extra attempts: for idempotent calls on network errors, timeouts, 429, 502, 503 and 504;
+   * for any call whose connection was refused (it never reached a server). Default 30; the budget usually ends retrying first.
+   */
   retries?: number;
+  /**
+   * No retry starts later than this after the first attempt (0: fail at the first error).
+   * Default 30 s: a database restart or a server's death behind a load balancer.
+   */
+  retryBudgetMs?: number;
   /** Base delay of the exponential backoff. Default 250 ms. */
   retryBaseDelayMs?: number;
   fetch?: FetchFn;
@@ -85,9 +97,10 @@ export class CofferClient {
       address: options.address,
       token: options.token,
       timeoutMs: options.timeoutMs ?? 30_000,
-      retries: options.retries ?? 2,
+      retries: options.retries ?? DEFAULT_RETRIES,
+      retryBudgetMs: options.retryBudgetMs ?? DEFAULT_RETRY_BUDGET_MS,
       retryBaseDelayMs: options.retryBaseDelayMs ?? 250,
-      retryMaxDelayMs: 30_000,
+      retryMaxDelayMs: 5_000,
       fetch: options.fetch ?? globalThis.fetch,
       userAgent: [options.userAgent, `coffer-sdk/${SDK_VERSION}`].filter(Boolean).join(' '),
     });
@@ -174,9 +187,15 @@ export class SysApi {
     return JSON.parse(await res.text()) as BackupVerifyResult;
   }
 
-  /** Restores `backup` into this uninitialised server, which is then sealed (unseal with the original shares). Not retried. */
-  async restore(backup: string): Promise<RestoreResult> {
-    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload: backup, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
+  /**
+   * Restores `backup` into this uninitialised server. A Shamir backup needs the threshold of its
+   * ORIGINAL unseal `shares`: they prove the backup's sealed digest before anything is written,
+   * and unseal the server afterwards. A PKCS#11 backup takes none (the HSM holds the root key).
+   * Not retried.
+   */
+  async restore(backup: string, options: { shares?: readonly string[] } = {}): Promise<RestoreResult> {
+    const upload = restoreUpload(backup, options.shares);
+    const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
     return JSON.parse(await res.text()) as RestoreResult;
   }
 

@@ -1,10 +1,21 @@
 /**
  * HTTP transport: one JSON request with a per-attempt timeout, retried with
- * exponential backoff and full jitter when that is safe.
+ * exponential backoff and full jitter when that is safe, within a total time
+ * budget (as the AWS SDKs' retry modes): by default long enough to ride out a
+ * failover — a PostgreSQL restart (Coffer answers 503 with Retry-After), a
+ * server killed behind a load balancer, a server restarted on its port
+ * (connections refused until it listens, then 503 sealed until unsealed).
  *
- * Only idempotent requests are retried, because a network error or a 503 does not
- * say whether a write took effect: repeating a PUT could add a second version,
- * repeating a cas write would fail with a misleading cas_mismatch.
+ * What is retried:
+ * - idempotent requests (GET, and the calls marked so) on network errors
+ *   (refused, reset, an empty reply), timeouts, 429, 502, 503 and 504;
+ * - any other request only when it provably never reached a server: the
+ *   connection was refused, or DNS answered "try again".
+ * Not retried: TLS and certificate failures, an unknown host, a 503 `sealed`
+ * beyond two retries (operators unseal; waiting 30 s for them helps no one). A reset, an empty
+ *   reply, a timeout or a 503 does not say whether a write took effect:
+ *   repeating a PUT could add a second version, a cas write would fail with a
+ *   misleading cas_mismatch, a login would count twice.
  */
 import { CofferError, invalidArgument } from './errors.js';
 
@@ -16,10 +27,13 @@ export interface TransportOptions {
   address: string;
   token?: string | undefined;
   timeoutMs: number;
+  /** Most extra attempts. */
   retries: number;
+  /** No retry starts later than this after the first attempt began (0: never retry); a Retry-After beyond it is not waited for. */
+  retryBudgetMs: number;
   /** Base of the exponential backoff. */
   retryBaseDelayMs: number;
-  /** Upper bound of one backoff delay; a longer Retry-After is not waited for. */
+  /** Upper bound of one backoff delay (a Retry-After is waited for as long as the budget allows). */
   retryMaxDelayMs: number;
   fetch: FetchFn;
   userAgent: string;
@@ -72,6 +86,7 @@ export class Transport {
     }
     // A NaN or fractional retry count would otherwise never stop retrying.
     if (!Number.isInteger(options.retries) || options.retries < 0) throw invalidArgument('retries must be an integer >= 0');
+    if (!(options.retryBudgetMs >= 0) || !Number.isFinite(options.retryBudgetMs)) throw invalidArgument('retryBudgetMs must be a number >= 0');
     if (!(options.timeoutMs > 0) || !Number.isFinite(options.timeoutMs)) throw invalidArgument('timeoutMs must be a positive number');
     this.origin = url.origin;
     this.base = `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
@@ -91,14 +106,15 @@ export class Transport {
 
   async request<T>(req: ApiRequest): Promise<T> {
     const idempotent = req.idempotent ?? req.method === 'GET';
-    const attempts = idempotent ? 1 + this.options.retries : 1;
+    const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.once<T>(req);
       } catch (err) {
-        if (!(err instanceof CofferError) || attempt >= attempts || !isRetryable(err)) throw err;
+        if (!(err instanceof CofferError) || attempt > this.options.retries || !isRetryable(err, idempotent, attempt)) throw err;
+        const remaining = this.options.retryBudgetMs - (Date.now() - started);
         const delay = this.backoff(attempt, err instanceof RetryableHttpError ? err.retryAfterMs : undefined);
-        if (delay === undefined) throw err;
+        if (remaining <= 0 || delay > remaining) throw err;
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
@@ -180,13 +196,20 @@ export class Transport {
     // undici puts the reason in the cause: a code (ECONNREFUSED, ENOTFOUND, ...) or a short message.
     const detail = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' ? cause.message : '';
     const reason = detail ? `: ${detail}` : '';
-    return new CofferError(0, 'unavailable', `cannot reach Coffer at ${this.origin}${reason}`, undefined, { cause: err });
+    const message = `cannot reach Coffer at ${this.origin}${reason}`;
+    const code = typeof cause?.code === 'string' ? cause.code : undefined;
+    if (code !== undefined && NOT_SENT.has(code)) return new NotSentError(0, 'unavailable', message, undefined, { cause: err });
+    if (code !== undefined && PERMANENT.test(code)) return new PermanentNetworkError(0, 'unavailable', message, undefined, { cause: err });
+    return new CofferError(0, 'unavailable', message, undefined, { cause: err });
   }
 
-  /** Full jitter (a random delay up to the exponential bound) spreads out clients that failed together. */
-  private backoff(attempt: number, retryAfterMs: number | undefined): number | undefined {
+  /**
+   * Full jitter (a random delay up to the exponential bound) spreads out
+   * clients that failed together; a Retry-After is the server's own word.
+   */
+  private backoff(attempt: number, retryAfterMs: number | undefined): number {
     const { retryBaseDelayMs, retryMaxDelayMs } = this.options;
-    if (retryAfterMs !== undefined) return retryAfterMs <= retryMaxDelayMs ? retryAfterMs : undefined;
+    if (retryAfterMs !== undefined) return retryAfterMs;
     return Math.random() * Math.min(retryMaxDelayMs, retryBaseDelayMs * 2 ** (attempt - 1));
   }
 }
@@ -194,8 +217,29 @@ export class Transport {
 /** A 429/503 answer, with the server's Retry-After when it sent one. */
 class RetryableHttpError extends CofferError {}
 
-function isRetryable(err: CofferError): boolean {
-  return err.code === 'unavailable' || err.code === 'timeout' || err.status === 429 || err.status === 503;
+/** A request that provably never reached a server (nothing listened, or the name did not resolve): safe to repeat, even a write. */
+class NotSentError extends CofferError {}
+
+/** A network failure that waiting does not cure (a certificate that does not verify, a name that does not exist). */
+class PermanentNetworkError extends CofferError {}
+
+/** Socket errors raised before a single byte of the request could be sent (nothing listens; DNS said "try again"). */
+const NOT_SENT = new Set(['ECONNREFUSED', 'EAI_AGAIN']);
+/** TLS and certificate failures, an unknown host name: retrying would only delay the error. */
+const PERMANENT = /CERT|TLS|SSL|SELF_SIGNED|UNABLE_TO_|^ENOTFOUND$/;
+/**
+ * A sealed server waits for its operators (Shamir), or unseals itself before it
+ * listens (PKCS#11; behind a load balancer it gets no traffic until ready): a
+ * couple of retries, not the whole budget.
+ */
+const SEALED_RETRIES = 2;
+
+function isRetryable(err: CofferError, idempotent: boolean, attempt: number): boolean {
+  if (err instanceof PermanentNetworkError) return false;
+  if (err instanceof NotSentError) return true;
+  if (!idempotent) return false;
+  if (err.code === 'sealed') return attempt <= SEALED_RETRIES;
+  return err.code === 'unavailable' || err.code === 'timeout' || err.status === 429 || err.status === 502 || err.status === 503 || err.status === 504;
 }
 
 function errorFromResponse(response: Response, text: string, headerRequestId: string | undefined): CofferError {
@@ -213,7 +257,7 @@ function errorFromResponse(response: Response, text: string, headerRequestId: st
   } catch {
     // Not Coffer's error format (an HTML page from a proxy?): keep the status line, never echo the body.
   }
-  if (response.status !== 429 && response.status !== 503) return new CofferError(response.status, code, message, requestId);
+  if (response.status !== 429 && response.status !== 502 && response.status !== 503 && response.status !== 504) return new CofferError(response.status, code, message, requestId);
   const err = new RetryableHttpError(response.status, code, message, requestId);
   const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
   if (retryAfterMs !== undefined) err.retryAfterMs = retryAfterMs;

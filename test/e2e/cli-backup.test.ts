@@ -1,7 +1,9 @@
 // End to end: `coffer operator backup`, `backup verify` and `restore` against real server processes,
 // and a recovery drill: the server and its database are lost (process killed, data directory
-// deleted); a new server restores the backup file, unseals with the original shares, serves every
-// secret version, and its audit chain verifies.
+// deleted); a new server refuses an edited copy of the backup, restores the genuine file with the
+// original shares (which prove it and unseal the server), serves every secret version, and its
+// audit chain verifies.
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -21,6 +23,15 @@ function tempDir(prefix: string): string {
   return dir;
 }
 
+/** An edit whose SHA-256 is recomputed (what an attacker with write access to the file would do). */
+function rehash(text: string): string {
+  const lines = text.slice(0, -1).split('\n');
+  const content = lines.slice(0, -1).map((l) => `${l}\n`).join('');
+  const end = JSON.parse(lines[lines.length - 1]!) as { end: { sha256: string } };
+  end.end.sha256 = createHash('sha256').update(content, 'utf8').digest('hex');
+  return `${content}${JSON.stringify(end)}\n`;
+}
+
 async function start(env: Record<string, string>): Promise<ServerProcess> {
   const p = await startServerProcess(env);
   running.push(p);
@@ -31,6 +42,7 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
   const dir = tempDir('coffer-cli-backup-');
   const home = tempDir('coffer-cli-backup-home-');
   const file = path.join(dir, 'coffer.backup');
+  const sharesFile = path.join(dir, 'shares.txt');
   let server: ServerProcess;
   let token: string | undefined;
   let shares: string[];
@@ -48,6 +60,7 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
     shares = init.shares;
     token = init.root_token;
     for (const share of shares.slice(0, 2)) await ok(['operator', 'unseal', '-'], `${share}\n`);
+    await writeFile(sharesFile, `${shares[0]}\n${shares[1]}\n`, { mode: 0o600 });
     await ok(['ns', 'create', 'ops']);
     await ok(['-n', 'ops', 'secret', 'put', 'db', 'password=-'], 'first\n');
     await ok(['-n', 'ops', 'secret', 'put', 'db', 'password=-'], 'second\n');
@@ -66,6 +79,24 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
     expect(proved).toMatchObject({ ok: true, values: { opened: 2, failed: 0 } });
   });
 
+  it('proves a backup offline with the original shares: every key opens; an edit with a recomputed SHA-256 does not', async () => {
+    const proved = JSON.parse(await ok(['operator', 'backup', 'verify', file, '--shares-file', sharesFile, '--format', 'json'])) as Record<string, unknown>;
+    expect(proved).toMatchObject({ ok: true, root_check: true, digest: true, values: { opened: 2, failed: 0 }, failures: [] });
+    // From stdin too (the way a prompt is answered when there is no terminal).
+    expect(await ok(['operator', 'backup', 'verify', file, '--shares'], `${shares[2]}\n${shares[1]}\n`)).toMatch(/Sealed digest\s+true/);
+    const forged = path.join(dir, 'forged-offline.backup');
+    await writeFile(forged, rehash((await readFile(file, 'utf8')).replace('"ops"', '"opz"')));
+    const caught = await run(['operator', 'backup', 'verify', forged, '--shares-file', sharesFile, '--format', 'json']);
+    expect(caught.code).not.toBe(0);
+    expect(JSON.parse(caught.stdout)).toMatchObject({ ok: false, digest: false, root_check: true });
+    const wrong = await run(['operator', 'backup', 'verify', file, '--shares'], `${shares[0]}\n${shares[0]}\n`);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toMatch(/distinct original unseal shares/);
+    for (const share of shares) expect(wrong.stderr + wrong.stdout).not.toContain(share);
+    const both = await run(['operator', 'backup', 'verify', file, '--server', '--shares-file', sharesFile]);
+    expect(both.code).not.toBe(0);
+  });
+
   it('refuses an edited backup offline, and restore into an initialised server', async () => {
     const edited = path.join(dir, 'edited.backup');
     await writeFile(edited, (await readFile(file, 'utf8')).replace('"ops"', '"opz"'));
@@ -77,17 +108,33 @@ describe('coffer operator backup / restore, and a recovery drill (Shamir seal, P
     expect(restore.stderr).toMatch(/already initialised/);
   });
 
-  it('recovery drill: server and database lost; a new server restores the backup and unseals with the original shares', async () => {
+  it('recovery drill: server and database lost; a new server refuses an edited copy, restores the backup with the original shares', async () => {
     await server.stop('SIGKILL');
     rmSync(path.join(dir, 'data-a'), { recursive: true, force: true });
     server = await start({ COFFER_DATA_DIR: path.join(dir, 'data-b') });
-    const restored = JSON.parse(await ok(['operator', 'restore', file, '--format', 'json'])) as { sealed: boolean };
-    expect(restored.sealed).toBe(true);
-    // Sealed until the ORIGINAL shares come: exit code 5 from status.
-    expect((await run(['status'])).code).toBe(5);
-    for (const share of [shares[2]!, shares[0]!]) await ok(['operator', 'unseal', '-'], `${share}\n`);
+    // An edit with a recomputed SHA-256 passes the offline checks, but not the restore.
+    const forged = path.join(dir, 'forged.backup');
+    await writeFile(forged, rehash((await readFile(file, 'utf8')).replace('"ops"', '"opz"')));
+    expect((await run(['operator', 'backup', 'verify', forged])).code).toBe(0);
+    const refused = await run(['operator', 'restore', forged, '--shares-file', sharesFile]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/sealed digest does not open/);
+    // No shares on stdin: refused, nothing written.
+    const noShares = await run(['operator', 'restore', file], '');
+    expect(noShares.code).not.toBe(0);
+    expect(noShares.stderr).toMatch(/no original unseal shares given/i);
+    expect(JSON.parse((await run(['status', '--format', 'json'])).stdout)).toMatchObject({ initialized: false });
+    // The original shares on stdin: restored, and unsealed by them.
+    const restored = JSON.parse(await ok(['operator', 'restore', file, '--format', 'json'], `${shares[2]}\n${shares[0]}\n`)) as { sealed: boolean };
+    expect(restored.sealed).toBe(false);
+    expect((await run(['status'])).code).toBe(0);
     expect(await ok(['-n', 'ops', 'secret', 'get', 'db', '--field', 'password'])).toBe('second');
     expect(await ok(['-n', 'ops', 'secret', 'get', 'db', '--version', '1', '--field', 'password'])).toBe('first');
     expect((await run(['audit', 'verify'])).code).toBe(0);
+    // Sealed again, the original shares open it.
+    await ok(['operator', 'seal']);
+    expect((await run(['status'])).code).toBe(5);
+    await ok(['operator', 'unseal', '--shares-file', sharesFile]);
+    expect((await run(['status'])).code).toBe(0);
   });
 });

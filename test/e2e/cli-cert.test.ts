@@ -1,19 +1,18 @@
 // End to end: `coffer login cert` (mutual TLS) and COFFER_CACERT, the built CLI against a real
 // `coffer-server --dev` serving HTTPS with a client CA. Certificates are real (openssl).
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CertDir, type CertFiles } from '../helpers/tls.js';
-import { SERVER_MAIN, runCli, type CliResult } from '../helpers/process.js';
+import { runCli, startDevServer, type CliResult, type DevServer } from '../helpers/process.js';
 
 let certs: CertDir;
 let serverCert: CertFiles;
 let runner: CertFiles;
 let stranger: CertFiles;
-let child: ChildProcess;
+let server: DevServer | undefined;
 let address: string;
 let rootToken: string;
 let home: string;
@@ -31,25 +30,13 @@ beforeAll(async () => {
   stranger = certs.client('stranger', '/CN=ci-runner-7/O=Acme Build', certs.ca('other-ca'));
   home = await mkdtemp(path.join(os.tmpdir(), 'coffer-e2e-cert-'));
 
-  child = spawn(process.execPath, [SERVER_MAIN, '--dev', '--host', '127.0.0.1', '--port', '0'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      COFFER_TLS_CERT_FILE: serverCert.certFile,
-      COFFER_TLS_KEY_FILE: serverCert.keyFile,
-      COFFER_TLS_CLIENT_CA_FILE: clientCa.certFile,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  server = await startDevServer({
+    COFFER_TLS_CERT_FILE: serverCert.certFile,
+    COFFER_TLS_KEY_FILE: serverCert.keyFile,
+    COFFER_TLS_CLIENT_CA_FILE: clientCa.certFile,
   });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const deadline = Date.now() + 30_000;
-  while (!/export COFFER_TOKEN=\S+/.test(out)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`TLS dev server did not start:\n${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  address = /export COFFER_ADDR=(\S+)/.exec(out)![1]!;
-  rootToken = /export COFFER_TOKEN=(\S+)/.exec(out)![1]!;
+  address = server.address;
+  rootToken = server.rootToken;
   asRoot.COFFER_TOKEN = rootToken;
 
   const must = async (r: Promise<CliResult>) => {
@@ -64,10 +51,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  if (child && child.exitCode === null) {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-  }
+  await server?.stop();
   certs?.cleanup();
   if (home) await rm(home, { recursive: true, force: true });
 });

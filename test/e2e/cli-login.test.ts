@@ -250,8 +250,8 @@ describe('profiles and precedence', () => {
   });
 
   it('env beats the profile, flags beat env', async () => {
-    // COFFER_ADDR (closed port) overrides the good profile's address → unavailable, exit 5.
-    expect((await get(['--profile', 'good'], { COFFER_ADDR: closedAddr })).code).toBe(5);
+    // COFFER_ADDR (closed port) overrides the good profile's address → unavailable, exit 5 (no retries: cli-failover tests them).
+    expect((await get(['--profile', 'good'], { COFFER_ADDR: closedAddr, COFFER_RETRY_BUDGET: '0' })).code).toBe(5);
     // --addr beats COFFER_ADDR.
     expect((await get(['--profile', 'good', '--addr', server.address], { COFFER_ADDR: closedAddr })).code).toBe(0);
     // COFFER_NAMESPACE beats the profile's namespace (a namespace that does not exist → 4 or 3, never the value).
@@ -263,7 +263,7 @@ describe('profiles and precedence', () => {
   });
 
   it('the default profile and `config use`', async () => {
-    expect((await get(['-n', NS], { COFFER_TOKEN: server.rootToken })).code).toBe(5); // default profile → the closed address
+    expect((await get(['-n', NS], { COFFER_TOKEN: server.rootToken, COFFER_RETRY_BUDGET: '0' })).code).toBe(5); // default profile → the closed address
     expect((await runCli(['config', 'use', 'good'], { env: { HOME: h } })).code).toBe(0);
     expect((await get([])).stdout.trim()).toBe(V.db);
     const shown = JSON.parse((await runCli(['config', 'show', '--format', 'json'], { env: { HOME: h } })).stdout) as { selected: string };
@@ -374,7 +374,7 @@ describe('coffer run --fallback', () => {
     await chmod(keyFile, 0o600);
 
     // Without --fallback the outage is exit 5, as before.
-    const plain = await runCli(['-n', NS, 'run', '--', 'true'], { env: { HOME: h, COFFER_ADDR: fb.address, COFFER_TOKEN: fb.rootToken } });
+    const plain = await runCli(['-n', NS, 'run', '--', 'true'], { env: { HOME: h, COFFER_ADDR: fb.address, COFFER_TOKEN: fb.rootToken, COFFER_RETRY_BUDGET: '0' } });
     expect(plain.code).toBe(5);
   });
 });
@@ -419,7 +419,7 @@ describe('completion, help, exit codes, JSON', () => {
     expect((await coffer(['token', 'lookup', '--bogus'])).code).toBe(2);
     expect((await coffer(['token', 'lookup'], { env: { HOME: path.join(home, 'empty') } })).code).toBe(3);
     expect((await coffer(['-n', NS, 'secret', 'get', 'no/such'], { env: asRoot() })).code).toBe(4);
-    expect((await coffer(['token', 'lookup'], { env: { ...asRoot(), COFFER_ADDR: `http://127.0.0.1:${await freePort()}` } })).code).toBe(5);
+    expect((await coffer(['token', 'lookup'], { env: { ...asRoot(), COFFER_ADDR: `http://127.0.0.1:${await freePort()}`, COFFER_RETRY_BUDGET: '0' } })).code).toBe(5);
   });
 
   it('--format json on login, token and config commands', async () => {

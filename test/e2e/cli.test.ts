@@ -200,7 +200,8 @@ describe('coffer CLI against a real server', () => {
           probe.close(() => resolve(port));
         });
       });
-      const result = await coffer(['status'], { env: { COFFER_ADDR: `http://127.0.0.1:${port}` } });
+      // No retries (a closed port is otherwise retried for the failover budget, 30 s: cli-failover tests that).
+      const result = await coffer(['status'], { env: { COFFER_ADDR: `http://127.0.0.1:${port}`, COFFER_RETRY_BUDGET: '0' } });
       expect(result.code).toBe(5);
       expect(result.stderr).toContain('code unavailable');
     });

@@ -1,6 +1,7 @@
-// Failover behind a real load balancer: HAProxy (health check on /v1/sys/ready, retries and
-// redispatch) in front of three coffer-server processes on one PostgreSQL, under a bounded
-// read/write load. One server is killed with SIGKILL (and brought back: restart + unseal), then
+// Failover behind a real load balancer: HAProxy running the shipped deploy/haproxy/haproxy.cfg
+// (health check on /v1/sys/ready; sent again to another server: any request whose connection
+// failed, and a read whose server died without answering) in front of three coffer-server
+// processes on one PostgreSQL, under a bounded read/write load. One server is killed with SIGKILL (and brought back: restart + unseal), then
 // PostgreSQL is restarted. Counted: requests that failed, 500s (must be 0), acknowledged writes
 // lost (must be 0), reads older than the version the client wrote (must be 0; reads carry
 // min_version and may land on any server), and the time until every server serves again.
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 import { waitForHttp } from '#lib/child.mjs';
 import { describeIfPostgres, strict } from '../helpers/env.js';
 import { startPrivateCluster, type PrivateCluster } from '../helpers/pg-cluster.js';
+import { shippedHaproxyConfig } from '../helpers/haproxy.js';
 import { freePort, runServerCommand } from '../helpers/process.js';
 import { api, initAndUnseal, unsealWith } from '../helpers/server.js';
 
@@ -83,6 +85,8 @@ interface Load {
   /** 503s without Retry-After: HAProxy's own (no server up), not Coffer's. */
   balancer503: number;
   transportErrors: number;
+  /** What each transport error was, with when it happened (for the report). */
+  transportErrorNotes: string[];
   acknowledged: Map<string, { value: string; version: number }>;
   staleReads: string[];
   total(): number;
@@ -95,6 +99,7 @@ function startLoad(base: string, token: string): Load {
     statuses: new Map(),
     balancer503: 0,
     transportErrors: 0,
+    transportErrorNotes: [],
     acknowledged: new Map(),
     staleReads: [],
     total: () => [...load.statuses.values()].reduce((a, b) => a + b, 0) + load.transportErrors,
@@ -110,24 +115,29 @@ function startLoad(base: string, token: string): Load {
     for (let i = 0; i < MAX_ITERATIONS && !stopping && Date.now() < until; i++) {
       const path = `w${w}/s${i}`;
       const value = `v-${w}-${i}`;
+      let stage = 'PUT';
       try {
         const put = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value } });
         count(put);
         if (put.status === 200 && put.body?.version) {
           load.acknowledged.set(path, { value, version: put.body.version });
           // Update it once more, so that a cached older version somewhere could be served.
+          stage = 'PUT again';
           const again = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value: `${value}+` } });
           count(again);
           if (again.status === 200 && again.body?.version) load.acknowledged.set(path, { value: `${value}+`, version: again.body.version });
           const want = load.acknowledged.get(path)!;
+          stage = 'GET';
           const get = await request(base, token, 'GET', `/v1/secrets/${NS}/${path}?min_version=${want.version}`);
           count(get);
           if (get.status === 200 && (get.body?.version ?? 0) < want.version) load.staleReads.push(`${path}: v${get.body?.version} < v${want.version}`);
         } else if (put.status >= 500) {
           await sleep(100);
         }
-      } catch {
+      } catch (err) {
         load.transportErrors++;
+        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+        load.transportErrorNotes.push(`${new Date().toISOString()} ${stage} ${String(err)} ${cause?.code ?? cause?.message ?? ''}`);
         await sleep(100);
       }
     }
@@ -147,34 +157,6 @@ async function progress(load: Load, more: number): Promise<void> {
     if (Date.now() > deadline) throw new Error(`the load made no progress (${load.acknowledged.size} writes acknowledged)`);
     await sleep(20);
   }
-}
-
-function haproxyConfig(front: number, ports: number[]): string {
-  return `global
-  maxconn 512
-
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 35s
-  timeout server 35s
-  timeout check 2s
-  # A connection refused or cut before any answer (a killed server) goes to another server.
-  retries 3
-  option redispatch
-  retry-on conn-failure empty-response
-  option httpchk GET /v1/sys/ready
-  http-check expect status 200
-  default-server inter 300ms fall 2 rise 2
-
-frontend coffer
-  bind 127.0.0.1:${front}
-  default_backend coffers
-
-backend coffers
-  balance roundrobin
-${ports.map((p, i) => `  server s${i + 1} 127.0.0.1:${p} check`).join('\n')}
-`;
 }
 
 describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () => {
@@ -198,7 +180,8 @@ describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () =
     const frontPort = await freePort();
     front = `http://127.0.0.1:${frontPort}`;
     const cfg = join(dir, 'haproxy.cfg');
-    writeFileSync(cfg, haproxyConfig(frontPort, ports));
+    // The shipped file itself (deploy/haproxy/haproxy.cfg): what operators run is what is measured here.
+    writeFileSync(cfg, shippedHaproxyConfig(frontPort, await freePort(), [ports[0]!, ports[1]!, ports[2]!]));
     haproxy = spawn(HAPROXY, ['-f', cfg, '-db'], { stdio: ['ignore', 'pipe', 'pipe'] });
     haproxy.stdout!.on('data', (d) => (haproxyOutput += d));
     haproxy.stderr!.on('data', (d) => (haproxyOutput += d));
@@ -231,6 +214,7 @@ describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () =
       // A server dies mid-load; HAProxy's retries and health check take it out of rotation.
       const victim = nodes[1]!;
       const killedAt = Date.now();
+      console.log(`ha-failover: kill -9 at ${new Date(killedAt).toISOString()}`);
       victim.child.kill('SIGKILL');
       await victim.exited;
       await progress(load, 30);
@@ -241,6 +225,7 @@ describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () =
       await progress(load, 30);
       // The database restarts under every server at once.
       const restartedAt = Date.now();
+      console.log(`ha-failover: PostgreSQL restart at ${new Date(restartedAt).toISOString()}`);
       await cluster.restartServer({ mode: 'fast' });
       pgRecoveryMs = await untilAllReady(nodes.map((n) => n.url), restartedAt);
       await progress(load, 30);
@@ -266,7 +251,7 @@ describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () =
     const failed = load.total() - ok;
     const byStatus = [...load.statuses].sort(([a], [b]) => a - b).map(([s, n]) => `${s}×${n}`).join(' ');
     console.log(
-      `ha-failover: ${load.total()} requests through HAProxy (${byStatus}, of the 503s ${load.balancer503} from HAProxy, ${load.transportErrors} transport errors); ` +
+      `ha-failover: ${load.total()} requests through HAProxy (${byStatus}, of the 503s ${load.balancer503} from HAProxy, ${load.transportErrors} transport errors${load.transportErrors > 0 ? `: ${load.transportErrorNotes.join('; ')}` : ''}); ` +
         `${failed} failed, ${load.statuses.get(500) ?? 0} × 500; ${load.acknowledged.size} secrets acknowledged, ${lost.length} lost; ` +
         `${load.staleReads.length} stale reads; every server serving again ${killRecoveryMs} ms after the kill -9 (restart + unseal included) ` +
         `and ${pgRecoveryMs} ms after the PostgreSQL restart began`,
@@ -274,7 +259,11 @@ describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () =
     expect(load.statuses.get(500) ?? 0).toBe(0);
     expect(lost).toEqual([]);
     expect(load.staleReads).toEqual([]);
-    expect(load.transportErrors).toBe(0);
+    // A read is never lost to a server's death: HAProxy sends it again elsewhere. A write in flight on
+    // the killed server is not sent again (it may have been applied): its client sees the connection
+    // close, at most one per worker, and must read back before writing again (README "Failover contract").
+    expect(load.transportErrorNotes.filter((n) => !/ PUT /.test(n))).toEqual([]);
+    expect(load.transportErrorNotes.length).toBeLessThanOrEqual(WORKERS);
     // Only "unavailable" kinds of failure: Coffer's 503 (database away) or HAProxy's 502/503 while no server was up.
     expect([...load.statuses.keys()].filter((s) => !(s >= 200 && s < 300) && ![502, 503, 504].includes(s))).toEqual([]);
   }, 300_000);

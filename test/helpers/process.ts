@@ -77,10 +77,11 @@ export interface DevServer {
 /**
  * Starts `coffer-server --dev` on an ephemeral port (port 0: no race for a free
  * port) and reads its address, root token and unseal share from stdout.
+ * `env` adds settings (e.g. COFFER_TLS_* for a dev server serving HTTPS).
  */
-export function startDevServer(): Promise<DevServer> {
+export function startDevServer(env: Record<string, string> = {}): Promise<DevServer> {
   const child = spawn(process.execPath, [SERVER_MAIN, '--dev', '--host', '127.0.0.1', '--port', '0'], {
-    env: cleanEnv(),
+    env: { ...cleanEnv(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

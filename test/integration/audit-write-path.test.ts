@@ -122,6 +122,47 @@ describeEachStorage('audit write path', (kind) => {
     expect(await entryOf(after.request_id)).toBeDefined();
   });
 
+  /** Appends `waves` waves of `perWave` entries a millisecond apart, so entries keep arriving while batches are written. */
+  async function stream(prefix: string, waves: number, perWave: number): Promise<{ drafts: AuditDraft[]; results: PromiseSettledResult<void>[] }> {
+    const drafts: AuditDraft[] = [];
+    const pending: Promise<void>[] = [];
+    for (let w = 0; w < waves; w++) {
+      for (let i = 0; i < perWave; i++) {
+        const d = draft(`${prefix}-${w}-${i}`);
+        drafts.push(d);
+        pending.push(server.core.audit.append(d));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    return { drafts, results: await Promise.allSettled(pending) };
+  }
+
+  it('entries arriving while a batch is written are each written once, in arrival order, on an intact chain', async () => {
+    const { drafts, results } = await stream('stream', 20, 10);
+    expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
+    const rows = await db().selectFrom('audit_log').select(['seq', 'request_id']).where('request_id', 'in', drafts.map((d) => d.request_id)).execute();
+    expect(rows).toHaveLength(drafts.length);
+    const seqOf = new Map(rows.map((r) => [r.request_id, Number(r.seq)]));
+    const seqs = drafts.map((d) => seqOf.get(d.request_id)!);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect((await server.core.audit.verify()).ok).toBe(true);
+  });
+
+  it('an outage that ends while entries keep arriving is recorded by exactly one resumed entry', async () => {
+    const resumed = async () => (await db().selectFrom('audit_log').select('seq').where('action', '=', 'sys.audit.resumed').execute()).length;
+    const before = await resumed();
+    await sql`alter table audit_log rename to audit_log_away`.execute(db());
+    try {
+      await expect(server.core.audit.append(draft('during-outage'))).rejects.toThrow();
+    } finally {
+      await sql`alter table audit_log_away rename to audit_log`.execute(db());
+    }
+    const { results } = await stream('after-outage', 20, 10);
+    expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
+    expect(await resumed()).toBe(before + 1);
+    expect((await server.core.audit.verify()).ok).toBe(true);
+  });
+
   it('a change that committed but whose entry could not be appended gets an entry from its intent', async () => {
     await sql`alter table audit_log rename to audit_log_away`.execute(db());
     let res: ApiResponse;

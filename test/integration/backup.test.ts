@@ -4,7 +4,7 @@
 // On PGlite and PostgreSQL, through the real app.
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
-import { parseBackup as parseWith } from '@coffer/sdk/api';
+import { parseBackup as parseWith, restoreUpload } from '@coffer/sdk/api';
 import { sha256Hex } from '@coffer/server/vault/backup';
 import type { RunningServer } from '@coffer/server/server';
 import { TABLES } from '@coffer/server/storage/wrapped-tables';
@@ -21,6 +21,31 @@ function rehash(text: string): string {
   const end = JSON.parse(lines[lines.length - 1]!) as { end: { sha256: string } };
   end.end.sha256 = createHash('sha256').update(content, 'utf8').digest('hex');
   return `${content}${JSON.stringify(end)}\n`;
+}
+
+/**
+ * An attacker's edit: a policy granting everything planted beside `payments-read`, the manifest's
+ * count and the SHA-256 recomputed. Only the sealed digest (root key) can tell.
+ */
+function plantPolicy(text: string): string {
+  const lines = text.split('\n');
+  const i = lines.findIndex((l) => l.includes('"rules"') && l.includes('"payments-read"'));
+  if (i < 0) throw new Error('no policy line');
+  const planted = lines[i]!.replace('"payments-read"', '"attacker-owns-all"').replace(/"rules": \[.*\], "created_at"/, '"rules": [{"path": "*", "namespace": "*", "capabilities": ["read", "list", "create", "update", "delete"]}], "created_at"');
+  if (planted === lines[i] || !planted.includes('attacker-owns-all')) throw new Error('policy line not edited');
+  lines.splice(i + 1, 0, planted);
+  const last = lines.length - 2;
+  const end = JSON.parse(lines[last]!) as { end: { counts: Record<string, number> } };
+  end.end.counts.policies! += 1;
+  lines[last] = JSON.stringify(end);
+  return rehash(lines.join('\n'));
+}
+
+/** One share with a byte in the middle flipped: still well formed, rebuilds another key. */
+function corrupt(share: string): string {
+  const bytes = Buffer.from(share, 'base64');
+  bytes[10] = bytes[10]! ^ 0x5a;
+  return bytes.toString('base64');
 }
 
 /** Replaces the first line matching `match` with `edit(line)`. */
@@ -152,38 +177,93 @@ describeEachStorage('backup and restore', (kind) => {
       await storeB?.cleanup();
     });
 
+    const restore = (text: string, opts: { shares?: string[]; headers?: Record<string, string> } = {}) =>
+      api(b.url, 'POST', '/v1/sys/restore', { rawBody: restoreUpload(text, opts.shares ?? shares.slice(0, 2)), headers: opts.headers ?? NDJSON });
+    const nothingRestored = async () => {
+      expect((await api(b.url, 'GET', '/v1/sys/seal-status')).body).toMatchObject({ initialized: false });
+      for (const table of ['namespaces', 'policies', 'users', 'seal_config'] as const) {
+        const { rows } = await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)}`.execute(b.core.db);
+        expect({ table, rows: rows[0]!.n }).toEqual({ table, rows: 0 });
+      }
+    };
+
     it('refuses edited, truncated, newer and other-seal backups with a 4xx, changing nothing', async () => {
-      const restore = (text: string, headers: Record<string, string> = NDJSON) => api(b.url, 'POST', '/v1/sys/restore', { rawBody: text, headers });
       expectError(await restore(backup.replace('"payments"', '"paymentz"')), 400, 'invalid_backup');
       expectError(await restore(backup.slice(0, Math.floor(backup.length / 2))), 400, 'invalid_backup');
       expectError(await restore(backup.slice(0, backup.lastIndexOf('{"end"'))), 400, 'invalid_backup');
       expectError(await restore('not a backup\n'), 400, 'invalid_backup');
       const newer = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace('"format":1', '"format":2')));
       expectError(await restore(newer), 400, 'unsupported_backup');
+      // An edited header is a forgery like any other edit: its sealed digest no longer matches.
       const otherSchema = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace(/"schema":"[^"]+"/, '"schema":"9999_future"')));
-      expectError(await restore(otherSchema), 400, 'unsupported_backup');
+      expectError(await restore(otherSchema), 400, 'invalid_backup');
       const oddName = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace('"type":"shamir"', '"type":"<b>x</b>"')));
       expectError(await restore(oddName), 400, 'invalid_backup');
       const pkcs11 = rehash(editLine(backup, (l) => l.startsWith('{"coffer_backup"'), (l) => l.replace('"type":"shamir"', '"type":"pkcs11"')));
       const mismatch = await restore(pkcs11);
       expectError(mismatch, 409, 'seal_mismatch');
       expect(mismatch.body.error.message).toMatch(/pkcs11.*shamir/);
-      // A row that does not fit the schema (hash recomputed): the whole restore rolls back.
       const badRow = rehash(editLine(backup, (l) => l.includes('"rules"') && l.includes('"payments-read"'), (l) => l.replace(/"created_at": "[^"]+"/, '"created_at": "not a time"')));
       expectError(await restore(badRow), 400, 'invalid_backup');
-      expectError(await restore(backup, { 'content-type': 'application/json' }), 400, 'invalid_json');
-      expect((await api(b.url, 'GET', '/v1/sys/seal-status')).body).toMatchObject({ initialized: false });
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from namespaces`.execute(b.core.db);
-      expect(rows[0]!.n).toBe(0);
+      expectError(await restore(backup, { headers: { 'content-type': 'application/json' } }), 400, 'invalid_json');
+      await nothingRestored();
     });
 
-    it('restores everything; the server is sealed and opens with the original shares only', async () => {
-      const res = await api(b.url, 'POST', '/v1/sys/restore', { rawBody: backup, headers: NDJSON });
+    it('refuses a backup with a planted policy whose SHA-256 was recomputed: the sealed digest does not open, nothing is written', async () => {
+      const planted = plantPolicy(backup);
+      // The offline checks (structure, counts, fingerprints, SHA-256) cannot tell.
+      expect(parseBackup(planted).trailer.counts.policies).toBe(2);
+      // Sent as is (no shares): refused before anything is written (accepted, planted policy and all, before issue 15).
+      expectError(await api(b.url, 'POST', '/v1/sys/restore', { rawBody: planted, headers: NDJSON }), 400, 'invalid_shares');
+      await nothingRestored();
+      const res = await restore(planted);
+      expectError(res, 400, 'invalid_backup');
+      expect(res.body.error.message).toMatch(/sealed digest does not open under the root key/);
+      await nothingRestored();
+      // Made by another vault: the backup of a fresh server C does not open under A's shares either.
+      const storeC = await createStore(kind);
+      const c = await startTestServer(storeC, { kekRunJobs: false });
+      try {
+        const other = await initAndUnseal(c.url, 3, 2);
+        const foreign = await api(c.url, 'GET', '/v1/sys/backup', { token: other.token });
+        expectError(await restore(foreign.text), 400, 'invalid_shares');
+        // Its own shares rebuild its root key, but an edited copy is still refused.
+        expectError(await restore(rehash(foreign.text.replace('"sys.init"', '"sys.initz"')), { shares: other.shares.slice(0, 2) }), 400, 'invalid_backup');
+      } finally {
+        await c.stop();
+        await storeC.cleanup();
+      }
+      await nothingRestored();
+    }, 120_000);
+
+    it('refuses missing, too few, wrong or malformed shares with a 4xx that never quotes a share', async () => {
+      const none = await api(b.url, 'POST', '/v1/sys/restore', { rawBody: backup, headers: NDJSON });
+      expectError(none, 400, 'invalid_shares');
+      expect(none.body.error.message).toMatch(/ORIGINAL unseal shares/);
+      expectError(await restore(backup, { shares: [shares[0]!] }), 400, 'invalid_shares');
+      expectError(await restore(backup, { shares: [shares[0]!, shares[0]!] }), 400, 'invalid_shares');
+      const wrong = await restore(backup, { shares: [shares[0]!, corrupt(shares[1]!)] });
+      expectError(wrong, 400, 'invalid_shares');
+      expect(wrong.body.error.message).toMatch(/do not reconstruct the backup's root key/);
+      expectError(await restore(backup, { shares: ['not a share', shares[1]!] }), 400, 'invalid_shares');
+      for (const envelope of ['{"coffer_restore":{"shares":"x"}}', '{"coffer_restore":{"shares":[1,2]},"x":1}', '{"coffer_restore":null}', '{"coffer_restore":{"shares":[]}}']) {
+        const res = await api(b.url, 'POST', '/v1/sys/restore', { rawBody: `${envelope}\n${backup}`, headers: NDJSON });
+        expect([400]).toContain(res.status);
+        expect(['invalid_request', 'invalid_shares']).toContain(res.body.error.code);
+      }
+      for (const res of [wrong, none]) for (const share of shares) expect(res.text).not.toContain(share);
+      await nothingRestored();
+      // Shares are not in the audit log either.
+      const audited = await b.core.db.selectFrom('audit_log').selectAll().execute();
+      for (const share of shares) expect(JSON.stringify(audited)).not.toContain(share);
+    });
+
+    it('restores everything with the original shares, which also unseal it', async () => {
+      const res = await restore(backup, { shares: shares.slice(1, 3) });
       expect({ status: res.status, error: res.body.error }).toEqual({ status: 200, error: undefined });
-      expect(res.body).toMatchObject({ sealed: true, seal_type: 'shamir', root_version: 1, restored: { secret_versions: 3, policies: 1 } });
-      expect((await api(b.url, 'GET', '/v1/sys/seal-status')).body).toMatchObject({ initialized: true, sealed: true, threshold: 2 });
-      expectError(await api(b.url, 'POST', '/v1/sys/restore', { rawBody: backup, headers: NDJSON }), 409, 'already_initialized');
-      await unsealWith(b.url, shares.slice(1, 3));
+      expect(res.body).toMatchObject({ sealed: false, seal_type: 'shamir', root_version: 1, restored: { secret_versions: 3, policies: 1 } });
+      expect((await api(b.url, 'GET', '/v1/sys/seal-status')).body).toMatchObject({ initialized: true, sealed: false, threshold: 2 });
+      expectError(await restore(backup), 409, 'already_initialized');
 
       // Every version, under both KEK versions, with the original root token.
       const v1 = await api(b.url, 'GET', '/v1/secrets/payments/db/password?version=1', { token });
@@ -192,6 +272,7 @@ describeEachStorage('backup and restore', (kind) => {
       expect((await api(b.url, 'GET', '/v1/secrets/payments/db/password', { token })).body.data).toEqual({ password: 'v2' });
       expect((await api(b.url, 'GET', '/v1/secrets/payments/api/token', { token })).body.data).toEqual({ token: 't0k' });
       expect((await api(b.url, 'GET', '/v1/sys/policies/payments-read', { token })).status).toBe(200);
+      expect((await api(b.url, 'GET', '/v1/sys/policies/attacker-owns-all', { token })).status).toBe(404);
       // Identities: alice logs in with her password, and her policy applies.
       const login = await api(b.url, 'POST', '/v1/auth/userpass/login', { body: { username: 'alice', password: 'correct horse battery' } });
       expect(login.status).toBe(200);
@@ -209,6 +290,10 @@ describeEachStorage('backup and restore', (kind) => {
       expect(actions).toContain('sys.restore');
       // Writes go on from the restored state.
       expect((await api(b.url, 'PUT', '/v1/secrets/payments/db/password', { token, body: { data: { password: 'v3' } } })).body.version).toBe(3);
+      // Sealed again, it opens with the original shares.
+      expect((await api(b.url, 'POST', '/v1/sys/seal', { token, body: {} })).status).toBe(200);
+      await unsealWith(b.url, [shares[0]!, shares[2]!]);
+      expect((await api(b.url, 'GET', '/v1/secrets/payments/db/password', { token })).body.data).toEqual({ password: 'v3' });
     });
 
     it('a backup of the restored server verifies on it', async () => {

@@ -5,6 +5,7 @@
 // its metrics.
 import pg from 'pg';
 import { JobScheduler, type JobContext } from '@coffer/server/jobs/scheduler';
+import { openStorage } from '@coffer/server/storage/db';
 import { JOB_LOCK_CLASS, PostgresJobLocks } from '@coffer/server/storage/job-locks';
 import type { RunningServer } from '@coffer/server/server';
 import { createTestDatabase, describeIfPostgres, type TestDatabase } from '../helpers/env.js';
@@ -27,6 +28,8 @@ describeIfPostgres('job scheduler on PostgreSQL (two servers)', () => {
 
   beforeAll(async () => {
     database = await createTestDatabase();
+    // Taking a lock takes the job's epoch in job_leases: the schema must be there.
+    await (await openStorage({ databaseUrl: database.url, dataDir: '' })).close();
     admin = new pg.Client({ connectionString: database.url });
     await admin.connect();
   });

@@ -9,6 +9,9 @@ const TOKEN = 'tok.en-12345';
 const coffer503 = (headers: Record<string, string> = {}) =>
   json(503, { error: { code: 'sealed', message: 'Coffer is sealed', requestId: 'req-503' } }, headers);
 const networkDown = () => new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
+/** The connection broke after the request may have been sent (a server killed mid-request): nobody knows whether it was applied. */
+const connectionReset = () => new TypeError('fetch failed', { cause: Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }) });
+const emptyReply = () => new TypeError('fetch failed', { cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }) });
 
 function client(fetch: FetchFn, retries = 2): CofferClient {
   return new CofferClient({ address: 'http://127.0.0.1:8200/', token: TOKEN, fetch, retries, retryBaseDelayMs: 0 });
@@ -158,8 +161,8 @@ describe('CofferClient retries', () => {
     expect(calls).toHaveLength(1);
   });
 
-  it('never retries writes: a repeat could add a version the first attempt already wrote', async () => {
-    for (const answer of [coffer503(), networkDown()]) {
+  it('never retries writes that may have reached the server: a repeat could add a version the first attempt already wrote', async () => {
+    for (const answer of [coffer503(), connectionReset(), emptyReply(), json(502, {}), json(504, {})]) {
       const { fetch, calls } = scripted(answer);
       const c = client(fetch);
       await failure(c.secrets.put('app', 'x', { v: '1' }));
@@ -169,13 +172,53 @@ describe('CofferClient retries', () => {
     }
   });
 
+  it('retries any call, a write too, whose connection was refused or whose host did not resolve (it never reached a server)', async () => {
+    const dns = new TypeError('fetch failed', { cause: Object.assign(new Error('getaddrinfo EAI_AGAIN'), { code: 'EAI_AGAIN' }) });
+    const { fetch, calls } = scripted(networkDown(), dns, json(200, { namespace: 'app', path: 'x', version: 1, created_at: 'now' }));
+    await client(fetch).secrets.put('app', 'x', { v: '1' });
+    expect(calls.map((c) => c.method)).toEqual(['PUT', 'PUT', 'PUT']);
+  });
+
+  it('retries reads on a reset connection, an empty reply, 502 and 504 (a server dying behind a load balancer)', async () => {
+    const { fetch, calls } = scripted(connectionReset(), emptyReply(), json(502, {}), json(504, {}), json(200, { sealed: false }));
+    await client(fetch, 4).sys.status();
+    expect(calls).toHaveLength(5);
+  });
+
+  it('never retries what waiting does not cure: a certificate that does not verify, an unknown host', async () => {
+    for (const code of ['DEPTH_ZERO_SELF_SIGNED_CERT', 'ERR_TLS_CERT_ALTNAME_INVALID', 'ENOTFOUND']) {
+      const { fetch, calls } = scripted(new TypeError('fetch failed', { cause: Object.assign(new Error(code), { code }) }), json(200, { sealed: false }));
+      expect((await failure(client(fetch).sys.status())).message).toContain(code);
+      expect(calls).toHaveLength(1);
+    }
+  });
+
+  it('retries a sealed server only twice, whatever the budget (its operators unseal it)', async () => {
+    const { fetch, calls } = scripted(coffer503());
+    expect((await failure(client(fetch, 30).sys.status())).code).toBe('sealed');
+    expect(calls).toHaveLength(3);
+  });
+
+  it('stops retrying when the time budget is spent; a budget of 0 fails at the first error', async () => {
+    const none = scripted(networkDown(), json(200, { sealed: false }));
+    const zero = new CofferClient({ address: 'http://127.0.0.1:8200', fetch: none.fetch, retryBudgetMs: 0 });
+    expect((await failure(zero.sys.status())).code).toBe('unavailable');
+    expect(none.calls).toHaveLength(1);
+    // Retry-After 1 s against a budget of 1.5 s: one wait fits, the second would not.
+    const dbDown = scripted(json(503, { error: { code: 'unavailable', message: 'database unavailable', requestId: 'r' } }, { 'retry-after': '1' }));
+    const short = new CofferClient({ address: 'http://127.0.0.1:8200', fetch: dbDown.fetch, retries: 100, retryBudgetMs: 1_500 });
+    expect((await failure(short.sys.status())).code).toBe('unavailable');
+    expect(dbDown.calls).toHaveLength(2);
+    expect(() => new CofferClient({ address: 'http://127.0.0.1:8200', retryBudgetMs: -1 })).toThrow(/retryBudgetMs/);
+  });
+
   it('retries version changes that name their versions (a repeat is a no-op)', async () => {
     const { fetch, calls } = scripted(coffer503(), json(200, { namespace: 'app', path: 'x', versions: [1] }));
     await client(fetch).secrets.delete('app', 'x', [1]);
     expect(calls).toHaveLength(2);
   });
 
-  it('honours Retry-After, and gives up at once when it asks for longer than it would wait', async () => {
+  it('honours Retry-After, and gives up at once when it asks for longer than the budget left', async () => {
     const soon = scripted(coffer503({ 'retry-after': '0' }), json(200, { sealed: false }));
     await client(soon.fetch).sys.status();
     expect(soon.calls).toHaveLength(2);

@@ -206,8 +206,10 @@ describe('deploy/haproxy/haproxy.cfg', () => {
     const cfg = read('deploy/haproxy/haproxy.cfg');
     expect(cfg).toMatch(/http-check send meth GET uri \/v1\/sys\/ready\n/);
     expect(cfg).toMatch(/http-check expect status 200\n/);
-    // Never a replay of a request that reached a server (a write must not happen twice).
-    expect(cfg).toMatch(/retry-on conn-failure\n/);
+    // A request that reached a server is replayed only if it is a read (a write must not happen twice):
+    // beyond conn-failure, L7 retries are switched off for every method but GET/HEAD.
+    expect(cfg).toMatch(/^\s*retry-on conn-failure empty-response\n/m);
+    expect(cfg).toMatch(/^\s*http-request disable-l7-retry unless METH_GET\n/m);
   });
 });
 

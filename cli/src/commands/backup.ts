@@ -10,6 +10,7 @@ import { BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBac
 import type { Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
+import { readShares } from '../input.js';
 import { fields } from '../output.js';
 import { examples } from './common.js';
 
@@ -49,9 +50,34 @@ function summary(file: string, b: ParsedBackup): string {
   ]);
 }
 
-function renderVerify(r: BackupVerifyResult): string {
+/** The server package's offline check (vault/backup-shares.ts): one implementation of the key checks, not a copy. */
+interface OfflineVerifier {
+  verifyBackupWithShares(backup: ParsedBackup, shares: readonly string[]): Promise<BackupVerifyResult>;
+}
+// A variable, so the CLI neither type-checks against nor has to ship the server package.
+const OFFLINE_VERIFIER = '@coffer/server/vault/backup-shares';
+
+async function verifyOffline(backup: ParsedBackup, shares: string[]): Promise<BackupVerifyResult> {
+  let verifier: OfflineVerifier;
+  try {
+    verifier = (await import(OFFLINE_VERIFIER)) as OfflineVerifier;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+    throw new CliError('proving a backup with shares offline needs the Coffer server package (@coffer/server) installed beside the CLI; or prove it with --server');
+  }
+  try {
+    return await verifier.verifyBackupWithShares(backup, shares);
+  } catch (err) {
+    // The server's CofferError (code, message): its messages never quote a share.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && err instanceof Error) throw new CliError(`${err.message} (${code})`);
+    throw err;
+  }
+}
+
+function renderVerify(r: BackupVerifyResult, under = 'the server\'s root key'): string {
   return fields([
-    ['Opens under the server\'s root key', r.ok],
+    [`Opens under ${under}`, r.ok],
     ['Root check', r.root_check],
     ['Sealed digest', r.digest],
     ['Root-wrapped keys', `${r.root_wrapped.opened} opened, ${r.root_wrapped.failed} failed`],
@@ -136,42 +162,72 @@ export function registerBackup(operator: Command): void {
   examples(
     backup
       .command('verify')
-      .description('check a backup file offline (structure, counts, fingerprints, SHA-256); with --server, also prove on the running, unsealed server that every wrapped key opens (admin)')
+      .description(
+        'check a backup file offline (structure, counts, fingerprints, SHA-256). With --shares or --shares-file (Shamir), also prove offline, with the ORIGINAL ' +
+          'unseal shares, that the sealed digest and every wrapped key and value open; with --server, prove it on the running, unsealed server (admin)',
+      )
       .argument('<file>', 'the backup file')
       .option('--server', 'upload it to the server (COFFER_ADDR) to prove that every wrapped key and value opens; nothing is stored')
-      .action(async (file: string, opts: { server?: boolean }, cmd: Command) => {
+      .option('--shares', 'prove it offline with the original unseal shares, prompted for on a terminal (else read from stdin)')
+      .option('--shares-file <file>', 'prove it offline with the original unseal shares in FILE, one per line ("-" for stdin)')
+      .action(async (file: string, opts: { server?: boolean; shares?: boolean; sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
         const { text, parsed } = await readBackupFile(file);
-        if (!opts.server) {
+        const withShares = opts.shares === true || opts.sharesFile !== undefined;
+        if (withShares && opts.server) throw usageError('give --server or the shares (--shares, --shares-file), not both');
+        if (!opts.server && !withShares) {
           ctx.print({ ok: true, header: parsed.header, counts: parsed.trailer.counts, sha256: parsed.trailer.sha256 }, () => `${summary(file, parsed)}Structure, counts, fingerprints and SHA-256: OK\n`);
           return;
         }
-        const result = await ctx.client({ auth: true }).sys.verifyBackup(text);
-        ctx.print(result, () => summary(file, parsed) + renderVerify(result));
+        let result: BackupVerifyResult;
+        if (withShares) {
+          if (parsed.header.seal.type === 'pkcs11') throw usageError('a PKCS#11 backup\'s root key is in its HSM, not in shares: prove it with --server');
+          const shares = await readShares(opts.sharesFile, parsed.header.seal.threshold, 'Original unseal share');
+          result = await verifyOffline(parsed, shares);
+        } else result = await ctx.client({ auth: true }).sys.verifyBackup(text);
+        ctx.print(result, () => summary(file, parsed) + renderVerify(result, withShares ? 'the shares\' root key' : 'the server\'s root key'));
         if (!result.ok) process.exitCode = EXIT.error;
       }),
     'coffer operator backup verify coffer.backup',
+    'coffer operator backup verify coffer.backup --shares-file shares.txt',
     'coffer operator backup verify coffer.backup --server',
   );
 
   examples(
     operator
       .command('restore')
-      .description('restore a backup into a new, UNINITIALISED server (same seal type and Coffer version); it is then sealed and unseals with the ORIGINAL shares (or HSM key)')
+      .description(
+        'restore a backup into a new, UNINITIALISED server (same seal type and Coffer version). A Shamir backup needs the threshold of its ORIGINAL unseal shares ' +
+          '(prompted for on a terminal, else --shares-file or stdin): they prove the backup is unedited before anything is written, and unseal the server afterwards. ' +
+          'A PKCS#11 backup needs the HSM holding the original root key',
+      )
       .argument('<file>', 'the backup file')
-      .action(async (file: string, _opts: object, cmd: Command) => {
+      .option('--shares-file <file>', 'the original unseal shares, one per line ("-" for stdin)')
+      .action(async (file: string, opts: { sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const { text } = await readBackupFile(file);
-        const result = await ctx.client({ auth: false }).sys.restore(text);
+        const { text, parsed } = await readBackupFile(file);
+        const seal = parsed.header.seal;
+        // The HSM holds a PKCS#11 backup's root key; a Shamir one is rebuilt from the shares.
+        const needsShares = seal.type !== 'pkcs11';
+        if (!needsShares && opts.sharesFile !== undefined) throw usageError('a PKCS#11 backup is restored with the HSM key: give no --shares-file');
+        const client = ctx.client({ auth: false });
+        // Asked first so nobody types shares for a restore that cannot happen (the server checks again).
+        if ((await client.sys.status()).initialized) throw new CliError('Coffer is already initialised: restore only into a new, uninitialised server');
+        const shares = needsShares ? await readShares(opts.sharesFile, seal.threshold, 'Original unseal share') : undefined;
+        const result = await client.sys.restore(text, { shares });
         ctx.print(result, () =>
           fields([
             ['Restored rows', Object.values(result.restored).reduce((a, n) => a + n, 0)],
             ['Seal type', result.seal_type],
             ['Root key version', result.root_version],
             ['Sealed', result.sealed],
-          ]) + `\nUnseal with the original ${result.seal_type === 'pkcs11' ? 'HSM key (automatic at start) or recovery shares' : 'unseal shares'}: \`coffer operator unseal\`.\n`,
+          ]) +
+          (result.sealed
+            ? `\nUnseal with the original ${result.seal_type === 'pkcs11' ? 'HSM key (automatic at start) or recovery shares' : 'unseal shares'}: \`coffer operator unseal\`.\n`
+            : '\nThe backup\'s sealed digest was proven with the original root key, which now unseals the server.\n'),
         );
       }),
-    'coffer operator restore coffer.backup',
+    'coffer operator restore coffer.backup                 # prompts for the original unseal shares',
+    'coffer operator restore coffer.backup --shares-file shares.txt',
   );
 }

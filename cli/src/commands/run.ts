@@ -12,6 +12,9 @@ import { MAPPING_HELP, fetchFolderEnv, folderLabel, readEnvFile, resolveRefs, re
 import { json } from '../output.js';
 import { duration, examples } from './common.js';
 
+/** How long `run --fallback` retries before using its copy (unless --retry-budget says otherwise). */
+const FALLBACK_RETRY_BUDGET_MS = 2_000;
+
 interface FolderOptions {
   ns?: string;
   prefix?: string;
@@ -144,7 +147,8 @@ export function registerRun(program: Command): void {
         let env: Map<string, string>;
         let injected: number;
         try {
-          const client = ctx.client({ auth: true });
+          // With a fallback copy, an outage is not waited out (the copy is for that): a short retry budget.
+          const client = ctx.client({ auth: true, ...(opts.fallback !== undefined ? { retryBudgetMs: FALLBACK_RETRY_BUDGET_MS } : {}) });
           const { env: folderEnv } = await fetchFolderEnv(client, namespace, folder, { allowPartial: opts.allowPartial === true });
           injected = folderEnv.size;
           const built = build(folderEnv);

@@ -35,6 +35,31 @@ export async function kmsRequests(server) {
   };
 }
 
+/** (h2)/(h3): encrypt 1 KiB on the PKCS#11-sealed server, with a software key and with an HSM-resident one. */
+export const HSM_KMS_IDS = ['h2', 'h3'];
+
+export async function hsmKmsRequests(server) {
+  const { base, token } = server;
+  await api(base, 'POST', '/v1/namespaces', { token, body: { name: KMS_NAMESPACE }, expect: [201, 409] });
+  await api(base, 'POST', `/v1/kms/${KMS_NAMESPACE}/keys/soft`, { token, body: { type: 'aes256-gcm' }, expect: [201, 409] });
+  await api(base, 'POST', `/v1/kms/${KMS_NAMESPACE}/keys/in-hsm`, { token, body: { type: 'aes256-gcm', hsm: true }, expect: [201, 409] });
+  const body = { plaintext: randomBytes(1024).toString('base64'), associated_data: 'b3JkZXItNDI=' };
+  return {
+    h2: post(server, `/v1/kms/${KMS_NAMESPACE}/encrypt/soft`, body),
+    h3: post(server, `/v1/kms/${KMS_NAMESPACE}/encrypt/in-hsm`, body),
+  };
+}
+
+/** The HSM-resident line: (h3) against (h2), the same operation with a software key on the same server. */
+export function printHsmKms(results, ratios, out) {
+  const h2 = results.get('h2');
+  const h3 = results.get('h3');
+  if (!h2 || h2.skipped || !h3 || h3.skipped) return;
+  ratios.h3_over_h2 = h3.rps / h2.rps;
+  out();
+  out(`KMS encrypt 1 KiB on the PKCS#11-sealed server: HSM-resident key (h3) ${Math.round(h3.rps)} req/s (p50 ${fmtMs(h3.p50)} ms) vs software key (h2) ${Math.round(h2.rps)} req/s (p50 ${fmtMs(h2.p50)} ms) = ${fmtRatio(ratios.h3_over_h2)}`);
+}
+
 /** The KMS lines of the report: each scenario against (b1) of the same run, and the issue's aims (informational). */
 export function printKms(results, ratios, out) {
   const b1 = results.get('b1');

@@ -13,7 +13,9 @@
  * `sha256` covers every byte before the trailer line; `digest_seal` is that
  * digest wrapped by the root key (AEAD): only a holder of the root key can make
  * one that opens, so an edited backup is caught by `backup verify --server`
- * even when its SHA-256 was recomputed. Restore checks structure and SHA-256.
+ * even when its SHA-256 was recomputed. Restore proves it too, before it writes
+ * anything: with the original unseal shares (Shamir: see RestoreEnvelope) or
+ * the HSM's root key (PKCS#11).
  *
  * Checked here without any key (offline `coffer operator backup verify`). The
  * wire contract imports nothing: callers pass SHA-256 (node:crypto on Node).
@@ -208,9 +210,37 @@ export interface BackupVerifyResult {
   failures: string[];
 }
 
+/**
+ * `POST /v1/sys/restore` takes the backup file as sent (application/x-ndjson),
+ * optionally preceded by ONE line of this shape:
+ *
+ *   {"coffer_restore": {"shares": ["<share>", ...]}}
+ *
+ * A Shamir backup needs it, with the threshold of ORIGINAL unseal shares: they
+ * rebuild the root key that proves the backup's sealed digest (an edited backup
+ * whose SHA-256 was recomputed is refused). A PKCS#11 backup takes no shares:
+ * the HSM holds the root key. The shares travel in the body only (never the
+ * URL), and the server neither stores, logs nor audits them.
+ */
+export interface RestoreEnvelope {
+  coffer_restore: { shares: string[] };
+}
+
+/** The body of a restore: the envelope line (when there are shares), then the backup unchanged. */
+export function restoreUpload(backup: string, shares?: readonly string[]): string {
+  if (!shares || shares.length === 0) return backup;
+  const envelope: RestoreEnvelope = { coffer_restore: { shares: [...shares] } };
+  return `${JSON.stringify(envelope)}\n${backup}`;
+}
+
 export interface RestoreResult {
   restored: Record<string, number>;
   seal_type: string;
   root_version: number;
-  sealed: true;
+  /**
+   * False when the server unsealed with the root key the restore proved (the
+   * shares it was given, or the HSM key); true when unsealing afterwards failed
+   * (unseal as usual: the restore itself is committed).
+   */
+  sealed: boolean;
 }

@@ -55,7 +55,7 @@ export interface KmsKeyCreate {
   deletion_allowed?: boolean;
   /** Seconds between scheduled rotations; 0 or absent: manual only. */
   auto_rotate_period?: number;
-  /** Generate and keep the key in the HSM (not available yet). */
+  /** Generate and keep the key in the HSM (PKCS#11 seal only; aes256-gcm, hmac-*, ecdsa-*, rsa-*): never exportable. */
   hsm?: boolean;
 }
 

@@ -130,7 +130,8 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
       const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
-      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring, feed: changes, cache: kmsKeys });
+      const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring, feed: changes, cache: kmsKeys, device: () => vault.importDevice() });
+      namespaces.beforeDelete = (namespaceId, trx) => kms.keys.destroyNamespaceDeviceKeys(namespaceId, trx);
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {
         namedKeys: kms.keys,
         rewrapBatchSize: config.kekRewrapBatchSize,

@@ -26,6 +26,7 @@ import { CofferError } from '../errors.js';
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 import type { Database } from '../storage/schema.js';
 import { isConnectionError, pgErrorCode } from '../storage/errors.js';
+import { outsideJobFence } from '../storage/job-fence.js';
 import type { AuditRepo } from '../storage/repos/audit.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import { systemDraft, type AuditDraft, type AuditEntry } from './entry.js';
@@ -75,6 +76,8 @@ export const auditUnavailable = () =>
 
 /** How often a failing audit log tries to write again when no request does. */
 const PROBE_INTERVAL_MS = 2000;
+/** Accessor HMACs remembered (accessorHmac); the map starts over when full. */
+const ACCESSOR_HMACS = 10_000;
 const SYSTEM_IDENTITY = { id: 'system:audit', display_name: 'audit log' } as const;
 
 /** A database error about the statement (not the connection or the server): other entries may still go in. */
@@ -98,6 +101,7 @@ export class AuditLog {
   /** Set while a write has outlived its timeout: new requests fail at once instead of piling up. */
   private stalled = false;
   private fieldKey: KeyMaterial | null = null;
+  private readonly accessorHmacs = new Map<string, string>();
   private checkpointKey: KeyMaterial | null = null;
   private readonly writer: EntryWriter;
   private readonly intents: AuditIntents;
@@ -149,6 +153,7 @@ export class AuditLog {
   setKey(auditKey: KeyMaterial | null): void {
     zeroize(this.fieldKey, this.checkpointKey);
     this.fieldKey = this.checkpointKey = null;
+    this.accessorHmacs.clear();
     if (!auditKey) return;
     this.fieldKey = new Uint8Array(createHmac('sha256', auditKey).update('coffer audit field hmac v1').digest());
     this.checkpointKey = new Uint8Array(createHmac('sha256', auditKey).update('coffer audit checkpoint v1').digest());
@@ -159,6 +164,23 @@ export class AuditLog {
   hmac(value: string): string | null {
     if (!this.fieldKey) return null;
     return `hmac-sha256:${createHmac('sha256', this.fieldKey).update(value, 'utf8').digest('hex')}`;
+  }
+
+  /**
+   * `hmac` of a token accessor, remembered: every request of a token names
+   * the same one, and the HMAC was a visible share of a read's CPU. Only
+   * accessors are kept (they are in memory anyway, in the verified-token
+   * cache and the revocation list), never other hashed values such as secret
+   * data; forgotten with the key.
+   */
+  accessorHmac(accessor: string): string | null {
+    const known = this.accessorHmacs.get(accessor);
+    if (known !== undefined) return known;
+    const digest = this.hmac(accessor);
+    if (digest === null) return null;
+    if (this.accessorHmacs.size >= ACCESSOR_HMACS) this.accessorHmacs.clear();
+    this.accessorHmacs.set(accessor, digest);
+    return digest;
   }
 
   /**
@@ -273,7 +295,9 @@ export class AuditLog {
   }
 
   private kick(): void {
-    this.flushing ??= this.drain().finally(() => {
+    // Outside any job's fence (storage/job-fence.ts): a job's entry may start the drain, which then
+    // writes every request's entries; a lease the job lost must not refuse theirs.
+    this.flushing ??= outsideJobFence(() => this.drain()).finally(() => {
       this.flushing = null;
     });
   }
@@ -287,21 +311,43 @@ export class AuditLog {
     return new Promise((resolve) => setImmediate(resolve));
   }
 
+  /**
+   * One batch in flight at a time (each is chained after the last). When a
+   * batch has been written and more entries queued meanwhile, the next batch
+   * is sent before the written one's requests are released: the database
+   * works on it while this thread writes those responses, instead of after
+   * (PostgreSQL only). Nothing is released or sent early: the next batch
+   * follows a committed one.
+   */
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.probeDue) {
-      this.probeDue = false;
-      await this.gather();
-      const batch = this.queue.splice(0, this.options.maxBatch);
-      if (this.outage) batch.unshift(this.resumedEntry(this.outage));
-      if (batch.length === 0) continue;
-      let results: Array<Error | null>;
-      try {
-        results = await this.withTimeout(this.writeBatch(batch));
-      } catch (err) {
-        results = batch.map(() => (err instanceof Error ? err : new Error(String(err))));
+    let next: { batch: Pending[]; write: Promise<Array<Error | null>> } | null = null;
+    while (next || this.queue.length > 0 || this.probeDue) {
+      let current = next;
+      next = null;
+      if (!current) {
+        this.probeDue = false;
+        await this.gather();
+        current = this.cut();
+        if (!current) continue;
       }
-      this.settle(batch, results);
+      const results = await current.write;
+      // Not during an outage: settling this batch ends it, and the next one must not carry a second resumed entry.
+      // Not on PGlite (exclusive): its queries run on this thread, so nothing would overlap, and the pause in
+      // gather() is what gives its batches more than one entry.
+      if (this.queue.length > 0 && !this.outage && !this.options.exclusive && results.every((r) => r === null)) next = this.cut();
+      this.settle(current.batch, results);
     }
+  }
+
+  /** Takes the next batch off the queue and starts writing it; null if there is nothing to write. */
+  private cut(): { batch: Pending[]; write: Promise<Array<Error | null>> } | null {
+    const batch = this.queue.splice(0, this.options.maxBatch);
+    if (this.outage) batch.unshift(this.resumedEntry(this.outage));
+    if (batch.length === 0) return null;
+    const write = this.withTimeout(this.writeBatch(batch)).catch((err: unknown) =>
+      batch.map(() => (err instanceof Error ? err : new Error(String(err)))),
+    );
+    return { batch, write };
   }
 
   private settle(batch: Pending[], results: Array<Error | null>): void {

@@ -66,13 +66,14 @@ export function draftFor(
   principal: Principal | undefined,
   errorCode: string | null,
   hmac: (value: string) => string | null,
+  accessorHmac: (accessor: string) => string | null = hmac,
 ): AuditDraft {
   const described = { action: request.action, namespace: request.namespace, path: request.path };
   const hashed: Record<string, string> = {};
   let identity: AuditIdentity | null = null;
   if (principal) {
     identity = { id: principal.identity, method: 'token', display_name: principal.displayName };
-    const accessor = hmac(principal.accessor);
+    const accessor = accessorHmac(principal.accessor);
     if (accessor) identity.accessor_hmac = accessor;
   }
   // Sensitive fields are recorded as HMACs only; while sealed (no audit key) they are left out.

@@ -36,6 +36,7 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
     principal ?? (res.locals.principal as Principal | undefined),
     (res.locals.errorCode as string | undefined) ?? null,
     (v) => core.audit.hmac(v),
+    (accessor) => core.audit.accessorHmac(accessor),
   );
   // What the handler routed and authorised wins over what the URL seems to say.
   const target = res.locals.auditTarget as AuditTarget | undefined;

@@ -10,6 +10,9 @@
  * - One run at a time per job on this server; a kick during a run makes the
  *   run go once more when it ends (the kick's work may have come after the
  *   run looked).
+ * - Fenced: the run's transactions commit only while the lock's epoch is
+ *   still the newest (storage/job-fence.ts), so a server that lost the lock
+ *   mid-run (paused, cut off) cannot write after another server took over.
  * - Back-off: after a failure the next run waits twice the interval, then
  *   four times…, up to `maxBackoffMs`, so a broken database or HSM is not
  *   hammered; a success resets it. A kick still runs the job at once.
@@ -17,6 +20,7 @@
  *   (also aborted when the lock is lost) and awaited, so a job's step (a
  *   transaction) is never cut in half by a seal or a shutdown.
  */
+import { runFenced } from '../storage/job-fence.js';
 import type { JobLocks } from '../storage/job-locks.js';
 
 export interface JobContext {
@@ -231,7 +235,7 @@ class ScheduledJob {
     const started = performance.now();
     let outcome: JobOutcome = 'ok';
     try {
-      await this.spec.run({ signal: abort.signal });
+      await runFenced(lock.fence, () => this.spec.run({ signal: abort.signal }));
       this.failures = 0;
     } catch (err) {
       outcome = 'failed';

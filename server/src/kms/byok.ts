@@ -356,11 +356,11 @@ function mgf1Sha256(seed: Uint8Array, length: number): Buffer {
 }
 
 /**
- * EME-OAEP decoding with SHA-256 and MGF1-SHA-256, empty label (RFC 8017
- * 7.1.2 step 3). Every check runs before the single failure, which says
+ * EME-OAEP decoding with SHA-256 and MGF1-SHA-256, empty label unless given
+ * (RFC 8017 7.1.2 step 3; HSM-resident RSA named keys pass their binding). Every check runs before the single failure, which says
  * nothing about which check failed; the import token is spent anyway.
  */
-export function oaepDecodeSha256(em: Uint8Array): Uint8Array {
+export function oaepDecodeSha256(em: Uint8Array, label: Uint8Array = new Uint8Array(0)): Uint8Array {
   const hLen = 32;
   const k = em.length;
   if (k < 2 * hLen + 2) throw invalidMaterial();
@@ -370,7 +370,7 @@ export function oaepDecodeSha256(em: Uint8Array): Uint8Array {
   for (let i = 0; i < hLen; i++) seed[i]! ^= maskedSeed[i]!;
   const db = mgf1Sha256(seed, k - hLen - 1);
   for (let i = 0; i < db.length; i++) db[i]! ^= maskedDb[i]!;
-  const lHash = createHash('sha256').digest();
+  const lHash = createHash('sha256').update(label).digest();
   let bad = em[0]!;
   for (let i = 0; i < hLen; i++) bad |= db[i]! ^ lHash[i]!;
   // Find the 0x01 separator after the zero padding without branching on secret data.

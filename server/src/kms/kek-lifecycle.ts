@@ -60,6 +60,8 @@ export interface NamedKeyVersions {
   /** Moves up to `limit` key versions to `target` in `trx`; 0 when none is left. */
   rewrapToKek(namespaceId: string, target: number, trx: Transaction<Database>, limit?: number): Promise<number>;
   countToRewrap(namespaceId: string, target: number, executor?: Transaction<Database>): Promise<number>;
+  /** Crypto-shredding: destroys the namespace's HSM-resident key objects (throws while the token cannot be reached). */
+  destroyNamespaceDeviceKeys?(namespaceId: string): Promise<void>;
 }
 
 /** A change no request asked for: scheduled or usage-limit rotation, retirement, destruction. */
@@ -88,7 +90,11 @@ export class KekLifecycle {
     private readonly usage: KekUsage,
     private readonly options: KekLifecycleOptions,
   ) {
-    this.shredder = new NamespaceShredder(db, keyring, changes, usage, { onEvent: options.onEvent, record: (event) => this.record(event) });
+    this.shredder = new NamespaceShredder(db, keyring, changes, usage, {
+      onEvent: options.onEvent,
+      record: (event) => this.record(event),
+      destroyDeviceKeys: options.namedKeys?.destroyNamespaceDeviceKeys ? (id) => options.namedKeys!.destroyNamespaceDeviceKeys!(id) : undefined,
+    });
   }
 
   // --- status -------------------------------------------------------------

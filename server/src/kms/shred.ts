@@ -41,6 +41,11 @@ export class NamespaceShredder {
       onEvent: (what: string, fields: Record<string, unknown>) => void;
       /** Records a destruction in the audit log once it has committed. */
       record: (event: BackgroundAuditEvent) => Promise<void>;
+      /**
+       * Destroys key objects the namespace has in an HSM (HSM-resident named keys) before its
+       * rows go; while it fails the namespace is left for the next sweep (shredding stays complete).
+       */
+      destroyDeviceKeys?: ((namespaceId: string) => Promise<void>) | undefined;
     },
   ) {
     // Built here from the database (kms/kek-lifecycle.ts constructs this class with it).
@@ -106,6 +111,15 @@ export class NamespaceShredder {
     const due = await this.namespaces.dueForShredding(now);
     const destroyed: string[] = [];
     for (const candidate of due) {
+      if (this.hooks.destroyDeviceKeys) {
+        try {
+          // Before the transaction: the token call may be slow, and a failure must leave the rows for a retry.
+          await this.hooks.destroyDeviceKeys(candidate.id);
+        } catch (err) {
+          this.hooks.onEvent('namespace shredding postponed: its HSM key objects could not be destroyed', { namespace: candidate.name, error: err instanceof Error ? err.message : String(err) });
+          continue;
+        }
+      }
       const done = await this.db.transaction().execute(async (trx) => {
         const ns = await this.namespaces.lockById(candidate.id, trx);
         if (!ns?.deletion_date || ns.deletion_date.getTime() > now.getTime()) return false;

@@ -13,6 +13,15 @@ export type OaepHash = 'sha1' | 'sha256';
 export type Pkcs11Module = typeof Pkcs11Types;
 export type Handle = Buffer;
 
+/** What Pkcs11Token.use hands its callback: the library, the constants and a session from the pool. */
+export interface TokenContext {
+  lib: Pkcs11Types.PKCS11;
+  m: Pkcs11Module;
+  session: Handle;
+  /** Handles of objects with this label and class. */
+  find(label: string, cls: number): Handle[];
+}
+
 /** The HSM could not be reached or refused: the server stays sealed (503) and writes nothing. */
 export class HsmUnavailableError extends CofferError {
   constructor(message: string) {

@@ -117,7 +117,11 @@ export class Pkcs11Seal implements Seal {
 
   importDevice(): ImportDevice {
     const token = this.hsm();
-    return { token, keyLabel: (id) => `${this.hsmKeyLabelPrefix}-import-${id}` };
+    return {
+      token,
+      keyLabel: (id) => `${this.hsmKeyLabelPrefix}-import-${id}`,
+      namedKeyLabel: (...parts) => `${this.hsmKeyLabelPrefix}-kms-${parts.join('-')}`,
+    };
   }
 
   disconnect(): void {

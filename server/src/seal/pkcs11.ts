@@ -34,9 +34,10 @@ import {
   type Handle,
   type OaepHash,
   type Pkcs11Module,
+  type TokenContext,
 } from './pkcs11-native.js';
 
-export { HsmUnavailableError, type OaepHash };
+export { HsmUnavailableError, type OaepHash, type TokenContext };
 
 export interface Pkcs11Settings {
   /** Path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so. */
@@ -419,6 +420,14 @@ export class Pkcs11Token {
   /** Random bytes from the token's generator. */
   async random(n: number): Promise<Buffer> {
     return this.guard(() => this.withSession((s) => this.lib.C_GenerateRandom(s, Buffer.alloc(n))));
+  }
+
+  /**
+   * Runs `fn` on a pooled session with the raw library (seal/pkcs11-kms.ts builds the
+   * named-key operations on it). A failure that is not a CofferError is a 503.
+   */
+  async use<T>(fn: (ctx: TokenContext) => Promise<T> | T): Promise<T> {
+    return this.guard(() => this.withSession((session) => fn({ lib: this.lib, m: this.m, session, find: (label, cls) => this.find(session, label, cls) })));
   }
 
   /** Maps a PKCS#11 failure to 503 (device gone, session lost…) unless it is already a CofferError. */

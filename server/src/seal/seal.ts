@@ -41,6 +41,11 @@ export interface ImportDevice {
   readonly token: Pkcs11Token;
   /** The token label of one import's wrapping key pair. */
   keyLabel(importId: string): string;
+  /**
+   * Labels of HSM-resident named keys (kms/named-keys/hsm.ts): <prefix>-kms-<parts joined by "-">,
+   * e.g. (namespace id, key id, "v3"); fewer parts give the prefix of a key's or a namespace's objects.
+   */
+  namedKeyLabel(...parts: string[]): string;
 }
 
 /** The seal_config fields a seal reads to find and check the root key in effect. */

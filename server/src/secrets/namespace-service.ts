@@ -39,6 +39,8 @@ export type NamespaceRepos = Pick<Repos, 'namespaces' | 'namespaceKeys' | 'secre
 
 export class NamespaceService {
   /** Called after a rotation commits (wakes the rewrap job runner). */
+  /** Before a namespace's rows are deleted: the KMS destroys its key objects in the HSM (set in app/compose.ts). */
+  beforeDelete: (namespaceId: string, trx: Transaction<Database>) => Promise<void> = async () => undefined;
   onKekRotated: (namespaceId: string) => void = () => undefined;
 
   constructor(
@@ -157,6 +159,8 @@ export class NamespaceService {
       if (secrets > 0 && !force) {
         throw conflict('conflict', `namespace "${name}" holds ${secrets} secret(s); delete them first or pass force=true`);
       }
+      // Key objects in an HSM (HSM-resident named keys) first: the rows are all that names them.
+      await this.beforeDelete(ns.id, trx);
       // Keys first, explicitly: the cascade would do it, but the order states the intent.
       await this.repos.namespaceKeys.deleteAll(ns.id, trx);
       await this.repos.namespaces.delete(ns.id, trx);

@@ -11,6 +11,7 @@ import type { Database } from './schema.js';
 import { migrationProvider } from './migrations.js';
 import { lockDataDir, type DataDirLock } from './datadir-lock.js';
 import { LocalChangeFeed, PostgresChangeFeed, type ChangeFeed } from './change-feed.js';
+import { fencedDialect } from './job-fence.js';
 import { LocalJobLocks, PostgresJobLocks, type JobLocks } from './job-locks.js';
 import { redactUrl } from './redact-url.js';
 
@@ -97,7 +98,8 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     });
     // pg-pool re-emits an idle client's error on the pool (already reported above) and drops the client.
     pool.on('error', () => {});
-    dialect = new PostgresDialect({ pool });
+    // Background jobs' transactions commit only while their lock's epoch holds (job-fence.ts).
+    dialect = fencedDialect(new PostgresDialect({ pool }));
     changes = new PostgresChangeFeed(options.databaseUrl, (err) => options.onConnectionLost?.('change-feed', err));
     jobLocks = new PostgresJobLocks(options.databaseUrl, (err) => options.onConnectionLost?.('job-locks', err));
   } else {

@@ -11,19 +11,34 @@
  * lock reports itself lost (its signal aborts) so the job stops at its next
  * step, and the next acquisition opens a new connection.
  *
+ * Taking a lock also takes the job's next fencing epoch (job-fence.ts): a
+ * server whose lock was lost while its job was still running cannot commit
+ * that job's work once the next holder has its epoch.
+ *
  * PGlite: one process owns the data directory, so an in-process set of held
- * names per storage is the whole lock.
+ * names per storage is the whole lock (no epoch: there is no one to fence).
  */
+import { hostname } from 'node:os';
 import pg from 'pg';
+import type { JobFence } from './job-fence.js';
+import { bumpJobLease } from './repos/job-leases.js';
 
 /** First key of the two-key advisory lock: "Coffer job". The second is the job name's hash. */
 export const JOB_LOCK_CLASS = 0x0c0ffe02;
 /** A connection attempt that hangs (a host that drops packets) fails the acquisition instead. */
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * How long taking the epoch waits for the previous holder's transaction that
+ * is between its fence check and its COMMIT (a process paused right there):
+ * the acquisition then fails and is retried later, rather than hanging.
+ */
+const LEASE_LOCK_TIMEOUT_MS = 5_000;
 
 export interface HeldJobLock {
   /** Aborted when the lock may be gone (its connection broke): stop before the next step. */
   readonly lost: AbortSignal;
+  /** The epoch taken with the lock, for the job's transactions (job-fence.ts); null where nothing needs fencing (PGlite). */
+  readonly fence: JobFence | null;
   /** Gives the lock back; never throws (a broken connection has given it back already). */
   release(): Promise<void>;
 }
@@ -47,6 +62,7 @@ export class LocalJobLocks implements JobLocks {
     let released = false;
     return {
       lost: new AbortController().signal,
+      fence: null,
       release: async () => {
         if (released) return;
         released = true;
@@ -85,6 +101,8 @@ export class PostgresJobLocks implements JobLocks {
     private readonly connectionString: string,
     /** Told when the lock connection breaks (for the log); the next acquisition reconnects. */
     private readonly onLost: (err: Error) => void = () => {},
+    /** Who holds a job, in job_leases (for an operator reading the table). */
+    private readonly holder: string = `${hostname()}-${process.pid}`,
   ) {}
 
   async tryAcquire(job: string): Promise<HeldJobLock | null> {
@@ -98,7 +116,15 @@ export class PostgresJobLocks implements JobLocks {
         this.held.delete(job);
         return null;
       }
-      return this.heldLock(job, session);
+      let epoch: number;
+      try {
+        epoch = await bumpJobLease((text, values) => query(session, text, values), job, this.holder);
+      } catch (err) {
+        // Without an epoch the job must not run: give the lock back.
+        await query(session, 'select pg_advisory_unlock($1::int, hashtext($2::text))', [JOB_LOCK_CLASS, job]).catch(() => undefined);
+        throw err;
+      }
+      return this.heldLock(job, session, { job, epoch });
     } catch (err) {
       this.held.delete(job);
       throw err;
@@ -118,10 +144,11 @@ export class PostgresJobLocks implements JobLocks {
     await s.client.end().catch(() => {});
   }
 
-  private heldLock(job: string, session: Session): HeldJobLock {
+  private heldLock(job: string, session: Session, fence: JobFence): HeldJobLock {
     let released = false;
     return {
       lost: session.broken.signal,
+      fence,
       release: async () => {
         if (released) return;
         released = true;
@@ -162,6 +189,7 @@ export class PostgresJobLocks implements JobLocks {
     client.on('end', () => lost());
     try {
       await client.connect();
+      await client.query(`set lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
     } catch (err) {
       session.broken.abort();
       await client.end().catch(() => {});

@@ -405,6 +405,23 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0010_job_leases': {
+    async up(db: Kysely<unknown>) {
+      // The fencing token of each background job (storage/job-fence.ts): whoever takes a job's
+      // cluster lock bumps its epoch; a job's transaction commits only while the epoch is still
+      // the one its holder took, so a paused ex-leader cannot write after another server took over.
+      await sql
+        .raw(
+          `create table job_leases (
+            job text collate "C" primary key,
+            epoch bigint not null check (epoch >= 1),
+            holder text not null,
+            acquired_at timestamptz not null default now()
+          )`,
+        )
+        .execute(db);
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

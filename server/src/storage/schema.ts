@@ -304,8 +304,17 @@ export interface LoginFailureTable {
   updated_at: Timestamp;
 }
 
+/** One row per background job: its fencing token (storage/job-fence.ts). */
+export interface JobLeaseTable {
+  job: string;
+  epoch: number;
+  holder: string;
+  acquired_at: Timestamp;
+}
+
 export interface Database {
   login_failures: LoginFailureTable;
+  job_leases: JobLeaseTable;
   import_keys: ImportKeyTable;
   escrow_requests: EscrowRequestTable;
   audit_log: AuditLogTable;

@@ -155,6 +155,7 @@ export const TABLES: { readonly [T in TableName]: TableClass } = {
   escrow_requests: { kind: 'plain' },
   tokens: { kind: 'plain' },
   login_failures: { kind: 'plain' },
+  job_leases: { kind: 'plain' },
   policies: { kind: 'plain' },
   users: { kind: 'plain' },
   groups: { kind: 'plain' },

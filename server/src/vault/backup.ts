@@ -15,7 +15,7 @@
  * backup opens under this server's root key, that the secret values decrypt,
  * and that the sealed digest is the root key's. It answers counts, never keys.
  */
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import {
   BACKUP_FORMAT,
@@ -159,7 +159,9 @@ export async function verifyKeysOpen(backup: ParsedBackup, root: RootKey): Promi
   }, null);
   result.digest = await attempt('digest_seal', async () => {
     const opened = await root.unwrapKey(Buffer.from(backup.trailer.digest_seal, 'base64'), aad.backupDigest(backup.header.created_at, backup.header.seal.root_version), 'the backup digest');
-    const same = Buffer.from(opened).toString('hex') === backup.trailer.sha256;
+    const expected = Buffer.from(backup.trailer.sha256, 'hex');
+    const same = opened.length === expected.length && timingSafeEqual(opened, expected);
+    zeroize(opened);
     if (!same) throw new Error('digest mismatch');
   }, null);
 

@@ -1,29 +1,41 @@
 /**
  * POST /v1/sys/restore: a backup (sdk/src/api/backup.ts) put back into an
  * UNINITIALISED server, in one transaction: every table is emptied and
- * refilled, or nothing changes. The server is then initialised and sealed:
- * it unseals with the original shares (Shamir) or the original HSM key
- * (PKCS#11, found by the label the backup names), and with nothing else,
- * because every key in the backup is still wrapped by the original root key.
+ * refilled, or nothing changes.
+ *
+ * Before anything is written the restore PROVES the backup is the original
+ * root key's: the trailer's sealed digest must open under that key and equal
+ * the content's SHA-256 (a plain SHA-256 can be recomputed by anyone who edits
+ * the file: planted policies, identities or audit rows would otherwise come
+ * back). The root key comes from the ORIGINAL unseal shares sent with the
+ * backup (Shamir, RestoreEnvelope) or from the HSM, by the label the backup
+ * names (PKCS#11). Having proven it, the server unseals with it after the
+ * commit: the shares were just shown, asking for them again proves nothing.
  *
  * Refused with a 4xx, changing nothing: a server already initialised (409), a
- * backup that is malformed or whose SHA-256 does not match (400), a newer
- * format or another schema (400), a backup of another seal type than this
- * server is configured with (409).
+ * backup that is malformed, whose SHA-256 does not match, or whose sealed
+ * digest does not open under the root key (400), missing or wrong shares
+ * (400), a newer format or another schema (400), a backup of another seal type
+ * than this server is configured with, or an HSM without its key (409).
  *
  * The audit chain comes back as it was and goes on from its head: the
  * restore's own entry is appended in the same transaction (like init's), so a
  * restored server's chain verifies end to end. Entries the uninitialised
  * server wrote before (status probes) are replaced with the backup's chain.
  */
+import { timingSafeEqual } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import { BackupFormatError, byteaOf, parseBackup, type ParsedBackup, type RestoreResult } from '@coffer/sdk/api';
 import { changeEvents, publishEvent } from '../cluster/events.js';
+import { zeroize } from '../crypto/aead.js';
+import { aad } from '../crypto/context.js';
 import { CofferError, conflict } from '../errors.js';
 import { isInitialised, replaceAll, schemaTables, schemaVersion } from '../storage/repos/backup.js';
 import type { RootKey } from '../seal/root-key.js';
+import { MAX_SHARES } from '../seal/shamir.js';
 import type { Database } from '../storage/schema.js';
 import { BACKUP_TABLES, sha256Hex } from './backup.js';
+import { rootFromShares, rootRefOf } from './backup-shares.js';
 import type { Vault } from './vault.js';
 
 /** A parsed, hash-checked backup, or 400 naming the problem. */
@@ -36,8 +48,39 @@ export function readBackup(text: string): ParsedBackup {
   }
 }
 
-export function restore(vault: Vault, text: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<RestoreResult> {
+/** The longest share text accepted (a share is 33 bytes: 44 base64 or 66 hex characters). */
+const MAX_SHARE_CHARS = 256;
+
+/**
+ * Splits a restore upload into the shares of its envelope line (sdk/src/api/backup.ts
+ * RestoreEnvelope), if any, and the backup text. Messages never quote a share.
+ */
+export function readRestoreUpload(text: string): { shares: string[] | null; backup: string } {
+  if (!text.startsWith('{"coffer_restore"')) return { shares: null, backup: text };
+  const newline = text.indexOf('\n');
+  const bad = () => new CofferError('invalid_request', 'the restore\'s first line must be {"coffer_restore":{"shares":["…", …]}}, then the backup');
+  if (newline < 0) throw bad();
+  let envelope: unknown;
+  try {
+    envelope = JSON.parse(text.slice(0, newline));
+  } catch {
+    throw bad();
+  }
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(envelope) || Object.keys(envelope).length !== 1) throw bad();
+  const inner = envelope.coffer_restore;
+  if (!isObject(inner) || Object.keys(inner).length !== 1) throw bad();
+  const shares = inner.shares;
+  if (!Array.isArray(shares)) throw bad();
+  if (shares.length < 1 || shares.length > MAX_SHARES || !shares.every((v): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_SHARE_CHARS)) {
+    throw new CofferError('invalid_shares', `give 1 to ${MAX_SHARES} shares, each a non-empty string (base64 or hex)`);
+  }
+  return { shares, backup: text.slice(newline + 1) };
+}
+
+export function restore(vault: Vault, upload: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<RestoreResult> {
   return vault.exclusive(async () => {
+    const { shares, backup: text } = readRestoreUpload(upload);
     const backup = readBackup(text);
     const { header } = backup;
     await vault.load();
@@ -56,50 +99,92 @@ export function restore(vault: Vault, text: string, beforeCommit?: (trx: Transac
     }
     const seal = backup.rows.get('seal_config') ?? [];
     if (seal.length !== 1) throw new CofferError('invalid_backup', 'the backup holds no seal configuration');
-    await proveSealHoldsRoot(vault, seal[0]!);
-    const restored = await vault.db.transaction().execute(async (trx) => {
-      const schema = await schemaVersion(trx);
-      if (header.schema !== schema) {
-        throw new CofferError(
-          'unsupported_backup',
-          `the backup's schema (${header.schema}) is not this server's (${schema}): restore with the Coffer version that made it, then upgrade`,
-        );
-      }
-      const live = await schemaTables(trx);
-      const notInBackup = live.filter((t) => !header.tables.includes(t));
-      if (notInBackup.length > 0) throw new Error(`tables not in the storage registry: ${notInBackup.join(', ')}`);
-      // Checked again inside the transaction: another server sharing the database may have initialised meanwhile.
-      if (await isInitialised(trx)) throw conflict('already_initialized', 'Coffer is already initialised: restore only into a new, uninitialised server');
-      try {
-        await replaceAll(trx, header.tables, backup.rows);
-      } catch (err) {
-        // A row that does not fit the schema (an edited backup whose hash was recomputed).
-        throw new CofferError('invalid_backup', 'the backup\'s rows do not fit the schema (edited or damaged)');
-      }
-      // Other servers sharing the database learn that it is initialised now (as after an init).
-      await publishEvent(vault.deps.changes, trx, changeEvents.init());
-      await beforeCommit?.(trx);
-      return Object.fromEntries(header.tables.map((t) => [t, backup.rows.get(t)!.length]));
-    });
+    const root = await rootOfBackup(vault, seal[0]!, shares);
+    let restored: Record<string, number>;
+    try {
+      proveDigest(backup, await openDigest(root, backup));
+      restored = await vault.db.transaction().execute(async (trx) => {
+        const schema = await schemaVersion(trx);
+        if (header.schema !== schema) {
+          throw new CofferError(
+            'unsupported_backup',
+            `the backup's schema (${header.schema}) is not this server's (${schema}): restore with the Coffer version that made it, then upgrade`,
+          );
+        }
+        const live = await schemaTables(trx);
+        const notInBackup = live.filter((t) => !header.tables.includes(t));
+        if (notInBackup.length > 0) throw new Error(`tables not in the storage registry: ${notInBackup.join(', ')}`);
+        // Checked again inside the transaction: another server sharing the database may have initialised meanwhile.
+        if (await isInitialised(trx)) throw conflict('already_initialized', 'Coffer is already initialised: restore only into a new, uninitialised server');
+        try {
+          await replaceAll(trx, header.tables, backup.rows);
+        } catch (err) {
+          // A row that does not fit the schema (an edited backup whose hash was recomputed).
+          throw new CofferError('invalid_backup', 'the backup\'s rows do not fit the schema (edited or damaged)');
+        }
+        // Other servers sharing the database learn that it is initialised now (as after an init).
+        await publishEvent(vault.deps.changes, trx, changeEvents.init());
+        await beforeCommit?.(trx);
+        return Object.fromEntries(header.tables.map((t) => [t, backup.rows.get(t)!.length]));
+      });
+    } catch (err) {
+      root.destroy();
+      throw err;
+    }
     await vault.load();
     vault.sealError = null;
     vault.deps.onTransition?.('initialised', { restored_from_backup: header.created_at, seal_type: header.seal.type, root_version: header.seal.root_version });
-    return { restored, seal_type: header.seal.type, root_version: header.seal.root_version, sealed: true };
+    let sealed = true;
+    try {
+      // The services own the root key from here on.
+      await vault.unsealWith(root);
+      sealed = false;
+    } catch (err) {
+      // The restore is committed: the server stays sealed and unseals as usual.
+      root.destroy();
+      vault.sealError = err instanceof Error ? err.message : String(err);
+    }
+    return { restored, seal_type: header.seal.type, root_version: header.seal.root_version, sealed };
   });
+}
+
+const forged = () =>
+  new CofferError('invalid_backup', 'the backup\'s sealed digest does not open under the root key: edited, or made by another vault');
+
+/** The trailer's sealed digest opened with `root`; 400 when it does not open. */
+async function openDigest(root: RootKey, backup: ParsedBackup): Promise<Uint8Array> {
+  try {
+    return await root.unwrapKey(Buffer.from(backup.trailer.digest_seal, 'base64'), aad.backupDigest(backup.header.created_at, backup.header.seal.root_version), 'the backup digest');
+  } catch {
+    throw forged();
+  }
+}
+
+/** The opened digest must be the content's (parseBackup checked the trailer's sha256 against the content). */
+function proveDigest(backup: ParsedBackup, opened: Uint8Array): void {
+  const computed = Buffer.from(backup.trailer.sha256, 'hex');
+  const same = opened.length === computed.length && computed.length === 32 && timingSafeEqual(opened, computed);
+  zeroize(opened);
+  if (!same) throw forged();
+}
+
+/**
+ * The backup's root key, checked against its root check value before anything is written:
+ * from the HSM (a seal that stores its root key), else rebuilt from the original shares.
+ */
+async function rootOfBackup(vault: Vault, sealRow: string, shares: string[] | null): Promise<RootKey> {
+  if (!vault.deps.seals.forInit.capabilities.storedKeys) return rootFromShares(sealRow, shares);
+  if (shares) throw new CofferError('invalid_request', 'this seal holds the root key in its HSM: a restore takes no shares');
+  const { row, rootCheck, rootVersion } = rootRefOf(sealRow);
+  return proveSealHoldsRoot(vault, row, rootCheck, rootVersion);
 }
 
 /**
  * A seal that stores its root key (PKCS#11) must hold the backup's: found by
- * the label the backup names and checked against its check value before
- * anything is written. (A Shamir backup's root key is in the operators' shares,
- * checked at unseal.)
+ * the label the backup names and checked against its check value.
  */
-async function proveSealHoldsRoot(vault: Vault, sealRow: string): Promise<void> {
+async function proveSealHoldsRoot(vault: Vault, row: Record<string, unknown>, rootCheck: Uint8Array, rootVersion: number): Promise<RootKey> {
   const seal = vault.deps.seals.forInit;
-  if (!seal.capabilities.storedKeys) return;
-  const row = JSON.parse(sealRow) as Record<string, unknown>;
-  const rootCheck = byteaOf(row.root_check);
-  if (!rootCheck) throw new CofferError('invalid_backup', 'the backup\'s seal configuration has no root check value');
   const label = typeof row.hsm_key_label === 'string' ? row.hsm_key_label : null;
   const mismatch = () =>
     new CofferError('seal_mismatch', `the HSM does not hold the backup's root key (label ${label ?? '(none)'}): configure the token that holds it`);
@@ -108,11 +193,11 @@ async function proveSealHoldsRoot(vault: Vault, sealRow: string): Promise<void> 
   if (device && label !== null && (await device.token.findAesKey(label)) === null) throw mismatch();
   let root: RootKey;
   try {
-    root = await seal.unsealRoot({ rootVersion: Number(row.root_version), rootCheck, hsmKeyLabel: label, rootChain: byteaOf(row.root_chain) });
+    root = await seal.unsealRoot({ rootVersion, rootCheck, hsmKeyLabel: label, rootChain: byteaOf(row.root_chain) });
   } catch (err) {
     // The key object is there (or the seal has no device to ask): one that fails the root check is another key.
     if (device && label !== null) throw mismatch();
     throw err;
   }
-  root.destroy();
+  return root;
 }

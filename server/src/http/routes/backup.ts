@@ -7,7 +7,9 @@
  *
  * Uploads (verify, restore) are the backup file as sent, `application/x-ndjson`,
  * read here up to MAX_BACKUP_BYTES instead of by the JSON body parser (whose
- * limit is sized for API calls).
+ * limit is sized for API calls). A restore's upload may start with the
+ * original unseal shares (sdk/src/api/backup.ts RestoreEnvelope): in the body,
+ * never the URL, and the audit entry records no body.
  */
 import type { Request } from 'express';
 import { BACKUP_MEDIA_TYPE } from '@coffer/sdk/api';

@@ -14,6 +14,8 @@ import type { ChangeFeed } from '../../storage/change-feed.js';
 import type { NamespaceService } from '../../secrets/namespace-service.js';
 import type { Executor } from '../../storage/executor.js';
 import type { KmsKeyRow, KmsKeysRepo, KmsKeyVersionRow } from '../../storage/repos/kms-keys.js';
+import type { ImportDevice } from '../../seal/seal.js';
+import { HsmKeys } from './hsm.js';
 import type { KmsKeyCache } from './key-cache.js';
 
 export type KeyringForKeys = Pick<Keyring, 'wrapUnderKek' | 'unwrapUnderKek' | 'rewrapUnderKek'>;
@@ -25,6 +27,8 @@ export interface KeyStoreDeps {
   /** Where key changes are announced to every server's KMS key cache. */
   feed: Pick<ChangeFeed, 'publish'>;
   cache: KmsKeyCache;
+  /** The PKCS#11 device of the seal in effect (HSM-resident keys), or null under a Shamir seal. */
+  device?: () => ImportDevice | null;
 }
 
 /** A key as found for an operation: its row and the namespace it is in. */
@@ -43,7 +47,12 @@ export function checkKeyName(name: string): string {
 export const keyLabel = (key: { name: string }, version: number) => `key "${key.name}" version ${version}`;
 
 export class KeyStore {
-  constructor(readonly deps: KeyStoreDeps) {}
+  /** HSM-resident keys' token side (hsm.ts). */
+  readonly hsm: HsmKeys;
+
+  constructor(readonly deps: KeyStoreDeps) {
+    this.hsm = new HsmKeys(deps.device ?? (() => null));
+  }
 
   get repo(): KmsKeysRepo {
     return this.deps.repo;

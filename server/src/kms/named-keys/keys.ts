@@ -31,7 +31,11 @@ import type { Database } from '../../storage/schema.js';
 import { collectVisible, takePage, type PageRequest } from '../../secrets/pagination.js';
 import { isAsymmetric, KEY_TYPES } from './key-types.js';
 import { checkKeyName, checkVersionNumber, keyLabel, KeyStore, type KeyStoreDeps } from './key-store.js';
-import { generateMaterial, publicKeyOf } from './material.js';
+import type { PendingHsmKey } from './hsm.js';
+import { generateMaterial, publicKeyInfo, publicKeyOf } from './material.js';
+
+/** A new version's key: material to wrap (software keys), or a key generated in the HSM. */
+type Prepared = { material: Uint8Array } | { pending: PendingHsmKey };
 
 /** What the service needs of the database: to open a transaction (its queries go through the repo). */
 export type Transactor = Pick<Kysely<Database>, 'transaction'>;
@@ -54,9 +58,10 @@ export class NamedKeys {
     if (!(KMS_KEY_TYPES as readonly string[]).includes(req.type)) {
       throw badRequest(`type must be one of ${KMS_KEY_TYPES.join(', ')}`);
     }
-    if (req.hsm === true) throw new CofferError('unsupported_algorithm', 'HSM-resident named keys are not available yet');
+    if (req.hsm !== undefined && typeof req.hsm !== 'boolean') throw badRequest('hsm must be true or false');
     if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
     checkPeriod(req.auto_rotate_period);
+    if (req.hsm === true) return this.createInHsm(namespace, name, req);
     // Key pairs take a while (RSA-4096: seconds): generate before any lock is taken.
     const material = await generateMaterial(req.type);
     try {
@@ -71,15 +76,43 @@ export class NamedKeys {
    * origin 'external'); the caller validated the request's type and zeroes the material.
    */
   async createWith(namespace: string, name: string, req: KmsKeyCreate, material: Uint8Array, origin: 'internal' | 'external'): Promise<KmsKeyInfo> {
+    return this.insertKey(namespace, name, req, randomUUID(), { material }, origin);
+  }
+
+  /** A key whose versions live in the HSM: generated there before any lock is taken (RSA-4096 takes seconds). */
+  private async createInHsm(namespace: string, name: string, req: KmsKeyCreate): Promise<KmsKeyInfo> {
+    this.store.hsm.checkCreate(req.type, req);
+    const ns = await this.store.deps.namespaces.resolve(namespace);
+    const id = randomUUID();
+    const pending = await this.store.hsm.generate(req.type, ns.id, id);
+    try {
+      return await this.insertKey(namespace, name, { ...req, export_locked: true }, id, { pending }, 'internal', ns.id);
+    } catch (err) {
+      await this.store.hsm.destroyKey(ns.id, id).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async insertKey(
+    namespace: string,
+    name: string,
+    req: KmsKeyCreate,
+    id: string,
+    prepared: Prepared,
+    origin: 'internal' | 'external',
+    namespaceId?: string,
+  ): Promise<KmsKeyInfo> {
     checkKeyName(name);
     if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
     const period = checkPeriod(req.auto_rotate_period);
     try {
       await this.db.transaction().execute(async (trx) => {
         const ns = await this.store.lockNamespace(namespace, trx);
+        // The HSM key's label names the namespace it was resolved to: deleted and re-created meanwhile, it is not this one.
+        if (namespaceId !== undefined && ns.id !== namespaceId) throw conflict('conflict', `namespace "${namespace}" changed meanwhile; retry`);
         const row = await this.store.repo.insertKey(
           {
-            id: randomUUID(),
+            id,
             namespace_id: ns.id,
             name,
             type: req.type,
@@ -89,11 +122,11 @@ export class NamedKeys {
             deletion_allowed: req.deletion_allowed === true,
             auto_rotate_period_seconds: period,
             origin,
-            hsm: false,
+            hsm: 'pending' in prepared,
           },
           trx,
         );
-        await this.store.storeVersion(ns, row, 1, material, trx);
+        await this.storePrepared(ns, row, 1, prepared, trx);
       });
     } catch (err) {
       if (isUniqueViolation(err)) throw conflict('already_exists', `key "${name}" already exists in namespace "${namespace}"`);
@@ -109,7 +142,15 @@ export class NamedKeys {
     const views: KmsKeyVersionInfo[] = [];
     for (const v of versions) {
       const view: KmsKeyVersionInfo = { version: v.version, created_at: v.created_at.toISOString() };
-      if (isAsymmetric(row.type)) {
+      if (isAsymmetric(row.type) && row.hsm) {
+        // Read from the token object the authenticated reference names.
+        const reference = await this.store.open(row, v);
+        try {
+          view.public_key = publicKeyInfo(await this.store.hsm.publicKey(this.store.hsm.labelOf(reference, row.namespace_id, row.id, v.version)));
+        } finally {
+          zeroize(reference);
+        }
+      } else if (isAsymmetric(row.type)) {
         // Derived from the authenticated private key: a public key altered at rest cannot be served.
         const material = await this.store.open(row, v);
         try {
@@ -183,6 +224,15 @@ export class NamedKeys {
   async rotate(namespace: string, name: string): Promise<KmsKeyInfo> {
     checkKeyName(name);
     const { row } = await this.store.find(namespace, name);
+    if (row.hsm) {
+      const pending = await this.store.hsm.generate(row.type, row.namespace_id, row.id);
+      try {
+        return await this.addPrepared(namespace, name, row.id, { pending });
+      } finally {
+        // Adopted: the label changed and this finds nothing; otherwise the stray key goes.
+        await this.store.hsm.discard(pending);
+      }
+    }
     const material = await generateMaterial(row.type);
     try {
       return await this.addVersion(namespace, name, row.id, material);
@@ -196,13 +246,18 @@ export class NamedKeys {
    * version of key `keyId` and makes it the latest: a rotation, or an imported version.
    */
   async addVersion(namespace: string, name: string, keyId: string, material: Uint8Array): Promise<KmsKeyInfo> {
+    return this.addPrepared(namespace, name, keyId, { material });
+  }
+
+  private async addPrepared(namespace: string, name: string, keyId: string, prepared: Prepared): Promise<KmsKeyInfo> {
     const namespaceId = await this.db.transaction().execute(async (trx) => {
       const ns = await this.store.lockNamespace(namespace, trx);
       const locked = await this.lockKey(ns.id, namespace, name, trx);
       // Deleted and re-created (possibly with another type) while the material was prepared.
       if (locked.id !== keyId) throw conflict('conflict', `key "${name}" changed meanwhile; retry`);
       const version = locked.latest_version + 1;
-      await this.store.storeVersion(ns, locked, version, material, trx);
+      if (locked.hsm !== ('pending' in prepared)) throw conflict('conflict', `key "${name}" changed meanwhile; retry`);
+      await this.storePrepared(ns, locked, version, prepared, trx);
       await this.store.repo.updateKey(locked.id, { latest_version: version }, trx);
       await this.store.announce(ns.id, locked.id, trx);
       return ns.id;
@@ -229,6 +284,11 @@ export class NamedKeys {
       if (row.min_encryption_version !== 0 && minAvailable > row.min_encryption_version) {
         throw badRequest(`min_available_version cannot exceed min_encryption_version (${row.min_encryption_version})`);
       }
+      if (row.hsm) {
+        // Destroyed in the token before the rows go: should that fail, nothing is committed and the trim can be retried.
+        const below = (await this.store.repo.listVersions(row.id, trx)).filter((v) => v.version < minAvailable).map((v) => v.version);
+        if (below.length > 0) await this.store.hsm.destroyVersions(ns.id, row.id, below);
+      }
       const removed = await this.store.repo.deleteVersionsBelow(row.id, minAvailable, trx);
       const min = (await this.store.repo.minVersion(row.id, trx)) ?? row.latest_version;
       await this.store.announce(ns.id, row.id, trx);
@@ -248,6 +308,8 @@ export class NamedKeys {
         throw badRequest(`key "${name}" may not be deleted: set deletion_allowed in its config first (what it encrypted becomes unreadable)`);
       }
       const versions = (await this.store.repo.listVersions(row.id, trx)).length;
+      // The token objects first: a token that cannot be reached leaves the key as it was (503).
+      if (row.hsm) await this.store.hsm.destroyKey(ns.id, row.id);
       await this.store.repo.deleteKey(row.id, trx);
       await this.store.announce(ns.id, row.id, trx);
       return { result: { namespace, name, versions_deleted: versions }, namespaceId: ns.id, keyId: row.id };
@@ -267,16 +329,16 @@ export class NamedKeys {
       // A seal or shutdown: finish the key in hand, start no other.
       if (signal?.aborted) break;
       const found = (await this.store.find(due.namespace, due.name)).row;
-      const material = await generateMaterial(found.type);
+      const prepared: Prepared = found.hsm ? { pending: await this.store.hsm.generate(found.type, found.namespace_id, found.id) } : { material: await generateMaterial(found.type) };
       try {
         const done = await this.db.transaction().execute(async (trx) => {
           const ns = await this.store.lockNamespace(due.namespace, trx);
           const row = await this.store.repo.findKey(ns.id, due.name, trx, 'update');
           // Gone, re-created (the material was made for the key found before), or no longer scheduled.
-          if (!row || row.id !== found.id || row.auto_rotate_period_seconds === null) return false;
+          if (!row || row.id !== found.id || row.hsm !== found.hsm || row.auto_rotate_period_seconds === null) return false;
           const [latest] = await this.store.repo.findVersions(row.id, [row.latest_version], trx);
           if (latest && latest.created_at.getTime() + row.auto_rotate_period_seconds * 1000 > now.getTime()) return false;
-          await this.store.storeVersion(ns, row, row.latest_version + 1, material, trx);
+          await this.storePrepared(ns, row, row.latest_version + 1, prepared, trx);
           await this.store.repo.updateKey(row.id, { latest_version: row.latest_version + 1 }, trx);
           await this.store.announce(ns.id, row.id, trx);
           return ns.id;
@@ -286,7 +348,8 @@ export class NamedKeys {
           rotated.push(`${due.namespace}/${due.name}`);
         }
       } finally {
-        zeroize(material);
+        if ('material' in prepared) zeroize(prepared.material);
+        else await this.store.hsm.discard(prepared.pending);
       }
     }
     return rotated;
@@ -323,6 +386,25 @@ export class NamedKeys {
   /** Key versions of a namespace still wrapped under a KEK version other than `target`. */
   countToRewrap(namespaceId: string, target: number, executor?: Executor): Promise<number> {
     return this.store.repo.countUnderOtherKek(namespaceId, target, executor);
+  }
+
+  /**
+   * Crypto-shredding: destroys the token objects of the namespace's HSM-resident keys before
+   * its rows go (the shred sweep calls this first and stops while it fails).
+   */
+  async destroyNamespaceDeviceKeys(namespaceId: string, executor?: Executor): Promise<void> {
+    await this.store.hsm.destroyNamespace(namespaceId, await this.store.repo.hasHsmKeys(namespaceId, executor));
+  }
+
+  /** Stores version `version`: wraps software material, or names the HSM key and stores its wrapped reference. */
+  private async storePrepared(ns: { id: string; kekVersion: number }, key: KmsKeyRow, version: number, prepared: Prepared, trx: Executor): Promise<void> {
+    if ('material' in prepared) return this.store.storeVersion(ns, key, version, prepared.material, trx);
+    const reference = await this.store.hsm.adopt(prepared.pending, ns.id, key.id, version);
+    try {
+      await this.store.storeVersion(ns, key, version, reference, trx);
+    } finally {
+      zeroize(reference);
+    }
   }
 
   private async lockKey(namespaceId: string, namespace: string, name: string, trx: Executor): Promise<KmsKeyRow> {

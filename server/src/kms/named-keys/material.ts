@@ -54,7 +54,11 @@ export function privateKeyOf(material: Uint8Array): KeyObject {
 
 /** The public half, as PEM (SPKI) and JWK. */
 export function publicKeyOf(material: Uint8Array): KmsPublicKey {
-  const publicKey = createPublicKey(privateKeyOf(material));
+  return publicKeyInfo(createPublicKey(privateKeyOf(material)));
+}
+
+/** A public KeyObject as PEM (SPKI) and JWK. */
+export function publicKeyInfo(publicKey: KeyObject): KmsPublicKey {
   const jwk = publicKey.export({ format: 'jwk' });
   const fields: Record<string, string> = {};
   for (const [k, v] of Object.entries(jwk)) if (typeof v === 'string') fields[k] = v;

@@ -101,6 +101,20 @@ class KeySession {
     return m;
   }
 
+  get hsm(): boolean {
+    return this.row.hsm;
+  }
+
+  /** The token label of a loaded version of an HSM-resident key. */
+  hsmLabel(version: number): string {
+    return this.store.hsm.labelOf(this.key(version), this.row.namespace_id, this.row.id, version);
+  }
+
+  /** The key that verifies and encrypts: the public key from the token (HSM-resident), else the private KeyObject. */
+  async publicSide(version: number): Promise<KeyObject> {
+    return this.row.hsm ? this.store.hsm.publicKey(this.hsmLabel(version)) : this.privateKey(version);
+  }
+
   privateKey(version: number): KeyObject {
     let k = this.privateKeys.get(version) ?? this.cached.get(version)?.privateKey;
     if (!k) {
@@ -131,7 +145,7 @@ export class KeyOperations {
     return this.withKey(namespace, name, 'encrypt', async (s) => {
       const version = this.store.encryptionVersion(s.row, req.key_version);
       await s.load([version]);
-      return this.encryptItem(s, req, version);
+      return await this.encryptItem(s, req, version);
     });
   }
 
@@ -139,7 +153,7 @@ export class KeyOperations {
     return this.withKey(namespace, name, 'decrypt', async (s) => {
       const parsed = this.checkCiphertext(s, req.ciphertext);
       await s.load([parsed.version]);
-      return this.decryptItem(s, req);
+      return await this.decryptItem(s, req);
     });
   }
 
@@ -149,7 +163,7 @@ export class KeyOperations {
       const from = this.checkCiphertext(s, req.ciphertext).version;
       const to = this.store.encryptionVersion(s.row, req.key_version);
       await s.load([from, to]);
-      return this.rewrapItem(s, req);
+      return await this.rewrapItem(s, req);
     });
   }
 
@@ -181,11 +195,11 @@ export class KeyOperations {
         try {
           if (typeof item !== 'object' || item === null) throw badRequest('each item is an object');
           if (operation === 'encrypt') {
-            results.push(this.encryptItem(s, item as KmsEncryptRequest, this.store.encryptionVersion(s.row, (item as KmsEncryptRequest).key_version)));
+            results.push(await this.encryptItem(s, item as KmsEncryptRequest, this.store.encryptionVersion(s.row, (item as KmsEncryptRequest).key_version)));
           } else if (operation === 'decrypt') {
-            results.push(this.decryptItem(s, item as KmsDecryptRequest));
+            results.push(await this.decryptItem(s, item as KmsDecryptRequest));
           } else {
-            results.push(this.rewrapItem(s, item as KmsRewrapRequest));
+            results.push(await this.rewrapItem(s, item as KmsRewrapRequest));
           }
         } catch (err) {
           // Only the caller's own mistakes are per item; anything else (integrity, a bug) fails the call.
@@ -208,7 +222,7 @@ export class KeyOperations {
       await s.load([version]);
       const dataKey = new Uint8Array(randomBytes(bits / 8));
       try {
-        const wrapped = this.seal(s, version, dataKey, this.associated(req.associated_data));
+        const wrapped = await this.seal(s, version, dataKey, this.associated(req.associated_data));
         return req.mode === 'plaintext' ? { ...wrapped, plaintext: toBase64(dataKey) } : wrapped;
       } finally {
         zeroize(dataKey);
@@ -222,7 +236,8 @@ export class KeyOperations {
       const options = resolveSignOptions(s.type, signOptionsOf(req), input);
       const version = this.store.encryptionVersion(s.row, req.key_version);
       await s.load([version]);
-      return { signature: encodeVersioned(version, signWith(s.type, s.privateKey(version), input, options)), key_version: version };
+      const signature = s.hsm ? await this.store.hsm.sign(s.type, s.hsmLabel(version), input, options) : signWith(s.type, s.privateKey(version), input, options);
+      return { signature: encodeVersioned(version, signature), key_version: version };
     });
   }
 
@@ -239,7 +254,7 @@ export class KeyOperations {
       const { version, bytes } = decodeVersioned(req.signature, 'signature');
       this.store.checkDecryptionVersion(s.row, version);
       await s.load([version]);
-      return { valid: verifyWith(s.type, s.privateKey(version), input, bytes, options) };
+      return { valid: verifyWith(s.type, await s.publicSide(version), input, bytes, options) };
     });
   }
 
@@ -248,7 +263,7 @@ export class KeyOperations {
       const input = decodeBase64(req.input, 'input');
       const version = this.store.encryptionVersion(s.row, req.key_version);
       await s.load([version]);
-      return { hmac: encodeVersioned(version, this.mac(s, version, input)), key_version: version };
+      return { hmac: encodeVersioned(version, await this.mac(s, version, input)), key_version: version };
     });
   }
 
@@ -272,7 +287,7 @@ export class KeyOperations {
 
   // --- items -------------------------------------------------------------
 
-  private encryptItem(s: KeySession, req: KmsEncryptRequest, version: number): KmsCiphertext {
+  private async encryptItem(s: KeySession, req: KmsEncryptRequest, version: number): Promise<KmsCiphertext> {
     const plaintext = decodeBase64(req.plaintext, 'plaintext');
     try {
       if (plaintext.length > KMS_MAX_PLAINTEXT_BYTES) {
@@ -282,14 +297,14 @@ export class KeyOperations {
             'For larger data request a data key (datakey) and encrypt locally with it (envelope encryption)',
         );
       }
-      return this.seal(s, version, plaintext, this.associated(req.associated_data));
+      return await this.seal(s, version, plaintext, this.associated(req.associated_data));
     } finally {
       zeroize(plaintext);
     }
   }
 
-  private decryptItem(s: KeySession, req: KmsDecryptRequest): KmsPlaintext {
-    const { version, plaintext } = this.open(s, req.ciphertext, this.associated(req.associated_data));
+  private async decryptItem(s: KeySession, req: KmsDecryptRequest): Promise<KmsPlaintext> {
+    const { version, plaintext } = await this.open(s, req.ciphertext, this.associated(req.associated_data));
     try {
       return { plaintext: toBase64(plaintext), key_version: version };
     } finally {
@@ -297,11 +312,11 @@ export class KeyOperations {
     }
   }
 
-  private rewrapItem(s: KeySession, req: KmsRewrapRequest): KmsCiphertext {
+  private async rewrapItem(s: KeySession, req: KmsRewrapRequest): Promise<KmsCiphertext> {
     const associated = this.associated(req.associated_data);
-    const { plaintext } = this.open(s, req.ciphertext, associated);
+    const { plaintext } = await this.open(s, req.ciphertext, associated);
     try {
-      return this.seal(s, this.store.encryptionVersion(s.row, req.key_version), plaintext, associated);
+      return await this.seal(s, this.store.encryptionVersion(s.row, req.key_version), plaintext, associated);
     } finally {
       zeroize(plaintext);
     }
@@ -309,14 +324,17 @@ export class KeyOperations {
 
   // --- primitives ----------------------------------------------------------
 
-  private seal(s: KeySession, version: number, plaintext: Uint8Array, associated: Uint8Array): KmsCiphertext {
+  private async seal(s: KeySession, version: number, plaintext: Uint8Array, associated: Uint8Array): Promise<KmsCiphertext> {
     const spec = KEY_TYPES[s.type];
     const context = aad.kmsData(s.row.id, version, associated);
     let body: Uint8Array;
-    if (spec.family === 'aead') {
+    if (spec.family === 'aead' && s.hsm) {
+      // The same body as rawSeal's (nonce ‖ ciphertext ‖ tag): clients cannot tell the keys apart.
+      body = await this.store.hsm.sealGcm(s.hsmLabel(version), plaintext, context);
+    } else if (spec.family === 'aead') {
       body = rawSeal(s.type === 'aes256-gcm' ? 'aes-256-gcm' : 'xchacha20-poly1305', s.key(version), plaintext, context);
     } else {
-      const key = s.privateKey(version);
+      const key = await s.publicSide(version);
       const max = Math.ceil(key.asymmetricKeyDetails!.modulusLength! / 8) - 2 * 32 - 2;
       if (plaintext.length > max) {
         throw badRequest(`a ${s.type} key encrypts at most ${max} bytes (RSA-OAEP-SHA-256); use a symmetric key or a data key for more`);
@@ -327,11 +345,14 @@ export class KeyOperations {
   }
 
   /** Every check in the order that gives the clearest message; a failed open is the caller's ciphertext or AAD. */
-  private open(s: KeySession, ciphertext: string, associated: Uint8Array): { version: number; plaintext: Uint8Array } {
+  private async open(s: KeySession, ciphertext: string, associated: Uint8Array): Promise<{ version: number; plaintext: Uint8Array }> {
     const parsed = this.checkCiphertext(s, ciphertext);
     const context = aad.kmsData(s.row.id, parsed.version, associated);
     let plaintext: Uint8Array | null;
-    if (KEY_TYPES[s.type].family === 'aead') {
+    if (s.hsm) {
+      const label = s.hsmLabel(parsed.version);
+      plaintext = KEY_TYPES[s.type].family === 'aead' ? await this.store.hsm.openGcm(label, parsed.body, context) : await this.store.hsm.openRsaOaep(label, parsed.body, context);
+    } else if (KEY_TYPES[s.type].family === 'aead') {
       plaintext = rawOpen(s.type === 'aes256-gcm' ? 'aes-256-gcm' : 'xchacha20-poly1305', s.key(parsed.version), parsed.body, context);
     } else {
       try {
@@ -357,7 +378,8 @@ export class KeyOperations {
     return parsed;
   }
 
-  private mac(s: KeySession, version: number, input: Uint8Array): Uint8Array {
+  private async mac(s: KeySession, version: number, input: Uint8Array): Promise<Uint8Array> {
+    if (s.hsm) return this.store.hsm.hmac(s.type, s.hsmLabel(version), input);
     return createHmac(HASHES[KEY_TYPES[s.type].hash!].node, s.key(version)).update(input).digest();
   }
 
@@ -366,7 +388,7 @@ export class KeyOperations {
     const { version, bytes } = decodeVersioned(value, 'hmac');
     this.store.checkDecryptionVersion(s.row, version);
     await s.load([version]);
-    const expected = this.mac(s, version, input);
+    const expected = await this.mac(s, version, input);
     return { valid: bytes.length === expected.length && timingSafeEqual(bytes, expected) };
   }
 

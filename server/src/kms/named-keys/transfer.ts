@@ -75,7 +75,9 @@ export class KeyTransfer {
     checkKeyName(name);
     const spec = KEY_TYPES[req.type];
     if (!spec) throw badRequest('type is a KMS key type');
-    if (req.hsm === true) throw new CofferError('unsupported_algorithm', 'HSM-resident named keys are not available yet');
+    if (req.hsm === true) {
+      throw new CofferError('unsupported_algorithm', 'key material cannot be imported into the HSM (BYOK of HSM-resident keys is not supported): import a software key, or create an HSM-resident key (generated in the HSM)');
+    }
     if (req.exportable === true && req.export_locked === true) throw badRequest('a key cannot be both exportable and export_locked');
     // Refused before the import token is spent: a key of that name exists already.
     if (await this.exists(namespace, name)) throw new CofferError('already_exists', `key "${name}" already exists in namespace "${namespace}"`);
@@ -106,6 +108,7 @@ export class KeyTransfer {
   async exportKey(namespace: string, name: string, req: KmsKeyExportRequest): Promise<KmsKeyExport> {
     const publicKey = parseEscrowPublicKey(req.public_key);
     const { row } = await this.keys.store.find(namespace, name);
+    if (row.hsm) throw badRequest(`key "${name}" is HSM-resident: its material never leaves the HSM, so it cannot be exported`);
     if (row.export_locked) throw badRequest(`key "${name}" is permanently non-exportable (export_locked): it cannot be exported`);
     if (!row.exportable) throw badRequest(`key "${name}" is not exportable (a key admin can set exportable in its config; that cannot be undone)`);
     const version = req.version ?? row.latest_version;

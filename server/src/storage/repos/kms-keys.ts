@@ -118,6 +118,12 @@ export function kmsKeysRepo(db: Kysely<Database>) {
         .executeTakeFirstOrThrow();
     },
 
+    /** Whether a namespace has HSM-resident keys (their token objects must go before it is shredded). */
+    async hasHsmKeys(namespaceId: string, tx: Executor = db): Promise<boolean> {
+      const row = await tx.selectFrom('kms_keys').select('id').where('namespace_id', '=', namespaceId).where('hsm', '=', true).limit(1).executeTakeFirst();
+      return row !== undefined;
+    },
+
     /** Removes the versions below `minAvailable`; returns how many. */
     async deleteVersionsBelow(keyId: string, minAvailable: number, tx: Executor = db): Promise<number> {
       const result = await tx.deleteFrom('kms_key_versions').where('key_id', '=', keyId).where('version', '<', minAvailable).executeTakeFirst();
