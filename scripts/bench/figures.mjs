@@ -44,6 +44,8 @@ export function issueFigures(results, scale) {
   if (ok(scale)) {
     const s = q(scale.large.readRandom.p50, scale.small.readRandom.p50);
     add(`scale: random read p50 at ${fmtInt(scale.secrets)} / at 1k secrets`, s, `${fmtMs(scale.large.readRandom.p50)} vs ${fmtMs(scale.small.readRandom.p50)} ms`, '≤ 1.10', s <= 1.1, qc(scale.large.readRandom, scale.small.readRandom));
+    const d = q(scale.large.readRandomDb.p50, scale.small.readRandomDb.p50);
+    add(`scale: database-path read p50 at ${fmtInt(scale.secrets)} / at 1k`, d, `${fmtMs(scale.large.readRandomDb.p50)} vs ${fmtMs(scale.small.readRandomDb.p50)} ms`, '≤ 1.10', d <= 1.1, qc(scale.large.readRandomDb, scale.small.readRandomDb));
     const b = q(scale.large.bulk.p50, scale.small.bulk.p50);
     add(`scale: bulk read of a late folder p50, ${fmtInt(scale.secrets)} / 1k`, b, `${fmtMs(scale.large.bulk.p50)} vs ${fmtMs(scale.small.bulk.p50)} ms`, '≤ 1.10', b <= 1.1, qc(scale.large.bulk, scale.small.bulk));
   } else {
@@ -82,6 +84,7 @@ export function printScale(scale, failures, out) {
   const parts = [
     ['read one secret (cached once warm)', 'read'],
     ['read random secrets, all namespaces', 'readRandom'],
+    ['read random secrets ?version=1 (never cached)', 'readRandomDb'],
     ['bulk read of the late folder (100)', 'bulk'],
     ['list the late folder', 'list'],
     ['write (AppRole write policy)', 'write'],

@@ -28,6 +28,8 @@ export const configSchema = z.object({
   /** How long an unwrapped KEK stays in memory after its last use. */
   kekCacheTtlSeconds: int(1, 86_400).default(300),
   kekCacheMaxEntries: int(1, 1_000_000).default(1024),
+  /** Unwrapped DEKs of recently read secret versions (0 = off); they leave with their KEK. */
+  dekCacheMaxEntries: int(0, 10_000_000).default(10_000),
   /** Named KMS keys kept in memory with their unwrapped versions (0 = off). */
   kmsKeyCacheMaxEntries: int(0, 1_000_000).default(1024),
   /** Upper bound on how long a change made directly in the database (not through Coffer) can go unseen. */
@@ -189,6 +191,7 @@ const ENV: Record<string, keyof Config> = {
   COFFER_MAX_REQUEST_BYTES: 'maxRequestBytes',
   COFFER_KEK_CACHE_TTL_SECONDS: 'kekCacheTtlSeconds',
   COFFER_KEK_CACHE_MAX_ENTRIES: 'kekCacheMaxEntries',
+  COFFER_DEK_CACHE_MAX_ENTRIES: 'dekCacheMaxEntries',
   COFFER_KMS_KEY_CACHE_MAX_ENTRIES: 'kmsKeyCacheMaxEntries',
   COFFER_KMS_KEY_CACHE_TTL_SECONDS: 'kmsKeyCacheTtlSeconds',
   COFFER_SECRET_CACHE_MAX_ENTRIES: 'secretCacheMaxEntries',

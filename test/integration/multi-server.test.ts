@@ -72,6 +72,28 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
     expect(seen.status).toBe(404);
   });
 
+  it('a bulk read on one server follows the other\'s writes, new secrets and deletes (cached folder pages)', async () => {
+    const bulk = (s: RunningServer) => api(s.url, 'GET', '/v1/bulk/shared/pages/', { token });
+    const values = (r: { body: { secrets?: Array<{ path: string; data: { value: string } }> } }) =>
+      Object.fromEntries((r.body.secrets ?? []).map((x) => [x.path, x.data.value]));
+    expect((await write(a, 'pages/x', 'x1')).status).toBe(200);
+    expect((await write(a, 'pages/y', 'y1')).status).toBe(200);
+    expect(values(await bulk(b))).toEqual({ 'pages/x': 'x1', 'pages/y': 'y1' }); // now cached on b
+    expect(values(await bulk(b))).toEqual({ 'pages/x': 'x1', 'pages/y': 'y1' });
+    expect((await write(a, 'pages/x', 'x2')).status).toBe(200);
+    let seen = await eventually(() => bulk(b), (r) => values(r)['pages/x'] === 'x2');
+    expect(values(seen)).toEqual({ 'pages/x': 'x2', 'pages/y': 'y1' });
+    expect((await write(a, 'pages/z', 'z1')).status).toBe(200);
+    seen = await eventually(() => bulk(b), (r) => values(r)['pages/z'] === 'z1');
+    expect(values(seen)).toEqual({ 'pages/x': 'x2', 'pages/y': 'y1', 'pages/z': 'z1' });
+    expect((await api(a.url, 'DELETE', '/v1/secrets/shared/pages/y', { token })).status).toBe(200);
+    seen = await eventually(() => bulk(b), (r) => !('pages/y' in values(r)));
+    expect(values(seen)).toEqual({ 'pages/x': 'x2', 'pages/z': 'z1' });
+    // And its own writes at once.
+    expect((await write(b, 'pages/x', 'x3')).status).toBe(200);
+    expect(values(await bulk(b))['pages/x']).toBe('x3');
+  });
+
   it('a server reads its own writes at once', async () => {
     for (let i = 0; i < 5; i++) {
       expect((await write(b, 'own', `v${i}`)).status).toBe(200);

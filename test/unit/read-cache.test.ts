@@ -54,6 +54,46 @@ describe('SecretReadCache', () => {
     expect(c.get('ns', 'a')).toBeUndefined();
   });
 
+  describe('folder pages', () => {
+    const page = (n: number) => Array.from({ length: n }, (_, i) => ({ ...row(1), path: `f/s${i}` }));
+
+    it('returns a page until any change in its namespace, not in others', () => {
+      const c = make(100);
+      c.setPage('ns', 'f/', page(3), c.generation);
+      c.setPage('other', 'f/', page(3), c.generation);
+      expect(c.getPage('ns', 'f/')).toHaveLength(3);
+      c.invalidate('ns', 'elsewhere/unrelated'); // a new secret may belong to any folder page
+      expect(c.getPage('ns', 'f/')).toBeUndefined();
+      expect(c.getPage('other', 'f/')).toHaveLength(3);
+      c.invalidateNamespace('other');
+      expect(c.getPage('other', 'f/')).toBeUndefined();
+    });
+
+    it('does not store a page read before a concurrent invalidation', () => {
+      const c = make(100);
+      const generation = c.generation;
+      c.invalidate('ns', 'f/s1');
+      c.setPage('ns', 'f/', page(3), generation);
+      expect(c.getPage('ns', 'f/')).toBeUndefined();
+    });
+
+    it('expires pages, keeps none while off, and counts their versions against the bound', () => {
+      const c = make(5, 100);
+      c.setPage('ns', 'a/', page(3), c.generation);
+      c.setPage('ns', 'b/', page(3), c.generation); // 6 versions > 5: the oldest page goes
+      expect(c.getPage('ns', 'a/')).toBeUndefined();
+      expect(c.getPage('ns', 'b/')).toHaveLength(3);
+      c.setPage('ns', 'big/', page(6), c.generation); // larger than the bound: not kept
+      expect(c.getPage('ns', 'big/')).toBeUndefined();
+      expect(c.getPage('ns', 'b/')).toHaveLength(3);
+      now += 101;
+      expect(c.getPage('ns', 'b/')).toBeUndefined();
+      c.reset(false);
+      c.setPage('ns', 'b/', page(1), c.generation);
+      expect(c.getPage('ns', 'b/')).toBeUndefined();
+    });
+  });
+
   it('invalidates a whole namespace, not its neighbours', () => {
     const c = make();
     c.set('ns', 'a', row(1), c.generation);

@@ -115,6 +115,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     const keyring = new Keyring(repos.namespaceKeys, root, {
       ttlMs: config.kekCacheTtlSeconds * 1000,
       maxEntries: config.kekCacheMaxEntries,
+      dekMaxEntries: config.dekCacheMaxEntries,
     });
     keyring.onRootBehind = () => followRoot(vault);
     try {

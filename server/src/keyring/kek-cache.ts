@@ -1,6 +1,7 @@
 /**
- * Bounded, time-limited cache of unwrapped KEKs. Every key that leaves the
- * cache (expiry, LRU eviction, namespace deletion, seal) is zeroed.
+ * Bounded, time-limited cache of unwrapped keys (KEKs; and DEKs, whose ids
+ * start with their KEK's). Every key that leaves the cache (expiry, LRU
+ * eviction, namespace deletion, seal) is zeroed.
  */
 import { zeroize, type KeyMaterial } from '../crypto/aead.js';
 
@@ -26,6 +27,8 @@ export class KekCache {
     private readonly ttlMs: number,
     private readonly maxEntries: number,
     private readonly now: () => number = Date.now,
+    /** Told each id that leaves the cache, after its key is zeroed. */
+    private readonly onDrop?: (id: string) => void,
   ) {
     // Zero idle keys even when no request comes to notice they expired.
     this.sweeper = setInterval(() => this.sweep(), Math.min(ttlMs, 60_000));
@@ -93,5 +96,6 @@ export class KekCache {
   private drop(id: string, entry: Entry): void {
     zeroize(entry.key);
     this.entries.delete(id);
+    this.onDrop?.(id);
   }
 }

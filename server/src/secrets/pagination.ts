@@ -43,7 +43,7 @@ export type Verdict = boolean | string;
  * and JavaScript's string order agree on the ASCII names used here).
  */
 export async function collectVisible<T>(
-  fetch: (after: string, n: number) => Promise<T[]>,
+  fetch: (after: string, n: number) => Promise<readonly T[]>,
   after: string,
   want: number,
   keyOf: (row: T) => string,

@@ -16,6 +16,11 @@
  *   e.g. its own write through another server) skips the entry.
  * The TTL only bounds how long a change made behind Coffer's back (directly
  * in the database) can go unseen.
+ *
+ * It also keeps the rows of recent bulk-read folder pages (one database
+ * query's answer each), under the same rules, so that a repeated bulk read
+ * needs no round trip either; any change in a namespace drops all of its
+ * pages. Versions held in pages count towards the same bound.
  */
 import type { ChangeEvent } from '../cluster/events.js';
 
@@ -38,10 +43,20 @@ interface Entry {
   expiresAt: number;
 }
 
+/** A row of a folder page: a secret's path and its readable latest version. */
+export type CachedFolderRow = Omit<CachedVersion, 'namespace_id' | 'deleted_at' | 'destroyed_at'> & { path: string };
+
+interface PageEntry {
+  rows: readonly CachedFolderRow[];
+  expiresAt: number;
+}
+
 const SEP = '\u0000';
 
 export class SecretReadCache {
   private readonly entries = new Map<string, Entry>();
+  private readonly pages = new Map<string, PageEntry>();
+  private pageRows = 0;
   private gen = 0;
   private enabled: boolean;
 
@@ -82,22 +97,64 @@ export class SecretReadCache {
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
   }
 
+  /** The rows of a folder page (`query` names the folder, cursor and limit), if cached and fresh. */
+  getPage(namespace: string, query: string): readonly CachedFolderRow[] | undefined {
+    if (!this.enabled) return undefined;
+    const key = namespace + SEP + query;
+    const entry = this.pages.get(key);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= this.now()) {
+      this.dropPage(key, entry);
+      return undefined;
+    }
+    return entry.rows;
+  }
+
+  /** Like `set`, for a folder page; pages are dropped oldest first while their versions exceed the bound. */
+  setPage(namespace: string, query: string, rows: readonly CachedFolderRow[], generation: number): void {
+    if (!this.enabled || generation !== this.gen || rows.length > this.maxEntries) return;
+    const key = namespace + SEP + query;
+    const old = this.pages.get(key);
+    if (old) this.dropPage(key, old);
+    this.pages.set(key, { rows, expiresAt: this.now() + this.ttlMs });
+    this.pageRows += rows.length;
+    while (this.pageRows > this.maxEntries) {
+      const [oldestKey, oldest] = this.pages.entries().next().value as [string, PageEntry];
+      this.dropPage(oldestKey, oldest);
+    }
+  }
+
   invalidate(namespace: string, path: string): void {
     this.gen++;
     this.entries.delete(namespace + SEP + path);
+    this.dropPages(namespace);
   }
 
   invalidateNamespace(namespace: string): void {
     this.gen++;
     const prefix = namespace + SEP;
     for (const key of this.entries.keys()) if (key.startsWith(prefix)) this.entries.delete(key);
+    this.dropPages(namespace);
   }
 
   /** Empties the cache and turns it on or off (off while the change feed is down). */
   reset(enabled: boolean): void {
     this.gen++;
     this.entries.clear();
+    this.pages.clear();
+    this.pageRows = 0;
     this.enabled = enabled && this.maxEntries > 0;
+  }
+
+  private dropPages(namespace: string): void {
+    if (this.pages.size === 0) return;
+    const prefix = namespace + SEP;
+    for (const [key, entry] of this.pages) if (key.startsWith(prefix)) this.dropPage(key, entry);
+  }
+
+  private dropPage(key: string, entry: PageEntry): void {
+    this.pages.delete(key);
+    this.pageRows -= entry.rows.length;
   }
 
   get size(): number {

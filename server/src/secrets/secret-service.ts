@@ -19,7 +19,7 @@ import { listFolder, listedUnder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
 import { changeEvents } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
-import type { CachedVersion } from './read-cache.js';
+import type { CachedFolderRow, CachedVersion } from './read-cache.js';
 
 export interface WriteRequest {
   data: SecretData;
@@ -244,7 +244,7 @@ export class SecretService {
   ): Promise<string> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
-    const fetch = (after: string, n: number) => this.repos.secrets.currentVersionsPage(ns.id, folder, after, n);
+    const fetch = (after: string, n: number) => this.folderPage(namespace, ns.id, folder, after, n);
     // Filtered before the page is cut, so a page is full while visible secrets remain and the
     // cursor is always a path the caller was given (as a secret or a withheld name).
     const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => access.mayRead(r.path) || listedUnder(folder, r.path, access.mayList));
@@ -273,6 +273,18 @@ export class SecretService {
         `"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`;
     });
     return `${text}],"withheld":${JSON.stringify(withheld)},"next_cursor":${JSON.stringify(next_cursor)}}`;
+  }
+
+  /** One query's rows of a bulk read: from the read cache, or the database (then cached, as `readLatestRow` does). */
+  private async folderPage(namespace: string, namespaceId: string, folder: string, after: string, n: number): Promise<readonly CachedFolderRow[]> {
+    const cache = this.changes.cache;
+    const query = `${namespaceId}\u0000${folder}\u0000${after}\u0000${n}`;
+    const cached = cache.getPage(namespace, query);
+    if (cached) return cached;
+    const generation = cache.generation;
+    const rows = await this.repos.secrets.currentVersionsPage(namespaceId, folder, after, n);
+    cache.setPage(namespace, query, rows, generation);
+    return rows;
   }
 
   async history(namespace: string, path: string): Promise<SecretHistory> {
