@@ -7,7 +7,7 @@
  * token is looked up only by commands that send one, so `coffer status` works
  * with a misconfigured token file.
  */
-import { CofferClient, checkNamespace, type FetchFn } from '@coffer/sdk';
+import { CofferClient, checkNamespace, type FetchFn, type RetryInfo } from '@coffer/sdk';
 import type { Command } from 'commander';
 import { DEFAULT_ADDRESS, DEFAULT_PROFILE, configFilePath, readConfig, readTokenFile, resolveProfile, writeConfig, type ConfigFile, type Profile, type ResolvedProfile } from './config.js';
 import { CliError, EXIT, usageError } from './errors.js';
@@ -34,6 +34,9 @@ export interface GlobalOptions {
 export class Context {
   private configCache: ConfigFile | undefined;
   private profileCache: ResolvedProfile | undefined;
+
+  /** Whether this command has said it is waiting for the server (said once, however many clients it makes). */
+  private retryNoticeShown = false;
 
   private constructor(readonly globals: GlobalOptions) {}
 
@@ -113,7 +116,19 @@ export class Context {
       fetch: options.fetch ?? nodeFetch,
       ...(maxRetries !== undefined ? { retries: maxRetries } : {}),
       ...(retryBudgetMs !== undefined ? { retryBudgetMs } : {}),
+      onRetry: (retry) => this.retryNotice(retry),
     });
+  }
+
+  /**
+   * A command that waits out a failover says so once on stderr, so that a mistyped address or
+   * a stopped server does not look like a hang (stdout, which scripts read, is untouched).
+   */
+  private retryNotice(retry: RetryInfo): void {
+    if (this.retryNoticeShown) return;
+    this.retryNoticeShown = true;
+    const seconds = Math.max(1, Math.ceil((retry.delayMs + retry.remainingMs) / 1000));
+    process.stderr.write(`coffer: ${retry.error.message}; retrying for up to ${seconds} s (--retry-budget 0 or COFFER_RETRY_BUDGET=0 fails at once)\n`);
   }
 
   /** The namespace: -n/--namespace, COFFER_NAMESPACE, then .coffer.yaml, then the profile's namespace. */

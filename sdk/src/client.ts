@@ -14,7 +14,7 @@ import type { NamespaceImportResult } from './api/namespace-transfer.js';
 import { CofferError, invalidArgument } from './errors.js';
 import { KmsApi } from './kms.js';
 import { checkNamespace, checkSecretPath, normalizeFolder } from './names.js';
-import { Transport, type FetchFn, type Query } from './transport.js';
+import { Transport, type FetchFn, type Query, type RetryInfo } from './transport.js';
 import type {
   AuditEntry,
   AuditPage,
@@ -67,6 +67,8 @@ export interface CofferClientOptions {
   retryBudgetMs?: number;
   /** Base delay of the exponential backoff. Default 250 ms. */
   retryBaseDelayMs?: number;
+  /** Called before each retry's wait, with the error and the delay (a CLI tells its user it is waiting). */
+  onRetry?: (retry: RetryInfo) => void;
   fetch?: FetchFn;
   /** Prepended to the User-Agent, e.g. "coffer-cli/0.1.0". */
   userAgent?: string;
@@ -105,6 +107,7 @@ export class CofferClient {
       retryMaxDelayMs: 5_000,
       fetch: options.fetch ?? globalThis.fetch,
       userAgent: [options.userAgent, `coffer-sdk/${SDK_VERSION}`].filter(Boolean).join(' '),
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
     });
     this.sys = new SysApi(this.http);
     this.auth = new AuthApi(this.http, options.fetch ?? globalThis.fetch);

@@ -20,7 +20,7 @@ export {
   secretPathProblem,
 } from './names.js';
 export { formatSecretRef, isSecretRef, parseSecretRef, type SecretRef } from './refs.js';
-export type { FetchFn } from './transport.js';
+export type { FetchFn, RetryInfo } from './transport.js';
 export type * from './types.js';
 export {
   AuthApi,

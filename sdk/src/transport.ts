@@ -37,6 +37,18 @@ export interface TransportOptions {
   retryMaxDelayMs: number;
   fetch: FetchFn;
   userAgent: string;
+  /** Called before each retry's wait (e.g. to tell a user why a command is slow). */
+  onRetry?: (retry: RetryInfo) => void;
+}
+
+/** What `onRetry` is told: the failed attempt's error and the wait before the next one. */
+export interface RetryInfo {
+  /** The attempt that failed (1 = the first). */
+  attempt: number;
+  error: CofferError;
+  delayMs: number;
+  /** What is left of the retry budget after this wait. */
+  remainingMs: number;
 }
 
 export interface ApiRequest {
@@ -115,6 +127,7 @@ export class Transport {
         const remaining = this.options.retryBudgetMs - (Date.now() - started);
         const delay = this.backoff(attempt, err instanceof RetryableHttpError ? err.retryAfterMs : undefined);
         if (remaining <= 0 || delay > remaining) throw err;
+        this.options.onRetry?.({ attempt, error: err, delayMs: delay, remainingMs: remaining - delay });
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }

@@ -105,6 +105,8 @@ describeIfSoftHsm('clients ride out a server restart on the same port', () => {
     const read = await outage(() => cli(['secret', 'get', 'db', '--field', 'password']));
     expect(read).toMatchObject({ code: 0 });
     expect(read.stdout.trim()).toBe('two');
+    // It said once, on stderr, that it was waiting and how to stop waiting.
+    expect(read.stderr.match(/retrying for up to \d+ s \(--retry-budget 0/g)).toHaveLength(1);
     const write = await outage(() => cli(['secret', 'put', 'db', 'password=-'], {}, 'three\n'));
     expect(write.code).toBe(0);
     const history = await cli(['secret', 'history', 'db', '--format', 'json']);
@@ -115,6 +117,7 @@ describeIfSoftHsm('clients ride out a server restart on the same port', () => {
     const fast = await cli(['--retry-budget', '0', 'secret', 'get', 'db', '--field', 'password']);
     expect(fast.code).toBe(5);
     expect(fast.stderr).toContain('unavailable');
+    expect(fast.stderr).not.toContain('retrying');
     const badFlag = await cli(['--max-retries', 'many', 'secret', 'get', 'db']);
     expect(badFlag.code).toBe(2);
     await start();

@@ -108,7 +108,7 @@ export class KekLifecycle {
         const ns = await this.namespaces.resolve(name, trx, { allowDisabled: true });
         const row = await this.repo.namespace(ns.id, trx);
         const keys = await this.repo.keys(ns.id, trx);
-        const job = await this.repo.rewrapJob(ns.id, trx);
+        const job = await this.repo.jobs.find(ns.id, trx);
         const remaining = job && job.state === 'running' ? await this.countToRewrap(trx, ns.id, job.target_version) : 0;
         return { row, keys, job, remaining };
       });
@@ -158,7 +158,7 @@ export class KekLifecycle {
     const outcome = await this.db.transaction().execute(async (trx): Promise<BatchOutcome> => {
       if (!(await this.repo.tryLockRewrap(namespaceId, trx))) return 'busy';
       const ns = await this.repo.namespaceForBatch(namespaceId, trx);
-      const job = await this.repo.rewrapJobForUpdate(namespaceId, trx);
+      const job = await this.repo.jobs.findForUpdate(namespaceId, trx);
       // A namespace waiting to be shredded keeps its DEKs where they are.
       if (!ns || !job || job.state !== 'running' || ns.deletion_date) return 'idle';
       const target = job.target_version;
@@ -172,7 +172,7 @@ export class KekLifecycle {
       const now = new Date();
       const done = Number(job.rewrapped) + deks.length;
       if (last !== null) {
-        await this.repo.advanceRewrap(namespaceId, last, done, now, trx);
+        await this.repo.jobs.advance(namespaceId, last, done, now, trx);
         return 'more';
       }
       // Past the last secret: the named keys' versions next (a few per key, so all in this
@@ -185,10 +185,10 @@ export class KekLifecycle {
       // Nothing can be left (writes since the rotation use the target);
       // if something is, it came from outside Coffer: start another pass rather than retire wrongly.
       if ((await this.countToRewrap(trx, namespaceId, target)) > 0) {
-        await this.repo.advanceRewrap(namespaceId, null, finished, now, trx);
+        await this.repo.jobs.advance(namespaceId, null, finished, now, trx);
         return 'more';
       }
-      await this.repo.completeRewrap(namespaceId, finished, now, trx);
+      await this.repo.jobs.complete(namespaceId, finished, now, trx);
       await retireUnreferenced(trx, namespaceId, target);
       // Cached rows still name the old version (still readable): drop them so no cache refers to retired keys.
       await publishChange(this.changes, trx, changeEvents.namespace(ns.name));
@@ -212,7 +212,7 @@ export class KekLifecycle {
 
   /** Runs every running rewrap job to completion (or until `signal` aborts, or another server has it). */
   async runRewrapJobs(signal?: AbortSignal): Promise<void> {
-    for (const namespaceId of await this.repo.runningRewrapJobs()) {
+    for (const namespaceId of await this.repo.jobs.running()) {
       for (;;) {
         if (signal?.aborted) return;
         const outcome = await this.rewrapBatch(namespaceId);

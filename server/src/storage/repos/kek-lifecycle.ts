@@ -1,12 +1,14 @@
 /**
  * The KEK lifecycle's queries (kms/kek-lifecycle.ts): the status snapshot,
- * the rewrap job's batches over kek_rewrap_jobs and secret_versions, and the
- * search for namespaces due a rotation. The transactions are the caller's;
+ * the rewrap job's batches over secret_versions (the job rows themselves are
+ * rewrap-jobs.ts's, reached as `jobs`), and the search for namespaces due a
+ * rotation. The transactions are the caller's;
  * each query says why it locks what it locks.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Executor } from '../executor.js';
 import type { Database } from '../schema.js';
+import { rewrapJobsRepo } from './rewrap-jobs.js';
 
 /** First key of the two-key advisory lock: "Coffer rewrap". The second is the namespace's hash. */
 export const REWRAP_LOCK = 0x0c0ffe01;
@@ -21,6 +23,9 @@ export interface DekToRewrap {
 
 export function kekLifecycleRepo(db: Kysely<Database>) {
   return {
+    /** kek_rewrap_jobs: one module owns the table. */
+    jobs: rewrapJobsRepo(db),
+
     // --- status ----------------------------------------------------------
 
     async namespace(namespaceId: string, tx: Executor = db) {
@@ -29,10 +34,6 @@ export function kekLifecycleRepo(db: Kysely<Database>) {
 
     async keys(namespaceId: string, tx: Executor = db) {
       return tx.selectFrom('namespace_keys').selectAll().where('namespace_id', '=', namespaceId).orderBy('version').execute();
-    },
-
-    async rewrapJob(namespaceId: string, tx: Executor = db) {
-      return tx.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', namespaceId).executeTakeFirst();
     },
 
     // --- rewrap batches ----------------------------------------------------
@@ -56,11 +57,6 @@ export function kekLifecycleRepo(db: Kysely<Database>) {
         .where('id', '=', namespaceId)
         .forShare()
         .executeTakeFirst();
-    },
-
-    /** FOR UPDATE: the batch moves the job's cursor. */
-    async rewrapJobForUpdate(namespaceId: string, trx: Transaction<Database>) {
-      return trx.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', namespaceId).forUpdate().executeTakeFirst();
     },
 
     /**
@@ -116,28 +112,6 @@ export function kekLifecycleRepo(db: Kysely<Database>) {
         from unnest(${deks.map((d) => d.secretId)}::uuid[], ${deks.map((d) => d.version)}::int[], ${rewrapped}::bytea[])
           as d(secret_id, version, w)
         where v.secret_id = d.secret_id and v.version = d.version`.execute(trx);
-    },
-
-    /** Moves the cursor (null: start another pass from the first path). */
-    async advanceRewrap(namespaceId: string, cursor: string | null, rewrapped: number, now: Date, trx: Transaction<Database>): Promise<void> {
-      await trx
-        .updateTable('kek_rewrap_jobs')
-        .set({ cursor_path: cursor, rewrapped, updated_at: now })
-        .where('namespace_id', '=', namespaceId)
-        .execute();
-    },
-
-    async completeRewrap(namespaceId: string, rewrapped: number, now: Date, trx: Transaction<Database>): Promise<void> {
-      await trx
-        .updateTable('kek_rewrap_jobs')
-        .set({ state: 'completed', cursor_path: null, rewrapped, updated_at: now, completed_at: now })
-        .where('namespace_id', '=', namespaceId)
-        .execute();
-    },
-
-    async runningRewrapJobs(tx: Executor = db): Promise<string[]> {
-      const rows = await tx.selectFrom('kek_rewrap_jobs').select('namespace_id').where('state', '=', 'running').execute();
-      return rows.map((r) => r.namespace_id);
     },
 
     // --- rotation ----------------------------------------------------------

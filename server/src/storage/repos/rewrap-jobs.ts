@@ -1,9 +1,9 @@
 /**
  * kek_rewrap_jobs: one rewrap job per namespace, moving every DEK to the
  * target KEK version. A rotation (re)starts it here; the job's batches
- * (kms/kek-lifecycle.ts) move its cursor.
+ * (kms/kek-lifecycle.ts) move its cursor; shredding deletes it.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { Executor } from '../executor.js';
 import type { Database } from '../schema.js';
 
@@ -30,6 +30,37 @@ export function rewrapJobsRepo(db: Kysely<Database>) {
         .values({ namespace_id: namespaceId, ...job })
         .onConflict((oc) => oc.column('namespace_id').doUpdateSet(job))
         .execute();
+    },
+
+    async find(namespaceId: string, tx: Executor = db) {
+      return tx.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', namespaceId).executeTakeFirst();
+    },
+
+    /** FOR UPDATE: the batch moves the job's cursor. */
+    async findForUpdate(namespaceId: string, trx: Transaction<Database>) {
+      return trx.selectFrom('kek_rewrap_jobs').selectAll().where('namespace_id', '=', namespaceId).forUpdate().executeTakeFirst();
+    },
+
+    /** Moves the cursor (null: start another pass from the first path). */
+    async advance(namespaceId: string, cursor: string | null, rewrapped: number, now: Date, trx: Transaction<Database>): Promise<void> {
+      await trx
+        .updateTable('kek_rewrap_jobs')
+        .set({ cursor_path: cursor, rewrapped, updated_at: now })
+        .where('namespace_id', '=', namespaceId)
+        .execute();
+    },
+
+    async complete(namespaceId: string, rewrapped: number, now: Date, trx: Transaction<Database>): Promise<void> {
+      await trx
+        .updateTable('kek_rewrap_jobs')
+        .set({ state: 'completed', cursor_path: null, rewrapped, updated_at: now, completed_at: now })
+        .where('namespace_id', '=', namespaceId)
+        .execute();
+    },
+
+    async running(tx: Executor = db): Promise<string[]> {
+      const rows = await tx.selectFrom('kek_rewrap_jobs').select('namespace_id').where('state', '=', 'running').execute();
+      return rows.map((r) => r.namespace_id);
     },
 
     async delete(namespaceId: string, tx: Executor = db): Promise<void> {
