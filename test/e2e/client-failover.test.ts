@@ -15,8 +15,10 @@ import { api, createStore, startTestServer, storageKinds, type TestStore } from 
 import { createSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
 const NS = 'failover';
-/** Long enough that a client's retries have certainly met refused connections (each retry waits 0–5 s). */
+/** After the client said it is retrying, the server stays down this long more (each retry waits 0–5 s). */
 const OUTAGE_MS = 2_000;
+/** How long a client may take (a loaded machine) to meet the closed port and say it will retry. */
+const FIRST_RETRY_MS = 120_000;
 
 describeIfSoftHsm('clients ride out a server restart on the same port', () => {
   let hsm: SoftHsm;
@@ -35,17 +37,29 @@ describeIfSoftHsm('clients ride out a server restart on the same port', () => {
     await server?.stop();
     server = undefined;
   };
-  /** Stops the server, lets `during` start its requests against the closed port, then restarts the server. */
-  async function outage<T>(during: () => Promise<T>): Promise<T> {
+  /**
+   * Stops the server, lets `during` start its requests against the closed port and waits until the
+   * client says it is retrying (the real condition: it met the refusal), then restarts the server.
+   */
+  async function outage<T>(during: (retrying: () => void) => Promise<T>): Promise<T> {
     await stop();
-    const pending = during();
+    let retrying!: () => void;
+    const retried = new Promise<void>((resolve) => (retrying = resolve));
+    const pending = during(retrying);
     pending.catch(() => undefined);
+    let cap: NodeJS.Timeout | undefined;
+    await Promise.race([retried, pending.then(() => undefined, () => undefined), new Promise((r) => (cap = setTimeout(r, FIRST_RETRY_MS)))]);
+    clearTimeout(cap);
     await new Promise((r) => setTimeout(r, OUTAGE_MS));
     await start();
     return pending;
   }
-  const cli = (args: string[], env: Record<string, string> = {}, input?: string) =>
-    runCli(['-n', NS, ...args], { env: { HOME: home, COFFER_ADDR: address, COFFER_TOKEN: token, ...env }, ...(input !== undefined ? { input } : {}) });
+  const cli = (args: string[], env: Record<string, string> = {}, input?: string, retrying?: () => void) =>
+    runCli(['-n', NS, ...args], {
+      env: { HOME: home, COFFER_ADDR: address, COFFER_TOKEN: token, ...env },
+      ...(input !== undefined ? { input } : {}),
+      ...(retrying ? { onStderr: (text: string) => /retrying for up to/.test(text) && retrying() } : {}),
+    });
 
   beforeAll(async () => {
     hsm = createSoftHsm(['failover']);
@@ -70,15 +84,14 @@ describeIfSoftHsm('clients ride out a server restart on the same port', () => {
   });
 
   it('SDK: a read made while the server is down succeeds once it is back (default budget)', async () => {
-    const sdk = new CofferClient({ address, token });
-    const read = await outage(() => sdk.secrets.get(NS, 'db'));
+    const read = await outage((retrying) => new CofferClient({ address, token, onRetry: retrying }).secrets.get(NS, 'db'));
     expect(read.data).toEqual({ password: 'one' });
   });
 
   it('SDK: a write whose connection was refused is retried, and applied once', async () => {
     const sdk = new CofferClient({ address, token });
     const before = (await sdk.secrets.get(NS, 'db')).version;
-    const written = await outage(() => sdk.secrets.put(NS, 'db', { password: 'two' }));
+    const written = await outage((retrying) => new CofferClient({ address, token, onRetry: retrying }).secrets.put(NS, 'db', { password: 'two' }));
     expect(written.version).toBe(before + 1);
     const history = await sdk.secrets.history(NS, 'db');
     expect(Math.max(...history.versions.map((v) => v.version))).toBe(before + 1);
@@ -102,12 +115,12 @@ describeIfSoftHsm('clients ride out a server restart on the same port', () => {
   });
 
   it('CLI: a read and a write made while the server is down succeed once it is back; --retry-budget 0 fails at once (exit 5)', async () => {
-    const read = await outage(() => cli(['secret', 'get', 'db', '--field', 'password']));
+    const read = await outage((retrying) => cli(['secret', 'get', 'db', '--field', 'password'], {}, undefined, retrying));
     expect(read).toMatchObject({ code: 0 });
     expect(read.stdout.trim()).toBe('two');
     // It said once, on stderr, that it was waiting and how to stop waiting.
     expect(read.stderr.match(/retrying for up to \d+ s \(--retry-budget 0/g)).toHaveLength(1);
-    const write = await outage(() => cli(['secret', 'put', 'db', 'password=-'], {}, 'three\n'));
+    const write = await outage((retrying) => cli(['secret', 'put', 'db', 'password=-'], {}, 'three\n', retrying));
     expect(write.code).toBe(0);
     const history = await cli(['secret', 'history', 'db', '--format', 'json']);
     const versions = (JSON.parse(history.stdout) as { versions: Array<{ version: number }> }).versions.map((v) => v.version);

@@ -124,14 +124,20 @@ export interface CliResult {
 }
 
 /** Runs the built `coffer` with exactly `env` (plus PATH), feeding `input` on stdin. */
-export function runCli(args: string[], options: { env: Record<string, string | undefined>; input?: string }): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  options: { env: Record<string, string | undefined>; input?: string; /** Sees stderr so far, as it comes (to wait for what the CLI says). */ onStderr?: (stderr: string) => void },
+): Promise<CliResult> {
   const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
   for (const [key, value] of Object.entries(options.env)) if (value !== undefined) env[key] = value;
   const child = spawn(process.execPath, [CLI_MAIN, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    options.onStderr?.(stderr);
+  });
   child.stdin.on('error', () => {}); // the CLI may exit without reading stdin
   child.stdin.end(options.input ?? '');
   return new Promise((resolve, reject) => {
