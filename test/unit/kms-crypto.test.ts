@@ -5,6 +5,7 @@ import { constants, createHash, createPrivateKey, createPublicKey, generateKeyPa
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { CAPABILITIES, KMS_CAPABILITIES, SECRET_CAPABILITIES } from '@coffer/sdk/api';
 import { NONCE_BYTES, rawOpen, rawSeal, rawSealAfter } from '@coffer/server/crypto/raw-aead';
+import { aad as contexts } from '@coffer/server/crypto/context';
 import { CofferError } from '@coffer/server/errors';
 import { ciphertextHeader, decodeVersioned, encodeCiphertext, keyTag, parseCiphertext } from '@coffer/server/kms/named-keys/ciphertext';
 import { resolveSignOptions, signOffLoop, signWith, verifyWith, type SignOptions } from '@coffer/server/kms/named-keys/signing';
@@ -106,6 +107,19 @@ describe('Ed25519 (RFC 8032 §7.1, tests 1 and 2)', () => {
   it('refuses a prehashed digest and a hash algorithm (pure Ed25519 only)', () => {
     expectInvalid(() => resolveSignOptions('ed25519', { ...noOptions, prehashed: true }, new Uint8Array(32)), /messages, not digests/);
     expectInvalid(() => resolveSignOptions('ed25519', { ...noOptions, hash: 'sha2-256' }, utf8('m')));
+  });
+});
+
+describe('aad.kmsData (the AAD of every KMS ciphertext: its bytes must never change)', () => {
+  it('is the documented JSON, also when its head is remembered', () => {
+    const id = '6f1c3a52-3e0b-4c11-9a51-0d1b2c3d4e5f';
+    const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+    for (let i = 0; i < 2; i++) {
+      expect(text(contexts.kmsData(id, 1, new Uint8Array(0)))).toBe(`["coffer/v1","kms-data","${id}",1,""]`);
+      expect(text(contexts.kmsData(id, 12, utf8('order-42')))).toBe(`["coffer/v1","kms-data","${id}",12,"b3JkZXItNDI="]`);
+      const view = new Uint8Array(Buffer.from('xxorder-42xx')).subarray(2, 10);
+      expect(text(contexts.kmsData(id, 12, view))).toBe(JSON.stringify(['coffer/v1', 'kms-data', id, 12, 'b3JkZXItNDI=']));
+    }
   });
 });
 
