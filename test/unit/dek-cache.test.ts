@@ -69,6 +69,27 @@ describe('Keyring DEK cache', () => {
     await expect(read(refA, { ...a, wrappedDek: altered })).rejects.toMatchObject({ code: 'integrity_error' });
   });
 
+  it('serves a cached DEK only for the wrapped bytes it came from', async () => {
+    const { keyring, rows, write, read } = await setup();
+    await rows.put('ns-a', 1);
+    const first = await write(refA, 'alpha');
+    expect(await read(refA, first)).toBe('alpha'); // its DEK is cached now
+    // The same version written again (a restore, a retried write): another DEK under the same
+    // context. The cached DEK is not its DEK: the new row must unwrap its own, not fail on the value.
+    const again = await write(refA, 'alpha-2');
+    expect(await read(refA, again)).toBe('alpha-2');
+    expect(await read(refA, first)).toBe('alpha');
+    // The same DEK wrapped anew (a rewrap to the same KEK version: other nonce, other bytes) reads too.
+    const [rewrapped] = await keyring.rewrapDeks('ns-a', 1, [{ ...refA, ...first }]);
+    expect(Buffer.from(rewrapped!).equals(Buffer.from(first.wrappedDek))).toBe(false);
+    expect(await read(refA, { ...first, wrappedDek: rewrapped! })).toBe('alpha');
+    // With that one cached, an altered copy of it still fails, and the original still reads.
+    const altered = Uint8Array.from(rewrapped!);
+    altered[5]! ^= 1;
+    await expect(read(refA, { ...first, wrappedDek: altered })).rejects.toMatchObject({ code: 'integrity_error' });
+    expect(await read(refA, first)).toBe('alpha');
+  });
+
   it('drops the DEKs of a KEK version evicted from the keyring', async () => {
     const { rows, keyring, write, read } = await setup();
     await rows.put('ns-a', 1);

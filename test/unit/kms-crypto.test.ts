@@ -5,9 +5,10 @@ import { constants, createHash, createPrivateKey, createPublicKey, generateKeyPa
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { CAPABILITIES, KMS_CAPABILITIES, SECRET_CAPABILITIES } from '@coffer/sdk/api';
 import { NONCE_BYTES, rawOpen, rawSeal, rawSealAfter } from '@coffer/server/crypto/raw-aead';
+import { aad as contexts } from '@coffer/server/crypto/context';
 import { CofferError } from '@coffer/server/errors';
 import { ciphertextHeader, decodeVersioned, encodeCiphertext, keyTag, parseCiphertext } from '@coffer/server/kms/named-keys/ciphertext';
-import { resolveSignOptions, signWith, verifyWith, type SignOptions } from '@coffer/server/kms/named-keys/signing';
+import { resolveSignOptions, signOffLoop, signWith, verifyWith, type SignOptions } from '@coffer/server/kms/named-keys/signing';
 import { compilePolicy, isAllowed, type PolicyRule, type Principal } from '@coffer/server/policy/policy';
 import { mayUseKey, maySeeKey } from '@coffer/server/policy/kms';
 
@@ -106,6 +107,50 @@ describe('Ed25519 (RFC 8032 §7.1, tests 1 and 2)', () => {
   it('refuses a prehashed digest and a hash algorithm (pure Ed25519 only)', () => {
     expectInvalid(() => resolveSignOptions('ed25519', { ...noOptions, prehashed: true }, new Uint8Array(32)), /messages, not digests/);
     expectInvalid(() => resolveSignOptions('ed25519', { ...noOptions, hash: 'sha2-256' }, utf8('m')));
+  });
+});
+
+describe('aad.kmsData (the AAD of every KMS ciphertext: its bytes must never change)', () => {
+  it('is the documented JSON, also when its head is remembered', () => {
+    const id = '6f1c3a52-3e0b-4c11-9a51-0d1b2c3d4e5f';
+    const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+    for (let i = 0; i < 2; i++) {
+      expect(text(contexts.kmsData(id, 1, new Uint8Array(0)))).toBe(`["coffer/v1","kms-data","${id}",1,""]`);
+      expect(text(contexts.kmsData(id, 12, utf8('order-42')))).toBe(`["coffer/v1","kms-data","${id}",12,"b3JkZXItNDI="]`);
+      const view = new Uint8Array(Buffer.from('xxorder-42xx')).subarray(2, 10);
+      expect(text(contexts.kmsData(id, 12, view))).toBe(JSON.stringify(['coffer/v1', 'kms-data', id, 12, 'b3JkZXItNDI=']));
+    }
+  });
+});
+
+describe('signOffLoop (the signing path of the server: node:crypto on the thread pool)', () => {
+  const message = utf8('a release to sign');
+  it('makes the RFC 8032 signature of signWith (Ed25519 is deterministic)', async () => {
+    const key = createPrivateKey({ key: Buffer.from('302e020100300506032b657004220420' + '4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb', 'hex'), format: 'der', type: 'pkcs8' });
+    const options = resolveSignOptions('ed25519', noOptions, hex('72'));
+    expect(toHex(await signOffLoop('ed25519', key, hex('72'), options))).toBe(
+      '92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00',
+    );
+  });
+
+  it('ECDSA in both encodings and RSA PSS (salt = digest length) and PKCS#1 v1.5, messages and prehashed', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    for (const [marshaling, dsaEncoding] of [['asn1', 'der'], ['jws', 'ieee-p1363']] as const) {
+      const signature = await signOffLoop('ecdsa-p256', ec, message, resolveSignOptions('ecdsa-p256', { ...noOptions, marshaling }, message));
+      expect(verify('sha256', message, { key: ec, dsaEncoding }, signature)).toBe(true);
+    }
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const digest = new Uint8Array(createHash('sha384').update(message).digest());
+    for (const signatureAlgorithm of ['pss', 'pkcs1v15'] as const) {
+      const padding = signatureAlgorithm === 'pss' ? constants.RSA_PKCS1_PSS_PADDING : constants.RSA_PKCS1_PADDING;
+      const raw = resolveSignOptions('rsa-2048', { ...noOptions, hash: 'sha2-384', signatureAlgorithm }, message);
+      const pre = resolveSignOptions('rsa-2048', { ...noOptions, hash: 'sha2-384', signatureAlgorithm, prehashed: true }, digest);
+      for (const [input, options] of [[message, raw], [digest, pre]] as const) {
+        const signature = await signOffLoop('rsa-2048', rsa, input, options);
+        expect(verify('sha384', message, { key: rsa, padding, saltLength: 48 }, signature)).toBe(true);
+        if (signatureAlgorithm === 'pkcs1v15') expect(toHex(signature)).toBe(toHex(signWith('rsa-2048', rsa, input, options)));
+      }
+    }
   });
 });
 

@@ -56,5 +56,20 @@ export const aad = {
    * caller's own associated data (base64 inside the JSON, so any bytes fit).
    */
   kmsData: (keyId: string, version: number, associated: Uint8Array) =>
-    encode(['kms-data', keyId, version, Buffer.from(associated).toString('base64')]),
+    encoder.encode(`${kmsDataHead(keyId, version)}"${Buffer.from(associated.buffer, associated.byteOffset, associated.byteLength).toString('base64')}"]`),
 };
+
+// aad.kmsData is built on every KMS encrypt and decrypt: the JSON of its head (all but the
+// associated data, whose base64 needs no escaping) is remembered per key version, as `encode`
+// would write it. Ids are not secret; a full map is simply emptied.
+const kmsHeads = new Map<string, string>();
+function kmsDataHead(keyId: string, version: number): string {
+  const id = `${keyId}:${version}`;
+  let head = kmsHeads.get(id);
+  if (head === undefined) {
+    head = JSON.stringify(['coffer/v1', 'kms-data', keyId, version, '']).slice(0, -3);
+    if (kmsHeads.size >= 4096) kmsHeads.clear();
+    kmsHeads.set(id, head);
+  }
+  return head;
+}

@@ -40,11 +40,15 @@ export class Keyring {
    * two — half the AEAD work of a bulk read. A DEK is no more exposed than the KEK that unwraps
    * it, which sits in `cache` anyway: its id starts with its KEK's id, and it leaves with that
    * KEK (expiry, eviction, destruction, namespace shredding, seal), zeroed. The id holds the
-   * whole context the unwrap authenticated (namespace, KEK version, secret, version) and the
-   * wrapped bytes, so a hit stands for exactly the unwrap that would have succeeded; the value's
-   * own envelope is still opened and checked on every read.
+   * whole context the unwrap authenticated (namespace, KEK version, secret, version), and a hit
+   * also needs the presented wrapped bytes to be the ones the DEK was unwrapped from
+   * (`dekSources`), so it stands for exactly the unwrap that would have succeeded; the value's
+   * own envelope is still opened and checked on every read. (The wrapped bytes used to be part
+   * of the id: base64 of them was 5% of a bulk read's profile.)
    */
   private readonly deks: KekCache | null;
+  /** The wrapped DEK each cached DEK came from (a copy: not a view pinning a driver's row buffer), by the same id. */
+  private readonly dekSources = new Map<string, Uint8Array>();
   private readonly loading = new Map<string, Promise<KeyMaterial>>();
 
   constructor(
@@ -53,7 +57,7 @@ export class Keyring {
     cache: { ttlMs: number; maxEntries: number; dekMaxEntries?: number },
   ) {
     const dekMax = cache.dekMaxEntries ?? 0;
-    this.deks = dekMax > 0 ? new KekCache(cache.ttlMs, dekMax) : null;
+    this.deks = dekMax > 0 ? new KekCache(cache.ttlMs, dekMax, Date.now, (id) => this.dekSources.delete(id)) : null;
     this.cache = new KekCache(cache.ttlMs, cache.maxEntries, Date.now, (kekId) => this.deks?.evictPrefix(`${kekId}:`));
   }
 
@@ -199,11 +203,13 @@ export class Keyring {
   ): { key: KeyMaterial; cached: boolean } {
     if (!this.deks) return { key: openWithKey(kek, stored.wrappedDek, context(), 'a secret version'), cached: false };
     const wrapped = stored.wrappedDek;
-    const id = `${namespaceId}:${stored.kekVersion}:${secretId}:${version}:${Buffer.from(wrapped.buffer, wrapped.byteOffset, wrapped.byteLength).toString('base64')}`;
+    const id = `${namespaceId}:${stored.kekVersion}:${secretId}:${version}`;
     const hit = this.deks.get(id);
-    if (hit) return { key: hit, cached: true };
+    // Other wrapped bytes under the same id (altered, or rewrapped meanwhile) are unwrapped and checked like a miss.
+    if (hit && sameBytes(this.dekSources.get(id), wrapped)) return { key: hit, cached: true };
     const key = openWithKey(kek, wrapped, context(), 'a secret version');
     this.deks.set(id, key);
+    this.dekSources.set(id, new Uint8Array(wrapped));
     return { key, cached: true };
   }
 
@@ -373,4 +379,11 @@ export class Keyring {
     this.cache.set(`${namespaceId}:${kekVersion}`, kek);
     return kek;
   }
+}
+
+/** Equality of public bytes (wrapped DEKs are ciphertext: no need for constant time). */
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  if (a === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }

@@ -45,7 +45,7 @@ import { HASHES, KEY_TYPES } from './key-types.js';
 import type { CachedVersion, KmsKeyCache } from './key-cache.js';
 import type { KeyStore } from './key-store.js';
 import { privateKeyOf } from './material.js';
-import { resolveSignOptions, signWith, verifyWith } from './signing.js';
+import { resolveSignOptions, signOffLoop, verifyWith } from './signing.js';
 
 const EMPTY = new Uint8Array(0);
 
@@ -249,7 +249,7 @@ export class KeyOperations {
       const options = resolveSignOptions(s.type, signOptionsOf(req), input);
       const version = this.store.encryptionVersion(s.row, req.key_version);
       await s.load([version]);
-      const signature = s.hsm ? await this.store.hsm.sign(s.type, s.hsmLabel(version), input, options) : signWith(s.type, s.privateKey(version), input, options);
+      const signature = s.hsm ? await this.store.hsm.sign(s.type, s.hsmLabel(version), input, options) : await signOffLoop(s.type, s.privateKey(version), input, options);
       return { signature: encodeVersioned(version, signature), key_version: version };
     });
   }
