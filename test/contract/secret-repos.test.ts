@@ -171,7 +171,7 @@ describeContract('secret repositories', (backend) => {
     expect((await Promise.all([requests.markDownloaded(req.id, new Date()), requests.markDownloaded(req.id, new Date())])).sort()).toEqual([false, true]);
     const found = await requests.findWithNamespace(req.id);
     expect({ state: found!.state, ns: found!.namespace_name, downloaded: found!.downloaded_at instanceof Date }).toEqual({ state: 'downloaded', ns: ns.name, downloaded: true });
-    expect(await requests.getForDownload(req.id)).toEqual({ namespace_id: ns.id, public_key: 'pem' });
+    expect(await requests.getForDownload(req.id)).toEqual({ namespace_id: ns.id, public_key: 'pem', kms_key_id: null });
     const expired = await make(new Date(Date.now() - 1000));
     expect(await requests.approve(expired.id, 'bob', new Date())).toBe(false);
     expect((await requests.listByNamespace(ns.id, 10)).map((r) => r.id)).toEqual([expired.id, req.id]);
