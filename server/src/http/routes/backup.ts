@@ -41,6 +41,19 @@ async function backupText(req: Request): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** Resolves when `res` drains or closes; the other listener is removed (one per slow write would pile up). */
+export function writable(res: Pick<NodeJS.EventEmitter, 'once' | 'off'>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
 const ADMIN = { kind: 'admin', denied: 'backups need admin rights' } as const;
 
 export const backupPaths: RoutePath[] = [
@@ -65,7 +78,7 @@ export const backupPaths: RoutePath[] = [
               res.setHeader('Content-Disposition', 'attachment; filename="coffer-backup.ndjson"');
               res.setHeader('Cache-Control', 'no-store');
             }
-            if (!res.write(chunk)) await new Promise<void>((resolve) => res.once('drain', resolve).once('close', resolve));
+            if (!res.write(chunk)) await writable(res);
             if (res.destroyed) throw new Error('the client went away during the backup');
           };
           try {
