@@ -2,7 +2,7 @@
 /**
  * Peak RSS of a server process restoring a large backup (POST /v1/sys/restore),
  * for one or more server builds: `node scripts/restore-rss.mjs [--mb 200] MAIN_JS...`
- * (default: this checkout's server/dist/main.js). On a throwaway PostgreSQL, so
+ * [--heap MB] (default: this checkout's server/dist/main.js). On a throwaway PostgreSQL, so
  * the database's memory is not the server's. Bounded: one fill, one backup,
  * one restore per build.
  */
@@ -21,6 +21,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const mbAt = args.indexOf('--mb');
 const targetMb = mbAt >= 0 ? Number(args.splice(mbAt, 2)[1]) : 200;
+// --heap MB: the restoring servers' V8 old-space limit (a restore that holds the upload runs out of it).
+const heapAt = args.indexOf('--heap');
+const heapMb = heapAt >= 0 ? Number(args.splice(heapAt, 2)[1]) : null;
 const mains = args.length > 0 ? args.map((a) => path.resolve(a)) : [path.join(root, 'server/dist/main.js')];
 const pg = createRequire(path.join(root, 'server/package.json'))('pg');
 
@@ -43,9 +46,9 @@ async function database(name) {
   return url.toString();
 }
 
-async function startServer(main, db) {
+async function startServer(main, db, nodeArgs = []) {
   const port = await freePort();
-  const child = spawn(process.execPath, [main], {
+  const child = spawn(process.execPath, [...nodeArgs, main], {
     env: { ...process.env, COFFER_DATABASE_URL: db, COFFER_PORT: String(port), COFFER_HOST: '127.0.0.1', COFFER_LOG_LEVEL: 'warn', COFFER_KEK_RUN_JOBS: 'false', COFFER_MAX_REQUEST_BYTES: String(4 * 1024 * 1024), COFFER_REQUEST_TIMEOUT_SECONDS: '3600' },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -63,8 +66,16 @@ async function startServer(main, db) {
   return { child, url };
 }
 
-const hwmKb = (pid) => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
-const rssKb = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
+// NaN once the process is gone (or a zombie: no memory lines left).
+const procStatus = (pid, field) => {
+  try {
+    return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+};
+const hwmKb = (pid) => procStatus(pid, 'VmHWM');
+const rssKb = (pid) => procStatus(pid, 'VmRSS');
 
 async function call(url, method, p, body, token) {
   const res = await fetch(url + p, { method, headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -96,7 +107,7 @@ try {
 
   let n = 0;
   for (const main of mains) {
-    const b = await startServer(main, await database(`dst${n++}`));
+    const b = await startServer(main, await database(`dst${n++}`), heapMb ? [`--max-old-space-size=${heapMb}`] : []);
     const before = rssKb(b.child.pid);
     const t0 = Date.now();
     const status = await new Promise((resolve, reject) => {
@@ -105,12 +116,14 @@ try {
         r.on('data', (c) => (text += c));
         r.on('end', () => resolve(`${r.statusCode} ${text.slice(0, 200)}`));
       });
-      req.on('error', reject);
+      req.on('error', (err) => resolve(`failed: ${err.message} (server exit ${b.child.exitCode ?? b.child.signalCode ?? 'none'})`));
       req.write(`${JSON.stringify({ coffer_restore: { shares: init.shares } })}\n`);
       createReadStream(file).pipe(req);
     });
     const seconds = (Date.now() - t0) / 1000;
-    console.log(`${main}\n  restore: ${status.slice(0, 80)}\n  ${seconds.toFixed(1)} s; RSS before ${(before / 1024).toFixed(0)} MiB, peak (VmHWM) ${(hwmKb(b.child.pid) / 1024).toFixed(0)} MiB`);
+    const hwm = hwmKb(b.child.pid);
+    const peak = Number.isNaN(hwm) ? '(the server died)' : `${(hwm / 1024).toFixed(0)} MiB`;
+    console.log(`${main}${heapMb ? ` (--max-old-space-size=${heapMb})` : ''}\n  restore: ${status.slice(0, 80)}\n  ${seconds.toFixed(1)} s; RSS before ${(before / 1024).toFixed(0)} MiB, peak (VmHWM) ${peak}`);
     b.child.kill('SIGTERM');
   }
 } finally {
