@@ -8,7 +8,7 @@
  * undici's pooling. The SDK itself keeps the global fetch (library users
  * already have undici loaded, and the option stays open for them too).
  *
- * Only what Transport needs is implemented: method, headers, a string body, an
+ * Only what Transport needs is implemented: method, headers, a string or ReadableStream body, an
  * AbortSignal, and a response with status, statusText, ok, headers.get() and
  * text() (or a streamed `body`, for backups). Redirects are never followed (the SDK asks for redirect: 'error'; a
  * 3xx is returned as a non-ok response, which the SDK reports as an error).
@@ -42,6 +42,8 @@ export function createNodeFetch(clientCert?: ClientCertificate): FetchFn {
   const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
   const { request } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
   const body = typeof init.body === 'string' ? Buffer.from(init.body, 'utf8') : undefined;
+  // A file upload (restore): sent chunked as it is read, never held whole.
+  const streamBody = init.body instanceof ReadableStream ? (init.body as ReadableStream<Uint8Array>) : undefined;
   const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
   if (body) headers['Content-Length'] = String(body.length);
   const signal = init.signal ?? undefined;
@@ -118,7 +120,22 @@ export function createNodeFetch(clientCert?: ClientCertificate): FetchFn {
       });
     });
     req.on('error', (err) => reject(failed(err, signal)));
-    req.end(body);
+    if (!streamBody) return void req.end(body);
+    void (async () => {
+      const reader = streamBody.getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (!req.write(value)) await new Promise<void>((resolveDrain) => req.once('drain', resolveDrain).once('close', resolveDrain));
+          if (req.destroyed) break;
+        }
+        req.end();
+      } catch (err) {
+        // The file could not be read: the server sees a cut upload and changes nothing.
+        req.destroy(err instanceof Error ? err : new Error(String(err)));
+      }
+    })();
   });
   }) as unknown as FetchFn;
 }

@@ -8,7 +8,7 @@
 import { AuthApi, TokenApi, TokenRenewer, type AuthInfo, type RenewerOptions } from './auth.js';
 import { AdminApi } from './admin.js';
 import { ByokApi, EscrowApi, type GenerateRootProgress, type KekRotation, type KekStatus, type RotateRootResult, type SealMigrateResult, type ShredSchedule } from './keys.js';
-import { restoreUpload, type BackupVerifyResult, type RestoreResult } from './api/backup.js';
+import { restoreEnvelopeLine, restoreUpload, type BackupVerifyResult, type RestoreResult } from './api/backup.js';
 import type { ImportParams } from './api/keys.js';
 import type { NamespaceImportResult } from './api/namespace-transfer.js';
 import { CofferError, invalidArgument } from './errors.js';
@@ -198,8 +198,9 @@ export class SysApi {
    * and unseal the server afterwards. A PKCS#11 backup takes none (the HSM holds the root key).
    * Not retried.
    */
-  async restore(backup: string, options: { shares?: readonly string[] } = {}): Promise<RestoreResult> {
-    const upload = restoreUpload(backup, options.shares);
+  async restore(backup: string | ReadableStream<Uint8Array>, options: { shares?: readonly string[] } = {}): Promise<RestoreResult> {
+    // A stream (a file read from disk) is sent as it is read: the server spools it, neither side holds it.
+    const upload = typeof backup === 'string' ? restoreUpload(backup, options.shares) : withFirstLine(restoreEnvelopeLine(options.shares), backup);
     const res = await this.http.raw({ method: 'POST', path: '/v1/sys/restore', upload, contentType: BACKUP_MEDIA_TYPE, anonymous: true });
     return JSON.parse(await res.text()) as RestoreResult;
   }
@@ -495,4 +496,26 @@ export class AuditApi {
     const result = await this.http.request<{ hash: string }>({ method: 'POST', path: '/v1/sys/audit/hash', body: { input }, idempotent: true });
     return result.hash;
   }
+}
+
+/** `stream` with `line` (UTF-8) sent before it. */
+function withFirstLine(line: string, stream: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  if (line === '') return stream;
+  const reader = stream.getReader();
+  let first: Uint8Array | null = new TextEncoder().encode(line);
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (first) {
+        controller.enqueue(first);
+        first = null;
+        return;
+      }
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
 }

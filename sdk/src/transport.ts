@@ -138,16 +138,22 @@ export class Transport {
    * `contentType`, and a 2xx response is returned unread (a backup streams for
    * longer than any request timeout: the timeout covers only the wait for the
    * response's headers). Errors are raised as `request` raises them.
+   * A streamed `upload` (a large file) has no timeout: the server answers
+   * only once it has read and processed all of it.
    */
-  async raw(req: { method: Method; path: string; upload?: string; contentType?: string; anonymous?: boolean }): Promise<Response> {
+  async raw(req: { method: Method; path: string; upload?: string | ReadableStream<Uint8Array>; contentType?: string; anonymous?: boolean }): Promise<Response> {
     const headers: Record<string, string> = { 'User-Agent': this.options.userAgent };
     if (this.token !== undefined && !req.anonymous) headers.Authorization = `Bearer ${this.token}`;
     if (req.contentType) headers['Content-Type'] = req.contentType;
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
+    const streamed = req.upload !== undefined && typeof req.upload !== 'string';
+    const timer = streamed ? undefined : setTimeout(() => abort.abort(new DOMException('timeout', 'TimeoutError')), this.options.timeoutMs);
     let response: Response;
     try {
-      response = await this.options.fetch(new URL(this.base + req.path), { method: req.method, headers, body: req.upload, redirect: 'error', signal: abort.signal });
+      // Node's fetch sends a stream body only with duplex 'half' (not yet in the DOM RequestInit type).
+      const init: RequestInit & { duplex?: 'half' } = { method: req.method, headers, body: req.upload, redirect: 'error', signal: abort.signal };
+      if (streamed) init.duplex = 'half';
+      response = await this.options.fetch(new URL(this.base + req.path), init);
     } catch (err) {
       throw this.networkError(err);
     } finally {

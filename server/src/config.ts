@@ -25,6 +25,10 @@ export const configSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Largest accepted request body; larger ones get 413. */
   maxRequestBytes: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  /** Largest accepted restore upload (POST /v1/sys/restore): spooled to disk, not held in memory. */
+  maxRestoreBytes: int(1024, Number.MAX_SAFE_INTEGER).default(64 * 1024 ** 3),
+  /** Where a restore upload is spooled (a private, already-unlinked file); the OS temp dir when absent. */
+  restoreSpoolDir: z.string().min(1).optional(),
   /** How long an unwrapped KEK stays in memory after its last use. */
   kekCacheTtlSeconds: int(1, 86_400).default(300),
   kekCacheMaxEntries: int(1, 1_000_000).default(1024),
@@ -189,6 +193,8 @@ const ENV: Record<string, keyof Config> = {
   COFFER_DEV: 'dev',
   COFFER_LOG_LEVEL: 'logLevel',
   COFFER_MAX_REQUEST_BYTES: 'maxRequestBytes',
+  COFFER_MAX_RESTORE_BYTES: 'maxRestoreBytes',
+  COFFER_RESTORE_SPOOL_DIR: 'restoreSpoolDir',
   COFFER_KEK_CACHE_TTL_SECONDS: 'kekCacheTtlSeconds',
   COFFER_KEK_CACHE_MAX_ENTRIES: 'kekCacheMaxEntries',
   COFFER_DEK_CACHE_MAX_ENTRIES: 'dekCacheMaxEntries',

@@ -12,6 +12,7 @@ import type { AuditLog } from './audit/audit-log.js';
 import type { SecretReadCache } from './secrets/read-cache.js';
 import type { Pkcs11Token } from './seal/pkcs11.js';
 import type { SealType } from './seal/seal.js';
+import { conflict } from './errors.js';
 import { pingDatabase, type DatabaseCheck } from './storage/db.js';
 import type { Database } from './storage/schema.js';
 import { followInit, followRoot } from './vault/follow-root.js';
@@ -24,6 +25,7 @@ import type { GenerateRootProgress, InitResult, RotateRootResult, SealMigrateRes
 import { autoUnseal, resetUnseal, unseal } from './vault/unseal.js';
 import { verifyKeysOpen, writeBackup } from './vault/backup.js';
 import { readBackup, restore } from './vault/restore.js';
+import { DEFAULT_MAX_RESTORE_BYTES, RestoreSpool, type RestoreUploadLimits } from './vault/restore-spool.js';
 import type { BackupVerifyResult, RestoreResult } from '@coffer/sdk/api';
 import type { Vault } from './vault/vault.js';
 
@@ -49,6 +51,8 @@ export class CofferCore {
     readonly readCache: SecretReadCache,
     /** PGlite's one connection must not be held while a client reads a backup slowly. */
     private readonly storageKind: 'postgres' | 'pglite' = 'pglite',
+    /** How large a restore upload may be, and where it is spooled. */
+    private readonly restoreLimits: RestoreUploadLimits = { maxBytes: DEFAULT_MAX_RESTORE_BYTES },
   ) {}
 
   get db(): Kysely<Database> {
@@ -168,16 +172,23 @@ export class CofferCore {
     return verifyKeysOpen(readBackup(text), root);
   }
 
-  /** A backup into this uninitialised server, which is then sealed (vault/restore.ts). */
-  async restore(text: string, beforeCommit?: BeforeCommit): Promise<RestoreResult> {
+  /**
+   * A backup upload (its envelope line, then the backup) into this uninitialised server: spooled to
+   * disk and checked as it arrives, then restored (vault/restore-spool.ts, vault/restore.ts).
+   */
+  async restore(body: AsyncIterable<Buffer>, beforeCommit?: BeforeCommit): Promise<RestoreResult> {
+    // Refused before a byte is spooled (checked again, for real, inside the restore).
+    if (this.vault.config) throw conflict('already_initialized', 'Coffer is already initialised: restore only into a new, uninitialised server');
+    const upload = await RestoreSpool.receive(body, this.restoreLimits);
     try {
-      return await restore(this.vault, text, async (trx) => {
+      return await restore(this.vault, upload, async (trx) => {
         // The restore's own entry goes on top of the restored chain, not of what this server wrote before.
         this.audit.forgetHead();
         await beforeCommit?.(trx);
       });
     } finally {
       this.audit.forgetHead();
+      await upload.close();
     }
   }
 

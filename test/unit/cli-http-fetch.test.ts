@@ -12,17 +12,20 @@ import { CertDir } from '../helpers/tls.js';
 
 let server: Server;
 let base: string;
-const seen: Array<{ method?: string; url?: string; auth?: string; body: string }> = [];
+const seen: Array<{ method?: string; url?: string; auth?: string; body: string; chunked?: boolean }> = [];
 
 beforeAll(async () => {
   server = createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
-      seen.push({ method: req.method, url: req.url, auth: req.headers.authorization, body });
+      seen.push({ method: req.method, url: req.url, auth: req.headers.authorization, body, chunked: req.headers['transfer-encoding'] === 'chunked' });
       if (req.url?.startsWith('/v1/sys/seal-status')) {
         res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'r1' });
         res.end(JSON.stringify({ initialized: true, sealed: false }));
+      } else if (req.url?.startsWith('/v1/sys/restore')) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ restored: { secrets: 1 }, seal_type: 'shamir', root_version: 1, sealed: false }));
       } else if (req.url?.startsWith('/v1/namespaces')) {
         res.writeHead(409, { 'content-type': 'application/json', 'x-request-id': 'r2' });
         res.end(JSON.stringify({ error: { code: 'already_exists', message: 'namespace exists', requestId: 'r2' } }));
@@ -83,5 +86,26 @@ it('https: a private CA is refused by default and trusted with COFFER_CACERT', a
     tls.closeAllConnections();
     await new Promise((resolve) => tls.close(resolve));
     certs.cleanup();
+  }
+});
+
+it('a restore from a stream is sent as it is read (chunked), the shares line first: CLI fetch and global fetch', async () => {
+  const parts = ['{"coffer_backup":{}}\n', '{"table":"t"}\n', '{"end":{}}\n'];
+  // One chunk per pull: the body exists only as it is read.
+  const stream = () => {
+    let sent = 0;
+    return new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent < parts.length) controller.enqueue(new TextEncoder().encode(parts[sent++]));
+        else controller.close();
+      },
+    });
+  };
+  for (const fetch of [nodeFetch, globalThis.fetch]) {
+    const c = new CofferClient({ address: base, fetch, retries: 0, timeoutMs: 5000 });
+    expect(await c.sys.restore(stream(), { shares: ['s1', 's2'] })).toMatchObject({ sealed: false });
+    const got = seen.filter((s) => s.url === '/v1/sys/restore').pop()!;
+    expect(got.chunked).toBe(true);
+    expect(got.body).toBe(`{"coffer_restore":{"shares":["s1","s2"]}}\n${parts.join('')}`);
   }
 });

@@ -5,8 +5,10 @@
  * --force, and only once complete (a cut stream leaves nothing behind).
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBackup, type Sha256Hex } from '@coffer/sdk/api';
+import { Readable } from 'node:stream';
+import { BackupChecker, BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBackup, type Sha256Hex } from '@coffer/sdk/api';
 import type { Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
@@ -29,6 +31,29 @@ async function readBackupFile(file: string): Promise<{ text: string; parsed: Par
   }
   try {
     return { text, parsed: parseBackup(text, sha256Hex) };
+  } catch (err) {
+    if (err instanceof BackupFormatError) throw new CliError(`${file} is not a sound Coffer backup: ${err.message}`);
+    throw err;
+  }
+}
+
+/** The file checked line by line as it is read (BackupChecker): only the proofs' rows stay in memory. */
+async function checkBackupFile(file: string): Promise<ParsedBackup> {
+  const hash = createHash('sha256');
+  const checker = new BackupChecker(sha256Hex, { update: (part) => void hash.update(part, 'utf8'), hex: () => hash.digest('hex') });
+  let rest = '';
+  try {
+    for await (const chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1024 * 1024 })) {
+      const lines = (rest + (chunk as string)).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) checker.line(line);
+    }
+  } catch (err) {
+    if (err instanceof BackupFormatError) throw new CliError(`${file} is not a sound Coffer backup: ${err.message}`);
+    throw new CliError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`);
+  }
+  try {
+    return checker.finish(rest);
   } catch (err) {
     if (err instanceof BackupFormatError) throw new CliError(`${file} is not a sound Coffer backup: ${err.message}`);
     throw err;
@@ -205,7 +230,8 @@ export function registerBackup(operator: Command): void {
       .option('--shares-file <file>', 'the original unseal shares, one per line ("-" for stdin)')
       .action(async (file: string, opts: { sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const { text, parsed } = await readBackupFile(file);
+        // Checked as it is read, then streamed from disk: a backup of any size, never whole in memory.
+        const parsed = await checkBackupFile(file);
         const seal = parsed.header.seal;
         // The HSM holds a PKCS#11 backup's root key; a Shamir one is rebuilt from the shares.
         const needsShares = seal.type !== 'pkcs11';
@@ -214,7 +240,7 @@ export function registerBackup(operator: Command): void {
         // Asked first so nobody types shares for a restore that cannot happen (the server checks again).
         if ((await client.sys.status()).initialized) throw new CliError('Coffer is already initialised: restore only into a new, uninitialised server');
         const shares = needsShares ? await readShares(opts.sharesFile, seal.threshold, 'Original unseal share') : undefined;
-        const result = await client.sys.restore(text, { shares });
+        const result = await client.sys.restore(Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>, { shares });
         ctx.print(result, () =>
           fields([
             ['Restored rows', Object.values(result.restored).reduce((a, n) => a + n, 0)],

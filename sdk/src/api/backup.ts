@@ -145,55 +145,131 @@ function checkHeader(value: unknown): BackupHeader {
   return value as unknown as BackupHeader;
 }
 
+/** SHA-256 fed piece by piece (strings as UTF-8): `hex` once, at the end. */
+export interface Sha256Stream {
+  update(part: string): void;
+  hex(): string;
+}
+
+/** The tables whose rows the trailer's fingerprints need (all a streaming reader keeps in memory). */
+export function fingerprintedTables(header: BackupHeader): Set<string> {
+  return new Set(['seal_config', ...header.root_wrapped.map((e) => e.table)]);
+}
+
 /**
- * Parses and checks a whole backup: header, one section per declared table in
- * order, the trailer last, row counts, fingerprints and the SHA-256 of the
- * content. Throws BackupFormatError naming the first problem.
+ * Checks a backup line by line as it arrives, holding only what the proofs
+ * need: the header, the trailer, the rows of the fingerprinted tables (all rows
+ * with `keepAll`) and a count per table. `line` takes each line without its
+ * "\n"; `finish` takes whatever followed the last "\n" (must be nothing) and
+ * does the checks that need the whole: the trailer last, every section there,
+ * counts, fingerprints and the SHA-256 of the content. Throws
+ * BackupFormatError naming the first problem. Used by parseBackup, the CLI
+ * and the server's restore, so all three accept exactly the same files.
+ */
+export class BackupChecker {
+  private at = 0;
+  private header: BackupHeader | null = null;
+  private trailer: BackupTrailer | null = null;
+  private keep = new Set<string>();
+  private section = 0;
+  private current: string[] | null = null;
+  private currentCount = 0;
+  private readonly rows = new Map<string, string[]>();
+  readonly counts = new Map<string, number>();
+
+  constructor(
+    /** For the fingerprints. */
+    private readonly sha256: Sha256Hex,
+    /** Of the content: every line before the trailer. */
+    private readonly hash: Sha256Stream,
+    private readonly keepAll = false,
+  ) {}
+
+  /** The header, once its line was read. */
+  get parsedHeader(): BackupHeader | null {
+    return this.header;
+  }
+
+  line(line: string): void {
+    const at = ++this.at;
+    if (this.trailer) throw new BackupFormatError(`line ${at}: more after the trailer ("end" line)`);
+    if (at === 1) {
+      this.header = checkHeader(parseLine(line, 1).coffer_backup);
+      this.keep = this.keepAll ? new Set(this.header.tables) : fingerprintedTables(this.header);
+      this.hashLine(line);
+      return;
+    }
+    const header = this.header!;
+    if (line.startsWith('{"r":')) {
+      if (this.section === 0) throw new BackupFormatError(`line ${at}: a row before any table section`);
+      if (!line.endsWith('}')) throw new BackupFormatError(`line ${at}: malformed row`);
+      const row = line.slice(5, -1);
+      if (!object(parseLine(row, at))) throw new BackupFormatError(`line ${at}: malformed row`);
+      this.current?.push(row);
+      this.currentCount++;
+      this.counts.set(header.tables[this.section - 1]!, this.currentCount);
+      this.hashLine(line);
+      return;
+    }
+    const value = parseLine(line, at);
+    if (line.startsWith('{"end":')) {
+      const end = value.end;
+      if (!object(end) || !object(end.counts) || !object(end.fingerprints) || typeof end.sha256 !== 'string' || typeof end.digest_seal !== 'string') {
+        throw new BackupFormatError('the backup is truncated or has no trailer ("end" line)');
+      }
+      this.trailer = end as unknown as BackupTrailer;
+      return;
+    }
+    const table = value.table;
+    if (typeof table !== 'string' || table !== header.tables[this.section]) throw new BackupFormatError(`line ${at}: expected the section of table ${header.tables[this.section] ?? '(none)'}`);
+    this.current = this.keep.has(table) ? [] : null;
+    if (this.current) this.rows.set(table, this.current);
+    this.currentCount = 0;
+    this.counts.set(table, 0);
+    this.section++;
+    this.hashLine(line);
+  }
+
+  private hashLine(line: string): void {
+    this.hash.update(line);
+    this.hash.update('\n');
+  }
+
+  /** The checked backup; `rows` holds the kept tables only. */
+  finish(rest: string): ParsedBackup {
+    if (rest !== '') throw new BackupFormatError('the backup is truncated (no final newline)');
+    const { header, trailer } = this;
+    if (!header) throw new BackupFormatError('the backup is truncated (no final newline)');
+    if (!trailer) throw new BackupFormatError('the backup is truncated or has no trailer ("end" line)');
+    if (this.hash.hex() !== trailer.sha256) throw new BackupFormatError('the SHA-256 of the content does not match the trailer: the backup was altered or damaged');
+    if (this.section !== header.tables.length) throw new BackupFormatError(`sections missing: ${header.tables.slice(this.section).join(', ')}`);
+    for (const table of header.tables) {
+      const n = this.counts.get(table)!;
+      if (trailer.counts[table] !== n) throw new BackupFormatError(`table ${table}: ${n} rows, the manifest says ${String(trailer.counts[table])}`);
+    }
+    if (Object.keys(trailer.counts).length !== header.tables.length) throw new BackupFormatError('the manifest counts tables that are not in the backup');
+    const expected = fingerprintsOf(header, this.rows, this.sha256);
+    const keys = new Set([...Object.keys(expected), ...Object.keys(trailer.fingerprints)]);
+    for (const k of keys) if (expected[k] !== trailer.fingerprints[k]) throw new BackupFormatError(`fingerprint of ${k} does not match the manifest`);
+    return { header, trailer, rows: this.rows };
+  }
+}
+
+/**
+ * Parses and checks a whole backup held in memory (BackupChecker over its
+ * lines, every row kept).
  */
 export function parseBackup(text: string, sha256: Sha256Hex): ParsedBackup {
-  if (!text.endsWith('\n')) throw new BackupFormatError('the backup is truncated (no final newline)');
-  const lines = text.slice(0, -1).split('\n');
-  const last = lines.length - 1;
-  const first = parseLine(lines[0] ?? '', 1);
-  const header = checkHeader(first.coffer_backup);
-  const end = parseLine(lines[last] ?? '', last + 1).end;
-  if (lines.length < 2 || !object(end) || !object(end.counts) || !object(end.fingerprints) || typeof end.sha256 !== 'string' || typeof end.digest_seal !== 'string') {
-    throw new BackupFormatError('the backup is truncated or has no trailer ("end" line)');
+  // The content hashed is a prefix of `text`: count it instead of copying it.
+  let length = 0;
+  const hash: Sha256Stream = { update: (part) => void (length += part.length), hex: () => sha256(text.slice(0, length)) };
+  const checker = new BackupChecker(sha256, hash, true);
+  let from = 0;
+  for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', from)) {
+    checker.line(text.slice(from, nl));
+    from = nl + 1;
   }
-  const trailer = end as unknown as BackupTrailer;
-  const contentLength = text.length - lines[last]!.length - 1;
-  const digest = sha256(text.slice(0, contentLength));
-  if (digest !== trailer.sha256) throw new BackupFormatError('the SHA-256 of the content does not match the trailer: the backup was altered or damaged');
-
-  const rows = new Map<string, string[]>();
-  let current: string[] | null = null;
-  let section = 0;
-  for (let i = 1; i < last; i++) {
-    const line = lines[i]!;
-    if (line.startsWith('{"r":')) {
-      if (!current) throw new BackupFormatError(`line ${i + 1}: a row before any table section`);
-      if (!line.endsWith('}')) throw new BackupFormatError(`line ${i + 1}: malformed row`);
-      const row = line.slice(5, -1);
-      if (!object(parseLine(row, i + 1))) throw new BackupFormatError(`line ${i + 1}: malformed row`);
-      current.push(row);
-      continue;
-    }
-    const table = parseLine(line, i + 1).table;
-    if (typeof table !== 'string' || table !== header.tables[section]) throw new BackupFormatError(`line ${i + 1}: expected the section of table ${header.tables[section] ?? '(none)'}`);
-    current = [];
-    rows.set(table, current);
-    section++;
-  }
-  if (section !== header.tables.length) throw new BackupFormatError(`sections missing: ${header.tables.slice(section).join(', ')}`);
-  for (const table of header.tables) {
-    const n = rows.get(table)!.length;
-    if (trailer.counts[table] !== n) throw new BackupFormatError(`table ${table}: ${n} rows, the manifest says ${String(trailer.counts[table])}`);
-  }
-  if (Object.keys(trailer.counts).length !== header.tables.length) throw new BackupFormatError('the manifest counts tables that are not in the backup');
-  const expected = fingerprintsOf(header, rows, sha256);
-  const keys = new Set([...Object.keys(expected), ...Object.keys(trailer.fingerprints)]);
-  for (const k of keys) if (expected[k] !== trailer.fingerprints[k]) throw new BackupFormatError(`fingerprint of ${k} does not match the manifest`);
-  return { header, trailer, rows };
+  return checker.finish(text.slice(from));
 }
 
 /** What `POST /v1/sys/backup/verify` answers: counts only, never a key. */
@@ -228,9 +304,14 @@ export interface RestoreEnvelope {
 
 /** The body of a restore: the envelope line (when there are shares), then the backup unchanged. */
 export function restoreUpload(backup: string, shares?: readonly string[]): string {
-  if (!shares || shares.length === 0) return backup;
+  return `${restoreEnvelopeLine(shares)}${backup}`;
+}
+
+/** The envelope line, "\n" included, that goes before a streamed backup ('' without shares). */
+export function restoreEnvelopeLine(shares?: readonly string[]): string {
+  if (!shares || shares.length === 0) return '';
   const envelope: RestoreEnvelope = { coffer_restore: { shares: [...shares] } };
-  return `${JSON.stringify(envelope)}\n${backup}`;
+  return `${JSON.stringify(envelope)}\n`;
 }
 
 export interface RestoreResult {

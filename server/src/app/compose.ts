@@ -101,7 +101,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
     onIgnored: (problem, kind) =>
       problem === 'unknown-kind' ? logger.debug({ kind }, 'change notification of an unknown kind ignored') : logger.warn({ kind }, 'malformed change notification ignored'),
   });
-  const core = new CofferCore(vault, audit, readCache, storage.kind);
+  const core = new CofferCore(vault, audit, readCache, storage.kind, { maxBytes: config.maxRestoreBytes, dir: config.restoreSpoolDir });
   const metrics = new CofferMetrics({
     core,
     kekCache: () => (core.isSealed ? undefined : core.services().keyring),

@@ -18,24 +18,27 @@
  * (400), a newer format or another schema (400), a backup of another seal type
  * than this server is configured with, or an HSM without its key (409).
  *
+ * The upload arrives already spooled and checked (restore-spool.ts): in memory
+ * only what the proofs need, the rows on disk, read again to insert.
+ *
  * The audit chain comes back as it was and goes on from its head: the
  * restore's own entry is appended in the same transaction (like init's), so a
  * restored server's chain verifies end to end. Entries the uninitialised
  * server wrote before (status probes) are replaced with the backup's chain.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import { BackupFormatError, byteaOf, parseBackup, type ParsedBackup, type RestoreResult } from '@coffer/sdk/api';
 import { changeEvents, publishEvent } from '../cluster/events.js';
 import { zeroize } from '../crypto/aead.js';
 import { aad } from '../crypto/context.js';
 import { CofferError, conflict } from '../errors.js';
-import { isInitialised, replaceAll, schemaTables, schemaVersion } from '../storage/repos/backup.js';
+import { clearTables, insertRows, isInitialised, schemaTables, schemaVersion } from '../storage/repos/backup.js';
 import type { RootKey } from '../seal/root-key.js';
-import { MAX_SHARES } from '../seal/shamir.js';
 import type { Database } from '../storage/schema.js';
 import { BACKUP_TABLES, sha256Hex } from './backup.js';
 import { rootFromShares, rootRefOf } from './backup-shares.js';
+import type { RestoreSpool } from './restore-spool.js';
 import type { Vault } from './vault.js';
 
 /** A parsed, hash-checked backup, or 400 naming the problem. */
@@ -48,40 +51,20 @@ export function readBackup(text: string): ParsedBackup {
   }
 }
 
-/** The longest share text accepted (a share is 33 bytes: 44 base64 or 66 hex characters). */
-const MAX_SHARE_CHARS = 256;
+/** Rows per INSERT, and the most bytes of row JSON one INSERT carries. */
+const INSERT_ROWS = 500;
+const INSERT_BYTES = 8 * 1024 * 1024;
 
 /**
- * Splits a restore upload into the shares of its envelope line (sdk/src/api/backup.ts
- * RestoreEnvelope), if any, and the backup text. Messages never quote a share.
+ * Restores a spooled, checked upload (restore-spool.ts): the shares and the
+ * sealed digest are proven from what the spool kept in memory, then every
+ * table is emptied and the spool read again and inserted page by page, all in
+ * one transaction. The spool is hashed again while it is read: bytes that
+ * changed on disk since they were proven roll everything back.
  */
-export function readRestoreUpload(text: string): { shares: string[] | null; backup: string } {
-  if (!text.startsWith('{"coffer_restore"')) return { shares: null, backup: text };
-  const newline = text.indexOf('\n');
-  const bad = () => new CofferError('invalid_request', 'the restore\'s first line must be {"coffer_restore":{"shares":["…", …]}}, then the backup');
-  if (newline < 0) throw bad();
-  let envelope: unknown;
-  try {
-    envelope = JSON.parse(text.slice(0, newline));
-  } catch {
-    throw bad();
-  }
-  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-  if (!isObject(envelope) || Object.keys(envelope).length !== 1) throw bad();
-  const inner = envelope.coffer_restore;
-  if (!isObject(inner) || Object.keys(inner).length !== 1) throw bad();
-  const shares = inner.shares;
-  if (!Array.isArray(shares)) throw bad();
-  if (shares.length < 1 || shares.length > MAX_SHARES || !shares.every((v): v is string => typeof v === 'string' && v.length > 0 && v.length <= MAX_SHARE_CHARS)) {
-    throw new CofferError('invalid_shares', `give 1 to ${MAX_SHARES} shares, each a non-empty string (base64 or hex)`);
-  }
-  return { shares, backup: text.slice(newline + 1) };
-}
-
-export function restore(vault: Vault, upload: string, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<RestoreResult> {
+export function restore(vault: Vault, upload: RestoreSpool, beforeCommit?: (trx: Transaction<Database>) => Promise<void>): Promise<RestoreResult> {
   return vault.exclusive(async () => {
-    const { shares, backup: text } = readRestoreUpload(upload);
-    const backup = readBackup(text);
+    const { shares, backup } = upload;
     const { header } = backup;
     await vault.load();
     if (vault.config) throw conflict('already_initialized', 'Coffer is already initialised: restore only into a new, uninitialised server');
@@ -100,10 +83,9 @@ export function restore(vault: Vault, upload: string, beforeCommit?: (trx: Trans
     const seal = backup.rows.get('seal_config') ?? [];
     if (seal.length !== 1) throw new CofferError('invalid_backup', 'the backup holds no seal configuration');
     const root = await rootOfBackup(vault, seal[0]!, shares);
-    let restored: Record<string, number>;
     try {
       proveDigest(backup, await openDigest(root, backup));
-      restored = await vault.db.transaction().execute(async (trx) => {
+      await vault.db.transaction().execute(async (trx) => {
         const schema = await schemaVersion(trx);
         if (header.schema !== schema) {
           throw new CofferError(
@@ -116,16 +98,11 @@ export function restore(vault: Vault, upload: string, beforeCommit?: (trx: Trans
         if (notInBackup.length > 0) throw new Error(`tables not in the storage registry: ${notInBackup.join(', ')}`);
         // Checked again inside the transaction: another server sharing the database may have initialised meanwhile.
         if (await isInitialised(trx)) throw conflict('already_initialized', 'Coffer is already initialised: restore only into a new, uninitialised server');
-        try {
-          await replaceAll(trx, header.tables, backup.rows);
-        } catch (err) {
-          // A row that does not fit the schema (an edited backup whose hash was recomputed).
-          throw new CofferError('invalid_backup', 'the backup\'s rows do not fit the schema (edited or damaged)');
-        }
+        await clearTables(trx, header.tables);
+        await insertSpooled(trx, upload);
         // Other servers sharing the database learn that it is initialised now (as after an init).
         await publishEvent(vault.deps.changes, trx, changeEvents.init());
         await beforeCommit?.(trx);
-        return Object.fromEntries(header.tables.map((t) => [t, backup.rows.get(t)!.length]));
       });
     } catch (err) {
       root.destroy();
@@ -144,8 +121,42 @@ export function restore(vault: Vault, upload: string, beforeCommit?: (trx: Trans
       root.destroy();
       vault.sealError = err instanceof Error ? err.message : String(err);
     }
-    return { restored, seal_type: header.seal.type, root_version: header.seal.root_version, sealed };
+    return { restored: { ...upload.counts }, seal_type: header.seal.type, root_version: header.seal.root_version, sealed };
   });
+}
+
+/** The spool's rows into their (emptied) tables, in file order: parents first, as the header lists them. */
+async function insertSpooled(trx: Transaction<Database>, upload: RestoreSpool): Promise<void> {
+  const hash = createHash('sha256');
+  let table: string | null = null;
+  let page: string[] = [];
+  let pageBytes = 0;
+  const flush = async () => {
+    if (table === null || page.length === 0) return;
+    try {
+      await insertRows(trx, table, page);
+    } catch {
+      // A row that does not fit the schema (an edited backup whose hash was recomputed).
+      throw new CofferError('invalid_backup', 'the backup\'s rows do not fit the schema (edited or damaged)');
+    }
+    page = [];
+    pageBytes = 0;
+  };
+  for await (const line of upload.lines()) {
+    if (line.startsWith('{"end":')) break;
+    hash.update(line, 'utf8').update('\n');
+    if (line.startsWith('{"r":')) {
+      page.push(line.slice(5, -1));
+      pageBytes += line.length;
+      if (page.length >= INSERT_ROWS || pageBytes >= INSERT_BYTES) await flush();
+    } else if (!line.startsWith('{"coffer_backup"')) {
+      await flush();
+      table = (JSON.parse(line) as { table: string }).table;
+    }
+  }
+  await flush();
+  const same = timingSafeEqual(hash.digest(), Buffer.from(upload.backup.trailer.sha256, 'hex'));
+  if (!same) throw new CofferError('integrity_error', 'the spooled backup changed on disk after it was checked: nothing was restored');
 }
 
 const forged = () =>

@@ -6,8 +6,9 @@
  * be held back at its end like others: see http/audit.ts).
  *
  * Uploads (verify, restore) are the backup file as sent, `application/x-ndjson`,
- * read here up to MAX_BACKUP_BYTES instead of by the JSON body parser (whose
- * limit is sized for API calls). A restore's upload may start with the
+ * read here instead of by the JSON body parser (whose limit is sized for API
+ * calls): verify's in memory up to MAX_BACKUP_BYTES, restore's streamed to a
+ * spool file up to COFFER_MAX_RESTORE_BYTES. A restore's upload may start with the
  * original unseal shares (sdk/src/api/backup.ts RestoreEnvelope): in the body,
  * never the URL, and the audit entry records no body.
  */
@@ -17,7 +18,7 @@ import { CofferError } from '../../errors.js';
 import { op, type RoutePath } from '../route.js';
 import { emptyQuery } from '../schemas.js';
 
-/** The largest backup a server accepts for verify or restore (held in memory while checked). */
+/** The largest backup a server accepts for verify (held in memory while checked). */
 export const MAX_BACKUP_BYTES = 512 * 1024 * 1024;
 
 const UPLOADS = new Set(['/v1/sys/backup/verify', '/v1/sys/restore']);
@@ -38,6 +39,19 @@ async function backupText(req: Request): Promise<string> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Resolves when `res` drains or closes; the other listener is removed (one per slow write would pile up). */
+export function writable(res: Pick<NodeJS.EventEmitter, 'once' | 'off'>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
 }
 
 const ADMIN = { kind: 'admin', denied: 'backups need admin rights' } as const;
@@ -64,7 +78,7 @@ export const backupPaths: RoutePath[] = [
               res.setHeader('Content-Disposition', 'attachment; filename="coffer-backup.ndjson"');
               res.setHeader('Cache-Control', 'no-store');
             }
-            if (!res.write(chunk)) await new Promise<void>((resolve) => res.once('drain', resolve).once('close', resolve));
+            if (!res.write(chunk)) await writable(res);
             if (res.destroyed) throw new Error('the client went away during the backup');
           };
           try {
@@ -106,8 +120,11 @@ export const backupPaths: RoutePath[] = [
         query: emptyQuery,
         handler: async (req, res, { core, query, auditDraft }) => {
           query();
-          const text = await backupText(req);
-          const result = await core.restore(text, (trx) => core.audit.appendWithin(trx, auditDraft(200)));
+          if (!isBackupUpload(req)) throw new CofferError('unsupported_media_type', `send the backup file as ${BACKUP_MEDIA_TYPE}`);
+          // Streamed to a spool file as it arrives (vault/restore-spool.ts), up to COFFER_MAX_RESTORE_BYTES.
+          // Not destroyed when the restore stops reading early (a refusal): the 4xx must still reach the client.
+          const body: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer> };
+          const result = await core.restore(body, (trx) => core.audit.appendWithin(trx, auditDraft(200)));
           res.locals.audited = true;
           res.status(200).json(result);
         },

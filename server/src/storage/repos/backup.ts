@@ -86,21 +86,20 @@ export async function isInitialised(tx: Executor): Promise<boolean> {
   return (rows[0]?.n ?? 0) > 0;
 }
 
-/**
- * Empties `tables` (children first) and inserts the rows (parents first), in
- * the caller's transaction. A row that does not fit the schema fails the
- * statement and with it the whole restore.
- */
-export async function replaceAll(trx: Transaction<Database>, order: readonly string[], rows: ReadonlyMap<string, readonly string[]>): Promise<void> {
+/** Empties `order`'s tables, children first, in the caller's (restore's) transaction. */
+export async function clearTables(trx: Transaction<Database>, order: readonly string[]): Promise<void> {
   for (const table of [...order].reverse()) await sql`delete from ${sql.table(table)}`.execute(trx);
-  for (const table of order) {
-    const all = rows.get(table) ?? [];
-    for (let i = 0; i < all.length; i += PAGE) {
-      // One statement per page: each row's JSON becomes a record of the table's own type.
-      const page = `[${all.slice(i, i + PAGE).join(',')}]`;
-      await sql`insert into ${sql.table(table)} select * from jsonb_populate_recordset(null::${sql.table(table)}, ${page}::jsonb)`.execute(trx);
-    }
-  }
+}
+
+/**
+ * Inserts rows (each PostgreSQL's JSON of a row) into `table` in one statement,
+ * in the caller's transaction: each becomes a record of the table's own type. A
+ * row that does not fit the schema fails the statement and with it the restore.
+ */
+export async function insertRows(trx: Transaction<Database>, table: string, rows: readonly string[]): Promise<void> {
+  if (rows.length === 0) return;
+  const page = `[${rows.join(',')}]`;
+  await sql`insert into ${sql.table(table)} select * from jsonb_populate_recordset(null::${sql.table(table)}, ${page}::jsonb)`.execute(trx);
 }
 
 export type BackupDb = Kysely<Database>;
