@@ -18,6 +18,7 @@ import type { CofferCore } from '../core.js';
 import type { CofferError } from '../errors.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import type { Capability } from '../policy/policy.js';
+import { checkNamespaceName } from '../secrets/names.js';
 
 export type Method = 'GET' | 'PUT' | 'POST' | 'DELETE' | 'PATCH';
 export const METHODS: readonly Method[] = ['GET', 'PUT', 'POST', 'DELETE', 'PATCH'];
@@ -191,6 +192,9 @@ export function nameParam(req: Request): string {
   const value = req.params.name;
   return typeof value === 'string' ? value : '';
 }
+
+/** The target of a `/:name` route that names a namespace (400 unless a valid name). */
+export const namespaceParam = (req: Request): Target => ({ namespace: checkNamespaceName(nameParam(req)) });
 
 /** A path served with one method. */
 export function single(template: string, method: Method, operation: Operation): RoutePath {

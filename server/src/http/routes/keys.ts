@@ -14,7 +14,7 @@ import { IMPORT_ALGORITHMS } from '../../kms/byok.js';
 import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS } from '../../kms/escrow.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { nameParam, op, single, type Access, type Mount } from '../route.js';
+import { nameParam, namespaceParam, op, single, type Access, type Mount } from '../route.js';
 import { versionNumber } from '../schemas.js';
 
 const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSAES_OAEP_SHA_256') }).strict();
@@ -40,8 +40,6 @@ const emptyQuery = z.object({}).strict();
 const denied = (what: string) => new CofferError('permission_denied', `${what} needs the admin capability`);
 /** The admin capability on the namespace the request names (in its path, its body, or the escrow request it names). */
 const NAMESPACE_ADMIN: Access = { kind: 'scoped', capability: 'admin', denied: (_c, namespace) => denied(`namespace "${namespace}"`) };
-/** The namespace a `/:name` route serves (400 unless a valid name). */
-const byName = (req: Request) => ({ namespace: checkNamespaceName(nameParam(req)) });
 /** The escrow request `:name` is the id of (404 unless it exists), and its namespace. */
 const byRequest = async (_inputs: unknown, req: Request, { core }: { core: CofferCore }) => {
   const found = await core.services().escrow.get(nameParam(req));
@@ -61,7 +59,7 @@ export const byokMount: Mount = {
       query: importParamsQuery,
       // Creates a one-time wrapping key.
       changesState: true,
-      target: byName,
+      target: namespaceParam,
       handler: async (_req, res, { core, query, target: { namespace: ns } }) => {
         const q = query();
         res.json(await core.services().byok.importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
@@ -72,7 +70,7 @@ export const byokMount: Mount = {
       access: NAMESPACE_ADMIN,
       body: importBody,
       bodyMayBeAbsent: true,
-      target: byName,
+      target: namespaceParam,
       handler: async (_req, res, { core, body: parse, target: { namespace: ns } }) => {
         const body = parse();
         const result = await core.services().byok.importNamespaceKey(ns, body.import_token, body.encrypted_key_material);

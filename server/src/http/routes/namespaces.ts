@@ -1,11 +1,9 @@
 /** /v1/namespaces: create, list, get, update, delete; KEK lifecycle and shredding. Administration needs admin rights. */
-import type { Request } from 'express';
 import { CofferError } from '../../errors.js';
 import { isAdmin, isAllowed, type Capability } from '../../policy/policy.js';
 import { decodeCursor } from '../../secrets/pagination.js';
-import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { nameParam, op, type Access, type Mount } from '../route.js';
+import { namespaceParam, op, type Access, type Mount } from '../route.js';
 import { namespaceTransferPaths } from './namespace-transfer.js';
 import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery, rotateKekBody, shredBody, updateNamespaceBody } from '../schemas.js';
 
@@ -16,8 +14,6 @@ const on = (capability: Capability): Access => ({ kind: 'scoped', capability, de
 // namespace-scoped administration (KEK lifecycle, shredding) needs the admin capability on the namespace too.
 const ADMIN = on('admin');
 
-/** The namespace a `/:name` route serves (400 unless a valid name). */
-const byName = (req: Request) => ({ namespace: checkNamespaceName(nameParam(req)) });
 
 export const namespacesMount: Mount = {
   prefix: '/v1/namespaces',
@@ -66,7 +62,7 @@ export const namespacesMount: Mount = {
           action: 'namespace.read',
           access: on('list'),
           query: emptyQuery,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().namespaces.get(name));
           },
@@ -77,7 +73,7 @@ export const namespacesMount: Mount = {
           query: emptyQuery,
           body: updateNamespaceBody,
           bodyMayBeAbsent: true,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, body: parse, target: { namespace: name } }) => {
             const body = parse();
             res.json(await core.services().namespaces.update(name, {
@@ -91,7 +87,7 @@ export const namespacesMount: Mount = {
           action: 'namespace.delete',
           access: ADMIN,
           query: deleteNamespaceQuery,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, query, target: { namespace: name } }) => {
             const q = query();
             res.json(await core.services().namespaces.delete(name, q.force === 'true'));
@@ -107,7 +103,7 @@ export const namespacesMount: Mount = {
           action: 'namespace.kek.read',
           access: ADMIN,
           query: emptyQuery,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().kek.status(name));
           },
@@ -123,7 +119,7 @@ export const namespacesMount: Mount = {
           query: emptyQuery,
           body: rotateKekBody,
           bodyMayBeAbsent: true,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().namespaces.rotateKek(name));
           },
@@ -140,7 +136,7 @@ export const namespacesMount: Mount = {
           query: emptyQuery,
           body: shredBody,
           bodyMayBeAbsent: true,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, body: parse, target: { namespace: name } }) => {
             const body = parse();
             res.status(202).json(await core.services().kek.scheduleShred(name, body.pending_window_days));
@@ -150,7 +146,7 @@ export const namespacesMount: Mount = {
           action: 'namespace.shred.cancel',
           access: ADMIN,
           query: emptyQuery,
-          target: byName,
+          target: namespaceParam,
           handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().kek.cancelShred(name));
           },
