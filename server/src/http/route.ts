@@ -26,8 +26,9 @@ export const METHODS: readonly Method[] = ['GET', 'PUT', 'POST', 'DELETE', 'PATC
 /**
  * Who may call a route. Everything but `scoped` is checked before the handler
  * runs; a `scoped` route names its namespace (and path) only once it has read
- * it (from the path, the body or the database), so its handler checks the
- * declared capability with `ctx.authorize` where it learns the target.
+ * it (from the path, the body or the database): it declares where (`target` or
+ * `targetOf`) and register.ts checks the declared capability there, before the
+ * handler (a handler without such a declaration calls `ctx.authorize` itself).
  */
 export type Access =
   /** No token, also while sealed: init, unseal, status and probes. */
