@@ -40,6 +40,8 @@ function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: R
   const declared = operation as unknown as Operation<unknown, unknown, Target | undefined>;
   if (declared.target && declared.targetOf) throw new Error(`${operation.action}: declare target or targetOf, not both`);
   if (declared.beforeBody && !declared.target) throw new Error(`${operation.action}: beforeBody needs a target`);
+  // Deny by default: a scoped route cannot forget its capability check.
+  if (access.kind === 'scoped' && !declared.target && !declared.targetOf) throw new Error(`${operation.action}: a scoped route declares its target or targetOf`);
   return (req, res) => {
     const parsed: { query?: unknown; body?: unknown } = {};
     const ctx: RouteContext<unknown, unknown, Target | undefined> = {

@@ -27,8 +27,8 @@ export const METHODS: readonly Method[] = ['GET', 'PUT', 'POST', 'DELETE', 'PATC
  * Who may call a route. Everything but `scoped` is checked before the handler
  * runs; a `scoped` route names its namespace (and path) only once it has read
  * it (from the path, the body or the database): it declares where (`target` or
- * `targetOf`) and register.ts checks the declared capability there, before the
- * handler (a handler without such a declaration calls `ctx.authorize` itself).
+ * `targetOf`, required) and register.ts checks the declared capability there,
+ * before the handler.
  */
 export type Access =
   /** No token, also while sealed: init, unseal, status and probes. */
@@ -73,7 +73,7 @@ export interface RouteContext<Q = unknown, B = unknown, T = undefined> {
   query(): Q;
   /** The body parsed with the declared schema (400 on a mismatch); parsed once. */
   body(): B;
-  /** 403 unless the caller holds the declared (`scoped`) capability on `namespace`:`path`. */
+  /** 403 unless the caller holds the declared (`scoped`) capability on `namespace`:`path` (register.ts calls it on the declared target). */
   authorize(namespace: string, path?: string): void;
   /** The audit entry this request gets with `status` (for handlers that audit inside their own transaction). */
   auditDraft(status: number): AuditDraft;
