@@ -14,7 +14,7 @@ import { isAdmin, isAllowed } from '../policy/policy.js';
 import { intentMissing } from './audit.js';
 import { principalOf } from './auth.js';
 import { methodNotAllowed } from './respond.js';
-import type { Access, Mount, Operation, RouteContext, RouteLimits, RoutePath, Schema } from './route.js';
+import { auditTarget, type Access, type Mount, type Operation, type RouteContext, type RouteLimits, type RoutePath, type Schema, type Target } from './route.js';
 import { MOUNTS, ROUTES } from './route-table.js';
 
 export interface RouteDeps {
@@ -37,13 +37,20 @@ function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: R
   const query = resolve(operation.query, deps);
   const body = resolve(operation.body, deps);
   const { access, bodyMayBeAbsent } = operation;
+  const declared = operation as unknown as Operation<unknown, unknown, Target | undefined>;
+  if (declared.target && declared.targetOf) throw new Error(`${operation.action}: declare target or targetOf, not both`);
+  if (declared.beforeBody && !declared.target) throw new Error(`${operation.action}: beforeBody needs a target`);
+  // Deny by default: a scoped route cannot forget its capability check.
+  if (access.kind === 'scoped' && !declared.target && !declared.targetOf) throw new Error(`${operation.action}: a scoped route declares its target or targetOf`);
   return (req, res) => {
-    const ctx: RouteContext = {
+    const parsed: { query?: unknown; body?: unknown } = {};
+    const ctx: RouteContext<unknown, unknown, Target | undefined> = {
       core: deps.core,
       maxPageSize: deps.maxPageSize,
       metrics: deps.metrics,
-      query: () => (query ? query.parse(req.query) : req.query),
-      body: () => (body ? body.parse(bodyMayBeAbsent ? (req.body ?? {}) : req.body) : req.body),
+      target: undefined,
+      query: () => ('query' in parsed ? parsed.query : (parsed.query = query ? query.parse(req.query) : req.query)),
+      body: () => ('body' in parsed ? parsed.body : (parsed.body = body ? body.parse(bodyMayBeAbsent ? (req.body ?? {}) : req.body) : req.body)),
       authorize: (namespace, path = '') => authorize(access, res, namespace, path),
       auditDraft: (status) => deps.auditDraft(req, res, status),
       intendWithin: async (trx) => {
@@ -53,14 +60,43 @@ function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: R
         res.locals.auditIntent = true;
       },
     };
+    const run = () => serve(declared, req, res, ctx);
     if (intentMissing(deps.core, req, res, operation)) {
       return deps.core.audit.intend(deps.auditDraft(req, res, 0)).then(() => {
         res.locals.auditIntent = true;
-        return operation.handler(req, res, ctx);
+        return run();
       });
     }
-    return operation.handler(req, res, ctx);
+    return run();
   };
+}
+
+/**
+ * The fixed order of a route that declares its target. From the URL: target (400), audit name,
+ * authorisation (403), query and body (400). From the query or body: those first, then the target
+ * (which may look a record up), its audit name and authorisation.
+ */
+function serve(operation: Operation<unknown, unknown, Target | undefined>, req: Request, res: Response, ctx: RouteContext<unknown, unknown, Target | undefined>): unknown {
+  const admit = (target: Target): RouteContext<unknown, unknown, Target | undefined> => {
+    auditTarget(res, target.namespace, target.path);
+    if (operation.access.kind === 'scoped') ctx.authorize(target.namespace, target.path ?? '');
+    return { ...ctx, target };
+  };
+  if (operation.target) {
+    const scoped = admit(operation.target(req, res)!);
+    ctx.query();
+    operation.beforeBody?.(req, res);
+    ctx.body();
+    return operation.handler(req, res, scoped);
+  }
+  if (operation.targetOf) {
+    const inputs = { query: ctx.query(), body: ctx.body() };
+    const found = operation.targetOf(inputs, req, ctx as RouteContext<unknown, unknown, undefined>);
+    return found instanceof Promise
+      ? found.then((target) => operation.handler(req, res, admit(target!)))
+      : operation.handler(req, res, admit(found!));
+  }
+  return operation.handler(req, res, ctx);
 }
 
 function authorize(access: Access, res: Response, namespace: string, path: string): void {

@@ -18,6 +18,7 @@ import type { CofferCore } from '../core.js';
 import type { CofferError } from '../errors.js';
 import type { CofferMetrics } from '../ops/metrics.js';
 import type { Capability } from '../policy/policy.js';
+import { checkNamespaceName } from '../secrets/names.js';
 
 export type Method = 'GET' | 'PUT' | 'POST' | 'DELETE' | 'PATCH';
 export const METHODS: readonly Method[] = ['GET', 'PUT', 'POST', 'DELETE', 'PATCH'];
@@ -25,8 +26,9 @@ export const METHODS: readonly Method[] = ['GET', 'PUT', 'POST', 'DELETE', 'PATC
 /**
  * Who may call a route. Everything but `scoped` is checked before the handler
  * runs; a `scoped` route names its namespace (and path) only once it has read
- * it (from the path, the body or the database), so its handler checks the
- * declared capability with `ctx.authorize` where it learns the target.
+ * it (from the path, the body or the database): it declares where (`target` or
+ * `targetOf`, required) and register.ts checks the declared capability there,
+ * before the handler.
  */
 export type Access =
   /** No token, also while sealed: init, unseal, status and probes. */
@@ -47,16 +49,31 @@ export interface RouteLimits {
 
 export type Schema<T> = ZodType<T> | ((limits: RouteLimits) => ZodType<T>);
 
+/** What a request acts on: named in its audit entry and, for a `scoped` route, authorised. */
+export interface Target {
+  namespace: string;
+  /** The secret path or key name; unset for the namespace itself (authorised as path ''). */
+  path?: string | undefined;
+}
+
+/** The parsed query and body a target may be read from. */
+export interface Inputs<Q, B> {
+  query: Q;
+  body: B;
+}
+
 /** What a handler gets besides the request and response. */
-export interface RouteContext<Q = unknown, B = unknown> {
+export interface RouteContext<Q = unknown, B = unknown, T = undefined> {
   readonly core: CofferCore;
   readonly maxPageSize: number;
   readonly metrics: CofferMetrics | undefined;
-  /** The query parsed with the declared schema (400 on a mismatch). */
+  /** The declared target (`target` or `targetOf`), already named in the audit entry and authorised. */
+  readonly target: T;
+  /** The query parsed with the declared schema (400 on a mismatch); parsed once. */
   query(): Q;
-  /** The body parsed with the declared schema (400 on a mismatch). */
+  /** The body parsed with the declared schema (400 on a mismatch); parsed once. */
   body(): B;
-  /** 403 unless the caller holds the declared (`scoped`) capability on `namespace`:`path`. */
+  /** 403 unless the caller holds the declared (`scoped`) capability on `namespace`:`path` (register.ts calls it on the declared target). */
   authorize(namespace: string, path?: string): void;
   /** The audit entry this request gets with `status` (for handlers that audit inside their own transaction). */
   auditDraft(status: number): AuditDraft;
@@ -64,12 +81,30 @@ export interface RouteContext<Q = unknown, B = unknown> {
   intendWithin(trx: ChangeTransaction): Promise<void>;
 }
 
-export interface Operation<Q = unknown, B = unknown> {
+export interface Operation<Q = unknown, B = unknown, T = undefined> {
   /** The audit action, e.g. `secret.read`. */
   action: string;
   access: Access;
   query?: Schema<Q> | undefined;
   body?: Schema<B> | undefined;
+  /**
+   * The target named by the URL. With it, register.ts runs the fixed order before the handler:
+   * the target is resolved (a malformed one is a 400; the resolver names what it could in the
+   * audit entry), named in the audit entry, authorised (`scoped`: 403), then the query and the
+   * body are parsed (400). So a caller without the capability learns nothing from a bad body.
+   */
+  target?: ((req: Request, res: Response) => T) | undefined;
+  /**
+   * The target named only by the query or body (or by a record they name): the query and body
+   * are parsed first (400), then the target resolved (it may look a record up: 404), named in
+   * the audit entry and authorised (403). Exclusive with `target`.
+   */
+  targetOf?: ((inputs: Inputs<Q, B>, req: Request, ctx: RouteContext<Q, B, undefined>) => T | Promise<T>) | undefined;
+  /**
+   * With `target`: runs after the query is parsed and before the body is, for what the audit
+   * entry names from the body as sent (a KMS key version), also when the body then fails its schema.
+   */
+  beforeBody?: ((req: Request, res: Response) => void) | undefined;
   /** An absent body is read as `{}` (else it fails the schema). */
   bodyMayBeAbsent?: boolean | undefined;
   /**
@@ -88,7 +123,7 @@ export interface Operation<Q = unknown, B = unknown> {
   intentInTransaction?: boolean | undefined;
   /** Served only when this holds for the server's options (metrics). */
   enabled?: ((options: { metrics: CofferMetrics | undefined }) => boolean) | undefined;
-  handler(req: Request, res: Response, ctx: RouteContext<Q, B>): unknown;
+  handler(req: Request, res: Response, ctx: RouteContext<Q, B, T>): unknown;
 }
 
 /** One path template and the operations served on it. */
@@ -149,7 +184,7 @@ export interface Mount {
 }
 
 /** Erases an operation's query and body types so that operations of different shapes share one table. */
-export function op<Q, B>(operation: Operation<Q, B>): Operation {
+export function op<Q, B, T extends Target | undefined = undefined>(operation: Operation<Q, B, T>): Operation {
   return operation as unknown as Operation;
 }
 
@@ -158,6 +193,9 @@ export function nameParam(req: Request): string {
   const value = req.params.name;
   return typeof value === 'string' ? value : '';
 }
+
+/** The target of a `/:name` route that names a namespace (400 unless a valid name). */
+export const namespaceParam = (req: Request): Target => ({ namespace: checkNamespaceName(nameParam(req)) });
 
 /** A path served with one method. */
 export function single(template: string, method: Method, operation: Operation): RoutePath {

@@ -6,13 +6,15 @@
  * is durable. Not inside the change's transaction: an append there races the
  * audit log's group commit for the next sequence number under load.
  */
+import type { Request } from 'express';
 import { z } from 'zod';
+import type { CofferCore } from '../../core.js';
 import { CofferError } from '../../errors.js';
 import { IMPORT_ALGORITHMS } from '../../kms/byok.js';
 import { ESCROW_ALGORITHMS, ESCROW_MAX_TTL_SECONDS } from '../../kms/escrow.js';
 import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { auditTarget, nameParam, op, single, type Access, type Mount } from '../route.js';
+import { nameParam, namespaceParam, op, single, type Access, type Mount } from '../route.js';
 import { versionNumber } from '../schemas.js';
 
 const importParamsQuery = z.object({ algorithm: z.enum(IMPORT_ALGORITHMS).default('RSAES_OAEP_SHA_256') }).strict();
@@ -38,6 +40,11 @@ const emptyQuery = z.object({}).strict();
 const denied = (what: string) => new CofferError('permission_denied', `${what} needs the admin capability`);
 /** The admin capability on the namespace the request names (in its path, its body, or the escrow request it names). */
 const NAMESPACE_ADMIN: Access = { kind: 'scoped', capability: 'admin', denied: (_c, namespace) => denied(`namespace "${namespace}"`) };
+/** The escrow request `:name` is the id of (404 unless it exists), and its namespace. */
+const byRequest = async (_inputs: unknown, req: Request, { core }: { core: CofferCore }) => {
+  const found = await core.services().escrow.get(nameParam(req));
+  return { namespace: found.namespace, found };
+};
 const ROOT_ADMIN: Access = { kind: 'admin', denied: 'importing the root key needs the admin capability' };
 
 export const byokMount: Mount = {
@@ -52,10 +59,8 @@ export const byokMount: Mount = {
       query: importParamsQuery,
       // Creates a one-time wrapping key.
       changesState: true,
-      handler: async (req, res, { core, query, authorize }) => {
-        const ns = checkNamespaceName(nameParam(req));
-        auditTarget(res, ns);
-        authorize(ns);
+      target: namespaceParam,
+      handler: async (_req, res, { core, query, target: { namespace: ns } }) => {
         const q = query();
         res.json(await core.services().byok.importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
       },
@@ -65,10 +70,8 @@ export const byokMount: Mount = {
       access: NAMESPACE_ADMIN,
       body: importBody,
       bodyMayBeAbsent: true,
-      handler: async (req, res, { core, body: parse, authorize }) => {
-        const ns = checkNamespaceName(nameParam(req));
-        auditTarget(res, ns);
-        authorize(ns);
+      target: namespaceParam,
+      handler: async (_req, res, { core, body: parse, target: { namespace: ns } }) => {
         const body = parse();
         const result = await core.services().byok.importNamespaceKey(ns, body.import_token, body.encrypted_key_material);
         res.json(result);
@@ -114,11 +117,9 @@ export const escrowMount: Mount = {
           access: NAMESPACE_ADMIN,
           body: escrowRequestBody,
           bodyMayBeAbsent: true,
-          handler: async (_req, res, { core, body: parse, authorize }) => {
+          targetOf: ({ body }) => ({ namespace: checkNamespaceName(body.namespace) }),
+          handler: async (_req, res, { core, body: parse, target: { namespace: ns } }) => {
             const body = parse();
-            const ns = checkNamespaceName(body.namespace);
-            auditTarget(res, ns);
-            authorize(ns);
             const created = await core.services().escrow.request(principalOf(res).identity, {
               namespace: ns,
               kekVersion: body.kek_version,
@@ -133,11 +134,8 @@ export const escrowMount: Mount = {
           action: 'escrow.list',
           access: NAMESPACE_ADMIN,
           query: escrowListQuery,
-          handler: async (_req, res, { core, query, authorize }) => {
-            const q = query();
-            const ns = checkNamespaceName(q.namespace);
-            auditTarget(res, ns);
-            authorize(ns);
+          targetOf: ({ query }) => ({ namespace: checkNamespaceName(query.namespace) }),
+          handler: async (_req, res, { core, target: { namespace: ns } }) => {
             res.json({ requests: await core.services().escrow.list(ns) });
           },
         }),
@@ -147,11 +145,8 @@ export const escrowMount: Mount = {
       action: 'escrow.read',
       access: NAMESPACE_ADMIN,
       query: emptyQuery,
-      handler: async (req, res, { core, query, authorize }) => {
-        query();
-        const found = await core.services().escrow.get(nameParam(req));
-        auditTarget(res, found.namespace);
-        authorize(found.namespace);
+      targetOf: byRequest,
+      handler: (_req, res, { target: { found } }) => {
         res.json(found);
       },
     })),
@@ -160,11 +155,8 @@ export const escrowMount: Mount = {
       access: NAMESPACE_ADMIN,
       body: emptyBody,
       bodyMayBeAbsent: true,
-      handler: async (req, res, { core, body, authorize }) => {
-        body();
-        const found = await core.services().escrow.get(nameParam(req));
-        auditTarget(res, found.namespace);
-        authorize(found.namespace);
+      targetOf: byRequest,
+      handler: async (_req, res, { core, target: { found } }) => {
         const approved = await core.services().escrow.approve(found.id, principalOf(res).identity);
         res.json(approved);
       },
@@ -174,11 +166,8 @@ export const escrowMount: Mount = {
       access: NAMESPACE_ADMIN,
       body: emptyBody,
       bodyMayBeAbsent: true,
-      handler: async (req, res, { core, body, authorize }) => {
-        body();
-        const found = await core.services().escrow.get(nameParam(req));
-        auditTarget(res, found.namespace);
-        authorize(found.namespace);
+      targetOf: byRequest,
+      handler: async (_req, res, { core, target: { found } }) => {
         const downloaded = await core.services().escrow.download(found.id, principalOf(res).identity);
         res.json(downloaded);
       },

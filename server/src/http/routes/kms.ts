@@ -149,8 +149,13 @@ const randomQuery = z
 /** Import and export of named keys, with the escrow records that approve exports. */
 const transfer = (s: Services) => new KeyTransfer(s.kms.keys, s.byok, { escrow: s.escrow, namespaces: s.namespaces });
 
-/** The namespace and key a `/:ns/…/:name` route serves: checked (400), named in the audit entry, then authorised (403). */
-function routedKey(req: Request, res: Response, authorize: (ns: string, path?: string) => void): { ns: string; name: string } {
+/** The namespace and key a `/:ns/…/:name` route serves: checked (400) before it is authorised. */
+interface KeyTarget {
+  namespace: string;
+  /** The key name. */
+  path: string;
+}
+function routedKey(req: Request, res: Response): KeyTarget {
   const ns = checkNamespaceName(typeof req.params.ns === 'string' ? req.params.ns : '');
   const name = typeof req.params.name === 'string' ? req.params.name : '';
   const problem = kmsKeyNameProblem(name);
@@ -159,9 +164,7 @@ function routedKey(req: Request, res: Response, authorize: (ns: string, path?: s
     auditTarget(res, ns);
     throw badRequest(problem);
   }
-  auditTarget(res, ns, name);
-  authorize(ns, name);
-  return { ns, name };
+  return { namespace: ns, path: name };
 }
 
 /** The key version a `coffer:v<n>:…` value names, for the audit entry of a request that fails before the service says. */
@@ -170,28 +173,33 @@ function versionOf(v: unknown): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-type Handler<B> = (key: { ns: string; name: string }, body: B, res: Response, ctx: RouteContext<unknown, B>) => Promise<unknown>;
+type Handler<B> = (key: { ns: string; name: string }, body: B, res: Response, ctx: RouteContext<unknown, B, KeyTarget>) => Promise<unknown>;
+const keyOf = ({ namespace, path }: KeyTarget) => ({ ns: namespace, name: path });
+
+/** The key version the body as sent asks for, for the audit entry (also of a request whose body then fails its schema). */
+function requestedVersion(req: Request, res: Response): void {
+  const raw = req.body as Record<string, unknown> | undefined;
+  const asked = raw?.key_version;
+  const requested = versionOf(raw?.ciphertext ?? raw?.signature ?? raw?.hmac) ?? (Number.isInteger(asked) && (asked as number) >= 1 && (asked as number) <= INT4_MAX ? (asked as number) : undefined);
+  if (requested !== undefined) auditVersion(res, requested);
+}
 
 /**
  * A key operation (POST …/{op}/{name}): authorised on the key, body parsed,
  * the result's key version named in the audit entry. Changes nothing stored.
  */
 function keyOp<B>(action: string, capability: Capability, body: z.ZodType<B>, handler: Handler<B>): Operation {
-  return op<unknown, B>({
+  return op<unknown, B, KeyTarget>({
     action,
     access: on(capability),
     query: emptyQuery,
     body,
     bodyMayBeAbsent: true,
     changesState: false,
-    handler: async (req, res, ctx) => {
-      const key = routedKey(req, res, ctx.authorize);
-      ctx.query();
-      const raw = req.body as Record<string, unknown> | undefined;
-      const asked = raw?.key_version;
-      const requested = versionOf(raw?.ciphertext ?? raw?.signature ?? raw?.hmac) ?? (Number.isInteger(asked) && (asked as number) >= 1 && (asked as number) <= INT4_MAX ? (asked as number) : undefined);
-      if (requested !== undefined) auditVersion(res, requested);
-      const result = await handler(key, ctx.body(), res, ctx);
+    target: routedKey,
+    beforeBody: requestedVersion,
+    handler: async (_req, res, ctx) => {
+      const result = await handler(keyOf(ctx.target), ctx.body(), res, ctx);
       const version = (result as { key_version?: unknown } | null)?.key_version;
       if (typeof version === 'number') auditVersion(res, version);
       res.json(result);
@@ -201,16 +209,15 @@ function keyOp<B>(action: string, capability: Capability, body: z.ZodType<B>, ha
 
 /** Key administration: key-admin on the key; these change state (an audit intent first). */
 function adminOp<B>(action: string, body: z.ZodType<B>, handler: Handler<B>, status = 200): Operation {
-  return op<unknown, B>({
+  return op<unknown, B, KeyTarget>({
     action,
     access: on('key-admin'),
     query: emptyQuery,
     body,
     bodyMayBeAbsent: true,
-    handler: async (req, res, ctx) => {
-      const key = routedKey(req, res, ctx.authorize);
-      ctx.query();
-      const result = await handler(key, ctx.body(), res, ctx);
+    target: routedKey,
+    handler: async (_req, res, ctx) => {
+      const result = await handler(keyOf(ctx.target), ctx.body(), res, ctx);
       const version = (result as { latest_version?: unknown } | null)?.latest_version;
       if (typeof version === 'number') auditVersion(res, version);
       res.status(status).json(result);
@@ -251,9 +258,8 @@ const KEY: RoutePath = {
       action: 'kms.key.read',
       access: ANY_KMS,
       query: emptyQuery,
-      handler: async (req, res, { core, query, authorize }) => {
-        const { ns, name } = routedKey(req, res, authorize);
-        query();
+      target: routedKey,
+      handler: async (_req, res, { core, target: { namespace: ns, path: name } }) => {
         res.json(await core.services().kms.keys.read(ns, name));
       },
     }),
@@ -280,12 +286,10 @@ export const kmsMount: Mount = {
       action: 'kms.key.list',
       access: ANY_KMS,
       query: ({ maxPageSize }) => pageQuery(maxPageSize).omit({ recursive: true }),
-      handler: async (req, res, { core, maxPageSize, query, authorize }) => {
-        const ns = checkNamespaceName(typeof req.params.ns === 'string' ? req.params.ns : '');
-        auditTarget(res, ns);
-        // Listing needs a KMS capability on the namespace as a whole (a rule whose key glob is `*`);
-        // the page then holds only the keys the caller may see.
-        authorize(ns, '');
+      // Listing needs a KMS capability on the namespace as a whole (a rule whose key glob is `*`);
+      // the page then holds only the keys the caller may see.
+      target: (req) => ({ namespace: checkNamespaceName(typeof req.params.ns === 'string' ? req.params.ns : '') }),
+      handler: async (_req, res, { core, maxPageSize, query, target: { namespace: ns } }) => {
         const q = query();
         const principal = principalOf(res);
         res.json(await core.services().kms.keys.list(ns, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, (name) => maySeeKey(principal, ns, name)));
@@ -301,8 +305,8 @@ export const kmsMount: Mount = {
       query: importParamsQuery,
       // Creates a one-time wrapping key.
       changesState: true,
-      handler: async (req, res, { core, query, authorize }) => {
-        const { ns } = routedKey(req, res, authorize);
+      target: routedKey,
+      handler: async (_req, res, { core, query, target: { namespace: ns } }) => {
         const q = query();
         res.json(await core.services().byok.importParams({ kind: 'namespace', namespace: ns }, q.algorithm, principalOf(res).identity));
       },
@@ -317,9 +321,8 @@ export const kmsMount: Mount = {
       query: emptyQuery,
       body: exportBody,
       changesState: false,
-      handler: async (req, res, { core, query, body, authorize }) => {
-        const { ns, name } = routedKey(req, res, authorize);
-        query();
+      target: routedKey,
+      handler: async (_req, res, { core, body, target: { namespace: ns, path: name } }) => {
         const b = body();
         if (b.version !== undefined) auditVersion(res, b.version);
         const result = await transfer(core.services()).exportKey(ns, name, b, principalOf(res).identity);
@@ -332,9 +335,8 @@ export const kmsMount: Mount = {
       access: on('key-admin'),
       query: emptyQuery,
       body: exportRequestBody,
-      handler: async (req, res, { core, query, body, authorize }) => {
-        const { ns, name } = routedKey(req, res, authorize);
-        query();
+      target: routedKey,
+      handler: async (_req, res, { core, body, target: { namespace: ns, path: name } }) => {
         const b = body();
         const created = await transfer(core.services()).requestExport(ns, name, principalOf(res).identity, b);
         if (created.kms_key) auditVersion(res, created.kms_key.version);
@@ -347,8 +349,8 @@ export const kmsMount: Mount = {
       // Whoever may verify may read the public key (it is also in the key's read for anyone who sees the key).
       access: on('verify'),
       query: readQuery,
-      handler: async (req, res, { core, query, authorize }) => {
-        const { ns, name } = routedKey(req, res, authorize);
+      target: routedKey,
+      handler: async (_req, res, { core, query, target: { namespace: ns, path: name } }) => {
         const q = query();
         const info = await core.services().kms.keys.read(ns, name);
         const version = q.version ?? info.latest_version;

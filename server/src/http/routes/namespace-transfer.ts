@@ -17,8 +17,7 @@ import type { Request } from 'express';
 import { z } from 'zod';
 import { NAMESPACE_EXPORT_MEDIA_TYPE } from '@coffer/sdk/api';
 import { CofferError } from '../../errors.js';
-import { checkNamespaceName } from '../../secrets/names.js';
-import { auditTarget, nameParam, op, single, type RoutePath } from '../route.js';
+import { namespaceParam, op, single, type RoutePath } from '../route.js';
 import { emptyQuery } from '../schemas.js';
 
 /** The largest bundle an import accepts (held in memory while it is opened). */
@@ -53,10 +52,8 @@ export const namespaceTransferPaths: RoutePath[] = [
     body: exportBody,
     // Reads only.
     changesState: false,
-    handler: async (req, res, { core, query, body: parse }) => {
-      const name = checkNamespaceName(nameParam(req));
-      auditTarget(res, name);
-      query();
+    target: namespaceParam,
+    handler: async (_req, res, { core, body: parse, target: { namespace: name } }) => {
       const body = parse();
       const { lines, counts } = await core.services().namespaceTransfer.export(name, body.public_key);
       res.locals.auditCounts = counts;
@@ -71,10 +68,9 @@ export const namespaceTransferPaths: RoutePath[] = [
     action: 'namespace.import',
     access: ADMIN,
     query: emptyQuery,
-    handler: async (req, res, { core, query }) => {
-      const name = checkNamespaceName(nameParam(req));
-      auditTarget(res, name);
-      query();
+    // No body schema: the upload is read below, after the name and the (empty) query are checked.
+    target: namespaceParam,
+    handler: async (req, res, { core, target: { namespace: name } }) => {
       const text = await bundleText(req);
       const { result, counts } = await core.services().namespaceTransfer.import(name, text);
       res.locals.auditCounts = counts;

@@ -1,11 +1,9 @@
 /** /v1/namespaces: create, list, get, update, delete; KEK lifecycle and shredding. Administration needs admin rights. */
-import type { Response } from 'express';
 import { CofferError } from '../../errors.js';
 import { isAdmin, isAllowed, type Capability } from '../../policy/policy.js';
 import { decodeCursor } from '../../secrets/pagination.js';
-import { checkNamespaceName } from '../../secrets/names.js';
 import { principalOf } from '../auth.js';
-import { auditTarget, nameParam, op, type Access, type Mount } from '../route.js';
+import { namespaceParam, op, type Access, type Mount } from '../route.js';
 import { namespaceTransferPaths } from './namespace-transfer.js';
 import { createNamespaceBody, deleteNamespaceQuery, emptyQuery, pageQuery, rotateKekBody, shredBody, updateNamespaceBody } from '../schemas.js';
 
@@ -16,12 +14,6 @@ const on = (capability: Capability): Access => ({ kind: 'scoped', capability, de
 // namespace-scoped administration (KEK lifecycle, shredding) needs the admin capability on the namespace too.
 const ADMIN = on('admin');
 
-/** The namespace a `/:name` route serves, checked, and named in the request's audit entry. */
-const routedName = (res: Response, raw: string): string => {
-  const name = checkNamespaceName(raw);
-  auditTarget(res, name);
-  return name;
-};
 
 export const namespacesMount: Mount = {
   prefix: '/v1/namespaces',
@@ -37,10 +29,9 @@ export const namespacesMount: Mount = {
           action: 'namespace.create',
           access: ADMIN,
           body: createNamespaceBody,
-          handler: async (_req, res, { core, body: parse, authorize }) => {
+          targetOf: ({ body }) => ({ namespace: body.name }),
+          handler: async (_req, res, { core, body: parse }) => {
             const body = parse();
-            auditTarget(res, body.name);
-            authorize(body.name);
             res.status(201).json(await core.services().namespaces.create(body.name, body.description, body.rotation_period));
           },
         }),
@@ -71,10 +62,8 @@ export const namespacesMount: Mount = {
           action: 'namespace.read',
           access: on('list'),
           query: emptyQuery,
-          handler: async (req, res, { core, query, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
-            query();
+          target: namespaceParam,
+          handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().namespaces.get(name));
           },
         }),
@@ -84,10 +73,8 @@ export const namespacesMount: Mount = {
           query: emptyQuery,
           body: updateNamespaceBody,
           bodyMayBeAbsent: true,
-          handler: async (req, res, { core, query, body: parse, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
-            query();
+          target: namespaceParam,
+          handler: async (_req, res, { core, body: parse, target: { namespace: name } }) => {
             const body = parse();
             res.json(await core.services().namespaces.update(name, {
                 description: body.description,
@@ -100,9 +87,8 @@ export const namespacesMount: Mount = {
           action: 'namespace.delete',
           access: ADMIN,
           query: deleteNamespaceQuery,
-          handler: async (req, res, { core, query, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
+          target: namespaceParam,
+          handler: async (_req, res, { core, query, target: { namespace: name } }) => {
             const q = query();
             res.json(await core.services().namespaces.delete(name, q.force === 'true'));
           },
@@ -117,10 +103,8 @@ export const namespacesMount: Mount = {
           action: 'namespace.kek.read',
           access: ADMIN,
           query: emptyQuery,
-          handler: async (req, res, { core, query, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
-            query();
+          target: namespaceParam,
+          handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().kek.status(name));
           },
         }),
@@ -135,11 +119,8 @@ export const namespacesMount: Mount = {
           query: emptyQuery,
           body: rotateKekBody,
           bodyMayBeAbsent: true,
-          handler: async (req, res, { core, query, body, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
-            query();
-            body();
+          target: namespaceParam,
+          handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().namespaces.rotateKek(name));
           },
         }),
@@ -155,10 +136,8 @@ export const namespacesMount: Mount = {
           query: emptyQuery,
           body: shredBody,
           bodyMayBeAbsent: true,
-          handler: async (req, res, { core, query, body: parse, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
-            query();
+          target: namespaceParam,
+          handler: async (_req, res, { core, body: parse, target: { namespace: name } }) => {
             const body = parse();
             res.status(202).json(await core.services().kek.scheduleShred(name, body.pending_window_days));
           },
@@ -167,10 +146,8 @@ export const namespacesMount: Mount = {
           action: 'namespace.shred.cancel',
           access: ADMIN,
           query: emptyQuery,
-          handler: async (req, res, { core, query, authorize }) => {
-            const name = routedName(res, nameParam(req));
-            authorize(name);
-            query();
+          target: namespaceParam,
+          handler: async (_req, res, { core, target: { namespace: name } }) => {
             res.json(await core.services().kek.cancelShred(name));
           },
         }),

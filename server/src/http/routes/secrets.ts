@@ -62,18 +62,17 @@ const targets = new WeakMap<Request, Target>();
 
 /** An operation on the request's secret target; the handler gets the parsed target. */
 function secretOp<Q, B>(
-  declared: Omit<Operation<Q, B>, 'handler'>,
-  handler: (t: Target, res: Response, ctx: RouteContext<Q, B>) => unknown,
+  declared: Omit<Operation<Q, B, Target>, 'handler' | 'target'>,
+  handler: (t: Target, res: Response, ctx: RouteContext<Q, B, Target>) => unknown,
 ): Operation {
-  return op<Q, B>({ ...declared, handler: (req, res, ctx) => handler(targets.get(req)!, res, ctx) });
+  return op<Q, B, Target>({ ...declared, target: (req) => targets.get(req)!, handler: (_req, res, ctx) => handler(ctx.target, res, ctx) });
 }
 
 /** POST …:delete | :undelete | :destroy. */
 const versionOp = (action: VersionAction, capability: Capability) =>
   secretOp(
     { action: `secret.${action}`, access: on(capability), body: versionsBody, bodyMayBeAbsent: true },
-    async (t, res, { core, body, authorize }) => {
-      authorize(t.namespace, t.path);
+    async (t, res, { core, body }) => {
       res.json(await core.services().secrets.changeVersions(t.namespace, t.path, action, body().versions));
     },
   );
@@ -82,17 +81,14 @@ const SECRET: RoutePath = {
   template: '/v1/secrets/:ns/:path',
   otherwise: (method) => `secret.${method.toLowerCase()}`,
   ops: {
-    GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query, authorize }) => {
-      authorize(t.namespace, t.path);
+    GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query }) => {
       const q = query();
       res.json(await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
     }),
     // A write is one transaction: its audit intent commits with it (one group commit less per write).
     PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
     POST: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
-    DELETE: secretOp({ action: 'secret.delete', access: on('delete'), query: emptyQuery }, async (t, res, { core, query, authorize }) => {
-      authorize(t.namespace, t.path);
-      query();
+    DELETE: secretOp({ action: 'secret.delete', access: on('delete'), query: emptyQuery }, async (t, res, { core }) => {
       res.json(await core.services().secrets.changeVersions(t.namespace, t.path, 'delete'));
     }),
   },
@@ -102,12 +98,10 @@ const SECRET: RoutePath = {
  * `update` writes anything; `create` alone writes only secrets that do not exist yet
  * (enforced atomically as a cas=0 write, so a race cannot turn it into an update).
  */
-async function write(t: Target, res: Response, { core, query, body: parse, intendWithin }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>>) {
+async function write(t: Target, res: Response, { core, body: parse, intendWithin }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>, Target>) {
   const secrets = core.services().secrets;
-  const principal = principalOf(res);
-  const canUpdate = isAllowed(principal, 'update', t.namespace, t.path);
-  if (!canUpdate && !isAllowed(principal, 'create', t.namespace, t.path)) throw denied('create', t.namespace, t.path);
-  query();
+  // Declared on(['create', 'update']): one of them is held, checked before the body was parsed.
+  const canUpdate = isAllowed(principalOf(res), 'update', t.namespace, t.path);
   const body = parse();
   if (canUpdate) {
     res.json(await secrets.write(t.namespace, t.path, body, intendWithin));
@@ -126,8 +120,7 @@ const FOLDER: RoutePath = {
   ops: {
     GET: secretOp(
       { action: 'secret.list', access: on('list'), query: ({ maxPageSize }) => pageQuery(maxPageSize) },
-      async (t, res, { core, maxPageSize, query, authorize }) => {
-        authorize(t.namespace, t.path);
+      async (t, res, { core, maxPageSize, query }) => {
         const q = query();
         const principal = principalOf(res);
         res.json(
@@ -144,21 +137,17 @@ const FOLDER: RoutePath = {
 const ACTIONS = new Map<string, RoutePath>(
   (
     [
-      ['versions', 'GET', secretOp({ action: 'secret.history', access: on('list'), query: emptyQuery }, async (t, res, { core, query, authorize }) => {
-        authorize(t.namespace, t.path);
-        query();
+      ['versions', 'GET', secretOp({ action: 'secret.history', access: on('list'), query: emptyQuery }, async (t, res, { core }) => {
         res.json(await core.services().secrets.history(t.namespace, t.path));
       })],
-      ['rollback', 'POST', secretOp({ action: 'secret.rollback', access: on('update'), body: rollbackBody }, async (t, res, { core, body: parse, authorize }) => {
-        authorize(t.namespace, t.path);
+      ['rollback', 'POST', secretOp({ action: 'secret.rollback', access: on('update'), body: rollbackBody }, async (t, res, { core, body: parse }) => {
         const body = parse();
         res.json(await core.services().secrets.rollback(t.namespace, t.path, body.version, body.cas));
       })],
       ['delete', 'POST', versionOp('delete', 'delete')],
       ['undelete', 'POST', versionOp('undelete', 'delete')],
       ['destroy', 'POST', versionOp('destroy', 'destroy')],
-      ['purge', 'POST', secretOp({ action: 'secret.purge', access: on('destroy') }, async (t, res, { core, authorize }) => {
-        authorize(t.namespace, t.path);
+      ['purge', 'POST', secretOp({ action: 'secret.purge', access: on('destroy') }, async (t, res, { core }) => {
         res.json(await core.services().secrets.purge(t.namespace, t.path));
       })],
     ] as const
@@ -233,12 +222,14 @@ const BULK: RoutePath = {
       // on the folder, returns the secrets the caller may `read` and names those it may only list.
       access: on('list'),
       query: ({ maxPageSize }) => pageQuery(maxPageSize).omit({ recursive: true }),
-      handler: async (req, res, { core, maxPageSize, query, authorize }) => {
+      target: (req, res) => {
         const t = parseTarget(req.path);
         auditTarget(res, t.namespace, t.path);
         if (!t.folder || t.action !== null) throw badRequest('bulk reads take a folder: /v1/bulk/{namespace}/{folder/}');
+        return t;
+      },
+      handler: async (_req, res, { core, maxPageSize, query, target: t }) => {
         const principal = principalOf(res);
-        authorize(t.namespace, t.path);
         const q = query();
         const body = await core.services().secrets.bulkRead(t.namespace, t.path, { limit: q.limit ?? maxPageSize, after: decodeCursor(q.cursor) }, {
           mayRead: (path) => isAllowed(principal, 'read', t.namespace, path),
