@@ -4,24 +4,12 @@
 // original shares (which prove it and unseal the server), serves every secret version, and its
 // audit chain verifies.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { runCli, startServerProcess, type CliResult, type ServerProcess } from '../helpers/process.js';
+import { runCli, startServerProcess, type CliResult, type ServerProcess, processScope } from '../helpers/process.js';
 
-const running: ServerProcess[] = [];
-const cleanups: Array<() => void> = [];
-afterAll(async () => {
-  await Promise.all(running.map((p) => p.stop('SIGKILL')));
-  for (const c of cleanups) c();
-});
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const { tempDir, start } = processScope();
 
 /** An edit whose SHA-256 is recomputed (what an attacker with write access to the file would do). */
 function rehash(text: string): string {
@@ -30,12 +18,6 @@ function rehash(text: string): string {
   const end = JSON.parse(lines[lines.length - 1]!) as { end: { sha256: string } };
   end.end.sha256 = createHash('sha256').update(content, 'utf8').digest('hex');
   return `${content}${JSON.stringify(end)}\n`;
-}
-
-async function start(env: Record<string, string>): Promise<ServerProcess> {
-  const p = await startServerProcess(env);
-  running.push(p);
-  return p;
 }
 
 describe('coffer operator backup / restore, and a recovery drill (Shamir seal, PGlite)', () => {

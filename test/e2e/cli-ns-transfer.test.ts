@@ -2,24 +2,11 @@
 // `coffer namespace import-key` on the target, `coffer namespace export --to-key` on the source,
 // `coffer namespace import` on the target — and what the team expects afterwards: the same secret
 // values at the same version numbers, and ciphertexts made on the source decrypting on the target.
-import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { runCli, startServerProcess, type CliResult, type ServerProcess } from '../helpers/process.js';
+import { runCli, startServerProcess, type CliResult, type ServerProcess, processScope } from '../helpers/process.js';
 
-const running: ServerProcess[] = [];
-const cleanups: Array<() => void> = [];
-afterAll(async () => {
-  await Promise.all(running.map((p) => p.stop('SIGKILL')));
-  for (const c of cleanups) c();
-});
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const { running, tempDir } = processScope();
 
 describe('coffer namespace export / import between two servers (Shamir seal, PGlite)', () => {
   const dir = tempDir('coffer-cli-nsx-');

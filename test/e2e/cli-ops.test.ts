@@ -4,32 +4,13 @@
 // PKCS#11 seal's init (recovery shares), one-step rotation, generate-root and migration to Shamir.
 
 import { constants, generateKeyPairSync, privateDecrypt, publicEncrypt, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { describeIfSoftHsm } from '../helpers/env.js';
-import { runCli, startServerProcess, type CliResult, type ServerProcess } from '../helpers/process.js';
+import { runCli, startServerProcess, type CliResult, type ServerProcess, processScope } from '../helpers/process.js';
 import { createSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
 
-const running: ServerProcess[] = [];
-const cleanups: Array<() => void> = [];
-afterAll(async () => {
-  await Promise.all(running.map((p) => p.stop('SIGKILL')));
-  for (const c of cleanups) c();
-});
-
-function tempDir(prefix: string): string {
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function start(env: Record<string, string>): Promise<ServerProcess> {
-  const p = await startServerProcess(env);
-  running.push(p);
-  return p;
-}
+const { tempDir, start, defer } = processScope();
 
 interface Cli {
   run(args: string[], options?: { input?: string; token?: string }): Promise<CliResult>;
@@ -237,7 +218,7 @@ describeIfSoftHsm('coffer operator commands with the PKCS#11 seal (SoftHSM2)', (
   const c = cli(home, () => server.url, () => token);
   beforeAll(() => {
     hsm = createSoftHsm(['cli-ops']);
-    cleanups.push(() => hsm.cleanup());
+    defer(() => hsm.cleanup());
   });
 
   it('init prints recovery shares; rotate-root is one step; generate-root takes recovery shares; seal-migrate --to shamir', async () => {

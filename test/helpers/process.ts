@@ -1,6 +1,9 @@
 // Real processes for end-to-end tests: `coffer-server` (server/dist/main.js) and the built `coffer` CLI.
 // Both run from the compiled output (`npm test` runs `tsc -b` first).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnCaptured, stopProcess, waitForHttp } from '#lib/child.mjs';
 import { freePort } from '#lib/port.mjs';
@@ -148,4 +151,44 @@ export function runCli(
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+export interface ProcessScope {
+  /** Every server started through `start` (stopped with SIGKILL after the file's tests). */
+  running: ServerProcess[];
+  /** A temporary directory removed after the file's tests. */
+  tempDir(prefix: string): string;
+  /** startServerProcess, remembered in `running`. */
+  start(env: Record<string, string>, args?: string[]): Promise<ServerProcess>;
+  /** Runs `cleanup` after the file's tests, with the directories' removal. */
+  defer(cleanup: () => void): void;
+}
+
+/**
+ * Server processes and temporary directories that belong to one test file: registers an afterAll
+ * that kills the processes and removes the directories. Call it at the top level of the file.
+ */
+export function processScope(): ProcessScope {
+  const running: ServerProcess[] = [];
+  const cleanups: Array<() => void> = [];
+  afterAll(async () => {
+    await Promise.all(running.map((p) => p.stop('SIGKILL')));
+    for (const c of cleanups) c();
+  });
+  return {
+    running,
+    tempDir(prefix: string): string {
+      const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      return dir;
+    },
+    async start(env: Record<string, string>, args: string[] = []): Promise<ServerProcess> {
+      const p = await startServerProcess(env, args);
+      running.push(p);
+      return p;
+    },
+    defer(cleanup: () => void): void {
+      cleanups.push(cleanup);
+    },
+  };
 }
