@@ -125,7 +125,8 @@ export class Context {
    * a stopped server does not look like a hang (stdout, which scripts read, is untouched).
    */
   private retryNotice(retry: RetryInfo): void {
-    if (this.retryNoticeShown) return;
+    // A sealed server gets two quick retries (it waits for its operators): nothing to announce.
+    if (this.retryNoticeShown || retry.error.code === 'sealed') return;
     this.retryNoticeShown = true;
     const seconds = Math.max(1, Math.ceil((retry.delayMs + retry.remainingMs) / 1000));
     process.stderr.write(`coffer: ${retry.error.message}; retrying for up to ${seconds} s (--retry-budget 0 or COFFER_RETRY_BUDGET=0 fails at once)\n`);

@@ -183,7 +183,8 @@ describe('coffer run', () => {
   describe('refuses to start the command when secrets cannot be read', () => {
     it('server unreachable: exit 5', async () => {
       const marker = path.join(tmp, 'unreachable');
-      const result = await coffer(['run', '--addr', `http://127.0.0.1:${await freePort()}`, '--ns', NS, '--', ...markerCommand(marker)]);
+      // Without a retry budget: the 30 s failover wait is client-failover.test's subject, not this one's.
+      const result = await coffer(['run', '--retry-budget', '0', '--addr', `http://127.0.0.1:${await freePort()}`, '--ns', NS, '--', ...markerCommand(marker)]);
       expect(result.code).toBe(5);
       expect(result.stderr).toMatch(/^Error: /);
       expect(existsSync(marker)).toBe(false);
