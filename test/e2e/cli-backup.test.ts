@@ -3,22 +3,14 @@
 // deleted); a new server refuses an edited copy of the backup, restores the genuine file with the
 // original shares (which prove it and unseal the server), serves every secret version, and its
 // audit chain verifies.
-import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { runCli, startServerProcess, type CliResult, type ServerProcess, processScope } from '../helpers/process.js';
+import { rehash } from '../helpers/backup.js';
 
 const { tempDir, start } = processScope();
 
-/** An edit whose SHA-256 is recomputed (what an attacker with write access to the file would do). */
-function rehash(text: string): string {
-  const lines = text.slice(0, -1).split('\n');
-  const content = lines.slice(0, -1).map((l) => `${l}\n`).join('');
-  const end = JSON.parse(lines[lines.length - 1]!) as { end: { sha256: string } };
-  end.end.sha256 = createHash('sha256').update(content, 'utf8').digest('hex');
-  return `${content}${JSON.stringify(end)}\n`;
-}
 
 describe('coffer operator backup / restore, and a recovery drill (Shamir seal, PGlite)', () => {
   const dir = tempDir('coffer-cli-backup-');

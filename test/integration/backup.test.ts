@@ -2,26 +2,18 @@
 // vault with secrets, policies, identities, KMS keys and an audit chain is backed up, restored into
 // a fresh server, unsealed with the ORIGINAL shares and read back; edited backups are refused.
 // On PGlite and PostgreSQL, through the real app.
-import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { parseBackup as parseWith, restoreUpload } from '@coffer/sdk/api';
 import { sha256Hex } from '@coffer/server/vault/backup';
 import type { RunningServer } from '@coffer/server/server';
 import { TABLES } from '@coffer/server/storage/wrapped-tables';
 import { api, createStore, describeEachStorage, expectError, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
+import { rehash } from '../helpers/backup.js';
 
 const NDJSON = { 'content-type': 'application/x-ndjson' };
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const parseBackup = (text: string) => parseWith(text, sha256Hex);
 
-/** The backup with its trailer's SHA-256 recomputed (what an attacker who edits a file would do). */
-function rehash(text: string): string {
-  const lines = text.slice(0, -1).split('\n');
-  const content = lines.slice(0, -1).map((l) => `${l}\n`).join('');
-  const end = JSON.parse(lines[lines.length - 1]!) as { end: { sha256: string } };
-  end.end.sha256 = createHash('sha256').update(content, 'utf8').digest('hex');
-  return `${content}${JSON.stringify(end)}\n`;
-}
 
 /**
  * An attacker's edit: a policy granting everything planted beside `payments-read`, the manifest's
