@@ -8,6 +8,7 @@ import { api, eventually, initAndUnseal, unsealWith } from '../helpers/server.js
 import { describeIfPostgres } from '../helpers/env.js';
 import { startServerProcess, type ServerProcess } from '../helpers/process.js';
 import { startPrivateCluster, type PrivateCluster } from '../helpers/pg-cluster.js';
+import { boundedLoad, loadRequest, untilProgress } from '../helpers/load.js';
 
 const NS = 'fault';
 const WORKERS = 4;
@@ -45,54 +46,31 @@ interface Load {
   stop(): Promise<void>;
 }
 
-async function request(base: string, token: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let parsed: { data?: { value?: string }; error?: { code?: string } } | undefined;
-  try {
-    parsed = text ? (JSON.parse(text) as typeof parsed) : undefined;
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, body: parsed, retryAfter: res.headers.get('retry-after'), requestId: res.headers.get('x-request-id') };
-}
+type Reply = { data?: { value?: string }; error?: { code?: string } };
+const request = (base: string, token: string, method: string, path: string, body?: unknown) => loadRequest<Reply>(base, token, method, path, body);
 
 /** WORKERS loops, each writing distinct secrets with increasing values and reading each acknowledged one back. */
 function startLoad(base: string, token: string, tag: string): Load {
   const load: Load = { outcomes: [], acknowledged: new Map(), transportErrors: [], staleReads: [], stop: async () => {} };
-  let stopping = false;
-  const until = Date.now() + MAX_LOAD_MS;
-  const worker = async (w: number) => {
-    for (let i = 0; i < MAX_ITERATIONS && !stopping && Date.now() < until; i++) {
-      const path = `${tag}/w${w}/s${i}`;
-      const value = `${tag}-${w}-${i}`;
-      try {
-        const put = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value } });
-        load.outcomes.push({ kind: 'write', status: put.status, code: put.body?.error?.code, retryAfter: put.retryAfter, requestId: put.requestId });
-        if (put.status >= 200 && put.status < 300) {
-          load.acknowledged.set(path, value);
-          const get = await request(base, token, 'GET', `/v1/secrets/${NS}/${path}`);
-          load.outcomes.push({ kind: 'read', status: get.status, code: get.body?.error?.code, retryAfter: get.retryAfter, requestId: get.requestId });
-          if (get.status !== 503 && (get.status !== 200 || get.body?.data?.value !== value)) load.staleReads.push(`${path}: ${get.status} ${JSON.stringify(get.body)}`);
-        } else if (put.status === 503) {
-          await sleep(20); // a client honouring Retry-After would wait longer; keep the pressure on
-        }
-      } catch (err) {
-        load.transportErrors.push(`${path}: ${(err as Error).message}`);
-        await sleep(50);
+  load.stop = boundedLoad({ workers: WORKERS, maxIterations: MAX_ITERATIONS, maxMs: MAX_LOAD_MS }, async (w, i) => {
+    const path = `${tag}/w${w}/s${i}`;
+    const value = `${tag}-${w}-${i}`;
+    try {
+      const put = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value } });
+      load.outcomes.push({ kind: 'write', status: put.status, code: put.body?.error?.code, retryAfter: put.retryAfter, requestId: put.requestId });
+      if (put.status >= 200 && put.status < 300) {
+        load.acknowledged.set(path, value);
+        const get = await request(base, token, 'GET', `/v1/secrets/${NS}/${path}`);
+        load.outcomes.push({ kind: 'read', status: get.status, code: get.body?.error?.code, retryAfter: get.retryAfter, requestId: get.requestId });
+        if (get.status !== 503 && (get.status !== 200 || get.body?.data?.value !== value)) load.staleReads.push(`${path}: ${get.status} ${JSON.stringify(get.body)}`);
+      } else if (put.status === 503) {
+        await sleep(20); // a client honouring Retry-After would wait longer; keep the pressure on
       }
+    } catch (err) {
+      load.transportErrors.push(`${path}: ${(err as Error).message}`);
+      await sleep(50);
     }
-  };
-  const done = Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
-  load.stop = async () => {
-    stopping = true;
-    await done;
-  };
+  }).stop;
   return load;
 }
 
@@ -112,14 +90,7 @@ async function recoveryTime(base: string, token: string): Promise<number> {
   }
 }
 
-async function waitForProgress(load: Load, atLeast: number): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (load.acknowledged.size < atLeast) {
-    failIfServerGone();
-    if (Date.now() > deadline) throw new Error(`the load made no progress (${load.acknowledged.size} writes acknowledged)`);
-    await sleep(20);
-  }
-}
+const waitForProgress = (load: Load, atLeast: number) => untilProgress(() => load.acknowledged.size, atLeast, 30_000, failIfServerGone);
 
 describeIfPostgres('database outages under load (real server, private PostgreSQL)', () => {
   let cluster: PrivateCluster;

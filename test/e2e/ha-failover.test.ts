@@ -15,6 +15,7 @@ import { startPrivateCluster, type PrivateCluster } from '../helpers/pg-cluster.
 import { shippedHaproxyConfig } from '../helpers/haproxy.js';
 import { freePort, runServerCommand } from '../helpers/process.js';
 import { api, initAndUnseal, unsealWith } from '../helpers/server.js';
+import { boundedLoad, loadRequest, untilProgress } from '../helpers/load.js';
 
 const HAPROXY = '/usr/sbin/haproxy';
 const NS = 'ha';
@@ -46,22 +47,8 @@ async function startNode(port: number, databaseUrl: string): Promise<Node> {
   return { port, url, ...run };
 }
 
-async function request(base: string, token: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let parsed: { version?: number; data?: { value?: string } } | undefined;
-  try {
-    parsed = text ? (JSON.parse(text) as typeof parsed) : undefined;
-  } catch {
-    parsed = undefined;
-  }
-  return { status: res.status, body: parsed, retryAfter: res.headers.get('retry-after') };
-}
+type Reply = { version?: number; data?: { value?: string } };
+const request = (base: string, token: string, method: string, path: string, body?: unknown) => loadRequest<Reply>(base, token, method, path, body);
 
 async function ready(url: string): Promise<boolean> {
   try {
@@ -109,55 +96,39 @@ function startLoad(base: string, token: string): Load {
     load.statuses.set(r.status, (load.statuses.get(r.status) ?? 0) + 1);
     if (r.status === 503 && !r.retryAfter) load.balancer503++;
   };
-  let stopping = false;
-  const until = Date.now() + MAX_LOAD_MS;
-  const worker = async (w: number) => {
-    for (let i = 0; i < MAX_ITERATIONS && !stopping && Date.now() < until; i++) {
-      const path = `w${w}/s${i}`;
-      const value = `v-${w}-${i}`;
-      let stage = 'PUT';
-      try {
-        const put = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value } });
-        count(put);
-        if (put.status === 200 && put.body?.version) {
-          load.acknowledged.set(path, { value, version: put.body.version });
-          // Update it once more, so that a cached older version somewhere could be served.
-          stage = 'PUT again';
-          const again = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value: `${value}+` } });
-          count(again);
-          if (again.status === 200 && again.body?.version) load.acknowledged.set(path, { value: `${value}+`, version: again.body.version });
-          const want = load.acknowledged.get(path)!;
-          stage = 'GET';
-          const get = await request(base, token, 'GET', `/v1/secrets/${NS}/${path}?min_version=${want.version}`);
-          count(get);
-          if (get.status === 200 && (get.body?.version ?? 0) < want.version) load.staleReads.push(`${path}: v${get.body?.version} < v${want.version}`);
-        } else if (put.status >= 500) {
-          await sleep(100);
-        }
-      } catch (err) {
-        load.transportErrors++;
-        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-        load.transportErrorNotes.push(`${new Date().toISOString()} ${stage} ${String(err)} ${cause?.code ?? cause?.message ?? ''}`);
+  load.stop = boundedLoad({ workers: WORKERS, maxIterations: MAX_ITERATIONS, maxMs: MAX_LOAD_MS }, async (w, i) => {
+    const path = `w${w}/s${i}`;
+    const value = `v-${w}-${i}`;
+    let stage = 'PUT';
+    try {
+      const put = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value } });
+      count(put);
+      if (put.status === 200 && put.body?.version) {
+        load.acknowledged.set(path, { value, version: put.body.version });
+        // Update it once more, so that a cached older version somewhere could be served.
+        stage = 'PUT again';
+        const again = await request(base, token, 'PUT', `/v1/secrets/${NS}/${path}`, { data: { value: `${value}+` } });
+        count(again);
+        if (again.status === 200 && again.body?.version) load.acknowledged.set(path, { value: `${value}+`, version: again.body.version });
+        const want = load.acknowledged.get(path)!;
+        stage = 'GET';
+        const get = await request(base, token, 'GET', `/v1/secrets/${NS}/${path}?min_version=${want.version}`);
+        count(get);
+        if (get.status === 200 && (get.body?.version ?? 0) < want.version) load.staleReads.push(`${path}: v${get.body?.version} < v${want.version}`);
+      } else if (put.status >= 500) {
         await sleep(100);
       }
+    } catch (err) {
+      load.transportErrors++;
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      load.transportErrorNotes.push(`${new Date().toISOString()} ${stage} ${String(err)} ${cause?.code ?? cause?.message ?? ''}`);
+      await sleep(100);
     }
-  };
-  const done = Promise.all(Array.from({ length: WORKERS }, (_, w) => worker(w)));
-  load.stop = async () => {
-    stopping = true;
-    await done;
-  };
+  }).stop;
   return load;
 }
 
-async function progress(load: Load, more: number): Promise<void> {
-  const target = load.acknowledged.size + more;
-  const deadline = Date.now() + 60_000;
-  while (load.acknowledged.size < target) {
-    if (Date.now() > deadline) throw new Error(`the load made no progress (${load.acknowledged.size} writes acknowledged)`);
-    await sleep(20);
-  }
-}
+const progress = (load: Load, more: number) => untilProgress(() => load.acknowledged.size, load.acknowledged.size + more, 60_000);
 
 describeIfHaproxy('failover behind HAProxy: three servers, one PostgreSQL', () => {
   let cluster: PrivateCluster;
