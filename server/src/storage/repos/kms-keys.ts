@@ -7,6 +7,7 @@
 import { sql, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { Executor } from '../executor.js';
 import type { Database, KmsKeyTable, KmsKeyTypeName } from '../schema.js';
+import { lockNamespaceRow } from './namespaces.js';
 
 export type KmsKeyRow = Selectable<KmsKeyTable>;
 export type KmsKeyChanges = Omit<Updateable<KmsKeyTable>, 'id' | 'namespace_id' | 'name' | 'type' | 'origin' | 'hsm' | 'created_at'>;
@@ -43,12 +44,7 @@ export function kmsKeysRepo(db: Kysely<Database>) {
      * namespace cannot be deleted under it.
      */
     async lockNamespace(name: string, tx: Executor = db) {
-      return tx
-        .selectFrom('namespaces')
-        .select(['id', 'current_kek_version', 'deletion_date'])
-        .where('name', '=', name)
-        .forShare()
-        .executeTakeFirst();
+      return lockNamespaceRow(tx, name, 'share');
     },
 
     async insertKey(row: NewKmsKey, tx: Executor = db): Promise<KmsKeyRow> {

@@ -9,6 +9,7 @@
 import type { Kysely } from 'kysely';
 import type { Executor } from '../executor.js';
 import type { Database, KmsKeyTypeName } from '../schema.js';
+import { lockNamespaceRow } from './namespaces.js';
 
 export interface ImportedSecret {
   id: string;
@@ -54,12 +55,7 @@ export function namespaceTransferRepo(db: Kysely<Database>) {
   return {
     /** The namespace row an import fills, FOR UPDATE: no write lands in it until the import commits. */
     async lockForImport(name: string, tx: Executor) {
-      return tx
-        .selectFrom('namespaces')
-        .select(['id', 'current_kek_version', 'deletion_date'])
-        .where('name', '=', name)
-        .forUpdate()
-        .executeTakeFirst();
+      return lockNamespaceRow(tx, name, 'update');
     },
 
     /** Whether a namespace holds no secret (not even a destroyed one) and no named key. */

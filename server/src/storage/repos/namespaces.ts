@@ -15,6 +15,16 @@ import type { Kysely, Updateable } from 'kysely';
 import type { Executor } from '../executor.js';
 import type { Database, NamespaceTable } from '../schema.js';
 
+/**
+ * The namespace row by name, locked for the rest of the transaction: FOR SHARE beside other
+ * writers (a secret or key change), FOR UPDATE to exclude them (rotation, deletion, an import).
+ * The one query behind every repo's namespace lock, so they cannot drift apart.
+ */
+export function lockNamespaceRow(tx: Executor, name: string, mode: 'share' | 'update') {
+  const q = tx.selectFrom('namespaces').select(['id', 'current_kek_version', 'deletion_date']).where('name', '=', name);
+  return (mode === 'share' ? q.forShare() : q.forUpdate()).executeTakeFirst();
+}
+
 export function namespacesRepo(db: Kysely<Database>) {
   return {
     /** By name, without a lock: the namespace's id, current KEK version and shredding state. */
@@ -32,17 +42,12 @@ export function namespacesRepo(db: Kysely<Database>) {
      * ends: writes run side by side, while a rotation or delete waits for them.
      */
     async lockForWrite(name: string, tx: Executor) {
-      return tx
-        .selectFrom('namespaces')
-        .select(['id', 'current_kek_version', 'deletion_date'])
-        .where('name', '=', name)
-        .forShare()
-        .executeTakeFirst();
+      return lockNamespaceRow(tx, name, 'share');
     },
 
     /** The row FOR UPDATE (rotation, shredding schedule): in-flight writes finish first, new ones wait. */
     async lockByName(name: string, tx: Executor) {
-      return tx.selectFrom('namespaces').select(['id', 'deletion_date']).where('name', '=', name).forUpdate().executeTakeFirst();
+      return lockNamespaceRow(tx, name, 'update');
     },
 
     /** The row FOR UPDATE, id only (deletion). */
