@@ -10,6 +10,7 @@ import type { RunningServer } from '@coffer/server/server';
 import { describeIfSoftHsm } from '../helpers/env.js';
 import { api, createStore, expectError, initAndUnseal, startTestServer, storageKinds, type TestStore } from '../helpers/server.js';
 import { createSoftHsm, type SoftHsm } from '../helpers/softhsm.js';
+import { kmsTampering } from '../helpers/kms.js';
 
 const b64 = (s: string | Uint8Array) => Buffer.from(s).toString('base64');
 const bytesOf = (versioned: string) => Buffer.from(versioned.split(':')[2]!, 'base64');
@@ -166,21 +167,12 @@ describeIfSoftHsm('HSM-resident named keys (SoftHSM2)', () => {
 
   it('a version row swapped to another HSM key fails as integrity_error instead of using the other key', async () => {
     for (const name of ['swap-a', 'swap-b']) expect((await call('POST', `/v1/kms/hk/keys/${name}`, { type: 'aes256-gcm', hsm: true })).status).toBe(201);
-    const rowOf = async (name: string) =>
-      server.core.db
-        .selectFrom('kms_key_versions as v')
-        .innerJoin('kms_keys as k', 'k.id', 'v.key_id')
-        .select(['v.key_id', 'v.wrapped_material'])
-        .where('k.name', '=', name)
-        .where('v.version', '=', 1)
-        .executeTakeFirstOrThrow();
-    const a = await rowOf('swap-a');
-    const b = await rowOf('swap-b');
-    await server.core.db.updateTable('kms_key_versions').set({ wrapped_material: a.wrapped_material }).where('key_id', '=', b.key_id).where('version', '=', 1).execute();
-    server.core.services().kms.cache.clear();
+    const { versionRow, setMaterial } = kmsTampering(() => server);
+    const a = await versionRow('hk', 'swap-a', 1);
+    const b = await versionRow('hk', 'swap-b', 1);
+    await setMaterial(b, a.wrapped_material);
     expectError(await call('POST', '/v1/kms/hk/encrypt/swap-b', { plaintext: b64('x') }), 500, 'integrity_error');
-    await server.core.db.updateTable('kms_key_versions').set({ wrapped_material: b.wrapped_material }).where('key_id', '=', b.key_id).where('version', '=', 1).execute();
-    server.core.services().kms.cache.clear();
+    await setMaterial(b, b.wrapped_material);
     expect((await call('POST', '/v1/kms/hk/encrypt/swap-b', { plaintext: b64('x') })).status).toBe(200);
   });
 

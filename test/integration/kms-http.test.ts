@@ -8,6 +8,7 @@ import { createPublicKey, verify as nodeVerify } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import type { RunningServer } from '@coffer/server/server';
 import { api, createStore, describeEachStorage, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
+import { kmsTampering } from '../helpers/kms.js';
 
 const b64 = (s: string | Uint8Array) => Buffer.from(s).toString('base64');
 const text = (s: string) => Buffer.from(s, 'base64').toString('utf8');
@@ -25,21 +26,7 @@ describeEachStorage('KMS over HTTP', (kind) => {
   const call = (method: string, path: string, body?: unknown) => api(base, method, path, { token: root, ...(body === undefined ? {} : { body }) });
   const auditBodies = async () => (await server.storage.db.selectFrom('audit_log').select('body').orderBy('seq').execute()).map((r) => r.body);
   const lastEntries = async (n: number) => (await call('GET', `/v1/sys/audit?limit=${n}`)).body.entries as Array<Record<string, any>> & [Record<string, any>];
-  const versionRow = (ns: string, key: string, version: number) =>
-    server.core.db
-      .selectFrom('kms_key_versions as v')
-      .innerJoin('kms_keys as k', 'k.id', 'v.key_id')
-      .innerJoin('namespaces as n', 'n.id', 'k.namespace_id')
-      .select(['v.key_id', 'v.version', 'v.kek_version', 'v.wrapped_material', 'n.id as namespace_id'])
-      .where('n.name', '=', ns)
-      .where('k.name', '=', key)
-      .where('v.version', '=', version)
-      .executeTakeFirstOrThrow();
-  // Edits behind Coffer's back reach the server when its KMS key cache lets the key go (TTL): drop it now.
-  const setMaterial = async (row: { key_id: string; version: number }, wrapped: Uint8Array) => {
-    await server.core.db.updateTable('kms_key_versions').set({ wrapped_material: wrapped }).where('key_id', '=', row.key_id).where('version', '=', row.version).execute();
-    server.core.services().kms.cache.clear();
-  };
+  const { versionRow, setMaterial } = kmsTampering(() => server);
 
   beforeAll(async () => {
     store = await createStore(kind);

@@ -6,6 +6,7 @@ import { KMS_KEY_TYPES, type KmsKeyType } from '@coffer/sdk/api';
 import { CofferError } from '@coffer/server/errors';
 import type { RunningServer } from '@coffer/server/server';
 import { createStore, describeEachStorage, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
+import { kmsTampering } from '../helpers/kms.js';
 
 const b64 = (s: string | Uint8Array) => Buffer.from(s).toString('base64');
 const text = (s: string) => Buffer.from(s, 'base64').toString('utf8');
@@ -27,23 +28,7 @@ describeEachStorage('KMS named keys', (kind) => {
   let server: RunningServer;
   const kms = () => server.core.services().kms;
   const db = () => server.core.db;
-  const versionRow = (ns: string, key: string, version: number) =>
-    db()
-      .selectFrom('kms_key_versions as v')
-      .innerJoin('kms_keys as k', 'k.id', 'v.key_id')
-      .innerJoin('namespaces as n', 'n.id', 'k.namespace_id')
-      .select(['v.key_id', 'v.version', 'v.kek_version', 'v.wrapped_material', 'n.id as namespace_id'])
-      .where('n.name', '=', ns)
-      .where('k.name', '=', key)
-      .where('v.version', '=', version)
-      .executeTakeFirstOrThrow();
-  // Edits behind Coffer's back reach a server when its KMS key cache lets the key go (TTL): drop it now.
-  const behindTheBack = async (edit: Promise<unknown>) => {
-    await edit;
-    kms().cache.clear();
-  };
-  const setMaterial = (row: { key_id: string; version: number }, wrapped: Uint8Array) =>
-    behindTheBack(db().updateTable('kms_key_versions').set({ wrapped_material: wrapped }).where('key_id', '=', row.key_id).where('version', '=', row.version).execute());
+  const { versionRow, behindTheBack, setMaterial } = kmsTampering(() => server);
 
   beforeAll(async () => {
     store = await createStore(kind);
