@@ -1,5 +1,6 @@
 // Starts the real Coffer app (same start-up code as `coffer-server`) in-process on
 // 127.0.0.1 with an ephemeral port, over PGlite or a fresh real PostgreSQL database.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -119,6 +120,27 @@ export async function unsealWith(base: string, shares: string[]): Promise<void> 
     const res = await api(base, 'POST', '/v1/sys/unseal', { body: { share } });
     if (res.status !== 200) throw new Error(`unseal failed: ${res.status} ${res.text}`);
   }
+}
+
+/**
+ * A token whose only policy (besides `alsoPolicies`) is a fresh one holding `rules`, made with the
+ * root token: how the authorization suites give each case exactly the rights it tests.
+ */
+export async function tokenWithRules(
+  base: string,
+  root: string,
+  rules: ReadonlyArray<Record<string, unknown>>,
+  opts: { ttl?: number; alsoPolicies?: string[] } = {},
+): Promise<{ client_token: string; accessor: string }> {
+  const name = `p-${randomBytes(6).toString('hex')}`;
+  const put = await api(base, 'PUT', `/v1/sys/policies/${name}`, { token: root, body: { rules } });
+  if (put.status !== 201) throw new Error(`policy ${name}: ${put.status} ${put.text}`);
+  const res = await api(base, 'POST', '/v1/auth/token/create', {
+    token: root,
+    body: { policies: [name, ...(opts.alsoPolicies ?? [])], ...(opts.ttl ? { ttl: opts.ttl } : {}) },
+  });
+  if (res.status !== 201) throw new Error(`token for ${name}: ${res.status} ${res.text}`);
+  return res.body.auth as { client_token: string; accessor: string };
 }
 
 /** Asserts the error envelope of DESIGN.md and returns the code. */

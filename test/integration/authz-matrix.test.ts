@@ -7,7 +7,7 @@ import jwt from 'jsonwebtoken';
 import type { RunningServer } from '@coffer/server/server';
 import { AUTH_TEMPLATES, BYOK_TEMPLATES, ESCROW_TEMPLATES, routeTemplate } from '@coffer/server/http/route-template';
 import { describeIfPostgres } from '../helpers/env.js';
-import { api, createStore, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
+import { api, createStore, initAndUnseal, startTestServer, tokenWithRules, type TestStore } from '../helpers/server.js';
 
 const ALL = ['read', 'list', 'create', 'update', 'delete', 'destroy', 'admin'] as const;
 type Cap = (typeof ALL)[number];
@@ -237,13 +237,7 @@ describeIfPostgres('authorization matrix [postgres]', () => {
   it('refuses every defective token and every short policy, and allows the right policy, on every endpoint', async () => {
     const key = server.core.services().tokens.verificationKey!;
     const bypasses: string[] = [];
-    const mint = async (rules: Rule[], opts: { ttl?: number } = {}) => {
-      const name = `p-${randomBytes(6).toString('hex')}`;
-      expect((await api(base, 'PUT', `/v1/sys/policies/${name}`, asRoot({ rules }))).status).toBe(201);
-      const res = await api(base, 'POST', '/v1/auth/token/create', asRoot({ policies: [name, 'mx-empty'], ...(opts.ttl ? { ttl: opts.ttl } : {}) }));
-      expect(res.status).toBe(201);
-      return res.body.auth as { client_token: string; accessor: string };
-    };
+    const mint = (rules: Rule[], opts: { ttl?: number } = {}) => tokenWithRules(base, root, rules, { ...opts, alsoPolicies: ['mx-empty'] });
 
     // Tokens that carry the right policy but are broken in one way each.
     const prepared = [];
