@@ -186,8 +186,12 @@ export class SysApi {
     return this.http.raw({ method: 'GET', path: '/v1/sys/backup' });
   }
 
-  /** Proves on this unsealed server that every wrapped key of `backup` opens (admin); answers counts, never keys. */
-  async verifyBackup(backup: string): Promise<BackupVerifyResult> {
+  /**
+   * Proves on this unsealed server that every wrapped key of `backup` opens (admin); answers
+   * counts, never keys. A stream (a file read from disk) is sent as it is read: the server spools
+   * it, neither side holds it. Not retried with a stream (its bytes are gone).
+   */
+  async verifyBackup(backup: string | ReadableStream<Uint8Array>): Promise<BackupVerifyResult> {
     const res = await this.http.raw({ method: 'POST', path: '/v1/sys/backup/verify', upload: backup, contentType: BACKUP_MEDIA_TYPE });
     return JSON.parse(await res.text()) as BackupVerifyResult;
   }

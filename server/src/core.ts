@@ -12,7 +12,7 @@ import type { AuditLog } from './audit/audit-log.js';
 import type { SecretReadCache } from './secrets/read-cache.js';
 import type { Pkcs11Token } from './seal/pkcs11.js';
 import type { SealType } from './seal/seal.js';
-import { conflict } from './errors.js';
+import { CofferError, conflict } from './errors.js';
 import { pingDatabase, type DatabaseCheck } from './storage/db.js';
 import type { Database } from './storage/schema.js';
 import { followInit, followRoot } from './vault/follow-root.js';
@@ -24,7 +24,7 @@ import type { Services } from './vault/services.js';
 import type { GenerateRootProgress, InitResult, RotateRootResult, SealMigrateResult, SealStatus } from './vault/types.js';
 import { autoUnseal, resetUnseal, unseal } from './vault/unseal.js';
 import { verifyKeysOpen, writeBackup } from './vault/backup.js';
-import { readBackup, restore } from './vault/restore.js';
+import { restore } from './vault/restore.js';
 import { DEFAULT_MAX_RESTORE_BYTES, RestoreSpool, type RestoreUploadLimits } from './vault/restore-spool.js';
 import type { BackupVerifyResult, RestoreResult } from '@coffer/sdk/api';
 import type { Vault } from './vault/vault.js';
@@ -167,9 +167,21 @@ export class CofferCore {
   }
 
   /** Proves every wrapped key of a backup opens under the root key in effect; counts only (vault/backup.ts). */
-  verifyBackup(text: string): Promise<BackupVerifyResult> {
+  /**
+   * A backup upload proven against this server's root key: spooled to disk and checked as it
+   * arrives (like a restore's), then its wrapped keys and values opened from the spool.
+   */
+  async verifyBackup(body: AsyncIterable<Buffer>): Promise<BackupVerifyResult> {
+    // Sealed: refused before a byte is spooled.
     const root = this.services().keyring.rootKey;
-    return verifyKeysOpen(readBackup(text), root);
+    const upload = await RestoreSpool.receive(body, this.restoreLimits);
+    try {
+      // The server's own root key proves it: shares sent along would have been read for nothing.
+      if (upload.shares) throw new CofferError('invalid_request', 'verify uses this server\'s root key: send the backup file alone, without shares');
+      return await verifyKeysOpen(upload.backup, root, (table) => upload.tableRows(table));
+    } finally {
+      await upload.close();
+    }
   }
 
   /**

@@ -6,9 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { BackupChecker, BackupFormatError, parseBackup, type BackupVerifyResult, type ParsedBackup, type Sha256Hex } from '@coffer/sdk/api';
+import { BackupChecker, BackupFormatError, tableRows, type BackupVerifyResult, type ParsedBackup, type Sha256Hex } from '@coffer/sdk/api';
 import type { Command } from 'commander';
 import { Context } from '../context.js';
 import { CliError, EXIT, usageError } from '../errors.js';
@@ -21,21 +21,6 @@ const sha256Hex: Sha256Hex = (...parts) => {
   for (const part of parts) hash.update(part);
   return hash.digest('hex');
 };
-
-async function readBackupFile(file: string): Promise<{ text: string; parsed: ParsedBackup }> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new CliError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`);
-  }
-  try {
-    return { text, parsed: parseBackup(text, sha256Hex) };
-  } catch (err) {
-    if (err instanceof BackupFormatError) throw new CliError(`${file} is not a sound Coffer backup: ${err.message}`);
-    throw err;
-  }
-}
 
 /** The file checked line by line as it is read (BackupChecker): only the proofs' rows stay in memory. */
 async function checkBackupFile(file: string): Promise<ParsedBackup> {
@@ -77,12 +62,22 @@ function summary(file: string, b: ParsedBackup): string {
 
 /** The server package's offline check (vault/backup-shares.ts): one implementation of the key checks, not a copy. */
 interface OfflineVerifier {
-  verifyBackupWithShares(backup: ParsedBackup, shares: readonly string[]): Promise<BackupVerifyResult>;
+  verifyBackupWithShares(backup: ParsedBackup, shares: readonly string[], rows?: (table: string) => AsyncIterable<Record<string, unknown>>): Promise<BackupVerifyResult>;
+}
+
+/** The file's lines again, without their "\n" (it was checked whole by checkBackupFile). */
+async function* fileLines(file: string): AsyncGenerator<string> {
+  let rest = '';
+  for await (const chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1024 * 1024 })) {
+    const lines = (rest + (chunk as string)).split('\n');
+    rest = lines.pop()!;
+    yield* lines;
+  }
 }
 // A variable, so the CLI neither type-checks against nor has to ship the server package.
 const OFFLINE_VERIFIER = '@coffer/server/vault/backup-shares';
 
-async function verifyOffline(backup: ParsedBackup, shares: string[]): Promise<BackupVerifyResult> {
+async function verifyOffline(file: string, backup: ParsedBackup, shares: string[]): Promise<BackupVerifyResult> {
   let verifier: OfflineVerifier;
   try {
     verifier = (await import(OFFLINE_VERIFIER)) as OfflineVerifier;
@@ -91,7 +86,8 @@ async function verifyOffline(backup: ParsedBackup, shares: string[]): Promise<Ba
     throw new CliError('proving a backup with shares offline needs the Coffer server package (@coffer/server) installed beside the CLI; or prove it with --server');
   }
   try {
-    return await verifier.verifyBackupWithShares(backup, shares);
+    // The value tables are read from the file again, one pass each, instead of held in memory.
+    return await verifier.verifyBackupWithShares(backup, shares, (table) => tableRows(fileLines(file), table));
   } catch (err) {
     // The server's CofferError (code, message): its messages never quote a share.
     const code = (err as { code?: unknown }).code;
@@ -172,7 +168,7 @@ export function registerBackup(operator: Command): void {
         }
         let parsed: ParsedBackup;
         try {
-          ({ parsed } = await readBackupFile(partial));
+          parsed = await checkBackupFile(partial);
         } catch (err) {
           await unlink(partial).catch(() => undefined);
           throw err;
@@ -197,7 +193,8 @@ export function registerBackup(operator: Command): void {
       .option('--shares-file <file>', 'prove it offline with the original unseal shares in FILE, one per line ("-" for stdin)')
       .action(async (file: string, opts: { server?: boolean; shares?: boolean; sharesFile?: string }, cmd: Command) => {
         const ctx = Context.of(cmd);
-        const { text, parsed } = await readBackupFile(file);
+        // Checked as it is read; a proof reads it again or streams it to the server: never whole in memory.
+        const parsed = await checkBackupFile(file);
         const withShares = opts.shares === true || opts.sharesFile !== undefined;
         if (withShares && opts.server) throw usageError('give --server or the shares (--shares, --shares-file), not both');
         if (!opts.server && !withShares) {
@@ -208,8 +205,8 @@ export function registerBackup(operator: Command): void {
         if (withShares) {
           if (parsed.header.seal.type === 'pkcs11') throw usageError('a PKCS#11 backup\'s root key is in its HSM, not in shares: prove it with --server');
           const shares = await readShares(opts.sharesFile, parsed.header.seal.threshold, 'Original unseal share');
-          result = await verifyOffline(parsed, shares);
-        } else result = await ctx.client({ auth: true }).sys.verifyBackup(text);
+          result = await verifyOffline(file, parsed, shares);
+        } else result = await ctx.client({ auth: true }).sys.verifyBackup(Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>);
         ctx.print(result, () => summary(file, parsed) + renderVerify(result, withShares ? 'the shares\' root key' : 'the server\'s root key'));
         if (!result.ok) process.exitCode = EXIT.error;
       }),

@@ -256,6 +256,25 @@ export class BackupChecker {
 }
 
 /**
+ * The rows of `table`, parsed, from the lines (without their "\n") of a backup that a
+ * BackupChecker already accepted: how a reader that keeps only the fingerprinted tables in
+ * memory (a spooled upload, a file on disk) reads the others again, one table per pass.
+ */
+export async function* tableRows(lines: AsyncIterable<string>, table: string): AsyncGenerator<Record<string, unknown>> {
+  let inside = false;
+  for await (const line of lines) {
+    if (line.startsWith('{"r":')) {
+      if (inside) yield JSON.parse(line.slice(5, -1)) as Record<string, unknown>;
+    } else if (line.startsWith('{"table":')) {
+      const at = (JSON.parse(line) as { table: string }).table === table;
+      // Each table has one section: past it, nothing more of it follows.
+      if (inside && !at) return;
+      inside = at;
+    }
+  }
+}
+
+/**
  * Parses and checks a whole backup held in memory (BackupChecker over its
  * lines, every row kept).
  */

@@ -16,7 +16,7 @@ import { CofferError } from '../errors.js';
 import { InMemoryRootKey, type RootKey } from '../seal/root-key.js';
 import { ROOT_CHECK_PLAINTEXT } from '../seal/seal-context.js';
 import { combineShareTexts, MAX_SHARES } from '../seal/shamir.js';
-import { verifyKeysOpen } from './backup.js';
+import { verifyKeysOpen, type BackupRowSource } from './backup.js';
 
 /** What a backup's seal_config row says about its root key; 400 invalid_backup when it says nothing usable. */
 export function rootRefOf(sealRow: string): { row: Record<string, unknown>; rootCheck: Uint8Array; rootVersion: number } {
@@ -60,17 +60,17 @@ export async function rootFromShares(sealRow: string, shares: readonly string[] 
 }
 
 /**
- * Offline, with no server and no database: rebuilds the root key of `backup` (parsed and
- * hash-checked by parseBackup) from `shares`, and proves every wrapped key, value and the sealed
+ * Offline, with no server and no database: rebuilds the root key of `backup` (hash-checked
+ * by parseBackup, or by a BackupChecker with `rows` reading the other tables again) from `shares`, and proves every wrapped key, value and the sealed
  * digest open (verifyKeysOpen). Counts only; the key is zeroed before this returns. (A PKCS#11
  * backup's root key is in its HSM: its recovery shares do not rebuild it, and are refused here.)
  */
-export async function verifyBackupWithShares(backup: ParsedBackup, shares: readonly string[]): Promise<BackupVerifyResult> {
+export async function verifyBackupWithShares(backup: ParsedBackup, shares: readonly string[], rows?: BackupRowSource): Promise<BackupVerifyResult> {
   const seal = backup.rows.get('seal_config') ?? [];
   if (seal.length !== 1) throw new CofferError('invalid_backup', 'the backup holds no seal configuration');
   const root = await rootFromShares(seal[0]!, shares, 'verified');
   try {
-    return await verifyKeysOpen(backup, root);
+    return await verifyKeysOpen(backup, root, rows);
   } finally {
     root.destroy();
   }

@@ -14,6 +14,8 @@
  * POST /v1/sys/backup/verify: proves that every wrapped key of an uploaded
  * backup opens under this server's root key, that the secret values decrypt,
  * and that the sealed digest is the root key's. It answers counts, never keys.
+ * The upload is spooled to disk like a restore's (restore-spool.ts) and its
+ * value tables read back from there, so no backup is held in memory.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Kysely } from 'kysely';
@@ -118,12 +120,25 @@ const rowsOf = (b: ParsedBackup, table: string): Row[] => (b.rows.get(table) ?? 
 const MAX_FAILURES = 20;
 
 /**
+ * The rows of a table that ParsedBackup may not hold (a streaming reader keeps only the
+ * fingerprinted tables): read again from where the backup lies, a spool or a file, one pass each.
+ */
+export type BackupRowSource = (table: string) => AsyncIterable<Row>;
+
+/** A backup parsed whole (parseBackup): every table is in memory. */
+export const memoryRows =
+  (backup: ParsedBackup): BackupRowSource =>
+  async function* (table) {
+    yield* rowsOf(backup, table);
+  };
+
+/**
  * Opens every wrapped key of `backup` with `root` (the live root key, or one
  * rebuilt from shares): the root check, the root-wrapped rows, each DEK and
  * named key version under the backup's own KEKs, and each secret value under
  * its DEK. Every opened key is zeroed at once; only counts leave.
  */
-export async function verifyKeysOpen(backup: ParsedBackup, root: RootKey): Promise<BackupVerifyResult> {
+export async function verifyKeysOpen(backup: ParsedBackup, root: RootKey, rows: BackupRowSource = memoryRows(backup)): Promise<BackupVerifyResult> {
   const failures: string[] = [];
   const fail = (what: string) => {
     if (failures.length < MAX_FAILURES) failures.push(what);
@@ -181,8 +196,10 @@ export async function verifyKeysOpen(backup: ParsedBackup, root: RootKey): Promi
         }, result.root_wrapped);
       }
     }
-    const namespaceOf = new Map(rowsOf(backup, 'secrets').map((s) => [String(s.id), String(s.namespace_id)]));
-    for (const row of rowsOf(backup, 'secret_versions')) {
+    // Ids only: the values stay where they are until their pass.
+    const namespaceOf = new Map<string, string>();
+    for await (const s of rows('secrets')) namespaceOf.set(String(s.id), String(s.namespace_id));
+    for await (const row of rows('secret_versions')) {
       const wrapped = byteaOf(row.wrapped_dek);
       const ciphertext = byteaOf(row.ciphertext);
       if (!wrapped || !ciphertext) continue;
@@ -202,8 +219,9 @@ export async function verifyKeysOpen(backup: ParsedBackup, root: RootKey): Promi
       await attempt(`${name} value`, async () => zeroize(openWithKey(key, ciphertext, aad.secretValue(ns, secret, version), 'a secret value')), result.values);
       zeroize(key);
     }
-    const kmsKeys = new Map(rowsOf(backup, 'kms_keys').map((k) => [String(k.id), k]));
-    for (const row of rowsOf(backup, 'kms_key_versions')) {
+    const kmsKeys = new Map<string, Row>();
+    for await (const k of rows('kms_keys')) kmsKeys.set(String(k.id), k);
+    for await (const row of rows('kms_key_versions')) {
       const wrapped = byteaOf(row.wrapped_material);
       if (!wrapped) continue;
       const keyId = String(row.key_id);

@@ -18,7 +18,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BackupChecker, BackupFormatError, type ParsedBackup, type Sha256Stream } from '@coffer/sdk/api';
+import { BackupChecker, BackupFormatError, tableRows, type ParsedBackup, type Sha256Stream } from '@coffer/sdk/api';
 import { CofferError } from '../errors.js';
 import { sha256Hex } from './backup.js';
 import { MAX_SHARES } from '../seal/shamir.js';
@@ -151,6 +151,11 @@ export class RestoreSpool {
       position += bytesRead;
       yield* splitter.push(buffer.subarray(0, bytesRead));
     }
+  }
+
+  /** One table's rows, parsed, read again from the spool (see `tableRows`). */
+  tableRows(table: string): AsyncIterable<Record<string, unknown>> {
+    return tableRows(this.lines(), table);
   }
 
   async close(): Promise<void> {

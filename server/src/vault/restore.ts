@@ -41,16 +41,6 @@ import { rootFromShares, rootRefOf } from './backup-shares.js';
 import type { RestoreSpool } from './restore-spool.js';
 import type { Vault } from './vault.js';
 
-/** A parsed, hash-checked backup, or 400 naming the problem. */
-export function readBackup(text: string): ParsedBackup {
-  try {
-    return parseBackup(text, sha256Hex);
-  } catch (err) {
-    if (err instanceof BackupFormatError) throw new CofferError(err.unsupported ? 'unsupported_backup' : 'invalid_backup', err.message);
-    throw err;
-  }
-}
-
 /** Rows per INSERT, and the most bytes of row JSON one INSERT carries. */
 const INSERT_ROWS = 500;
 const INSERT_BYTES = 8 * 1024 * 1024;

@@ -7,8 +7,7 @@
  *
  * Uploads (verify, restore) are the backup file as sent, `application/x-ndjson`,
  * read here instead of by the JSON body parser (whose limit is sized for API
- * calls): verify's in memory up to MAX_BACKUP_BYTES, restore's streamed to a
- * spool file up to COFFER_MAX_RESTORE_BYTES. A restore's upload may start with the
+ * calls): both streamed to a spool file up to COFFER_MAX_RESTORE_BYTES. A restore's upload may start with the
  * original unseal shares (sdk/src/api/backup.ts RestoreEnvelope): in the body,
  * never the URL, and the audit entry records no body.
  */
@@ -18,9 +17,6 @@ import { CofferError } from '../../errors.js';
 import { op, type RoutePath } from '../route.js';
 import { emptyQuery } from '../schemas.js';
 
-/** The largest backup a server accepts for verify (held in memory while checked). */
-export const MAX_BACKUP_BYTES = 512 * 1024 * 1024;
-
 const UPLOADS = new Set(['/v1/sys/backup/verify', '/v1/sys/restore']);
 
 /** An upload of a backup file: left alone by the JSON body parser and its size limit. */
@@ -28,17 +24,13 @@ export const isBackupUpload = (req: Request): boolean =>
   // req.path is relative to a router's mount: the full path is baseUrl + path.
   UPLOADS.has(req.baseUrl + req.path) && req.is(BACKUP_MEDIA_TYPE) === BACKUP_MEDIA_TYPE;
 
-/** The uploaded backup's text, or 415 / 413. */
-async function backupText(req: Request): Promise<string> {
+/**
+ * The upload's body for a spool (vault/restore-spool.ts), or 415. Not destroyed when the reader
+ * stops early (a refusal): the 4xx must still reach the client.
+ */
+function backupUpload(req: Request): AsyncIterable<Buffer> {
   if (!isBackupUpload(req)) throw new CofferError('unsupported_media_type', `send the backup file as ${BACKUP_MEDIA_TYPE}`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BACKUP_BYTES) throw new CofferError('payload_too_large', `a backup larger than ${MAX_BACKUP_BYTES} bytes is not accepted`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString('utf8');
+  return { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer> };
 }
 
 /** Resolves when `res` drains or closes; the other listener is removed (one per slow write would pile up). */
@@ -105,7 +97,8 @@ export const backupPaths: RoutePath[] = [
         query: emptyQuery,
         handler: async (req, res, { core, query }) => {
           query();
-          res.json(await core.verifyBackup(await backupText(req)));
+          // Spooled to disk and checked as it arrives, like a restore's, up to COFFER_MAX_RESTORE_BYTES.
+          res.json(await core.verifyBackup(backupUpload(req)));
         },
       }),
     },
@@ -120,11 +113,8 @@ export const backupPaths: RoutePath[] = [
         query: emptyQuery,
         handler: async (req, res, { core, query, auditDraft }) => {
           query();
-          if (!isBackupUpload(req)) throw new CofferError('unsupported_media_type', `send the backup file as ${BACKUP_MEDIA_TYPE}`);
           // Streamed to a spool file as it arrives (vault/restore-spool.ts), up to COFFER_MAX_RESTORE_BYTES.
-          // Not destroyed when the restore stops reading early (a refusal): the 4xx must still reach the client.
-          const body: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => req.iterator({ destroyOnReturn: false }) as AsyncIterator<Buffer> };
-          const result = await core.restore(body, (trx) => core.audit.appendWithin(trx, auditDraft(200)));
+          const result = await core.restore(backupUpload(req), (trx) => core.audit.appendWithin(trx, auditDraft(200)));
           res.locals.audited = true;
           res.status(200).json(result);
         },
