@@ -35,8 +35,8 @@
 //   scale  only with --scale: N secrets (--scale-secrets, COFFER_BENCH_SCALE_SECRETS; default
 //        1,000,000) across 100 namespaces on durable, production-sized PostgreSQL, seeded into the
 //        database, next to a 1k database on the same cluster; reads, bulk read and list of a late
-//        folder, writes, server RSS and buffer hit ratios at 1k and at N, in alternating rounds at
-//        4 connections (scenarios/scale.mjs, scale-pg.mjs)
+//        folder, writes, server RSS and buffer hit ratios at 1k and at N, side by side in rounds at
+//        2 connections each (scenarios/scale.mjs, scale-pg.mjs)
 // PostgreSQL is a throwaway cluster (scripts/lib/pg-cluster.mjs) holding a `coffer_bench` database;
 // PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
 // error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
@@ -54,7 +54,8 @@
 //   --aead              only the AEAD micro-benchmark (with --only: in addition to those scenarios)
 //   --scale             only the scale scenario; --scale-secrets N (or COFFER_BENCH_SCALE_SECRETS)
 //                       sets N (default 1,000,000; e.g. 100000 for a quick look); --scale-connections
-//                       its concurrency (default 4); COFFER_BENCH_SCALE_PG its PostgreSQL settings
+//                       its concurrency per server (default 2); COFFER_BENCH_SCALE_PAIRING=sequential
+//                       measures 1k and N back to back instead of at once; COFFER_BENCH_SCALE_PG its PostgreSQL settings
 //                       ("name=value ..."; "stock" for PostgreSQL's defaults; default 25% of RAM
 //                       as shared_buffers, 75% as effective_cache_size)
 //

@@ -112,7 +112,8 @@ export function printScale(scale, failures, out) {
   }
   const n = fmtInt(scale.secrets);
   out(table(rows, ['scale (durable PG, AppRole)', 'req/s 1k', 'p50', 'p99', 'CPU', `req/s ${n}`, 'p50', 'p99', 'CPU', 'p50 N/1k'], [false, true, true, true, true, true, true, true, true, true]));
-  out(`(medians of ${scale.rounds} rounds at ${scale.connections} connections, each measurement at 1k and at ${n} back to back in alternating order;`);
+  const how = scale.pairing === 'sequential' ? 'back to back in alternating order' : 'at the same time, side by side';
+  out(`(medians of ${scale.rounds} rounds at ${scale.connections} connections per server, each measurement at 1k and at ${n} ${how};`);
   out(' p50 N/1k: the median of the rounds\' paired ratios; CPU: server CPU ms per request; 1k and N are two databases of one cluster)');
   out(`PostgreSQL ${scale.pgVersion}, ${scale.pg.source}: ${Object.entries(scale.pg.settings).map(([k, v]) => `${k}=${v}`).join(', ')}`);
   out(`  ${describeFacts('1k', scale.small.pg)}`);

@@ -66,8 +66,8 @@ export const REWRAP_AIM = 20_000;
 export const EXTRA_SCENARIOS = ['aead', 'scale'];
 export const OPT_IN = ['scale'];
 export const SCALE_DEFAULT = 1_000_000;
-/** The scale scenario's concurrency: moderate, so that it measures latency, not a saturated machine's queue. */
-export const SCALE_CONNECTIONS = 4;
+/** The scale scenario's concurrency per server (two run at once): moderate, so that it measures latency, not a saturated machine's queue. */
+export const SCALE_CONNECTIONS = 2;
 
 export const READ_PATH = '/v1/secrets/bench/db/password';
 export const WRITE_PATH = '/v1/secrets/bench/db/rotating';

@@ -13,10 +13,11 @@
 // same share and stopped before anything is measured. After seeding: VACUUM (ANALYZE), a
 // CHECKPOINT and pg_prewarm of the secret tables (the steady state of a running deployment).
 //
-// Then rounds (SCALE_ROUNDS): each measurement at 1k and at N back to back, the order alternating,
-// so that drift on a shared machine hits both sizes alike; medians and the median of the paired
-// N/1k ratios reported at a moderate fixed concurrency
-// (--scale-connections, default 4: latency, not a saturated machine's queueing). Requests use
+// Then rounds (SCALE_ROUNDS) at a moderate fixed concurrency per server (--scale-connections,
+// default 2: latency, not a saturated machine's queue): each measurement at 1k and at N at the
+// same time, side by side, so that drift and the other work on a shared machine hit both sizes
+// alike (COFFER_BENCH_SCALE_PAIRING=sequential: back to back, alternating which goes first).
+// Reported: medians over the rounds and the median of the rounds' paired N/1k ratios. Requests use
 // AppRole machine tokens (read/list policy; write policy for the writes). Measured each round: a
 // read of one secret (served from the secret cache once warm), reads of a hot set (the same 900
 // secrets at both sizes, spread over all namespaces: a working set the secret cache holds),
@@ -208,6 +209,15 @@ function requestsOf(side) {
   };
 }
 
+/** GETs of `paths`, 8 at a time; any answer but 200 is a BenchError. */
+async function getMany(base, token, paths) {
+  let next = 0;
+  const worker = async () => {
+    while (next < paths.length) await api(base, 'GET', paths[next++], { token });
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+}
+
 /** One measurement of one side in one round. */
 async function measureOne(key, tag, round, side, opts) {
   const [what, request] = requestsOf(side)[key];
@@ -240,6 +250,8 @@ export async function runScale(opts) {
   const N = opts.scaleSecrets;
   if (N <= SCALE_SMALL) throw new BenchError(`--scale-secrets must be more than ${SCALE_SMALL}`);
   const sizing = scaleSettings();
+  const pairing = process.env.COFFER_BENCH_SCALE_PAIRING ?? 'simultaneous';
+  if (!['simultaneous', 'sequential'].includes(pairing)) throw new BenchError(`COFFER_BENCH_SCALE_PAIRING must be simultaneous or sequential, got "${pairing}"`);
   const pg = await startPostgres({ durable: true, settings: sizing.settings });
   const largeTag = N >= 1_000_000 ? `${N / 1_000_000}M` : `${N / 1000}k`;
   const t0 = performance.now();
@@ -257,22 +269,38 @@ export async function runScale(opts) {
       }
       const prepareSeconds = (performance.now() - t0) / 1000;
       const scaleOpts = { ...opts, connections: opts.scaleConnections };
-      for (const side of [small, large]) await checkBulk(side.server, `/v1/bulk/${TARGET}/${LATE}`, side.tokens.read, BULK_SECRETS);
-      // Each measurement at both sizes back to back, the order alternating (1k first, then N
-      // first, ...), so that the machine's drift lands on both sides of each pair alike.
+      for (const side of [small, large]) {
+        await checkBulk(side.server, `/v1/bulk/${TARGET}/${LATE}`, side.tokens.read, BULK_SECRETS);
+        // The hot set is read once before the rounds, so that its measurement is of a warm cache
+        // at both sizes (a 1 s warm-up reads only part of 900 secrets at this concurrency).
+        const hotPaths = [];
+        for (let k = 0; k < SCALE_NAMESPACES; k++) for (let j = 0; j < Math.min(HOT_PER_NAMESPACE, fillersIn(k, SCALE_SMALL)); j++) hotPaths.push(`/v1/secrets/${nsName(k)}/${fillerPath(j)}`);
+        await getMany(side.server.base, side.tokens.read, hotPaths);
+      }
+      // Each measurement at both sizes at the same time (the two servers and their loads side by
+      // side, so the machine's drift and the other work on it hit both alike), or with
+      // COFFER_BENCH_SCALE_PAIRING=sequential back to back in alternating order (1k first, then N
+      // first, ...), each alone on the machine but seconds apart.
       const runs = { small: [], large: [] };
       const pairRatios = Object.fromEntries(MEASUREMENTS.map((key) => [key, []]));
+      const simultaneous = pairing === 'simultaneous';
       for (let round = 1; round <= SCALE_ROUNDS; round++) {
         const one = { small: {}, large: {} };
         for (const [i, key] of MEASUREMENTS.entries()) {
-          const order = (round + i) % 2 ? ['small', 'large'] : ['large', 'small'];
-          for (const which of order) one[which][key] = await measureOne(key, which === 'small' ? '1k' : largeTag, round, which === 'small' ? small : large, scaleOpts);
+          const run = (which) => measureOne(key, which === 'small' ? '1k' : largeTag, round, which === 'small' ? small : large, scaleOpts);
+          if (simultaneous) {
+            [one.small[key], one.large[key]] = await Promise.all([run('small'), run('large')]);
+            // The cluster's CPU over both loads: not one side's cost.
+            one.small[key].dbCpuMsPerRequest = one.large[key].dbCpuMsPerRequest = null;
+          } else {
+            for (const which of (round + i) % 2 ? ['small', 'large'] : ['large', 'small']) one[which][key] = await run(which);
+          }
           pairRatios[key].push(one.large[key].p50 / one.small[key].p50);
         }
         runs.small.push(one.small);
         runs.large.push(one.large);
       }
-      const result = { secrets: N, namespaces: SCALE_NAMESPACES, rounds: SCALE_ROUNDS, connections: opts.scaleConnections, seedSeconds: large.seedSeconds, prepareSeconds, pgVersion: pg.version };
+      const result = { secrets: N, namespaces: SCALE_NAMESPACES, rounds: SCALE_ROUNDS, pairing, connections: opts.scaleConnections, seedSeconds: large.seedSeconds, prepareSeconds, pgVersion: pg.version };
       result.pg = { source: sizing.source, settings: facts0.settings };
       // The median of each round's N/1k p50 ratio: the paired reading, steadier than a ratio of medians.
       result.pairedP50Ratio = Object.fromEntries(MEASUREMENTS.map((key) => [key, median(pairRatios[key])]));
