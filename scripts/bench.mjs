@@ -33,8 +33,10 @@
 //   aead AEAD micro-benchmark: seal+open of 500 B (and 32 B) values, the server's native path vs
 //        pure-JS @noble/ciphers, in this process (bench/aead.mjs); alone with --aead
 //   scale  only with --scale: N secrets (--scale-secrets, COFFER_BENCH_SCALE_SECRETS; default
-//        1,000,000) across 100 namespaces on durable PostgreSQL, seeded into the database; reads,
-//        bulk read and list of a late folder, writes and server RSS at 1k and at N (scenarios/scale.mjs)
+//        1,000,000) across 100 namespaces on durable, production-sized PostgreSQL, seeded into the
+//        database, next to a 1k database on the same cluster; reads, bulk read and list of a late
+//        folder, writes, server RSS and buffer hit ratios at 1k and at N, side by side in rounds at
+//        2 connections each (scenarios/scale.mjs, scale-pg.mjs)
 // PostgreSQL is a throwaway cluster (scripts/lib/pg-cluster.mjs) holding a `coffer_bench` database;
 // PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
 // error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
@@ -51,7 +53,11 @@
 //   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
 //   --aead              only the AEAD micro-benchmark (with --only: in addition to those scenarios)
 //   --scale             only the scale scenario; --scale-secrets N (or COFFER_BENCH_SCALE_SECRETS)
-//                       sets N (default 1,000,000; e.g. 20000 for a quick look)
+//                       sets N (default 1,000,000; e.g. 100000 for a quick look); --scale-connections
+//                       its concurrency per server (default 2); COFFER_BENCH_SCALE_PAIRING=sequential
+//                       measures 1k and N back to back instead of at once; COFFER_BENCH_SCALE_PG its PostgreSQL settings
+//                       ("name=value ..."; "stock" for PostgreSQL's defaults; default 25% of RAM
+//                       as shared_buffers, 75% as effective_cache_size)
 //
 // This file is the runner: which scenario runs on which server, in what order. The parts are in
 // scripts/bench/: options.mjs (scenario catalogue, command line), servers.mjs (starting the

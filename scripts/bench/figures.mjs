@@ -3,6 +3,7 @@
 // micro-benchmark. Aims are printed, never enforced; errors in the scale runs fail the run
 // like any other scenario's.
 import { fmtInt, fmtMs, fmtRatio, table } from './report.mjs';
+import { describeFacts } from './scenarios/scale-pg.mjs';
 
 const ok = (r) => r && !r.skipped;
 const verdict = (met) => (met === null ? 'n/a' : met ? 'met' : 'NOT MET');
@@ -42,12 +43,18 @@ export function issueFigures(results, scale) {
   const dWrites = q(p3?.rps, p1?.rps);
   add('(p3) writes / (p1) reads, durable PG, AppRole', dWrites, p3 && p1 ? `${fmtInt(p3.rps)} req/s (p99 ${fmtMs(p3.p99)} ms) / ${fmtInt(p1.rps)}` : '', '≥ 0.5', dWrites >= 0.5, qc(p1, p3));
   if (ok(scale)) {
-    const s = q(scale.large.readRandom.p50, scale.small.readRandom.p50);
-    add(`scale: random read p50 at ${fmtInt(scale.secrets)} / at 1k secrets`, s, `${fmtMs(scale.large.readRandom.p50)} vs ${fmtMs(scale.small.readRandom.p50)} ms`, '≤ 1.10', s <= 1.1, qc(scale.large.readRandom, scale.small.readRandom));
-    const d = q(scale.large.readRandomDb.p50, scale.small.readRandomDb.p50);
-    add(`scale: database-path read p50 at ${fmtInt(scale.secrets)} / at 1k`, d, `${fmtMs(scale.large.readRandomDb.p50)} vs ${fmtMs(scale.small.readRandomDb.p50)} ms`, '≤ 1.10', d <= 1.1, qc(scale.large.readRandomDb, scale.small.readRandomDb));
-    const b = q(scale.large.bulk.p50, scale.small.bulk.p50);
-    add(`scale: bulk read of a late folder p50, ${fmtInt(scale.secrets)} / 1k`, b, `${fmtMs(scale.large.bulk.p50)} vs ${fmtMs(scale.small.bulk.p50)} ms`, '≤ 1.10', b <= 1.1, qc(scale.large.bulk, scale.small.bulk));
+    const n = fmtInt(scale.secrets);
+    for (const [key, what] of [
+      ['read', 'one secret (cached)'],
+      ['readHot', 'hot set of 900 (cached)'],
+      ['readRandomDb', 'database path (?version=1)'],
+      ['bulk', 'bulk read of the late folder'],
+    ]) {
+      const L = scale.large[key];
+      const S = scale.small[key];
+      const v = scale.pairedP50Ratio?.[key] ?? q(L.p50, S.p50);
+      add(`scale: ${what} p50 at ${n} / at 1k (paired)`, v, `${fmtMs(L.p50)} vs ${fmtMs(S.p50)} ms, ${fmtInt(L.rps)} vs ${fmtInt(S.rps)} req/s`, '≤ 1.10', v <= 1.1, qc(L, S));
+    }
   } else {
     add('scale: read latency at 1M / at 1k secrets', null, scale?.skipped ?? 'run npm run bench -- --scale', '≤ 1.10', null);
   }
@@ -83,7 +90,8 @@ export function printScale(scale, failures, out) {
   }
   const parts = [
     ['read one secret (cached once warm)', 'read'],
-    ['read random secrets, all namespaces', 'readRandom'],
+    ['read a hot set of 900 secrets (cached)', 'readHot'],
+    ['read random secrets out of all (cache misses at N)', 'readRandom'],
     ['read random secrets ?version=1 (never cached)', 'readRandomDb'],
     ['bulk read of the late folder (100)', 'bulk'],
     ['list the late folder', 'list'],
@@ -93,7 +101,8 @@ export function printScale(scale, failures, out) {
   for (const [what, key] of parts) {
     const s = scale.small[key];
     const l = scale.large[key];
-    rows.push([what, fmtInt(s.rps), fmtMs(s.p50), fmtMs(s.p99), fmtInt(l.rps), fmtMs(l.p50), fmtMs(l.p99), fmtRatio(l.p50 / s.p50)]);
+    const cpu = (r) => (r.serverCpuMsPerRequest === null ? '-' : r.serverCpuMsPerRequest.toFixed(2));
+    rows.push([what, fmtInt(s.rps), fmtMs(s.p50), fmtMs(s.p99), cpu(s), fmtInt(l.rps), fmtMs(l.p50), fmtMs(l.p99), cpu(l), fmtRatio(scale.pairedP50Ratio?.[key] ?? l.p50 / s.p50)]);
     for (const [tag, r] of [['1k', s], ['N', l]]) {
       const errs = r.errors + r.warmup.errors;
       const non2xx = r.non2xx + r.warmup.non2xx;
@@ -102,8 +111,14 @@ export function printScale(scale, failures, out) {
     }
   }
   const n = fmtInt(scale.secrets);
-  out(table(rows, ['scale (durable PG, AppRole)', 'req/s 1k', 'p50', 'p99', `req/s ${n}`, 'p50', 'p99', 'p50 N/1k'], [false, true, true, true, true, true, true, true]));
-  out(`server RSS: ${scale.small.rssMiB ?? '?'} MiB at 1k secrets, ${scale.large.rssMiB ?? '?'} MiB at ${n}; ${n} secrets across ${scale.namespaces} namespaces seeded in ${scale.seedSeconds.toFixed(1)} s`);
+  out(table(rows, ['scale (durable PG, AppRole)', 'req/s 1k', 'p50', 'p99', 'CPU', `req/s ${n}`, 'p50', 'p99', 'CPU', 'p50 N/1k'], [false, true, true, true, true, true, true, true, true, true]));
+  const how = scale.pairing === 'sequential' ? 'back to back in alternating order' : 'at the same time, side by side';
+  out(`(medians of ${scale.rounds} rounds at ${scale.connections} connections per server, each measurement at 1k and at ${n} ${how};`);
+  out(' p50 N/1k: the median of the rounds\' paired ratios; CPU: server CPU ms per request; 1k and N are two databases of one cluster)');
+  out(`PostgreSQL ${scale.pgVersion}, ${scale.pg.source}: ${Object.entries(scale.pg.settings).map(([k, v]) => `${k}=${v}`).join(', ')}`);
+  out(`  ${describeFacts('1k', scale.small.pg)}`);
+  out(`  ${describeFacts(n, scale.large.pg)}`);
+  out(`server RSS: ${scale.small.rssMiB ?? '?'} MiB at 1k secrets, ${scale.large.rssMiB ?? '?'} MiB at ${n}; ${n} secrets across ${scale.namespaces} namespaces seeded in ${scale.seedSeconds.toFixed(1)} s, whole scenario ${(scale.seconds / 60).toFixed(1)} min`);
 }
 
 export function printAead(aead, out) {

@@ -74,15 +74,16 @@ function cpuMs(pid) {
 }
 
 /**
- * CPU time of the running PostgreSQL cluster (postmaster and its children, backends included), in
- * ms; null without one or off Linux. The audit log's cost is mostly here, not in the server.
+ * CPU time of each process of the running PostgreSQL cluster (postmaster and its children,
+ * backends included), in ms by pid; null without one or off Linux. The audit log's cost is
+ * mostly here, not in the server.
  */
-function postgresCpuMs() {
+function postgresCpuByPid() {
   const dataDir = session.cluster?.dataDir;
   if (!dataDir) return null;
   try {
     const postmaster = Number(readFileSync(`${dataDir}/postmaster.pid`, 'utf8').split('\n')[0]);
-    let total = cpuMs(postmaster) ?? 0;
+    const byPid = new Map([[postmaster, cpuMs(postmaster) ?? 0]]);
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       let stat;
@@ -92,12 +93,27 @@ function postgresCpuMs() {
         continue;
       }
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === postmaster) total += cpuMs(entry) ?? 0;
+      if (ppid === postmaster) byPid.set(Number(entry), cpuMs(entry) ?? 0);
     }
-    return total;
+    return byPid;
   } catch {
     return null;
   }
+}
+
+/**
+ * The cluster's CPU time between two snapshots: per process, so that a backend that exits
+ * meanwhile (an idle pool connection closing, an autovacuum worker) does not take its whole
+ * lifetime's CPU out of the sum; what it used in the window is lost, a small undercount.
+ */
+function postgresCpuBetween(before, after) {
+  if (!before || !after) return null;
+  let total = 0;
+  for (const [pid, ms] of after) {
+    const used = ms - (before.get(pid) ?? 0);
+    total += used >= 0 ? used : ms; // less than before: the pid was reused by a new process
+  }
+  return total;
 }
 
 /** Warm-up, then the measured run. Returns the measured stats plus what the warm-up saw. */
@@ -107,13 +123,14 @@ export async function measure(scenario, server, request, opts, onResponse) {
   if (session.shuttingDown) throw new Error('interrupted');
   const pid = server.child?.child?.pid;
   const cpuBefore = pid ? cpuMs(pid) : null;
-  const dbBefore = postgresCpuMs();
+  const dbBefore = postgresCpuByPid();
   const stats = await runLoad(request, opts.duration, opts.connections, onResponse);
   if (session.shuttingDown) throw new Error('interrupted');
   const cpuAfter = pid ? cpuMs(pid) : null;
-  const dbAfter = postgresCpuMs();
+  const dbAfter = postgresCpuByPid();
   stats.serverCpuMsPerRequest = cpuBefore !== null && cpuAfter !== null && stats.requests > 0 ? (cpuAfter - cpuBefore) / stats.requests : null;
-  stats.dbCpuMsPerRequest = dbBefore !== null && dbAfter !== null && stats.requests > 0 ? (dbAfter - dbBefore) / stats.requests : null;
+  const dbMs = postgresCpuBetween(dbBefore, dbAfter);
+  stats.dbCpuMsPerRequest = dbMs !== null && stats.requests > 0 ? dbMs / stats.requests : null;
   stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
   if (stats.errors + stats.non2xx + warm.errors + warm.non2xx > 0) {
     // Keep what the server said (it logs 5xx causes at warn level and above) for the failure report.

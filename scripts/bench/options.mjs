@@ -66,6 +66,8 @@ export const REWRAP_AIM = 20_000;
 export const EXTRA_SCENARIOS = ['aead', 'scale'];
 export const OPT_IN = ['scale'];
 export const SCALE_DEFAULT = 1_000_000;
+/** The scale scenario's concurrency per server (two run at once): moderate, so that it measures latency, not a saturated machine's queue. */
+export const SCALE_CONNECTIONS = 2;
 
 export const READ_PATH = '/v1/secrets/bench/db/password';
 export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
@@ -73,7 +75,8 @@ export const WRITE_MAX_VERSIONS = 5;
 
 export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
                            [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,h2,h3,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
-                           [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--cpu-prof DIR] [--server FILE]`;
+                           [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--scale-connections N]
+                           [--cpu-prof DIR] [--server FILE]`;
 
 export function parseOptions(argv) {
   const { values } = parseArgs({
@@ -91,6 +94,7 @@ export function parseOptions(argv) {
       aead: { type: 'boolean', default: false },
       scale: { type: 'boolean', default: false },
       'scale-secrets': { type: 'string' },
+      'scale-connections': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -124,6 +128,7 @@ export function parseOptions(argv) {
     warmup: num('warmup', values.warmup, 1),
     rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
     scaleSecrets: num('scale-secrets', scaleRaw, SCALE_DEFAULT, { integer: true, min: 1000 }),
+    scaleConnections: num('scale-connections', values['scale-connections'], SCALE_CONNECTIONS, { integer: true }),
     json: values.json ? path.resolve(values.json) : null,
     only,
     cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,

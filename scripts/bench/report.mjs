@@ -38,7 +38,10 @@ export function machineInfo(pgVersion) {
 /** The lines before the first scenario: what is measured, on what machine. */
 export function printHeader(opts) {
   const machine = machineInfo(null);
-  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up, ${opts.connections} connections`);
+  // --scale alone runs at its own concurrency (--scale-connections), not --connections.
+  const scaleOnly = opts.only?.length === 1 && opts.only[0] === 'scale';
+  const connections = scaleOnly ? `${opts.scaleConnections} connections per server` : `${opts.connections} connections`;
+  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up, ${connections}`);
   out(`machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, ${machine.platform}, load ${machine.loadavg.join(' ')}`);
   out(`node ${machine.node}, autocannon ${machine.autocannon}, express ${machine.express}`);
   out(`note: the load generator, the server and PostgreSQL all share these ${machine.cpus} CPUs.`);

@@ -121,13 +121,14 @@ export function softHsmToken() {
 
 /**
  * The throwaway cluster with a `coffer_bench` database; null without PostgreSQL binaries.
- * `durable`: fsync, synchronous_commit and full_page_writes on (else off, as in the tests).
+ * `durable`: fsync, synchronous_commit and full_page_writes on (else off, as in the tests);
+ * `settings`: further server settings (name → value), e.g. the scale scenario's memory sizing.
  */
-export async function startPostgres({ durable = false } = {}) {
+export async function startPostgres({ durable = false, settings = {} } = {}) {
   const binaries = findPostgresBinaries();
   if (!binaries) return null;
   info(`starting a throwaway PostgreSQL cluster (${binaries.binDir}${durable ? ', durable' : ''})`);
-  session.cluster = await startPostgresCluster({ onDataDir: trackClusterDir, durable });
+  session.cluster = await startPostgresCluster({ onDataDir: trackClusterDir, durable, settings });
   const pg = requireFromServer('pg');
   const admin = new pg.Client({ connectionString: session.cluster.url });
   await admin.connect();

@@ -38,4 +38,8 @@ export function startPostgresCluster(options?: {
   maxConnections?: number;
   /** Called as soon as the directory exists, so an interrupted caller can remove it. */
   onDataDir?: (dir: string) => void;
+  /** Keep PostgreSQL's durability settings (fsync, synchronous_commit, full_page_writes) instead of switching them off. */
+  durable?: boolean;
+  /** Further server settings (`-c name=value`), applied after the defaults above. */
+  settings?: Record<string, string>;
 }): Promise<PostgresCluster>;

@@ -224,12 +224,15 @@ function removeClusterDir(dataDir) {
  * `onDataDir` is called as soon as the directory exists, so a caller can clean it up
  * (stopPostgresClusterSync) even if it is interrupted while the cluster is starting.
  *
- * @param {{ log?: (msg: string) => void, maxConnections?: number, onDataDir?: (dir: string) => void, durable?: boolean }} [options]
+ * `settings`: further server settings (`-c name=value`), e.g. the bench's production-sized
+ * `shared_buffers`; they come last, so they win over the defaults above.
+ *
+ * @param {{ log?: (msg: string) => void, maxConnections?: number, onDataDir?: (dir: string) => void, durable?: boolean, settings?: Record<string, string> }} [options]
  * @returns {Promise<{ url: string, port: number, dataDir: string, stop(): Promise<void>, stopSync(): void,
  *   pauseServer(o?: { mode?: 'smart' | 'fast' | 'immediate' }): Promise<void>, resumeServer(): Promise<void>,
  *   restartServer(o?: { mode?: 'smart' | 'fast' | 'immediate' }): Promise<void> }>}
  */
-export async function startPostgresCluster({ log = () => {}, maxConnections = 200, onDataDir = () => {}, durable = false } = {}) {
+export async function startPostgresCluster({ log = () => {}, maxConnections = 200, onDataDir = () => {}, durable = false, settings = {} } = {}) {
   const binaries = findPostgresBinaries();
   if (!binaries) {
     throw new Error('PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin');
@@ -262,6 +265,7 @@ export async function startPostgresCluster({ log = () => {}, maxConnections = 20
         `-c unix_socket_directories=${shq(dataDir)}`,
         ...(durable ? [] : [`-c fsync=off`, `-c synchronous_commit=off`, `-c full_page_writes=off`]),
         `-c max_connections=${maxConnections}`,
+        ...Object.entries(settings).map(([name, value]) => `-c ${name}=${shq(value)}`),
       ].join(' ');
       log(`pg_ctl start on 127.0.0.1:${port}`);
       const start = await run(

@@ -170,6 +170,18 @@ describe('deploy/compose.yaml', () => {
     expect(services.postgres!.healthcheck.test.join(' ')).toMatch(/pg_isready/);
   });
 
+  it('sizes PostgreSQL\'s memory instead of running the stock 128 MB shared_buffers', () => {
+    const command = (services.postgres!.command as string[]).join(' ');
+    expect(command).toMatch(/^postgres /);
+    const mb = (name: string) => {
+      const m = new RegExp(`-c ${name}=(\\d+)(MB|GB)`).exec(command);
+      expect(m).not.toBeNull();
+      return Number(m![1]) * (m![2] === 'GB' ? 1024 : 1);
+    };
+    expect(mb('shared_buffers')).toBeGreaterThan(128);
+    expect(mb('effective_cache_size')).toBeGreaterThan(mb('shared_buffers'));
+  });
+
   it.each(['coffer-1', 'coffer-2', 'coffer-3'])('%s builds deploy/Dockerfile, waits for a healthy PostgreSQL, uses it and is health-checked', (name) => {
     const s = services[name]!;
     const composeDir = path.join(ROOT, 'deploy');
