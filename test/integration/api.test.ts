@@ -228,6 +228,11 @@ describeEachStorage('Coffer HTTP API', (kind) => {
       expect(r.headers.get('etag')).toBeNull();
       expect(r.text).toBe(JSON.stringify(r.body));
       expect(r.body.data).toEqual({ password: 's3cr3t', username: 'app' });
+      // created_at as the history states it (the read's text is remembered per timestamp).
+      const history = await api(base, 'GET', '/v1/secrets/payments-prod/db/password:versions', auth());
+      const v1 = (history.body.versions as Array<{ version: number; created_at: string }>).find((v) => v.version === 1)!;
+      expect(r.body.created_at).toBe(v1.created_at);
+      expect((await api(base, 'GET', '/v1/secrets/payments-prod/db/password', auth())).body.created_at).toBe(v1.created_at);
       // `If-None-Match: *` on an existing resource: express's freshness check answers 304, no body.
       // (node:http: fetch adds `Cache-Control: no-cache` to conditional requests, which makes any answer fresh.)
       const conditional = await new Promise<{ status: number; text: string }>((resolve, reject) => {
