@@ -73,7 +73,7 @@ export const READ_PATH = '/v1/secrets/bench/db/password';
 export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 export const WRITE_MAX_VERSIONS = 5;
 
-export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S]
+export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S] [--warmup-requests N]
                            [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,h2,h3,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
                            [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--scale-connections N]
                            [--cpu-prof DIR] [--server FILE]`;
@@ -86,6 +86,7 @@ export function parseOptions(argv) {
       duration: { type: 'string' },
       connections: { type: 'string' },
       warmup: { type: 'string' },
+      'warmup-requests': { type: 'string' },
       json: { type: 'string' },
       only: { type: 'string' },
       'cpu-prof': { type: 'string' },
@@ -126,6 +127,8 @@ export function parseOptions(argv) {
     duration: num('duration', values.duration, quick ? 2 : 10),
     connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
     warmup: num('warmup', values.warmup, 1),
+    // 0 turns the request count off (the CI smoke keeps its short warm-up).
+    warmupRequests: values['warmup-requests'] === '0' ? 0 : num('warmup-requests', values['warmup-requests'], quick ? 0 : 10_000, { integer: true }),
     rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
     scaleSecrets: num('scale-secrets', scaleRaw, SCALE_DEFAULT, { integer: true, min: 1000 }),
     scaleConnections: num('scale-connections', values['scale-connections'], SCALE_CONNECTIONS, { integer: true }),

@@ -41,7 +41,7 @@ export function printHeader(opts) {
   // --scale alone runs at its own concurrency (--scale-connections), not --connections.
   const scaleOnly = opts.only?.length === 1 && opts.only[0] === 'scale';
   const connections = scaleOnly ? `${opts.scaleConnections} connections per server` : `${opts.connections} connections`;
-  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up, ${connections}`);
+  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up${opts.warmupRequests > 0 ? ` (and at least ${opts.warmupRequests} requests, up to 8 s)` : ''}, ${connections}`);
   out(`machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, ${machine.platform}, load ${machine.loadavg.join(' ')}`);
   out(`node ${machine.node}, autocannon ${machine.autocannon}, express ${machine.express}`);
   out(`note: the load generator, the server and PostgreSQL all share these ${machine.cpus} CPUs.`);
@@ -207,7 +207,7 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     const report = {
       date: new Date(started).toISOString(),
       mode: opts.quick ? 'quick' : 'full',
-      options: { duration: opts.duration, warmup: opts.warmup, connections: opts.connections, only: opts.only, server: opts.serverMain },
+      options: { duration: opts.duration, warmup: opts.warmup, warmupRequests: opts.warmupRequests, connections: opts.connections, only: opts.only, server: opts.serverMain },
       machine,
       scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
       rewrap: REWRAP_SCENARIOS.filter((s) => rewrapResults.has(s.id)).map((s) => ({ id: s.id, label: s.label, aimDeksPerSecond: REWRAP_AIM, ...rewrapResults.get(s.id) })),

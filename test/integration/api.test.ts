@@ -1,4 +1,5 @@
 // The HTTP API, route by route: each success and its 4xx cases, on PGlite and on PostgreSQL.
+import http from 'node:http';
 import { api, rawRequest, createStore, describeEachStorage, expectError, initAndUnseal, startTestServer, type TestStore } from '../helpers/server.js';
 import type { RunningServer } from '@coffer/server/server';
 
@@ -216,6 +217,39 @@ describeEachStorage('Coffer HTTP API', (kind) => {
         metadata: { owner: 'payments' },
       });
       expect(r.headers.get('cache-control')).toBe('no-store');
+    });
+
+    it("answers a read with res.json's exact headers and bytes, and a conditional read as express does", async () => {
+      // The read route writes its JSON itself (http/respond.ts sendJson): nothing a client sees may differ.
+      const r = await api(base, 'GET', '/v1/secrets/payments-prod/db/password', auth());
+      expect(r.status).toBe(200);
+      expect(r.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      expect(r.headers.get('content-length')).toBe(String(Buffer.byteLength(r.text)));
+      expect(r.headers.get('etag')).toBeNull();
+      expect(r.text).toBe(JSON.stringify(r.body));
+      expect(r.body.data).toEqual({ password: 's3cr3t', username: 'app' });
+      // created_at as the history states it (the read's text is remembered per timestamp).
+      const history = await api(base, 'GET', '/v1/secrets/payments-prod/db/password:versions', auth());
+      const v1 = (history.body.versions as Array<{ version: number; created_at: string }>).find((v) => v.version === 1)!;
+      expect(r.body.created_at).toBe(v1.created_at);
+      expect((await api(base, 'GET', '/v1/secrets/payments-prod/db/password', auth())).body.created_at).toBe(v1.created_at);
+      // `If-None-Match: *` on an existing resource: express's freshness check answers 304, no body.
+      // (node:http: fetch adds `Cache-Control: no-cache` to conditional requests, which makes any answer fresh.)
+      const conditional = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const url = new URL(base);
+        const req = http.request(
+          { host: url.hostname, port: url.port, method: 'GET', path: '/v1/secrets/payments-prod/db/password', headers: { authorization: `Bearer ${token}`, 'if-none-match': '*' } },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (text += chunk));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      expect(conditional).toEqual({ status: 304, text: '' });
     });
 
     it('accepts POST as a write and form-encoded content types as JSON', async () => {

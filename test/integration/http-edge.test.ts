@@ -3,6 +3,7 @@
 // cannot store and integers its columns cannot hold are refused with 400 before any handler
 // runs; and a client cannot hold a connection by declaring or trickling a body.
 import { generateKeyPairSync } from 'node:crypto';
+import http from 'node:http';
 import net from 'node:net';
 import { ROUTE_TEMPLATES } from '@coffer/server/http/route-template';
 import type { RunningServer } from '@coffer/server/server';
@@ -185,6 +186,47 @@ describeEachStorage('HTTP edge', (kind) => {
       expectError(await api(base, 'PUT', '/v1/secrets/edge/app/nul', { token, rawBody: raw }), 400, 'invalid_request');
       const deep = `${'['.repeat(100_000)}"\\u0000"${']'.repeat(100_000)}`;
       expectError(await api(base, 'PUT', '/v1/secrets/edge/app/nul', { token, rawBody: deep }), 400, 'invalid_request');
+    });
+
+    it('still reads every body there is: on a GET, and chunked without a Content-Length', async () => {
+      // The body parser is skipped only for requests that carry no body at all (http/app.ts).
+      // fetch sends no body with a GET: node:http does.
+      const getWithBody = (body: string) =>
+        new Promise<{ status: number; code: string | undefined }>((resolve, reject) => {
+          const url = new URL(base);
+          const req = http.request(
+            { host: url.hostname, port: url.port, method: 'GET', path: '/v1/secrets/edge/app/db', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+            (res) => {
+              let text = '';
+              res.setEncoding('utf8');
+              res.on('data', (chunk: string) => (text += chunk));
+              res.on('end', () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(text) as { error?: { code?: string } }).error?.code }));
+            },
+          );
+          req.on('error', reject);
+          req.end(body);
+        });
+      expect(await getWithBody('{not json')).toEqual({ status: 400, code: 'invalid_json' });
+      expect(await getWithBody('{"k":"\\u0000"}')).toEqual({ status: 400, code: 'invalid_request' });
+      const chunked = (text: string) =>
+        new ReadableStream<Uint8Array>({
+          start(c) {
+            c.enqueue(new TextEncoder().encode(text));
+            c.close();
+          },
+        });
+      const send = (text: string) =>
+        fetch(`${base}/v1/secrets/edge/app/chunked`, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: chunked(text),
+          duplex: 'half',
+        } as RequestInit);
+      const refused = await send('{"data":{"password":"\\u0000"}}');
+      expect(refused.status).toBe(400);
+      const written = await send('{"data":{"password":"pw-chunked"}}');
+      expect(written.status).toBe(200);
+      expect((await api(base, 'GET', '/v1/secrets/edge/app/chunked', { token })).body.data).toEqual({ password: 'pw-chunked' });
     });
 
     it('keeps the audit chain intact and the server serving', async () => {

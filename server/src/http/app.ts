@@ -17,7 +17,7 @@ import { auditDraft, auditIntents, auditRequests } from './audit.js';
 import { registerRoutes } from './register.js';
 import { isBackupUpload } from './routes/backup.js';
 import { isNamespaceImportUpload } from './routes/namespace-transfer.js';
-import { refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
+import { hasBody, refuseDeclaredOversize, refuseUnsafeBody, requireOriginForm } from './edge.js';
 
 export interface AppOptions {
   maxRequestBytes: number;
@@ -58,9 +58,14 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
   app.use(requireOriginForm);
   // A backup file uploaded for verify or restore is read by its route, with its own limit (routes/backup.ts).
   const oversize = refuseDeclaredOversize(options.maxRequestBytes);
-  app.use((req, res, next) => (isBackupUpload(req) || isNamespaceImportUpload(req) ? next() : oversize(req, res, next)));
   // Any content type is read as JSON (curl -d sends form encoding by default), as Vault does.
-  app.use(express.json({ limit: options.maxRequestBytes, strict: true, type: (req) => !isBackupUpload(req as express.Request) && !isNamespaceImportUpload(req as express.Request) }));
+  const json = express.json({ limit: options.maxRequestBytes, strict: true, type: () => true });
+  // One layer, and none of the parser's work for a request without a body (most reads): what
+  // body-parser would decide for it too (type-is's hasBody), leaving req.body undefined.
+  app.use((req, res, next) => {
+    if (isBackupUpload(req) || isNamespaceImportUpload(req) || !hasBody(req)) return next();
+    oversize(req, res, (err?: unknown) => (err === undefined ? json(req, res, next) : next(err)));
+  });
   app.use(refuseUnsafeBody);
 
   const requireUnsealed: RequestHandler = (_req, _res, next) => next(core.isSealed ? sealedError() : undefined);

@@ -8,7 +8,7 @@
  * verified-token cache is keyed by: a request can never be verified as one
  * token and remembered as another.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import passport from 'passport';
 import { Strategy as JwtStrategy } from 'passport-jwt';
@@ -66,15 +66,15 @@ export function tokenAuth(core: CofferCore): RequestHandler {
       return next(err);
     }
     if (raw === null) return next(new CofferError('unauthenticated', 'a token is required (Authorization: Bearer <token> or X-Coffer-Token)'));
-    parsedToken.set(req, raw);
     // A token passport-jwt already verified is recognised by its hash: the signature check
     // and claim parsing are most of a read's CPU. Revocation is still checked on every hit.
-    const cacheKey = createHash('sha256').update(raw).digest('base64');
+    const cacheKey = hash('sha256', raw, 'base64');
     const hit = core.services().tokens.verified.get(cacheKey);
     if (hit) {
       res.locals.principal = hit;
       return next();
     }
+    parsedToken.set(req, raw);
     authenticator.authenticate(STRATEGY, { session: false }, (err: unknown, user: Principal | false, info: unknown) => {
       if (err) return next(err);
       if (!user) return next(unauthenticated(info));

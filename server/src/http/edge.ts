@@ -17,6 +17,7 @@
  *    declared length before answering, holding the connection until the request
  *    timeout.
  */
+import type { IncomingMessage } from 'node:http';
 import type { RequestHandler } from 'express';
 import { CofferError, badRequest } from '../errors.js';
 import { isUnstorableText } from '../audit/storable.js';
@@ -103,3 +104,8 @@ export const refuseUnsafeBody: RequestHandler = (req, _res, next) => {
   }
   next();
 };
+
+/** Whether the request carries a body (type-is's rule, the one body-parser applies). */
+export function hasBody(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || !Number.isNaN(Number(req.headers['content-length']));
+}

@@ -68,20 +68,39 @@ interface Scope {
 
 const current = new AsyncLocalStorage<Scope | null>();
 
+/**
+ * Fenced runs in progress. On Node 20 an AsyncLocalStorage in use installs a
+ * promise hook that runs for every promise in the process (each request's too:
+ * a few per cent of a read's CPU). It is switched on only while a job's fenced
+ * run is in progress, and off again (`disable`) when the last one ends; with no
+ * run in progress no context can carry a fence, so `getStore()` having nothing
+ * then is the right answer. A scope stays attached to what its run started, and
+ * `active` still ends it, if the storage is switched on again later.
+ */
+let fencedRuns = 0;
+
 /** Runs `work` so that every transaction it opens commits only while `fence` holds (null: unfenced). */
 export async function runFenced<T>(fence: JobFence | null, work: () => Promise<T>): Promise<T> {
-  if (!fence) return current.run(null, work);
+  if (!fence) return outsideJobFence(work);
   const scope: Scope = { fence, active: true };
+  fencedRuns++;
   try {
     return await current.run(scope, work);
   } finally {
     scope.active = false;
+    if (--fencedRuns === 0) current.disable();
   }
 }
 
 /** Runs `work` outside any job's fence: for work shared with requests that a job may start. */
 export function outsideJobFence<T>(work: () => T): T {
-  return current.run(null, work);
+  // Without a fenced run in progress the storage is off and no context is fenced.
+  return fencedRuns === 0 ? work() : current.run(null, work);
+}
+
+/** Whether the context-tracking hook is on (tests: it is off between jobs' runs). */
+export function fenceTrackingActive(): boolean {
+  return fencedRuns > 0;
 }
 
 /** The fence of the job whose run is in progress here, if any. */

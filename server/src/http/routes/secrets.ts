@@ -22,6 +22,7 @@ import { checkFolder, checkNamespaceName, checkSecretPath } from '../../secrets/
 import { decodeCursor } from '../../secrets/pagination.js';
 import type { VersionAction } from '../../secrets/secret-service.js';
 import { principalOf } from '../auth.js';
+import { sendJson } from '../send-json.js';
 import { auditTarget, op, type Access, type Mount, type Operation, type OwnMatch, type RoutePath, type RouteContext } from '../route.js';
 import { emptyQuery, pageQuery, readQuery, rollbackBody, versionsBody, writeSecretBody } from '../schemas.js';
 
@@ -83,7 +84,7 @@ const SECRET: RoutePath = {
   ops: {
     GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query }) => {
       const q = query();
-      res.json(await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
+      sendJson(res.req, res, await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
     }),
     // A write is one transaction: its audit intent commits with it (one group commit less per write).
     PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
@@ -156,9 +157,11 @@ const ACTIONS = new Map<string, RoutePath>(
 
 /** The namespace and path an audit entry names for a request no handler reached (as sent, bounded). */
 function rawTarget(rest: string): { namespace: string; path: string; suffix: string | null } {
-  const parts = rest.slice(1).split('/');
-  const namespace = parts[0]!.slice(0, 64);
-  let path = parts.slice(1).join('/').slice(0, 600);
+  // Every request below the mount asks (its audit entry, metrics): string slices, no arrays.
+  const after = rest.slice(1);
+  const slash = after.indexOf('/');
+  const namespace = (slash === -1 ? after : after.slice(0, slash)).slice(0, 64);
+  let path = slash === -1 ? '' : after.slice(slash + 1, slash + 1 + 600);
   let suffix: string | null = null;
   const colon = path.lastIndexOf(':');
   if (colon !== -1) {
