@@ -211,6 +211,7 @@ export class AuditLog {
         this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded with its change; the request was refused');
         return auditUnavailable();
       },
+      stored: () => undefined,
     };
   }
 

@@ -47,6 +47,8 @@ export interface IntentRow {
 export interface ChangeIntent {
   row: IntentRow;
   refuse(err: unknown): Error;
+  /** Told once the statement storing it succeeded (its entry then deletes it). */
+  stored(): void;
 }
 
 export interface ClaimedIntent {

@@ -57,9 +57,8 @@ function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: R
         if (!operation.intentInTransaction) throw new Error('intentInChange() on a route that records its intent before it runs');
         if (res.locals.auditIntent === true) return null; // recorded before the handler already (intentMissing)
         const intent = deps.intentInChange(deps.auditDraft(req, res, 0));
-        // Its entry deletes the intent; if the change fails, that delete finds nothing.
-        if (intent) res.locals.auditIntent = true;
-        return intent;
+        // Once stored, the request's entry deletes it (and is recovered from it if its append fails).
+        return intent && { ...intent, stored: () => void (res.locals.auditIntent = true) };
       },
     };
     const run = () => serve(declared, req, res, ctx);

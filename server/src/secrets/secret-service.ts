@@ -129,6 +129,7 @@ export class SecretService {
         const companions: VersionCompanions = {
           reserve: usage.reserve > 0 ? { namespaceId: ns.id, kekVersion: encrypted.kekVersion, n: usage.reserve } : undefined,
           notify: this.changes.feed.channel === undefined ? undefined : { channel: this.changes.feed.channel, payload: encodeChange(event) },
+          last: true,
         };
         // Taken last: a write refused before this point has no intent to leave behind.
         const audited = intent?.() ?? null;
@@ -141,6 +142,7 @@ export class SecretService {
         } catch (err) {
           throw audited ? audited.refuse(err) : err;
         }
+        audited?.stored();
         ticket = usage.ticket(stored.encryptions ?? 0);
         return { namespace, path, version, created_at: stored.created_at.toISOString() };
       });

@@ -15,6 +15,8 @@
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Executor } from '../executor.js';
+import { currentFence } from '../job-fence.js';
+import { COMMIT_WITH } from '../pipelined-client.js';
 import { prefixRange } from '../prefix-range.js';
 import type { Database } from '../schema.js';
 
@@ -40,6 +42,11 @@ export interface VersionCompanions {
   intent?: { requestId: string; owner: string; time: Date; draft: string } | undefined;
   /** A change-feed notification (storage/change-feed.ts), sent by PostgreSQL at commit. */
   notify?: { channel: string; payload: string } | undefined;
+  /**
+   * The statement is its transaction's last: on PostgreSQL the COMMIT goes with it, in the same
+   * round trip (storage/pipelined-client.ts), and nothing may run in the transaction after it.
+   */
+  last?: boolean | undefined;
 }
 
 /**
@@ -183,7 +190,9 @@ export function secretsRepo(db: Kysely<Database>) {
         : sql``;
       const encryptions = reserve ? sql`(select encryptions from counted)` : sql`null::bigint`;
       const notified = notify ? sql`, (select count(*) from (select pg_notify(${notify.channel}, ${notify.payload})) n) as notified` : sql``;
-      const { rows } = await sql<{ created_at: Date; encryptions: string | number | null }>`
+      // Not in a job's fenced transaction: its epoch check runs just before the commit (job-fence.ts).
+      const commit = companions.last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``;
+      const { rows } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}
           with pruned as (delete from secret_versions where secret_id = ${row.secret_id} and version <= ${upTo})${counted}${intended},
           inserted as (
             insert into secret_versions (secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
