@@ -2,7 +2,8 @@
 // and, on PostgreSQL, the pipelined client under it (storage/pipelined-client.ts): the version, the
 // retention delete, the usage reservation, the audit intent and the NOTIFY commit together and
 // only together; with `last` the COMMIT rides with the statement (visible to another connection
-// before Kysely's own commit), a statement after it is refused, and a failure commits nothing.
+// before Kysely's own commit), a statement after it is refused, and a failure commits nothing;
+// the two statements are named (prepared once per connection) and survive a failed plan.
 import { randomUUID } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '@coffer/server/storage/schema';
@@ -63,6 +64,23 @@ describeContract('write commit', (backend) => {
     // The connection is usable again (its aborted transaction was rolled back), over and over.
     for (let i = 0; i < 6; i++) await write(ns.name, 'b', () => ({ last: true }));
     expect((await backend.repos.secrets.find(ns.name, 'b', false))!.current_version).toBe(7);
+  });
+
+  it('recovers when its statement cannot be planned (a table away) once it can again (named statements, PostgreSQL)', async () => {
+    const ns = await seedNamespace(backend);
+    await write(ns.name, 'g', () => ({ intent: intentOf(unique('req')), last: true })); // prepared on some connections
+    await sql`alter table audit_intents rename to audit_intents_away`.execute(backend.storage.db);
+    try {
+      for (let i = 0; i < 3; i++) {
+        expect(String(await rejection(write(ns.name, 'g', () => ({ intent: intentOf(unique('req')), last: true }))))).toMatch(/audit_intents/);
+      }
+    } finally {
+      await sql`alter table audit_intents_away rename to audit_intents`.execute(backend.storage.db);
+    }
+    const requestIds = Array.from({ length: 8 }, () => unique('req'));
+    for (const requestId of requestIds) await write(ns.name, 'g', () => ({ intent: intentOf(requestId), last: true }));
+    for (const requestId of requestIds) expect(await intentCount(requestId)).toBe(1);
+    expect((await backend.repos.secrets.find(ns.name, 'g', false))!.current_version).toBe(9);
   });
 
   it('sends the notification at commit (PostgreSQL)', async () => {

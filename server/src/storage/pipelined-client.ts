@@ -27,6 +27,21 @@ import pg from 'pg';
 
 /** Starts a statement that commits its transaction in the same round trip (PostgreSQL; a comment elsewhere). */
 export const COMMIT_WITH = '/* coffer:commit-with */';
+/**
+ * Starts (after COMMIT_WITH, if both) a statement to prepare once per connection: a named
+ * statement, so PostgreSQL parses and plans it once instead of on every run (for a write's two
+ * statements that is most of their cost). Only for hot statements with few distinct texts.
+ */
+export const PREPARED = '/* coffer:prepared */';
+
+/** Named statements by text: a marked text gets one name for the process (few texts, so no eviction). */
+const names = new Map<string, string>();
+const nameOf = (text: string): string | undefined => {
+  if (!text.slice(0, COMMIT_WITH.length + PREPARED.length + 2).includes(PREPARED)) return undefined;
+  let name = names.get(text);
+  if (!name) names.set(text, (name = `coffer_${names.size + 1}`));
+  return name;
+};
 
 type Values = unknown[] | undefined;
 type Callback = (err: Error | null, result?: pg.QueryResult) => void;
@@ -34,6 +49,9 @@ type Callback = (err: Error | null, result?: pg.QueryResult) => void;
 /** What pg's Query does that its type declarations do not say (node_modules/pg/lib/query.js). */
 interface QueryInternals {
   portal: string;
+  text: string;
+  name: string | undefined;
+  hasBeenParsed(connection: PgConnection): boolean;
   submit(connection: PgConnection): Error | null;
   handleCommandComplete(msg: unknown, connection: PgConnection): void;
   _getRows(connection: PgConnection, rows: number | undefined): void;
@@ -41,13 +59,14 @@ interface QueryInternals {
 
 interface PgConnection {
   stream: { cork?: () => void; uncork?: () => void };
-  parse(config: { text: string }): void;
+  submittedNamedStatements: Record<string, string>;
+  parse(config: { text: string; name?: string | undefined }): void;
   bind(config: Record<string, never>): void;
   execute(config: { portal?: string; rows?: number | undefined }): void;
   sync(): void;
 }
 
-const QueryBase = pg.Query as unknown as new (config: { text: string; values: Values; queryMode: 'extended'; callback: Callback }) => QueryInternals;
+const QueryBase = pg.Query as unknown as new (config: { text: string; name: string | undefined; values: Values; queryMode: 'extended'; callback: Callback }) => QueryInternals;
 
 /** A parameterless statement (begin, commit) as extended-protocol messages, without a Sync. */
 function statement(connection: PgConnection, text: string): void {
@@ -62,18 +81,26 @@ class PipelinedQuery extends QueryBase {
 
   constructor(
     text: string,
+    name: string | undefined,
     values: Values,
     callback: Callback,
     private readonly begin: boolean,
     private readonly commit: boolean,
   ) {
-    super({ text, values, queryMode: 'extended', callback });
+    super({ text, name, values, queryMode: 'extended', callback });
   }
 
   override submit(connection: PgConnection): Error | null {
     // One write for all of it (pg corks its own messages the same way).
     connection.stream.cork?.();
     try {
+      // A named statement is parsed before begin's messages: pg credits every ParseComplete to the
+      // active query's name, so begin's must not come first (a failed parse would then be taken
+      // for a prepared statement). pg's own prepare then sees it submitted and only binds it.
+      if (this.name && !this.hasBeenParsed(connection)) {
+        connection.parse({ text: this.text, name: this.name });
+        connection.submittedNamedStatements[this.name] = this.text;
+      }
       if (this.begin) statement(connection, 'begin');
       return super.submit(connection);
     } finally {
@@ -104,8 +131,13 @@ export function pipelineTransactions(client: pg.ClientBase): void {
   let state: 'idle' | 'begun' | 'open' | 'committed' = 'idle';
   const run = (text: string, values: Values, begin: boolean, commit: boolean) =>
     new Promise<pg.QueryResult>((resolve, reject) => {
-      send(new PipelinedQuery(text, values, (err, result) => (err ? reject(err) : resolve(result!)), begin, commit));
+      send(new PipelinedQuery(text, nameOf(text), values, (err, result) => (err ? reject(err) : resolve(result!)), begin, commit));
     });
+  /** A statement on its own: named when marked PREPARED. */
+  const plain = (text: string, values: Values): unknown => {
+    const name = nameOf(text);
+    return name ? send({ text, name, values }) : send(text, values);
+  };
 
   const query = (config: unknown, values?: unknown, callback?: unknown): unknown => {
     // Kysely's form only: (text, parameters), no callback. Anything else (a cursor, a config object) flushes a pending begin.
@@ -125,7 +157,7 @@ export function pipelineTransactions(client: pg.ClientBase): void {
           state = 'begun';
           return Promise.resolve(done('BEGIN'));
         }
-        return send(text, params);
+        return plain(text, params);
       case 'begun':
         if (word === 'commit' || word === 'rollback') {
           state = 'idle';
@@ -149,7 +181,7 @@ export function pipelineTransactions(client: pg.ClientBase): void {
 
   const sendInTransaction = (text: string, params: Values, begin: boolean): Promise<pg.QueryResult> | unknown => {
     const commit = text.startsWith(COMMIT_WITH);
-    if (!begin && !commit) return send(text, params);
+    if (!begin && !commit) return plain(text, params);
     state = 'open';
     const result = run(text, params, begin, commit);
     // Only a statement and commit that both succeeded leave no transaction open; after a failure

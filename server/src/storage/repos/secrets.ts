@@ -16,7 +16,7 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Executor } from '../executor.js';
 import { currentFence } from '../job-fence.js';
-import { COMMIT_WITH } from '../pipelined-client.js';
+import { COMMIT_WITH, PREPARED } from '../pipelined-client.js';
 import { prefixRange } from '../prefix-range.js';
 import type { Database } from '../schema.js';
 
@@ -143,7 +143,7 @@ export function secretsRepo(db: Kysely<Database>) {
         id: string | null;
         current_version: number | null;
         max_versions: number | null;
-      }>`
+      }>`${sql.raw(PREPARED)}
           with ns as (select id, current_kek_version, deletion_date from namespaces where name = ${namespace} for share),
           secret as (
             insert into secrets (id, namespace_id, path, current_version, max_versions)
@@ -192,7 +192,7 @@ export function secretsRepo(db: Kysely<Database>) {
       const notified = notify ? sql`, (select count(*) from (select pg_notify(${notify.channel}, ${notify.payload})) n) as notified` : sql``;
       // Not in a job's fenced transaction: its epoch check runs just before the commit (job-fence.ts).
       const commit = companions.last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``;
-      const { rows } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}
+      const { rows } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}${sql.raw(PREPARED)}
           with pruned as (delete from secret_versions where secret_id = ${row.secret_id} and version <= ${upTo})${counted}${intended},
           inserted as (
             insert into secret_versions (secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
