@@ -12,6 +12,7 @@
 //   (b2) the same on the embedded PGlite store
 //   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
 //   (c2) the same on PGlite
+//   (c3) (c1) spread over 100 secrets, a random one per request (writers rarely share a row lock)
 //   (b0) (b1) with the audit log off: the audit log's cost
 //   (b3) (b1) with a user's token whose policy is evaluated on each read: the policy's cost
 //   (l1) (l2) (l3) logins per second: userpass (argon2id), AppRole, JWT from a local OIDC issuer
@@ -79,7 +80,7 @@ import {
 } from './bench/options.mjs';
 import { finish, printHeader } from './bench/report.mjs';
 import { benchCli } from './bench/scenarios/cli.mjs';
-import { measureWrites, readRequest } from './bench/scenarios/http.mjs';
+import { measureSpreadWrites, measureWrites, readRequest } from './bench/scenarios/http.mjs';
 import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench/scenarios/identity.mjs';
 import { runDurable } from './bench/scenarios/durable.mjs';
 import { HSM_KMS_IDS, hsmKmsRequests, KMS_IDS, kmsRequests } from './bench/scenarios/kms.mjs';
@@ -121,7 +122,7 @@ async function main() {
 
   // (b1)/(c1) PostgreSQL
   let pgVersion = null;
-  const pgIds = ['b1', 'c1', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...HSM_KMS_IDS, ...KMS_IDS];
+  const pgIds = ['b1', 'c1', 'c3', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...HSM_KMS_IDS, ...KMS_IDS];
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
@@ -132,7 +133,7 @@ async function main() {
       pgVersion = pg.version;
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       try {
-        if (['b1', 'c1', 'b3', 'l1', 'l2', 'l3', ...KMS_IDS].some(wanted)) {
+        if (['b1', 'c1', 'c3', 'b3', 'l1', 'l2', 'l3', ...KMS_IDS].some(wanted)) {
           const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
           try {
             if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
@@ -141,6 +142,7 @@ async function main() {
               for (const id of KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
             }
             if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
+            if (wanted('c3')) results.set('c3', await measureSpreadWrites(scenario('c3'), server, opts));
             if (['b3', 'l1', 'l2', 'l3'].some(wanted)) {
               const policyRead = await policyReadRequest(server, READ_PATH);
               if (wanted('b3')) results.set('b3', await measure(scenario('b3'), server, policyRead, opts));

@@ -38,6 +38,8 @@ export const SCENARIOS = [
   { id: 'k2', label: '(k2) KMS datakey 256-bit, PostgreSQL', backend: 'postgres', kind: 'kms' },
   { id: 'k3', label: '(k3) KMS sign ed25519, PostgreSQL', backend: 'postgres', kind: 'kms' },
   { id: 'k4', label: '(k4) KMS batch of 1,000 encrypts, PostgreSQL', backend: 'postgres', kind: 'kms' },
+  // (c1) spread over 100 secrets, a random one per request: what CI jobs writing their own secrets do.
+  { id: 'c3', label: '(c3) write 100 secrets, PostgreSQL', backend: 'postgres', kind: 'write' },
 ];
 export const DURABLE_IDS = ['p1s', 'p2s', 'p1', 'p2', 'p3'];
 /**
@@ -72,9 +74,11 @@ export const SCALE_CONNECTIONS = 2;
 export const READ_PATH = '/v1/secrets/bench/db/password';
 export const WRITE_PATH = '/v1/secrets/bench/db/rotating';
 export const WRITE_MAX_VERSIONS = 5;
+/** (c3): how many secrets its writes are spread over. */
+export const SPREAD_SECRETS = 100;
 
 export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S] [--warmup-requests N]
-                           [--json FILE] [--only a,b1,b2,c1,c2,b0,b3,l1,l2,l3,h1,h2,h3,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
+                           [--json FILE] [--only a,b1,b2,c1,c2,c3,b0,b3,l1,l2,l3,h1,h2,h3,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
                            [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--scale-connections N]
                            [--cpu-prof DIR] [--server FILE]`;
 

@@ -130,7 +130,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const kmsKeys = new KmsKeyCache(config.kmsKeyCacheMaxEntries, config.kmsKeyCacheTtlSeconds * 1000, changes.up);
       const secretChanges = { cache: readCache, feed: changes, kmsKeys };
       const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
-      const usage = new KekUsage(repos.namespaceKeys, config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
+      const usage = new KekUsage(config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
       const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
       const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring, feed: changes, cache: kmsKeys, device: () => vault.importDevice() });
       namespaces.beforeDelete = (namespaceId, trx) => kms.keys.destroyNamespaceDeviceKeys(namespaceId, trx);

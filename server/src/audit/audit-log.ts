@@ -30,7 +30,7 @@ import { outsideJobFence } from '../storage/job-fence.js';
 import type { AuditRepo } from '../storage/repos/audit.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import { systemDraft, type AuditDraft, type AuditEntry } from './entry.js';
-import { AuditIntents } from './intents.js';
+import { AuditIntents, type ChangeIntent } from './intents.js';
 import { IntentRecovery } from './recovery.js';
 import { searchLog, verifyChain, type AuditQuery, type ReaderStore, type VerifyResult } from './reader.js';
 import type { LineSink } from './sinks.js';
@@ -66,9 +66,6 @@ export interface AuditStore {
   audit: AuditRepo;
   intents: AuditIntentsRepo;
 }
-
-/** The transaction of a change its request's intent is recorded in (`intendWithin`). */
-export type ChangeTransaction = Transaction<Database>;
 
 /** Usually the database is away (a restart): the client is asked to retry after a second. */
 export const auditUnavailable = () =>
@@ -200,19 +197,22 @@ export class AuditLog {
   }
 
   /**
-   * `intend` inside the transaction of the request's change (see intents.ts
-   * `recordWithin`): throws `auditUnavailable` (→ 503) if it cannot, which
+   * `intend` for a change that stores the intent in its own statement (see intents.ts
+   * `rowInChange`); null when auditing is off. Throws `auditUnavailable` (→ 503) while the log
+   * cannot take entries; `refuse` turns a failure of that statement into the same refusal, which
    * rolls the change back. Its entry is then appended with `{ intent: true }`.
    */
-  async intendWithin(trx: ChangeTransaction, draft: AuditDraft): Promise<void> {
-    if (!this.enabled) return;
+  intentInChange(draft: AuditDraft): ChangeIntent | null {
+    if (!this.enabled) return null;
     if (this.stalled || this.closed) throw auditUnavailable();
-    try {
-      await this.intents.recordWithin(trx, storable(draft), new Date());
-    } catch (err) {
-      this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded; the request was refused');
-      throw auditUnavailable();
-    }
+    return {
+      row: this.intents.rowInChange(storable(draft), new Date()),
+      refuse: (err) => {
+        this.logger.error({ err: errorText(err) }, 'audit intent could not be recorded with its change; the request was refused');
+        return auditUnavailable();
+      },
+      stored: () => undefined,
+    };
   }
 
   /** Resolves once the entry is durable in every sink; rejects (→ 503) otherwise. */

@@ -22,14 +22,34 @@
  *
  * Inserts are group-committed like entries: requests arriving together share
  * one INSERT. A route whose change is one transaction (a secret write) records
- * its intent in that transaction instead (`recordWithin`): a committed change
+ * its intent in that transaction instead (`rowInChange`): a committed change
  * still always has its intent, a rolled-back one needs none, and the write
  * waits for one commit less.
  */
 import { randomUUID } from 'node:crypto';
-import type { Executor } from '../storage/executor.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
 import type { AuditDraft } from './entry.js';
+
+/** An intent row for a change to store itself. */
+export interface IntentRow {
+  requestId: string;
+  /** The process that recorded it (`AuditIntents.owner`). */
+  owner: string;
+  time: Date;
+  /** The storable draft, as JSON. */
+  draft: string;
+}
+
+/**
+ * A request's intent handed to the change that stores it, with what a failure of the statement
+ * storing it becomes: the request is refused as if the intent could not be recorded (503).
+ */
+export interface ChangeIntent {
+  row: IntentRow;
+  refuse(err: unknown): Error;
+  /** Told once the statement storing it succeeded (its entry then deletes it). */
+  stored(): void;
+}
 
 export interface ClaimedIntent {
   requestId: string;
@@ -67,11 +87,12 @@ export class AuditIntents {
   }
 
   /**
-   * Records an intent inside the caller's transaction (the change it announces): the two commit
-   * together or not at all, without a group commit of their own before the change.
+   * An intent as the caller's change stores it, in the statement of that change (secrets.ts
+   * `insertVersionAndPrune`): the two commit together or not at all, without a group commit of
+   * their own before the change.
    */
-  async recordWithin(trx: Executor, draft: AuditDraft, time: Date): Promise<void> {
-    await this.repo.insert(this.owner, [{ requestId: draft.request_id, time, draft: JSON.stringify(draft) }], trx);
+  rowInChange(draft: AuditDraft, time: Date): IntentRow {
+    return { requestId: draft.request_id, owner: this.owner, time, draft: JSON.stringify(draft) };
   }
 
   private async drain(): Promise<void> {

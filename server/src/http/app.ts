@@ -81,7 +81,7 @@ export function buildApp(core: CofferCore, logger: Logger, options: AppOptions):
     requireUnsealed,
     requireToken,
     auditDraft: (req, res, status) => auditDraft(core, req, res, status),
-    intendWithin: (trx, draft) => core.audit.intendWithin(trx, draft),
+    intentInChange: (draft) => core.audit.intentInChange(draft),
   });
 
   app.use(notFoundHandler);

@@ -5,7 +5,7 @@
  */
 import { Router, type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { ZodType } from 'zod';
-import type { ChangeTransaction } from '../audit/audit-log.js';
+import type { ChangeIntent } from '../audit/intents.js';
 import type { AuditDraft } from '../audit/entry.js';
 import type { CofferCore } from '../core.js';
 import { CofferError } from '../errors.js';
@@ -25,8 +25,8 @@ export interface RouteDeps {
   /** A valid token: sets res.locals.principal. */
   requireToken: RequestHandler;
   auditDraft(req: Request, res: Response, status: number): AuditDraft;
-  /** Records a request's audit intent inside the transaction of its change. */
-  intendWithin(trx: ChangeTransaction, draft: AuditDraft): Promise<void>;
+  /** A request's audit intent for the statement of its change to store (null: auditing is off). */
+  intentInChange(draft: AuditDraft): ChangeIntent | null;
 }
 
 const resolve = <T>(schema: Schema<T> | undefined, limits: RouteLimits): ZodType<T> | undefined =>
@@ -53,11 +53,12 @@ function handlerOf(operation: Operation, deps: RouteDeps): (req: Request, res: R
       body: () => ('body' in parsed ? parsed.body : (parsed.body = body ? body.parse(bodyMayBeAbsent ? (req.body ?? {}) : req.body) : req.body)),
       authorize: (namespace, path = '') => authorize(access, res, namespace, path),
       auditDraft: (status) => deps.auditDraft(req, res, status),
-      intendWithin: async (trx) => {
-        if (!operation.intentInTransaction) throw new Error('intendWithin() on a route that records its intent before it runs');
-        if (res.locals.auditIntent === true) return; // recorded before the handler already (intentMissing)
-        await deps.intendWithin(trx, deps.auditDraft(req, res, 0));
-        res.locals.auditIntent = true;
+      intentInChange: () => {
+        if (!operation.intentInTransaction) throw new Error('intentInChange() on a route that records its intent before it runs');
+        if (res.locals.auditIntent === true) return null; // recorded before the handler already (intentMissing)
+        const intent = deps.intentInChange(deps.auditDraft(req, res, 0));
+        // Once stored, the request's entry deletes it (and is recovered from it if its append fails).
+        return intent && { ...intent, stored: () => void (res.locals.auditIntent = true) };
       },
     };
     const run = () => serve(declared, req, res, ctx);

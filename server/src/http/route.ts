@@ -11,7 +11,7 @@
  */
 import type { Request, RequestHandler, Response } from 'express';
 import type { ZodType } from 'zod';
-import type { ChangeTransaction } from '../audit/audit-log.js';
+import type { ChangeIntent } from '../audit/intents.js';
 import type { AuditDraft } from '../audit/entry.js';
 export type { Described } from '../audit/entry.js';
 import type { CofferCore } from '../core.js';
@@ -77,8 +77,11 @@ export interface RouteContext<Q = unknown, B = unknown, T = undefined> {
   authorize(namespace: string, path?: string): void;
   /** The audit entry this request gets with `status` (for handlers that audit inside their own transaction). */
   auditDraft(status: number): AuditDraft;
-  /** Records this request's audit intent inside `trx` (operations declaring `intentInTransaction`). */
-  intendWithin(trx: ChangeTransaction): Promise<void>;
+  /**
+   * This request's audit intent for its change to store (operations declaring `intentInTransaction`);
+   * null when auditing is off or the intent was recorded before the handler.
+   */
+  intentInChange(): ChangeIntent | null;
 }
 
 export interface Operation<Q = unknown, B = unknown, T = undefined> {
@@ -116,7 +119,7 @@ export interface Operation<Q = unknown, B = unknown, T = undefined> {
   changesState?: boolean | undefined;
   /**
    * The handler records the audit intent inside the transaction of its change
-   * (RouteContext.intendWithin) instead of before it runs: for a handler whose
+   * (RouteContext.intentInChange) instead of before it runs: for a handler whose
    * every change is that one transaction (a secret write). Not recording it
    * there would leave a change without its intent: declare it only then.
    */

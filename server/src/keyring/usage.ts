@@ -1,13 +1,13 @@
 /**
  * Counts encryptions (DEK wraps) per KEK version without a database round
- * trip per write: a server reserves a block of counts at a time
- * (`encryptions = encryptions + block`, inside the write's transaction) and
+ * trip of its own: a server reserves a block of counts at a time
+ * (`encryptions = encryptions + block`, inside the write's statement) and
  * spends it from memory. The stored count is therefore never below the true
  * count — a crash or a rolled-back write only wastes reserved counts — which
  * is the safe direction for a usage limit.
  */
 import type { Executor } from '../storage/executor.js';
-import { namespaceKeysRepo, type NamespaceKeysRepo } from '../storage/repos/namespace-keys.js';
+import { namespaceKeysRepo } from '../storage/repos/namespace-keys.js';
 
 /** The outcome of counting one encryption. */
 export interface UsageTicket {
@@ -24,24 +24,30 @@ export class KekUsage {
   private readonly reserved = new Map<string, number>();
 
   constructor(
-    private readonly keys: Pick<NamespaceKeysRepo, 'addEncryptions'>,
     private readonly block: number,
     readonly limit: number,
   ) {}
 
-  /** Counts one encryption under a KEK version, inside the transaction that stores its result. */
-  async countOne(trx: Executor, namespaceId: string, kekVersion: number): Promise<UsageTicket> {
+  /**
+   * Counts one encryption under a KEK version. `reserve`: how many encryptions the write's own
+   * transaction must add to the version's stored count (0: this one was spent from memory; the
+   * write's statement does the addition, see secrets.ts `insertVersionAndPrune`); `ticket` takes
+   * the stored count that addition returned.
+   */
+  plan(namespaceId: string, kekVersion: number): { reserve: number; ticket(total: number): UsageTicket } {
     const id = `${namespaceId}:${kekVersion}`;
     const left = this.reserved.get(id) ?? 0;
     if (left > 0) {
       this.reserved.set(id, left - 1);
-      return SPENT_FROM_MEMORY;
+      return { reserve: 0, ticket: () => SPENT_FROM_MEMORY };
     }
-    const total = await this.keys.addEncryptions(namespaceId, kekVersion, this.block, trx);
     return {
-      // This write spends one of the block; the rest is spendable once the reservation is committed.
-      commit: () => this.reserved.set(id, (this.reserved.get(id) ?? 0) + this.block - 1),
-      overLimit: total >= this.limit,
+      reserve: this.block,
+      ticket: (total) => ({
+        // This write spends one of the block; the rest is spendable once the reservation is committed.
+        commit: () => this.reserved.set(id, (this.reserved.get(id) ?? 0) + this.block - 1),
+        overLimit: total >= this.limit,
+      }),
     };
   }
 

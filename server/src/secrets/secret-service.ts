@@ -11,13 +11,15 @@ import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { Keyring } from '../keyring/keyring.js';
 import type { Executor, Transactor } from '../storage/executor.js';
 import type { Repos } from '../storage/repos/index.js';
+import type { VersionCompanions } from '../storage/repos/secrets.js';
+import type { ChangeIntent } from '../audit/intents.js';
 import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
 import type { NamespaceService } from './namespace-service.js';
 import { collectVisible, takePage, type PageRequest } from './pagination.js';
 import { listFolder, listedUnder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
-import { changeEvents } from '../cluster/events.js';
+import { changeEvents, encodeChange } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedFolderRow, CachedVersion } from './read-cache.js';
 
@@ -88,17 +90,21 @@ export class SecretService {
   }
 
   /**
-   * Writes a new version. `within` runs last inside the write's transaction
-   * (the request's audit intent, which must commit with the change or not at all).
+   * Writes a new version in two statements and the commit: the upsert that takes the secret's row
+   * lock, then (after the encryption) one statement storing the version with everything else the
+   * write commits — the retention delete, a usage-counter reservation, the request's audit intent
+   * (`intent`, which must commit with the change or not at all) and the change-feed notification —
+   * so concurrent writers of one secret wait for one round trip and a commit each, not five.
    */
-  async write(namespace: string, path: string, req: WriteRequest, within?: (trx: Transaction<Database>) => Promise<void>): Promise<WriteResult> {
+  async write(namespace: string, path: string, req: WriteRequest, intent?: () => ChangeIntent | null): Promise<WriteResult> {
     checkSecretPath(path);
     validateSecretData(req.type, req.data);
     const plaintext = encoder.encode(JSON.stringify(req.data));
+    const event = changeEvents.secret(namespace, path);
     let ticket: UsageTicket | undefined;
     let namespaceId = '';
     try {
-      const result = await this.change(namespace, path, async (trx) => {
+      const result = await this.db.transaction().execute(async (trx) => {
         // Lock the namespace row against a concurrent delete or KEK rotation for the length of the write,
         // and in the same statement create the secret or take the next version number, row-locking it,
         // so concurrent writers each get their own version and none is lost.
@@ -127,7 +133,7 @@ export class SecretService {
           plaintext,
           trx,
         );
-        ticket = await this.usage.countOne(trx, ns.id, encrypted.kekVersion);
+        const usage = this.usage.plan(ns.id, encrypted.kekVersion);
         const row = {
           secret_id: secret.id,
           version,
@@ -137,22 +143,31 @@ export class SecretService {
           wrapped_dek: encrypted.wrappedDek,
           ciphertext: encrypted.ciphertext,
         };
-        // Retention: versions beyond max_versions are removed with their DEKs (with the insert when it can).
+        const companions: VersionCompanions = {
+          reserve: usage.reserve > 0 ? { namespaceId: ns.id, kekVersion: encrypted.kekVersion, n: usage.reserve } : undefined,
+          notify: this.changes.feed.channel === undefined ? undefined : { channel: this.changes.feed.channel, payload: encodeChange(event) },
+          last: true,
+        };
+        // Taken last: a write refused before this point has no intent to leave behind.
+        const audited = intent?.() ?? null;
+        if (audited) companions.intent = audited.row;
+        // Retention: versions beyond max_versions are removed with their DEKs, in the same statement.
         const upTo = version - secret.max_versions;
-        let inserted: { created_at: Date };
-        if (upTo < version) {
-          inserted = await this.repos.secrets.insertVersionAndPrune(row, upTo, trx);
-        } else {
-          inserted = await this.repos.secrets.insertVersion(row, trx);
-          await this.repos.secrets.pruneVersions(secret.id, upTo, trx);
+        let stored: { created_at: Date; encryptions: number | null };
+        try {
+          stored = await this.repos.secrets.insertVersionAndPrune(row, upTo, trx, companions);
+        } catch (err) {
+          throw audited ? audited.refuse(err) : err;
         }
-        await within?.(trx);
-        return { namespace, path, version, created_at: inserted.created_at.toISOString() };
+        audited?.stored();
+        ticket = usage.ticket(stored.encryptions ?? 0);
+        return { namespace, path, version, created_at: stored.created_at.toISOString() };
       });
       ticket?.commit();
       if (ticket?.overLimit) this.onUsageLimit(namespaceId);
       return result;
     } finally {
+      applyLocally(this.changes, event);
       plaintext.fill(0);
     }
   }

@@ -21,6 +21,11 @@ export interface ChangeFeed {
   readonly up: boolean;
   /** Emits 'change' (payload: string), 'up' and 'down'. */
   readonly events: EventEmitter;
+  /**
+   * The channel a statement can notify itself (`pg_notify(channel, payload)`, as `publish` does)
+   * when a change is one statement; undefined where there is nothing to publish.
+   */
+  readonly channel?: string | undefined;
   publish(executor: Kysely<Database> | Transaction<Database>, payload: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -35,6 +40,7 @@ export class LocalChangeFeed implements ChangeFeed {
 
 export class PostgresChangeFeed implements ChangeFeed {
   readonly events = new EventEmitter();
+  readonly channel = CHANGE_CHANNEL;
   private client: pg.Client | null = null;
   private closed = false;
   private retryMs = 250;
@@ -53,7 +59,7 @@ export class PostgresChangeFeed implements ChangeFeed {
   }
 
   async publish(executor: Kysely<Database> | Transaction<Database>, payload: string): Promise<void> {
-    await sql`select pg_notify(${CHANGE_CHANNEL}, ${payload})`.execute(executor);
+    await sql`select pg_notify(${this.channel}, ${payload})`.execute(executor);
   }
 
   async close(): Promise<void> {

@@ -5,6 +5,7 @@
  */
 import { join } from 'node:path';
 import { Kysely, PostgresDialect, sql, type Dialect } from 'kysely';
+import { pipelineTransactions } from './pipelined-client.js';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
 import type { Database } from './schema.js';
@@ -90,6 +91,7 @@ export async function openStorage(options: StorageOptions): Promise<Storage> {
     // client is not reused: pg marks it not queryable, its pending query rejects (→ 503),
     // and pg-pool destroys a non-queryable client when Kysely releases it.
     pool.on('connect', (client) => {
+      pipelineTransactions(client);
       let reported = false; // a terminated backend's FATAL and then the socket's end: both are errors
       client.on('error', (err) => {
         if (!reported) lost(err);

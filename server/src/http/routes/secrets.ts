@@ -99,17 +99,17 @@ const SECRET: RoutePath = {
  * `update` writes anything; `create` alone writes only secrets that do not exist yet
  * (enforced atomically as a cas=0 write, so a race cannot turn it into an update).
  */
-async function write(t: Target, res: Response, { core, body: parse, intendWithin }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>, Target>) {
+async function write(t: Target, res: Response, { core, body: parse, intentInChange }: RouteContext<unknown, ReturnType<typeof writeSecretBody.parse>, Target>) {
   const secrets = core.services().secrets;
   // Declared on(['create', 'update']): one of them is held, checked before the body was parsed.
   const canUpdate = isAllowed(principalOf(res), 'update', t.namespace, t.path);
   const body = parse();
   if (canUpdate) {
-    res.json(await secrets.write(t.namespace, t.path, body, intendWithin));
+    res.json(await secrets.write(t.namespace, t.path, body, intentInChange));
     return;
   }
   try {
-    res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }, intendWithin));
+    res.json(await secrets.write(t.namespace, t.path, { ...body, cas: 0 }, intentInChange));
   } catch (err) {
     if (err instanceof CofferError && err.code === 'cas_mismatch') throw denied('update', t.namespace, t.path);
     throw err;

@@ -15,6 +15,8 @@
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Executor } from '../executor.js';
+import { currentFence } from '../job-fence.js';
+import { COMMIT_WITH, PREPARED } from '../pipelined-client.js';
 import { prefixRange } from '../prefix-range.js';
 import type { Database } from '../schema.js';
 
@@ -30,6 +32,21 @@ export interface NewSecretVersion {
   kek_version: number;
   wrapped_dek: Uint8Array;
   ciphertext: Uint8Array;
+}
+
+/** What a write commits beside its version (see `insertVersionAndPrune`). */
+export interface VersionCompanions {
+  /** Adds `n` to a KEK version's encryption count (keyring/usage.ts reserves counts in blocks). */
+  reserve?: { namespaceId: string; kekVersion: number; n: number } | undefined;
+  /** The request's audit intent (audit/intents.ts): it commits with the change or not at all. */
+  intent?: { requestId: string; owner: string; time: Date; draft: string } | undefined;
+  /** A change-feed notification (storage/change-feed.ts), sent by PostgreSQL at commit. */
+  notify?: { channel: string; payload: string } | undefined;
+  /**
+   * The statement is its transaction's last: on PostgreSQL the COMMIT goes with it, in the same
+   * round trip (storage/pipelined-client.ts), and nothing may run in the transaction after it.
+   */
+  last?: boolean | undefined;
 }
 
 /**
@@ -126,7 +143,7 @@ export function secretsRepo(db: Kysely<Database>) {
         id: string | null;
         current_version: number | null;
         max_versions: number | null;
-      }>`
+      }>`${sql.raw(PREPARED)}
           with ns as (select id, current_kek_version, deletion_date from namespaces where name = ${namespace} for share),
           secret as (
             insert into secrets (id, namespace_id, path, current_version, max_versions)
@@ -147,17 +164,43 @@ export function secretsRepo(db: Kysely<Database>) {
 
     /**
      * `insertVersion` and then `pruneVersions(row.secret_id, upTo)` in one
-     * statement. Only for `upTo` below the new version: the delete does not see
-     * the row inserted beside it.
+     * statement, with what else the write must commit (`companions`), so that
+     * a write holds its secret's row lock for this one round trip and the
+     * commit. Only for `upTo` below the new version: the delete does not see
+     * the row inserted beside it. `encryptions`: the KEK version's new count
+     * when a block was reserved, else null.
      */
-    async insertVersionAndPrune(row: NewSecretVersion, upTo: number, tx: Executor): Promise<{ created_at: Date }> {
+    async insertVersionAndPrune(
+      row: NewSecretVersion,
+      upTo: number,
+      tx: Executor,
+      companions: VersionCompanions = {},
+    ): Promise<{ created_at: Date; encryptions: number | null }> {
       if (upTo >= row.version) throw new RangeError('insertVersionAndPrune cannot prune the version it inserts');
-      const { rows } = await sql<{ created_at: Date }>`
-          with pruned as (delete from secret_versions where secret_id = ${row.secret_id} and version <= ${upTo})
-          insert into secret_versions (secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
-          values (${row.secret_id}, ${row.version}, ${row.type}, ${row.metadata}::jsonb, ${row.kek_version}, ${row.wrapped_dek}, ${row.ciphertext})
-          returning created_at`.execute(tx);
-      return rows[0]!;
+      const { reserve, intent, notify } = companions;
+      // Data-modifying CTEs run whether or not they are referenced; the reservation's count and
+      // the notification (a plain SELECT, run only when referenced) are read in the final select.
+      const counted = reserve
+        ? sql`, counted as (update namespace_keys set encryptions = encryptions + ${reserve.n}
+              where namespace_id = ${reserve.namespaceId} and version = ${reserve.kekVersion} returning encryptions)`
+        : sql``;
+      const intended = intent
+        ? sql`, intended as (insert into audit_intents (request_id, owner, time, draft)
+              values (${intent.requestId}, ${intent.owner}, ${intent.time.toISOString()}::timestamptz, ${intent.draft}))`
+        : sql``;
+      const encryptions = reserve ? sql`(select encryptions from counted)` : sql`null::bigint`;
+      const notified = notify ? sql`, (select count(*) from (select pg_notify(${notify.channel}, ${notify.payload})) n) as notified` : sql``;
+      // Not in a job's fenced transaction: its epoch check runs just before the commit (job-fence.ts).
+      const commit = companions.last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``;
+      const { rows } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}${sql.raw(PREPARED)}
+          with pruned as (delete from secret_versions where secret_id = ${row.secret_id} and version <= ${upTo})${counted}${intended},
+          inserted as (
+            insert into secret_versions (secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
+            values (${row.secret_id}, ${row.version}, ${row.type}, ${row.metadata}::jsonb, ${row.kek_version}, ${row.wrapped_dek}, ${row.ciphertext})
+            returning created_at)
+          select inserted.created_at, ${encryptions} as encryptions${notified} from inserted`.execute(tx);
+      const r = rows[0]!;
+      return { created_at: r.created_at, encryptions: r.encryptions === null ? null : Number(r.encryptions) };
     },
 
     async insertVersion(row: NewSecretVersion, tx: Executor = db): Promise<{ created_at: Date }> {
