@@ -83,6 +83,14 @@ export class SecretReadCache {
     private readonly maxValueBytes = 0,
   ) {
     this.enabled = maxEntries > 0;
+    // Zero the values of expired pages even when no request comes to notice they expired.
+    if (maxValueBytes > 0) setInterval(() => this.sweep(), Math.min(ttlMs, 60_000)).unref();
+  }
+
+  /** Drops expired pages (and zeroes their values). */
+  sweep(): void {
+    const now = this.now();
+    for (const [key, entry] of this.pages) if (entry.expiresAt <= now) this.dropPage(key, entry);
   }
 
   /** Read before querying the database; pass to `set`. */
