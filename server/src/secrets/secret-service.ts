@@ -267,13 +267,19 @@ export class SecretService {
     const fetch = (after: string, n: number) => this.folderPage(namespace, ns.id, folder, after, n);
     // Filtered before the page is cut, so a page is full while visible secrets remain and the
     // cursor is always a path the caller was given (as a secret or a withheld name).
-    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => access.mayRead(r.path) || listedUnder(folder, r.path, access.mayList));
+    // Each path's `read` verdict is taken once, while judging its visibility.
+    const mayRead = new Set<CachedFolderRow>();
+    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => {
+      if (!access.mayRead(r.path)) return listedUnder(folder, r.path, access.mayList);
+      mayRead.add(r);
+      return true;
+    });
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
     if (items.length === 0 && page.after === '') throw notFound(`no secrets under ${namespace}:${folder || '/'}`);
     const readable: typeof items = [];
     const withheld: string[] = [];
     for (const row of items) {
-      if (access.mayRead(row.path)) readable.push(row);
+      if (mayRead.has(row)) readable.push(row);
       else withheld.push(row.path);
     }
     const cache = this.changes.cache;
