@@ -1,7 +1,8 @@
 /**
  * Secrets and their versions. Every write creates a new version with its own
  * DEK under the namespace's current KEK version; reads decrypt one version.
- * Plaintext exists only in the request that asked for it.
+ * Plaintext exists only in the request that asked for it, and in the values
+ * kept with cached bulk-read pages (read-cache.ts: bounded, zeroed when dropped).
  */
 import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
