@@ -105,7 +105,7 @@ describe('SecretReadCache', () => {
       const rows = page(3);
       c.setPage('ns', 'f/', rows, c.generation);
       const v = value('{"secret":1}');
-      c.setValue(rows[0]!, v, c.generation);
+      c.setValue(rows[0]!, v);
       expect(c.getValue(rows[0]!)).toBe(v);
       expect(c.heldValueBytes).toBe(v.length);
       return { c, rows, v };
@@ -135,26 +135,34 @@ describe('SecretReadCache', () => {
       expect(c.heldValueBytes).toBe(0);
       c.setPage('ns', 'f/', rows, c.generation);
       const again = value('{"secret":1}');
-      c.setValue(rows[0]!, again, c.generation);
+      c.setValue(rows[0]!, again);
       expect(c.getValue(rows[0]!)).toBeUndefined();
       expect(zeroed(again)).toBe(true);
     });
 
-    it('refuses (and zeroes) a value decrypted across a change, or for a row whose page is gone', () => {
+    it('refuses (and zeroes) a value for a row whose page is gone, whenever it was decrypted', () => {
       const c = make();
       const rows = page(2);
-      c.setPage('ns', 'f/', rows, c.generation);
-      const generation = c.generation; // a bulk read starts decrypting…
-      c.invalidate('other', 'x'); // …any change meanwhile…
-      const late = value('{"a":1}');
-      c.setValue(rows[0]!, late, generation);
-      expect(c.getValue(rows[0]!)).toBeUndefined();
-      expect(zeroed(late)).toBe(true);
-      c.invalidate('ns', 'f/s0'); // the page is dropped: its rows take no value any more
+      c.setPage('ns', 'f/', rows, c.generation); // a bulk read takes the page and starts decrypting…
+      c.invalidate('other', 'x'); // …a change elsewhere leaves the page (and so its rows) current…
+      const kept = value('{"a":1}');
+      c.setValue(rows[0]!, kept);
+      expect(c.getValue(rows[0]!)).toBe(kept);
+      c.invalidate('ns', 'f/s9'); // …one in its namespace drops it: its rows take no value any more
       const orphan = value('{"a":1}');
-      c.setValue(rows[1]!, orphan, c.generation);
+      c.setValue(rows[1]!, orphan);
       expect(c.getValue(rows[1]!)).toBeUndefined();
       expect(zeroed(orphan)).toBe(true);
+      expect(zeroed(kept)).toBe(true);
+      // Rows whose page was never kept (filled across a change) take none either.
+      const stale = page(1);
+      const generation = c.generation;
+      c.invalidate('ns', 'f/s0');
+      c.setPage('ns', 'f/', stale, generation);
+      const never = value('{"a":1}');
+      c.setValue(stale[0]!, never);
+      expect(c.getValue(stale[0]!)).toBeUndefined();
+      expect(zeroed(never)).toBe(true);
       expect(c.heldValueBytes).toBe(0);
     });
 
@@ -171,17 +179,25 @@ describe('SecretReadCache', () => {
       expect(w.c.heldValueBytes).toBe(0);
     });
 
+    it('zeroes values when closed (server stop) and keeps none after', () => {
+      const { c, rows, v } = warm();
+      c.close();
+      expect(zeroed(v)).toBe(true);
+      c.setPage('ns', 'f/', rows, c.generation);
+      expect(c.getPage('ns', 'f/')).toBeUndefined();
+    });
+
     it('keeps at most its byte bound, none at 0', () => {
       const { c, rows } = warm(20); // 12 bytes held
       const big = value('{"b":"xxxxxxx"}');
-      c.setValue(rows[1]!, big, c.generation);
+      c.setValue(rows[1]!, big);
       expect(c.getValue(rows[1]!)).toBeUndefined();
       expect(zeroed(big)).toBe(true);
       const off = make(0);
       const r = page(1);
       off.setPage('ns', 'f/', r, off.generation);
       const v = value('{}');
-      off.setValue(r[0]!, v, off.generation);
+      off.setValue(r[0]!, v);
       expect(off.getValue(r[0]!)).toBeUndefined();
       expect(zeroed(v)).toBe(true);
     });

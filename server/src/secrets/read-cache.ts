@@ -72,6 +72,7 @@ export class SecretReadCache {
   /** Which live page each cached row belongs to, for its value. */
   private readonly owners = new WeakMap<CachedFolderRow, PageEntry>();
   private valueBytes = 0;
+  private sweeper: NodeJS.Timeout | undefined;
   private gen = 0;
   private enabled: boolean;
 
@@ -84,7 +85,16 @@ export class SecretReadCache {
   ) {
     this.enabled = maxEntries > 0;
     // Zero the values of expired pages even when no request comes to notice they expired.
-    if (maxValueBytes > 0) setInterval(() => this.sweep(), Math.min(ttlMs, 60_000)).unref();
+    if (maxValueBytes > 0) {
+      this.sweeper = setInterval(() => this.sweep(), Math.min(ttlMs, 60_000));
+      this.sweeper.unref();
+    }
+  }
+
+  /** Empties the cache for good (server stop): kept values are zeroed, the sweeper stops. */
+  close(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.reset(false);
   }
 
   /** Drops expired pages (and zeroes their values). */
@@ -163,15 +173,16 @@ export class SecretReadCache {
   }
 
   /**
-   * Offers the value of a row the caller got from `getPage` (`generation` read before it was
-   * decrypted). The cache takes `value` over: kept while the row's page lives, or zeroed now
-   * (page gone, a change meanwhile, over the byte bound).
+   * Offers the decrypted value of a row the caller got from `getPage`. The cache takes `value`
+   * over: kept while the row's page lives, or zeroed now (page gone or expired, the cache off,
+   * a value already kept, over the byte bound). The page's life is the whole rule: a change
+   * that could make the row stale drops its page, whenever the value was decrypted.
    */
-  setValue(row: CachedFolderRow, value: Uint8Array, generation: number): void {
+  setValue(row: CachedFolderRow, value: Uint8Array): void {
     const entry = this.owners.get(row);
     const old = entry?.values?.get(row);
     if (
-      !this.enabled || generation !== this.gen || !entry?.live || old !== undefined ||
+      !this.enabled || !entry?.live || entry.expiresAt <= this.now() || old !== undefined ||
       this.valueBytes + value.length > this.maxValueBytes
     ) {
       if (old !== value) value.fill(0);

@@ -284,7 +284,6 @@ export class SecretService {
       else withheld.push(row.path);
     }
     const cache = this.changes.cache;
-    const generation = cache.generation;
     // Fragments this request decrypted, by index into `readable`. A cached fragment may be
     // zeroed by a change during an await, so cached ones are only taken in the synchronous
     // pass that builds the body; a row whose fragment went meanwhile is decrypted on the next
@@ -312,7 +311,7 @@ export class SecretService {
       return Buffer.concat(parts);
     } finally {
       // The cache takes each fresh fragment over (keeps or zeroes it).
-      for (const [i, value] of fresh) cache.setValue(readable[i]!, value, generation);
+      for (const [i, value] of fresh) cache.setValue(readable[i]!, value);
     }
   }
 
