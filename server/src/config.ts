@@ -42,6 +42,8 @@ export const configSchema = z.object({
   secretCacheMaxEntries: int(0, 10_000_000).default(10_000),
   /** Upper bound on how long a change made directly in the database (not through Coffer) can go unseen. */
   secretCacheTtlSeconds: int(1, 86_400).default(60),
+  /** Bytes of decrypted values kept with cached bulk-read folder pages (0 = none: every bulk read decrypts). */
+  secretCacheValueBytes: int(0, 4_294_967_296).default(16 * 1024 * 1024),
   /**
    * Audit sinks, comma-separated: `db` (hash-chained, in the database), `stdout`,
    * `file:/path/audit.log` (JSON lines, fsynced). `none` turns auditing off.
@@ -202,6 +204,7 @@ const ENV: Record<string, keyof Config> = {
   COFFER_KMS_KEY_CACHE_TTL_SECONDS: 'kmsKeyCacheTtlSeconds',
   COFFER_SECRET_CACHE_MAX_ENTRIES: 'secretCacheMaxEntries',
   COFFER_SECRET_CACHE_TTL_SECONDS: 'secretCacheTtlSeconds',
+  COFFER_SECRET_CACHE_VALUE_BYTES: 'secretCacheValueBytes',
   COFFER_DEFAULT_MAX_VERSIONS: 'defaultMaxVersions',
   COFFER_AUDIT_SINKS: 'auditSinks',
   COFFER_AUDIT_TIMEOUT_MS: 'auditTimeoutMs',

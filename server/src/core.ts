@@ -209,8 +209,12 @@ export class CofferCore {
     return this.vault.importDevice()?.token ?? null;
   }
 
-  /** Flushes and checkpoints the audit log, then zeroes every key. */
-  close(): Promise<void> {
-    return this.vault.close();
+  /** Flushes and checkpoints the audit log, then zeroes every key and the kept bulk-read values. */
+  async close(): Promise<void> {
+    try {
+      await this.vault.close();
+    } finally {
+      this.readCache.close();
+    }
   }
 }

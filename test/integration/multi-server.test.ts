@@ -80,6 +80,7 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
     expect((await write(a, 'pages/y', 'y1')).status).toBe(200);
     expect(values(await bulk(b))).toEqual({ 'pages/x': 'x1', 'pages/y': 'y1' }); // now cached on b
     expect(values(await bulk(b))).toEqual({ 'pages/x': 'x1', 'pages/y': 'y1' });
+    expect(b.core.readCache.heldValueBytes).toBeGreaterThan(0); // served from kept decrypted values
     expect((await write(a, 'pages/x', 'x2')).status).toBe(200);
     let seen = await eventually(() => bulk(b), (r) => values(r)['pages/x'] === 'x2');
     expect(values(seen)).toEqual({ 'pages/x': 'x2', 'pages/y': 'y1' });
@@ -104,10 +105,14 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
   it('keeps serving correct data while its change feed is cut, and recovers', async () => {
     await write(a, 'feed', 'before');
     expect((await read(b, 'feed')).body.data.value).toBe('before');
+    expect((await api(b.url, 'GET', '/v1/bulk/shared/pages/', { token })).status).toBe(200);
+    expect(b.core.readCache.heldValueBytes).toBeGreaterThan(0);
     // Cut every LISTEN connection (both servers' feeds) from the database side.
     await sql`select pg_terminate_backend(pid) from pg_stat_activity
               where datname = current_database() and query ilike 'listen %' and pid <> pg_backend_pid()`.execute(a.storage.db);
     await eventually(async () => b.storage.changes.up, (up) => up === false, 2_000);
+    // Its kept plaintext goes with the rest of the cache.
+    expect(b.core.readCache.heldValueBytes).toBe(0);
     await write(a, 'feed', 'during');
     // Without a feed, b must not serve its cached 'before'.
     expect((await read(b, 'feed')).body.data.value).toBe('during');

@@ -94,6 +94,115 @@ describe('SecretReadCache', () => {
     });
   });
 
+  describe('decrypted values of folder pages', () => {
+    const page = (n: number) => Array.from({ length: n }, (_, i) => ({ ...row(1), path: `f/s${i}` }));
+    const value = (text: string) => new Uint8Array(Buffer.from(text));
+    const zeroed = (v: Uint8Array) => v.every((b) => b === 0);
+    const make = (maxBytes = 1000, ttl = 1000) => new SecretReadCache(100, ttl, () => now, maxBytes);
+    /** A cache holding page f/ of `ns` with a value for its first row. */
+    const warm = (maxBytes?: number) => {
+      const c = make(maxBytes);
+      const rows = page(3);
+      c.setPage('ns', 'f/', rows, c.generation);
+      const v = value('{"secret":1}');
+      c.setValue(rows[0]!, v);
+      expect(c.getValue(rows[0]!)).toBe(v);
+      expect(c.heldValueBytes).toBe(v.length);
+      return { c, rows, v };
+    };
+
+    it('keeps a value while its page lives; a change in the namespace zeroes it, a change elsewhere does not', () => {
+      const { c, rows, v } = warm();
+      c.invalidate('other', 'x');
+      expect(c.getValue(rows[0]!)).toBe(v);
+      c.invalidate('ns', 'f/s2'); // a write, delete or destroy here, or its NOTIFY from another server
+      expect(c.getValue(rows[0]!)).toBeUndefined();
+      expect(zeroed(v)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+    });
+
+    it('zeroes values when the namespace changes (shred scheduled, KEKs, deletion)', () => {
+      const { c, rows, v } = warm();
+      c.invalidateNamespace('ns');
+      expect(c.getValue(rows[0]!)).toBeUndefined();
+      expect(zeroed(v)).toBe(true);
+    });
+
+    it('zeroes values on reset (seal, change feed down) and keeps none while off', () => {
+      const { c, rows, v } = warm();
+      c.reset(false);
+      expect(zeroed(v)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+      c.setPage('ns', 'f/', rows, c.generation);
+      const again = value('{"secret":1}');
+      c.setValue(rows[0]!, again);
+      expect(c.getValue(rows[0]!)).toBeUndefined();
+      expect(zeroed(again)).toBe(true);
+    });
+
+    it('refuses (and zeroes) a value for a row whose page is gone, whenever it was decrypted', () => {
+      const c = make();
+      const rows = page(2);
+      c.setPage('ns', 'f/', rows, c.generation); // a bulk read takes the page and starts decrypting…
+      c.invalidate('other', 'x'); // …a change elsewhere leaves the page (and so its rows) current…
+      const kept = value('{"a":1}');
+      c.setValue(rows[0]!, kept);
+      expect(c.getValue(rows[0]!)).toBe(kept);
+      c.invalidate('ns', 'f/s9'); // …one in its namespace drops it: its rows take no value any more
+      const orphan = value('{"a":1}');
+      c.setValue(rows[1]!, orphan);
+      expect(c.getValue(rows[1]!)).toBeUndefined();
+      expect(zeroed(orphan)).toBe(true);
+      expect(zeroed(kept)).toBe(true);
+      // Rows whose page was never kept (filled across a change) take none either.
+      const stale = page(1);
+      const generation = c.generation;
+      c.invalidate('ns', 'f/s0');
+      c.setPage('ns', 'f/', stale, generation);
+      const never = value('{"a":1}');
+      c.setValue(stale[0]!, never);
+      expect(c.getValue(stale[0]!)).toBeUndefined();
+      expect(zeroed(never)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+    });
+
+    it('zeroes values of a page evicted, replaced or expired', () => {
+      const { c, rows, v } = warm();
+      c.setPage('ns', 'f/', page(3), c.generation); // the same query answered again
+      expect(zeroed(v)).toBe(true);
+      expect(c.getValue(rows[0]!)).toBeUndefined();
+      const w = warm();
+      now += 1001;
+      expect(w.c.getValue(w.rows[0]!)).toBeUndefined();
+      w.c.sweep(); // the timer's job: no request needs to come by
+      expect(zeroed(w.v)).toBe(true);
+      expect(w.c.heldValueBytes).toBe(0);
+    });
+
+    it('zeroes values when closed (server stop) and keeps none after', () => {
+      const { c, rows, v } = warm();
+      c.close();
+      expect(zeroed(v)).toBe(true);
+      c.setPage('ns', 'f/', rows, c.generation);
+      expect(c.getPage('ns', 'f/')).toBeUndefined();
+    });
+
+    it('keeps at most its byte bound, none at 0', () => {
+      const { c, rows } = warm(20); // 12 bytes held
+      const big = value('{"b":"xxxxxxx"}');
+      c.setValue(rows[1]!, big);
+      expect(c.getValue(rows[1]!)).toBeUndefined();
+      expect(zeroed(big)).toBe(true);
+      const off = make(0);
+      const r = page(1);
+      off.setPage('ns', 'f/', r, off.generation);
+      const v = value('{}');
+      off.setValue(r[0]!, v);
+      expect(off.getValue(r[0]!)).toBeUndefined();
+      expect(zeroed(v)).toBe(true);
+    });
+  });
+
   it('invalidates a whole namespace, not its neighbours', () => {
     const c = make();
     c.set('ns', 'a', row(1), c.generation);

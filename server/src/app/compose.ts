@@ -75,7 +75,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
   // Dev mode is a throwaway Shamir server whatever else is configured.
   const seals = new Seals([new ShamirSeal(), new Pkcs11Seal(config.dev ? null : pkcs11SettingsOf(config))], config.dev ? 'shamir' : config.seal);
   const auth = authOptionsOf(config);
-  const readCache = new SecretReadCache(config.secretCacheMaxEntries, config.secretCacheTtlSeconds * 1000);
+  const readCache = new SecretReadCache(config.secretCacheMaxEntries, config.secretCacheTtlSeconds * 1000, Date.now, config.secretCacheValueBytes);
   const log = {
     error: (what: string, err: unknown) => logger.error({ err: err instanceof Error ? { name: err.name, message: err.message } : String(err) }, what),
     event: (what: string, fields: Record<string, unknown>) => logger.info(fields, what),

@@ -1,8 +1,8 @@
 /**
  * A bounded cache of the latest encrypted version of recently read secrets,
  * so that a hot read needs no database round trip. It holds exactly what the
- * database holds (wrapped DEK and ciphertext, never plaintext); decryption
- * still happens per request.
+ * database holds (wrapped DEK and ciphertext); a single read still decrypts
+ * per request (bulk pages may keep values: below).
  *
  * Correctness rests on invalidation, not on the TTL:
  * - every change through this server invalidates after its commit;
@@ -21,6 +21,14 @@
  * query's answer each), under the same rules, so that a repeated bulk read
  * needs no round trip either; any change in a namespace drops all of its
  * pages. Versions held in pages count towards the same bound.
+ *
+ * A page may also hold the decrypted values of its rows (as the bulk read's JSON
+ * fragments), so that a repeated bulk read opens no envelope: the one plaintext
+ * this server keeps beyond a request. It is no wider an exposure than what is
+ * already in memory (the page's ciphertext and, in the keyring's DEK cache, its
+ * DEKs), it lives and dies with its page (every rule above applies to it), it is
+ * zeroed when the page goes (change, expiry, eviction, feed down, seal), and its
+ * bytes have their own bound (0 = never kept).
  */
 import type { ChangeEvent } from '../cluster/events.js';
 
@@ -49,6 +57,10 @@ export type CachedFolderRow = Omit<CachedVersion, 'namespace_id' | 'deleted_at' 
 interface PageEntry {
   rows: readonly CachedFolderRow[];
   expiresAt: number;
+  /** False once dropped: a value offered for one of its rows then is refused. */
+  live: boolean;
+  /** The decrypted values of its rows, owned by the cache (zeroed with the page). */
+  values: Map<CachedFolderRow, Uint8Array> | null;
 }
 
 const SEP = '\u0000';
@@ -57,6 +69,10 @@ export class SecretReadCache {
   private readonly entries = new Map<string, Entry>();
   private readonly pages = new Map<string, PageEntry>();
   private pageRows = 0;
+  /** Which live page each cached row belongs to, for its value. */
+  private readonly owners = new WeakMap<CachedFolderRow, PageEntry>();
+  private valueBytes = 0;
+  private sweeper: NodeJS.Timeout | undefined;
   private gen = 0;
   private enabled: boolean;
 
@@ -64,8 +80,27 @@ export class SecretReadCache {
     private readonly maxEntries: number,
     private readonly ttlMs: number,
     private readonly now: () => number = Date.now,
+    /** Bound on the bytes of decrypted page values (0 = none kept). */
+    private readonly maxValueBytes = 0,
   ) {
     this.enabled = maxEntries > 0;
+    // Zero the values of expired pages even when no request comes to notice they expired.
+    if (maxValueBytes > 0) {
+      this.sweeper = setInterval(() => this.sweep(), Math.min(ttlMs, 60_000));
+      this.sweeper.unref();
+    }
+  }
+
+  /** Empties the cache for good (server stop): kept values are zeroed, the sweeper stops. */
+  close(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.reset(false);
+  }
+
+  /** Drops expired pages (and zeroes their values). */
+  sweep(): void {
+    const now = this.now();
+    for (const [key, entry] of this.pages) if (entry.expiresAt <= now) this.dropPage(key, entry);
   }
 
   /** Read before querying the database; pass to `set`. */
@@ -116,12 +151,50 @@ export class SecretReadCache {
     const key = namespace + SEP + query;
     const old = this.pages.get(key);
     if (old) this.dropPage(key, old);
-    this.pages.set(key, { rows, expiresAt: this.now() + this.ttlMs });
+    const entry: PageEntry = { rows, expiresAt: this.now() + this.ttlMs, live: true, values: null };
+    this.pages.set(key, entry);
+    for (const row of rows) this.owners.set(row, entry);
     this.pageRows += rows.length;
     while (this.pageRows > this.maxEntries) {
       const [oldestKey, oldest] = this.pages.entries().next().value as [string, PageEntry];
       this.dropPage(oldestKey, oldest);
     }
+  }
+
+  /**
+   * The cached value of a row of a cached page, if its page is still live. Owned by the cache:
+   * use it before the next await (a change may zero it then), never keep or zero it.
+   */
+  getValue(row: CachedFolderRow): Uint8Array | undefined {
+    if (!this.enabled) return undefined;
+    const entry = this.owners.get(row);
+    if (!entry?.live || entry.expiresAt <= this.now()) return undefined;
+    return entry.values?.get(row);
+  }
+
+  /**
+   * Offers the decrypted value of a row the caller got from `getPage`. The cache takes `value`
+   * over: kept while the row's page lives, or zeroed now (page gone or expired, the cache off,
+   * a value already kept, over the byte bound). The page's life is the whole rule: a change
+   * that could make the row stale drops its page, whenever the value was decrypted.
+   */
+  setValue(row: CachedFolderRow, value: Uint8Array): void {
+    const entry = this.owners.get(row);
+    const old = entry?.values?.get(row);
+    if (
+      !this.enabled || !entry?.live || entry.expiresAt <= this.now() || old !== undefined ||
+      this.valueBytes + value.length > this.maxValueBytes
+    ) {
+      if (old !== value) value.fill(0);
+      return;
+    }
+    (entry.values ??= new Map()).set(row, value);
+    this.valueBytes += value.length;
+  }
+
+  /** Bytes of decrypted values held (metrics, tests). */
+  get heldValueBytes(): number {
+    return this.valueBytes;
   }
 
   invalidate(namespace: string, path: string): void {
@@ -141,8 +214,7 @@ export class SecretReadCache {
   reset(enabled: boolean): void {
     this.gen++;
     this.entries.clear();
-    this.pages.clear();
-    this.pageRows = 0;
+    for (const [key, entry] of this.pages) this.dropPage(key, entry);
     this.enabled = enabled && this.maxEntries > 0;
   }
 
@@ -155,6 +227,14 @@ export class SecretReadCache {
   private dropPage(key: string, entry: PageEntry): void {
     this.pages.delete(key);
     this.pageRows -= entry.rows.length;
+    entry.live = false;
+    if (entry.values) {
+      for (const value of entry.values.values()) {
+        value.fill(0);
+        this.valueBytes -= value.length;
+      }
+      entry.values = null;
+    }
   }
 
   get size(): number {

@@ -1,14 +1,15 @@
 /**
  * Secrets and their versions. Every write creates a new version with its own
  * DEK under the namespace's current KEK version; reads decrypt one version.
- * Plaintext exists only in the request that asked for it.
+ * Plaintext exists only in the request that asked for it, and in the values
+ * kept with cached bulk-read pages (read-cache.ts: bounded, zeroed when dropped).
  */
 import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type { Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
-import type { Keyring } from '../keyring/keyring.js';
+import type { EncryptedValue, Keyring } from '../keyring/keyring.js';
 import type { Executor, Transactor } from '../storage/executor.js';
 import type { Repos } from '../storage/repos/index.js';
 import type { VersionCompanions } from '../storage/repos/secrets.js';
@@ -43,6 +44,25 @@ export type SecretRepos = Pick<Repos, 'namespaces' | 'secrets'>;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
+const COMMA = Buffer.from(',');
+
+/** A folder row's stored envelope, for `decryptValues`; a destroyed one is not found. */
+function stored(row: CachedFolderRow): { secretId: string; version: number } & EncryptedValue {
+  if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+    throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
+  }
+  return { secretId: row.secret_id, version: row.version, kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext };
+}
+
+/**
+ * One secret of a bulk page as UTF-8 JSON, key order as in `view` and BulkPage (the page equals
+ * JSON.stringify of the one `view` would build). `head` opens it up to the path.
+ */
+function fragment(head: string, row: CachedFolderRow, plaintext: Uint8Array): Buffer {
+  const before = Buffer.from(`${head}${JSON.stringify(row.path)},"version":${row.version},"type":${JSON.stringify(row.type)},"data":`);
+  const after = Buffer.from(`,"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`);
+  return Buffer.concat([before, plaintext, after]);
+}
 
 /**
  * `created_at.toISOString()` of versions being read, remembered by their time: a hot read asks for
@@ -261,50 +281,70 @@ export class SecretService {
    * not named. Deleted and destroyed latest versions are skipped. Nothing
    * visible at all under the folder is a 404: a misspelt folder is not empty.
    *
-   * Returns the BulkPage as the JSON text `JSON.stringify` makes of it, built
-   * row by row as each value is decrypted: a value's plaintext is the JSON
-   * text `write` made of its data, so it goes into the page as it is, without
-   * a parse and a second stringify (the bulk read's largest cost after the
-   * AEAD). It cannot leave before the request's audit entry is durable, so
-   * the text is one body, not a stream.
+   * Returns the BulkPage as the UTF-8 JSON text `JSON.stringify` makes of it,
+   * built from one fragment per secret: a value's plaintext is the JSON text
+   * `write` made of its data, so it goes into its fragment as it is, without a
+   * parse and a second stringify. A fragment is kept with its cached folder page
+   * (read-cache.ts says under which rules), so a repeated bulk read opens no
+   * envelope. It cannot leave before the request's audit entry is durable, so
+   * the text is one body, not a stream; the caller zeroes it once sent.
    */
   async bulkRead(
     namespace: string,
     folder: string,
     page: PageRequest,
     access: { mayRead: (path: string) => boolean; mayList: MayList },
-  ): Promise<string> {
+  ): Promise<Buffer> {
     checkFolder(folder);
     const ns = await this.namespaces.resolve(namespace);
     const fetch = (after: string, n: number) => this.folderPage(namespace, ns.id, folder, after, n);
     // Filtered before the page is cut, so a page is full while visible secrets remain and the
     // cursor is always a path the caller was given (as a secret or a withheld name).
-    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => access.mayRead(r.path) || listedUnder(folder, r.path, access.mayList));
+    // Each path's `read` verdict is taken once, while judging its visibility.
+    const mayRead = new Set<CachedFolderRow>();
+    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => {
+      if (!access.mayRead(r.path)) return listedUnder(folder, r.path, access.mayList);
+      mayRead.add(r);
+      return true;
+    });
     const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
     if (items.length === 0 && page.after === '') throw notFound(`no secrets under ${namespace}:${folder || '/'}`);
     const readable: typeof items = [];
     const withheld: string[] = [];
     for (const row of items) {
-      if (access.mayRead(row.path)) readable.push(row);
+      if (mayRead.has(row)) readable.push(row);
       else withheld.push(row.path);
     }
-    const stored = readable.map((row) => {
-      if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
-        throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
+    const cache = this.changes.cache;
+    // Fragments this request decrypted, by index into `readable`. A cached fragment may be
+    // zeroed by a change during an await, so cached ones are only taken in the synchronous
+    // pass that builds the body; a row whose fragment went meanwhile is decrypted on the next
+    // round (each round decrypts at least one more row, so this ends).
+    const fresh = new Map<number, Buffer>();
+    try {
+      for (;;) {
+        const missing: number[] = [];
+        readable.forEach((row, i) => {
+          if (!fresh.has(i) && !cache.getValue(row)) missing.push(i);
+        });
+        if (missing.length === 0) break;
+        const head = `{"namespace":${JSON.stringify(namespace)},"path":`;
+        await this.keyring.decryptValues(ns.id, missing.map((i) => stored(readable[i]!)), (plaintext, j) => {
+          const row = readable[missing[j]!]!;
+          fresh.set(missing[j]!, fragment(head, row, plaintext));
+        });
       }
-      return { secretId: row.secret_id, version: row.version, kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext };
-    });
-    // Key order as in `view` and BulkPage: the text equals JSON.stringify of the page `view` built.
-    const head = `{"namespace":${JSON.stringify(namespace)},"path":`;
-    let text = `{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`;
-    await this.keyring.decryptValues(ns.id, stored, (plaintext, i) => {
-      const row = readable[i]!;
-      text +=
-        (i === 0 ? head : ',' + head) +
-        `${JSON.stringify(row.path)},"version":${row.version},"type":${JSON.stringify(row.type)},"data":${decoder.decode(plaintext)},` +
-        `"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`;
-    });
-    return `${text}],"withheld":${JSON.stringify(withheld)},"next_cursor":${JSON.stringify(next_cursor)}}`;
+      const parts: Uint8Array[] = [Buffer.from(`{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`)];
+      readable.forEach((row, i) => {
+        if (i > 0) parts.push(COMMA);
+        parts.push(fresh.get(i) ?? cache.getValue(row)!);
+      });
+      parts.push(Buffer.from(`],"withheld":${JSON.stringify(withheld)},"next_cursor":${JSON.stringify(next_cursor)}}`));
+      return Buffer.concat(parts);
+    } finally {
+      // The cache takes each fresh fragment over (keeps or zeroes it).
+      for (const [i, value] of fresh) cache.setValue(readable[i]!, value);
+    }
   }
 
   /** One query's rows of a bulk read: from the read cache, or the database (then cached, as `readLatestRow` does). */

@@ -238,8 +238,10 @@ const BULK: RoutePath = {
           mayRead: (path) => isAllowed(principal, 'read', t.namespace, path),
           mayList: (path) => isAllowed(principal, 'list', t.namespace, path),
         });
-        // The page is JSON text already (see bulkRead); the same headers as res.json.
-        if (!res.get('Content-Type')) res.set('Content-Type', 'application/json');
+        // The page is JSON text already (see bulkRead); the same headers as res.json. Its
+        // plaintext is zeroed once the socket has taken it (or the response is abandoned).
+        if (!res.get('Content-Type')) res.set('Content-Type', 'application/json; charset=utf-8');
+        res.once('close', () => body.fill(0));
         res.send(body);
       },
     }),
