@@ -124,8 +124,33 @@ class PipelinedQuery extends QueryBase {
 
 const done = (command: 'BEGIN' | 'COMMIT' | 'ROLLBACK'): pg.QueryResult => ({ command, rowCount: null, oid: 0, fields: [], rows: [] });
 
-/** Wraps `client.query` as described above; call once per client (pool 'connect'). */
-export function pipelineTransactions(client: pg.ClientBase): void {
+/**
+ * Whether this pg has the Query internals the pipelining builds on (pg 8.x's query.js). They
+ * are not pg's public API: a pg that changed them gets plain pg (a round trip per statement,
+ * the same results) instead of a broken protocol exchange, and the unit test
+ * storage-pipelining fails so the upgrade is noticed.
+ */
+export const pipeliningSupported: boolean = (() => {
+  const proto = (pg.Query as unknown as { prototype?: Record<string, unknown> }).prototype;
+  return !!proto && ['submit', '_getRows', 'handleCommandComplete', 'hasBeenParsed'].every((m) => typeof proto[m] === 'function');
+})();
+
+/** Whether a client's connection has what PipelinedQuery calls (not pg-native, not a changed pg). */
+function connectionSupported(client: pg.ClientBase): boolean {
+  const connection = (client as unknown as { connection?: Partial<Record<keyof PgConnection, unknown>> }).connection;
+  return (
+    !!connection &&
+    typeof connection.submittedNamedStatements === 'object' &&
+    ['parse', 'bind', 'execute', 'sync'].every((m) => typeof connection[m as keyof PgConnection] === 'function')
+  );
+}
+
+/**
+ * Wraps `client.query` as described above; call once per client (pool 'connect'). Returns false,
+ * leaving the client as it is, where pg's internals are not the ones this was written against.
+ */
+export function pipelineTransactions(client: pg.ClientBase): boolean {
+  if (!pipeliningSupported || !connectionSupported(client)) return false;
   const send = client.query.bind(client) as (...args: unknown[]) => unknown;
   /** idle: no transaction (or one this wrapper did not see begin); begun: `begin` not yet sent; open; committed: by a `commitWith` statement. */
   let state: 'idle' | 'begun' | 'open' | 'committed' = 'idle';
@@ -190,4 +215,5 @@ export function pipelineTransactions(client: pg.ClientBase): void {
   };
 
   (client as unknown as { query: typeof query }).query = query;
+  return true;
 }
