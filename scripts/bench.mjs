@@ -49,7 +49,7 @@
 //
 // Other options:
 //   --warmup S          warm-up before each measurement (default 1; autocannon rounds up to 1 s)
-//   --warmup-requests N ...and on until N requests were served, at most 8 s (default 10,000; 0 with
+//   --warmup-requests N ...and on until N requests were served, at most 8 s (default 10,000; 5,000 with
 //                       --quick): a server's first thousands of requests are measured cold otherwise
 //   --only LIST         run only these scenarios, e.g. --only a,b1
 //   --cpu-prof DIR      run the Coffer servers under `node --cpu-prof`, profiles written to DIR

@@ -132,7 +132,7 @@ export function parseOptions(argv) {
     connections: num('connections', values.connections, quick ? 8 : 32, { integer: true }),
     warmup: num('warmup', values.warmup, 1),
     // 0 turns the request count off (the CI smoke keeps its short warm-up).
-    warmupRequests: values['warmup-requests'] === '0' ? 0 : num('warmup-requests', values['warmup-requests'], quick ? 0 : 10_000, { integer: true }),
+    warmupRequests: values['warmup-requests'] === '0' ? 0 : num('warmup-requests', values['warmup-requests'], quick ? 5_000 : 10_000, { integer: true }),
     rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
     scaleSecrets: num('scale-secrets', scaleRaw, SCALE_DEFAULT, { integer: true, min: 1000 }),
     scaleConnections: num('scale-connections', values['scale-connections'], SCALE_CONNECTIONS, { integer: true }),
