@@ -1,8 +1,8 @@
 /**
  * A bounded cache of the latest encrypted version of recently read secrets,
  * so that a hot read needs no database round trip. It holds exactly what the
- * database holds (wrapped DEK and ciphertext); a single read still decrypts
- * per request (bulk pages may keep values: below).
+ * database holds (wrapped DEK and ciphertext), and may keep decrypted values
+ * with it (below).
  *
  * Correctness rests on invalidation, not on the TTL:
  * - every change through this server invalidates after its commit;
