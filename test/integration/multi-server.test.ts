@@ -95,6 +95,26 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
     expect(values(await bulk(b))['pages/x']).toBe('x3');
   });
 
+  it('a single read served from a kept body follows the other\'s writes and destroys (NOTIFY)', async () => {
+    const kept = async (path: string) => {
+      // Reads until b keeps the body (an echoed notification may keep the first out), then once from it.
+      const first = await eventually(() => read(b, path), () => b.core.readCache.getBody(b.core.readCache.get('shared', path)!) !== undefined);
+      expect((await read(b, path)).text).toBe(first.text);
+      return first.body.data.value as string;
+    };
+    expect((await write(a, 'body', 'b1')).status).toBe(200);
+    expect(await kept('body')).toBe('b1');
+    const version = b.core.readCache.get('shared', 'body')!;
+    const body = b.core.readCache.getBody(version)!;
+    expect((await write(a, 'body', 'b2')).status).toBe(200);
+    const seen = await eventually(() => read(b, 'body'), (r) => r.body?.data?.value === 'b2');
+    expect(seen.body.data.value).toBe('b2');
+    expect(body.every((x) => x === 0)).toBe(true); // the old body was zeroed when its entry went
+    expect(await kept('body')).toBe('b2');
+    expect((await api(a.url, 'POST', '/v1/secrets/shared/body:destroy', { token, body: {} })).status).toBe(200);
+    expect((await eventually(() => read(b, 'body'), (r) => r.status === 404)).status).toBe(404);
+  });
+
   it('a server reads its own writes at once', async () => {
     for (let i = 0; i < 5; i++) {
       expect((await write(b, 'own', `v${i}`)).status).toBe(200);
@@ -107,12 +127,16 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
     expect((await read(b, 'feed')).body.data.value).toBe('before');
     expect((await api(b.url, 'GET', '/v1/bulk/shared/pages/', { token })).status).toBe(200);
     expect(b.core.readCache.heldValueBytes).toBeGreaterThan(0);
+    // A kept single-read body too.
+    await eventually(() => read(b, 'feed'), () => b.core.readCache.getBody(b.core.readCache.get('shared', 'feed')!) !== undefined);
+    const body = b.core.readCache.getBody(b.core.readCache.get('shared', 'feed')!)!;
     // Cut every LISTEN connection (both servers' feeds) from the database side.
     await sql`select pg_terminate_backend(pid) from pg_stat_activity
               where datname = current_database() and query ilike 'listen %' and pid <> pg_backend_pid()`.execute(a.storage.db);
     await eventually(async () => b.storage.changes.up, (up) => up === false, 2_000);
     // Its kept plaintext goes with the rest of the cache.
     expect(b.core.readCache.heldValueBytes).toBe(0);
+    expect(body.every((x) => x === 0)).toBe(true);
     await write(a, 'feed', 'during');
     // Without a feed, b must not serve its cached 'before'.
     expect((await read(b, 'feed')).body.data.value).toBe('during');

@@ -203,6 +203,131 @@ describe('SecretReadCache', () => {
     });
   });
 
+  describe('response bodies of cached latest versions', () => {
+    const body = (text = '{"data":{"v":"secret"}}') => new Uint8Array(Buffer.from(text));
+    const zeroed = (v: Uint8Array) => v.every((b) => b === 0);
+    const make = (maxBytes = 1000, max = 10, ttl = 1000) => new SecretReadCache(max, ttl, () => now, maxBytes);
+    /** A cache holding ns:a (version 1) with a body; a body for ns:b too, to show what a change leaves alone. */
+    const warm = (maxBytes?: number) => {
+      const c = make(maxBytes);
+      const v = row(1);
+      c.set('ns', 'a', v, c.generation);
+      const b = body();
+      c.setBody(c.get('ns', 'a')!, b);
+      expect(c.getBody(v)).toBe(b);
+      const other = row(1);
+      c.set('ns', 'b', other, c.generation);
+      const ob = body();
+      c.setBody(other, ob);
+      expect(c.heldValueBytes).toBe(b.length * 2);
+      return { c, v, b, other, ob };
+    };
+
+    it('keeps a body while its entry lives; a change of that secret zeroes it, not its neighbour\'s', () => {
+      const { c, v, b, other, ob } = warm();
+      c.invalidate('ns', 'a'); // a write, delete or destroy here, or its NOTIFY from another server
+      expect(c.getBody(v)).toBeUndefined();
+      expect(zeroed(b)).toBe(true);
+      expect(c.getBody(other)).toBe(ob);
+      expect(zeroed(ob)).toBe(false);
+      expect(c.heldValueBytes).toBe(ob.length);
+    });
+
+    it('zeroes bodies when the namespace changes (shred scheduled, KEK rotation, rewrap done, deletion)', () => {
+      const { c, b, ob } = warm();
+      c.invalidateNamespace('ns');
+      expect(zeroed(b) && zeroed(ob)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+    });
+
+    it('zeroes bodies on reset (seal, change feed down) and close (stop), and keeps none while off', () => {
+      const { c, v, b, ob } = warm();
+      c.reset(false);
+      expect(zeroed(b) && zeroed(ob)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+      expect(c.keepsValues).toBe(false);
+      c.set('ns', 'a', v, c.generation);
+      const again = body();
+      c.setBody(v, again);
+      expect(c.getBody(v)).toBeUndefined();
+      expect(zeroed(again)).toBe(true);
+      const w = warm();
+      w.c.close();
+      expect(zeroed(w.b) && zeroed(w.ob)).toBe(true);
+      expect(w.c.heldValueBytes).toBe(0);
+    });
+
+    it('refuses (and zeroes) a body for a version no longer the cached one, whenever it was decrypted', () => {
+      const c = make();
+      const v1 = row(1);
+      c.set('ns', 'a', v1, c.generation); // a read caches version 1 and starts decrypting…
+      c.invalidate('ns', 'a'); // …a write commits…
+      const v2 = row(2);
+      c.set('ns', 'a', v2, c.generation); // …another read caches version 2
+      const stale = body('{"v":1}');
+      c.setBody(v1, stale);
+      expect(zeroed(stale)).toBe(true);
+      expect(c.getBody(v2)).toBeUndefined();
+      // A version read across a change was never cached: no body for it either.
+      const generation = c.generation;
+      c.invalidate('ns', 'a');
+      const v3 = row(3);
+      c.set('ns', 'a', v3, generation);
+      const never = body();
+      c.setBody(v3, never);
+      expect(zeroed(never)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+    });
+
+    it('zeroes the body of an entry replaced, passed by for min_version, evicted or expired', () => {
+      let w = warm();
+      w.c.set('ns', 'a', row(1), w.c.generation); // the same secret read again from the database
+      expect(zeroed(w.b)).toBe(true);
+      w = warm();
+      expect(w.c.get('ns', 'a', 2)).toBeUndefined(); // a reader who has seen version 2
+      expect(zeroed(w.b)).toBe(true);
+      const c = make(1000, 1);
+      const v = row(1);
+      c.set('ns', 'a', v, c.generation);
+      const b = body();
+      c.setBody(v, b);
+      c.set('ns', 'z', row(1), c.generation); // bound of 1: ns:a goes
+      expect(zeroed(b)).toBe(true);
+      expect(c.heldValueBytes).toBe(0);
+      w = warm();
+      now += 1001;
+      expect(w.c.getBody(w.v)).toBeUndefined();
+      w.c.sweep(); // the timer's job: no request needs to come by
+      expect(zeroed(w.b) && zeroed(w.ob)).toBe(true);
+      expect(w.c.heldValueBytes).toBe(0);
+    });
+
+    it('shares the byte bound with page values, none kept at 0', () => {
+      const c = make(30);
+      const v = row(1);
+      c.set('ns', 'a', v, c.generation);
+      const rows = [{ ...row(1), path: 'f/x' }];
+      c.setPage('ns', 'f/', rows, c.generation);
+      const pv = body('{"page":"value"}'); // 16 bytes
+      c.setValue(rows[0]!, pv);
+      const big = body('{"body":"valu"}'); // 15: over the 30 with the page's 16
+      c.setBody(v, big);
+      expect(c.getBody(v)).toBeUndefined();
+      expect(zeroed(big)).toBe(true);
+      const fits = body('{"b":"v"}');
+      c.setBody(v, fits);
+      expect(c.getBody(v)).toBe(fits);
+      expect(c.heldValueBytes).toBe(16 + fits.length);
+      const off = make(0);
+      off.set('ns', 'a', v, off.generation);
+      expect(off.keepsValues).toBe(false);
+      const none = body();
+      off.setBody(v, none);
+      expect(off.getBody(v)).toBeUndefined();
+      expect(zeroed(none)).toBe(true);
+    });
+  });
+
   it('invalidates a whole namespace, not its neighbours', () => {
     const c = make();
     c.set('ns', 'a', row(1), c.generation);

@@ -9,12 +9,29 @@ import type { Request, Response } from 'express';
  * answer (a 304) is exactly what it was.
  */
 export function sendJson(req: Request, res: Response, body: unknown): void {
-  if (req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined) {
+  if (isConditional(req)) {
     res.json(body);
     return;
   }
   const text = JSON.stringify(body);
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
+}
+
+/** A conditional request: express answers it (a 304 when fresh), so it gets `res.json`. */
+export function isConditional(req: Request): boolean {
+  return req.headers['if-none-match'] !== undefined || req.headers['if-modified-since'] !== undefined;
+}
+
+/**
+ * Sends JSON text the response owns with sendJson's headers, and zeroes it once the socket has
+ * taken it (or the response is abandoned): `res.end` may be held until the audit entry is durable,
+ * so the bytes must stay intact until then, and no one else may zero them.
+ */
+export function sendOwnedJson(res: Response, text: Buffer): void {
+  res.once('close', () => text.fill(0));
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', text.length);
   res.end(text);
 }

@@ -1,8 +1,8 @@
 /**
  * A bounded cache of the latest encrypted version of recently read secrets,
  * so that a hot read needs no database round trip. It holds exactly what the
- * database holds (wrapped DEK and ciphertext); a single read still decrypts
- * per request (bulk pages may keep values: below).
+ * database holds (wrapped DEK and ciphertext), and may keep decrypted values
+ * with it (below).
  *
  * Correctness rests on invalidation, not on the TTL:
  * - every change through this server invalidates after its commit;
@@ -29,6 +29,12 @@
  * DEKs), it lives and dies with its page (every rule above applies to it), it is
  * zeroed when the page goes (change, expiry, eviction, feed down, seal), and its
  * bytes have their own bound (0 = never kept).
+ *
+ * A cached latest version may likewise hold its single read's response body (the
+ * exact JSON bytes of the read), under the very same rules: kept while its entry
+ * lives, zeroed when the entry goes (change, expiry, eviction, replacement, a
+ * min_version reader passing it by, feed down, seal, stop), counted in the same
+ * byte bound.
  */
 import type { ChangeEvent } from '../cluster/events.js';
 
@@ -49,6 +55,10 @@ export interface CachedVersion {
 interface Entry {
   value: CachedVersion;
   expiresAt: number;
+  /** False once dropped: a body offered for its version then is refused. */
+  live: boolean;
+  /** The single read's response body, owned by the cache (zeroed with the entry). */
+  body: Uint8Array | null;
 }
 
 /** A row of a folder page: a secret's path and its readable latest version. */
@@ -71,7 +81,11 @@ export class SecretReadCache {
   private pageRows = 0;
   /** Which live page each cached row belongs to, for its value. */
   private readonly owners = new WeakMap<CachedFolderRow, PageEntry>();
+  /** Which entry each cached latest version is, for its body. */
+  private readonly entryOf = new WeakMap<CachedVersion, Entry>();
   private valueBytes = 0;
+  /** Entries holding a body (the sweeper skips the entries when none do). */
+  private bodies = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private gen = 0;
   private enabled: boolean;
@@ -97,10 +111,12 @@ export class SecretReadCache {
     this.reset(false);
   }
 
-  /** Drops expired pages (and zeroes their values). */
+  /** Drops expired pages and entries holding a body (and zeroes their values). */
   sweep(): void {
     const now = this.now();
     for (const [key, entry] of this.pages) if (entry.expiresAt <= now) this.dropPage(key, entry);
+    if (this.bodies === 0) return;
+    for (const [key, entry] of this.entries) if (entry.body && entry.expiresAt <= now) this.dropEntry(key, entry);
   }
 
   /** Read before querying the database; pass to `set`. */
@@ -118,7 +134,7 @@ export class SecretReadCache {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
     if (entry.expiresAt <= this.now() || entry.value.version < minVersion) {
-      this.entries.delete(key);
+      this.dropEntry(key, entry);
       return undefined;
     }
     return entry.value;
@@ -127,9 +143,50 @@ export class SecretReadCache {
   set(namespace: string, path: string, value: CachedVersion, generation: number): void {
     if (!this.enabled || generation !== this.gen) return;
     const key = namespace + SEP + path;
-    this.entries.delete(key);
-    this.entries.set(key, { value, expiresAt: this.now() + this.ttlMs });
-    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+    const old = this.entries.get(key);
+    if (old) this.dropEntry(key, old);
+    const entry: Entry = { value, expiresAt: this.now() + this.ttlMs, live: true, body: null };
+    this.entries.set(key, entry);
+    this.entryOf.set(value, entry);
+    if (this.entries.size > this.maxEntries) {
+      const [oldestKey, oldest] = this.entries.entries().next().value as [string, Entry];
+      this.dropEntry(oldestKey, oldest);
+    }
+  }
+
+  /** Whether a body offered now could be kept at all (saves the caller a copy when not). */
+  get keepsValues(): boolean {
+    return this.enabled && this.maxValueBytes > 0;
+  }
+
+  /**
+   * The kept response body of a version `get` returned, if its entry still lives. Owned by the
+   * cache: copy it before the next await (a change may zero it then), never keep, send or zero it.
+   */
+  getBody(version: CachedVersion): Uint8Array | undefined {
+    if (!this.enabled) return undefined;
+    const entry = this.entryOf.get(version);
+    if (!entry?.live || entry.expiresAt <= this.now()) return undefined;
+    return entry.body ?? undefined;
+  }
+
+  /**
+   * Offers the response body of a version the caller got from `get` or stored with `set`, like
+   * `setValue`: the cache takes `body` over, kept while that version's entry lives, or zeroed now
+   * (entry gone, replaced or expired, the cache off, a body already kept, over the byte bound).
+   */
+  setBody(version: CachedVersion, body: Uint8Array): void {
+    const entry = this.entryOf.get(version);
+    if (
+      !this.enabled || !entry?.live || entry.expiresAt <= this.now() || entry.body !== null ||
+      this.valueBytes + body.length > this.maxValueBytes
+    ) {
+      if (entry?.body !== body) body.fill(0);
+      return;
+    }
+    entry.body = body;
+    this.valueBytes += body.length;
+    this.bodies++;
   }
 
   /** The rows of a folder page (`query` names the folder, cursor and limit), if cached and fresh. */
@@ -199,21 +256,23 @@ export class SecretReadCache {
 
   invalidate(namespace: string, path: string): void {
     this.gen++;
-    this.entries.delete(namespace + SEP + path);
+    const key = namespace + SEP + path;
+    const entry = this.entries.get(key);
+    if (entry) this.dropEntry(key, entry);
     this.dropPages(namespace);
   }
 
   invalidateNamespace(namespace: string): void {
     this.gen++;
     const prefix = namespace + SEP;
-    for (const key of this.entries.keys()) if (key.startsWith(prefix)) this.entries.delete(key);
+    for (const [key, entry] of this.entries) if (key.startsWith(prefix)) this.dropEntry(key, entry);
     this.dropPages(namespace);
   }
 
   /** Empties the cache and turns it on or off (off while the change feed is down). */
   reset(enabled: boolean): void {
     this.gen++;
-    this.entries.clear();
+    for (const [key, entry] of this.entries) this.dropEntry(key, entry);
     for (const [key, entry] of this.pages) this.dropPage(key, entry);
     this.enabled = enabled && this.maxEntries > 0;
   }
@@ -222,6 +281,17 @@ export class SecretReadCache {
     if (this.pages.size === 0) return;
     const prefix = namespace + SEP;
     for (const [key, entry] of this.pages) if (key.startsWith(prefix)) this.dropPage(key, entry);
+  }
+
+  private dropEntry(key: string, entry: Entry): void {
+    this.entries.delete(key);
+    entry.live = false;
+    if (entry.body) {
+      entry.body.fill(0);
+      this.valueBytes -= entry.body.length;
+      this.bodies--;
+      entry.body = null;
+    }
   }
 
   private dropPage(key: string, entry: PageEntry): void {

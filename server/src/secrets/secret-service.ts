@@ -2,7 +2,8 @@
  * Secrets and their versions. Every write creates a new version with its own
  * DEK under the namespace's current KEK version; reads decrypt one version.
  * Plaintext exists only in the request that asked for it, and in the values
- * kept with cached bulk-read pages (read-cache.ts: bounded, zeroed when dropped).
+ * kept with cached bulk-read pages and the response bodies kept with cached
+ * latest versions (read-cache.ts: bounded, zeroed when dropped).
  */
 import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
@@ -23,6 +24,7 @@ import { validateSecretData, type SecretType } from './types.js';
 import { changeEvents, encodeChange } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedFolderRow, CachedVersion } from './read-cache.js';
+import { createdIso, versionJson } from './version-json.js';
 
 export interface WriteRequest {
   data: SecretData;
@@ -45,6 +47,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 const COMMA = Buffer.from(',');
+const namespaceHead = (namespace: string) => `{"namespace":${JSON.stringify(namespace)},"path":`;
 
 /** A folder row's stored envelope, for `decryptValues`; a destroyed one is not found. */
 function stored(row: CachedFolderRow): { secretId: string; version: number } & EncryptedValue {
@@ -52,33 +55,6 @@ function stored(row: CachedFolderRow): { secretId: string; version: number } & E
     throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
   }
   return { secretId: row.secret_id, version: row.version, kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext };
-}
-
-/**
- * One secret of a bulk page as UTF-8 JSON, key order as in `view` and BulkPage (the page equals
- * JSON.stringify of the one `view` would build). `head` opens it up to the path.
- */
-function fragment(head: string, row: CachedFolderRow, plaintext: Uint8Array): Buffer {
-  const before = Buffer.from(`${head}${JSON.stringify(row.path)},"version":${row.version},"type":${JSON.stringify(row.type)},"data":`);
-  const after = Buffer.from(`,"metadata":${JSON.stringify(row.metadata)},"created_at":"${row.created_at.toISOString()}"}`);
-  return Buffer.concat([before, plaintext, after]);
-}
-
-/**
- * `created_at.toISOString()` of versions being read, remembered by their time: a hot read asks for
- * the same few timestamps over and over, and V8's toISOString was half of a read's own work here.
- * The text depends on the time alone; the map starts over when full.
- */
-const createdIsos = new Map<number, string>();
-function createdIso(d: Date): string {
-  const time = d.getTime();
-  let text = createdIsos.get(time);
-  if (text === undefined) {
-    text = d.toISOString(); // throws for an invalid date, before anything is remembered
-    if (createdIsos.size >= 1024) createdIsos.clear();
-    createdIsos.set(time, text);
-  }
-  return text;
 }
 
 export class SecretService {
@@ -200,6 +176,48 @@ export class SecretService {
   async read(namespace: string, path: string, version?: number, minVersion?: number): Promise<SecretVersion> {
     checkSecretPath(path);
     const row = version === undefined ? await this.readLatestRow(namespace, path, minVersion) : await this.readRow(namespace, path, version);
+    await this.checkReadable(namespace, path, version, row);
+    return this.view(namespace, path, row!);
+  }
+
+  /**
+   * `read` of the latest version as the UTF-8 JSON text `JSON.stringify` makes of its answer (built
+   * like a bulk fragment: the plaintext is the JSON text `write` made of the data). The caller owns
+   * the buffer: it sends it, then zeroes it. A cached version keeps this text (read-cache.ts says
+   * under which rules), so a repeated read opens no envelope; each caller gets its own copy, so a
+   * change zeroing the kept one can never reach a response still waiting for its audit entry.
+   */
+  async readLatestJson(namespace: string, path: string, minVersion?: number): Promise<Buffer> {
+    checkSecretPath(path);
+    const cache = this.changes.cache;
+    let cached = cache.get(namespace, path, minVersion);
+    if (cached) {
+      const kept = cache.getBody(cached);
+      // Copied before any await: the kept body may be zeroed as soon as this request yields.
+      if (kept) return Buffer.from(kept);
+    }
+    let row: Omit<StoredVersion, 'deletion_date'> & { deletion_date?: Date | null } | undefined = cached;
+    if (!cached) ({ row, cached } = await this.loadLatestRow(namespace, path));
+    await this.checkReadable(namespace, path, undefined, row);
+    const plaintext = await this.open(path, row!);
+    let body: Buffer;
+    try {
+      body = versionJson(namespaceHead(namespace), path, row!, plaintext);
+    } finally {
+      plaintext.fill(0);
+    }
+    // Offered to the version's entry (if it is still the one cached, it keeps this copy).
+    if (cached && cache.keepsValues) cache.setBody(cached, Buffer.from(body));
+    return body;
+  }
+
+  /** Throws the error a read of `row` (version `version`, or the latest) answers with, if any. */
+  private async checkReadable(
+    namespace: string,
+    path: string,
+    version: number | undefined,
+    row: Pick<StoredVersion, 'version' | 'deleted_at' | 'destroyed_at'> & { deletion_date?: Date | null } | undefined,
+  ): Promise<void> {
     if (!row) {
       await this.namespaces.resolve(namespace);
       throw notFound(version === undefined ? `secret "${path}" not found` : `version ${version} of secret "${path}" not found`);
@@ -211,7 +229,17 @@ export class SecretService {
     if (row.deleted_at) {
       throw new CofferError('not_found', `version ${row.version} of secret "${path}" is deleted (undelete it to read it)`);
     }
-    return this.view(namespace, path, row);
+  }
+
+  /** A stored version's plaintext (the caller zeroes it). */
+  private open(path: string, row: Omit<CachedVersion, 'deleted_at' | 'destroyed_at'>): Promise<Uint8Array> {
+    if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
+      throw new CofferError('not_found', `version ${row.version} of secret "${path}" was destroyed`);
+    }
+    return this.keyring.decryptValue(
+      { namespaceId: row.namespace_id, secretId: row.secret_id, version: row.version },
+      { kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext },
+    );
   }
 
   /** Decrypts a stored version into what the API returns. */
@@ -220,13 +248,7 @@ export class SecretService {
     path: string,
     row: Omit<CachedVersion, 'deleted_at' | 'destroyed_at'>,
   ): Promise<SecretVersion> {
-    if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
-      throw new CofferError('not_found', `version ${row.version} of secret "${path}" was destroyed`);
-    }
-    const plaintext = await this.keyring.decryptValue(
-      { namespaceId: row.namespace_id, secretId: row.secret_id, version: row.version },
-      { kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext },
-    );
+    const plaintext = await this.open(path, row);
     let data: SecretData;
     try {
       data = JSON.parse(decoder.decode(plaintext)) as SecretData;
@@ -241,14 +263,21 @@ export class SecretService {
     const cache = this.changes.cache;
     const cached = cache.get(namespace, path, minVersion);
     if (cached) return { ...cached, deletion_date: null };
+    return (await this.loadLatestRow(namespace, path)).row;
+  }
+
+  /** The latest version's row from the database, and the version the cache took of it (if any). */
+  private async loadLatestRow(namespace: string, path: string): Promise<{ row: StoredVersion | undefined; cached?: CachedVersion }> {
+    const cache = this.changes.cache;
     const generation = cache.generation;
     const row = await this.readRow(namespace, path);
     // A disabled namespace's rows are never cached: scheduling its shredding emptied its entries.
     if (row && !row.deletion_date) {
       const { deletion_date: _, ...version } = row;
       cache.set(namespace, path, version, generation);
+      return { row, cached: version };
     }
-    return row;
+    return { row };
   }
 
   /** One query (the read path's only one when the KEK is cached). */
@@ -328,10 +357,10 @@ export class SecretService {
           if (!fresh.has(i) && !cache.getValue(row)) missing.push(i);
         });
         if (missing.length === 0) break;
-        const head = `{"namespace":${JSON.stringify(namespace)},"path":`;
+        const head = namespaceHead(namespace);
         await this.keyring.decryptValues(ns.id, missing.map((i) => stored(readable[i]!)), (plaintext, j) => {
           const row = readable[missing[j]!]!;
-          fresh.set(missing[j]!, fragment(head, row, plaintext));
+          fresh.set(missing[j]!, versionJson(head, row.path, row, plaintext));
         });
       }
       const parts: Uint8Array[] = [Buffer.from(`{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`)];

@@ -22,7 +22,7 @@ import { checkFolder, checkNamespaceName, checkSecretPath } from '../../secrets/
 import { decodeCursor } from '../../secrets/pagination.js';
 import type { VersionAction } from '../../secrets/secret-service.js';
 import { principalOf } from '../auth.js';
-import { sendJson } from '../send-json.js';
+import { isConditional, sendJson, sendOwnedJson } from '../send-json.js';
 import { auditTarget, op, type Access, type Mount, type Operation, type OwnMatch, type RoutePath, type RouteContext } from '../route.js';
 import { emptyQuery, pageQuery, readQuery, rollbackBody, versionsBody, writeSecretBody } from '../schemas.js';
 
@@ -84,7 +84,10 @@ const SECRET: RoutePath = {
   ops: {
     GET: secretOp({ action: 'secret.read', access: on('read'), query: readQuery }, async (t, res, { core, query }) => {
       const q = query();
-      sendJson(res.req, res, await core.services().secrets.read(t.namespace, t.path, q.version, q.min_version));
+      const secrets = core.services().secrets;
+      // The latest version as JSON text (kept with its cached version: secret-service.ts), this response's own copy.
+      if (q.version === undefined && !isConditional(res.req)) return sendOwnedJson(res, await secrets.readLatestJson(t.namespace, t.path, q.min_version));
+      sendJson(res.req, res, await secrets.read(t.namespace, t.path, q.version, q.min_version));
     }),
     // A write is one transaction: its audit intent commits with it (one group commit less per write).
     PUT: secretOp({ action: 'secret.write', access: on(['create', 'update']), query: emptyQuery, body: writeSecretBody, intentInTransaction: true }, (t, res, ctx) => write(t, res, ctx)),
