@@ -129,8 +129,11 @@ export const WARMUP_MAX_S = 8;
 async function warmUp(request, opts, onResponse) {
   const started = Date.now();
   const warm = await runLoad(request, opts.warmup, opts.connections, onResponse);
+  // Each run stops with up to `connections` requests in flight that the server may still commit.
+  warm.runs = 1;
   while (warm.requests < opts.warmupRequests && Date.now() - started < WARMUP_MAX_S * 1000 && !session.shuttingDown) {
     const more = await runLoad(request, 1, opts.connections, onResponse);
+    warm.runs += 1;
     warm.requests += more.requests;
     warm.errors += more.errors;
     warm.non2xx += more.non2xx;
@@ -155,6 +158,8 @@ export async function measure(scenario, server, request, opts, onResponse) {
   const dbMs = postgresCpuBetween(dbBefore, dbAfter);
   stats.dbCpuMsPerRequest = dbMs !== null && stats.requests > 0 ? dbMs / stats.requests : null;
   stats.warmup = { requests: warm.requests, errors: warm.errors, non2xx: warm.non2xx, statusCodes: warm.statusCodes };
+  // Load runs (warm-up rounds and the measured one), each of which may end with requests in flight.
+  stats.loadRuns = warm.runs + 1;
   if (stats.errors + stats.non2xx + warm.errors + warm.non2xx > 0) {
     // Keep what the server said (it logs 5xx causes at warn level and above) for the failure report.
     stats.serverLogTail = server.child
