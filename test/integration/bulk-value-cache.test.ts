@@ -4,14 +4,14 @@
 // that the plaintext is gone from memory. Another server's changes (NOTIFY) and a cut change
 // feed are in multi-server.test.ts.
 import type { RunningServer } from '@coffer/server/server';
-import { api, createStore, describeEachStorage, eventually, expectError, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
+import { api, describeEachStorage, expectError, unsealWith } from '../helpers/server.js';
+import { keptValuesServer, rewrapUntilCompleted, warmUntilKept } from '../helpers/kept-values.js';
 
 interface Page {
   secrets: Array<{ path: string; version: number; data: { value: string } }>;
 }
 
 describeEachStorage('bulk read: kept decrypted values', (kind) => {
-  let store: TestStore;
   let s: RunningServer;
   let token: string;
   let shares: string[];
@@ -26,30 +26,15 @@ describeEachStorage('bulk read: kept decrypted values', (kind) => {
    * PostgreSQL may arrive during the first and keep its page out), then one served from them,
    * which must say the same.
    */
-  const warm = async (ns: string) => {
-    const first = await eventually(() => bulk(ns), (r) => r.status !== 200 || held() > 0);
-    expect(first.status).toBe(200);
-    expect(held()).toBeGreaterThan(0);
-    const second = await bulk(ns);
-    expect(second.text).toBe(first.text);
-    return values(second.body);
-  };
+  const warm = async (ns: string) => values((await warmUntilKept(() => bulk(ns), held)).body);
   const namespace = async (ns: string) => {
     expect((await api(s.url, 'POST', '/v1/namespaces', { ...auth(), body: { name: ns } })).status).toBe(201);
     for (const p of ['a', 'b', 'c']) expect((await put(ns, `f/${p}`, `${p}1`)).status).toBe(200);
   };
 
-  beforeAll(async () => {
-    store = await createStore(kind);
-    s = await startTestServer(store);
-    ({ token, shares } = await initAndUnseal(s.url));
-  });
-  // Each test counts only the values of its own namespace.
-  beforeEach(() => s.core.readCache.reset(s.storage.changes.up));
-  afterAll(async () => {
-    await s?.stop();
-    await store?.cleanup();
-  });
+  // Each test counts only the values of its own namespace (the cache is reset before each).
+  const world = keptValuesServer(kind);
+  beforeAll(() => ({ s, token, shares } = world()));
 
   it('answers a warm bulk read byte for byte as a cold one, as JSON with its charset', async () => {
     await namespace('same');
@@ -107,18 +92,7 @@ describeEachStorage('bulk read: kept decrypted values', (kind) => {
     await warm('rotated');
     expect((await api(s.url, 'POST', '/v1/namespaces/rotated/kek/rotate', { ...auth(), body: {} })).status).toBe(200);
     expect(await warm('rotated')).toEqual({ 'f/a': 'a1', 'f/b': 'b1', 'f/c': 'c1' });
-    const kek = s.core.services().kek;
-    const id = (await s.core.services().namespaces.resolve('rotated')).id;
-    // Batches by hand; the server's own rewrap job may hold the namespace meanwhile ('busy').
-    const state = await eventually(
-      async () => {
-        await kek.rewrapBatch(id);
-        return (await api(s.url, 'GET', '/v1/namespaces/rotated/kek', auth())).body.rewrap.state as string;
-      },
-      (st) => st === 'completed',
-      30_000,
-    );
-    expect(state).toBe('completed');
+    await rewrapUntilCompleted(s, token, 'rotated');
     expect(await warm('rotated')).toEqual({ 'f/a': 'a1', 'f/b': 'b1', 'f/c': 'c1' });
     expect((await put('rotated', 'f/b', 'b2')).status).toBe(200);
     expect(await warm('rotated')).toEqual({ 'f/a': 'a1', 'f/b': 'b2', 'f/c': 'c1' });

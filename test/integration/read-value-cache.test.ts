@@ -4,10 +4,10 @@
 // truth, byte for byte as a cold one, and that the plaintext is gone from memory. Another
 // server's changes (NOTIFY) and a cut change feed are in multi-server.test.ts.
 import type { RunningServer } from '@coffer/server/server';
-import { api, createStore, describeEachStorage, eventually, expectError, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
+import { api, createStore, describeEachStorage, expectError, initAndUnseal, startTestServer, unsealWith } from '../helpers/server.js';
+import { keptValuesServer, rewrapUntilCompleted, warmUntilKept } from '../helpers/kept-values.js';
 
 describeEachStorage('single read: kept response bodies', (kind) => {
-  let store: TestStore;
   let s: RunningServer;
   let token: string;
   let shares: string[];
@@ -17,30 +17,15 @@ describeEachStorage('single read: kept response bodies', (kind) => {
   const read = (ns: string, path: string, headers?: Record<string, string>) => api(s.url, 'GET', `/v1/secrets/${ns}/${path}`, { ...auth(), headers });
   const held = () => s.core.readCache.heldValueBytes;
   /** Reads until the body is kept (an echoed notification may keep the first out), then once from it: the same text. */
-  const warm = async (ns: string, path: string) => {
-    const first = await eventually(() => read(ns, path), (r) => r.status !== 200 || held() > 0);
-    expect(first.status).toBe(200);
-    expect(held()).toBeGreaterThan(0);
-    const second = await read(ns, path);
-    expect(second.text).toBe(first.text);
-    return second.body.data as Record<string, string>;
-  };
+  const warm = async (ns: string, path: string) => (await warmUntilKept(() => read(ns, path), held)).body.data as Record<string, string>;
   const namespace = async (ns: string) => {
     expect((await api(s.url, 'POST', '/v1/namespaces', { ...auth(), body: { name: ns } })).status).toBe(201);
     expect((await put(ns, 'k', { value: 'v1' })).status).toBe(200);
   };
 
-  beforeAll(async () => {
-    store = await createStore(kind);
-    s = await startTestServer(store);
-    ({ token, shares } = await initAndUnseal(s.url));
-  });
-  // Each test counts only the bodies of its own namespace.
-  beforeEach(() => s.core.readCache.reset(s.storage.changes.up));
-  afterAll(async () => {
-    await s?.stop();
-    await store?.cleanup();
-  });
+  // Each test counts only the bodies of its own namespace (the cache is reset before each).
+  const world = keptValuesServer(kind);
+  beforeAll(() => ({ s, token, shares } = world()));
 
   it('answers a kept read byte for byte as a cold one, as res.json would (conditional, ?version)', async () => {
     expect((await api(s.url, 'POST', '/v1/namespaces', { ...auth(), body: { name: 'same' } })).status).toBe(201);
@@ -111,17 +96,7 @@ describeEachStorage('single read: kept response bodies', (kind) => {
     expect((await api(s.url, 'POST', '/v1/namespaces/rotated/kek/rotate', { ...auth(), body: {} })).status).toBe(200);
     // The rotation changes no stored row; the server's rewrap job may already be running.
     expect(await warm('rotated', 'k')).toEqual({ value: 'v1' });
-    const kek = s.core.services().kek;
-    const id = (await s.core.services().namespaces.resolve('rotated')).id;
-    const state = await eventually(
-      async () => {
-        await kek.rewrapBatch(id);
-        return (await api(s.url, 'GET', '/v1/namespaces/rotated/kek', auth())).body.rewrap.state as string;
-      },
-      (st) => st === 'completed',
-      30_000,
-    );
-    expect(state).toBe('completed');
+    await rewrapUntilCompleted(s, token, 'rotated');
     // Its completion dropped every entry naming the retired KEK version (with its body); what was
     // read since then names the new one.
     const entry = s.core.readCache.get('rotated', 'k');
