@@ -188,6 +188,8 @@ describeEachStorage('metrics, health and readiness', (kind) => {
       expect(metric(text, 'coffer_kek_cache_hits_total')).toBeGreaterThanOrEqual(1);
       expect(metric(text, 'coffer_kek_cache_misses_total')).toBeGreaterThanOrEqual(1);
       expect(metric(text, 'coffer_secret_read_cache_entries')).toBeGreaterThanOrEqual(1);
+      // The read that filled the entry kept its response body (COFFER_SECRET_CACHE_VALUE_BYTES, 16 MiB by default).
+      expect(metric(text, 'coffer_secret_read_cache_value_bytes')).toBeGreaterThan(0);
       expect(metric(text, 'coffer_audit_queue_depth')).toBe(0);
       // Node.js process metrics come along.
       expect(metric(text, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);

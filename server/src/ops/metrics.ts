@@ -201,6 +201,14 @@ export class CofferMetrics {
       },
     });
     new Gauge({
+      name: 'coffer_secret_read_cache_value_bytes',
+      help: 'Bytes of decrypted values kept with cached reads and bulk-read pages (bounded by COFFER_SECRET_CACHE_VALUE_BYTES)',
+      registers,
+      collect() {
+        this.set(core.readCache.heldValueBytes);
+      },
+    });
+    new Gauge({
       name: 'coffer_audit_queue_depth',
       help: 'Audit entries accepted but not yet written',
       registers,
