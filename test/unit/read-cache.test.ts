@@ -4,6 +4,9 @@ import { SecretReadCache, applyChange, type CachedVersion } from '@coffer/server
 import { parseChange } from '@coffer/server/cluster/events';
 import { VerifiedTokenCache } from '@coffer/server/auth/verified-tokens';
 
+/** Every byte 0: what a dropped value or body must be. */
+const zeroed = (v: Uint8Array) => v.every((b) => b === 0);
+
 const row = (version: number): CachedVersion => ({
   namespace_id: 'n',
   secret_id: 's',
@@ -97,7 +100,6 @@ describe('SecretReadCache', () => {
   describe('decrypted values of folder pages', () => {
     const page = (n: number) => Array.from({ length: n }, (_, i) => ({ ...row(1), path: `f/s${i}` }));
     const value = (text: string) => new Uint8Array(Buffer.from(text));
-    const zeroed = (v: Uint8Array) => v.every((b) => b === 0);
     const make = (maxBytes = 1000, ttl = 1000) => new SecretReadCache(100, ttl, () => now, maxBytes);
     /** A cache holding page f/ of `ns` with a value for its first row. */
     const warm = (maxBytes?: number) => {
@@ -205,7 +207,6 @@ describe('SecretReadCache', () => {
 
   describe('response bodies of cached latest versions', () => {
     const body = (text = '{"data":{"v":"secret"}}') => new Uint8Array(Buffer.from(text));
-    const zeroed = (v: Uint8Array) => v.every((b) => b === 0);
     const make = (maxBytes = 1000, max = 10, ttl = 1000) => new SecretReadCache(max, ttl, () => now, maxBytes);
     /** A cache holding ns:a (version 1) with a body; a body for ns:b too, to show what a change leaves alone. */
     const warm = (maxBytes?: number) => {

@@ -13,7 +13,11 @@ export function sendJson(req: Request, res: Response, body: unknown): void {
     res.json(body);
     return;
   }
-  const text = JSON.stringify(body);
+  endJson(res, JSON.stringify(body));
+}
+
+/** res.json's two headers for JSON text, then the text. */
+function endJson(res: Response, text: string | Buffer): void {
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
   res.end(text);
@@ -31,7 +35,5 @@ export function isConditional(req: Request): boolean {
  */
 export function sendOwnedJson(res: Response, text: Buffer): void {
   res.once('close', () => text.fill(0));
-  res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  res.setHeader('Content-Length', text.length);
-  res.end(text);
+  endJson(res, text);
 }
