@@ -57,6 +57,21 @@ describe('SecretReadCache', () => {
     expect(c.get('ns', 'a')).toBeUndefined();
   });
 
+  it('keeps a secret that is read through a stream of cold reads (second chance, not insertion order)', () => {
+    const c = make(3);
+    c.set('ns', 'hot', row(1), c.generation);
+    for (let i = 0; i < 20; i++) {
+      expect(c.get('ns', 'hot')?.version).toBe(1); // read between every cold one
+      c.set('ns', `cold${i}`, row(1), c.generation); // each read once only, by nobody
+      expect(c.size).toBe(Math.min(i + 2, 3));
+    }
+    // No longer read: once passed over, "hot" loses its mark and goes like any other, within a
+    // bound's worth (3) of new entries after the one that passed it.
+    for (const p of ['w', 'x', 'y', 'z']) c.set('ns', p, row(1), c.generation);
+    expect(c.get('ns', 'hot')).toBeUndefined();
+    expect(c.get('ns', 'z')).toBeDefined(); // just stored: never the one evicted
+  });
+
   describe('folder pages', () => {
     const page = (n: number) => Array.from({ length: n }, (_, i) => ({ ...row(1), path: `f/s${i}` }));
 
@@ -70,6 +85,19 @@ describe('SecretReadCache', () => {
       expect(c.getPage('other', 'f/')).toHaveLength(3);
       c.invalidateNamespace('other');
       expect(c.getPage('other', 'f/')).toBeUndefined();
+    });
+
+    it('keeps a folder page that is read while others come and go', () => {
+      const c = make(6);
+      c.setPage('ns', 'hot/', page(3), c.generation);
+      for (let i = 0; i < 10; i++) {
+        expect(c.getPage('ns', 'hot/')).toHaveLength(3);
+        c.setPage('ns', `cold${i}/`, page(3), c.generation); // 6 versions fit: one cold page goes
+      }
+      expect(c.getPage('ns', 'cold9/')).toHaveLength(3);
+      expect(c.getPage('ns', 'cold8/')).toBeUndefined();
+      c.setPage('ns', 'last/', page(3), c.generation); // "hot/" was not read since it was last passed: now it goes
+      expect(c.getPage('ns', 'hot/')).toBeUndefined();
     });
 
     it('does not store a page read before a concurrent invalidation', () => {

@@ -59,6 +59,8 @@ interface Entry {
   live: boolean;
   /** The single read's response body, owned by the cache (zeroed with the entry). */
   body: Uint8Array | null;
+  /** Read since eviction last passed it (see `evict`). */
+  hot: boolean;
 }
 
 /** A row of a folder page: a secret's path and its readable latest version. */
@@ -71,6 +73,8 @@ interface PageEntry {
   live: boolean;
   /** The decrypted values of its rows, owned by the cache (zeroed with the page). */
   values: Map<CachedFolderRow, Uint8Array> | null;
+  /** Read since eviction last passed it (see `evict`). */
+  hot: boolean;
 }
 
 const SEP = '\u0000';
@@ -137,6 +141,7 @@ export class SecretReadCache {
       this.dropEntry(key, entry);
       return undefined;
     }
+    entry.hot = true;
     return entry.value;
   }
 
@@ -145,13 +150,10 @@ export class SecretReadCache {
     const key = namespace + SEP + path;
     const old = this.entries.get(key);
     if (old) this.dropEntry(key, old);
-    const entry: Entry = { value, expiresAt: this.now() + this.ttlMs, live: true, body: null };
+    const entry: Entry = { value, expiresAt: this.now() + this.ttlMs, live: true, body: null, hot: false };
     this.entries.set(key, entry);
     this.entryOf.set(value, entry);
-    if (this.entries.size > this.maxEntries) {
-      const [oldestKey, oldest] = this.entries.entries().next().value as [string, Entry];
-      this.dropEntry(oldestKey, oldest);
-    }
+    if (this.entries.size > this.maxEntries) evict(this.entries, entry, (k, e) => this.dropEntry(k, e));
   }
 
   /** Whether a body offered now could be kept at all (saves the caller a copy when not). */
@@ -199,23 +201,21 @@ export class SecretReadCache {
       this.dropPage(key, entry);
       return undefined;
     }
+    entry.hot = true;
     return entry.rows;
   }
 
-  /** Like `set`, for a folder page; pages are dropped oldest first while their versions exceed the bound. */
+  /** Like `set`, for a folder page; pages are evicted (see `evict`) while their versions exceed the bound. */
   setPage(namespace: string, query: string, rows: readonly CachedFolderRow[], generation: number): void {
     if (!this.enabled || generation !== this.gen || rows.length > this.maxEntries) return;
     const key = namespace + SEP + query;
     const old = this.pages.get(key);
     if (old) this.dropPage(key, old);
-    const entry: PageEntry = { rows, expiresAt: this.now() + this.ttlMs, live: true, values: null };
+    const entry: PageEntry = { rows, expiresAt: this.now() + this.ttlMs, live: true, values: null, hot: false };
     this.pages.set(key, entry);
     for (const row of rows) this.owners.set(row, entry);
     this.pageRows += rows.length;
-    while (this.pageRows > this.maxEntries) {
-      const [oldestKey, oldest] = this.pages.entries().next().value as [string, PageEntry];
-      this.dropPage(oldestKey, oldest);
-    }
+    while (this.pageRows > this.maxEntries && this.pages.size > 1) evict(this.pages, entry, (k, e) => this.dropPage(k, e));
   }
 
   /**
@@ -309,6 +309,24 @@ export class SecretReadCache {
 
   get size(): number {
     return this.entries.size;
+  }
+}
+
+/**
+ * Evicts one entry of `map` by second chance (CLOCK), a cheap approximation of least recently
+ * used: from the oldest, an entry read since it was last passed is moved to the back with its
+ * mark cleared, and the first unmarked one goes. A hit costs one flag, not a reordering, and a
+ * hot secret survives a stream of cold reads (plain insertion order evicted it every
+ * `maxEntries` reads). `added` (just stored, not yet read) is never the one evicted. Ends
+ * within one pass: every entry passed loses its mark.
+ */
+function evict<E extends { hot: boolean }>(map: Map<string, E>, added: E, drop: (key: string, entry: E) => void): void {
+  for (const [key, entry] of map) {
+    if (entry === added) continue;
+    if (!entry.hot) return drop(key, entry);
+    entry.hot = false;
+    map.delete(key);
+    map.set(key, entry);
   }
 }
 
