@@ -71,8 +71,8 @@ export const configSchema = z.object({
   /** Versions kept per secret unless the secret says otherwise. */
   defaultMaxVersions: int(1, 1000).default(10),
   /**
-   * Concurrent writes of one secret arriving at this server while one is in progress are
-   * written together, up to this many in one transaction (1: each on its own).
+   * Writes to one namespace arriving at this server while one is in progress are written
+   * together, up to this many in one transaction (1: each on its own).
    */
   writeCombineMax: int(1, 256).default(32),
   /** Largest page a list or bulk call returns. */

@@ -1,7 +1,8 @@
-// Concurrent writes of one secret, which a server combines into one transaction (secrets/write-combiner.ts):
+// Concurrent writes to one namespace, which a server combines into one transaction (secrets/write-combiner.ts):
 // every acknowledged write has its own version, consecutive, none lost, each readable with its own value
-// and audited once; check-and-set keeps its meaning in the order writes are applied; a write whose
-// statement fails, in a combined group, fails alone; two servers writing one secret lose nothing.
+// and audited once, also when a group spans several secrets; check-and-set keeps its meaning in the
+// order writes are applied; a write whose statement fails, in a combined group, fails alone; two
+// servers writing the same secrets lose nothing.
 import pg from 'pg';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfPostgres } from '../helpers/env.js';
@@ -55,6 +56,22 @@ describeEachStorage('combined writes of one secret', (kind: StorageKind) => {
     const entries = (audit.body.entries as Array<{ path: string; status: number; request_id: string; version: number | null }>).filter((e) => e.path === 'one');
     expect(entries.filter((e) => e.status === 200)).toHaveLength(n);
     expect(new Set(entries.map((e) => e.request_id)).size).toBe(entries.length);
+  });
+
+  it('gives writers spread over several secrets each secret\'s own consecutive versions', async () => {
+    const paths = ['spread/a', 'spread/b', 'spread/c', 'spread/d', 'spread/e'];
+    const writes = Array.from({ length: 45 }, (_, i) => ({ path: paths[i % paths.length]!, value: `s${i}` }));
+    const results = await Promise.all(writes.map((w) => put(server.url, token, 'wc', w.path, { data: { value: w.value }, max_versions: 100 })));
+    expect(results.map((r) => r.status)).toEqual(results.map(() => 200));
+    for (const path of paths) {
+      const mine = results.filter((_, i) => writes[i]!.path === path);
+      expectConsecutive(mine.map((r) => r.body.version!), 0);
+      expect((await api(server.url, 'GET', `/v1/secrets/wc/${path}:versions`, { token })).body.current_version).toBe(mine.length);
+    }
+    for (const [i, r] of results.entries()) {
+      expect((await api(server.url, 'GET', `/v1/secrets/wc/${writes[i]!.path}?version=${r.body.version}`, { token })).body.data).toEqual({ value: writes[i]!.value });
+    }
+    if (kind === 'postgres') expect(new Set(results.map((r) => r.body.created_at)).size).toBeLessThan(results.length);
   });
 
   it('keeps retention across a combined group: only the newest max_versions remain', async () => {
@@ -161,23 +178,27 @@ describeIfPostgres('two servers writing one secret', () => {
 
   it('loses no write and shares no version', async () => {
     const rounds = 3;
-    const all: Array<{ server: string; value: string; res: Put }> = [];
+    const all: Array<{ server: string; path: string; value: string; res: Put }> = [];
     for (let round = 0; round < rounds; round++) {
       const batch = await Promise.all(
         Array.from({ length: 30 }, async (_, i) => {
           const server = i % 2 === 0 ? a : b;
           const value = `r${round}-${i}`;
-          return { server: server.url, value, res: await put(server.url, token, 'wc2', 'shared', { data: { value }, max_versions: 1000 }) };
+          const path = i % 3 === 0 ? 'other' : 'shared';
+          return { server: server.url, path, value, res: await put(server.url, token, 'wc2', path, { data: { value }, max_versions: 1000 }) };
         }),
       );
       all.push(...batch);
     }
     expect(all.map((w) => w.res.status)).toEqual(all.map(() => 200));
-    expectConsecutive(all.map((w) => w.res.body.version!), 0);
+    for (const path of ['shared', 'other']) {
+      const mine = all.filter((w) => w.path === path);
+      expectConsecutive(mine.map((w) => w.res.body.version!), 0);
+      expect((await api(b.url, 'GET', `/v1/secrets/wc2/${path}:versions`, { token })).body.current_version).toBe(mine.length);
+    }
     for (const w of all) {
-      const read = await api(a.url, 'GET', `/v1/secrets/wc2/shared?version=${w.res.body.version}`, { token });
+      const read = await api(a.url, 'GET', `/v1/secrets/wc2/${w.path}?version=${w.res.body.version}`, { token });
       expect(read.body.data).toEqual({ value: w.value });
     }
-    expect((await api(b.url, 'GET', '/v1/secrets/wc2/shared:versions', { token })).body.current_version).toBe(all.length);
   });
 });

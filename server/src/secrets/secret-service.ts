@@ -71,7 +71,7 @@ export class SecretService {
     private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
     private readonly usage: KekUsage,
-    /** Most writes of one secret combined into one transaction (write-combiner.ts); 1: none. */
+    /** Most writes to one namespace combined into one transaction (write-combiner.ts); 1: none. */
     combineMax = 1,
   ) {
     this.combiner =

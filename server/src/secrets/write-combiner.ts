@@ -1,31 +1,34 @@
 /**
- * Writes of one secret, combined within this server.
+ * Writes to one namespace, combined within this server.
  *
  * A write holds its secret's row lock from its first statement's answer to its commit: across
  * a client round trip, the event loop's other work and the encryption (and an fsync when the
- * database is durable). Writers of one secret therefore finish one at a time. Here, while a
- * write of a (namespace, path) is in progress, later writes of it wait in this process; when it
- * is done, up to `max` of them are written as ONE transaction — one lock, one round trip for the
- * last statement, one commit for all:
+ * database is durable). Writers of one secret therefore finish one at a time, and every write,
+ * contended or not, pays two round trips and a commit of its own. Here, while a write to a
+ * namespace is in progress, later writes to it wait in this process; when it is done, up to
+ * `max` of them (to one secret or several) are written as ONE transaction — one statement
+ * locking their rows (in path order, so groups on any servers never deadlock), one statement
+ * storing everything with the commit in the same round trip, one commit (one fsync) for all:
  *
- *  - they are judged in arrival order against the locked `current_version`: a check-and-set
- *    write whose expected version is not the current one in that order is refused (409) alone
- *    and takes no version; the others get the next versions, each encrypted under its own DEK
- *    with its own AAD (namespace, secret, version);
+ *  - each secret's writes are judged in arrival order against its locked `current_version`:
+ *    a check-and-set write whose expected version is not the current one in that order is
+ *    refused (409) alone and takes no version; the others get the next versions, each
+ *    encrypted under its own DEK with its own AAD (namespace, secret, version);
  *  - retention is applied as the writes one after another would apply it (a version any of
  *    them would have pruned is pruned, or not stored at all if it is one of the group's);
  *  - each applied request's audit intent is stored in the statement (it commits with the
- *    change or not at all), one usage reservation covers the encryptions, one notification;
+ *    change or not at all), one usage reservation covers the encryptions, one notification per
+ *    secret;
  *  - if the transaction fails where nothing can have committed (a statement PostgreSQL
  *    refused, an error before the last statement was sent), the writes are retried one by one
  *    in order on the single-write path, so a failure concerns only the requests it concerns.
  *    A lost connection during the last statement leaves the outcome unknown: every request of
  *    the group then fails, as a single write does (its audit intent refused: 503).
  *
- * Other servers write the same secret concurrently: the row lock (taken by the first
- * statement, held to the commit) keeps every version unique across them, as for single writes.
+ * Other servers write the same secrets concurrently: the row locks (taken by the first
+ * statement, held to the commit) keep every version unique across them, as for single writes.
+ * A job's write (fenced transaction) is never combined (secret-service.ts).
  */
-import { randomUUID } from 'node:crypto';
 import type { WriteResult } from '@coffer/sdk/api';
 import type { ChangeIntent, IntentRow } from '../audit/intents.js';
 import { changeEvents, encodeChange } from '../cluster/events.js';
@@ -42,6 +45,7 @@ import type { WriteRequest } from './secret-service.js';
 type Intent = (() => ChangeIntent | null) | undefined;
 
 interface Waiting {
+  path: string;
   req: WriteRequest;
   intent: Intent;
   resolve(result: WriteResult): void;
@@ -50,7 +54,7 @@ interface Waiting {
 
 export interface GroupDeps {
   db: Transactor;
-  secrets: Pick<Repos['secrets'], 'lockNamespaceAndSecret' | 'insertVersionsAndPrune'>;
+  secrets: Pick<Repos['secrets'], 'lockNamespaceAndSecrets' | 'insertVersionsAndPrune'>;
   keyring: Pick<Keyring, 'encryptValue'>;
   changes: Changes;
   usage: KekUsage;
@@ -74,7 +78,7 @@ export function casMismatch(path: string, cas: number, current: number): CofferE
 class NothingApplied extends Error {}
 
 export class WriteCombiner {
-  /** Per secret with a write in progress here: the writes waiting for it (in arrival order). */
+  /** Per namespace with a write in progress here: the writes waiting for it (in arrival order). */
   private readonly waiting = new Map<string, Waiting[]>();
 
   constructor(
@@ -83,39 +87,49 @@ export class WriteCombiner {
   ) {}
 
   write(namespace: string, path: string, req: WriteRequest, intent: Intent): Promise<WriteResult> {
-    const key = `${namespace}\u0000${path}`;
-    const queue = this.waiting.get(key);
-    if (queue) return new Promise((resolve, reject) => queue.push({ req, intent, resolve, reject }));
-    this.waiting.set(key, []);
-    return this.deps.one(namespace, path, req, intent).finally(() => this.next(key, namespace, path));
+    const queue = this.waiting.get(namespace);
+    if (queue) return new Promise((resolve, reject) => queue.push({ path, req, intent, resolve, reject }));
+    this.waiting.set(namespace, []);
+    return this.deps.one(namespace, path, req, intent).finally(() => this.next(namespace));
   }
 
-  private next(key: string, namespace: string, path: string): void {
-    const queue = this.waiting.get(key)!;
+  private next(namespace: string): void {
+    const queue = this.waiting.get(namespace)!;
     if (queue.length === 0) {
-      this.waiting.delete(key);
+      this.waiting.delete(namespace);
       return;
     }
     const group = queue.splice(0, this.max);
-    const run =
-      group.length === 1
-        ? this.deps.one(namespace, path, group[0]!.req, group[0]!.intent).then(group[0]!.resolve, group[0]!.reject)
-        : writeGroup(this.deps, namespace, path, group);
+    const first = group[0]!;
+    const run = group.length === 1 ? this.deps.one(namespace, first.path, first.req, first.intent).then(first.resolve, first.reject) : writeGroup(this.deps, namespace, group);
     // writeGroup settles every request itself; this catch only keeps the queue moving.
-    void run.catch(() => undefined).finally(() => this.next(key, namespace, path));
+    void run.catch(() => undefined).finally(() => this.next(namespace));
   }
 }
 
 interface Applied {
   w: Waiting;
+  secretId: string;
   version: number;
   audited: ChangeIntent | null;
 }
 
-/** Writes `group` (at least two writes of one secret) as one transaction; settles every request. */
-export async function writeGroup(d: GroupDeps, namespace: string, path: string, group: Waiting[]): Promise<void> {
-  const event = changeEvents.secret(namespace, path);
-  const plaintexts = group.map((w) => encoder.encode(JSON.stringify(w.req.data)));
+/** A secret of the group as its writes, one after another, leave it. */
+interface Moved {
+  id: string;
+  currentVersion: number;
+  maxVersions: number;
+  upTo: number;
+}
+
+/**
+ * Writes `group` (at least two writes to secrets of one namespace) as one transaction; settles
+ * every request.
+ */
+export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting[]): Promise<void> {
+  const paths = [...new Set(group.map((w) => w.path))];
+  const events = paths.map((path) => changeEvents.secret(namespace, path));
+  const plaintexts = new Map(group.map((w) => [w, encoder.encode(JSON.stringify(w.req.data))]));
   const refused = new Map<Waiting, unknown>();
   let applied: Applied[] = [];
   /** The last statement (with the commit) was sent: from then on a failure may hide a commit. */
@@ -125,20 +139,21 @@ export async function writeGroup(d: GroupDeps, namespace: string, path: string, 
     const done = await d.db.transaction().execute(async (trx) => {
       refused.clear();
       applied = [];
-      const locked = await d.secrets.lockNamespaceAndSecret(namespace, { id: randomUUID(), path, defaultMaxVersions: d.defaultMaxVersions }, trx);
+      const locked = await d.secrets.lockNamespaceAndSecrets(namespace, paths, d.defaultMaxVersions, trx);
       if (!locked) throw notFound(`namespace "${namespace}" not found`);
-      const { namespace: ns, secret } = locked;
+      const { namespace: ns, secrets } = locked;
       if (ns.deletion_date) throw namespaceDisabled(namespace, ns.deletion_date);
-      if (!secret) throw new Error('the upsert of a secret in a live namespace returned no row');
-      // The writes in arrival order, as if each had locked the row after the one before.
-      let current = secret.current_version;
-      let maxVersions = secret.max_versions;
-      let upTo = 0;
-      const indexOf = new Map<Waiting, number>();
-      group.forEach((w, i) => indexOf.set(w, i));
+      // Each secret's writes in arrival order, as if each had locked the row after the one before.
+      const moved = new Map<string, Moved>();
+      for (const path of paths) {
+        const secret = secrets.get(path);
+        if (!secret) throw new Error('the upsert of a secret in a live namespace returned no row');
+        moved.set(path, { id: secret.id, currentVersion: secret.current_version, maxVersions: secret.max_versions, upTo: 0 });
+      }
       for (const w of group) {
-        if (w.req.cas !== undefined && w.req.cas !== current) {
-          refused.set(w, casMismatch(path, w.req.cas, current));
+        const m = moved.get(w.path)!;
+        if (w.req.cas !== undefined && w.req.cas !== m.currentVersion) {
+          refused.set(w, casMismatch(w.path, w.req.cas, m.currentVersion));
           continue;
         }
         let audited: ChangeIntent | null;
@@ -149,28 +164,24 @@ export async function writeGroup(d: GroupDeps, namespace: string, path: string, 
           refused.set(w, err);
           continue;
         }
-        current += 1;
-        if (w.req.max_versions !== undefined) maxVersions = w.req.max_versions;
-        upTo = Math.max(upTo, current - maxVersions);
-        applied.push({ w, version: current, audited });
+        m.currentVersion += 1;
+        if (w.req.max_versions !== undefined) m.maxVersions = w.req.max_versions;
+        m.upTo = Math.max(m.upTo, m.currentVersion - m.maxVersions);
+        applied.push({ w, secretId: m.id, version: m.currentVersion, audited });
       }
       if (applied.length === 0) throw new NothingApplied();
       // A version a later write of the group prunes at once is neither encrypted nor stored.
-      const kept = applied.filter((a) => a.version > upTo);
-      const rows: Omit<NewSecretVersion, 'secret_id'>[] = [];
+      const kept = applied.filter((a) => a.version > moved.get(a.w.path)!.upTo);
+      const rows: NewSecretVersion[] = [];
       const plans: ReturnType<KekUsage['plan']>[] = [];
       let kekVersion: number | undefined;
       for (const a of kept) {
-        const encrypted = await d.keyring.encryptValue(
-          { namespaceId: ns.id, secretId: secret.id, version: a.version },
-          ns.current_kek_version,
-          plaintexts[indexOf.get(a.w)!]!,
-          trx,
-        );
+        const encrypted = await d.keyring.encryptValue({ namespaceId: ns.id, secretId: a.secretId, version: a.version }, ns.current_kek_version, plaintexts.get(a.w)!, trx);
         if (kekVersion !== undefined && encrypted.kekVersion !== kekVersion) throw new Error('the writes of one group were encrypted under different KEK versions');
         kekVersion = encrypted.kekVersion;
         plans.push(d.usage.plan(ns.id, encrypted.kekVersion));
         rows.push({
+          secret_id: a.secretId,
           version: a.version,
           type: a.w.req.type,
           metadata: JSON.stringify(a.w.req.metadata),
@@ -181,11 +192,15 @@ export async function writeGroup(d: GroupDeps, namespace: string, path: string, 
       }
       const reserve = plans.reduce((n, p) => n + p.reserve, 0);
       const intents: IntentRow[] = applied.flatMap((a) => (a.audited ? [a.audited.row] : []));
+      // Only the secrets a write moved: one whose writes were all refused keeps its row as it was.
+      const touchedPaths = [...new Set(applied.map((a) => a.w.path))];
+      const touched = touchedPaths.map((path) => moved.get(path)!);
+      const channel = d.changes.feed.channel;
       sent = true;
-      const stored = await d.secrets.insertVersionsAndPrune({ id: secret.id, currentVersion: current, maxVersions }, rows, upTo, trx, {
+      const stored = await d.secrets.insertVersionsAndPrune(touched, rows, trx, {
         reserve: reserve > 0 ? { namespaceId: ns.id, kekVersion: kekVersion!, n: reserve } : undefined,
         intents,
-        notify: d.changes.feed.channel === undefined ? undefined : { channel: d.changes.feed.channel, payload: encodeChange(event) },
+        notify: channel === undefined ? undefined : { channel, payloads: touchedPaths.map((path) => encodeChange(changeEvents.secret(namespace, path))) },
         last: true,
       });
       const tickets: UsageTicket[] = plans.map((p) => p.ticket(stored.encryptions ?? 0));
@@ -198,7 +213,7 @@ export async function writeGroup(d: GroupDeps, namespace: string, path: string, 
       overLimit ||= t.overLimit;
     }
     if (overLimit) d.onUsageLimit(done.namespaceId);
-    for (const a of applied) a.w.resolve({ namespace, path, version: a.version, created_at: done.createdAt });
+    for (const a of applied) a.w.resolve({ namespace, path: a.w.path, version: a.version, created_at: done.createdAt });
     for (const [w, err] of refused) w.reject(err);
   } catch (err) {
     if (err instanceof NothingApplied) {
@@ -218,9 +233,9 @@ export async function writeGroup(d: GroupDeps, namespace: string, path: string, 
       }
     }
   } finally {
-    applyLocally(d.changes, event);
-    for (const p of plaintexts) p.fill(0);
+    for (const event of events) applyLocally(d.changes, event);
+    for (const p of plaintexts.values()) p.fill(0);
   }
   if (!retry) return;
-  for (const w of group) await d.one(namespace, path, w.req, w.intent).then(w.resolve, w.reject);
+  for (const w of group) await d.one(namespace, w.path, w.req, w.intent).then(w.resolve, w.reject);
 }
