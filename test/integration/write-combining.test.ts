@@ -74,6 +74,13 @@ describeEachStorage('combined writes of one secret', (kind: StorageKind) => {
     if (kind === 'postgres') expect(new Set(results.map((r) => r.body.created_at)).size).toBeLessThan(results.length);
   });
 
+  it('answers a burst to a missing namespace 404 each, and creates nothing', async () => {
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => put(server.url, token, 'wc-missing', `m/${i % 3}`, { data: { value: 'x' } })));
+    expect(results.map((r) => r.status)).toEqual(results.map(() => 404));
+    expect((await api(server.url, 'POST', '/v1/namespaces', { token, body: { name: 'wc-missing' } })).status).toBe(201);
+    expect((await put(server.url, token, 'wc-missing', 'm/0', { data: { value: 'y' } })).body.version).toBe(1);
+  });
+
   it('keeps retention across a combined group: only the newest max_versions remain', async () => {
     const results = await Promise.all(Array.from({ length: 12 }, (_, i) => put(server.url, token, 'wc', 'kept', { data: { value: `k${i}` }, max_versions: 3 })));
     expect(results.every((r) => r.status === 200)).toBe(true);

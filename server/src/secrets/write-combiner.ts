@@ -129,13 +129,15 @@ interface Moved {
 export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting[]): Promise<void> {
   const paths = [...new Set(group.map((w) => w.path))];
   const events = paths.map((path) => changeEvents.secret(namespace, path));
-  const plaintexts = new Map(group.map((w) => [w, encoder.encode(JSON.stringify(w.req.data))]));
+  const plaintexts = new Map<Waiting, Uint8Array>();
   const refused = new Map<Waiting, unknown>();
   let applied: Applied[] = [];
   /** The last statement (with the commit) was sent: from then on a failure may hide a commit. */
   let sent = false;
   let retry = false;
+  let committed: { namespaceId: string; createdAt: string; tickets: UsageTicket[] } | undefined;
   try {
+    for (const w of group) plaintexts.set(w, encoder.encode(JSON.stringify(w.req.data)));
     const done = await d.db.transaction().execute(async (trx) => {
       refused.clear();
       applied = [];
@@ -206,15 +208,7 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
       const tickets: UsageTicket[] = plans.map((p) => p.ticket(stored.encryptions ?? 0));
       return { namespaceId: ns.id, createdAt: stored.created_at.toISOString(), tickets };
     });
-    for (const a of applied) a.audited?.stored();
-    let overLimit = false;
-    for (const t of done.tickets) {
-      t.commit();
-      overLimit ||= t.overLimit;
-    }
-    if (overLimit) d.onUsageLimit(done.namespaceId);
-    for (const a of applied) a.w.resolve({ namespace, path: a.w.path, version: a.version, created_at: done.createdAt });
-    for (const [w, err] of refused) w.reject(err);
+    committed = done;
   } catch (err) {
     if (err instanceof NothingApplied) {
       for (const [w, e] of refused) w.reject(e);
@@ -235,6 +229,18 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
   } finally {
     for (const event of events) applyLocally(d.changes, event);
     for (const p of plaintexts.values()) p.fill(0);
+  }
+  if (committed) {
+    // Committed: every applied request hears so (nothing after this may turn it into a failure).
+    for (const a of applied) a.audited?.stored();
+    for (const a of applied) a.w.resolve({ namespace, path: a.w.path, version: a.version, created_at: committed.createdAt });
+    for (const [w, err] of refused) w.reject(err);
+    let overLimit = false;
+    for (const t of committed.tickets) {
+      t.commit();
+      overLimit ||= t.overLimit;
+    }
+    if (overLimit) d.onUsageLimit(committed.namespaceId);
   }
   if (!retry) return;
   for (const w of group) await d.one(namespace, w.path, w.req, w.intent).then(w.resolve, w.reject);
