@@ -91,6 +91,8 @@ describeContract('write combiner', (backend) => {
     expect(new Set(out.filter((o) => 'ok' in o).map((o) => (o as { ok: WriteResult }).ok.created_at)).size).toBe(1);
     expect((await backend.repos.secrets.find(ns.name, 'a', false))!.current_version).toBe(3);
     expect((await backend.repos.secrets.find(ns.name, 'b', false))!.current_version).toBe(1);
+    // Four encryptions, one reservation of one block (100), not a block each.
+    expect(Number((await sql<{ n: number }>`select encryptions as n from namespace_keys where namespace_id = ${ns.id} and version = 1`.execute(backend.storage.db)).rows[0]!.n)).toBe(100);
     // Each envelope was bound to its own version.
     const a = (await backend.repos.secrets.find(ns.name, 'a', false))!.id;
     expect(bound.filter((b) => b.secretId === a).map((b) => b.version)).toEqual([1, 2, 3]);

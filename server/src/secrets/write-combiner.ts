@@ -135,7 +135,7 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
   /** The last statement (with the commit) was sent: from then on a failure may hide a commit. */
   let sent = false;
   let retry = false;
-  let committed: { namespaceId: string; createdAt: string; tickets: UsageTicket[] } | undefined;
+  let committed: { namespaceId: string; createdAt: string; ticket: UsageTicket } | undefined;
   try {
     for (const w of group) plaintexts.set(w, encoder.encode(JSON.stringify(w.req.data)));
     const done = await d.db.transaction().execute(async (trx) => {
@@ -175,13 +175,11 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
       // A version a later write of the group prunes at once is neither encrypted nor stored.
       const kept = applied.filter((a) => a.version > moved.get(a.w.path)!.upTo);
       const rows: NewSecretVersion[] = [];
-      const plans: ReturnType<KekUsage['plan']>[] = [];
       let kekVersion: number | undefined;
       for (const a of kept) {
         const encrypted = await d.keyring.encryptValue({ namespaceId: ns.id, secretId: a.secretId, version: a.version }, ns.current_kek_version, plaintexts.get(a.w)!, trx);
         if (kekVersion !== undefined && encrypted.kekVersion !== kekVersion) throw new Error('the writes of one group were encrypted under different KEK versions');
         kekVersion = encrypted.kekVersion;
-        plans.push(d.usage.plan(ns.id, encrypted.kekVersion));
         rows.push({
           secret_id: a.secretId,
           version: a.version,
@@ -192,7 +190,8 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
           ciphertext: encrypted.ciphertext,
         });
       }
-      const reserve = plans.reduce((n, p) => n + p.reserve, 0);
+      const usage = d.usage.planMany(ns.id, kekVersion!, rows.length);
+      const reserve = usage.reserve;
       const intents: IntentRow[] = applied.flatMap((a) => (a.audited ? [a.audited.row] : []));
       // Only the secrets a write moved: one whose writes were all refused keeps its row as it was.
       const touchedPaths = [...new Set(applied.map((a) => a.w.path))];
@@ -205,8 +204,7 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
         notify: channel === undefined ? undefined : { channel, payloads: touchedPaths.map((path) => encodeChange(changeEvents.secret(namespace, path))) },
         last: true,
       });
-      const tickets: UsageTicket[] = plans.map((p) => p.ticket(stored.encryptions ?? 0));
-      return { namespaceId: ns.id, createdAt: stored.created_at.toISOString(), tickets };
+      return { namespaceId: ns.id, createdAt: stored.created_at.toISOString(), ticket: usage.ticket(stored.encryptions ?? 0) };
     });
     committed = done;
   } catch (err) {
@@ -235,12 +233,8 @@ export async function writeGroup(d: GroupDeps, namespace: string, group: Waiting
     for (const a of applied) a.audited?.stored();
     for (const a of applied) a.w.resolve({ namespace, path: a.w.path, version: a.version, created_at: committed.createdAt });
     for (const [w, err] of refused) w.reject(err);
-    let overLimit = false;
-    for (const t of committed.tickets) {
-      t.commit();
-      overLimit ||= t.overLimit;
-    }
-    if (overLimit) d.onUsageLimit(committed.namespaceId);
+    committed.ticket.commit();
+    if (committed.ticket.overLimit) d.onUsageLimit(committed.namespaceId);
   }
   if (!retry) return;
   for (const w of group) await d.one(namespace, w.path, w.req, w.intent).then(w.resolve, w.reject);
