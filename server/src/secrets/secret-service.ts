@@ -114,6 +114,8 @@ export class SecretService {
    * write commits — the retention delete, a usage-counter reservation, the request's audit intent
    * (`intent`, which must commit with the change or not at all) and the change-feed notification —
    * so concurrent writers of one secret wait for one round trip and a commit each, not five.
+   * Writes to a namespace that arrive while one is in progress here are combined: they wait,
+   * then go together as one transaction (write-combiner.ts).
    */
   async write(namespace: string, path: string, req: WriteRequest, intent?: () => ChangeIntent | null): Promise<WriteResult> {
     checkSecretPath(path);

@@ -7,6 +7,10 @@
  *  - a write's `upsertForWrite` creates the secret or takes its next version
  *    number in one statement, and row-locks it: concurrent writers of one
  *    path each get their own version, none is lost;
+ *  - a combined write (`lockNamespaceAndSecrets`) locks several secrets'
+ *    rows in one statement, always in path order, so two combined writes
+ *    (on any servers) never wait for each other in a cycle; every other
+ *    writer holds one secret row at a time;
  *  - version changes and purges take the secret row FOR UPDATE (`find` with
  *    `lock`), so they serialise with writes of the same path;
  *  - reads take no lock: a version's row never changes except to be deleted,
