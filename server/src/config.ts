@@ -70,6 +70,11 @@ export const configSchema = z.object({
   auditRecoverAfterSeconds: int(1, 86_400).default(120),
   /** Versions kept per secret unless the secret says otherwise. */
   defaultMaxVersions: int(1, 1000).default(10),
+  /**
+   * Writes to one namespace arriving at this server while one is in progress are written
+   * together, up to this many in one transaction (1: each on its own).
+   */
+  writeCombineMax: int(1, 256).default(32),
   /** Largest page a list or bulk call returns. */
   maxPageSize: int(1, 10_000).default(1000),
   // --- identity and tokens ---
@@ -206,6 +211,7 @@ const ENV: Record<string, keyof Config> = {
   COFFER_SECRET_CACHE_TTL_SECONDS: 'secretCacheTtlSeconds',
   COFFER_SECRET_CACHE_VALUE_BYTES: 'secretCacheValueBytes',
   COFFER_DEFAULT_MAX_VERSIONS: 'defaultMaxVersions',
+  COFFER_WRITE_COMBINE_MAX: 'writeCombineMax',
   COFFER_AUDIT_SINKS: 'auditSinks',
   COFFER_AUDIT_TIMEOUT_MS: 'auditTimeoutMs',
   COFFER_AUDIT_CHECKPOINT_EVERY: 'auditCheckpointEvery',

@@ -131,7 +131,7 @@ export function compose(config: Config, storage: Storage, logger: Logger): Compo
       const secretChanges = { cache: readCache, feed: changes, kmsKeys };
       const namespaces = new NamespaceService(db, repos, keyring, secretChanges);
       const usage = new KekUsage(config.kekUsageReserveBlock, config.kekRotateAfterEncryptions);
-      const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage);
+      const secrets = new SecretService(db, repos, keyring, namespaces, secretChanges, config.defaultMaxVersions, usage, config.writeCombineMax);
       const kms = createKms(db, { repo: repos.kmsKeys, namespaces, keyring, feed: changes, cache: kmsKeys, device: () => vault.importDevice() });
       namespaces.beforeDelete = (namespaceId, trx) => kms.keys.destroyNamespaceDeviceKeys(namespaceId, trx);
       const kek = new KekLifecycle(db, repos.kekLifecycle, keyring, namespaces, secretChanges, usage, {

@@ -51,6 +51,32 @@ export class KekUsage {
     };
   }
 
+  /**
+   * `plan` for `n` encryptions under one KEK version written in one transaction (a combined write,
+   * secrets/write-combiner.ts): spent from memory while it lasts, the rest covered by ONE
+   * reservation (a block, or more for a group larger than a block) — not a block per encryption,
+   * which would push the stored count (and so the rotation) ahead by up to n blocks.
+   */
+  planMany(namespaceId: string, kekVersion: number, n: number): { reserve: number; ticket(total: number): UsageTicket } {
+    const id = `${namespaceId}:${kekVersion}`;
+    const left = this.reserved.get(id) ?? 0;
+    if (left >= n) {
+      this.reserved.set(id, left - n);
+      return { reserve: 0, ticket: () => SPENT_FROM_MEMORY };
+    }
+    // What memory held is spent by this group; the reservation covers the rest.
+    this.reserved.set(id, 0);
+    const needed = n - left;
+    const reserve = Math.max(this.block, needed);
+    return {
+      reserve,
+      ticket: (total) => ({
+        commit: () => this.reserved.set(id, (this.reserved.get(id) ?? 0) + reserve - needed),
+        overLimit: total >= this.limit,
+      }),
+    };
+  }
+
   /** Forgets reservations of a namespace (its keys were rotated away or destroyed). */
   forgetNamespace(namespaceId: string): void {
     for (const id of this.reserved.keys()) if (id.startsWith(`${namespaceId}:`)) this.reserved.delete(id);

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Transaction } from 'kysely';
 import type { Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } from '@coffer/sdk/api';
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
+import { currentFence } from '../storage/job-fence.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
 import type { EncryptedValue, Keyring } from '../keyring/keyring.js';
 import type { Executor, Transactor } from '../storage/executor.js';
@@ -25,6 +26,7 @@ import { changeEvents, encodeChange } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
 import type { CachedFolderRow, CachedVersion } from './read-cache.js';
 import { createdIso, versionJson } from './version-json.js';
+import { casMismatch, WriteCombiner } from './write-combiner.js';
 
 export interface WriteRequest {
   data: SecretData;
@@ -69,7 +71,28 @@ export class SecretService {
     private readonly changes: Changes,
     private readonly defaultMaxVersions: number,
     private readonly usage: KekUsage,
-  ) {}
+    /** Most writes to one namespace combined into one transaction (write-combiner.ts); 1: none. */
+    combineMax = 1,
+  ) {
+    this.combiner =
+      combineMax > 1
+        ? new WriteCombiner(
+            {
+              db,
+              secrets: repos.secrets,
+              keyring,
+              changes,
+              usage,
+              defaultMaxVersions,
+              onUsageLimit: (namespaceId) => this.onUsageLimit(namespaceId),
+              one: (namespace, path, req, intent) => this.writeOne(namespace, path, req, intent),
+            },
+            combineMax,
+          )
+        : undefined;
+  }
+
+  private readonly combiner: WriteCombiner | undefined;
 
   /** Runs a change in one transaction, announcing it to other servers and to the read cache. */
   private async change<T>(namespace: string, path: string, fn: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
@@ -91,10 +114,19 @@ export class SecretService {
    * write commits — the retention delete, a usage-counter reservation, the request's audit intent
    * (`intent`, which must commit with the change or not at all) and the change-feed notification —
    * so concurrent writers of one secret wait for one round trip and a commit each, not five.
+   * Writes to a namespace that arrive while one is in progress here are combined: they wait,
+   * then go together as one transaction (write-combiner.ts).
    */
   async write(namespace: string, path: string, req: WriteRequest, intent?: () => ChangeIntent | null): Promise<WriteResult> {
     checkSecretPath(path);
     validateSecretData(req.type, req.data);
+    // A job's write stays on its own: its fenced transaction must not carry requests' writes.
+    if (this.combiner && currentFence() === null) return this.combiner.write(namespace, path, req, intent);
+    return this.writeOne(namespace, path, req, intent);
+  }
+
+  /** One validated write in its own transaction (write-combiner.ts also uses it for retries). */
+  private async writeOne(namespace: string, path: string, req: WriteRequest, intent?: () => ChangeIntent | null): Promise<WriteResult> {
     const plaintext = encoder.encode(JSON.stringify(req.data));
     const event = changeEvents.secret(namespace, path);
     let ticket: UsageTicket | undefined;
@@ -115,14 +147,7 @@ export class SecretService {
         if (!secret) throw new Error('the upsert of a secret in a live namespace returned no row');
         namespaceId = ns.id;
         const version = secret.current_version;
-        if (req.cas !== undefined && req.cas !== version - 1) {
-          throw conflict(
-            'cas_mismatch',
-            req.cas === 0
-              ? `secret "${path}" already exists (cas=0 writes only new secrets)`
-              : `check-and-set failed: current version is ${version - 1}, not ${req.cas}`,
-          );
-        }
+        if (req.cas !== undefined && req.cas !== version - 1) throw casMismatch(path, req.cas, version - 1);
         const encrypted = await this.keyring.encryptValue(
           { namespaceId: ns.id, secretId: secret.id, version },
           ns.current_kek_version,

@@ -7,12 +7,17 @@
  *  - a write's `upsertForWrite` creates the secret or takes its next version
  *    number in one statement, and row-locks it: concurrent writers of one
  *    path each get their own version, none is lost;
+ *  - a combined write (`lockNamespaceAndSecrets`) locks several secrets'
+ *    rows in one statement, always in path order, so two combined writes
+ *    (on any servers) never wait for each other in a cycle; every other
+ *    writer holds one secret row at a time;
  *  - version changes and purges take the secret row FOR UPDATE (`find` with
  *    `lock`), so they serialise with writes of the same path;
  *  - reads take no lock: a version's row never changes except to be deleted,
  *    destroyed or rewrapped, and every one of those leaves it readable or
  *    reports it gone.
  */
+import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Executor } from '../executor.js';
 import { currentFence } from '../job-fence.js';
@@ -200,6 +205,104 @@ export function secretsRepo(db: Kysely<Database>) {
             returning created_at)
           select inserted.created_at, ${encryptions} as encryptions${notified} from inserted`.execute(tx);
       const r = rows[0]!;
+      return { created_at: r.created_at, encryptions: r.encryptions === null ? null : Number(r.encryptions) };
+    },
+
+    /**
+     * A combined write's first statement (secrets/write-combiner.ts): the namespace's FOR SHARE
+     * lock and the rows of the secrets at `paths`, each created at version 0 if it does not exist,
+     * row-locked until the transaction ends, their version counters not yet moved — the writes of
+     * the group are judged (check-and-set, in order) against `current_version` before any is given
+     * a number; `insertVersionsAndPrune` moves the counters. The rows are locked in path order, so
+     * two groups (on any servers) never wait for each other in a cycle. No namespace: undefined; a
+     * namespace being shredded: no secret touched, `secrets` empty.
+     */
+    async lockNamespaceAndSecrets(namespace: string, paths: readonly string[], defaultMaxVersions: number, tx: Executor) {
+      const sorted = [...new Set(paths)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      const { rows } = await sql<{
+        namespace_id: string;
+        current_kek_version: number;
+        deletion_date: Date | null;
+        id: string | null;
+        path: string | null;
+        current_version: number | null;
+        max_versions: number | null;
+      }>`${sql.raw(PREPARED)}
+          with ns as (select id, current_kek_version, deletion_date from namespaces where name = ${namespace} for share),
+          secret as (
+            insert into secrets (id, namespace_id, path, current_version, max_versions)
+            select p.id, ns.id, p.path, 0, ${defaultMaxVersions}::int
+            from ns, unnest(${sorted.map(() => randomUUID())}::uuid[], ${sorted}::text[]) with ordinality as p(id, path, n)
+            where ns.deletion_date is null
+            order by p.n
+            on conflict (namespace_id, path) do update set current_version = secrets.current_version
+            returning id, path, current_version, max_versions)
+          select ns.id as namespace_id, ns.current_kek_version, ns.deletion_date, secret.id, secret.path, secret.current_version, secret.max_versions
+          from ns left join secret on true`.execute(tx);
+      const r = rows[0];
+      if (!r) return undefined;
+      const namespaceRow = { id: r.namespace_id, current_kek_version: r.current_kek_version, deletion_date: r.deletion_date };
+      const secrets = new Map<string, { id: string; current_version: number; max_versions: number }>();
+      for (const s of rows) if (s.id !== null) secrets.set(s.path!, { id: s.id, current_version: s.current_version!, max_versions: s.max_versions! });
+      return { namespace: namespaceRow, secrets };
+    },
+
+    /**
+     * A combined write's last statement: each secret's row moved to its `currentVersion` (and
+     * `maxVersions`), the versions stored, each secret's retention delete (its versions up to
+     * `upTo`, which must be below every version of it stored: the delete does not see rows
+     * inserted beside it) and the companions (one reservation, every request's intent, a
+     * notification per secret) in one statement, whatever the number of secrets and versions
+     * (arrays, so the statement's text is one of a few and stays prepared). `created_at`: the
+     * transaction's time, every version's.
+     */
+    async insertVersionsAndPrune(
+      secrets: readonly { id: string; currentVersion: number; maxVersions: number; upTo: number }[],
+      rows: readonly NewSecretVersion[],
+      tx: Executor,
+      companions: Omit<VersionCompanions, 'intent' | 'notify'> & {
+        intents?: readonly NonNullable<VersionCompanions['intent']>[];
+        notify?: { channel: string; payloads: readonly string[] } | undefined;
+      } = {},
+    ): Promise<{ created_at: Date; encryptions: number | null }> {
+      if (rows.length === 0) throw new RangeError('insertVersionsAndPrune needs a version to store');
+      const upTo = new Map(secrets.map((s) => [s.id, s.upTo]));
+      if (rows.some((r) => !upTo.has(r.secret_id) || r.version <= upTo.get(r.secret_id)!)) {
+        throw new RangeError('insertVersionsAndPrune stores versions of the secrets it moves only, above what it prunes');
+      }
+      const { reserve, notify } = companions;
+      const intents = companions.intents ?? [];
+      const counted = reserve
+        ? sql`, counted as (update namespace_keys set encryptions = encryptions + ${reserve.n}
+              where namespace_id = ${reserve.namespaceId} and version = ${reserve.kekVersion} returning encryptions)`
+        : sql``;
+      const encryptions = reserve ? sql`(select encryptions from counted)` : sql`null::bigint`;
+      const notified = notify
+        ? sql`, (select count(*) from (select pg_notify(${notify.channel}, x) from unnest(${notify.payloads}::text[]) x) n) as notified`
+        : sql``;
+      const commit = companions.last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``;
+      // Byte strings travel as hex text arrays: both drivers pass a text[] the same way.
+      const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+      const ids = sql`${secrets.map((s) => s.id)}::uuid[]`;
+      const { rows: result } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}${sql.raw(PREPARED)}
+          with pruned as (delete from secret_versions v using unnest(${ids}, ${secrets.map((s) => s.upTo)}::int[]) as p(id, up_to)
+            where v.secret_id = p.id and v.version <= p.up_to)${counted},
+          moved as (update secrets s set current_version = p.current_version, max_versions = p.max_versions, updated_at = now()
+            from unnest(${ids}, ${secrets.map((s) => s.currentVersion)}::int[], ${secrets.map((s) => s.maxVersions)}::int[]) as p(id, current_version, max_versions)
+            where s.id = p.id),
+          intended as (insert into audit_intents (request_id, owner, time, draft)
+            select * from unnest(${intents.map((i) => i.requestId)}::text[], ${intents.map((i) => i.owner)}::text[],
+              ${intents.map((i) => i.time.toISOString())}::timestamptz[], ${intents.map((i) => i.draft)}::text[])),
+          inserted as (
+            insert into secret_versions (secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
+            select v.secret_id, v.version, v.type, v.metadata::jsonb, v.kek_version, decode(v.wrapped_dek, 'hex'), decode(v.ciphertext, 'hex')
+            from unnest(${rows.map((r) => r.secret_id)}::uuid[], ${rows.map((r) => r.version)}::int[], ${rows.map((r) => r.type)}::text[],
+              ${rows.map((r) => r.metadata)}::text[], ${rows.map((r) => r.kek_version)}::int[], ${rows.map((r) => hex(r.wrapped_dek))}::text[],
+              ${rows.map((r) => hex(r.ciphertext))}::text[])
+              as v(secret_id, version, type, metadata, kek_version, wrapped_dek, ciphertext)
+            returning created_at)
+          select (select min(created_at) from inserted) as created_at, ${encryptions} as encryptions${notified}`.execute(tx);
+      const r = result[0]!;
       return { created_at: r.created_at, encryptions: r.encryptions === null ? null : Number(r.encryptions) };
     },
 
