@@ -15,9 +15,10 @@ import { transactor } from './transaction.js';
 
 /** One chained entry as the writer has it (audit/writer.ts builds these; nothing is copied for the INSERT). */
 export interface ChainRow {
-  entry: {
-    seq: number;
-    time: string;
+  seq: number;
+  time: string;
+  /** The entry's other fields; the columns copy some of them. */
+  draft: {
     request_id: string;
     identity: { id: string } | null;
     action: string;
@@ -87,9 +88,9 @@ function appendParams(rows: ChainRow[], intentRequestIds: string[] | null): unkn
   const bodies = new Array<string>(n);
   const hashes = Buffer.allocUnsafe((n + 1) * 32);
   for (let i = 0; i < n; i++) {
-    const { entry, body, hash, prevHash } = rows[i]!;
-    if (!hash || !prevHash || (i > 0 && (entry.seq !== rows[i - 1]!.entry.seq + 1 || prevHash !== rows[i - 1]!.hash))) throw new Error('audit append: rows must be chained and consecutive');
-    time[i] = entry.time;
+    const { seq, time: at, draft: entry, body, hash, prevHash } = rows[i]!;
+    if (!hash || !prevHash || (i > 0 && (seq !== rows[i - 1]!.seq + 1 || prevHash !== rows[i - 1]!.hash))) throw new Error('audit append: rows must be chained and consecutive');
+    time[i] = at;
     requestId[i] = entry.request_id;
     identity[i] = entry.identity?.id ?? null;
     action[i] = entry.action;
@@ -101,7 +102,7 @@ function appendParams(rows: ChainRow[], intentRequestIds: string[] | null): unkn
     if (i === 0) hashes.set(prevHash, 0);
     hashes.set(hash, (i + 1) * 32);
   }
-  const seq0 = n > 0 ? rows[0]!.entry.seq - 1 : 0;
+  const seq0 = n > 0 ? rows[0]!.seq - 1 : 0;
   const params: unknown[] = [seq0, time, requestId, identity, action, namespace, path, outcome, status, hashes, bodies.join('\n')];
   if (intentRequestIds) params.push(intentRequestIds);
   return params;
