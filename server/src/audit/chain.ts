@@ -20,6 +20,18 @@ export function chainHash(prevHash: Uint8Array, body: string): Uint8Array {
   return hash('sha256', input, 'buffer');
 }
 
+/**
+ * `chainHash` with the hashes as binary strings (latin1: one char per byte), as the writer chains
+ * them: a digest returned as a Buffer costs more than the hashing (an external allocation per
+ * entry), a short string does not.
+ */
+export function chainHashBinary(prevHash: string, body: string): string {
+  const input = Buffer.allocUnsafe(prevHash.length + Buffer.byteLength(body, 'utf8'));
+  input.write(prevHash, 0, 'latin1');
+  input.write(body, prevHash.length, 'utf8');
+  return hash('sha256', input, 'binary'); // 'binary' is latin1
+}
+
 /** The bytes a checkpoint signature covers. */
 function checkpointMessage(seq: number, hash: Uint8Array): Buffer {
   return Buffer.concat([Buffer.from(`coffer-audit-checkpoint/v1:${seq}:`), hash]);

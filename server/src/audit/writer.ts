@@ -18,7 +18,7 @@ import type { Database } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import type { AuditRepo } from '../storage/repos/audit.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
-import { GENESIS_HASH, chainHash, signCheckpoint } from './chain.js';
+import { GENESIS_HASH, chainHashBinary, signCheckpoint } from './chain.js';
 import type { AuditDraft, AuditEntry } from './entry.js';
 import type { LineSink } from './sinks.js';
 
@@ -36,8 +36,9 @@ interface ChainedEntry {
   draft: AuditDraft;
   /** The entry as JSON, `{seq, time, ...draft}`: what the hash covers, the lines carry and the database keeps. */
   body: string;
-  hash?: Uint8Array;
-  prevHash?: Uint8Array;
+  /** The chain's hashes as binary strings (chain.ts chainHashBinary). */
+  hash?: string;
+  prevHash?: string;
 }
 
 /**
@@ -67,7 +68,8 @@ export interface WriterOptions {
   checkpointEvery: number;
 }
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const hex = (binary: string) => Buffer.from(binary, 'latin1').toString('hex');
+const bytes = (binary: string) => new Uint8Array(Buffer.from(binary, 'latin1'));
 
 export class EntryWriter {
   /** The chain's last entry as this server last saw it; null = read it from the database. */
@@ -139,7 +141,7 @@ export class EntryWriter {
         throw err;
       }
       const last = out[out.length - 1]!;
-      this.head = { seq: last.seq, hash: last.hash! };
+      this.head = { seq: last.seq, hash: bytes(last.hash!) };
       await this.checkpointIfDue(trx, out[0]!.seq, last);
       return;
     }
@@ -147,12 +149,13 @@ export class EntryWriter {
   }
 
   private chain(batch: QueuedEntry[], head: { seq: number; hash: Uint8Array }): ChainedEntry[] {
-    let { seq, hash: prev } = head;
+    let seq = head.seq;
+    let prev = Buffer.from(head.hash).toString('latin1');
     return batch.map(({ draft, time }): ChainedEntry => {
       seq += 1;
       const iso = time.toISOString();
       const body = entryBody(seq, iso, draft);
-      const hash = chainHash(prev, body);
+      const hash = chainHashBinary(prev, body);
       const item: ChainedEntry = { seq, time: iso, draft, body, hash, prevHash: prev };
       prev = hash;
       return item;
@@ -163,7 +166,8 @@ export class EntryWriter {
     const key = this.checkpointKey();
     const every = this.options.checkpointEvery;
     if (!key || Math.floor(last.seq / every) <= Math.floor((firstSeq - 1) / every)) return;
-    await this.repo.insertCheckpoint({ seq: last.seq, hash: last.hash!, signature: signCheckpoint(key, last.seq, last.hash!) }, trx);
+    const hash = bytes(last.hash!);
+    await this.repo.insertCheckpoint({ seq: last.seq, hash, signature: signCheckpoint(key, last.seq, hash) }, trx);
     this.lastCheckpointSeq = last.seq;
   }
 

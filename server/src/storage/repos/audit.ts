@@ -29,8 +29,9 @@ export interface ChainRow {
   };
   /** The entry as JSON: what the hash covers and what is read back. */
   body: string;
-  hash?: Uint8Array | undefined;
-  prevHash?: Uint8Array | undefined;
+  /** The chain's hashes, 32 bytes each as binary strings (latin1: one char per byte). */
+  hash?: string | undefined;
+  prevHash?: string | undefined;
 }
 
 export interface ChainHead {
@@ -99,8 +100,9 @@ function appendParams(rows: ChainRow[], intentRequestIds: string[] | null): unkn
     outcome[i] = entry.outcome;
     status[i] = entry.status;
     bodies[i] = body;
-    if (i === 0) hashes.set(prevHash, 0);
-    hashes.set(hash, (i + 1) * 32);
+    if (hash.length !== 32 || prevHash.length !== 32) throw new Error('audit append: a chain hash is 32 bytes');
+    if (i === 0) hashes.write(prevHash, 0, 'latin1');
+    hashes.write(hash, (i + 1) * 32, 'latin1');
   }
   const seq0 = n > 0 ? rows[0]!.seq - 1 : 0;
   const params: unknown[] = [seq0, time, requestId, identity, action, namespace, path, outcome, status, hashes, bodies.join('\n')];
