@@ -299,6 +299,9 @@ export class AuditLog {
     // writes every request's entries; a lease the job lost must not refuse theirs.
     this.flushing ??= outsideJobFence(() => this.drain()).finally(() => {
       this.flushing = null;
+      // An entry appended after the drain's last look, in the microtasks of the batch it released
+      // (a caller chained on its append), found the drain still running: nobody else would write it.
+      if (this.queue.length > 0) this.kick();
     });
   }
 

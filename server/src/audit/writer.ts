@@ -18,7 +18,7 @@ import type { Database } from '../storage/schema.js';
 import { isUniqueViolation } from '../storage/errors.js';
 import type { AuditRepo } from '../storage/repos/audit.js';
 import type { AuditIntentsRepo } from '../storage/repos/audit-intents.js';
-import { GENESIS_HASH, chainHash, signCheckpoint } from './chain.js';
+import { GENESIS_HASH, chainHashBinary, signCheckpoint } from './chain.js';
 import type { AuditDraft, AuditEntry } from './entry.js';
 import type { LineSink } from './sinks.js';
 
@@ -31,10 +31,26 @@ export interface QueuedEntry {
 }
 
 interface ChainedEntry {
-  entry: AuditEntry;
+  seq: number;
+  time: string;
+  draft: AuditDraft;
+  /** The entry as JSON, `{seq, time, ...draft}`: what the hash covers, the lines carry and the database keeps. */
   body: string;
-  hash?: Uint8Array;
-  prevHash?: Uint8Array;
+  /** The chain's hashes as binary strings (chain.ts chainHashBinary). */
+  hash?: string;
+  prevHash?: string;
+}
+
+/**
+ * JSON.stringify({ seq, time, ...draft }), without copying the draft into a new object: the
+ * draft's JSON with the two leading fields spliced in (same text, same key order). A draft with
+ * no fields or with its own seq/time (none has) takes the plain way.
+ */
+function entryBody(seq: number, time: string, draft: AuditDraft): string {
+  const rest = JSON.stringify(draft);
+  if (rest.length > 2 && !Object.hasOwn(draft, 'seq') && !Object.hasOwn(draft, 'time')) return `{"seq":${seq},"time":${JSON.stringify(time)},${rest.slice(1)}`;
+  const entry: AuditEntry = { seq, time, ...draft };
+  return JSON.stringify(entry);
 }
 
 /** A line sink failed; the unit was not committed anywhere that can be taken back. */
@@ -52,7 +68,8 @@ export interface WriterOptions {
   checkpointEvery: number;
 }
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const hex = (binary: string) => Buffer.from(binary, 'latin1').toString('hex');
+const bytes = (binary: string) => new Uint8Array(Buffer.from(binary, 'latin1'));
 
 export class EntryWriter {
   /** The chain's last entry as this server last saw it; null = read it from the database. */
@@ -80,9 +97,9 @@ export class EntryWriter {
     const lines = options.lines !== false && this.options.lines.length > 0;
     if (!this.options.database) {
       if (!lines) return;
-      const entries = batch.map(({ draft, time }) => {
-        const entry: AuditEntry = { seq: 0, time: time.toISOString(), ...draft };
-        return { entry, body: JSON.stringify(entry) };
+      const entries = batch.map(({ draft, time }): ChainedEntry => {
+        const iso = time.toISOString();
+        return { seq: 0, time: iso, draft, body: entryBody(0, iso, draft) };
       });
       await this.writeLines(entries);
       // No chain to delete them with: a crash right here recovers these intents a second time.
@@ -124,21 +141,22 @@ export class EntryWriter {
         throw err;
       }
       const last = out[out.length - 1]!;
-      this.head = { seq: last.entry.seq, hash: last.hash! };
-      await this.checkpointIfDue(trx, out[0]!.entry.seq, last);
+      this.head = { seq: last.seq, hash: bytes(last.hash!) };
+      await this.checkpointIfDue(trx, out[0]!.seq, last);
       return;
     }
     throw new Error('audit chain: too much contention appending (20 attempts)');
   }
 
   private chain(batch: QueuedEntry[], head: { seq: number; hash: Uint8Array }): ChainedEntry[] {
-    let { seq, hash: prev } = head;
+    let seq = head.seq;
+    let prev = Buffer.from(head.hash).toString('latin1');
     return batch.map(({ draft, time }): ChainedEntry => {
       seq += 1;
-      const entry: AuditEntry = { seq, time: time.toISOString(), ...draft };
-      const body = JSON.stringify(entry);
-      const hash = chainHash(prev, body);
-      const item = { entry, body, hash, prevHash: prev };
+      const iso = time.toISOString();
+      const body = entryBody(seq, iso, draft);
+      const hash = chainHashBinary(prev, body);
+      const item: ChainedEntry = { seq, time: iso, draft, body, hash, prevHash: prev };
       prev = hash;
       return item;
     });
@@ -147,9 +165,10 @@ export class EntryWriter {
   private async checkpointIfDue(trx: Transaction<Database> | undefined, firstSeq: number, last: ChainedEntry): Promise<void> {
     const key = this.checkpointKey();
     const every = this.options.checkpointEvery;
-    if (!key || Math.floor(last.entry.seq / every) <= Math.floor((firstSeq - 1) / every)) return;
-    await this.repo.insertCheckpoint({ seq: last.entry.seq, hash: last.hash!, signature: signCheckpoint(key, last.entry.seq, last.hash!) }, trx);
-    this.lastCheckpointSeq = last.entry.seq;
+    if (!key || Math.floor(last.seq / every) <= Math.floor((firstSeq - 1) / every)) return;
+    const hash = bytes(last.hash!);
+    await this.repo.insertCheckpoint({ seq: last.seq, hash, signature: signCheckpoint(key, last.seq, hash) }, trx);
+    this.lastCheckpointSeq = last.seq;
   }
 
   /** Signs the committed head if it moved since the last checkpoint. */

@@ -13,7 +13,7 @@
  * Load-balancer probes (health, readiness, metrics) are not audited: they
  * would be most of the log and say nothing about who touched what.
  */
-import type { Request, RequestHandler, Response } from 'express';
+import express, { type Request, type RequestHandler, type Response } from 'express';
 import type { CofferCore } from '../core.js';
 import { httpStatus } from './status.js';
 import { auditUnavailable } from '../audit/audit-log.js';
@@ -51,32 +51,59 @@ export function auditDraft(core: CofferCore, req: Request, res: Response, status
   return draft;
 }
 
+/** res.locals key: this response is held for its entry (ARMED) or was (HELD). */
+const AUDIT_HOLD = 'auditHold';
+const ARMED = 1;
+const HELD = 2;
+
+/** Prototypes (express's per-app response) whose `end` holds armed responses; see installHold. */
+const holding = new WeakSet<object>();
+
+/**
+ * Makes `end` on `proto` hold a response armed by auditRequests until its entry is durable,
+ * and pass any other call straight through. Once per prototype, not a closure per response:
+ * an own `end` on every response was a visible share of an audited read's CPU.
+ */
+function installHold(proto: Response, core: CofferCore): void {
+  const end = proto.end as (...args: unknown[]) => Response;
+  const audit = core.audit;
+  proto.end = function auditedEnd(this: Response, ...args: unknown[]) {
+    const locals = this.locals as Record<string, unknown> | undefined;
+    if (locals?.[AUDIT_HOLD] !== ARMED || locals.audited === true) return end.apply(this, args);
+    locals[AUDIT_HOLD] = HELD;
+    const res = this;
+    audit.append(auditDraft(core, res.req, res, res.statusCode), { intent: locals.auditIntent === true }).then(
+      () => end.apply(res, args),
+      () => {
+        if (res.headersSent) return end.call(res);
+        const { code, message, retryAfterSeconds } = auditUnavailable();
+        const body = JSON.stringify({ error: { code, message, requestId: locals.requestId } });
+        res.statusCode = httpStatus(auditUnavailable());
+        res.removeHeader('ETag');
+        res.setHeader('Retry-After', String(retryAfterSeconds));
+        res.setHeader('Content-Type', 'application/json; charset=utf-8');
+        res.setHeader('Content-Length', Buffer.byteLength(body));
+        return end.call(res, body);
+      },
+    );
+    return this;
+  } as End;
+  holding.add(proto);
+}
+
 export function auditRequests(core: CofferCore): RequestHandler {
   const audit = core.audit;
   return (req, res, next) => {
     if (!audit.enabled || UNAUDITED.has(req.path)) return next();
     if (!audit.healthy) return next(auditUnavailable());
-    const end = res.end as (...args: unknown[]) => Response;
-    let held = false;
-    res.end = function auditedEnd(this: Response, ...args: unknown[]) {
-      if (held || res.locals.audited === true) return end.apply(res, args);
-      held = true;
-      audit.append(auditDraft(core, req, res, res.statusCode), { intent: res.locals.auditIntent === true }).then(
-        () => end.apply(res, args),
-        () => {
-          if (res.headersSent) return end.call(res);
-          const { code, message, retryAfterSeconds } = auditUnavailable();
-          const body = JSON.stringify({ error: { code, message, requestId: res.locals.requestId } });
-          res.statusCode = httpStatus(auditUnavailable());
-          res.removeHeader('ETag');
-          res.setHeader('Retry-After', String(retryAfterSeconds));
-          res.setHeader('Content-Type', 'application/json; charset=utf-8');
-          res.setHeader('Content-Length', Buffer.byteLength(body));
-          return end.call(res, body);
-        },
-      );
-      return res;
-    } as End;
+    // Express gives each app's responses one prototype of their own (app.response).
+    const proto = Object.getPrototypeOf(res) as Response;
+    if (!holding.has(proto)) {
+      // Only ever express's per-app prototype: a shared one would hold other apps' responses with this core.
+      if (proto === express.response || !Object.prototype.hasOwnProperty.call(proto, 'app')) throw new Error('audit: not an express app response');
+      installHold(proto, core);
+    }
+    res.locals[AUDIT_HOLD] = ARMED;
     next();
   };
 }
