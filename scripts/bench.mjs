@@ -13,7 +13,7 @@
 //   (c1) PUT of a new version of one secret per request (max_versions 5), PostgreSQL
 //   (c2) the same on PGlite
 //   (c3) (c1) spread over 100 secrets, a random one per request (writers rarely share a row lock)
-//   (b0) (b1) with the audit log off: the audit log's cost
+//   (b0) (b1) with the audit log off: the audit log's cost, from windows b1 b0 b0 b1 (drift cancels)
 //   (b3) (b1) with a user's token whose policy is evaluated on each read: the policy's cost
 //   (l1) (l2) (l3) logins per second: userpass (argon2id), AppRole, JWT from a local OIDC issuer
 //   (r1) KEK rewrap job: DEKs/s moving 100k secrets (10k with --quick) to a new KEK version,
@@ -78,6 +78,7 @@ import { benchAead } from './bench/aead.mjs';
 import {
   CLI_SCENARIOS, DURABLE_IDS, NOT_IN_QUICK, OPT_IN, READ_PATH, REWRAP_SCENARIOS, SCENARIOS, USAGE, parseOptions, scenario,
 } from './bench/options.mjs';
+import { auditPair } from './bench/figures.mjs';
 import { finish, printHeader } from './bench/report.mjs';
 import { benchCli } from './bench/scenarios/cli.mjs';
 import { measureSpreadWrites, measureWrites, readRequest } from './bench/scenarios/http.mjs';
@@ -131,12 +132,32 @@ async function main() {
     } else {
       const pg = await startPostgres();
       pgVersion = pg.version;
+      const startNoAuditServer = async () =>
+        startCoffer('postgres-noaudit', { COFFER_DATABASE_URL: await createBenchDatabase('coffer_bench_noaudit'), COFFER_AUDIT_SINKS: 'none' }, opts);
       info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
       try {
         if (['b1', 'c1', 'c3', 'b3', 'l1', 'l2', 'l3', ...KMS_IDS].some(wanted)) {
           const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
           try {
             if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
+            if (wanted('b1') && wanted('b0')) {
+              // The audit log's cost is a ratio of two servers' runs: measured in windows b1, b0, b0, b1
+              // (this first b1 included) so that the machine's drift over the run cancels out, rather
+              // than b0 minutes later on a machine in another state.
+              const noAudit = await startNoAuditServer();
+              try {
+                const b0 = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), opts);
+                results.set('b0', b0);
+                const b0again = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), opts);
+                const b1again = await measure(SCENARIOS[1], server, readRequest(server), opts);
+                const pair = auditPair([results.get('b1'), b1again], [b0, b0again]);
+                results.set('auditPair', pair);
+                // The extra windows' errors fail the run like any scenario's.
+                if (pair.problems.length > 0) (b0.problems ??= []).push(...pair.problems);
+              } finally {
+                await stopChild(noAudit.child);
+              }
+            }
             if (KMS_IDS.some(wanted)) {
               const kms = await kmsRequests(server);
               for (const id of KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
@@ -180,9 +201,8 @@ async function main() {
             }
           }
         }
-        if (wanted('b0')) {
-          const url = await createBenchDatabase('coffer_bench_noaudit');
-          const server = await startCoffer('postgres-noaudit', { COFFER_DATABASE_URL: url, COFFER_AUDIT_SINKS: 'none' }, opts);
+        if (wanted('b0') && !results.has('b0')) {
+          const server = await startNoAuditServer();
           try {
             results.set('b0', await measure(SCENARIOS[5], server, readRequest(server), opts));
           } finally {

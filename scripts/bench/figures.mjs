@@ -12,6 +12,28 @@ const verdict = (met) => (met === null ? 'n/a' : met ? 'met' : 'NOT MET');
  * Issue 13's figures from this run's results (and the scale run, if any). Each row: figure,
  * measured (the ratio and what it is made of), aim, met (true/false/null when not measured).
  */
+/**
+ * The audit log's cost from windows b1, b0, b0, b1 of one run (bench.mjs): each server's two
+ * windows summed, so a drift of the machine's speed over the four windows cancels out.
+ */
+export function auditPair(b1Runs, b0Runs) {
+  const sum = (runs, f) => runs.reduce((t, r) => t + f(r), 0);
+  const rps1 = sum(b1Runs, (r) => r.rps);
+  const rps0 = sum(b0Runs, (r) => r.rps);
+  const cpu = (runs) => (runs.every((r) => r.serverCpuMsPerRequest) ? sum(runs, (r) => r.serverCpuMsPerRequest * r.requests) / sum(runs, (r) => r.requests) : null);
+  const cpu1 = cpu(b1Runs);
+  const cpu0 = cpu(b0Runs);
+  return {
+    b1Rps: b1Runs.map((r) => r.rps),
+    b0Rps: b0Runs.map((r) => r.rps),
+    cost: 1 - rps1 / rps0,
+    costByCpu: cpu1 && cpu0 ? 1 - cpu0 / cpu1 : null,
+    b1CpuMsPerRequest: cpu1,
+    b0CpuMsPerRequest: cpu0,
+    problems: [...b1Runs.slice(1), ...b0Runs.slice(1)].filter((r) => r.errors + r.non2xx > 0).map((r) => `an audit-cost window saw ${r.errors} errors, ${r.non2xx} non-2xx`),
+  };
+}
+
 export function issueFigures(results, scale) {
   const r = (id) => (ok(results.get(id)) ? results.get(id) : null);
   const rows = [];
@@ -32,8 +54,14 @@ export function issueFigures(results, scale) {
   add('(p2)/(p1) bulk of 100 vs one read, 1 connection (p50)', bulk1, p1s && p2s ? `${fmtMs(p2s.p50)} vs ${fmtMs(p1s.p50)} ms` : '', '≤ 3×', bulk1 <= 3, qc(p2s, p1s));
   const bulkN = q(p1?.rps, p2?.rps);
   add('(p2)/(p1) bulk vs one read, throughput at the run\'s connections', bulkN, p1 && p2 ? `${fmtInt(p2.rps)} vs ${fmtInt(p1.rps)} req/s` : '', '≤ 3×', bulkN <= 3, qc(p2, p1));
-  const audit = b1 && b0 ? 1 - b1.rps / b0.rps : null;
-  add('audit cost: 1 − (b1)/(b0)', audit, b1 && b0 ? `${fmtInt(b1.rps)} vs ${fmtInt(b0.rps)} req/s` : '', '≤ 10%', audit <= 0.1, c(b1) && c(b0) ? 1 - c(b0) / c(b1) : null);
+  const pair = results.get('auditPair');
+  if (pair) {
+    const rps = (list) => list.map(fmtInt).join(' + ');
+    add('audit cost: 1 − (b1)/(b0), windows b1 b0 b0 b1', pair.cost, `${rps(pair.b1Rps)} vs ${rps(pair.b0Rps)} req/s`, '≤ 10%', pair.cost <= 0.1, pair.costByCpu);
+  } else {
+    const audit = b1 && b0 ? 1 - b1.rps / b0.rps : null;
+    add('audit cost: 1 − (b1)/(b0)', audit, b1 && b0 ? `${fmtInt(b1.rps)} vs ${fmtInt(b0.rps)} req/s` : '', '≤ 10%', audit <= 0.1, c(b1) && c(b0) ? 1 - c(b0) / c(b1) : null);
+  }
   const hsm = q(h1?.rps, b1?.rps);
   add('(h1) PKCS#11 seal / (b1) Shamir', hsm, h1 && b1 ? `${fmtInt(h1.rps)} / ${fmtInt(b1.rps)} req/s` : '', '≥ 0.9', hsm >= 0.9, qc(b1, h1));
   const policy = q(b3?.rps, b1?.rps);

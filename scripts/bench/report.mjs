@@ -112,7 +112,12 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     if (l && !l.skipped) out(`${scenario(id).label}: ${Math.round(l.rps)} logins/s, p99 ${fmtMs(l.p99)} ms`);
   }
   const b0 = results.get('b0');
-  if (b0 && !b0.skipped && b1r && !b1r.skipped) {
+  const pair = results.get('auditPair');
+  if (pair) {
+    ratios.audit_cost = pair.cost;
+    const cpu = pair.costByCpu === null ? '' : `; by server CPU ${(pair.costByCpu * 100).toFixed(1)}% (${pair.b1CpuMsPerRequest.toFixed(3)} vs ${pair.b0CpuMsPerRequest.toFixed(3)} ms/req)`;
+    out(`audit cost on reads, windows b1 b0 b0 b1: (b1) with audit ${pair.b1Rps.map(Math.round).join(' + ')} req/s vs (b0) without ${pair.b0Rps.map(Math.round).join(' + ')} req/s = ${(pair.cost * 100).toFixed(1)}%${cpu} (aim ≤ 10%)`);
+  } else if (b0 && !b0.skipped && b1r && !b1r.skipped) {
     const cost = 1 - b1r.rps / b0.rps;
     ratios.audit_cost = cost;
     out(`audit cost on reads: (b1) with audit ${Math.round(b1r.rps)} req/s vs (b0) without ${Math.round(b0.rps)} req/s = ${(cost * 100).toFixed(1)}% (aim ≤ 10%)`);
@@ -212,6 +217,7 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
       scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
       rewrap: REWRAP_SCENARIOS.filter((s) => rewrapResults.has(s.id)).map((s) => ({ id: s.id, label: s.label, aimDeksPerSecond: REWRAP_AIM, ...rewrapResults.get(s.id) })),
       ratios,
+      auditPair: results.get('auditPair') ?? null,
       aim,
       cli: cliResults,
       aead,
