@@ -11,7 +11,7 @@ import type { Metadata, SecretData, SecretHistory, SecretVersion, WriteResult } 
 import { CofferError, conflict, namespaceDisabled, notFound } from '../errors.js';
 import { currentFence } from '../storage/job-fence.js';
 import type { KekUsage, UsageTicket } from '../keyring/usage.js';
-import type { EncryptedValue, Keyring } from '../keyring/keyring.js';
+import type { Keyring } from '../keyring/keyring.js';
 import type { Executor, Transactor } from '../storage/executor.js';
 import type { Repos } from '../storage/repos/index.js';
 import type { VersionCompanions } from '../storage/repos/secrets.js';
@@ -19,13 +19,14 @@ import type { ChangeIntent } from '../audit/intents.js';
 import type { Database } from '../storage/schema.js';
 import { checkFolder, checkSecretPath } from './names.js';
 import type { NamespaceService } from './namespace-service.js';
-import { collectVisible, takePage, type PageRequest } from './pagination.js';
-import { listFolder, listedUnder, type MayList } from './listing.js';
+import type { PageRequest } from './pagination.js';
+import { listFolder, type MayList } from './listing.js';
 import { validateSecretData, type SecretType } from './types.js';
 import { changeEvents, encodeChange } from '../cluster/events.js';
 import { applyLocally, publishChange, type Changes } from './changes.js';
-import type { CachedFolderRow, CachedVersion } from './read-cache.js';
-import { createdIso, versionJson } from './version-json.js';
+import type { CachedVersion } from './read-cache.js';
+import { createdIso, namespaceHead, versionJson } from './version-json.js';
+import { bulkRead, type BulkAccess } from './bulk-read.js';
 import { casMismatch, WriteCombiner } from './write-combiner.js';
 
 export interface WriteRequest {
@@ -48,16 +49,6 @@ export type SecretRepos = Pick<Repos, 'namespaces' | 'secrets'>;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
-const COMMA = Buffer.from(',');
-const namespaceHead = (namespace: string) => `{"namespace":${JSON.stringify(namespace)},"path":`;
-
-/** A folder row's stored envelope, for `decryptValues`; a destroyed one is not found. */
-function stored(row: CachedFolderRow): { secretId: string; version: number } & EncryptedValue {
-  if (!row.wrapped_dek || !row.ciphertext || row.kek_version === null) {
-    throw new CofferError('not_found', `version ${row.version} of secret "${row.path}" was destroyed`);
-  }
-  return { secretId: row.secret_id, version: row.version, kekVersion: row.kek_version, wrappedDek: row.wrapped_dek, ciphertext: row.ciphertext };
-}
 
 export class SecretService {
   /** Called after a write pushed its KEK version's encryption count to the rotation threshold. */
@@ -343,74 +334,8 @@ export class SecretService {
    * envelope. It cannot leave before the request's audit entry is durable, so
    * the text is one body, not a stream; the caller zeroes it once sent.
    */
-  async bulkRead(
-    namespace: string,
-    folder: string,
-    page: PageRequest,
-    access: { mayRead: (path: string) => boolean; mayList: MayList },
-  ): Promise<Buffer> {
-    checkFolder(folder);
-    const ns = await this.namespaces.resolve(namespace);
-    const fetch = (after: string, n: number) => this.folderPage(namespace, ns.id, folder, after, n);
-    // Filtered before the page is cut, so a page is full while visible secrets remain and the
-    // cursor is always a path the caller was given (as a secret or a withheld name).
-    // Each path's `read` verdict is taken once, while judging its visibility.
-    const mayRead = new Set<CachedFolderRow>();
-    const rows = await collectVisible(fetch, page.after, page.limit + 1, (r) => r.path, (r) => {
-      if (!access.mayRead(r.path)) return listedUnder(folder, r.path, access.mayList);
-      mayRead.add(r);
-      return true;
-    });
-    const { items, next_cursor } = takePage(rows, page.limit, (r) => r.path);
-    if (items.length === 0 && page.after === '') throw notFound(`no secrets under ${namespace}:${folder || '/'}`);
-    const readable: typeof items = [];
-    const withheld: string[] = [];
-    for (const row of items) {
-      if (mayRead.has(row)) readable.push(row);
-      else withheld.push(row.path);
-    }
-    const cache = this.changes.cache;
-    // Fragments this request decrypted, by index into `readable`. A cached fragment may be
-    // zeroed by a change during an await, so cached ones are only taken in the synchronous
-    // pass that builds the body; a row whose fragment went meanwhile is decrypted on the next
-    // round (each round decrypts at least one more row, so this ends).
-    const fresh = new Map<number, Buffer>();
-    try {
-      for (;;) {
-        const missing: number[] = [];
-        readable.forEach((row, i) => {
-          if (!fresh.has(i) && !cache.getValue(row)) missing.push(i);
-        });
-        if (missing.length === 0) break;
-        const head = namespaceHead(namespace);
-        await this.keyring.decryptValues(ns.id, missing.map((i) => stored(readable[i]!)), (plaintext, j) => {
-          const row = readable[missing[j]!]!;
-          fresh.set(missing[j]!, versionJson(head, row.path, row, plaintext));
-        });
-      }
-      const parts: Uint8Array[] = [Buffer.from(`{"namespace":${JSON.stringify(namespace)},"folder":${JSON.stringify(folder)},"secrets":[`)];
-      readable.forEach((row, i) => {
-        if (i > 0) parts.push(COMMA);
-        parts.push(fresh.get(i) ?? cache.getValue(row)!);
-      });
-      parts.push(Buffer.from(`],"withheld":${JSON.stringify(withheld)},"next_cursor":${JSON.stringify(next_cursor)}}`));
-      return Buffer.concat(parts);
-    } finally {
-      // The cache takes each fresh fragment over (keeps or zeroes it).
-      for (const [i, value] of fresh) cache.setValue(readable[i]!, value);
-    }
-  }
-
-  /** One query's rows of a bulk read: from the read cache, or the database (then cached, as `readLatestRow` does). */
-  private async folderPage(namespace: string, namespaceId: string, folder: string, after: string, n: number): Promise<readonly CachedFolderRow[]> {
-    const cache = this.changes.cache;
-    const query = `${namespaceId}\u0000${folder}\u0000${after}\u0000${n}`;
-    const cached = cache.getPage(namespace, query);
-    if (cached) return cached;
-    const generation = cache.generation;
-    const rows = await this.repos.secrets.currentVersionsPage(namespaceId, folder, after, n);
-    cache.setPage(namespace, query, rows, generation);
-    return rows;
+  bulkRead(namespace: string, folder: string, page: PageRequest, access: BulkAccess): Promise<Buffer> {
+    return bulkRead({ namespaces: this.namespaces, secrets: this.repos.secrets, keyring: this.keyring, cache: this.changes.cache }, namespace, folder, page, access);
   }
 
   async history(namespace: string, path: string): Promise<SecretHistory> {

@@ -1,5 +1,8 @@
 /** A secret version's read as UTF-8 JSON, without a parse and a second stringify of its data. */
 
+/** The opening of a version's JSON up to its path, as `versionJson` takes it. */
+export const namespaceHead = (namespace: string) => `{"namespace":${JSON.stringify(namespace)},"path":`;
+
 /**
  * `created_at.toISOString()` of versions being read, remembered by their time: a hot read asks for
  * the same few timestamps over and over, and V8's toISOString was half of a read's own work here.
