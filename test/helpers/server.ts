@@ -123,6 +123,26 @@ export async function unsealWith(base: string, shares: string[]): Promise<void> 
 }
 
 /**
+ * Two servers sharing `store` (PostgreSQL), initialised through the first and both unsealed with
+ * different shares: a cluster of two. Stops the first if the second cannot be started.
+ */
+export async function startServerPair(
+  store: TestStore,
+  overrides: Partial<Record<keyof Config, unknown>> = {},
+): Promise<{ a: RunningServer; b: RunningServer; token: string }> {
+  const a = await startTestServer(store, overrides);
+  try {
+    const b = await startTestServer(store, overrides);
+    const { token, shares } = await initAndUnseal(a.url, 3, 2);
+    await unsealWith(b.url, shares.slice(1, 3));
+    return { a, b, token };
+  } catch (err) {
+    await a.stop();
+    throw err;
+  }
+}
+
+/**
  * A token whose only policy (besides `alsoPolicies`) is a fresh one holding `rules`, made with the
  * root token: how the authorization suites give each case exactly the rights it tests.
  */

@@ -4,7 +4,7 @@
 import { sql } from 'kysely';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfPostgres } from '../helpers/env.js';
-import { api, createStore, expectError, initAndUnseal, startTestServer, unsealWith, eventually, type TestStore } from '../helpers/server.js';
+import { api, startServerPair, createStore, expectError, eventually, type TestStore } from '../helpers/server.js';
 
 describeIfPostgres('KEK lifecycle across two servers on one PostgreSQL', () => {
   let store: TestStore;
@@ -18,11 +18,7 @@ describeIfPostgres('KEK lifecycle across two servers on one PostgreSQL', () => {
   beforeAll(async () => {
     store = await createStore('postgres');
     // Jobs are driven by hand, so each step is deterministic.
-    a = await startTestServer(store, { kekRunJobs: false, kekRewrapBatchSize: 2 });
-    b = await startTestServer(store, { kekRunJobs: false, kekRewrapBatchSize: 2 });
-    let shares: string[];
-    ({ token, shares } = await initAndUnseal(a.url, 3, 2));
-    await unsealWith(b.url, shares.slice(1, 3));
+    ({ a, b, token } = await startServerPair(store, { kekRunJobs: false, kekRewrapBatchSize: 2 }));
     for (const name of ['multi', 'gone']) {
       expect((await api(a.url, 'POST', '/v1/namespaces', { token, body: { name } })).status).toBe(201);
       for (let i = 0; i < 6; i++) {

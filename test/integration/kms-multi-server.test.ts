@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { RunningServer } from '@coffer/server/server';
 import { wrapForImport } from '../helpers/byok.js';
 import { describeIfPostgres } from '../helpers/env.js';
-import { api, createStore, expectError, eventually, initAndUnseal, startTestServer, unsealWith, type TestStore } from '../helpers/server.js';
+import { api, startServerPair, createStore, expectError, eventually, type TestStore } from '../helpers/server.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const WAIT_MS = 15_000;
@@ -35,11 +35,7 @@ describeIfPostgres('KMS key cache across two servers on one PostgreSQL', () => {
   beforeAll(async () => {
     store = await createStore('postgres');
     // A long TTL: only invalidation can make b see a change within the test's waits.
-    a = await startTestServer(store, { kekRunJobs: false, kmsKeyCacheTtlSeconds: 3600 });
-    b = await startTestServer(store, { kekRunJobs: false, kmsKeyCacheTtlSeconds: 3600 });
-    let shares: string[];
-    ({ token, shares } = await initAndUnseal(a.url, 3, 2));
-    await unsealWith(b.url, shares.slice(1, 3));
+    ({ a, b, token } = await startServerPair(store, { kekRunJobs: false, kmsKeyCacheTtlSeconds: 3600 }));
     for (const name of ['kmsa', 'kmsgone']) expect((await api(a.url, 'POST', '/v1/namespaces', { token, body: { name } })).status).toBe(201);
   }, 60_000);
   afterAll(async () => {

@@ -3,7 +3,7 @@
 import { sql } from 'kysely';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfPostgres } from '../helpers/env.js';
-import { api, createStore, initAndUnseal, startTestServer, unsealWith, eventually, type TestStore } from '../helpers/server.js';
+import { api, startServerPair, createStore, eventually, type TestStore } from '../helpers/server.js';
 
 describeIfPostgres('two servers on one PostgreSQL', () => {
   let store: TestStore;
@@ -17,11 +17,7 @@ describeIfPostgres('two servers on one PostgreSQL', () => {
 
   beforeAll(async () => {
     store = await createStore('postgres');
-    a = await startTestServer(store);
-    b = await startTestServer(store);
-    let shares: string[];
-    ({ token, shares } = await initAndUnseal(a.url, 3, 2));
-    await unsealWith(b.url, shares.slice(1, 3));
+    ({ a, b, token } = await startServerPair(store));
     expect((await api(a.url, 'POST', '/v1/namespaces', { token, body: { name: 'shared' } })).status).toBe(201);
   });
   afterAll(async () => {

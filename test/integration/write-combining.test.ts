@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { RunningServer } from '@coffer/server/server';
 import { describeIfPostgres } from '../helpers/env.js';
-import { api, createStore, describeEachStorage, initAndUnseal, startTestServer, unsealWith, type StorageKind, type TestStore } from '../helpers/server.js';
+import { api, startServerPair, createStore, describeEachStorage, initAndUnseal, startTestServer, type StorageKind, type TestStore } from '../helpers/server.js';
 
 type Put = { status: number; body: { version?: number; created_at?: string; error?: { code: string } } };
 
@@ -138,11 +138,7 @@ describeIfPostgres('two servers writing one secret', () => {
 
   beforeAll(async () => {
     store = await createStore('postgres');
-    a = await startTestServer(store);
-    b = await startTestServer(store);
-    let shares: string[];
-    ({ token, shares } = await initAndUnseal(a.url, 3, 2));
-    await unsealWith(b.url, shares.slice(1, 3));
+    ({ a, b, token } = await startServerPair(store));
     expect((await api(a.url, 'POST', '/v1/namespaces', { token, body: { name: 'wc2' } })).status).toBe(201);
   }, 60_000);
   afterAll(async () => {
