@@ -28,6 +28,16 @@ import type { Database } from '../schema.js';
 /** The stored columns of a version that reading it needs. */
 const VERSION_COLUMNS = ['v.version', 'v.type', 'v.metadata', 'v.kek_version', 'v.wrapped_dek', 'v.ciphertext', 'v.created_at'] as const;
 
+/** A write's first statement's row: its namespace, and the secret it locked (nulls: none). */
+interface LockedRow {
+  namespace_id: string;
+  current_kek_version: number;
+  deletion_date: Date | null;
+  id: string | null;
+  current_version: number | null;
+  max_versions: number | null;
+}
+
 export interface NewSecretVersion {
   secret_id: string;
   version: number;
@@ -141,14 +151,7 @@ export function secretsRepo(db: Kysely<Database>) {
       row: { id: string; path: string; maxVersions: number | null; defaultMaxVersions: number },
       tx: Executor,
     ) {
-      const { rows } = await sql<{
-        namespace_id: string;
-        current_kek_version: number;
-        deletion_date: Date | null;
-        id: string | null;
-        current_version: number | null;
-        max_versions: number | null;
-      }>`${sql.raw(PREPARED)}
+      const { rows } = await sql<LockedRow>`${sql.raw(PREPARED)}
           with ns as (select id, current_kek_version, deletion_date from namespaces where name = ${namespace} for share),
           secret as (
             insert into secrets (id, namespace_id, path, current_version, max_versions)
@@ -219,15 +222,7 @@ export function secretsRepo(db: Kysely<Database>) {
      */
     async lockNamespaceAndSecrets(namespace: string, paths: readonly string[], defaultMaxVersions: number, tx: Executor) {
       const sorted = [...new Set(paths)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-      const { rows } = await sql<{
-        namespace_id: string;
-        current_kek_version: number;
-        deletion_date: Date | null;
-        id: string | null;
-        path: string | null;
-        current_version: number | null;
-        max_versions: number | null;
-      }>`${sql.raw(PREPARED)}
+      const { rows } = await sql<LockedRow & { path: string | null }>`${sql.raw(PREPARED)}
           with ns as (select id, current_kek_version, deletion_date from namespaces where name = ${namespace} for share),
           secret as (
             insert into secrets (id, namespace_id, path, current_version, max_versions)
