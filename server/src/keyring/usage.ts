@@ -35,20 +35,7 @@ export class KekUsage {
    * the stored count that addition returned.
    */
   plan(namespaceId: string, kekVersion: number): { reserve: number; ticket(total: number): UsageTicket } {
-    const id = `${namespaceId}:${kekVersion}`;
-    const left = this.reserved.get(id) ?? 0;
-    if (left > 0) {
-      this.reserved.set(id, left - 1);
-      return { reserve: 0, ticket: () => SPENT_FROM_MEMORY };
-    }
-    return {
-      reserve: this.block,
-      ticket: (total) => ({
-        // This write spends one of the block; the rest is spendable once the reservation is committed.
-        commit: () => this.reserved.set(id, (this.reserved.get(id) ?? 0) + this.block - 1),
-        overLimit: total >= this.limit,
-      }),
-    };
+    return this.planMany(namespaceId, kekVersion, 1);
   }
 
   /**

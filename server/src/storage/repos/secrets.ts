@@ -38,6 +38,22 @@ interface LockedRow {
   max_versions: number | null;
 }
 
+/**
+ * A write's KEK usage reservation (keyring/usage.ts): the CTE adding `reserve.n` to the version's
+ * stored count, and the column reading the new count back (null without a reservation).
+ */
+function reservation(reserve: VersionCompanions['reserve']): { counted: RawBuilder<unknown>; encryptions: RawBuilder<unknown> } {
+  if (!reserve) return { counted: sql``, encryptions: sql`null::bigint` };
+  return {
+    counted: sql`, counted as (update namespace_keys set encryptions = encryptions + ${reserve.n}
+              where namespace_id = ${reserve.namespaceId} and version = ${reserve.kekVersion} returning encryptions)`,
+    encryptions: sql`(select encryptions from counted)`,
+  };
+}
+
+/** The COMMIT sent with a write's last statement; none in a job's fenced transaction, whose epoch check runs just before its commit (job-fence.ts). */
+const commitWith = (last: boolean | undefined) => (last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``);
+
 export interface NewSecretVersion {
   secret_id: string;
   version: number;
@@ -188,18 +204,13 @@ export function secretsRepo(db: Kysely<Database>) {
       const { reserve, intent, notify } = companions;
       // Data-modifying CTEs run whether or not they are referenced; the reservation's count and
       // the notification (a plain SELECT, run only when referenced) are read in the final select.
-      const counted = reserve
-        ? sql`, counted as (update namespace_keys set encryptions = encryptions + ${reserve.n}
-              where namespace_id = ${reserve.namespaceId} and version = ${reserve.kekVersion} returning encryptions)`
-        : sql``;
+      const { counted, encryptions } = reservation(reserve);
       const intended = intent
         ? sql`, intended as (insert into audit_intents (request_id, owner, time, draft)
               values (${intent.requestId}, ${intent.owner}, ${intent.time.toISOString()}::timestamptz, ${intent.draft}))`
         : sql``;
-      const encryptions = reserve ? sql`(select encryptions from counted)` : sql`null::bigint`;
       const notified = notify ? sql`, (select count(*) from (select pg_notify(${notify.channel}, ${notify.payload})) n) as notified` : sql``;
-      // Not in a job's fenced transaction: its epoch check runs just before the commit (job-fence.ts).
-      const commit = companions.last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``;
+      const commit = commitWith(companions.last);
       const { rows } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}${sql.raw(PREPARED)}
           with pruned as (delete from secret_versions where secret_id = ${row.secret_id} and version <= ${upTo})${counted}${intended},
           inserted as (
@@ -267,15 +278,11 @@ export function secretsRepo(db: Kysely<Database>) {
       }
       const { reserve, notify } = companions;
       const intents = companions.intents ?? [];
-      const counted = reserve
-        ? sql`, counted as (update namespace_keys set encryptions = encryptions + ${reserve.n}
-              where namespace_id = ${reserve.namespaceId} and version = ${reserve.kekVersion} returning encryptions)`
-        : sql``;
-      const encryptions = reserve ? sql`(select encryptions from counted)` : sql`null::bigint`;
+      const { counted, encryptions } = reservation(reserve);
       const notified = notify
         ? sql`, (select count(*) from (select pg_notify(${notify.channel}, x) from unnest(${notify.payloads}::text[]) x) n) as notified`
         : sql``;
-      const commit = companions.last && currentFence() === null ? sql.raw(COMMIT_WITH) : sql``;
+      const commit = commitWith(companions.last);
       // Byte strings travel as hex text arrays: both drivers pass a text[] the same way.
       const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
       const ids = sql`${secrets.map((s) => s.id)}::uuid[]`;
