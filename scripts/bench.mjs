@@ -52,6 +52,11 @@
 //   --warmup-requests N ...and on until N requests were served, at most 8 s (default 10,000; 5,000 with
 //                       --quick): a server's first thousands of requests are measured cold otherwise
 //   --only LIST         run only these scenarios, e.g. --only a,b1
+//   --rounds N          run the HTTP scenarios N times (default 1), each round on fresh servers and
+//                       PostgreSQL clusters; the report shows the median round per scenario with every
+//                       round's req/s, and issue 13's figures as medians of the rounds' figures. One
+//                       server process's req/s varies 25-50% on a busy machine, so one round cannot say
+//                       whether a ratio meets its aim. Rewrap, CLI, aead and scale run once
 //   --cpu-prof DIR      run the Coffer servers under `node --cpu-prof`, profiles written to DIR
 //   --server FILE       Coffer entry point to run (default server/dist/main.js), e.g. to A/B a build
 //   --aead              only the AEAD micro-benchmark (with --only: in addition to those scenarios)
@@ -72,7 +77,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { findPostgresBinaries } from './lib/pg-cluster.mjs';
-import { BenchError, CI, banner, info } from './bench/common.mjs';
+import { BenchError, CI, banner, info, out } from './bench/common.mjs';
 import { measure } from './bench/load.mjs';
 import { benchAead } from './bench/aead.mjs';
 import {
@@ -80,6 +85,7 @@ import {
 } from './bench/options.mjs';
 import { auditPair } from './bench/figures.mjs';
 import { finish, printHeader } from './bench/report.mjs';
+import { mergeRounds } from './bench/rounds.mjs';
 import { benchCli } from './bench/scenarios/cli.mjs';
 import { measureSpreadWrites, measureWrites, readRequest } from './bench/scenarios/http.mjs';
 import { approleLoginRequest, jwtLoginRequest, policyReadRequest, userpassLoginRequest } from './bench/scenarios/identity.mjs';
@@ -106,11 +112,70 @@ async function main() {
     return 1;
   }
 
+  if (opts.rounds > 1 && !SCENARIOS.some((s) => wanted(s.id))) {
+    // Nothing to repeat: --scale and --aead alone (and rewrap or CLI runs) are measured once; the
+    // scale scenario takes its own rounds.
+    info(`note: --rounds ${opts.rounds} ignored: it repeats the HTTP scenarios, and none is selected`);
+    opts.rounds = 1;
+  }
   printHeader(opts);
 
-  const results = new Map(); // id -> stats | { skipped: reason }
   const rewrapResults = new Map(); // id -> rewrap stats | { skipped: reason }
+  // The HTTP scenarios, once per round (--rounds), each round on fresh servers and clusters; (r1)
+  // rides along with the PostgreSQL servers of round 1 only.
+  const rounds = []; // per round: Map id -> stats | { skipped: reason }
+  let pgVersion = null;
+  for (let i = 1; i <= opts.rounds; i++) {
+    if (opts.rounds > 1) {
+      out();
+      info(`round ${i} of ${opts.rounds}`);
+    }
+    const roundWanted = i === 1 ? wanted : (id) => id !== 'r1' && wanted(id);
+    const results = new Map();
+    rounds.push(results);
+    pgVersion = (await runRound(opts, roundWanted, results, rewrapResults, { first: i === 1 })) ?? pgVersion;
+  }
+  const results = rounds.length > 1 ? mergeRounds(rounds) : rounds[0];
 
+  if (wanted('r2')) {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-rewrap-'));
+    trackTempDir(dataDir);
+    try {
+      rewrapResults.set('r2', await measureRewrap(REWRAP_SCENARIOS[1], { dataDir }, opts.rewrapSecrets, opts));
+    } finally {
+      removeTempDir(dataDir);
+    }
+  }
+
+  // (d1)/(d2) CLI and SDK
+  let cliResults = {};
+  if (CLI_SCENARIOS.some(wanted)) cliResults = await benchCli(opts, wanted);
+
+  let aead = null;
+  if (wanted('aead')) aead = await benchAead({ serverMain: opts.serverMain, seconds: opts.quick ? 0.5 : 4 });
+
+  let scale = null;
+  if (wanted('scale')) {
+    if (!findPostgresBinaries()) {
+      noPostgres(['scale']);
+      scale = { skipped: 'PostgreSQL binaries not found' };
+    } else {
+      scale = await runScale(opts);
+      pgVersion ??= scale.pgVersion;
+    }
+  }
+
+  return finish({ opts, results, roundResults: rounds, rewrapResults, cliResults, aead, scale, pgVersion, started });
+}
+
+/**
+ * One round of the HTTP scenarios, from (a) hello-world to (b2)/(c2) PGlite, each group on
+ * servers (and PostgreSQL clusters) it starts and stops itself: their stats go to `results`,
+ * (r1)'s to `rewrapResults`. `first`: the first round (the missing-PostgreSQL warning once).
+ * Returns the PostgreSQL version, if one ran.
+ */
+async function runRound(opts, wanted, results, rewrapResults, { first }) {
+  let pgVersion = null;
   // (a) hello world
   if (wanted('a')) {
     const hello = await startHello();
@@ -122,12 +187,11 @@ async function main() {
   }
 
   // (b1)/(c1) PostgreSQL
-  let pgVersion = null;
   const pgIds = ['b1', 'c1', 'c3', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...HSM_KMS_IDS, ...KMS_IDS];
   if (pgIds.some(wanted)) {
     const pgWanted = pgIds.filter(wanted);
     if (!findPostgresBinaries()) {
-      noPostgres(pgWanted);
+      if (first) noPostgres(pgWanted);
       for (const id of pgWanted) (id === 'r1' ? rewrapResults : results).set(id, { skipped: 'PostgreSQL binaries not found' });
     } else {
       const pg = await startPostgres();
@@ -225,7 +289,7 @@ async function main() {
   const durableWanted = DURABLE_IDS.filter(wanted);
   if (durableWanted.length > 0) {
     if (!findPostgresBinaries()) {
-      noPostgres(durableWanted);
+      if (first) noPostgres(durableWanted);
       for (const id of durableWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
     } else {
       pgVersion = await runDurable(opts, wanted, results);
@@ -249,35 +313,7 @@ async function main() {
     }
   }
 
-  if (wanted('r2')) {
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'coffer-bench-rewrap-'));
-    trackTempDir(dataDir);
-    try {
-      rewrapResults.set('r2', await measureRewrap(REWRAP_SCENARIOS[1], { dataDir }, opts.rewrapSecrets, opts));
-    } finally {
-      removeTempDir(dataDir);
-    }
-  }
-
-  // (d1)/(d2) CLI and SDK
-  let cliResults = {};
-  if (CLI_SCENARIOS.some(wanted)) cliResults = await benchCli(opts, wanted);
-
-  let aead = null;
-  if (wanted('aead')) aead = await benchAead({ serverMain: opts.serverMain, seconds: opts.quick ? 0.5 : 4 });
-
-  let scale = null;
-  if (wanted('scale')) {
-    if (!findPostgresBinaries()) {
-      noPostgres(['scale']);
-      scale = { skipped: 'PostgreSQL binaries not found' };
-    } else {
-      scale = await runScale(opts);
-      pgVersion ??= scale.pgVersion;
-    }
-  }
-
-  return finish({ opts, results, rewrapResults, cliResults, aead, scale, pgVersion, started });
+  return pgVersion;
 }
 
 /** The loud warning when PostgreSQL is missing for `ids`; under CI=true, an error. */

@@ -80,7 +80,7 @@ export const SPREAD_SECRETS = 100;
 export const USAGE = `usage: node scripts/bench.mjs [--quick] [--duration S] [--connections N] [--warmup S] [--warmup-requests N]
                            [--json FILE] [--only a,b1,b2,c1,c2,c3,b0,b3,l1,l2,l3,h1,h2,h3,p1s,p2s,p1,p2,p3,k1,k2,k3,k4,r1,r2,d1,d2,aead,scale]
                            [--rewrap-secrets N] [--aead] [--scale] [--scale-secrets N] [--scale-connections N]
-                           [--cpu-prof DIR] [--server FILE]`;
+                           [--rounds N] [--cpu-prof DIR] [--server FILE]`;
 
 export function parseOptions(argv) {
   const { values } = parseArgs({
@@ -100,6 +100,7 @@ export function parseOptions(argv) {
       scale: { type: 'boolean', default: false },
       'scale-secrets': { type: 'string' },
       'scale-connections': { type: 'string' },
+      rounds: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -136,6 +137,8 @@ export function parseOptions(argv) {
     rewrapSecrets: num('rewrap-secrets', values['rewrap-secrets'], quick ? 10_000 : 100_000, { integer: true }),
     scaleSecrets: num('scale-secrets', scaleRaw, SCALE_DEFAULT, { integer: true, min: 1000 }),
     scaleConnections: num('scale-connections', values['scale-connections'], SCALE_CONNECTIONS, { integer: true }),
+    // The HTTP scenarios N times, each round on fresh servers; the report gives the median round.
+    rounds: num('rounds', values.rounds, 1, { integer: true }),
     json: values.json ? path.resolve(values.json) : null,
     only,
     cpuProfDir: values['cpu-prof'] ? path.resolve(values['cpu-prof']) : null,

@@ -4,7 +4,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_SERVER_MAIN, banner, info, out, requireFromRoot, requireFromServer } from './common.mjs';
-import { issueFigures, printAead, printIssueFigures, printScale } from './figures.mjs';
+import { issueFigures, printAead, printIssueFigures, printScale, scaleFigures } from './figures.mjs';
+import { median, medianRatios, mergeFigures, roundsForJson } from './rounds.mjs';
 import { printHsmKms, printKms } from './scenarios/kms.mjs';
 import { AIM, AIM_TEXT, CLI_AIM_MS, REWRAP_AIM, REWRAP_SCENARIOS, SCENARIOS, scenario } from './options.mjs';
 
@@ -41,7 +42,8 @@ export function printHeader(opts) {
   // --scale alone runs at its own concurrency (--scale-connections), not --connections.
   const scaleOnly = opts.only?.length === 1 && opts.only[0] === 'scale';
   const connections = scaleOnly ? `${opts.scaleConnections} connections per server` : `${opts.connections} connections`;
-  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up${opts.warmupRequests > 0 ? ` (and at least ${opts.warmupRequests} requests, up to 8 s)` : ''}, ${connections}`);
+  const rounds = opts.rounds > 1 ? `, ${opts.rounds} rounds` : '';
+  out(`Coffer benchmark — ${opts.quick ? 'quick (CI smoke)' : 'full'}${rounds}: ${opts.duration} s per scenario after ${opts.warmup} s warm-up${opts.warmupRequests > 0 ? ` (and at least ${opts.warmupRequests} requests, up to 8 s)` : ''}, ${connections}`);
   out(`machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, ${machine.platform}, load ${machine.loadavg.join(' ')}`);
   out(`node ${machine.node}, autocannon ${machine.autocannon}, express ${machine.express}`);
   out(`note: the load generator, the server and PostgreSQL all share these ${machine.cpus} CPUs.`);
@@ -54,23 +56,30 @@ export function printHeader(opts) {
 
 /**
  * Prints the report and writes the JSON file (--json). Returns the exit status: 1 when a
- * scenario saw errors, non-2xx answers or failed a check, else 0.
+ * scenario saw errors, non-2xx answers or failed a check, else 0. With --rounds N > 1,
+ * `results` are the rounds merged (rounds.mjs mergeRounds: every round's errors included) and
+ * `roundResults` each round's own; figures and ratios are then the medians of the rounds'.
  */
-export function finish({ opts, results, rewrapResults, cliResults, aead = null, scale = null, pgVersion, started }) {
+export function finish({ opts, results, roundResults = null, rewrapResults, cliResults, aead = null, scale = null, pgVersion, started }) {
   const machine = machineInfo(pgVersion);
+  const n = roundResults?.length ?? 1;
+  const multi = n > 1;
+  const ofRounds = multi ? ` (median of ${n} rounds)` : '';
   const failures = [];
   const rows = [];
   for (const s of SCENARIOS) {
     const r = results.get(s.id);
     if (!r) continue;
     if (r.skipped) {
-      rows.push([s.label, 'SKIPPED', '-', '-', '-', '-', '-', r.skipped]);
+      rows.push([s.label, 'SKIPPED', ...(multi ? ['-'] : []), '-', '-', '-', '-', '-', r.skipped]);
       continue;
     }
     const errs = r.errors + r.warmup.errors;
     const non2xx = r.non2xx + r.warmup.non2xx;
     const cpu = r.serverCpuMsPerRequest === null || r.serverCpuMsPerRequest === undefined ? '-' : r.serverCpuMsPerRequest.toFixed(3);
-    rows.push([s.label, fmtInt(r.rps), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max), cpu, fmtInt(r.requests), `${errs} / ${non2xx}`]);
+    const row = [s.label, fmtInt(r.rps), fmtMs(r.p50), fmtMs(r.p99), fmtMs(r.max), cpu, fmtInt(r.requests), `${errs} / ${non2xx}`];
+    if (multi) row.splice(2, 0, r.roundsRps.map(fmtInt).join(' / '));
+    rows.push(row);
     if (errs > 0 || non2xx > 0) {
       const codes = { ...r.warmup.statusCodes };
       for (const [c, n] of Object.entries(r.statusCodes)) codes[c] = (codes[c] ?? 0) + n;
@@ -82,8 +91,11 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
   const http = results.size > 0;
   if (http) {
     out();
-    out(table(rows, ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'srv CPU ms/req', 'requests', 'errors / non-2xx'], [false, true, true, true, true, true, true, true]));
+    const headers = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'srv CPU ms/req', 'requests', 'errors / non-2xx'];
+    if (multi) headers.splice(2, 0, 'req/s per round');
+    out(table(rows, headers, headers.map((_, i) => i > 0)));
     out('(errors / non-2xx include the warm-up; latencies are per request, measured by the client; srv CPU: the server process\'s CPU time per request, which other load on the machine disturbs far less than req/s)');
+    if (multi) out(`(${n} rounds, each on fresh servers: a row is the median round by req/s, srv CPU the median of the rounds', errors / non-2xx all rounds' together)`);
   }
   for (const s of SCENARIOS) {
     const r = results.get(s.id);
@@ -95,17 +107,18 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     const r = results.get(id);
     return a && !a.skipped && r && !r.skipped ? r.rps / a.rps : null;
   };
-  const ratios = { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
+  // With rounds, each ratio is the median of the rounds' own ratios (a round's two scenarios ran
+  // minutes apart on one machine state; two medians could come from different rounds).
+  const ratios = multi ? medianRatios(roundResults) : { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
   if (http) {
     out();
-    out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}`);
+    out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}${multi ? `    (medians of ${n} rounds' ratios)` : ''}`);
   }
   const b1r = results.get('b1');
   const b3 = results.get('b3');
   if (b3 && !b3.skipped && b1r && !b1r.skipped) {
-    ratios.policy_cost = 1 - b3.rps / b1r.rps;
-    const drop = 1 - b3.rps / b1r.rps;
-    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - drop)} (aim ≥ 0.9)`);
+    if (!multi) ratios.policy_cost = 1 - b3.rps / b1r.rps;
+    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - ratios.policy_cost)}${ofRounds} (aim ≥ 0.9)`);
   }
   for (const id of ['l1', 'l2', 'l3']) {
     const l = results.get(id);
@@ -113,7 +126,12 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
   }
   const b0 = results.get('b0');
   const pair = results.get('auditPair');
-  if (pair) {
+  if (pair && multi) {
+    ratios.audit_cost = pair.cost;
+    const pct = (list) => list.map((v) => (v === null ? '-' : `${(v * 100).toFixed(1)}%`)).join(' / ');
+    const cpu = pair.costByCpu === null ? '' : `; by server CPU ${(pair.costByCpu * 100).toFixed(1)}% (rounds ${pct(pair.roundsCostByCpu)})`;
+    out(`audit cost on reads, windows b1 b0 b0 b1, median of ${n} rounds: ${(pair.cost * 100).toFixed(1)}% (rounds ${pct(pair.roundsCost)})${cpu} (aim ≤ 10%)`);
+  } else if (pair) {
     ratios.audit_cost = pair.cost;
     const cpu = pair.costByCpu === null ? '' : `; by server CPU ${(pair.costByCpu * 100).toFixed(1)}% (${pair.b1CpuMsPerRequest.toFixed(3)} vs ${pair.b0CpuMsPerRequest.toFixed(3)} ms/req)`;
     out(`audit cost on reads, windows b1 b0 b0 b1: (b1) with audit ${pair.b1Rps.map(Math.round).join(' + ')} req/s vs (b0) without ${pair.b0Rps.map(Math.round).join(' + ')} req/s = ${(pair.cost * 100).toFixed(1)}%${cpu} (aim ≤ 10%)`);
@@ -124,9 +142,10 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
   }
   const h1 = results.get('h1');
   if (h1 && !h1.skipped && b1r && !b1r.skipped) {
-    ratios.pkcs11_over_shamir = h1.rps / b1r.rps;
-    out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)} (aim ≥ 0.90)`);
+    if (!multi) ratios.pkcs11_over_shamir = h1.rps / b1r.rps;
+    out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)}${ofRounds} (aim ≥ 0.90)`);
   }
+  // With rounds, the KMS lines compare the merged (median-round) stats, not per-round ratios.
   printKms(results, ratios, out);
   printHsmKms(results, ratios, out);
   if (rewrapResults.size > 0) {
@@ -172,20 +191,21 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     out();
     printAead(aead, out);
   }
-  const figures = issueFigures(results, scale);
+  const figures = multi ? [...mergeFigures(roundResults), ...scaleFigures(scale)] : issueFigures(results, scale);
   if (http || scale) {
     out();
-    printIssueFigures(figures, out, { all: http });
+    printIssueFigures(figures, out, { all: http, rounds: n });
   }
 
   // The aim from the issue (informational only).
   const b1 = results.get('b1');
   let aim = { text: AIM_TEXT, evaluated: false, met: null };
   if (http) out();
-  if (http) out(`aim (from the issue): ${AIM_TEXT}`);
+  if (http) out(`aim (from the issue): ${AIM_TEXT}${multi ? ` — median of ${n} rounds` : ''}`);
   if (b1 && !b1.skipped && a && !a.skipped) {
+    const p99 = multi ? median(roundResults.map((r) => (r.get('b1')?.skipped ? null : r.get('b1')?.p99))) : b1.p99;
     const throughputOk = ratios.b1_over_a >= AIM.ratio;
-    const latencyOk = b1.p99 <= AIM.p99Ms;
+    const latencyOk = p99 <= AIM.p99Ms;
     const atAimConnections = opts.connections === AIM.connections;
     aim = {
       text: AIM_TEXT,
@@ -193,13 +213,13 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
       connections: opts.connections,
       atAimConnections,
       ratio: ratios.b1_over_a,
-      p99Ms: b1.p99,
+      p99Ms: p99,
       throughputOk,
       latencyOk,
       met: throughputOk && latencyOk,
     };
     out(`  throughput: (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}  (need ≥ ${AIM.ratio})   ${throughputOk ? 'ok' : 'NOT MET'}`);
-    out(`  latency:    p99 (b1) = ${fmtMs(b1.p99)} ms  (need ≤ ${AIM.p99Ms} ms)   ${latencyOk ? 'ok' : 'NOT MET'}`);
+    out(`  latency:    p99 (b1) = ${fmtMs(p99)} ms  (need ≤ ${AIM.p99Ms} ms)   ${latencyOk ? 'ok' : 'NOT MET'}`);
     out(
       `  => ${aim.met ? 'MET' : 'NOT MET'}${atAimConnections ? '' : ` (measured at ${opts.connections} connections, not ${AIM.connections}: indicative only)`}` +
         ' — informational, does not fail the run',
@@ -212,6 +232,9 @@ export function finish({ opts, results, rewrapResults, cliResults, aead = null, 
     const report = {
       date: new Date(started).toISOString(),
       mode: opts.quick ? 'quick' : 'full',
+      // With rounds > 1 every figure below is the merged one (medians); roundResults has each round's raw stats.
+      rounds: n,
+      ...(multi ? { roundResults: roundsForJson(roundResults) } : {}),
       options: { duration: opts.duration, warmup: opts.warmup, warmupRequests: opts.warmupRequests, connections: opts.connections, only: opts.only, server: opts.serverMain },
       machine,
       scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, label: s.label.replace(/\s+/g, ' '), ...results.get(s.id) })),
