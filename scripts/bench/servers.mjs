@@ -68,7 +68,8 @@ function cofferEnv(extra) {
  */
 export async function startCoffer(name, storageEnv, opts) {
   const port = await freePort();
-  const nodeArgs = [];
+  // Node flags go before the main file (e.g. heap sizing under test by ab.mjs).
+  const nodeArgs = [...(opts.nodeArgs ?? [])];
   if (opts.cpuProfDir) {
     mkdirSync(opts.cpuProfDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, `--cpu-prof-name=coffer-${name}-${Date.now()}.cpuprofile`);
