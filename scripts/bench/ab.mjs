@@ -16,6 +16,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { median } from './common.mjs';
 import { runLoad } from './load.mjs';
 import { READ_PATH } from './options.mjs';
 import { api, createBenchDatabase, startCoffer, startPostgres } from './servers.mjs';
@@ -46,7 +47,6 @@ const procStat = (pid) => {
 };
 const cpuMs = (pid) => { const x = procStat(pid); return ((Number(x[11]) + Number(x[12])) * 1000) / 100; };
 const statusKb = (pid, field) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
-const median = (xs) => { const s = [...xs].sort((p, q) => p - q); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 /** Scavenges so far: count and total seconds of prom-client's nodejs_gc_duration_seconds{kind="minor"}. */
 async function scavenges(s) {
@@ -105,10 +105,10 @@ async function main() {
   }
   const label = (id) => id + (values.durable && id === 'b3' ? ' (p1: AppRole, durable)' : '');
   for (const id of scenarios) {
-    const base = median(got[names[0]][id].map((w) => w.cpu));
+    const base = median(got[names[0]][id].map((w) => w.cpu)) ?? NaN;
     for (const name of names) {
       const ws = got[name][id];
-      const m = (k) => median(ws.map((w) => w[k]));
+      const m = (k) => median(ws.map((w) => w[k])) ?? NaN; // NaN prints as such when no window had the figure
       console.log(`median ${label(id)} ${name}: ${m('cpu').toFixed(3)} ms/req (x${(m('cpu') / base).toFixed(3)} of ${names[0]}), ${Math.round(m('rps'))} req/s, ` +
         `p99 ${m('p99').toFixed(1)} ms, ${m('gcs').toFixed(1)} scavenges ${m('gcMs').toFixed(1)} ms /10k req`);
     }

@@ -23,3 +23,11 @@ export function banner(lines) {
 export class UsageError extends Error {}
 /** An expected failure (a server would not start, a check failed): reported without a stack. */
 export class BenchError extends Error {}
+
+/** The median of the numbers among `values` (the mean of the middle two for an even count); null if none. */
+export function median(values) {
+  const xs = values.filter((v) => typeof v === 'number' && !Number.isNaN(v)).sort((x, y) => x - y);
+  if (xs.length === 0) return null;
+  const mid = Math.floor(xs.length / 2);
+  return xs.length % 2 === 1 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
+}

@@ -5,19 +5,15 @@
 // median of the rounds' own figures, never a ratio of two medians from different rounds. No
 // round's error may be lost: the merged stats carry every round's errors and problems, so the
 // verdict in finish() (report.mjs) fails the run on them as it does for one round.
+import { median } from './common.mjs';
 import { fmtFigure, httpFigures, meetsAim } from './figures.mjs';
 import { SCENARIOS } from './options.mjs';
 
 const ok = (r) => r && !r.skipped;
 const numbers = (values) => values.filter((v) => typeof v === 'number' && !Number.isNaN(v));
 
-/** The median of the numbers among `values` (the mean of the middle two for an even count); null if none. */
-export function median(values) {
-  const xs = numbers(values).sort((x, y) => x - y);
-  if (xs.length === 0) return null;
-  const mid = Math.floor(xs.length / 2);
-  return xs.length % 2 === 1 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
-}
+export { median };
+
 
 /**
  * The round whose req/s is the median (for an even count, the lower of the middle two): its stats

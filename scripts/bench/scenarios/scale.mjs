@@ -29,7 +29,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { BenchError, info, requireFromServer } from '../common.mjs';
+import { BenchError, info, median, requireFromServer } from '../common.mjs';
 import { measure } from '../load.mjs';
 import { fmtInt } from '../report.mjs';
 import { api, createBenchDatabase, startCoffer, startPostgres } from '../servers.mjs';
@@ -146,12 +146,6 @@ async function explainAt(tag, total, databaseUrl) {
   }
 }
 
-
-const median = (xs) => {
-  const v = xs.filter((x) => x !== null && x !== undefined).sort((x, y) => x - y);
-  if (v.length === 0) return null;
-  return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-};
 
 /** Medians over the rounds of one measurement; errors and problems summed over all of them. */
 function combine(runs) {
