@@ -38,6 +38,9 @@
 //        database, next to a 1k database on the same cluster; reads, bulk read and list of a late
 //        folder, writes, server RSS and buffer hit ratios at 1k and at N, side by side in rounds at
 //        2 connections each (scenarios/scale.mjs, scale-pg.mjs)
+// Figures over two scenarios ((b1)/(a), (c1)/(b1), (h1)/(b1), (b3)/(b1), (p1)/(a), (p3)/(p1) and the
+// audit cost) come from windows x y y x on servers that are all up (bench/pairs.mjs): hello-world
+// stays up for the whole round, the (b1) server while (h1) runs.
 // PostgreSQL is a throwaway cluster (scripts/lib/pg-cluster.mjs) holding a `coffer_bench` database;
 // PGlite uses a temporary data directory. Everything is stopped and removed at the end, also on
 // error or Ctrl-C. Without PostgreSQL binaries (b1)/(c1) are skipped with a loud warning, except
@@ -81,9 +84,10 @@ import { BenchError, CI, banner, info, out } from './bench/common.mjs';
 import { measure } from './bench/load.mjs';
 import { benchAead } from './bench/aead.mjs';
 import {
-  CLI_SCENARIOS, DURABLE_IDS, NOT_IN_QUICK, OPT_IN, READ_PATH, REWRAP_SCENARIOS, SCENARIOS, USAGE, parseOptions, scenario,
+  CLI_SCENARIOS, DURABLE_IDS, NOT_IN_QUICK, OPT_IN, READ_PATH, REWRAP_SCENARIOS, SCENARIOS, USAGE, WRITE_PATH, parseOptions, scenario,
 } from './bench/options.mjs';
 import { auditPair } from './bench/figures.mjs';
+import { again, pairWindows } from './bench/pairs.mjs';
 import { finish, printHeader } from './bench/report.mjs';
 import { mergeRounds } from './bench/rounds.mjs';
 import { benchCli } from './bench/scenarios/cli.mjs';
@@ -176,124 +180,27 @@ async function main() {
  */
 async function runRound(opts, wanted, results, rewrapResults, { first }) {
   let pgVersion = null;
-  // (a) hello world
-  if (wanted('a')) {
-    const hello = await startHello();
-    try {
-      results.set('a', await measure(SCENARIOS[0], hello, { url: `${hello.base}/hello`, method: 'GET', headers: {} }, opts));
-    } finally {
-      await stopChild(hello.child);
-    }
-  }
+  // (a) hello world, up for the whole round: (b1) and (p1) measure their figures over it in windows
+  // b1 a a b1 and p1 a a p1 (bench/pairs.mjs); alone only when neither runs.
+  const hello = wanted('a') ? await startHello() : null;
+  try {
+    const measureA = hello ? (o) => measure(SCENARIOS[0], hello, { url: `${hello.base}/hello`, method: 'GET', headers: {} }, o) : null;
+    const havePostgres = Boolean(findPostgresBinaries());
+    if (measureA && !(havePostgres && (wanted('b1') || wanted('p1')))) results.set('a', await measureA(opts));
+    pgVersion = await runPostgres(opts, wanted, results, rewrapResults, { first, measureA });
 
-  // (b1)/(c1) PostgreSQL
-  const pgIds = ['b1', 'c1', 'c3', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...HSM_KMS_IDS, ...KMS_IDS];
-  if (pgIds.some(wanted)) {
-    const pgWanted = pgIds.filter(wanted);
-    if (!findPostgresBinaries()) {
-      if (first) noPostgres(pgWanted);
-      for (const id of pgWanted) (id === 'r1' ? rewrapResults : results).set(id, { skipped: 'PostgreSQL binaries not found' });
-    } else {
-      const pg = await startPostgres();
-      pgVersion = pg.version;
-      const startNoAuditServer = async () =>
-        startCoffer('postgres-noaudit', { COFFER_DATABASE_URL: await createBenchDatabase('coffer_bench_noaudit'), COFFER_AUDIT_SINKS: 'none' }, opts);
-      info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
-      try {
-        if (['b1', 'c1', 'c3', 'b3', 'l1', 'l2', 'l3', ...KMS_IDS].some(wanted)) {
-          const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
-          try {
-            if (wanted('b1')) results.set('b1', await measure(SCENARIOS[1], server, readRequest(server), opts));
-            if (wanted('b1') && wanted('b0')) {
-              // The audit log's cost is a ratio of two servers' runs: measured in windows b1, b0, b0, b1
-              // (this first b1 included) so that the machine's drift over the run cancels out, rather
-              // than b0 minutes later on a machine in another state.
-              const noAudit = await startNoAuditServer();
-              try {
-                const b0 = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), opts);
-                results.set('b0', b0);
-                const b0again = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), opts);
-                const b1again = await measure(SCENARIOS[1], server, readRequest(server), opts);
-                const pair = auditPair([results.get('b1'), b1again], [b0, b0again]);
-                results.set('auditPair', pair);
-                // The extra windows' errors fail the run like any scenario's.
-                if (pair.problems.length > 0) (b0.problems ??= []).push(...pair.problems);
-              } finally {
-                await stopChild(noAudit.child);
-              }
-            }
-            if (KMS_IDS.some(wanted)) {
-              const kms = await kmsRequests(server);
-              for (const id of KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
-            }
-            if (wanted('c1')) results.set('c1', await measureWrites(SCENARIOS[3], server, opts));
-            if (wanted('c3')) results.set('c3', await measureSpreadWrites(scenario('c3'), server, opts));
-            if (['b3', 'l1', 'l2', 'l3'].some(wanted)) {
-              const policyRead = await policyReadRequest(server, READ_PATH);
-              if (wanted('b3')) results.set('b3', await measure(scenario('b3'), server, policyRead, opts));
-              if (wanted('l1')) results.set('l1', await measure(scenario('l1'), server, await userpassLoginRequest(server), opts));
-              if (wanted('l2')) results.set('l2', await measure(scenario('l2'), server, await approleLoginRequest(server), opts));
-              if (wanted('l3')) {
-                const jwtLogin = await jwtLoginRequest(server);
-                try {
-                  results.set('l3', await measure(scenario('l3'), server, jwtLogin.request, opts));
-                } finally {
-                  await jwtLogin.stop();
-                }
-              }
-            }
-          } finally {
-            await stopChild(server.child);
-          }
-        }
-        if (['h1', ...HSM_KMS_IDS].some(wanted)) {
-          const hsm = softHsmToken();
-          if (!hsm) {
-            if (CI) throw new BenchError('SoftHSM2 (softhsm2-util, libsofthsm2.so) is required under CI=true for scenario h1');
-            for (const id of ['h1', ...HSM_KMS_IDS]) if (wanted(id)) results.set(id, { skipped: 'SoftHSM2 not found (apt-get install softhsm2)' });
-          } else {
-            const url = await createBenchDatabase('coffer_bench_hsm');
-            const server = await startCoffer('postgres-pkcs11', { COFFER_DATABASE_URL: url, ...hsm.env }, opts);
-            try {
-              if (wanted('h1')) results.set('h1', await measure(SCENARIOS.find((x) => x.id === 'h1'), server, readRequest(server), opts));
-              if (HSM_KMS_IDS.some(wanted)) {
-                const kms = await hsmKmsRequests(server);
-                for (const id of HSM_KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
-              }
-            } finally {
-              await stopChild(server.child);
-            }
-          }
-        }
-        if (wanted('b0') && !results.has('b0')) {
-          const server = await startNoAuditServer();
-          try {
-            results.set('b0', await measure(SCENARIOS[5], server, readRequest(server), opts));
-          } finally {
-            await stopChild(server.child);
-          }
-        }
-        if (wanted('r1')) {
-          const url = await createBenchDatabase('coffer_bench_rewrap');
-          rewrapResults.set('r1', await measureRewrap(REWRAP_SCENARIOS[0], { databaseUrl: url }, opts.rewrapSecrets, opts));
-        }
-      } finally {
-        const c = session.cluster;
-        session.cluster = null;
-        if (c) await stopPostgres(c);
+    // (p1)-(p3) durable PostgreSQL, AppRole machine tokens (its own cluster, after the other one stopped)
+    const durableWanted = DURABLE_IDS.filter(wanted);
+    if (durableWanted.length > 0) {
+      if (!havePostgres) {
+        if (first) noPostgres(durableWanted);
+        for (const id of durableWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
+      } else {
+        pgVersion = await runDurable(opts, wanted, results, measureA);
       }
     }
-  }
-
-  // (p1)-(p3) durable PostgreSQL, AppRole machine tokens (its own cluster, after the other one stopped)
-  const durableWanted = DURABLE_IDS.filter(wanted);
-  if (durableWanted.length > 0) {
-    if (!findPostgresBinaries()) {
-      if (first) noPostgres(durableWanted);
-      for (const id of durableWanted) results.set(id, { skipped: 'PostgreSQL binaries not found' });
-    } else {
-      pgVersion = await runDurable(opts, wanted, results);
-    }
+  } finally {
+    if (hello) await stopChild(hello.child);
   }
 
   // (b2)/(c2) PGlite
@@ -314,6 +221,143 @@ async function runRound(opts, wanted, results, rewrapResults, { first }) {
   }
 
   return pgVersion;
+}
+
+/**
+ * (b1), (c1), (b0), (b3), (h1), the KMS and login scenarios and (r1), on one throwaway PostgreSQL
+ * cluster. Figures over (b1) are measured in windows b1 y y b1 (bench/pairs.mjs), each pair led by
+ * the last (b1) window of the pair before: b1 a a b1 b0 b0 b1 b3 b3 b1 c1 c1 b1 h1 h1 b1. Returns
+ * the PostgreSQL version, if it ran.
+ */
+async function runPostgres(opts, wanted, results, rewrapResults, { first, measureA }) {
+  const pgIds = ['b1', 'c1', 'c3', 'b0', 'b3', 'l1', 'l2', 'l3', 'r1', 'h1', ...HSM_KMS_IDS, ...KMS_IDS];
+  if (!pgIds.some(wanted)) return null;
+  if (!findPostgresBinaries()) {
+    const pgWanted = pgIds.filter(wanted);
+    if (first) noPostgres(pgWanted);
+    for (const id of pgWanted) (id === 'r1' ? rewrapResults : results).set(id, { skipped: 'PostgreSQL binaries not found' });
+    return null;
+  }
+  const pg = await startPostgres();
+  const startNoAuditServer = async () =>
+    startCoffer('postgres-noaudit', { COFFER_DATABASE_URL: await createBenchDatabase('coffer_bench_noaudit'), COFFER_AUDIT_SINKS: 'none' }, opts);
+  info(`PostgreSQL ${pg.version} ready (database coffer_bench)`);
+  try {
+    let hsmDone = false;
+    if (['b1', 'c1', 'c3', 'b3', 'l1', 'l2', 'l3', ...KMS_IDS].some(wanted)) {
+      const server = await startCoffer('postgres', { COFFER_DATABASE_URL: pg.url, COFFER_LOGIN_RATE_PER_SECOND: '0' }, opts);
+      try {
+        const b1 = { id: 'b1', measure: (o) => measure(SCENARIOS[1], server, readRequest(server), o), window: null };
+        // Each pair below is led by the last (b1) window; without (b1) its scenario runs alone.
+        const pairWithB1 = async (inner, y) => {
+          if (b1.window) b1.window = await pairWindows(results, { lead: b1, inner, y, opts });
+          else results.set(inner.id, await inner.measure(opts));
+        };
+        if (wanted('b1')) {
+          b1.window = await b1.measure(opts);
+          results.set('b1', b1.window);
+          if (measureA) b1.window = await pairWindows(results, { lead: b1, inner: { id: 'a', measure: measureA }, y: 'b1', opts });
+        }
+        if (b1.window && wanted('b0')) {
+          // The audit log's cost, windows b1 b0 b0 b1: a ratio of two servers' runs, measured so
+          // that the machine's drift over the run cancels out.
+          const noAudit = await startNoAuditServer();
+          try {
+            const b0 = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), opts);
+            results.set('b0', b0);
+            const b0again = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), again(opts));
+            const b1again = await b1.measure(again(opts));
+            const pair = auditPair([b1.window, b1again], [b0, b0again]);
+            results.set('auditPair', pair);
+            // The extra windows' errors fail the run like any scenario's.
+            if (pair.problems.length > 0) (b0.problems ??= []).push(...pair.problems);
+            b1.window = b1again;
+          } finally {
+            await stopChild(noAudit.child);
+          }
+        }
+        if (wanted('b3')) {
+          const policyRead = await policyReadRequest(server, READ_PATH);
+          await pairWithB1({ id: 'b3', measure: (o) => measure(scenario('b3'), server, policyRead, o) }, 'b3');
+        }
+        if (wanted('c1')) {
+          // Each write window on its own secret: the check after it counts that window's writes.
+          let n = 0;
+          const c1 = (o) => measureWrites(SCENARIOS[3], server, o, n++ === 0 ? {} : { path: `${WRITE_PATH}-${n}` });
+          await pairWithB1({ id: 'c1', measure: c1 }, 'c1');
+        }
+        if (['h1', ...HSM_KMS_IDS].some(wanted)) {
+          await runHsm(opts, wanted, results, b1.window ? pairWithB1 : null);
+          hsmDone = true;
+        }
+        if (KMS_IDS.some(wanted)) {
+          const kms = await kmsRequests(server);
+          for (const id of KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
+        }
+        if (wanted('c3')) results.set('c3', await measureSpreadWrites(scenario('c3'), server, opts));
+        if (['l1', 'l2', 'l3'].some(wanted)) {
+          if (wanted('l1')) results.set('l1', await measure(scenario('l1'), server, await userpassLoginRequest(server), opts));
+          if (wanted('l2')) results.set('l2', await measure(scenario('l2'), server, await approleLoginRequest(server), opts));
+          if (wanted('l3')) {
+            const jwtLogin = await jwtLoginRequest(server);
+            try {
+              results.set('l3', await measure(scenario('l3'), server, jwtLogin.request, opts));
+            } finally {
+              await jwtLogin.stop();
+            }
+          }
+        }
+      } finally {
+        await stopChild(server.child);
+      }
+    }
+    if (!hsmDone && ['h1', ...HSM_KMS_IDS].some(wanted)) await runHsm(opts, wanted, results, null);
+    if (wanted('b0') && !results.has('b0')) {
+      const server = await startNoAuditServer();
+      try {
+        results.set('b0', await measure(SCENARIOS[5], server, readRequest(server), opts));
+      } finally {
+        await stopChild(server.child);
+      }
+    }
+    if (wanted('r1')) {
+      const url = await createBenchDatabase('coffer_bench_rewrap');
+      rewrapResults.set('r1', await measureRewrap(REWRAP_SCENARIOS[0], { databaseUrl: url }, opts.rewrapSecrets, opts));
+    }
+  } finally {
+    const c = session.cluster;
+    session.cluster = null;
+    if (c) await stopPostgres(c);
+  }
+  return pg.version;
+}
+
+/**
+ * (h1) and the HSM KMS scenarios on a server with the PKCS#11 seal (SoftHSM2), on the running
+ * cluster; (h1) paired with (b1) through `pairWithB1` when the (b1) server is up.
+ */
+async function runHsm(opts, wanted, results, pairWithB1) {
+  const hsm = softHsmToken();
+  if (!hsm) {
+    if (CI) throw new BenchError('SoftHSM2 (softhsm2-util, libsofthsm2.so) is required under CI=true for scenario h1');
+    for (const id of ['h1', ...HSM_KMS_IDS]) if (wanted(id)) results.set(id, { skipped: 'SoftHSM2 not found (apt-get install softhsm2)' });
+    return;
+  }
+  const url = await createBenchDatabase('coffer_bench_hsm');
+  const server = await startCoffer('postgres-pkcs11', { COFFER_DATABASE_URL: url, ...hsm.env }, opts);
+  try {
+    if (wanted('h1')) {
+      const h1 = { id: 'h1', measure: (o) => measure(SCENARIOS.find((x) => x.id === 'h1'), server, readRequest(server), o) };
+      if (pairWithB1) await pairWithB1(h1, 'h1');
+      else results.set('h1', await h1.measure(opts));
+    }
+    if (HSM_KMS_IDS.some(wanted)) {
+      const kms = await hsmKmsRequests(server);
+      for (const id of HSM_KMS_IDS.filter(wanted)) results.set(id, await measure(scenario(id), server, kms[id], opts));
+    }
+  } finally {
+    await stopChild(server.child);
+  }
 }
 
 /** The loud warning when PostgreSQL is missing for `ids`; under CI=true, an error. */

@@ -9,24 +9,40 @@ const ok = (r) => r && !r.skipped;
 const verdict = (met) => (met === null ? 'n/a' : met ? 'met' : 'NOT MET');
 
 /**
- * The audit log's cost from windows b1, b0, b0, b1 of one run (bench.mjs): each server's two
- * windows summed, so a drift of the machine's speed over the four windows cancels out.
+ * A figure (y)/(x) from windows x y y x, or y x x y (bench.mjs): each scenario's two windows
+ * summed, so that a drift of the machine's speed over the four windows cancels out instead of
+ * landing on one side, as it does when y is measured minutes after x. `extra`: the windows that are
+ * not a scenario's own result (by default all but each side's first), whose errors are `problems`.
  */
-export function auditPair(b1Runs, b0Runs) {
+export function ratioPair(x, y, xRuns, yRuns, extra = [...xRuns.slice(1), ...yRuns.slice(1)]) {
   const sum = (runs, f) => runs.reduce((t, r) => t + f(r), 0);
-  const rps1 = sum(b1Runs, (r) => r.rps);
-  const rps0 = sum(b0Runs, (r) => r.rps);
   const cpu = (runs) => (runs.every((r) => r.serverCpuMsPerRequest) ? sum(runs, (r) => r.serverCpuMsPerRequest * r.requests) / sum(runs, (r) => r.requests) : null);
-  const cpu1 = cpu(b1Runs);
-  const cpu0 = cpu(b0Runs);
+  const cpuX = cpu(xRuns);
+  const cpuY = cpu(yRuns);
   return {
-    b1Rps: b1Runs.map((r) => r.rps),
-    b0Rps: b0Runs.map((r) => r.rps),
-    cost: 1 - rps1 / rps0,
-    costByCpu: cpu1 && cpu0 ? 1 - cpu0 / cpu1 : null,
-    b1CpuMsPerRequest: cpu1,
-    b0CpuMsPerRequest: cpu0,
-    problems: [...b1Runs.slice(1), ...b0Runs.slice(1)].filter((r) => r.errors + r.non2xx > 0).map((r) => `an audit-cost window saw ${r.errors} errors, ${r.non2xx} non-2xx`),
+    x,
+    y,
+    xRps: xRuns.map((r) => r.rps),
+    yRps: yRuns.map((r) => r.rps),
+    ratio: sum(yRuns, (r) => r.rps) / sum(xRuns, (r) => r.rps),
+    ratioByCpu: cpuX && cpuY ? cpuX / cpuY : null,
+    xCpuMsPerRequest: cpuX,
+    yCpuMsPerRequest: cpuY,
+    problems: extra.filter((r) => r.errors + r.non2xx > 0 || r.problems?.length > 0).map((r) => `a window of the pair (${y})/(${x}) saw ${r.errors} errors, ${r.non2xx} non-2xx${r.problems?.length > 0 ? `, ${r.problems.join('; ')}` : ''}`),
+  };
+}
+
+/** The audit log's cost from windows b1, b0, b0, b1 of one run: 1 − (b1)/(b0) of ratioPair. */
+export function auditPair(b1Runs, b0Runs) {
+  const pair = ratioPair('b0', 'b1', b0Runs, b1Runs);
+  return {
+    b1Rps: pair.yRps,
+    b0Rps: pair.xRps,
+    cost: 1 - pair.ratio,
+    costByCpu: pair.ratioByCpu === null ? null : 1 - pair.ratioByCpu,
+    b1CpuMsPerRequest: pair.yCpuMsPerRequest,
+    b0CpuMsPerRequest: pair.xCpuMsPerRequest,
+    problems: pair.problems,
   };
 }
 
@@ -75,34 +91,40 @@ export function httpFigures(results) {
   const { rows, add } = figureRows();
   const c = (x) => x?.serverCpuMsPerRequest ?? null;
   const qc = (x, y) => (c(x) && c(y) ? c(x) / c(y) : null);
-  const [a, b0, b1, b3, c1, h1, p1, p2, p1s, p2s, p3] = ['a', 'b0', 'b1', 'b3', 'c1', 'h1', 'p1', 'p2', 'p1s', 'p2s', 'p3'].map(r);
+  const [b0, b1, c1, p1, p2, p1s, p2s, p3] = ['b0', 'b1', 'c1', 'p1', 'p2', 'p1s', 'p2s', 'p3'].map(r);
   const q = (x, y) => (x && y ? x / y : null);
+  const rps = (list) => list.map(fmtInt).join(' + ');
+  // (y)/(x) from its pair of windows (ratioPair) when the round measured one, else from the two
+  // scenarios' own windows; `detail` says which, `extra` is appended to it.
+  const ratio = (yId, xId, extra = '') => {
+    const pair = results.get(`pair:${yId}/${xId}`);
+    if (pair) return { value: pair.ratio, cpu: pair.ratioByCpu, detail: `${rps(pair.yRps)} / ${rps(pair.xRps)} req/s, windows ${pair.order}${extra}` };
+    const [y, x] = [r(yId), r(xId)];
+    return { value: q(y?.rps, x?.rps), cpu: qc(x, y), detail: y && x ? `${fmtInt(y.rps)} / ${fmtInt(x.rps)} req/s${extra}` : '' };
+  };
+  const addRatio = (figure, yId, xId, aim, extra = '') => {
+    const { value, cpu, detail } = ratio(yId, xId, extra);
+    add(figure, value, detail, aim, cpu);
+  };
 
-  const b1a = q(b1?.rps, a?.rps);
-  add('(b1) read, PostgreSQL / (a) hello-world', b1a, b1 && a ? `${fmtInt(b1.rps)} / ${fmtInt(a.rps)} req/s` : '', '≥ 0.5', qc(a, b1));
+  addRatio('(b1) read, PostgreSQL / (a) hello-world', 'b1', 'a', '≥ 0.5');
   add('(b1) p99', b1?.p99 ?? null, b1 ? `${fmtMs(b1.p99)} ms` : '', '≤ 20 ms');
-  const p1a = q(p1?.rps, a?.rps);
-  add('(p1) read, durable PG, AppRole policy / (a)', p1a, p1 && a ? `${fmtInt(p1.rps)} / ${fmtInt(a.rps)} req/s, p99 ${fmtMs(p1.p99)} ms` : '', '≥ 0.5', qc(a, p1));
+  addRatio('(p1) read, durable PG, AppRole policy / (a)', 'p1', 'a', '≥ 0.5', p1 ? `, p99 ${fmtMs(p1.p99)} ms` : '');
   const bulk1 = q(p2s?.p50, p1s?.p50);
   add('(p2)/(p1) bulk of 100 vs one read, 1 connection (p50)', bulk1, p1s && p2s ? `${fmtMs(p2s.p50)} vs ${fmtMs(p1s.p50)} ms` : '', '≤ 3×', qc(p2s, p1s));
   const bulkN = q(p1?.rps, p2?.rps);
   add('(p2)/(p1) bulk vs one read, throughput at the run\'s connections', bulkN, p1 && p2 ? `${fmtInt(p2.rps)} vs ${fmtInt(p1.rps)} req/s` : '', '≤ 3×', qc(p2, p1));
   const pair = results.get('auditPair');
   if (pair) {
-    const rps = (list) => list.map(fmtInt).join(' + ');
     add('audit cost: 1 − (b1)/(b0), windows b1 b0 b0 b1', pair.cost, `${rps(pair.b1Rps)} vs ${rps(pair.b0Rps)} req/s`, '≤ 10%', pair.costByCpu);
   } else {
     const audit = b1 && b0 ? 1 - b1.rps / b0.rps : null;
     add('audit cost: 1 − (b1)/(b0)', audit, b1 && b0 ? `${fmtInt(b1.rps)} vs ${fmtInt(b0.rps)} req/s` : '', '≤ 10%', c(b1) && c(b0) ? 1 - c(b0) / c(b1) : null);
   }
-  const hsm = q(h1?.rps, b1?.rps);
-  add('(h1) PKCS#11 seal / (b1) Shamir', hsm, h1 && b1 ? `${fmtInt(h1.rps)} / ${fmtInt(b1.rps)} req/s` : '', '≥ 0.9', qc(b1, h1));
-  const policy = q(b3?.rps, b1?.rps);
-  add('(b3) policy-checked user token / (b1) root', policy, b3 && b1 ? `${fmtInt(b3.rps)} / ${fmtInt(b1.rps)} req/s` : '', '≥ 0.9', qc(b1, b3));
-  const writes = q(c1?.rps, b1?.rps);
-  add('(c1) writes / (b1) reads, PostgreSQL', writes, c1 && b1 ? `${fmtInt(c1.rps)} req/s (p99 ${fmtMs(c1.p99)} ms) / ${fmtInt(b1.rps)}` : '', '≥ 0.5', qc(b1, c1));
-  const dWrites = q(p3?.rps, p1?.rps);
-  add('(p3) writes / (p1) reads, durable PG, AppRole', dWrites, p3 && p1 ? `${fmtInt(p3.rps)} req/s (p99 ${fmtMs(p3.p99)} ms) / ${fmtInt(p1.rps)}` : '', '≥ 0.5', qc(p1, p3));
+  addRatio('(h1) PKCS#11 seal / (b1) Shamir', 'h1', 'b1', '≥ 0.9');
+  addRatio('(b3) policy-checked user token / (b1) root', 'b3', 'b1', '≥ 0.9');
+  addRatio('(c1) writes / (b1) reads, PostgreSQL', 'c1', 'b1', '≥ 0.5', c1 ? `, c1 p99 ${fmtMs(c1.p99)} ms` : '');
+  addRatio('(p3) writes / (p1) reads, durable PG, AppRole', 'p3', 'p1', '≥ 0.5', p3 ? `, p3 p99 ${fmtMs(p3.p99)} ms` : '');
   return rows;
 }
 

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_SERVER_MAIN, banner, info, out, requireFromRoot, requireFromServer } from './common.mjs';
 import { issueFigures, printAead, printIssueFigures, printScale, scaleFigures } from './figures.mjs';
-import { median, medianRatios, mergeFigures, roundsForJson } from './rounds.mjs';
+import { median, medianRatios, mergeFigures, mergePairs, roundPairs, roundRatios, roundsForJson } from './rounds.mjs';
 import { printHsmKms, printKms } from './scenarios/kms.mjs';
 import { AIM, AIM_TEXT, CLI_AIM_MS, REWRAP_AIM, REWRAP_SCENARIOS, SCENARIOS, scenario } from './options.mjs';
 
@@ -102,23 +102,20 @@ export function finish({ opts, results, roundResults = null, rewrapResults, cliR
     if (r?.skipped) out(`WARNING: ${s.label.replace(/\s+/g, ' ')} was SKIPPED: ${r.skipped}`);
   }
 
-  const a = results.get('a');
-  const ratio = (id) => {
-    const r = results.get(id);
-    return a && !a.skipped && r && !r.skipped ? r.rps / a.rps : null;
-  };
   // With rounds, each ratio is the median of the rounds' own ratios (a round's two scenarios ran
   // minutes apart on one machine state; two medians could come from different rounds).
-  const ratios = multi ? medianRatios(roundResults) : { b1_over_a: ratio('b1'), b2_over_a: ratio('b2'), c1_over_a: ratio('c1'), c2_over_a: ratio('c2') };
+  const ratios = multi ? medianRatios(roundResults) : roundRatios(results);
+  const pairs = multi ? mergePairs(roundResults) : roundPairs(results);
+  // A ratio line whose ratio comes from a pair of windows, not from the req/s it prints beside it.
+  const fromPair = (y, x) => (pairs[`${y}/${x}`] ? ` (ratio from windows ${pairs[`${y}/${x}`].order})` : '');
   if (http) {
     out();
-    out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}${multi ? `    (medians of ${n} rounds' ratios)` : ''}`);
+    out(`ratio (b1)/(a) = ${fmtRatio(ratios.b1_over_a)}${fromPair('b1', 'a')}    ratio (b2)/(a) = ${fmtRatio(ratios.b2_over_a)}${multi ? `    (medians of ${n} rounds' ratios)` : ''}`);
   }
   const b1r = results.get('b1');
   const b3 = results.get('b3');
   if (b3 && !b3.skipped && b1r && !b1r.skipped) {
-    if (!multi) ratios.policy_cost = 1 - b3.rps / b1r.rps;
-    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - ratios.policy_cost)}${ofRounds} (aim ≥ 0.9)`);
+    out(`policy cost on reads: (b3) user token ${Math.round(b3.rps)} req/s vs (b1) root ${Math.round(b1r.rps)} req/s, (b3)/(b1) = ${fmtRatio(1 - ratios.policy_cost)}${ofRounds}${fromPair('b3', 'b1')} (aim ≥ 0.9)`);
   }
   for (const id of ['l1', 'l2', 'l3']) {
     const l = results.get(id);
@@ -142,8 +139,7 @@ export function finish({ opts, results, roundResults = null, rewrapResults, cliR
   }
   const h1 = results.get('h1');
   if (h1 && !h1.skipped && b1r && !b1r.skipped) {
-    if (!multi) ratios.pkcs11_over_shamir = h1.rps / b1r.rps;
-    out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)}${ofRounds} (aim ≥ 0.90)`);
+    out(`PKCS#11 seal vs Shamir seal, reads: (h1) ${Math.round(h1.rps)} req/s vs (b1) ${Math.round(b1r.rps)} req/s = ${fmtRatio(ratios.pkcs11_over_shamir)}${ofRounds}${fromPair('h1', 'b1')} (aim ≥ 0.90)`);
   }
   // With rounds, the KMS lines compare the merged (median-round) stats, not per-round ratios.
   printKms(results, ratios, out);
@@ -198,6 +194,7 @@ export function finish({ opts, results, roundResults = null, rewrapResults, cliR
   }
 
   // The aim from the issue (informational only).
+  const a = results.get('a');
   const b1 = results.get('b1');
   let aim = { text: AIM_TEXT, evaluated: false, met: null };
   if (http) out();
@@ -241,6 +238,7 @@ export function finish({ opts, results, roundResults = null, rewrapResults, cliR
       rewrap: REWRAP_SCENARIOS.filter((s) => rewrapResults.has(s.id)).map((s) => ({ id: s.id, label: s.label, aimDeksPerSecond: REWRAP_AIM, ...rewrapResults.get(s.id) })),
       ratios,
       auditPair: results.get('auditPair') ?? null,
+      pairs,
       aim,
       cli: cliResults,
       aead,

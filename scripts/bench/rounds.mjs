@@ -127,13 +127,31 @@ export function mergeFigures(rounds) {
  */
 export function roundRatios(results) {
   const get = (id) => (ok(results.get(id)) ? results.get(id) : null);
-  const a = get('a');
-  const b1 = get('b1');
+  // From the pair of windows (figures.mjs ratioPair) when the round measured one, as the figures do.
+  const ratio = (y, x) => results.get(`pair:${y}/${x}`)?.ratio ?? (get(y) && get(x) ? get(y).rps / get(x).rps : null);
   const ratios = {};
-  for (const id of ['b1', 'b2', 'c1', 'c2']) ratios[`${id}_over_a`] = a && get(id) ? get(id).rps / a.rps : null;
-  if (get('b3') && b1) ratios.policy_cost = 1 - get('b3').rps / b1.rps;
-  if (get('h1') && b1) ratios.pkcs11_over_shamir = get('h1').rps / b1.rps;
+  for (const id of ['b1', 'b2', 'c1', 'c2']) ratios[`${id}_over_a`] = ratio(id, 'a');
+  if (get('b3') && get('b1')) ratios.policy_cost = 1 - ratio('b3', 'b1');
+  if (get('h1') && get('b1')) ratios.pkcs11_over_shamir = ratio('h1', 'b1');
   return ratios;
+}
+
+/** The pairs of windows of one round (`pair:y/x` -> figures.mjs ratioPair). */
+export function roundPairs(results) {
+  return Object.fromEntries([...results].filter(([key]) => key.startsWith('pair:')).map(([key, pair]) => [key.slice(5), pair]));
+}
+
+/** Each pair over the rounds: the median ratio and by CPU, every round's beside them. */
+export function mergePairs(rounds) {
+  const per = rounds.map(roundPairs);
+  const keys = [...new Set(per.flatMap((p) => Object.keys(p)))];
+  return Object.fromEntries(
+    keys.map((k) => {
+      const pairs = per.map((p) => p[k] ?? null);
+      const { x, y, order } = pairs.find(Boolean);
+      return [k, { x, y, order, ratio: median(pairs.map((p) => p?.ratio)), ratioByCpu: median(pairs.map((p) => p?.ratioByCpu)), roundsRatio: pairs.map((p) => p?.ratio ?? null), roundsRatioByCpu: pairs.map((p) => p?.ratioByCpu ?? null) }];
+    }),
+  );
 }
 
 /** roundRatios over the rounds: each key the median of the rounds' values. */
@@ -143,11 +161,12 @@ export function medianRatios(rounds) {
   return Object.fromEntries(keys.map((k) => [k, median(per.map((r) => r[k]))]));
 }
 
-/** What the JSON keeps of each round: its raw scenario stats and audit pair. */
+/** What the JSON keeps of each round: its raw scenario stats, audit pair and pairs of windows. */
 export function roundsForJson(rounds) {
   return rounds.map((results, i) => ({
     round: i + 1,
     scenarios: SCENARIOS.filter((s) => results.has(s.id)).map((s) => ({ id: s.id, ...results.get(s.id) })),
     auditPair: results.get('auditPair') ?? null,
+    pairs: roundPairs(results),
   }));
 }

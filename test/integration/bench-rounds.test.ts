@@ -1,5 +1,5 @@
 // `npm run bench -- --rounds N` for real: two rounds of (a), (b1) and (b0), each on its own
-// servers and PostgreSQL cluster, at the shortest settings (a smoke of the merging, not a
+// servers and PostgreSQL cluster (windows b1 a a b1 b0 b0 b1), at the shortest settings (a smoke of the merging, not a
 // measurement). The JSON must hold both rounds' raw results, and its merged figures must be the
 // medians of those rounds' own figures.
 import { spawn } from 'node:child_process';
@@ -17,14 +17,21 @@ interface ScenarioJson {
   p99: number;
   roundsRps?: number[];
 }
+interface PairJson {
+  order: string;
+  xRps: number[];
+  yRps: number[];
+  ratio: number;
+}
 interface BenchJson {
   rounds: number;
   ok: boolean;
   failures: string[];
-  roundResults: Array<{ round: number; scenarios: ScenarioJson[]; auditPair: { cost: number } | null }>;
+  roundResults: Array<{ round: number; scenarios: ScenarioJson[]; auditPair: { cost: number } | null; pairs: Record<string, PairJson> }>;
   scenarios: ScenarioJson[];
   ratios: Record<string, number | null>;
   auditPair: { cost: number } | null;
+  pairs: Record<string, { ratio: number }>;
   aim: { ratio: number; p99Ms: number };
   issue13: Array<{ figure: string; value: number | null; rounds?: Array<number | null> }>;
 }
@@ -68,7 +75,7 @@ describeIfPostgres('bench --rounds', () => {
       ['a', 'b0', 'b1'],
     ]);
     const get = (scenarios: ScenarioJson[], id: string) => scenarios.find((s) => s.id === id)!;
-    const perRound = report.roundResults.map((r) => ({ a: get(r.scenarios, 'a'), b1: get(r.scenarios, 'b1'), pair: r.auditPair }));
+    const perRound = report.roundResults.map((r) => ({ a: get(r.scenarios, 'a'), b1: get(r.scenarios, 'b1'), pair: r.auditPair, b1a: r.pairs['b1/a']! }));
     const [r1, r2] = perRound as [(typeof perRound)[0], (typeof perRound)[0]];
 
     // The table's row: a real round's stats, with both rounds' req/s beside them.
@@ -76,8 +83,15 @@ describeIfPostgres('bench --rounds', () => {
     expect(b1.roundsRps).toEqual([r1.b1.rps, r2.b1.rps]);
     expect(b1.rps).toBe(Math.min(r1.b1.rps, r2.b1.rps));
 
+    // (b1)/(a) in windows b1 a a b1 of one round: the first two are the scenarios' own results.
+    for (const r of [r1, r2]) {
+      expect(r.b1a.order).toBe('b1 a a b1');
+      expect([r.b1a.yRps[0], r.b1a.xRps[0]]).toEqual([r.b1.rps, r.a.rps]);
+      expect(r.b1a.ratio).toBeCloseTo((r.b1a.yRps[0]! + r.b1a.yRps[1]!) / (r.b1a.xRps[0]! + r.b1a.xRps[1]!), 10);
+    }
     // Issue 13's figures and the ratios: medians of the rounds' own ratios.
-    const b1OverA = median2(r1.b1.rps / r1.a.rps, r2.b1.rps / r2.a.rps);
+    const b1OverA = median2(r1.b1a.ratio, r2.b1a.ratio);
+    expect(report.pairs['b1/a']!.ratio).toBeCloseTo(b1OverA, 10);
     const figure = (prefix: string) => report.issue13.find((f) => f.figure.startsWith(prefix))!;
     expect(figure('(b1) read, PostgreSQL / (a)').value).toBeCloseTo(b1OverA, 10);
     expect(figure('(b1) read, PostgreSQL / (a)').rounds).toHaveLength(2);

@@ -182,3 +182,73 @@ describe('bench --rounds: figures are medians of the rounds\' figures', () => {
     expect(rounds.median([3, null, 1, 2])).toBe(2);
   });
 });
+
+// scripts/bench/pairs.mjs: a figure over two scenarios measured in windows lead, inner, inner,
+// lead (like the audit pair), so that the machine's drift between them cancels out. What must
+// hold: the figure is the pair's ratio of summed req/s (not the scenarios' own windows, which can
+// be minutes apart), and an error in any window that is not a scenario's own result still fails
+// the run.
+interface Pairs {
+  pairWindows(
+    results: Results,
+    args: { lead: { id: string; window: Stats; measure: (o: unknown) => Promise<Stats> }; inner: { id: string; measure: (o: unknown) => Promise<Stats> }; y: string; opts: unknown },
+  ): Promise<Stats>;
+}
+interface HttpFigures {
+  httpFigures(results: Results): Figure[];
+}
+
+describe('bench pairs of windows', () => {
+  let pairs: Pairs;
+  let httpFigures: HttpFigures['httpFigures'];
+  beforeAll(async () => {
+    pairs = await load<Pairs>('pairs.mjs');
+    httpFigures = (await load<HttpFigures>('figures.mjs')).httpFigures;
+  });
+
+  /** A scenario whose windows are `list`, in order; records the options of each call. */
+  const windows = (id: string, list: Stats[]) => {
+    const calls: unknown[] = [];
+    return { id, calls, measure: (o: unknown) => (calls.push(o), Promise.resolve(list[calls.length - 1]!)) };
+  };
+  const opts = { warmupRequests: 10_000, duration: 1 };
+
+  it('measures lead, inner, inner, lead and takes the figure from the four windows, not the scenarios\' own', async () => {
+    const b1First = stats(5_000);
+    const results: Results = new Map<string, unknown>([['b1', b1First]]);
+    const c1 = windows('c1', [stats(2_000), stats(2_600)]);
+    const b1 = { ...windows('b1', [stats(6_000)]), window: b1First };
+    const last = await pairs.pairWindows(results, { lead: b1, inner: c1, y: 'c1', opts });
+    expect(last.rps).toBe(6_000);
+    expect((results.get('c1') as Stats).rps).toBe(2_000);
+    // The inner scenario's first window warms up fully; the windows after it on warm servers briefly.
+    expect(c1.calls).toEqual([opts, { ...opts, warmupRequests: 0 }]);
+    expect(b1.calls).toEqual([{ ...opts, warmupRequests: 0 }]);
+    const pair = results.get('pair:c1/b1') as { ratio: number; order: string; ratioByCpu: number };
+    expect(pair.ratio).toBeCloseTo((2_000 + 2_600) / (5_000 + 6_000), 12);
+    expect(pair.order).toBe('b1 c1 c1 b1');
+    // The figure is the pair's, where the scenarios' own windows would say 2,000 / 5,000 = 0.4.
+    const row = httpFigures(results).find((f) => f.figure.startsWith('(c1) writes'))!;
+    expect(row.value).toBeCloseTo(4_600 / 11_000, 12);
+    expect(row.detail).toMatch(/^2,000 \+ 2,600 \/ 5,000 \+ 6,000 req\/s, windows b1 c1 c1 b1/);
+    expect(row.cpu).toBeCloseTo(pair.ratioByCpu, 12);
+  });
+
+  it('fails the run on a lost write in the second write window and on errors in a window that is no scenario\'s result', async () => {
+    const aOwn = stats(10_000);
+    const results: Results = new Map<string, unknown>([['a', aOwn], ['b1', stats(5_000)], ['b0', stats(5_500)]]);
+    const p1First = stats(4_000);
+    results.set('p1', p1First);
+    // (p1)/(a) in the durable block: (a) has its result from earlier, so both its windows here are extra.
+    const a = windows('a', [stats(9_000, { errors: 2 }), stats(9_500)]);
+    const p1 = { ...windows('p1', [stats(4_100)]), window: p1First };
+    const p1Last = await pairs.pairWindows(results, { lead: p1, inner: a, y: 'p1', opts });
+    expect(results.get('a')).toBe(aOwn);
+    const p3 = windows('p3', [stats(1_900), stats(2_000, { problems: ['lost writes: 4000 PUTs acknowledged but current_version is 3999'] })]);
+    await pairs.pairWindows(results, { lead: { ...windows('p1', [stats(4_200)]), window: p1Last }, inner: p3, y: 'p3', opts });
+    const { code, stderr } = verdict([results]);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/a window of the pair \(p1\)\/\(a\) saw 2 errors/);
+    expect(stderr).toMatch(/a window of the pair \(p3\)\/\(p1\) saw 0 errors, 0 non-2xx, lost writes: 4000 PUTs acknowledged/);
+  });
+});

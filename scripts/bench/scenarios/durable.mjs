@@ -11,6 +11,7 @@ import { READ_PATH, WRITE_PATH, scenario } from '../options.mjs';
 import { api, startCoffer, startPostgres } from '../servers.mjs';
 import { session, stopChild, stopPostgres } from '../session.mjs';
 import { measureWrites } from './http.mjs';
+import { pairWindows } from '../pairs.mjs';
 
 const OK = [200, 201, 204];
 
@@ -75,9 +76,10 @@ export async function checkBulk(server, urlPath, token, expected) {
 
 /**
  * Runs the wanted durable scenarios (p1, p2, p1s, p2s, p3) on their own durable cluster; stores
- * their stats in `results`. Returns the PostgreSQL version.
+ * their stats in `results`. `measureA` measures a window of (a) hello-world, whose server is up,
+ * for the figure (p1)/(a). Returns the PostgreSQL version.
  */
-export async function runDurable(opts, wanted, results) {
+export async function runDurable(opts, wanted, results, measureA = null) {
   const pg = await startPostgres({ durable: true });
   info(`PostgreSQL ${pg.version} ready, durable (fsync, synchronous_commit, full_page_writes on)`);
   try {
@@ -95,12 +97,22 @@ export async function runDurable(opts, wanted, results) {
       const one = { ...opts, connections: 1 };
       if (wanted('p1s')) results.set('p1s', await measure(scenario('p1s'), server, read, one));
       if (wanted('p2s')) results.set('p2s', await measure(scenario('p2s'), server, bulk, one));
-      if (wanted('p1')) results.set('p1', await measure(scenario('p1'), server, read, opts));
-      if (wanted('p2')) results.set('p2', await measure(scenario('p2'), server, bulk, opts));
+      // (p1)/(a) and (p3)/(p1) in windows p1 a a p1 p3 p3 p1 (../pairs.mjs); (p2) next to the last (p1).
+      const p1 = { id: 'p1', measure: (o) => measure(scenario('p1'), server, read, o), window: null };
+      if (wanted('p1')) {
+        p1.window = await p1.measure(opts);
+        results.set('p1', p1.window);
+        if (measureA) p1.window = await pairWindows(results, { lead: p1, inner: { id: 'a', measure: measureA }, y: 'p1', opts });
+      }
       if (wanted('p3')) {
         const writeToken = await machineToken(server, 'bench-machine-write', writeRules(BULK_NAMESPACE));
-        results.set('p3', await measureWrites(scenario('p3'), server, opts, { token: writeToken, path: WRITE_PATH }));
+        // Each write window on its own secret: the check after it counts that window's writes.
+        let n = 0;
+        const p3 = { id: 'p3', measure: (o) => measureWrites(scenario('p3'), server, o, { token: writeToken, path: n++ === 0 ? WRITE_PATH : `${WRITE_PATH}-${n}` }) };
+        if (p1.window) p1.window = await pairWindows(results, { lead: p1, inner: p3, y: 'p3', opts });
+        else results.set('p3', await p3.measure(opts));
       }
+      if (wanted('p2')) results.set('p2', await measure(scenario('p2'), server, bulk, opts));
     } finally {
       await stopChild(server.child);
     }
