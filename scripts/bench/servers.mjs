@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { hasExited, waitForHttp as pollHttp } from '../lib/child.mjs';
-import { freePort } from '../lib/port.mjs';
+import { freePort, listensOn } from '../lib/port.mjs';
 import { findPostgresBinaries, startPostgresCluster } from '../lib/pg-cluster.mjs';
 import { findSoftHsm, initSoftHsmToken, writeSoftHsmConf } from '../lib/softhsm.mjs';
 import { BenchError, info, requireFromServer, root } from './common.mjs';
@@ -16,9 +16,13 @@ import { session, startChild, trackClusterDir, trackTempDir } from './session.mj
 
 const HELLO_MAIN = path.join(root, 'scripts', 'bench', 'hello.mjs');
 
-/** Polls `url` until the server answers at all (any HTTP status); returns that status. */
+/**
+ * Polls `url` until the server answers at all (any HTTP status); returns that status. Only an
+ * answer on a port the child listens on counts: another process may have bound freePort's port.
+ */
 async function waitForHttp(handle, url, timeoutMs = 60_000) {
-  const ready = await pollHttp(url, { timeoutMs, stopIf: () => hasExited(handle.child) });
+  const port = Number(new URL(url).port);
+  const ready = await pollHttp(url, { timeoutMs, stopIf: () => hasExited(handle.child), accept: () => listensOn(handle.child.pid, port) !== false });
   if ('status' in ready) return ready.status;
   if ('ended' in ready) {
     const { code, signal } = await handle.exited;

@@ -51,16 +51,18 @@ export async function stopProcess(child, exited, { signal = 'SIGTERM', graceMs =
  * Polls `url` until a server answers at all (any HTTP status): `{ status }`. Gives up with
  * `{ ended: true }` as soon as `stopIf()` is true (the server process is gone), or with
  * `{ timedOut: true }` after `timeoutMs`. Each attempt is cut after `requestTimeoutMs` (0: it
- * waits as long as the server takes once it accepts the connection). The caller words the error.
+ * waits as long as the server takes once it accepts the connection). An answer counts only when
+ * `accept()` says it came from the awaited process (port.mjs listensOn). The caller words the error.
  */
-export async function waitForHttp(url, { timeoutMs = 60_000, intervalMs = 100, requestTimeoutMs = 2000, stopIf = () => false } = {}) {
+export async function waitForHttp(url, { timeoutMs = 60_000, intervalMs = 100, requestTimeoutMs = 2000, stopIf = () => false, accept = () => true } = {}) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (stopIf()) return { ended: true };
     try {
       const res = await fetch(url, requestTimeoutMs > 0 ? { signal: AbortSignal.timeout(requestTimeoutMs) } : {});
       await res.arrayBuffer();
-      return { status: res.status };
+      // An answer from a process that is not the one being waited for (accept) is not readiness.
+      if (accept()) return { status: res.status };
     } catch {
       /* not listening yet */
     }

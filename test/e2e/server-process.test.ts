@@ -1,15 +1,16 @@
 // The real `coffer-server` process: restart persistence on both storages, clean shutdown,
 // crash recovery, the PGlite data-dir lock, dev mode, migrate and config errors.
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { api, initAndUnseal, unsealWith } from '../helpers/server.js';
 import { createTestDatabase, describeIfPostgres, type TestDatabase } from '../helpers/env.js';
-import { runServerCommand, startServerProcess, type ServerProcess } from '../helpers/process.js';
+import { freePort, runServerCommand, startServerProcess, type ServerProcess } from '../helpers/process.js';
 
 const running: ServerProcess[] = [];
-async function start(env: Record<string, string>, args: string[] = []) {
-  const p = await startServerProcess(env, args);
+async function start(env: Record<string, string>, args: string[] = [], options?: Parameters<typeof startServerProcess>[2]) {
+  const p = await startServerProcess(env, args, options);
   running.push(p);
   return p;
 }
@@ -92,6 +93,28 @@ describeIfPostgres('coffer-server on PostgreSQL', () => {
 });
 
 describe('coffer-server modes and errors', () => {
+  it('a start whose port another server took first retries on another port, instead of taking that server for its own', async () => {
+    // freePort's race on a busy machine: an initialised server binds the chosen port first.
+    const port = await freePort();
+    const impostor = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"initialized":true,"sealed":false}'));
+    await new Promise<void>((resolve) => impostor.listen(port, '127.0.0.1', resolve));
+    const dir = mkdtempSync(join(tmpdir(), 'coffer-e2e-port-'));
+    try {
+      let chosen = 0;
+      const p = await start({ COFFER_DATA_DIR: dir }, [], { choosePort: async () => (chosen++ === 0 ? port : freePort()) });
+      expect(chosen).toBe(2);
+      expect(p.url).not.toBe(`http://127.0.0.1:${port}`);
+      // Ours: a fresh server, not the impostor.
+      expect((await api(p.url, 'GET', '/v1/sys/seal-status')).body.initialized).toBe(false);
+      await p.stop();
+      // A port the caller chose is not changed behind its back: the start fails.
+      await expect(startServerProcess({ COFFER_PORT: String(port), COFFER_DATA_DIR: dir })).rejects.toThrow(/exited during start-up[\s\S]*EADDRINUSE/);
+    } finally {
+      await new Promise((resolve) => impostor.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('--dev starts initialised and unsealed, and prints a working root token', async () => {
     const p = await start({}, ['--dev']);
     const tokenLine = p.output().match(/COFFER_TOKEN=(\S+)/);

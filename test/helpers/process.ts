@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnCaptured, stopProcess, waitForHttp } from '#lib/child.mjs';
-import { freePort } from '#lib/port.mjs';
+import { freePort, listensOn } from '#lib/port.mjs';
 
 export { freePort };
 
@@ -37,28 +37,51 @@ export function runServerCommand(args: string[], env: Record<string, string>): {
   return { child: run.child, output: run.output, exited };
 }
 
-/** Starts `coffer-server` and waits until it answers HTTP (or exits). */
-export async function startServerProcess(env: Record<string, string>, args: string[] = []): Promise<ServerProcess> {
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const run = runServerCommand(args, { COFFER_HOST: '127.0.0.1', COFFER_PORT: String(port), ...env });
-  let exitedEarly = false;
-  void run.exited.then(() => (exitedEarly = true));
-  // A server that accepted the connection may answer as slowly as it must (a busy machine).
-  const ready = await waitForHttp(`${url}/v1/sys/health`, { timeoutMs: START_TIMEOUT_MS, intervalMs: 50, requestTimeoutMs: 0, stopIf: () => exitedEarly });
-  if ('ended' in ready) throw new Error(`coffer-server exited during start-up:\n${run.output()}`);
-  if ('timedOut' in ready) {
-    run.child.kill('SIGKILL');
-    throw new Error(`coffer-server did not start in time:\n${run.output()}`);
+/**
+ * Starts `coffer-server` and waits until it answers HTTP (or exits). Only an answer from a port
+ * this process listens on counts: freePort's port can be taken by another server on a busy machine
+ * (a bench, another suite's server) between the choice and the bind, and an initialised impostor
+ * answering health checks once made an `operator init` fail with "already initialised". A start
+ * that lost its port that way is retried on another one, unless the caller chose the port.
+ */
+export async function startServerProcess(
+  env: Record<string, string>,
+  args: string[] = [],
+  /** How the port is chosen (tests of this function lose the race on purpose). */
+  { choosePort = freePort }: { choosePort?: () => Promise<number> } = {},
+): Promise<ServerProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const port = env.COFFER_PORT !== undefined ? Number(env.COFFER_PORT) : await choosePort();
+    const url = `http://127.0.0.1:${port}`;
+    const run = runServerCommand(args, { COFFER_HOST: '127.0.0.1', COFFER_PORT: String(port), ...env });
+    let exitedEarly = false;
+    void run.exited.then(() => (exitedEarly = true));
+    const pid = run.child.pid!;
+    // A server that accepted the connection may answer as slowly as it must (a busy machine).
+    const ready = await waitForHttp(`${url}/v1/sys/health`, {
+      timeoutMs: START_TIMEOUT_MS,
+      intervalMs: 50,
+      requestTimeoutMs: 0,
+      stopIf: () => exitedEarly,
+      accept: () => listensOn(pid, port) !== false,
+    });
+    if ('ended' in ready) {
+      if (env.COFFER_PORT === undefined && attempt < 5 && /EADDRINUSE/.test(run.output())) continue;
+      throw new Error(`coffer-server exited during start-up:\n${run.output()}`);
+    }
+    if ('timedOut' in ready) {
+      run.child.kill('SIGKILL');
+      throw new Error(`coffer-server did not start in time:\n${run.output()}`);
+    }
+    return {
+      ...run,
+      url,
+      async stop(signal: NodeJS.Signals = 'SIGTERM') {
+        if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill(signal);
+        return run.exited;
+      },
+    };
   }
-  return {
-    ...run,
-    url,
-    async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill(signal);
-      return run.exited;
-    },
-  };
 }
 
 /** The parent's environment without COFFER_* settings, which would change what the child does. */
