@@ -78,7 +78,7 @@ function cpuMs(pid) {
  * backends included), in ms by pid; null without one or off Linux. The audit log's cost is
  * mostly here, not in the server.
  */
-function postgresCpuByPid() {
+export function postgresCpuByPid() {
   const dataDir = session.cluster?.dataDir;
   if (!dataDir) return null;
   try {
@@ -106,7 +106,7 @@ function postgresCpuByPid() {
  * meanwhile (an idle pool connection closing, an autovacuum worker) does not take its whole
  * lifetime's CPU out of the sum; what it used in the window is lost, a small undercount.
  */
-function postgresCpuBetween(before, after) {
+export function postgresCpuBetween(before, after) {
   if (!before || !after) return null;
   let total = 0;
   for (const [pid, ms] of after) {
