@@ -11,7 +11,10 @@
 // (the proxy's CPU then competes with the rest: read its CPU figures as indicative only).
 //
 //   node scripts/bench/pgcost.mjs [--server server/dist/main.js] [--durable] [--approle]
-//     [--scenarios c1,b1] [--seconds 8] [--warmup 4] [--connections 32] [--proxy] [--top 15]
+//     [--scenarios c1,b1] [--seconds 8] [--warmup 4] [--connections 32] [--proxy] [--explain] [--perf FILE] [--top 15]
+// --perf FILE: `perf record -g` of the cluster's processes during each measured window (FILE.<scenario>),
+// summarised by symbol at the end (needs perf and the right to trace them).
+import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -29,7 +32,7 @@ const { values } = parseArgs({
     server: { type: 'string', default: DEFAULT_SERVER_MAIN }, durable: { type: 'boolean', default: false },
     approle: { type: 'boolean', default: false }, scenarios: { type: 'string', default: 'c1,b1' },
     seconds: { type: 'string', default: '8' }, warmup: { type: 'string', default: '4' },
-    connections: { type: 'string', default: '32' }, proxy: { type: 'boolean', default: false }, explain: { type: 'boolean', default: false }, top: { type: 'string', default: '15' },
+    connections: { type: 'string', default: '32' }, proxy: { type: 'boolean', default: false }, explain: { type: 'boolean', default: false }, perf: { type: 'string' }, top: { type: 'string', default: '15' },
   },
 });
 const seconds = Number(values.seconds), warmup = Number(values.warmup), connections = Number(values.connections);
@@ -40,19 +43,28 @@ const statFields = (pid) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return f.slice(f.lastIndexOf(')') + 2).split(' '); // [0] is field 3 (state)
 };
-/** CPU ms of the cluster: the postmaster (own + exited children's) plus its live children. */
+/** A cluster process's role from its title ("postgres: walwriter", "postgres: coffer db 127.0.0.1(…) idle"). */
+function role(pid) {
+  const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').replace(/^postgres:\s*/, '');
+  if (/^(walwriter|checkpointer|background writer|autovacuum|logical replication|archiver|stats)/.test(title)) return title.split(' ').slice(0, 2).join(' ').replace(/ (launcher|worker)$/, '');
+  return 'backends';
+}
+/** CPU ms of the cluster by role: the postmaster (own + exited children's) plus its live children. */
 function clusterCpuMs(postmaster) {
   const pm = statFields(postmaster);
-  let ticks = Number(pm[11]) + Number(pm[12]) + Number(pm[13]) + Number(pm[14]);
+  const byRole = { postmaster: (Number(pm[11]) + Number(pm[12]) + Number(pm[13]) + Number(pm[14])) * 10 };
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const x = statFields(d);
-      if (Number(x[1]) === postmaster) ticks += Number(x[11]) + Number(x[12]);
+      if (Number(x[1]) !== postmaster) continue;
+      const r = role(d);
+      byRole[r] = (byRole[r] ?? 0) + (Number(x[11]) + Number(x[12])) * 10;
     } catch { /* gone */ }
   }
-  return ticks * 10;
+  return byRole;
 }
+const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
 const procCpuMs = (pid) => { const x = statFields(pid); return (Number(x[11]) + Number(x[12])) * 10; };
 
 /** A TCP proxy counting, per connection, round trips and frontend messages by type. */
@@ -137,7 +149,13 @@ async function main() {
     await q("select pg_stat_statements_reset(), pg_stat_reset_shared('wal')");
     await sleep(600); // pg_stat_database counters are flushed at most once a second or so
     const before = await snapshot();
+    let perf = null;
+    if (values.perf) {
+      const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => { try { return Number(statFields(d)[1]) === postmaster; } catch { return false; } });
+      perf = spawn('perf', ['record', '-q', '-F', '499', '-g', '-o', `${values.perf}.${id}`, '-p', [postmaster, ...pids].join(',')], { stdio: 'ignore' });
+    }
     const r = await runLoad(requests[id], seconds, connections);
+    if (perf) { perf.kill('SIGINT'); await new Promise((res) => perf.on('exit', res)); }
     if (r.errors + r.non2xx > 0) throw new Error(`${id}: ${r.errors} errors, ${r.non2xx} non-2xx`);
     await sleep(1500); // the audit group commits that follow the writes, and the stats flush
     const after = await snapshot();
@@ -146,7 +164,8 @@ async function main() {
     const wal = (await q('select wal_records::bigint as rec, wal_fpi::bigint as fpi, wal_bytes::bigint as bytes, wal_write::bigint as writes, wal_sync::bigint as syncs from pg_stat_wal'))[0];
     const per = (x) => Number(x) / n;
     console.log(`\n== ${id}: ${n} requests, ${Math.round(r.rps)} req/s, p99 ${r.p99.toFixed(1)} ms`);
-    console.log(`per request: PostgreSQL CPU ${((after.cpu - before.cpu) / n * 1000).toFixed(1)} µs (all cluster processes), Coffer CPU ${((after.coffer - before.coffer) / n * 1000).toFixed(1)} µs`);
+    const roles = Object.keys(after.cpu).map((k) => `${k} ${(((after.cpu[k] ?? 0) - (before.cpu[k] ?? 0)) / n * 1000).toFixed(1)}`).join(', ');
+    console.log(`per request: PostgreSQL CPU ${((sum(after.cpu) - sum(before.cpu)) / n * 1000).toFixed(1)} µs (all cluster processes: ${roles}), Coffer CPU ${((after.coffer - before.coffer) / n * 1000).toFixed(1)} µs`);
     console.log(`per request: commits ${per(after.db.c - before.db.c).toFixed(3)}, rollbacks ${per(after.db.r - before.db.r).toFixed(3)}, ` +
       `WAL ${per(lsnBytes).toFixed(0)} B (lsn), ${per(wal.bytes).toFixed(0)} B / ${per(wal.rec).toFixed(2)} records / ${per(wal.fpi).toFixed(3)} FPI (pg_stat_wal), wal writes ${per(wal.writes).toFixed(3)}, syncs ${per(wal.syncs).toFixed(3)}`);
     if (after.rt) {
@@ -167,6 +186,10 @@ async function main() {
     const total = rows.reduce((s, x) => s + x.ms, 0);
     console.log(`statements per request ${per(rows.reduce((s, x) => s + Number(x.calls), 0)).toFixed(2)}, execution ${(total / n * 1000).toFixed(1)} µs per request. Top:`);
     console.log('  calls/req   µs/req (plan µs, plans)  rows/call  blks hit/req  dirtied/req  WAL B/req  WAL rec/req  statement');
+    if (perf) {
+      const report = spawnSync('perf', ['report', '-i', `${values.perf}.${id}`, '--no-children', '--sort', 'symbol', '--stdio', '-g', 'none', '--percent-limit', '1'], { encoding: 'utf8' });
+      console.log(`perf, self time by symbol (>= 1%):\n${report.stdout.split('\n').filter((l) => /%/.test(l) && !l.startsWith('#')).slice(0, 40).join('\n')}`);
+    }
     for (const x of rows.slice(0, Number(values.top))) {
       const text = x.query.replace(/\s+/g, ' ').slice(0, 150);
       console.log(`  ${per(x.calls).toFixed(3).padStart(9)} ${(x.ms / n * 1000).toFixed(1).padStart(8)} (${(x.plan / n * 1000).toFixed(1)}, ${per(x.plans).toFixed(3)}) ${(Number(x.rows) / Number(x.calls)).toFixed(2).padStart(10)} ` +
