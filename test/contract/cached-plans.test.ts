@@ -1,12 +1,10 @@
 // Hot prepared statements on PostgreSQL whose tables churn are planned without sequential scans
 // (storage/pipelined-client.ts NO_SEQSCAN): the audit append that deletes write intents
-// (storage/repos/audit.ts) and a combined write's statement with its retention delete
-// (storage/repos/secrets.ts insertVersionsAndPrune). audit_intents holds a few live rows and,
-// between vacuums, the dead ones of every write since (secret_versions likewise for a secret
-// rewritten many times a second): the plan PostgreSQL caches for a prepared statement while the
-// table looks tiny was a sequential scan, kept while the heap grew, so each run read every dead
-// row's page (bench c1: ~750 pages per append after 8 s, most of PostgreSQL's CPU per write).
-// The setting must not outlive the statement's transaction, and must leave an explicit
+// (storage/repos/audit.ts). audit_intents holds a few live rows and, between vacuums, the dead
+// ones of every write since: the plan PostgreSQL caches for the prepared statement while the
+// table looks tiny was a sequential scan, kept while the heap grew, so each append read every
+// dead row's page (bench c1: ~750 pages per append after 8 s, most of PostgreSQL's CPU per
+// write). The setting must not outlive the statement's transaction, and must leave an explicit
 // transaction's later statements as they were.
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
@@ -15,7 +13,6 @@ import { createRepos, type Repos } from '@coffer/server/storage/repos/index';
 import type { ChainRow } from '@coffer/server/storage/repos/audit';
 import type { Database } from '@coffer/server/storage/schema';
 import { createTestDatabase, describeIfPostgres, type TestDatabase } from '../helpers/env.js';
-import { seedNamespace, type Backend } from './backends.js';
 
 describeIfPostgres('cached plans of churning tables (PostgreSQL)', () => {
   let database: TestDatabase;
@@ -100,40 +97,6 @@ describeIfPostgres('cached plans of churning tables (PostgreSQL)', () => {
     };
     await expect(repos.audit.append([row], [requestId])).rejects.toThrow(/duplicate key|unique/i);
     expect(await intentCount(storage.db, requestId)).toBe(1);
-    expect(await seqscanSetting(storage.db)).toBe('on');
-  });
-
-  it("a combined write's retention delete finds the secret's versions by the index, also once the plan is cached", async () => {
-    const ns = await seedNamespace({ storage, repos } as unknown as Backend);
-    const paths = ['a', 'b'];
-    /** Two writes to each secret as one group (secrets/write-combiner.ts), keeping 2 versions; `last`: the COMMIT rides with it, as in a write. */
-    const group = (last: boolean) =>
-      storage.db.transaction().execute(async (trx) => {
-        const locked = (await repos.secrets.lockNamespaceAndSecrets(ns.name, paths, 2, trx))!;
-        const moved = paths.map((p) => {
-          const s = locked.secrets.get(p)!;
-          return { id: s.id, currentVersion: s.current_version + 2, maxVersions: 2, upTo: s.current_version };
-        });
-        const rows = moved.flatMap((m) =>
-          [m.currentVersion - 1, m.currentVersion].map((version) => ({
-            secret_id: m.id, version, type: 'kv', metadata: '{}', kek_version: 1, wrapped_dek: new Uint8Array([version]), ciphertext: new Uint8Array([version, 1]),
-          })),
-        );
-        const before = await scans(trx, 'secret_versions');
-        await repos.secrets.insertVersionsAndPrune(moved, rows, trx, { last });
-        if (last) return { ids: moved.map((m) => m.id) };
-        // Not the last: the scans can be read in the same transaction (its counters stay pending).
-        const after = await scans(trx, 'secret_versions');
-        expect(after.seq - before.seq).toBe(0);
-        expect(after.idx - before.idx).toBeGreaterThanOrEqual(1);
-        expect(await seqscanSetting(trx)).toBe('on');
-        return { ids: moved.map((m) => m.id) };
-      });
-    // The plan cached by the writes' own runs (with the commit) is the one the last run uses.
-    for (let i = 0; i < 8; i++) await group(true);
-    const { ids } = await group(false);
-    const kept = await sql<{ secret_id: string; version: number }>`select secret_id, version from secret_versions where secret_id = any(${ids}::uuid[]) order by secret_id, version`.execute(storage.db);
-    expect(kept.rows.map((r) => r.version)).toEqual([17, 18, 17, 18]);
     expect(await seqscanSetting(storage.db)).toBe('on');
   });
 });

@@ -43,7 +43,10 @@ export const PREPARED = '/* coffer:prepared */';
  * many dead ones (a queue: audit_intents): PostgreSQL caches the plan it makes while the table
  * looks tiny (a sequential scan) and keeps it while insert/delete churn grows the heap until a
  * vacuum, so every run reads every dead row's page (measured: ~750 pages per audit append after
- * 8 s of writes, ~60 µs of PostgreSQL CPU per write; by the index, ~12).
+ * 8 s of writes, ~60 µs of PostgreSQL CPU per write; by the index, ~12). Check with
+ * scripts/bench/pgcost.mjs that the statement's plans per call stay 0: where the generic plan
+ * without sequential scans costs more than the custom ones (arrays PostgreSQL guesses at 10 rows
+ * joined by index, as in a combined write's statement), it plans every call instead.
  */
 export const NO_SEQSCAN = '/* coffer:no-seqscan */';
 const NO_SEQSCAN_SQL = "select set_config('enable_seqscan', 'off', true) offset 1"; // computed, no row back

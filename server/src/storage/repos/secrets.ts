@@ -21,7 +21,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Executor } from '../executor.js';
 import { currentFence } from '../job-fence.js';
-import { COMMIT_WITH, NO_SEQSCAN, PREPARED } from '../pipelined-client.js';
+import { COMMIT_WITH, PREPARED } from '../pipelined-client.js';
 import { prefixRange } from '../prefix-range.js';
 import type { Database } from '../schema.js';
 
@@ -260,11 +260,7 @@ export function secretsRepo(db: Kysely<Database>) {
      * inserted beside it) and the companions (one reservation, every request's intent, a
      * notification per secret) in one statement, whatever the number of secrets and versions
      * (arrays, so the statement's text is one of a few and stays prepared). `created_at`: the
-     * transaction's time, every version's. Planned without sequential scans (NO_SEQSCAN): the
-     * retention delete joins the arrays to secret_versions, and a plan cached while the table
-     * looked small (a hash join over a sequential scan) read every dead version of a secret
-     * rewritten many times a second until a vacuum (bench c1: 7 pages per write after 8 s, 11
-     * after 30 s) instead of each secret's few versions by the primary key.
+     * transaction's time, every version's.
      */
     async insertVersionsAndPrune(
       secrets: readonly { id: string; currentVersion: number; maxVersions: number; upTo: number }[],
@@ -290,7 +286,7 @@ export function secretsRepo(db: Kysely<Database>) {
       // Byte strings travel as hex text arrays: both drivers pass a text[] the same way.
       const hex = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
       const ids = sql`${secrets.map((s) => s.id)}::uuid[]`;
-      const { rows: result } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}${sql.raw(PREPARED)}${sql.raw(NO_SEQSCAN)}
+      const { rows: result } = await sql<{ created_at: Date; encryptions: string | number | null }>`${commit}${sql.raw(PREPARED)}
           with pruned as (delete from secret_versions v using unnest(${ids}, ${secrets.map((s) => s.upTo)}::int[]) as p(id, up_to)
             where v.secret_id = p.id and v.version <= p.up_to)${counted},
           moved as (update secrets s set current_version = p.current_version, max_versions = p.max_versions, updated_at = now()
