@@ -52,11 +52,13 @@ export const NO_SEQSCAN = '/* coffer:no-seqscan */';
 const NO_SEQSCAN_SQL = "select set_config('enable_seqscan', 'off', true) offset 1"; // computed, no row back
 const SEQSCAN_DEFAULT_SQL = 'set local enable_seqscan to default';
 const HEAD = COMMIT_WITH.length + PREPARED.length + NO_SEQSCAN.length + 2;
+/** `marker` among a text's leading markers (searched back from HEAD: no copy, nothing past it read). */
+const marked = (text: string, marker: string): boolean => text.lastIndexOf(marker, HEAD) !== -1;
 
 /** Named statements by text: a marked text gets one name for the process (few texts, so no eviction). */
 const names = new Map<string, string>();
 const nameOf = (text: string): string | undefined => {
-  if (!text.slice(0, HEAD).includes(PREPARED)) return undefined;
+  if (!marked(text, PREPARED)) return undefined;
   let name = names.get(text);
   if (!name) names.set(text, (name = `coffer_${names.size + 1}`));
   return name;
@@ -191,7 +193,7 @@ export function pipelineTransactions(client: pg.ClientBase): boolean {
     });
   /** A statement on its own (in an explicit transaction when `block`): named when marked PREPARED. */
   const plain = (text: string, values: Values, block: boolean): unknown => {
-    if (text.slice(0, HEAD).includes(NO_SEQSCAN)) return run(text, values, { begin: false, commit: false, noSeqScan: true, block });
+    if (marked(text, NO_SEQSCAN)) return run(text, values, { begin: false, commit: false, noSeqScan: true, block });
     const name = nameOf(text);
     return name ? send({ text, name, values }) : send(text, values);
   };
@@ -240,7 +242,7 @@ export function pipelineTransactions(client: pg.ClientBase): boolean {
     const commit = text.startsWith(COMMIT_WITH);
     if (!begin && !commit) return plain(text, params, true);
     state = 'open';
-    const result = run(text, params, { begin, commit, noSeqScan: text.slice(0, HEAD).includes(NO_SEQSCAN), block: true });
+    const result = run(text, params, { begin, commit, noSeqScan: marked(text, NO_SEQSCAN), block: true });
     // Only a statement and commit that both succeeded leave no transaction open; after a failure
     // the transaction is aborted (or gone) and Kysely's rollback goes to the server.
     return commit ? result.then((r) => ((state = 'committed'), r)) : result;
