@@ -34,10 +34,31 @@ export const COMMIT_WITH = '/* coffer:commit-with */';
  */
 export const PREPARED = '/* coffer:prepared */';
 
+/**
+ * Marks (after COMMIT_WITH and PREPARED, if any) a statement to plan without sequential scans:
+ * `select set_config('enable_seqscan', 'off', true)` goes before it in the same write and round
+ * trip (before its Bind, where PostgreSQL plans it), for the rest of the transaction — the
+ * implicit one that ends at the Sync, or an explicit one, where `set local enable_seqscan to
+ * default` follows the statement. For a prepared statement on a table of few live rows and
+ * many dead ones (a queue: audit_intents): PostgreSQL caches the plan it makes while the table
+ * looks tiny (a sequential scan) and keeps it while insert/delete churn grows the heap until a
+ * vacuum, so every run reads every dead row's page (measured: ~750 pages per audit append after
+ * 8 s of writes, ~60 µs of PostgreSQL CPU per write; by the index, ~12). Check with
+ * scripts/bench/pgcost.mjs that the statement's plans per call stay 0: where the generic plan
+ * without sequential scans costs more than the custom ones (arrays PostgreSQL guesses at 10 rows
+ * joined by index, as in a combined write's statement), it plans every call instead.
+ */
+export const NO_SEQSCAN = '/* coffer:no-seqscan */';
+const NO_SEQSCAN_SQL = "select set_config('enable_seqscan', 'off', true) offset 1"; // computed, no row back
+const SEQSCAN_DEFAULT_SQL = 'set local enable_seqscan to default';
+const HEAD = COMMIT_WITH.length + PREPARED.length + NO_SEQSCAN.length + 2;
+/** `marker` among a text's leading markers (searched back from HEAD: no copy, nothing past it read). */
+const marked = (text: string, marker: string): boolean => text.lastIndexOf(marker, HEAD) !== -1;
+
 /** Named statements by text: a marked text gets one name for the process (few texts, so no eviction). */
 const names = new Map<string, string>();
 const nameOf = (text: string): string | undefined => {
-  if (!text.slice(0, COMMIT_WITH.length + PREPARED.length + 2).includes(PREPARED)) return undefined;
+  if (!marked(text, PREPARED)) return undefined;
   let name = names.get(text);
   if (!name) names.set(text, (name = `coffer_${names.size + 1}`));
   return name;
@@ -75,19 +96,29 @@ function statement(connection: PgConnection, text: string): void {
   connection.execute({});
 }
 
+/** How a PipelinedQuery's statement travels: `begin` before it, `commit` after it, `noSeqScan` (NO_SEQSCAN) around it in a `block` (an explicit transaction). */
+interface Around {
+  begin: boolean;
+  commit: boolean;
+  noSeqScan: boolean;
+  block: boolean;
+}
+
 /** One statement, optionally preceded by `begin` and followed by `commit`, before a single Sync. */
 class PipelinedQuery extends QueryBase {
   private completions = 0;
+  /** Completions (begin, the no-seqscan setting) that come before the statement's. */
+  private readonly before: number;
 
   constructor(
     text: string,
     name: string | undefined,
     values: Values,
     callback: Callback,
-    private readonly begin: boolean,
-    private readonly commit: boolean,
+    private readonly around: Around,
   ) {
     super({ text, name, values, queryMode: 'extended', callback });
+    this.before = (around.begin ? 1 : 0) + (around.noSeqScan ? 1 : 0);
   }
 
   override submit(connection: PgConnection): Error | null {
@@ -101,7 +132,8 @@ class PipelinedQuery extends QueryBase {
         connection.parse({ text: this.text, name: this.name });
         connection.submittedNamedStatements[this.name] = this.text;
       }
-      if (this.begin) statement(connection, 'begin');
+      if (this.around.begin) statement(connection, 'begin');
+      if (this.around.noSeqScan) statement(connection, NO_SEQSCAN_SQL);
       return super.submit(connection);
     } finally {
       connection.stream.uncork?.();
@@ -111,14 +143,15 @@ class PipelinedQuery extends QueryBase {
   /** pg's own: Execute, then Sync; the commit goes between. */
   override _getRows(connection: PgConnection, rows: number | undefined): void {
     connection.execute({ portal: this.portal, rows });
-    if (this.commit) statement(connection, 'commit');
+    if (this.around.noSeqScan && this.around.block && !this.around.commit) statement(connection, SEQSCAN_DEFAULT_SQL);
+    if (this.around.commit) statement(connection, 'commit');
     connection.sync();
   }
 
   /** The statement's result is the query's; begin's and commit's completions are not. */
   override handleCommandComplete(msg: unknown, connection: PgConnection): void {
     this.completions += 1;
-    if (this.completions === (this.begin ? 2 : 1)) super.handleCommandComplete(msg, connection);
+    if (this.completions === this.before + 1) super.handleCommandComplete(msg, connection);
   }
 }
 
@@ -154,12 +187,13 @@ export function pipelineTransactions(client: pg.ClientBase): boolean {
   const send = client.query.bind(client) as (...args: unknown[]) => unknown;
   /** idle: no transaction (or one this wrapper did not see begin); begun: `begin` not yet sent; open; committed: by a `commitWith` statement. */
   let state: 'idle' | 'begun' | 'open' | 'committed' = 'idle';
-  const run = (text: string, values: Values, begin: boolean, commit: boolean) =>
+  const run = (text: string, values: Values, around: Around) =>
     new Promise<pg.QueryResult>((resolve, reject) => {
-      send(new PipelinedQuery(text, nameOf(text), values, (err, result) => (err ? reject(err) : resolve(result!)), begin, commit));
+      send(new PipelinedQuery(text, nameOf(text), values, (err, result) => (err ? reject(err) : resolve(result!)), around));
     });
-  /** A statement on its own: named when marked PREPARED. */
-  const plain = (text: string, values: Values): unknown => {
+  /** A statement on its own (in an explicit transaction when `block`): named when marked PREPARED. */
+  const plain = (text: string, values: Values, block: boolean): unknown => {
+    if (marked(text, NO_SEQSCAN)) return run(text, values, { begin: false, commit: false, noSeqScan: true, block });
     const name = nameOf(text);
     return name ? send({ text, name, values }) : send(text, values);
   };
@@ -182,7 +216,7 @@ export function pipelineTransactions(client: pg.ClientBase): boolean {
           state = 'begun';
           return Promise.resolve(done('BEGIN'));
         }
-        return plain(text, params);
+        return plain(text, params, false);
       case 'begun':
         if (word === 'commit' || word === 'rollback') {
           state = 'idle';
@@ -206,9 +240,9 @@ export function pipelineTransactions(client: pg.ClientBase): boolean {
 
   const sendInTransaction = (text: string, params: Values, begin: boolean): Promise<pg.QueryResult> | unknown => {
     const commit = text.startsWith(COMMIT_WITH);
-    if (!begin && !commit) return plain(text, params);
+    if (!begin && !commit) return plain(text, params, true);
     state = 'open';
-    const result = run(text, params, begin, commit);
+    const result = run(text, params, { begin, commit, noSeqScan: marked(text, NO_SEQSCAN), block: true });
     // Only a statement and commit that both succeeded leave no transaction open; after a failure
     // the transaction is aborted (or gone) and Kysely's rollback goes to the server.
     return commit ? result.then((r) => ((state = 'committed'), r)) : result;

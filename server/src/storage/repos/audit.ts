@@ -10,7 +10,7 @@
 import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { Executor } from '../executor.js';
 import type { Database } from '../schema.js';
-import { PREPARED } from '../pipelined-client.js';
+import { NO_SEQSCAN, PREPARED } from '../pipelined-client.js';
 import { transactor } from './transaction.js';
 
 /** One chained entry as the writer has it (audit/writer.ts builds these; nothing is copied for the INSERT). */
@@ -77,9 +77,14 @@ const appendSql = (deleteIntents: string) => `${PREPARED}
     substring($10::bytea from (r.i::int - 1) * 32 + 1 for 32), substring($10::bytea from r.i::int * 32 + 1 for 32)
   from unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
     string_to_array($11::text, E'\\n')) with ordinality as r(time, request_id, identity, action, namespace, path, outcome, status, body, i)`;
-/** Two texts: entries without intents (reads) do not touch audit_intents at all. */
+/**
+ * Two texts: entries without intents (reads) do not touch audit_intents at all. The second is
+ * planned without sequential scans (NO_SEQSCAN): audit_intents holds a few live rows and, between
+ * vacuums, every dead one of the writes since; its cached plan, made while the table looked tiny,
+ * would read them all on every append instead of one index lookup per intent.
+ */
 const APPEND_SQL = appendSql('');
-const APPEND_DELETING_INTENTS_SQL = appendSql('with done as (delete from audit_intents where request_id = any($12::text[]))\n  ');
+const APPEND_DELETING_INTENTS_SQL = appendSql(`${NO_SEQSCAN}with done as (delete from audit_intents where request_id = any($12::text[]))\n  `);
 
 /** The parameters of APPEND_SQL for `rows`, which follow each other in the chain. */
 function appendParams(rows: ChainRow[], intentRequestIds: string[] | null): unknown[] {
