@@ -87,7 +87,7 @@ import {
   CLI_SCENARIOS, DURABLE_IDS, NOT_IN_QUICK, OPT_IN, READ_PATH, REWRAP_SCENARIOS, SCENARIOS, USAGE, WRITE_PATH, parseOptions, scenario,
 } from './bench/options.mjs';
 import { auditPair } from './bench/figures.mjs';
-import { again, pairWindows } from './bench/pairs.mjs';
+import { pairWindows } from './bench/pairs.mjs';
 import { finish, printHeader } from './bench/report.mjs';
 import { mergeRounds } from './bench/rounds.mjs';
 import { benchCli } from './bench/scenarios/cli.mjs';
@@ -259,19 +259,13 @@ async function runPostgres(opts, wanted, results, rewrapResults, { first, measur
           if (measureA) b1.window = await pairWindows(results, { lead: b1, inner: { id: 'a', measure: measureA }, y: 'b1', opts });
         }
         if (b1.window && wanted('b0')) {
-          // The audit log's cost, windows b1 b0 b0 b1: a ratio of two servers' runs, measured so
+          // The audit log's cost from windows b1 b0 b0 b1: a ratio of two servers' runs, measured so
           // that the machine's drift over the run cancels out.
           const noAudit = await startNoAuditServer();
           try {
-            const b0 = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), opts);
-            results.set('b0', b0);
-            const b0again = await measure(SCENARIOS[5], noAudit, readRequest(noAudit), again(opts));
-            const b1again = await b1.measure(again(opts));
-            const pair = auditPair([b1.window, b1again], [b0, b0again]);
-            results.set('auditPair', pair);
-            // The extra windows' errors fail the run like any scenario's.
-            if (pair.problems.length > 0) (b0.problems ??= []).push(...pair.problems);
-            b1.window = b1again;
+            const b0 = { id: 'b0', measure: (o) => measure(SCENARIOS[5], noAudit, readRequest(noAudit), o) };
+            b1.window = await pairWindows(results, { lead: b1, inner: b0, y: 'b1', opts });
+            results.set('auditPair', auditPair(results.get('pair:b1/b0')));
           } finally {
             await stopChild(noAudit.child);
           }

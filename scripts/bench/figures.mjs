@@ -12,9 +12,9 @@ const verdict = (met) => (met === null ? 'n/a' : met ? 'met' : 'NOT MET');
  * A figure (y)/(x) from windows x y y x, or y x x y (bench.mjs): each scenario's two windows
  * summed, so that a drift of the machine's speed over the four windows cancels out instead of
  * landing on one side, as it does when y is measured minutes after x. `extra`: the windows that are
- * not a scenario's own result (by default all but each side's first), whose errors are `problems`.
+ * not a scenario's own result, whose errors are `problems`.
  */
-export function ratioPair(x, y, xRuns, yRuns, extra = [...xRuns.slice(1), ...yRuns.slice(1)]) {
+export function ratioPair(x, y, xRuns, yRuns, extra) {
   const sum = (runs, f) => runs.reduce((t, r) => t + f(r), 0);
   const cpu = (runs) => (runs.every((r) => r.serverCpuMsPerRequest) ? sum(runs, (r) => r.serverCpuMsPerRequest * r.requests) / sum(runs, (r) => r.requests) : null);
   const cpuX = cpu(xRuns);
@@ -32,9 +32,8 @@ export function ratioPair(x, y, xRuns, yRuns, extra = [...xRuns.slice(1), ...yRu
   };
 }
 
-/** The audit log's cost from windows b1, b0, b0, b1 of one run: 1 − (b1)/(b0) of ratioPair. */
-export function auditPair(b1Runs, b0Runs) {
-  const pair = ratioPair('b0', 'b1', b0Runs, b1Runs);
+/** The audit log's cost from the pair (b1)/(b0) of windows b1 b0 b0 b1 (ratioPair): 1 − its ratio. */
+export function auditPair(pair) {
   return {
     b1Rps: pair.yRps,
     b0Rps: pair.xRps,
