@@ -25,39 +25,44 @@ export async function freePort() {
 
 /**
  * Whether process `pid` holds a TCP socket listening on `port` (Linux: /proc/net/tcp{,6} and the
- * process's file descriptors); null where that cannot be read. freePort's race is real on a busy
- * machine: another server can bind the port first, answer health checks and be taken for ours.
+ * process's file descriptors): false once the process is gone, null where /proc/net/tcp cannot be
+ * read (not Linux). freePort's race is real on a busy machine: another server can bind the port first, answer health checks and be taken for ours.
  */
 export function listensOn(pid, port) {
-  let inodes;
-  try {
-    inodes = new Set();
-    for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-      let text;
-      try {
-        text = readFileSync(table, 'utf8');
-      } catch {
-        continue;
-      }
-      for (const line of text.split('\n').slice(1)) {
-        const f = line.trim().split(/\s+/);
-        // local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 the socket's inode.
-        if (f.length > 9 && f[3] === '0A' && parseInt(f[1].slice(f[1].indexOf(':') + 1), 16) === port) inodes.add(f[9]);
-      }
+  const inodes = new Set();
+  let readable = false;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
     }
-    if (inodes.size === 0) return false;
-    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-      let target;
-      try {
-        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      const m = /^socket:\[(\d+)\]$/.exec(target);
-      if (m && inodes.has(m[1])) return true;
+    readable = true;
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 the socket's inode.
+      if (f.length > 9 && f[3] === '0A' && parseInt(f[1].slice(f[1].indexOf(':') + 1), 16) === port) inodes.add(f[9]);
     }
-    return false;
-  } catch {
-    return null;
   }
+  if (!readable) return null;
+  if (inodes.size === 0) return false;
+  let fds;
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    // Gone (or a zombie after a failed bind): whoever answers on the port, it is not this process.
+    return false;
+  }
+  for (const fd of fds) {
+    let target;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m && inodes.has(m[1])) return true;
+  }
+  return false;
 }
