@@ -32,6 +32,19 @@ export function ratioPair(x, y, xRuns, yRuns, extra) {
   };
 }
 
+/**
+ * The figure (y)/(x) of one round's `results`: from its pair of windows when the round measured
+ * one, else from the two scenarios' own windows; null unless both ran. `cpu`: the same by server
+ * CPU per request; `pair`: the pair it came from, if any.
+ */
+export function pairedRatio(results, yId, xId) {
+  const pair = results.get(`pair:${yId}/${xId}`);
+  if (pair) return { value: pair.ratio, cpu: pair.ratioByCpu, pair };
+  const [y, x] = [yId, xId].map((id) => (ok(results.get(id)) ? results.get(id) : null));
+  const c = (s) => s?.serverCpuMsPerRequest ?? null;
+  return { value: y && x ? y.rps / x.rps : null, cpu: c(x) && c(y) ? c(x) / c(y) : null, pair: null };
+}
+
 /** The audit log's cost from the pair (b1)/(b0) of windows b1 b0 b0 b1 (ratioPair): 1 − its ratio. */
 export function auditPair(pair) {
   return {
@@ -93,17 +106,12 @@ export function httpFigures(results) {
   const [b0, b1, c1, p1, p2, p1s, p2s, p3] = ['b0', 'b1', 'c1', 'p1', 'p2', 'p1s', 'p2s', 'p3'].map(r);
   const q = (x, y) => (x && y ? x / y : null);
   const rps = (list) => list.map(fmtInt).join(' + ');
-  // (y)/(x) from its pair of windows (ratioPair) when the round measured one, else from the two
-  // scenarios' own windows; `detail` says which, `extra` is appended to it.
-  const ratio = (yId, xId, extra = '') => {
-    const pair = results.get(`pair:${yId}/${xId}`);
-    if (pair) return { value: pair.ratio, cpu: pair.ratioByCpu, detail: `${rps(pair.yRps)} / ${rps(pair.xRps)} req/s, windows ${pair.order}${extra}` };
-    const [y, x] = [r(yId), r(xId)];
-    return { value: q(y?.rps, x?.rps), cpu: qc(x, y), detail: y && x ? `${fmtInt(y.rps)} / ${fmtInt(x.rps)} req/s${extra}` : '' };
-  };
+  // (y)/(x) by pairedRatio; `detail` says which windows, `extra` is appended to it.
   const addRatio = (figure, yId, xId, aim, extra = '') => {
-    const { value, cpu, detail } = ratio(yId, xId, extra);
-    add(figure, value, detail, aim, cpu);
+    const { value, cpu, pair } = pairedRatio(results, yId, xId);
+    const [y, x] = [r(yId), r(xId)];
+    const from = pair ? `${rps(pair.yRps)} / ${rps(pair.xRps)} req/s, windows ${pair.order}` : y && x ? `${fmtInt(y.rps)} / ${fmtInt(x.rps)} req/s` : '';
+    add(figure, value, from && `${from}${extra}`, aim, cpu);
   };
 
   addRatio('(b1) read, PostgreSQL / (a) hello-world', 'b1', 'a', '≥ 0.5');

@@ -6,7 +6,7 @@
 // round's error may be lost: the merged stats carry every round's errors and problems, so the
 // verdict in finish() (report.mjs) fails the run on them as it does for one round.
 import { median } from './common.mjs';
-import { fmtFigure, httpFigures, meetsAim } from './figures.mjs';
+import { fmtFigure, httpFigures, meetsAim, pairedRatio } from './figures.mjs';
 import { SCENARIOS } from './options.mjs';
 
 const ok = (r) => r && !r.skipped;
@@ -127,8 +127,8 @@ export function mergeFigures(rounds) {
  */
 export function roundRatios(results) {
   const get = (id) => (ok(results.get(id)) ? results.get(id) : null);
-  // From the pair of windows (figures.mjs ratioPair) when the round measured one, as the figures do.
-  const ratio = (y, x) => results.get(`pair:${y}/${x}`)?.ratio ?? (get(y) && get(x) ? get(y).rps / get(x).rps : null);
+  // As the figures do: from the pair of windows when the round measured one.
+  const ratio = (y, x) => pairedRatio(results, y, x).value;
   const ratios = {};
   for (const id of ['b1', 'b2', 'c1', 'c2']) ratios[`${id}_over_a`] = ratio(id, 'a');
   if (get('b3') && get('b1')) ratios.policy_cost = 1 - ratio('b3', 'b1');

@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { hasExited, waitForHttp as pollHttp } from '../lib/child.mjs';
-import { freePort, listensOn } from '../lib/port.mjs';
+import { freePort } from '../lib/port.mjs';
 import { findPostgresBinaries, startPostgresCluster } from '../lib/pg-cluster.mjs';
 import { findSoftHsm, initSoftHsmToken, writeSoftHsmConf } from '../lib/softhsm.mjs';
 import { BenchError, info, requireFromServer, root } from './common.mjs';
@@ -21,8 +21,7 @@ const HELLO_MAIN = path.join(root, 'scripts', 'bench', 'hello.mjs');
  * answer on a port the child listens on counts: another process may have bound freePort's port.
  */
 async function waitForHttp(handle, url, timeoutMs = 60_000) {
-  const port = Number(new URL(url).port);
-  const ready = await pollHttp(url, { timeoutMs, stopIf: () => hasExited(handle.child), accept: () => listensOn(handle.child.pid, port) !== false });
+  const ready = await pollHttp(url, { timeoutMs, stopIf: () => hasExited(handle.child), owner: handle.child.pid });
   if ('status' in ready) return ready.status;
   if ('ended' in ready) {
     const { code, signal } = await handle.exited;

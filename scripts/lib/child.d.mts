@@ -38,5 +38,5 @@ export type HttpWait = { status: number } | { ended: true } | { timedOut: true }
  */
 export function waitForHttp(
   url: string,
-  options?: { timeoutMs?: number; intervalMs?: number; requestTimeoutMs?: number; stopIf?: () => boolean; accept?: () => boolean },
+  options?: { timeoutMs?: number; intervalMs?: number; requestTimeoutMs?: number; stopIf?: () => boolean; owner?: number },
 ): Promise<HttpWait>;

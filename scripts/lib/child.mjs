@@ -2,6 +2,7 @@
 // a promise of the exit, a stop that escalates to SIGKILL, and a wait for an HTTP server.
 // Dependency-free (node: built-ins only).
 import { spawn } from 'node:child_process';
+import { listensOn } from './port.mjs';
 
 /**
  * Spawns `command args…` with stdout and stderr captured (interleaved, as received).
@@ -51,18 +52,20 @@ export async function stopProcess(child, exited, { signal = 'SIGTERM', graceMs =
  * Polls `url` until a server answers at all (any HTTP status): `{ status }`. Gives up with
  * `{ ended: true }` as soon as `stopIf()` is true (the server process is gone), or with
  * `{ timedOut: true }` after `timeoutMs`. Each attempt is cut after `requestTimeoutMs` (0: it
- * waits as long as the server takes once it accepts the connection). An answer counts only when
- * `accept()` says it came from the awaited process (port.mjs listensOn). The caller words the error.
+ * waits as long as the server takes once it accepts the connection). With `owner` (a pid), an
+ * answer counts only while that process listens on the URL's port (port.mjs listensOn): another
+ * process may have bound it first. The caller words the error.
  */
-export async function waitForHttp(url, { timeoutMs = 60_000, intervalMs = 100, requestTimeoutMs = 2000, stopIf = () => false, accept = () => true } = {}) {
+export async function waitForHttp(url, { timeoutMs = 60_000, intervalMs = 100, requestTimeoutMs = 2000, stopIf = () => false, owner } = {}) {
   const deadline = Date.now() + timeoutMs;
+  const port = Number(new URL(url).port);
   for (;;) {
     if (stopIf()) return { ended: true };
     try {
       const res = await fetch(url, requestTimeoutMs > 0 ? { signal: AbortSignal.timeout(requestTimeoutMs) } : {});
       await res.arrayBuffer();
-      // An answer from a process that is not the one being waited for (accept) is not readiness.
-      if (accept()) return { status: res.status };
+      // An answer from a process other than the awaited one is not its readiness.
+      if (owner === undefined || listensOn(owner, port) !== false) return { status: res.status };
     } catch {
       /* not listening yet */
     }

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnCaptured, stopProcess, waitForHttp } from '#lib/child.mjs';
-import { freePort, listensOn } from '#lib/port.mjs';
+import { freePort } from '#lib/port.mjs';
 
 export { freePort };
 
@@ -63,7 +63,7 @@ export async function startServerProcess(
       intervalMs: 50,
       requestTimeoutMs: 0,
       stopIf: () => exitedEarly,
-      accept: () => listensOn(pid, port) !== false,
+      owner: pid,
     });
     if ('ended' in ready) {
       if (env.COFFER_PORT === undefined && attempt < 5 && /EADDRINUSE/.test(run.output())) continue;
